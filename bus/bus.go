@@ -1,0 +1,170 @@
+// Package bus owns the message bus: starting the embedded nats-server or connecting to an external
+// cluster, the JetStream stream and consumer settings, and the outbox relay that moves committed
+// outbox rows into JetStream. It knows subjects and ids, not what a notice says.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options configure the bus.
+type Options struct {
+	URL             string // empty: run nats-server inside the process
+	StoreDir        string // JetStream store of the embedded server
+	Stream          string
+	SubjectPrefix   string
+	Replicas        int
+	DuplicateWindow time.Duration
+}
+
+// Bus is a connection to JetStream (and the embedded server when there is one).
+type Bus struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	opts   Options
+	server *server.Server
+}
+
+// Open starts or connects to NATS and makes sure the stream exists with the configured settings.
+func Open(ctx context.Context, o Options) (*Bus, error) {
+	b := &Bus{opts: o}
+	var err error
+	if o.URL == "" {
+		ns, err := server.NewServer(&server.Options{
+			ServerName: "policypush-embedded",
+			JetStream:  true,
+			StoreDir:   filepath.Join(o.StoreDir),
+			DontListen: true,
+			NoSigs:     true,
+			NoLog:      true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats-server: %w", err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			ns.Shutdown()
+			return nil, errors.New("embedded nats-server did not become ready in 10s")
+		}
+		b.server = ns
+		b.NC, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("policypush"))
+	} else {
+		b.NC, err = nats.Connect(o.URL, nats.Name("policypush"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(500*time.Millisecond), nats.Timeout(5*time.Second))
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("connect to NATS %s: %w", describe(o.URL), err)
+	}
+	if b.JS, err = jetstream.New(b.NC); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := b.ensureStream(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func describe(url string) string {
+	if url == "" {
+		return "(embedded)"
+	}
+	return url
+}
+
+// NotifySubject is the subject of notices for one channel.
+func (b *Bus) NotifySubject(channel string) string {
+	return NotifySubject(b.opts.SubjectPrefix, channel)
+}
+
+// NotifySubject is the subject of notices for one channel under a prefix.
+func NotifySubject(prefix, channel string) string { return prefix + ".notify." + channel }
+
+// ensureStream creates or updates the notice stream. Work-queue retention: a notice is removed once
+// a notifier acks it; the duplicate window absorbs the relay's republish after a crash between
+// PubAck and marking the outbox row.
+func (b *Bus) ensureStream(ctx context.Context) error {
+	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        b.opts.Stream,
+		Description: "policypush notices waiting for a notifier",
+		Subjects:    []string{b.opts.SubjectPrefix + ".notify.>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.opts.Replicas,
+		Duplicates:  b.opts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      30 * 24 * time.Hour,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", b.opts.Stream, err)
+	}
+	return nil
+}
+
+// ConsumerOptions are the delivery settings of a channel's durable consumer.
+type ConsumerOptions struct {
+	AckWait       time.Duration
+	MaxDeliver    int
+	MaxAckPending int
+}
+
+// Consumer returns (creating or updating) the durable pull consumer of a channel. Several notifier
+// processes bound to the same durable share its messages.
+func (b *Bus) Consumer(ctx context.Context, channel string, o ConsumerOptions) (jetstream.Consumer, error) {
+	c, err := b.JS.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
+		Durable:       "notify-" + channel,
+		FilterSubject: b.NotifySubject(channel),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: o.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer for %s: %w", channel, err)
+	}
+	return c, nil
+}
+
+// Healthy reports whether the connection is up.
+func (b *Bus) Healthy() error {
+	if b.NC == nil || !b.NC.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	return nil
+}
+
+// Close drains the connection and stops the embedded server.
+func (b *Bus) Close() {
+	if b.NC != nil {
+		_ = b.NC.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !b.NC.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.NC.Close()
+	}
+	if b.server != nil {
+		b.server.Shutdown()
+		b.server.WaitForShutdown()
+	}
+}
+
+// NoticeJob is the payload of a notice message: which match to announce on which channel. The
+// notifier reads everything else from the database, so a message never carries stale firm data.
+type NoticeJob struct {
+	MatchID uint64 `json:"match_id"`
+	Channel string `json:"channel"`
+	// Fallback marks an SMS queued because WeChat could not reach the firm.
+	Fallback bool `json:"fallback,omitempty"`
+}

@@ -1,0 +1,444 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+func importCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "import", Short: "导入数据（企业名录）"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "enterprises FILE",
+		Short: "Import enterprises from CSV or XLSX (upsert by credit_code)",
+		Long: `Reads a CSV (UTF-8, header row of catalog keys) or .xlsx file (first sheet) and upserts each row by
+credit_code in batches. Rows with malformed values are reported with line, column and reason and
+skipped; everything valid is imported. Credit codes that fail only the GB 32100 checksum are kept with
+a warning (early pilot codes fail it legitimately). See "policypush fields" for the keys.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			sum, err := registry.ImportFile(cmd.Context(), db, args[0], registry.ImportOptions{Progress: os.Stderr})
+			for _, is := range sum.Issues {
+				fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
+			}
+			if err != nil {
+				return fmt.Errorf("import %s: %w", args[0], err)
+			}
+			fmt.Println(sum.String())
+			return nil
+		},
+	})
+	return cmd
+}
+
+func (g *globals) app() (*app, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return nil, err
+	}
+	return newApp(cfg), nil
+}
+
+func actorName(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if u, err := user.Current(); err == nil {
+		return "os:" + u.Username
+	}
+	return "cli"
+}
+
+func policyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "政策：发布、测试、列表"}
+	var by string
+	apply := &cobra.Command{
+		Use:   "apply FILE|DIR",
+		Short: "Compile policy YAML files and publish each changed one as a new immutable version",
+		Long: `Parses every .yaml/.yml policy (one per file), type-checks its expressions against the field catalog
+and publishes it as a new version when its content changed. Errors name the file, policy id, line and
+column; a bad file never stops the good ones from being applied. Exits non-zero if any file failed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defs, errs := rules.LoadDir(args[0])
+			for _, e := range errs {
+				fmt.Fprintln(os.Stderr, e)
+			}
+			actor := actorName(by)
+			for _, d := range defs {
+				p, _ := d.Compile()
+				if failed := failedTests(p); failed != "" {
+					errs = append(errs, fmt.Errorf("policy %s: tests fail, not published:\n%s", d.ID, failed))
+					fmt.Fprintln(os.Stderr, errs[len(errs)-1])
+					continue
+				}
+				res, err := rules.Apply(cmd.Context(), db, d, args[0], actor)
+				if err != nil {
+					errs = append(errs, err)
+					fmt.Fprintf(os.Stderr, "policy %s: %v\n", d.ID, err)
+					continue
+				}
+				if res.Changed {
+					fmt.Printf("%s: published version %d\n", res.PolicyID, res.Version)
+				} else {
+					fmt.Printf("%s: unchanged (version %d)\n", res.PolicyID, res.Version)
+				}
+			}
+			if len(errs) > 0 {
+				return fmt.Errorf("%d policy file(s) not applied", len(errs))
+			}
+			return nil
+		},
+	}
+	apply.Flags().StringVar(&by, "by", "", "who applies (recorded in the audit log; default the OS user)")
+	test := &cobra.Command{
+		Use:   "test FILE|DIR",
+		Short: "Run the test cases of policy files (no database needed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			defs, errs := rules.LoadDir(args[0])
+			for _, e := range errs {
+				fmt.Fprintln(os.Stderr, e)
+			}
+			passed, failed := 0, len(errs)
+			for _, d := range defs {
+				p, _ := d.Compile()
+				for _, r := range p.RunTests() {
+					if r.Passed {
+						passed++
+						fmt.Printf("ok   %s / %s\n", d.ID, r.Name)
+					} else {
+						failed++
+						fmt.Printf("FAIL %s / %s: %s\n", d.ID, r.Name, r.Problem)
+					}
+				}
+			}
+			fmt.Printf("%d passed, %d failed\n", passed, failed)
+			if failed > 0 {
+				return errSilent
+			}
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List published policies",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ps, err := rules.LoadPublished(cmd.Context(), db, "")
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVERSION\tWINDOW\tCHANNELS\tTITLE")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%d\t%s – %s\t%s\t%s\n", p.Def.ID, p.Version, p.Def.EffectiveFrom, windowEndOf(p.Def),
+					strings.Join(p.Def.Channels, ","), p.Def.Title)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(apply, test, list)
+	return cmd
+}
+
+func windowEndOf(d *rules.Definition) string {
+	if d.EffectiveTo == nil {
+		return "长期"
+	}
+	return d.EffectiveTo.String()
+}
+
+func failedTests(p *rules.Policy) string {
+	var b strings.Builder
+	for _, r := range p.RunTests() {
+		if !r.Passed {
+			fmt.Fprintf(&b, "  %s: %s\n", r.Name, r.Problem)
+		}
+	}
+	return b.String()
+}
+
+func matchCmd(g *globals) *cobra.Command {
+	var asOf, policyID string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "match",
+		Short: "Evaluate active policies against active firms and store the difference",
+		Long: `Evaluates every published policy whose effective window contains the as-of date (default: today)
+against active firms (revoked, deregistered and moved-out firms never match). New matches are stored
+together with their outbox rows in one transaction; matches that no longer hold are revoked; unchanged
+ones are untouched, so running it twice queues nothing twice. Notices are sent by "serve", "demo" or
+"deliver".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			day, err := parseAsOf(asOf, a.cfg)
+			if err != nil {
+				return err
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			sum, err := matcher.Run(cmd.Context(), db, day, policyID, matcher.Options{
+				Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Progress: os.Stderr})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(os.Stdout, sum)
+			}
+			printMatchSummary(os.Stdout, sum)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&asOf, "as-of", "", "evaluation date YYYY-MM-DD (default today)")
+	cmd.Flags().StringVar(&policyID, "policy", "", "match only this policy id")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func printMatchSummary(w io.Writer, sum matcher.Summary) {
+	fmt.Fprintf(w, "评估日期 %s，在册正常经营企业 %d 家，用时 %.2f 秒\n", sum.AsOf, sum.Firms, sum.Seconds)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POLICY\tVERSION\tELIGIBLE\tNEW\tREVOKED\tUPDATED\tUNCHANGED\tERRORS\tNOTE")
+	for _, p := range sum.Policies {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.PolicyID, p.Version, p.Eligible, p.New, p.Revoked,
+			p.Updated, p.Unchanged, p.Errors, p.Skipped)
+	}
+	_ = tw.Flush()
+}
+
+func matchesCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "matches", Short: "匹配结果"}
+	var format, policyID, out string
+	export := &cobra.Command{
+		Use:   "export",
+		Short: "Write active matches as CSV or JSON (stdout without -o)",
+		Long: `Writes every active match with the columns policy_id, credit_code, amount (empty when the policy
+has no amount formula), policy_version, as_of, name, region_code, park_id, matched_at.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "csv" && format != "json" {
+				return fmt.Errorf("--format %q: use csv or json", format)
+			}
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			q := db.WithContext(cmd.Context()).Table("matches AS m").
+				Select("m.policy_id, m.credit_code, m.amount, m.policy_version, m.as_of, e.name, e.region_code, e.park_id, m.matched_at").
+				Joins("LEFT JOIN enterprises e ON e.credit_code = m.credit_code").
+				Where("m.state = ?", store.MatchActive).Order("m.policy_id, m.credit_code")
+			if policyID != "" {
+				q = q.Where("m.policy_id = ?", policyID)
+			}
+			var rows []exportRow
+			if err := q.Scan(&rows).Error; err != nil {
+				return fmt.Errorf("read matches: %w", err)
+			}
+			w := io.Writer(os.Stdout)
+			if out != "" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			if format == "json" {
+				return writeJSON(w, rows)
+			}
+			return writeMatchesCSV(w, rows)
+		},
+	}
+	export.Flags().StringVar(&format, "format", "csv", "csv or json")
+	export.Flags().StringVar(&policyID, "policy", "", "only this policy id")
+	export.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of stdout")
+	cmd.AddCommand(export)
+	return cmd
+}
+
+type exportRow struct {
+	PolicyID      string    `json:"policy_id"`
+	CreditCode    string    `json:"credit_code"`
+	Amount        *float64  `json:"amount"`
+	PolicyVersion int       `json:"policy_version"`
+	AsOf          time.Time `json:"-"`
+	AsOfDate      string    `json:"as_of" gorm:"-"`
+	Name          string    `json:"name"`
+	RegionCode    string    `json:"region_code"`
+	ParkID        string    `json:"park_id"`
+	MatchedAt     time.Time `json:"matched_at"`
+}
+
+func writeMatchesCSV(w io.Writer, rows []exportRow) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"policy_id", "credit_code", "amount", "policy_version", "as_of", "name", "region_code", "park_id", "matched_at"})
+	for _, r := range rows {
+		amount := ""
+		if r.Amount != nil {
+			amount = strconv.FormatFloat(*r.Amount, 'f', 2, 64)
+		}
+		_ = cw.Write([]string{r.PolicyID, r.CreditCode, amount, strconv.Itoa(r.PolicyVersion), r.AsOf.Format("2006-01-02"),
+			r.Name, r.RegionCode, r.ParkID, r.MatchedAt.UTC().Format(time.RFC3339)})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	if rows, ok := v.([]exportRow); ok {
+		for i := range rows {
+			rows[i].AsOfDate = rows[i].AsOf.Format("2006-01-02")
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	var asOf string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Counts of enterprises, active policies, matches, pending outbox rows and deliveries",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			day, err := parseAsOf(asOf, a.cfg)
+			if err != nil {
+				return err
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, err := store.ReadStatus(cmd.Context(), db, day)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(os.Stdout, st)
+			}
+			printStatus(os.Stdout, st, day)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&asOf, "as-of", "", "date for counting active policies (default today)")
+	return cmd
+}
+
+func printStatus(w io.Writer, st store.Status, day time.Time) {
+	fmt.Fprintf(w, "企业 %d（正常经营 %d）\n", st.Enterprises, st.EnterprisesActive)
+	fmt.Fprintf(w, "已发布政策 %d，%s 有效 %d\n", st.PoliciesPublished, day.Format("2006-01-02"), st.PoliciesActive)
+	fmt.Fprintf(w, "有效匹配 %d，待投递 outbox %d\n", st.MatchesActive, st.OutboxPending)
+	chans := make([]string, 0, len(st.Deliveries))
+	for ch := range st.Deliveries {
+		chans = append(chans, ch)
+	}
+	sort.Strings(chans)
+	for _, ch := range chans {
+		states := make([]string, 0)
+		for s, n := range st.Deliveries[ch] {
+			states = append(states, fmt.Sprintf("%s %d", s, n))
+		}
+		sort.Strings(states)
+		fmt.Fprintf(w, "通知 %s: %s\n", ch, strings.Join(states, ", "))
+	}
+}
+
+func fieldsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "fields",
+		Short: "List the field catalog: the variables a rule can use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON {
+				return writeJSON(os.Stdout, registry.Catalog)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KEY\tLABEL\tTYPE\tUNIT\tSOURCE")
+			for _, f := range registry.Catalog {
+				typ := f.Type
+				if len(f.Enum) > 0 {
+					typ += " (" + strings.Join(f.Enum, "|") + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Key, f.Label, typ, f.Unit, f.Source)
+			}
+			fmt.Fprintln(tw, "as_of\t评估日期\tdate\t\t")
+			_ = tw.Flush()
+			fmt.Println("\n辅助函数:")
+			helpers := rules.Helpers()
+			names := make([]string, 0, len(helpers))
+			for k := range helpers {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				fmt.Println("  " + helpers[k])
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+// DemoAsOf is inside the windows of all six 2022 demo policies (they have expired in real time).
+const DemoAsOf = "2022-09-30"
+
+func demoCmd(g *globals) *cobra.Command {
+	var httpAddr, asOf string
+	var firms int
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole flow on the embedded default and serve the console",
+		Long: `Embedded everything: SQLite in --data-dir, NATS JetStream inside the process and local WeChat/SMS
+sandbox servers. On first start it seeds a deterministic synthetic registry of Jiangsu firms (with a
+few bad rows, reported and skipped) and the six real 2022 policies, matches them as of ` + DemoAsOf + `
+(the real 2022 policies have expired), delivers the notices, prints a summary and serves the console
+until interrupted. Started again on the same data dir it resumes: no reseeding, nothing sent twice.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			// The demo always runs on the embedded components, whatever the config file says.
+			cfg.Database.Driver, cfg.Database.DSN, cfg.NATS.URL, cfg.Sandbox.Enabled = "sqlite", "", "", true
+			if httpAddr != "" {
+				cfg.HTTP.Addr = httpAddr
+			}
+			day, err := rules.ParseDate(asOf)
+			if err != nil {
+				return fmt.Errorf("--as-of: %w", err)
+			}
+			a := newApp(cfg)
+			defer a.close()
+			ctx := cmd.Context()
+			db, err := a.openDB(ctx)
+			if err != nil {
+				return err
+			}
+			if err := seedDemo(ctx, a, firms); err != nil {
+				return err
+			}
+			wait, err := a.startPipeline(ctx)
+			if err != nil {
+				return err
+			}
+			srv, err := a.serveHTTP(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("评估日期 %s（2022 年政策已到期，演示按政策有效期内的日期匹配）\n", day)
+			sum, err := matcher.Run(ctx, db, day.Time, "", matcher.Options{Workers: cfg.Matcher.Workers,
+				SubjectPrefix: cfg.NATS.SubjectPrefix, Progress: os.Stderr, Log: a.log})
+			if err != nil {
+				return err
+			}
+			printMatchSummary(os.Stdout, sum)
+			if err := a.waitIdle(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
+				a.log.Warn("delivery not finished yet; it goes on in the background", "err", err)
+			}
+			st, err := store.ReadStatus(ctx, db, day.Time)
+			if err == nil {
+				fmt.Println()
+				printStatus(os.Stdout, st, day.Time)
+			}
+			if a.sandbox != nil {
+				fmt.Printf("沙箱记录: %s （微信 %d 条，短信 %d 条）\n", filepath.Join(cfg.DataDir, "sandbox"),
+					a.sandbox.Counts()["wechat"], a.sandbox.Counts()["tencent"]+a.sandbox.Counts()["aliyun"])
+			}
+			fmt.Printf("\n控制台: http://%s/  （Ctrl-C 退出）\n", srv.Addr)
+			waitForSignal(ctx)
+			fmt.Fprintln(os.Stderr, "正在停止…")
+			shutdown(srv)
+			wait()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&httpAddr, "http", "", "console address (default http.addr, 127.0.0.1:8080)")
+	cmd.Flags().StringVar(&asOf, "as-of", DemoAsOf, "evaluation date of the demo")
+	cmd.Flags().IntVar(&firms, "firms", 20000, "size of the synthetic registry on first start")
+	return cmd
+}
+
+// seedDemo imports the synthetic registry (once) and applies the demo catalog (a no-op when unchanged).
+func seedDemo(ctx context.Context, a *app, firms int) error {
+	db := a.db
+	var n int64
+	if err := db.WithContext(ctx).Model(&store.Enterprise{}).Count(&n).Error; err != nil {
+		return err
+	}
+	if n == 0 {
+		path := filepath.Join(a.cfg.DataDir, "seed", "enterprises.csv")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := registry.SynthCSVFile(path, firms, 2022, true); err != nil {
+			return fmt.Errorf("write synthetic registry: %w", err)
+		}
+		fmt.Printf("生成演示企业名录 %s（%d 家，含少量错误行）\n", path, firms)
+		sum, err := registry.ImportFile(ctx, db, path, registry.ImportOptions{Progress: os.Stderr})
+		if err != nil {
+			return err
+		}
+		for _, is := range sum.Issues {
+			fmt.Println("  " + is.String())
+		}
+		fmt.Println(sum.String())
+	}
+	dir, err := rules.WriteDemoCatalog(filepath.Join(a.cfg.DataDir, "policies"))
+	if err != nil {
+		return err
+	}
+	defs, errs := rules.LoadDir(dir)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, d := range defs {
+		res, err := rules.Apply(ctx, db, d, filepath.Join(dir, d.ID+".yaml"), "demo")
+		if err != nil {
+			return err
+		}
+		if res.Changed {
+			fmt.Printf("发布政策 %s 版本 %d：%s\n", d.ID, res.Version, d.Title)
+		}
+	}
+	return nil
+}
+
+func serveCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the relay, notifiers and console from config (production: MySQL + external NATS)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			ctx := cmd.Context()
+			wait, err := a.startPipeline(ctx)
+			if err != nil {
+				return err
+			}
+			srv, err := a.serveHTTP(ctx)
+			if err != nil {
+				return err
+			}
+			a.log.Info("serving", "http", srv.Addr, "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+			waitForSignal(ctx)
+			shutdown(srv)
+			wait()
+			return nil
+		},
+	}
+	return cmd
+}
+
+func describeNATS(url string) string {
+	if url == "" {
+		return "embedded"
+	}
+	return url
+}
+
+func deliverCmd(g *globals) *cobra.Command {
+	var untilIdle bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "deliver",
+		Short: "Run the outbox relay and notifiers (without the console)",
+		Long: `Publishes pending outbox rows to JetStream and sends the notices. With --until-idle it returns
+once the outbox is empty and no notice is waiting or in flight (retries scheduled for later count as
+waiting), or fails after --timeout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := g.app()
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			wait, err := a.startPipeline(ctx)
+			if err != nil {
+				return err
+			}
+			if untilIdle {
+				err = a.waitIdle(ctx, timeout)
+				cancel()
+			} else {
+				waitForSignal(ctx)
+			}
+			wait()
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&untilIdle, "until-idle", false, "stop when everything queued has been handled")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --until-idle: give up after this long")
+	return cmd
+}
+
+// waitIdle waits until the outbox is empty and the channel consumers have nothing pending.
+func (a *app) waitIdle(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		idle, err := a.idle(ctx)
+		if err == nil && idle {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("still busy")
+			}
+			return fmt.Errorf("not idle after %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (a *app) idle(ctx context.Context) (bool, error) {
+	var pending int64
+	if err := a.db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").Count(&pending).Error; err != nil {
+		return false, err
+	}
+	if pending > 0 {
+		return false, nil
+	}
+	s, err := a.bus.JS.Stream(ctx, a.cfg.NATS.Stream)
+	if err != nil {
+		return false, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.State.Msgs == 0, nil
+}
+
+// serveHTTP starts the console on http.addr.
+func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	sandboxDir := ""
+	if a.sandbox != nil {
+		sandboxDir = filepath.Join(a.cfg.DataDir, "sandbox")
+	}
+	h := admin.New(admin.Options{DB: a.db, Bus: a.bus, SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location()})
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("console stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+func shutdown(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}

@@ -1,0 +1,205 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	alierr "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/dysmsapi"
+)
+
+// ProviderAliyun is the name of the Aliyun SMS sender.
+const ProviderAliyun = "aliyun"
+
+const aliyunDomain = "dysmsapi.aliyuncs.com"
+
+// AliyunSMSConfig configures Aliyun SMS (dysmsapi 2017-05-25, legacy SDK).
+type AliyunSMSConfig struct {
+	AccessKeyID, AccessKeySecret, Region, SignName, TemplateCode string
+	// Endpoint overrides dysmsapi.aliyuncs.com. A loopback host:port (the sandbox) is spoken to
+	// over plain HTTP; an "http://" or "https://" prefix picks the scheme explicitly.
+	Endpoint string
+}
+
+// AliyunSMS sends template SMS through Aliyun.
+//
+// The legacy SDK client is not safe for concurrent use (every call rewrites its http.Client timeout
+// and transport) and takes no context, so each Send builds a throwaway client around one shared
+// connection pool whose RoundTripper carries that call's context.
+type AliyunSMS struct {
+	cfg       AliyunSMSConfig
+	domain    string
+	scheme    string
+	transport *http.Transport
+}
+
+// NewAliyunSMS builds the sender.
+func NewAliyunSMS(cfg AliyunSMSConfig) (*AliyunSMS, error) {
+	if cfg.AccessKeyID == "" || cfg.AccessKeySecret == "" || cfg.SignName == "" || cfg.TemplateCode == "" {
+		return nil, errors.New("aliyun sms: access key id, access key secret, sign name and template code are required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "cn-hangzhou"
+	}
+	a := &AliyunSMS{cfg: cfg, domain: aliyunDomain, scheme: "https"}
+	if cfg.Endpoint != "" {
+		host, plain, err := splitEndpoint(cfg.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("aliyun sms: endpoint: %w", err)
+		}
+		a.domain = host
+		if plain {
+			a.scheme = "http"
+		}
+	}
+	base, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return nil, errors.New("aliyun sms: http.DefaultTransport is not an *http.Transport")
+	}
+	a.transport = base.Clone()
+	// Fail on a bad region now rather than on the first send.
+	if _, err := a.client(context.Background()); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Name implements Sender.
+func (a *AliyunSMS) Name() string { return ProviderAliyun }
+
+// ctxTransport binds one call's context to the SDK's requests, which it builds without one. The
+// SDK's own read timeout still applies: http.Client signals it through Request.Cancel, which
+// WithContext keeps.
+type ctxTransport struct {
+	ctx  context.Context
+	base http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.base.RoundTrip(r.WithContext(t.ctx))
+}
+
+func (a *AliyunSMS) client(ctx context.Context) (*dysmsapi.Client, error) {
+	conf := sdk.NewConfig()
+	// The engine owns retries; an SDK retry would resend the SMS, as Aliyun does not dedupe on OutId.
+	conf.AutoRetry = false
+	// A RoundTripper that is not an *http.Transport also stops the SDK from mutating the shared pool.
+	conf.Transport = ctxTransport{ctx: ctx, base: a.transport}
+	cred := &credentials.AccessKeyCredential{AccessKeyId: a.cfg.AccessKeyID, AccessKeySecret: a.cfg.AccessKeySecret}
+	c, err := dysmsapi.NewClientWithOptions(a.cfg.Region, conf, cred)
+	if err != nil {
+		return nil, fmt.Errorf("aliyun sms: new client: %w", err)
+	}
+	return c, nil
+}
+
+// Send sends one SMS with OutId = DeliveryID, which Aliyun echoes in its receipts.
+func (a *AliyunSMS) Send(ctx context.Context, n Notice) (Result, error) {
+	phone := strings.TrimSpace(n.Phone)
+	if phone == "" {
+		return Result{}, &SendError{Provider: ProviderAliyun, Code: "no_phone",
+			Message: "recipient has no phone number", Class: Permanent}
+	}
+	p := smsParams(n)
+	params, err := json.Marshal(map[string]string{"policy": p[0], "amount": p[1], "deadline": p[2], "url": p[3]})
+	if err != nil {
+		return Result{}, fmt.Errorf("aliyun sms: encode template params: %w", err)
+	}
+	client, err := a.client(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	req := dysmsapi.CreateSendSmsRequest()
+	req.Scheme = a.scheme
+	req.Domain = a.domain
+	req.PhoneNumbers = phone
+	req.SignName = a.cfg.SignName
+	req.TemplateCode = a.cfg.TemplateCode
+	req.TemplateParam = string(params)
+	req.OutId = n.DeliveryID
+
+	resp, err := client.SendSms(req)
+	if err != nil {
+		return Result{}, aliyunError(err)
+	}
+	if resp.Code != "OK" {
+		return Result{}, newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
+	}
+	return Result{Provider: ProviderAliyun, ProviderID: resp.BizId}, nil
+}
+
+// aliyunError classifies an SDK error. Only codes and messages are kept: the errors' own strings
+// include the signed request URL (phone number, access key id) and response headers.
+func aliyunError(err error) error {
+	var serverErr *alierr.ServerError
+	if errors.As(err, &serverErr) {
+		code := serverErr.ErrorCode()
+		if code == "" {
+			return newSendError(ProviderAliyun, fmt.Sprintf("http_%d", serverErr.HttpStatus()),
+				"unexpected response", Transient)
+		}
+		return newSendError(ProviderAliyun, code, serverErr.Message(), classifyAliyun(code))
+	}
+	var clientErr *alierr.ClientError
+	if errors.As(err, &clientErr) {
+		class := Transient
+		if code := clientErr.ErrorCode(); code == alierr.InvalidParamErrorCode || code == alierr.MissingParamErrorCode {
+			class = Permanent
+		}
+		msg := clientErr.Message()
+		if orig := clientErr.OriginError(); orig != nil {
+			msg += ": " + transportCause(orig)
+		}
+		return newSendError(ProviderAliyun, clientErr.ErrorCode(), msg, class)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+	}
+	return newSendError(ProviderAliyun, "client", err.Error(), Transient)
+}
+
+// transportCause drops the *url.Error wrapper, whose text is the full signed request URL.
+func transportCause(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// classifyAliyun maps an Aliyun SMS code to an ErrorClass. Unknown isv.* codes are about this
+// message or account (bad number, template, signature) and permanent; anything else unknown is
+// assumed to be the platform and retried.
+func classifyAliyun(code string) ErrorClass {
+	switch code {
+	case "isv.BUSINESS_LIMIT_CONTROL", "isv.DAY_LIMIT_CONTROL":
+		return Quota
+	// Account-wide until someone pays: pause the channel instead of dead-lettering every notice.
+	case "isv.AMOUNT_NOT_ENOUGH", "isv.OUT_OF_SERVICE":
+		return Quota
+	case "isp.SYSTEM_ERROR":
+		return Transient
+	// Credentials and permissions do not fix themselves.
+	case "SignatureDoesNotMatch", "IncompleteSignature", "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive":
+		return Permanent
+	}
+	switch {
+	case strings.HasPrefix(code, "Throttling"):
+		return Transient
+	case strings.HasPrefix(code, "isv."):
+		return Permanent
+	}
+	return Transient
+}

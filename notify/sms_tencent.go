@@ -1,0 +1,220 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common"
+	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
+	"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/profile"
+	sms "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/sms/v20210111"
+)
+
+// ProviderTencent is the name of the Tencent Cloud SMS sender.
+const ProviderTencent = "tencent"
+
+// tencentTimeoutSeconds bounds one SendSms call (the SDK default is 60 s); the engine's own send
+// timeout normally ends it sooner through the context.
+const tencentTimeoutSeconds = 15
+
+// TencentSMSConfig configures Tencent Cloud SMS (API 2021-01-11).
+type TencentSMSConfig struct {
+	SecretID, SecretKey, Region, SdkAppID, SignName, TemplateID string
+	// Endpoint overrides sms.tencentcloudapi.com. A loopback host:port (the sandbox) is spoken to
+	// over plain HTTP; an "http://" or "https://" prefix picks the scheme explicitly.
+	Endpoint string
+}
+
+// TencentSMS sends template SMS through Tencent Cloud.
+type TencentSMS struct {
+	cfg    TencentSMSConfig
+	client *sms.Client
+}
+
+// NewTencentSMS builds the sender. The SDK's region breaker is disabled for custom endpoints
+// because it would fail over to the real backup domain instead of reporting the sandbox's errors.
+func NewTencentSMS(cfg TencentSMSConfig) (*TencentSMS, error) {
+	if cfg.SecretID == "" || cfg.SecretKey == "" || cfg.SdkAppID == "" || cfg.SignName == "" || cfg.TemplateID == "" {
+		return nil, errors.New("tencent sms: secret id, secret key, sdk app id, sign name and template id are required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "ap-guangzhou"
+	}
+	cpf := profile.NewClientProfile()
+	cpf.HttpProfile.ReqTimeout = tencentTimeoutSeconds
+	if cfg.Endpoint != "" {
+		host, plain, err := splitEndpoint(cfg.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("tencent sms: endpoint: %w", err)
+		}
+		cpf.HttpProfile.Endpoint = host
+		if plain {
+			cpf.HttpProfile.Scheme = "HTTP"
+		}
+		cpf.DisableRegionBreaker = true
+	}
+	client, err := sms.NewClient(common.NewCredential(cfg.SecretID, cfg.SecretKey), cfg.Region, cpf)
+	if err != nil {
+		return nil, fmt.Errorf("tencent sms: new client: %w", err)
+	}
+	return &TencentSMS{cfg: cfg, client: client}, nil
+}
+
+// Name implements Sender.
+func (t *TencentSMS) Name() string { return ProviderTencent }
+
+// Send sends one SMS. The request can succeed while the number fails, so the per-number status is
+// what decides the outcome.
+func (t *TencentSMS) Send(ctx context.Context, n Notice) (Result, error) {
+	phone := e164CN(n.Phone)
+	if phone == "" {
+		return Result{}, &SendError{Provider: ProviderTencent, Code: "no_phone",
+			Message: "recipient has no phone number", Class: Permanent}
+	}
+	req := sms.NewSendSmsRequest()
+	req.PhoneNumberSet = common.StringPtrs([]string{phone})
+	req.SmsSdkAppId = common.StringPtr(t.cfg.SdkAppID)
+	req.SignName = common.StringPtr(t.cfg.SignName)
+	req.TemplateId = common.StringPtr(t.cfg.TemplateID)
+	req.TemplateParamSet = common.StringPtrs(smsParams(n))
+	req.SessionContext = common.StringPtr(n.DeliveryID)
+
+	resp, err := t.client.SendSmsWithContext(ctx, req)
+	if err != nil {
+		return Result{}, tencentError(err)
+	}
+	if resp.Response == nil || len(resp.Response.SendStatusSet) == 0 || resp.Response.SendStatusSet[0] == nil {
+		return Result{}, newSendError(ProviderTencent, "empty_response", "SendSms answered without a send status", Transient)
+	}
+	st := resp.Response.SendStatusSet[0]
+	code, msg := deref(st.Code), deref(st.Message)
+	if code != "Ok" {
+		return Result{}, newSendError(ProviderTencent, code, msg, classifyTencent(code))
+	}
+	return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, nil
+}
+
+// smsParams is the parameter order both SMS templates are approved with.
+func smsParams(n Notice) []string {
+	return []string{n.PolicyTitle, orDefault(n.Amount, defaultAmount), orDefault(n.Deadline, defaultDeadline), n.URL}
+}
+
+// e164CN puts a mainland number in the +86 E.164 form Tencent requires; numbers that already carry
+// a "+" are left alone so international numbers pass through.
+func e164CN(phone string) string {
+	p := strings.Map(func(r rune) rune {
+		if r == ' ' || r == '-' {
+			return -1
+		}
+		return r
+	}, phone)
+	switch {
+	case p == "":
+		return ""
+	case strings.HasPrefix(p, "+"):
+		return p
+	case strings.HasPrefix(p, "0086"):
+		return "+" + p[2:]
+	case strings.HasPrefix(p, "86") && len(p) == 13:
+		return "+" + p
+	}
+	return "+86" + p
+}
+
+func tencentError(err error) error {
+	var sdkErr *tcerr.TencentCloudSDKError
+	if errors.As(err, &sdkErr) {
+		return newSendError(ProviderTencent, sdkErr.Code, sdkErr.Message, classifyTencentSDK(sdkErr))
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return newSendError(ProviderTencent, "network", err.Error(), Transient)
+	}
+	return newSendError(ProviderTencent, "client", err.Error(), Permanent)
+}
+
+// httpStatusRe reads the status from the SDK's ClientError.HttpStatusCodeError message.
+var httpStatusRe = regexp.MustCompile(`status code: (\d{3})`)
+
+// classifyTencentSDK handles the SDK's local ClientError.* codes (network, bad HTTP status, garbled
+// body) before falling back to the server codes.
+func classifyTencentSDK(e *tcerr.TencentCloudSDKError) ErrorClass {
+	if e.Code == "ClientError.HttpStatusCodeError" {
+		if m := httpStatusRe.FindStringSubmatch(e.Message); m != nil {
+			if status, _ := strconv.Atoi(m[1]); status < 500 && status != 429 {
+				return Permanent
+			}
+		}
+		return Transient
+	}
+	if strings.HasPrefix(e.Code, "ClientError.") {
+		return Transient
+	}
+	return classifyTencent(e.Code)
+}
+
+// classifyTencent maps a Tencent SMS error code (request-level or per-number) to an ErrorClass.
+func classifyTencent(code string) ErrorClass {
+	switch code {
+	// Not rate limits despite the prefix: a request with too many numbers, a region the app is
+	// barred from. Waiting does not help.
+	case "LimitExceeded.PhoneNumberCountLimit", "LimitExceeded.AppCountryOrRegionInBlacklist":
+		return Permanent
+	// Account-wide: every later message would fail the same way until someone tops up, so the
+	// channel should pause rather than dead-letter each notice.
+	case "FailedOperation.InsufficientBalanceInSmsPackage", "UnauthorizedOperation.ServiceSuspendDueToArrears":
+		return Quota
+	case "FailedOperation.PhoneNumberInBlacklist", "InvalidParameterValue.IncorrectPhoneNumber",
+		"FailedOperation.PhoneNumberParseFail":
+		return Permanent
+	}
+	switch {
+	case hasCodePrefix(code, "LimitExceeded"):
+		return Quota
+	case hasCodePrefix(code, "InternalError"), hasCodePrefix(code, "RequestLimitExceeded"):
+		return Transient
+	}
+	return Permanent
+}
+
+// hasCodePrefix reports whether code is family or a member of it ("InternalError.Timeout").
+func hasCodePrefix(code, family string) bool {
+	return code == family || strings.HasPrefix(code, family+".")
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// splitEndpoint turns an endpoint setting into a bare host[:port] and whether to use plain HTTP.
+// Both SMS SDKs take the host and the scheme separately; plain HTTP is only assumed for loopback
+// hosts so that a typo can never send credentials to a remote host unencrypted.
+func splitEndpoint(endpoint string) (host string, plainHTTP bool, err error) {
+	switch {
+	case strings.HasPrefix(endpoint, "http://"):
+		host, plainHTTP = strings.TrimPrefix(endpoint, "http://"), true
+	case strings.HasPrefix(endpoint, "https://"):
+		host = strings.TrimPrefix(endpoint, "https://")
+	default:
+		host = endpoint
+		name := host
+		if h, _, splitErr := net.SplitHostPort(host); splitErr == nil {
+			name = h
+		}
+		ip := net.ParseIP(name)
+		plainHTTP = name == "localhost" || (ip != nil && ip.IsLoopback())
+	}
+	host = strings.TrimSuffix(host, "/")
+	if host == "" || strings.ContainsAny(host, "/?#") {
+		return "", false, fmt.Errorf("%q is not a host[:port]", endpoint)
+	}
+	return host, plainHTTP, nil
+}

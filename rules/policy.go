@@ -1,0 +1,117 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"time"
+)
+
+// Policy is a compiled policy version, ready to evaluate.
+type Policy struct {
+	Def         *Definition
+	Version     int
+	Eligibility *Program
+	Amount      *Program // nil when the policy has no amount formula
+}
+
+// Outcome is the decision for one firm.
+type Outcome struct {
+	Eligible bool
+	Amount   *float64
+}
+
+// Compile type-checks both expressions. The error is a *CompileError naming the expression.
+func (d *Definition) Compile() (*Policy, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Policy{Def: d}
+	var err error
+	if p.Eligibility, err = Compile("eligibility", d.Eligibility, d.Params, reflect.Bool); err != nil {
+		return nil, err
+	}
+	if d.Amount != "" {
+		if p.Amount, err = Compile("amount", d.Amount, d.Params, reflect.Float64); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Evaluate decides one firm. The amount is computed only for eligible firms and rounded to the fen.
+func (p *Policy) Evaluate(env *Env) (Outcome, error) {
+	out, err := p.Eligibility.Run(env)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("eligibility: %w", err)
+	}
+	ok, _ := out.(bool)
+	if !ok {
+		return Outcome{}, nil
+	}
+	res := Outcome{Eligible: true}
+	if p.Amount != nil {
+		v, err := p.Amount.Run(env)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("amount: %w", err)
+		}
+		f, _ := v.(float64)
+		a, err := RoundAmount(f)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("amount: %w", err)
+		}
+		res.Amount = &a
+	}
+	return res, nil
+}
+
+// TestResult is the outcome of one test case.
+type TestResult struct {
+	Name    string
+	Passed  bool
+	Problem string // what differed, when it failed
+}
+
+// RunTests evaluates the policy's own test cases. A case without as_of uses the effective_from date.
+func (p *Policy) RunTests() []TestResult {
+	out := make([]TestResult, 0, len(p.Def.Tests))
+	for i, tc := range p.Def.Tests {
+		name := tc.Name
+		if name == "" {
+			name = fmt.Sprintf("tests[%d]", i)
+		}
+		asOf := p.Def.EffectiveFrom.Time
+		if tc.AsOf != nil {
+			asOf = tc.AsOf.Time
+		}
+		r := TestResult{Name: name}
+		env, err := EnvFromFacts(tc.Firm, asOf)
+		if err != nil {
+			r.Problem = err.Error()
+			out = append(out, r)
+			continue
+		}
+		got, err := p.Evaluate(&env)
+		switch {
+		case err != nil:
+			r.Problem = "evaluation error: " + err.Error()
+		case got.Eligible != tc.Eligible:
+			r.Problem = fmt.Sprintf("expected eligible=%t, got %t", tc.Eligible, got.Eligible)
+		case tc.Amount != nil && got.Amount == nil:
+			r.Problem = fmt.Sprintf("expected amount %.2f, got none", *tc.Amount)
+		case tc.Amount != nil && math.Abs(*tc.Amount-*got.Amount) > 0.005:
+			r.Problem = fmt.Sprintf("expected amount %.2f, got %.2f", *tc.Amount, *got.Amount)
+		default:
+			r.Passed = true
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Day truncates t to its calendar day in loc and returns it as UTC midnight, the form every
+// date in rules uses.
+func Day(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}

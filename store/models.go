@@ -1,0 +1,202 @@
+package store
+
+import "time"
+
+// Enterprise statuses (登记状态). Only StatusActive firms can match or be notified.
+const (
+	StatusActive       = "active"
+	StatusRevoked      = "revoked"      // 吊销
+	StatusDeregistered = "deregistered" // 注销
+	StatusMovedOut     = "moved_out"    // 迁出
+)
+
+// Enterprise is one firm of the registry, keyed on its 统一社会信用代码. The column names are the
+// standard catalog keys (see registry.Catalog); money is in 元.
+type Enterprise struct {
+	CreditCode                string     `gorm:"column:credit_code;primaryKey;size:18" json:"credit_code"`
+	Name                      string     `gorm:"column:name;size:200;not null;default:''" json:"name"`
+	RegionCode                string     `gorm:"column:region_code;size:6;not null;default:'';index" json:"region_code"`
+	IndustryCode              string     `gorm:"column:industry_code;size:8;not null;default:''" json:"industry_code"`
+	Status                    string     `gorm:"column:status;size:16;not null;default:'active'" json:"status"`
+	RegisteredAt              *time.Time `gorm:"column:registered_at;type:date" json:"registered_at"`
+	Employees                 int64      `gorm:"column:employees;not null;default:0" json:"employees"`
+	InsuredEmployees          int64      `gorm:"column:insured_employees;not null;default:0" json:"insured_employees"`
+	AnnualRevenue             float64    `gorm:"column:annual_revenue;not null;default:0" json:"annual_revenue"`
+	TotalAssets               float64    `gorm:"column:total_assets;not null;default:0" json:"total_assets"`
+	VATSales                  float64    `gorm:"column:vat_sales;not null;default:0" json:"vat_sales"`
+	TaxCreditRating           string     `gorm:"column:tax_credit_rating;size:1;not null;default:''" json:"tax_credit_rating"`
+	TaxpayerType              string     `gorm:"column:taxpayer_type;size:16;not null;default:''" json:"taxpayer_type"`
+	IsHighTech                bool       `gorm:"column:is_high_tech;not null;default:false" json:"is_high_tech"`
+	SpecializedLevel          string     `gorm:"column:specialized_level;size:16;not null;default:'none'" json:"specialized_level"`
+	ParkID                    string     `gorm:"column:park_id;size:32;not null;default:'';index" json:"park_id"`
+	LayoffRate                float64    `gorm:"column:layoff_rate;not null;default:0" json:"layoff_rate"`
+	UnemploymentInsurancePaid float64    `gorm:"column:unemployment_insurance_paid;not null;default:0" json:"unemployment_insurance_paid"`
+	GraduatesHired            int64      `gorm:"column:graduates_hired;not null;default:0" json:"graduates_hired"`
+	TaxViolations36m          int64      `gorm:"column:tax_violations_36m;not null;default:0" json:"tax_violations_36m"`
+	RefundFraud36m            bool       `gorm:"column:refund_fraud_36m;not null;default:false" json:"refund_fraud_36m"`
+	ImmediateRefundSince2019  bool       `gorm:"column:immediate_refund_since_2019;not null;default:false" json:"immediate_refund_since_2019"`
+	ContactPhone              string     `gorm:"column:contact_phone;size:32;not null;default:''" json:"contact_phone"`
+	WechatOpenID              string     `gorm:"column:wechat_openid;size:64;not null;default:''" json:"wechat_openid"`
+	// CodeWarning is set when the credit code fails the GB 32100 checksum but was kept (early pilot codes).
+	CodeWarning bool      `gorm:"column:code_warning;not null;default:false" json:"code_warning"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `gorm:"index" json:"updated_at"`
+}
+
+func (Enterprise) TableName() string { return "enterprises" }
+
+// Policy is the stable identity of a benefit item; its rule lives in immutable PolicyVersions.
+type Policy struct {
+	ID               string    `gorm:"primaryKey;size:64" json:"id"`
+	Title            string    `gorm:"size:200;not null" json:"title"`
+	Department       string    `gorm:"size:100;not null;default:''" json:"department"`
+	PublishedVersion int       `gorm:"not null;default:0" json:"published_version"` // 0: never published
+	Retired          bool      `gorm:"not null;default:false" json:"retired"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// Version states of the lifecycle.
+const (
+	VersionDraft     = "draft"
+	VersionInReview  = "in_review"
+	VersionPublished = "published"
+	VersionRetired   = "retired"
+	VersionReplaced  = "superseded" // a later version of the same policy was published
+	VersionRejected  = "rejected"
+)
+
+// PolicyVersion is one immutable revision of a policy. Once published its content never changes;
+// an edit is a new version.
+type PolicyVersion struct {
+	ID            uint64     `gorm:"primaryKey;autoIncrement" json:"-"`
+	PolicyID      string     `gorm:"size:64;not null;uniqueIndex:ux_policy_version,priority:1" json:"policy_id"`
+	Version       int        `gorm:"not null;uniqueIndex:ux_policy_version,priority:2" json:"version"`
+	ContentHash   string     `gorm:"size:64;not null" json:"content_hash"`
+	Source        string     `gorm:"type:text;not null" json:"source"` // canonical JSON of the definition
+	Title         string     `gorm:"size:200;not null" json:"title"`
+	DocNo         string     `gorm:"size:200;not null;default:''" json:"doc_no"`
+	Department    string     `gorm:"size:100;not null;default:''" json:"department"`
+	Category      string     `gorm:"size:32;not null;default:''" json:"category"`
+	EffectiveFrom time.Time  `gorm:"type:date;not null" json:"effective_from"`
+	EffectiveTo   *time.Time `gorm:"type:date" json:"effective_to"`
+	State         string     `gorm:"size:16;not null;index" json:"state"`
+	Author        string     `gorm:"size:64;not null;default:''" json:"author"`
+	Reviewer      string     `gorm:"size:64;not null;default:''" json:"reviewer"`
+	SourceFile    string     `gorm:"size:500;not null;default:''" json:"source_file"`
+	PublishedAt   *time.Time `json:"published_at"`
+	CreatedAt     time.Time  `json:"created_at"`
+}
+
+// Match states.
+const (
+	MatchActive     = "active"
+	MatchRevoked    = "revoked"    // the firm no longer qualifies
+	MatchSuperseded = "superseded" // a newer policy version took over; the firm still qualifies
+)
+
+// Match records that a firm qualifies for a policy version as of a date. Rows are unique per
+// (policy, version, firm): a firm is never notified twice for the same policy version.
+type Match struct {
+	ID            uint64     `gorm:"primaryKey;autoIncrement" json:"id"`
+	PolicyID      string     `gorm:"size:64;not null;uniqueIndex:ux_match,priority:1;index:ix_match_state,priority:1" json:"policy_id"`
+	PolicyVersion int        `gorm:"not null;uniqueIndex:ux_match,priority:2" json:"policy_version"`
+	CreditCode    string     `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index" json:"credit_code"`
+	State         string     `gorm:"size:16;not null;index:ix_match_state,priority:2" json:"state"`
+	Amount        *float64   `json:"amount"`
+	AsOf          time.Time  `gorm:"type:date;not null" json:"as_of"`
+	Notified      bool       `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
+	MatchedAt     time.Time  `gorm:"not null" json:"matched_at"`
+	RevokedAt     *time.Time `json:"revoked_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+// Outbox is a message waiting to be published to JetStream. It is written in the same transaction as
+// the state change it announces; the relay publishes it with Nats-Msg-Id = its id and sets
+// PublishedAt only after the PubAck.
+type Outbox struct {
+	ID          uint64     `gorm:"primaryKey;autoIncrement" json:"id"`
+	Subject     string     `gorm:"size:128;not null" json:"subject"`
+	Payload     []byte     `gorm:"not null" json:"payload"`
+	CreatedAt   time.Time  `gorm:"not null" json:"created_at"`
+	PublishedAt *time.Time `gorm:"index" json:"published_at"`
+}
+
+// Delivery states.
+const (
+	DeliveryQueued    = "queued"    // row exists, not yet handed to the provider
+	DeliverySent      = "sent"      // the provider accepted it
+	DeliveryDelivered = "delivered" // the provider reported it reached the handset / user
+	DeliveryFailed    = "failed"    // last attempt failed, may be retried
+	DeliveryDead      = "dead"      // gave up: permanent error or retries exhausted
+	DeliverySkipped   = "skipped"   // not sent on purpose (firm no longer active, match revoked, fell back)
+)
+
+// Delivery is one notice to one recipient on one channel for one match. The unique key makes a
+// second send of the same notice impossible; its ID is the provider-side idempotency id.
+type Delivery struct {
+	ID         uint64     `gorm:"primaryKey;autoIncrement" json:"id"`
+	MatchID    uint64     `gorm:"not null;uniqueIndex:ux_delivery,priority:1" json:"match_id"`
+	Channel    string     `gorm:"size:16;not null;uniqueIndex:ux_delivery,priority:2;index:ix_delivery_state,priority:1" json:"channel"`
+	Recipient  string     `gorm:"size:64;not null;uniqueIndex:ux_delivery,priority:3" json:"recipient"`
+	CreditCode string     `gorm:"size:18;not null;index" json:"credit_code"`
+	PolicyID   string     `gorm:"size:64;not null" json:"policy_id"`
+	State      string     `gorm:"size:16;not null;index:ix_delivery_state,priority:2" json:"state"`
+	Provider   string     `gorm:"size:32;not null;default:''" json:"provider"`
+	ProviderID string     `gorm:"size:128;not null;default:''" json:"provider_id"`
+	Attempts   int        `gorm:"not null;default:0" json:"attempts"`
+	LastCode   string     `gorm:"size:64;not null;default:''" json:"last_code"`
+	LastError  string     `gorm:"size:500;not null;default:''" json:"last_error"`
+	CreatedAt  time.Time  `json:"created_at"`
+	SentAt     *time.Time `json:"sent_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+// EvalError records a rule that failed for one firm (division by zero, bad data). The run goes on;
+// the row says which firm, which policy version and why, so the author can fix the rule or the data.
+type EvalError struct {
+	ID            uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
+	PolicyID      string    `gorm:"size:64;not null;index" json:"policy_id"`
+	PolicyVersion int       `gorm:"not null" json:"policy_version"`
+	CreditCode    string    `gorm:"size:18;not null" json:"credit_code"`
+	AsOf          time.Time `gorm:"type:date;not null" json:"as_of"`
+	Message       string    `gorm:"size:500;not null" json:"message"`
+	At            time.Time `gorm:"not null" json:"at"`
+}
+
+// User roles.
+const (
+	RoleAdmin    = "admin"
+	RoleAuthor   = "author"
+	RoleReviewer = "reviewer"
+	RolePark     = "park_manager"
+	RoleDistrict = "district"
+	RoleAuditor  = "auditor"
+)
+
+// User is a staff account. Scope fields restrict what the role may see.
+type User struct {
+	ID           uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
+	Username     string    `gorm:"size:64;not null;uniqueIndex" json:"username"`
+	PasswordHash string    `gorm:"size:100;not null" json:"-"`
+	Role         string    `gorm:"size:32;not null" json:"role"`
+	Department   string    `gorm:"size:100;not null;default:''" json:"department"`
+	ParkID       string    `gorm:"size:32;not null;default:''" json:"park_id"`
+	RegionPrefix string    `gorm:"size:6;not null;default:''" json:"region_prefix"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// AuditLog is an append-only record of rule changes and staff reads of firm data.
+type AuditLog struct {
+	ID     uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
+	At     time.Time `gorm:"not null;index" json:"at"`
+	Actor  string    `gorm:"size:64;not null" json:"actor"`
+	Action string    `gorm:"size:64;not null;index" json:"action"`
+	Object string    `gorm:"size:200;not null;default:''" json:"object"`
+	Detail string    `gorm:"type:text" json:"detail"`
+}
+
+// Models lists every table, in migration order.
+func Models() []any {
+	return []any{&Enterprise{}, &Policy{}, &PolicyVersion{}, &Match{}, &Outbox{}, &Delivery{}, &EvalError{}, &User{}, &AuditLog{}}
+}
