@@ -37,7 +37,7 @@ func forEachDB(t *testing.T, test func(t *testing.T, db *gorm.DB)) {
 	})
 }
 
-func openDB(t *testing.T, o store.Options) *gorm.DB {
+func openDB(t testing.TB, o store.Options) *gorm.DB {
 	t.Helper()
 	db, err := store.Open(context.Background(), o)
 	if err != nil {
@@ -51,7 +51,7 @@ func openDB(t *testing.T, o store.Options) *gorm.DB {
 	return db
 }
 
-func cleanEnterprises(t *testing.T, db *gorm.DB) {
+func cleanEnterprises(t testing.TB, db *gorm.DB) {
 	t.Helper()
 	if err := db.Exec("DELETE FROM enterprises").Error; err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func writeTestFile(t *testing.T) testFile {
 		t.Fatal(err)
 	}
 	b.WriteString("\n")
-	b.WriteString("91320571MA1XXXXX1,too short\n")
+	b.WriteString("91320571MA1QQQQQ1,too short\n")
 	b.WriteString(`91310000MA1FL0007C,恒"瑞,320506` + strings.Repeat(",", len(Catalog)-3) + "\n")
 	if err := writeRecords(&b, nil, tf.firms[20:], nil); err != nil {
 		t.Fatal(err)
@@ -341,6 +341,7 @@ func TestImportAborts(t *testing.T) {
 		{"no credit_code column", ctx, write("nokey.csv", "name,employees\n恒瑞,3\n"), "has no credit_code column"},
 		{"repeated column", ctx, write("dup.csv", "credit_code,name,NAME\n"), "header columns 2 and 3"},
 		{"unterminated header", ctx, write("quote.csv", "credit_code,\"name\n"), "header"},
+		{"GBK header", ctx, write("gbk.csv", "credit_code,\xc6\xf3\xd2\xb5\xc3\xfb\xb3\xc6\n"), "not UTF-8"},
 		{"not a workbook", ctx, write("bad.xlsx", "not a zip"), "bad.xlsx"},
 		{"canceled", canceled, write("ok.csv", "credit_code,name\n91310000MA1FL0007C,恒瑞\n"), "context canceled"},
 	}
@@ -372,7 +373,8 @@ func TestSummaryIssueCap(t *testing.T) {
 	}
 }
 
-// BenchmarkImportCSV imports the 20,000-firm demo registry into a fresh SQLite file per iteration.
+// BenchmarkImportCSV imports the 20,000-firm demo registry into an empty enterprises table per
+// iteration: a fresh SQLite file, and MySQL when mysqlEnv is set.
 func BenchmarkImportCSV(b *testing.B) {
 	const n = 20000
 	dir := b.TempDir()
@@ -380,24 +382,35 @@ func BenchmarkImportCSV(b *testing.B) {
 	if err := SynthCSVFile(path, n, 1, false); err != nil {
 		b.Fatal(err)
 	}
-	i := 0
-	for b.Loop() {
-		b.StopTimer()
-		i++
-		db, err := store.Open(context.Background(), store.Options{Driver: "sqlite", DSN: filepath.Join(dir, fmt.Sprintf("b%d.db", i))})
-		if err != nil {
-			b.Fatal(err)
+	bench := func(b *testing.B, open func(i int) *gorm.DB) {
+		i := 0
+		for b.Loop() {
+			b.StopTimer()
+			i++
+			db := open(i)
+			b.StartTimer()
+			s, err := ImportFile(context.Background(), db, path, ImportOptions{})
+			if err != nil || s.Inserted != n {
+				b.Fatalf("%v: %s", err, s)
+			}
 		}
-		b.StartTimer()
-		s, err := ImportFile(context.Background(), db, path, ImportOptions{})
-		if err != nil || s.Inserted != n {
-			b.Fatalf("%v: %s", err, s)
-		}
-		b.StopTimer()
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-		b.StartTimer()
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	}
-	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.Run("sqlite", func(b *testing.B) {
+		bench(b, func(i int) *gorm.DB {
+			return openDB(b, store.Options{Driver: "sqlite", DSN: filepath.Join(dir, fmt.Sprintf("b%d.db", i))})
+		})
+	})
+	b.Run("mysql", func(b *testing.B) {
+		dsn := os.Getenv(mysqlEnv)
+		if dsn == "" {
+			b.Skip(mysqlEnv + " is not set")
+		}
+		db := openDB(b, store.Options{Driver: "mysql", DSN: dsn})
+		b.Cleanup(func() { cleanEnterprises(b, db) })
+		bench(b, func(int) *gorm.DB {
+			cleanEnterprises(b, db)
+			return db
+		})
+	})
 }

@@ -47,8 +47,8 @@ func (i Issue) String() string {
 // Keys the importer cannot do without: the upsert key and the name every notice shows.
 var requiredKeys = []string{"credit_code", "name"}
 
-// enumAliases maps the wording departments export (lowercased) to stored enum values. The English
-// values themselves are matched case-insensitively against Field.Enum.
+// enumAliases maps the Chinese wording departments export to stored enum values (matched exactly,
+// after trimming). The stored English values themselves match case-insensitively.
 var enumAliases = map[string]map[string]string{
 	"status": {
 		"存续": store.StatusActive, "在业": store.StatusActive, "在营": store.StatusActive,

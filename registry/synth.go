@@ -279,7 +279,7 @@ func (g *synth) firm(i int) store.Enterprise {
 	}
 
 	e.Name = g.name(cityName, c, in, e.Employees)
-	e.ContactPhone = fmt.Sprintf("13%09d", (uint64(i)*387_420_489+g.phoneOffset)%1e9)
+	e.ContactPhone = fmt.Sprintf("13%09d", (uint64(i)*387_420_489+g.phoneOffset)%1e9) // 3^18, coprime to 10
 	switch u := r.Float64(); {
 	case u < 0.80:
 		e.WechatOpenID = "o" + g.chars(openIDChars, 27)

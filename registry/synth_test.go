@@ -78,6 +78,11 @@ func TestSynthRealism(t *testing.T) {
 	parkRegions := map[string][]string{}
 	for _, p := range parks {
 		parkRegions[p.id] = p.regions
+		for _, code := range p.regions {
+			if _, city := countyOf(code); city == "" {
+				t.Errorf("park %s: region %s is not in the division table", p.id, code)
+			}
+		}
 	}
 	for _, e := range firms {
 		ok, err := CheckCreditCode(e.CreditCode)
