@@ -11,6 +11,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
 	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
@@ -42,7 +43,10 @@ func (e *CompileError) Error() string {
 // Program is a compiled, type-checked expression of a policy.
 type Program struct {
 	Source string
-	prog   *vm.Program
+	// Tree is the type-checked AST after params were substituted and helper calls rewritten, before
+	// expr's optimizer: what explanations and fast evaluation paths analyse. Read-only.
+	Tree *parser.Tree
+	prog *vm.Program
 }
 
 // allowedBuiltins is the part of expr's builtin library a rule may use: pure, bounded, no loops
@@ -116,7 +120,19 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 	if err != nil {
 		return nil, toCompileError(field, source, err)
 	}
-	return &Program{Source: source, prog: prog}, nil
+	checked := conf.CreateNew()
+	for _, op := range opts {
+		op(checked)
+	}
+	for name := range checked.Disabled {
+		delete(checked.Builtins, name)
+	}
+	checked.Check()
+	checkedTree, err := checker.ParseCheck(source, checked)
+	if err != nil {
+		return nil, toCompileError(field, source, err)
+	}
+	return &Program{Source: source, Tree: checkedTree, prog: prog}, nil
 }
 
 // precheck rejects what would make the parser itself expensive: huge sources and deep nesting.

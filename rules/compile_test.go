@@ -93,3 +93,14 @@ func TestCompileRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestProgramTreeIsPatched(t *testing.T) {
+	p, err := Compile("eligibility", `in_region("3205") && insured_employees >= params.cut`, map[string]any{"cut": 10}, reflect.Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Tree.Node.String()
+	if !strings.Contains(got, "in_region(region_code, \"3205\")") || !strings.Contains(got, ">= 10") {
+		t.Fatalf("tree not patched: %s", got)
+	}
+}

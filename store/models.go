@@ -196,7 +196,24 @@ type AuditLog struct {
 	Detail string    `gorm:"type:text" json:"detail"`
 }
 
+// ChannelOptOut records that a firm unsubscribed from a channel (退订). The notifier checks it
+// before every send; the enterprise page and the API write it.
+type ChannelOptOut struct {
+	CreditCode string    `gorm:"size:18;primaryKey" json:"credit_code"`
+	Channel    string    `gorm:"size:16;primaryKey" json:"channel"`
+	At         time.Time `gorm:"not null" json:"at"`
+	Via        string    `gorm:"size:32;not null;default:''" json:"via"` // link, page, api
+}
+
+var extraModels []any
+
+// Register adds tables owned by other files of this package (one file per area keeps the schema
+// of each stage next to its neighbours). Call it from an init function.
+func Register(models ...any) { extraModels = append(extraModels, models...) }
+
 // Models lists every table, in migration order.
 func Models() []any {
-	return []any{&Enterprise{}, &Policy{}, &PolicyVersion{}, &Match{}, &Outbox{}, &Delivery{}, &EvalError{}, &User{}, &AuditLog{}}
+	base := []any{&Enterprise{}, &Policy{}, &PolicyVersion{}, &Match{}, &Outbox{}, &Delivery{}, &EvalError{},
+		&User{}, &AuditLog{}, &ChannelOptOut{}}
+	return append(base, extraModels...)
 }

@@ -51,8 +51,17 @@ local WeChat/SMS sandbox servers).`,
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for all embedded state: SQLite file, JetStream store, sandbox records (default ./data)")
 	root.AddCommand(demoCmd(g), serveCmd(g), importCmd(g), policyCmd(g), matchCmd(g), matchesCmd(g),
 		deliverCmd(g), statusCmd(g), fieldsCmd(g))
+	for _, c := range extraCommands {
+		root.AddCommand(c(g))
+	}
 	return root
 }
+
+// extraCommands are subcommands defined in their own files (one file per area), added with
+// addCommand from an init function.
+var extraCommands []func(*globals) *cobra.Command
+
+func addCommand(c func(*globals) *cobra.Command) { extraCommands = append(extraCommands, c) }
 
 // load reads the configuration with the global flags applied.
 func (g *globals) load() (config.Config, error) {
