@@ -1,28 +1,36 @@
 // Package admin owns the console and the JSON API: server-rendered pages in Chinese for policy
-// departments, park managers and enterprises, and /api/v1 for integrations. It may call every
-// other package; nothing calls it. Handlers follow one shape: read params, validate, query, render.
+// departments, park managers, district officials, auditors and enterprises, and /api/v1 for the
+// same things plus integrations. It may call every other package; nothing calls it.
+//
+// Every handler has one shape: read params → validate → call the store (or another package) →
+// respond. Authorization is decided before a handler runs (the route's permission) and inside it
+// (the firm scope of the principal, applied to every query that touches firm data); templates hold
+// no logic. Nothing is fetched at run time: no CDN, no web font, charts are inline SVG.
 package admin
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
-	"encoding/json"
+	"encoding/base64"
 	"html/template"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
-	"github.com/policypush/policypush/notify"
+	"github.com/policypush/policypush/matcher"
 )
 
 //go:embed templates/*.html
 var templateFS embed.FS
 
-// Options are the console's dependencies. Bus may be nil.
+// Options are the console's dependencies and settings. Bus may be nil.
 type Options struct {
 	DB  *gorm.DB
 	Bus *bus.Bus
@@ -30,120 +38,123 @@ type Options struct {
 	SandboxDir string
 	Log        *slog.Logger
 	Location   *time.Location
+	// LinkSecret signs enterprise links (HMAC-SHA256). Required: at least 32 bytes.
+	LinkSecret []byte
+	// LinkTTL is how long an enterprise link issued by the console stays valid.
+	LinkTTL time.Duration
+	// SessionTTL ends a staff session this long after sign-in; SessionIdle after this long unused.
+	SessionTTL  time.Duration
+	SessionIdle time.Duration
+	// SecureCookies: "auto" sets the Secure flag when the request came over TLS or PublicURL is
+	// https; "always" and "never" force it.
+	SecureCookies string
+	// PublicURL is the base URL firms see (links in notices); empty: derived from the request.
+	PublicURL string
+	// LoginMaxFailures failed sign-ins of one account inside LoginWindow lock it for the rest of
+	// the window; one address gets four times as many tries over all accounts.
+	LoginMaxFailures int
+	LoginWindow      time.Duration
+	// Matcher is the running matcher engine (serve, demo): it applies registry changes posted to
+	// the API and gives the evaluation date. Nil in processes without one.
+	Matcher *matcher.Engine
+	// SubjectPrefix is the NATS subject prefix (config nats.subject_prefix): resends queue notices
+	// under it.
+	SubjectPrefix string
+	// Now is the clock; nil = time.Now. Tests move it.
+	Now func() time.Time
 }
 
-// Server is the console's HTTP handler.
-type Server struct {
-	opts  Options
-	mux   *http.ServeMux
-	pages map[string]*template.Template
-}
-
-// New builds the handler.
-func New(o Options) *Server {
+func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Location == nil {
 		o.Location = time.UTC
 	}
+	if o.LinkTTL <= 0 {
+		o.LinkTTL = 30 * 24 * time.Hour
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 12 * time.Hour
+	}
+	if o.SessionIdle <= 0 {
+		o.SessionIdle = 2 * time.Hour
+	}
+	if o.SecureCookies == "" {
+		o.SecureCookies = "auto"
+	}
+	if o.LoginMaxFailures <= 0 {
+		o.LoginMaxFailures = 5
+	}
+	if o.LoginWindow <= 0 {
+		o.LoginWindow = 15 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Server is the console's HTTP handler.
+type Server struct {
+	opts   Options
+	mux    *http.ServeMux
+	pages  map[string]*template.Template
+	routes []route
+
+	evalMu  sync.Mutex
+	evalAt  time.Time // when evalDay was read
+	evalDay time.Time
+}
+
+// New builds the handler. It fails when the link secret is missing or too short: enterprise links
+// signed with a guessable key would open every firm's page.
+func New(o Options) (*Server, error) {
+	o.defaults()
+	if len(o.LinkSecret) < 32 {
+		return nil, errLinkSecret
+	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	funcs := template.FuncMap{
-		"amount": notify.FormatAmount,
-		"mask":   MaskPhone,
-		"deref": func(f *float64) float64 {
-			if f == nil {
-				return 0
-			}
-			return *f
-		},
-		"date": func(t time.Time) string { return t.Format("2006-01-02") },
-		"stateLabel": func(s string) string {
-			if l, ok := stateLabels[s]; ok {
-				return l
-			}
-			return s
-		},
+	if err := s.parseTemplates(); err != nil {
+		return nil, err
 	}
-	for _, name := range []string{"index", "policy", "park", "sandbox"} {
-		s.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).
-			ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
 	}
-	s.routes()
-	return s
+	return s, nil
 }
 
+type ctxKey int
+
+const nonceKey ctxKey = 1
+
+// ServeHTTP sets the security headers every response carries. Scripts run only with the
+// per-response nonce: the few lines of inline script the editor needs, nothing from elsewhere.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
-	w.Header().Set("Referrer-Policy", "no-referrer")
-	s.mux.ServeHTTP(w, r)
-}
-
-func (s *Server) routes() {
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("GET /{$}", s.index)
-	s.mux.HandleFunc("GET /p/{id}", s.policyPage)
-	s.mux.HandleFunc("GET /parks/{park}", s.parkPage)
-	s.mux.HandleFunc("GET /sandbox", s.sandboxPage)
-	s.mux.HandleFunc("GET /api/v1/status", s.apiStatus)
-}
-
-var stateLabels = map[string]string{
-	"queued": "排队中", "sent": "已发送", "delivered": "已送达", "failed": "发送失败（重试中）",
-	"dead": "发送失败", "skipped": "未发送", "": "待通知",
-}
-
-// MaskPhone keeps the first three and last four digits: 138****1234.
-func MaskPhone(p string) string {
-	r := []rune(p)
-	if len(r) < 8 {
-		if len(r) == 0 {
-			return ""
-		}
-		return "****"
+	nonce := newNonce()
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	// same-origin: the enterprise link (a credential in the URL) never leaves in a Referer, and
+	// browsers still send a real Origin on our own form posts (no-referrer would make it "null").
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'nonce-"+nonce+"'; style-src 'self' 'unsafe-inline'; "+
+		"img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	if !strings.HasPrefix(r.URL.Path, "/healthz") && !strings.HasPrefix(r.URL.Path, "/readyz") {
+		h.Set("Cache-Control", "no-store")
 	}
-	return string(r[:3]) + "****" + string(r[len(r)-4:])
+	s.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), nonceKey, nonce)))
 }
 
-func (s *Server) render(w http.ResponseWriter, name string, data any) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := s.pages[name].Execute(w, data); err != nil {
-		s.opts.Log.Error("render page", "page", name, "err", err)
-	}
+func newNonce() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawStdEncoding.EncodeToString(b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+func nonceOf(r *http.Request) string {
+	n, _ := r.Context().Value(nonceKey).(string)
+	return n
 }
 
-func (s *Server) fail(w http.ResponseWriter, status int, msg string, err error) {
-	if err != nil {
-		s.opts.Log.Error(msg, "err", err)
-	}
-	http.Error(w, msg, status)
-}
-
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz reflects database and NATS connectivity.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"database": "ok", "nats": "ok"}
-	status := http.StatusOK
-	if sqlDB, err := s.opts.DB.DB(); err != nil || sqlDB.PingContext(ctx) != nil {
-		checks["database"], status = "unreachable", http.StatusServiceUnavailable
-	}
-	if s.opts.Bus == nil {
-		checks["nats"] = "not used by this process"
-	} else if err := s.opts.Bus.Healthy(); err != nil {
-		checks["nats"], status = err.Error(), http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, checks)
-}
+func (s *Server) now() time.Time { return s.opts.Now().UTC() }

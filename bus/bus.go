@@ -64,7 +64,9 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("connect to NATS %s: %w", describe(o.URL), err)
 	}
-	if b.JS, err = jetstream.New(b.NC); err != nil {
+	// A PubAck that never comes (the server restarted under the publish) fails the future after
+	// pubAckTimeout instead of keeping the relay waiting.
+	if b.JS, err = jetstream.New(b.NC, jetstream.WithPublishAsyncTimeout(pubAckTimeout)); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -90,9 +92,17 @@ func (b *Bus) NotifySubject(channel string) string {
 // NotifySubject is the subject of notices for one channel under a prefix.
 func NotifySubject(prefix, channel string) string { return prefix + ".notify." + channel }
 
-// ensureStream creates or updates the notice stream. Work-queue retention: a notice is removed once
-// a notifier acks it; the duplicate window absorbs the relay's republish after a crash between
-// PubAck and marking the outbox row.
+// Stream returns the name of the notice stream.
+func (b *Bus) Stream() string { return b.opts.Stream }
+
+// SubjectPrefix returns the prefix of every subject on this bus.
+func (b *Bus) SubjectPrefix() string { return b.opts.SubjectPrefix }
+
+// ensureStream creates or updates the notice stream (settings explained in docs/delivery.md).
+// Work-queue retention: a notice is removed once a notifier acks it, so the stream's size is the
+// backlog. The duplicate window absorbs the relay's republish after a crash between PubAck and
+// marking the outbox row. No MaxAge and no discard: a notice that nobody has handled yet must never
+// age out; the publisher is told (an error) instead when limits are hit.
 func (b *Bus) ensureStream(ctx context.Context) error {
 	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        b.opts.Stream,
@@ -102,8 +112,7 @@ func (b *Bus) ensureStream(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.opts.Replicas,
 		Duplicates:  b.opts.DuplicateWindow,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      30 * 24 * time.Hour,
+		Discard:     jetstream.DiscardNew,
 	})
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", b.opts.Stream, err)
@@ -113,16 +122,23 @@ func (b *Bus) ensureStream(ctx context.Context) error {
 
 // ConsumerOptions are the delivery settings of a channel's durable consumer.
 type ConsumerOptions struct {
-	AckWait       time.Duration
+	// AckWait is how long a handed-out notice may stay unacknowledged before JetStream gives it to
+	// another notifier: it bounds how long a crashed notifier's work waits.
+	AckWait time.Duration
+	// MaxDeliver is a backstop against a message that crashes or stalls every notifier; provider
+	// retries are counted in the delivery row, not here.
 	MaxDeliver    int
 	MaxAckPending int
 }
+
+// ConsumerName is the durable name of a channel's consumer.
+func ConsumerName(channel string) string { return "notify-" + channel }
 
 // Consumer returns (creating or updating) the durable pull consumer of a channel. Several notifier
 // processes bound to the same durable share its messages.
 func (b *Bus) Consumer(ctx context.Context, channel string, o ConsumerOptions) (jetstream.Consumer, error) {
 	c, err := b.JS.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
-		Durable:       "notify-" + channel,
+		Durable:       ConsumerName(channel),
 		FilterSubject: b.NotifySubject(channel),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
@@ -134,6 +150,19 @@ func (b *Bus) Consumer(ctx context.Context, channel string, o ConsumerOptions) (
 		return nil, fmt.Errorf("consumer for %s: %w", channel, err)
 	}
 	return c, nil
+}
+
+// MaxDeliveriesSubject is the advisory JetStream publishes when a consumer gives up on a message.
+func (b *Bus) MaxDeliveriesSubject(channel string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.opts.Stream + "." + ConsumerName(channel)
+}
+
+// MaxDeliveriesAdvisory is the body of a MAX_DELIVERIES advisory.
+type MaxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
 }
 
 // Healthy reports whether the connection is up.
@@ -167,4 +196,7 @@ type NoticeJob struct {
 	Channel string `json:"channel"`
 	// Fallback marks an SMS queued because WeChat could not reach the firm.
 	Fallback bool `json:"fallback,omitempty"`
+	// DeliveryID, instead of MatchID, asks for an attempt at an existing delivery (a digest whose
+	// window closed, a retry, a resend, the end of quiet hours).
+	DeliveryID uint64 `json:"delivery_id,omitempty"`
 }

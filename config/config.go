@@ -29,12 +29,14 @@ type Config struct {
 	Database Database `yaml:"database"`
 	NATS     NATS     `yaml:"nats"`
 	HTTP     HTTP     `yaml:"http"`
+	Console  Console  `yaml:"console"`
 	Matcher  Matcher  `yaml:"matcher"`
 	Relay    Relay    `yaml:"relay"`
 	Notify   Notify   `yaml:"notify"`
 	WeChat   WeChat   `yaml:"wechat"`
 	SMS      SMS      `yaml:"sms"`
 	Sandbox  Sandbox  `yaml:"sandbox"`
+	Fields   Fields   `yaml:"fields"`
 }
 
 type Database struct {
@@ -56,8 +58,23 @@ type HTTP struct {
 	PublicURL string `yaml:"public_url"`
 }
 
+// Console configures sign-in and the enterprise links of the console (package admin).
+type Console struct {
+	LinkSecret       string        `yaml:"link_secret"`
+	LinkTTL          time.Duration `yaml:"link_ttl"`
+	SessionTTL       time.Duration `yaml:"session_ttl"`
+	SessionIdle      time.Duration `yaml:"session_idle"`
+	SecureCookies    string        `yaml:"secure_cookies"`
+	LoginMaxFailures int           `yaml:"login_max_failures"`
+	LoginWindow      time.Duration `yaml:"login_window"`
+}
+
 type Matcher struct {
-	Workers int `yaml:"workers"`
+	Workers         int           `yaml:"workers"`
+	Shards          int           `yaml:"shards"`
+	ShardAckWait    time.Duration `yaml:"shard_ack_wait"`
+	CatchUpInterval time.Duration `yaml:"catchup_interval"`
+	ChangeSubject   string        `yaml:"change_subject"`
 }
 
 type Relay struct {
@@ -72,21 +89,52 @@ type Notify struct {
 	Backoff       []time.Duration `yaml:"backoff"`
 	MaxAckPending int             `yaml:"max_ack_pending"`
 	SendTimeout   time.Duration   `yaml:"send_timeout"`
+	BatchSize     int             `yaml:"batch_size"`
+	MaxAttempts   int             `yaml:"max_attempts"`
+	DigestWindow  time.Duration   `yaml:"digest_window"`
+	QuietHours    QuietHours      `yaml:"quiet_hours"`
+	Throttle      Throttle        `yaml:"throttle"`
+	QuotaPause    time.Duration   `yaml:"quota_pause"`
+	InDoubt       string          `yaml:"in_doubt"`
+	InDoubtGrace  time.Duration   `yaml:"in_doubt_grace"`
+	ReceiptToken  string          `yaml:"receipt_token"`
+}
+
+// QuietHours is the daily window (local time) in which the listed channels send nothing.
+type QuietHours struct {
+	Start    string   `yaml:"start"`
+	End      string   `yaml:"end"`
+	Channels []string `yaml:"channels"`
+}
+
+// Throttle paces messages to one firm on one channel; 0 turns a limit off.
+type Throttle struct {
+	MinInterval time.Duration `yaml:"min_interval"`
+	PerDay      int           `yaml:"per_day"`
 }
 
 type WeChat struct {
-	Enabled    bool   `yaml:"enabled"`
-	AppID      string `yaml:"app_id"`
-	AppSecret  string `yaml:"app_secret"`
-	TemplateID string `yaml:"template_id"`
-	BaseURL    string `yaml:"base_url"`
+	Enabled        bool   `yaml:"enabled"`
+	AppID          string `yaml:"app_id"`
+	AppSecret      string `yaml:"app_secret"`
+	TemplateID     string `yaml:"template_id"`
+	BaseURL        string `yaml:"base_url"`
+	CallbackToken  string `yaml:"callback_token"`
+	EncodingAESKey string `yaml:"encoding_aes_key"`
 }
 
 type SMS struct {
 	Enabled   bool      `yaml:"enabled"`
 	Providers []string  `yaml:"providers"`
+	Failover  Failover  `yaml:"failover"`
 	Tencent   TencentSM `yaml:"tencent"`
 	Aliyun    AliyunSMS `yaml:"aliyun"`
+}
+
+// Failover is the circuit breaker that moves SMS to the next provider.
+type Failover struct {
+	Threshold int           `yaml:"threshold"`
+	Cooldown  time.Duration `yaml:"cooldown"`
 }
 
 type TencentSM struct {
@@ -109,9 +157,56 @@ type AliyunSMS struct {
 }
 
 type Sandbox struct {
-	Enabled bool   `yaml:"enabled"`
-	Addr    string `yaml:"addr"`
+	Enabled  bool            `yaml:"enabled"`
+	Addr     string          `yaml:"addr"`
+	Faults   SandboxFaults   `yaml:"faults"`
+	Receipts SandboxReceipts `yaml:"receipts"`
 }
+
+// SandboxFaults is the trouble the sandbox providers simulate.
+type SandboxFaults struct {
+	WeChat           ProviderFaults `yaml:"wechat"`
+	Tencent          ProviderFaults `yaml:"tencent"`
+	Aliyun           ProviderFaults `yaml:"aliyun"`
+	ExpireTokenEvery int            `yaml:"expire_token_every"`
+	Seed             int            `yaml:"seed"`
+}
+
+// ProviderFaults is one sandbox provider's simulated trouble.
+type ProviderFaults struct {
+	ErrorRate   float64       `yaml:"error_rate"`
+	Codes       []string      `yaml:"codes"`
+	Latency     time.Duration `yaml:"latency"`
+	TimeoutRate float64       `yaml:"timeout_rate"`
+}
+
+// SandboxReceipts is how the sandbox reports on accepted messages.
+type SandboxReceipts struct {
+	Enabled       bool          `yaml:"enabled"`
+	Delay         time.Duration `yaml:"delay"`
+	FailRate      float64       `yaml:"fail_rate"`
+	DuplicateRate float64       `yaml:"duplicate_rate"`
+}
+
+// Fields extends the rule vocabulary. Extra fields are registry data a deployment has beyond the
+// standard catalog (a city's own subsidy ledger, a park's rating): they become typed variables in
+// rules and are stored in the enterprise_facts table, so adding one needs no schema change.
+type Fields struct {
+	Extra []ExtraField `yaml:"extra"`
+}
+
+// ExtraField declares one extra field, described like a catalog entry (see `policypush fields`).
+type ExtraField struct {
+	Key         string   `yaml:"key"`
+	Label       string   `yaml:"label"`
+	Type        string   `yaml:"type"` // string, int, float, bool, date or enum
+	Unit        string   `yaml:"unit"`
+	Source      string   `yaml:"source"`
+	Description string   `yaml:"description"`
+	Enum        []string `yaml:"enum"`
+}
+
+var extraFieldKey = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
 // Default is the embedded default: SQLite, embedded NATS and the local sandbox providers.
 func Default() Config {
@@ -121,19 +216,29 @@ func Default() Config {
 		Database: Database{Driver: "sqlite", MaxOpen: 16},
 		NATS: NATS{Stream: "POLICYPUSH", SubjectPrefix: "policypush", Replicas: 1,
 			DuplicateWindow: 20 * time.Minute},
-		HTTP:    HTTP{Addr: "127.0.0.1:8080"},
-		Matcher: Matcher{Workers: 0},
+		HTTP: HTTP{Addr: "127.0.0.1:8080"},
+		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
+			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute},
+		Matcher: Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Relay:   Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
-		Notify: Notify{Workers: 8, AckWait: 30 * time.Second, MaxDeliver: 20,
+		Notify: Notify{Workers: 32, AckWait: 30 * time.Second, MaxDeliver: 100,
 			Backoff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute},
-			MaxAckPending: 256, SendTimeout: 10 * time.Second},
+			MaxAckPending: 1000, SendTimeout: 10 * time.Second, BatchSize: 100, MaxAttempts: 12, DigestWindow: 10 * time.Minute,
+			QuietHours: QuietHours{Start: "22:00", End: "08:00", Channels: []string{"sms"}},
+			Throttle:   Throttle{MinInterval: time.Minute, PerDay: 5},
+			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute},
 		WeChat: WeChat{Enabled: true, AppID: "wx-sandbox-app", AppSecret: "sandbox-secret", TemplateID: "TPL-POLICY-MATCH"},
 		SMS: SMS{Enabled: true, Providers: []string{"tencent", "aliyun"},
+			Failover: Failover{Threshold: 5, Cooldown: time.Minute},
 			Tencent: TencentSM{SecretID: "sandbox-id", SecretKey: "sandbox-key", Region: "ap-guangzhou",
 				SdkAppID: "1400000000", SignName: "政策直达", TemplateID: "100001"},
 			Aliyun: AliyunSMS{AccessKeyID: "sandbox-id", AccessKeySecret: "sandbox-secret", Region: "cn-hangzhou",
 				SignName: "政策直达", TemplateCode: "SMS_100001"}},
-		Sandbox: Sandbox{Enabled: true, Addr: "127.0.0.1:0"},
+		Sandbox: Sandbox{Enabled: true, Addr: "127.0.0.1:0",
+			Faults: SandboxFaults{WeChat: ProviderFaults{Codes: []string{}}, Tencent: ProviderFaults{Codes: []string{}},
+				Aliyun: ProviderFaults{Codes: []string{}}},
+			Receipts: SandboxReceipts{Enabled: true, Delay: time.Second}},
+		Fields: Fields{Extra: []ExtraField{}},
 	}
 }
 
@@ -254,6 +359,12 @@ func setScalar(fv reflect.Value, raw string) error {
 			return fmt.Errorf("not a whole number")
 		}
 		fv.SetInt(int64(n))
+	case fv.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("not a number")
+		}
+		fv.SetFloat(f)
 	case fv.Kind() == reflect.Slice:
 		parts := strings.Split(raw, ",")
 		s := reflect.MakeSlice(fv.Type(), 0, len(parts))
@@ -313,8 +424,40 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
 		return bad("http.addr", "%q is not host:port", c.HTTP.Addr)
 	}
+	if c.Console.LinkSecret != "" && len(c.Console.LinkSecret) < 32 {
+		return bad("console.link_secret", "must be at least 32 characters (or empty to generate one in data_dir)")
+	}
+	if c.Console.LinkTTL < time.Hour {
+		return bad("console.link_ttl", "%s is too short for a firm to open its notice (at least 1h)", c.Console.LinkTTL)
+	}
+	if c.Console.SessionTTL < time.Minute || c.Console.SessionIdle < time.Minute || c.Console.SessionIdle > c.Console.SessionTTL {
+		return bad("console.session_idle", "session_ttl and session_idle must be at least 1m, and session_idle at most session_ttl")
+	}
+	switch c.Console.SecureCookies {
+	case "auto", "always", "never":
+	default:
+		return bad("console.secure_cookies", "%q is not auto, always or never", c.Console.SecureCookies)
+	}
+	if c.Console.LoginMaxFailures < 1 {
+		return bad("console.login_max_failures", "must be at least 1")
+	}
+	if c.Console.LoginWindow < time.Minute {
+		return bad("console.login_window", "must be at least 1m")
+	}
 	if c.Matcher.Workers < 0 {
 		return bad("matcher.workers", "must be 0 (one per core) or more")
+	}
+	if c.Matcher.Shards < 0 || c.Matcher.Shards > 4096 {
+		return bad("matcher.shards", "%d must be 0 (match in this process) or a shard count up to 4096", c.Matcher.Shards)
+	}
+	if c.Matcher.ShardAckWait < time.Second {
+		return bad("matcher.shard_ack_wait", "must be at least 1s")
+	}
+	if c.Matcher.CatchUpInterval < 100*time.Millisecond {
+		return bad("matcher.catchup_interval", "must be at least 100ms")
+	}
+	if c.Matcher.ChangeSubject == "" || strings.ContainsAny(c.Matcher.ChangeSubject, " *>") {
+		return bad("matcher.change_subject", "%q must be a non-empty subject without wildcards", c.Matcher.ChangeSubject)
 	}
 	if c.Relay.Interval <= 0 {
 		return bad("relay.interval", "must be positive")
@@ -342,6 +485,9 @@ func (c *Config) Validate() error {
 			return bad(fmt.Sprintf("notify.backoff[%d]", i), "must be positive")
 		}
 	}
+	if err := c.validateDelivery(bad); err != nil {
+		return err
+	}
 	if c.WeChat.Enabled && (c.WeChat.AppID == "" || c.WeChat.AppSecret == "" || c.WeChat.TemplateID == "") {
 		return bad("wechat", "app_id, app_secret and template_id are required when wechat.enabled is true")
 	}
@@ -357,6 +503,79 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.PublicURL != "" && !strings.HasPrefix(c.HTTP.PublicURL, "http://") && !strings.HasPrefix(c.HTTP.PublicURL, "https://") {
 		return bad("http.public_url", "%q must start with http:// or https://", c.HTTP.PublicURL)
+	}
+	seenField := map[string]bool{}
+	for i, f := range c.Fields.Extra {
+		key := fmt.Sprintf("fields.extra[%d]", i)
+		switch {
+		case !extraFieldKey.MatchString(f.Key):
+			return bad(key+".key", "%q must be 1-64 lowercase letters, digits or _, starting with a letter", f.Key)
+		case seenField[f.Key]:
+			return bad(key+".key", "%q is declared twice", f.Key)
+		case strings.TrimSpace(f.Label) == "":
+			return bad(key+".label", "is required: the Chinese name authors and firms see, e.g. 研发人员数")
+		}
+		seenField[f.Key] = true
+		switch f.Type {
+		case "string", "int", "float", "bool", "date":
+			if len(f.Enum) > 0 {
+				return bad(key+".enum", "only fields of type enum list values")
+			}
+		case "enum":
+			if len(f.Enum) == 0 {
+				return bad(key+".enum", "list the allowed values of an enum field")
+			}
+		default:
+			return bad(key+".type", "%q is not one of string, int, float, bool, date, enum", f.Type)
+		}
+	}
+	return nil
+}
+
+var hhmm = regexp.MustCompile(`^([01]\d|2[0-3]):[0-5]\d$`)
+
+// validateDelivery checks the keys of the notification path (issue 5: digests, pacing, failover,
+// receipts, sandbox faults).
+func (c *Config) validateDelivery(bad func(key, msg string, args ...any) error) error {
+	n := c.Notify
+	switch {
+	case n.BatchSize < 1 || n.BatchSize > 1000:
+		return bad("notify.batch_size", "%d must be between 1 and 1000", n.BatchSize)
+	case n.MaxAttempts < 1:
+		return bad("notify.max_attempts", "must be at least 1")
+	case n.MaxDeliver < 2:
+		return bad("notify.max_deliver", "must be at least 2: it only stops a message that crashes every notifier")
+	case n.DigestWindow < 0:
+		return bad("notify.digest_window", "must not be negative (0 sends every match on its own)")
+	case !hhmm.MatchString(n.QuietHours.Start):
+		return bad("notify.quiet_hours.start", "%q is not HH:MM (24-hour clock)", n.QuietHours.Start)
+	case !hhmm.MatchString(n.QuietHours.End):
+		return bad("notify.quiet_hours.end", "%q is not HH:MM (24-hour clock)", n.QuietHours.End)
+	case n.Throttle.MinInterval < 0 || n.Throttle.PerDay < 0:
+		return bad("notify.throttle", "limits must not be negative (0 turns one off)")
+	case n.QuotaPause < time.Second:
+		return bad("notify.quota_pause", "must be at least 1s")
+	case n.InDoubt != "lookup" && n.InDoubt != "resend":
+		return bad("notify.in_doubt", "%q is not lookup or resend", n.InDoubt)
+	case n.InDoubtGrace < 0:
+		return bad("notify.in_doubt_grace", "must not be negative")
+	case c.SMS.Failover.Threshold < 0 || c.SMS.Failover.Cooldown < 0:
+		return bad("sms.failover", "threshold and cooldown must not be negative (threshold 0 never fails over)")
+	}
+	for i, ch := range n.QuietHours.Channels {
+		if ch != "wechat" && ch != "sms" {
+			return bad(fmt.Sprintf("notify.quiet_hours.channels[%d]", i), "%q is not wechat or sms", ch)
+		}
+	}
+	f := c.Sandbox.Faults
+	for name, p := range map[string]ProviderFaults{"wechat": f.WeChat, "tencent": f.Tencent, "aliyun": f.Aliyun} {
+		if p.ErrorRate < 0 || p.ErrorRate > 1 || p.TimeoutRate < 0 || p.TimeoutRate > 1 || p.Latency < 0 {
+			return bad("sandbox.faults."+name, "rates must be between 0 and 1 and latency not negative")
+		}
+	}
+	r := c.Sandbox.Receipts
+	if r.FailRate < 0 || r.FailRate > 1 || r.DuplicateRate < 0 || r.DuplicateRate > 1 || r.Delay < 0 || f.ExpireTokenEvery < 0 {
+		return bad("sandbox", "receipt rates must be between 0 and 1; delays and expire_token_every not negative")
 	}
 	return nil
 }

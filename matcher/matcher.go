@@ -2,11 +2,17 @@
 // active firms of the registry as of a date, diffs the result against the stored matches, and
 // writes new matches together with their outbox rows in one transaction. It never sends anything;
 // the outbox relay and the notifiers do.
+//
+// Evaluation runs on a column-oriented snapshot of the registry (snapshot.go) with plans compiled
+// from each rule's checked tree (plan.go, kernels.go); whatever a plan cannot decide goes to the
+// rule's own expr program, so the answers are those of plain expr.Run, which stays available as
+// the differential baseline (Options.Plain, Evaluate). A long-lived Engine (engine.go) keeps the
+// snapshot current from change events and re-matches incrementally; shard jobs on JetStream spread
+// full matches over several processes (shards.go). docs/matcher.md describes the design.
 package matcher
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,10 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/expr-lang/expr/ast"
 	"github.com/schollz/progressbar/v3"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
-	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -29,6 +36,16 @@ type Options struct {
 	SubjectPrefix string    // NATS subject prefix of notices
 	Progress      io.Writer // progress bars; nil = none
 	Log           *slog.Logger
+	// Plain evaluates every firm with the policies' expr programs on rules.Env values loaded
+	// through GORM, without snapshot or plans: the differential baseline of the engine.
+	Plain bool
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o.Log
 }
 
 // PolicyResult is what one policy's evaluation did.
@@ -56,10 +73,7 @@ type Summary struct {
 // Run matches published policies (or only policyID) as of asOf.
 func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Options) (Summary, error) {
 	start := time.Now()
-	if o.Log == nil {
-		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	sum := Summary{AsOf: asOf.Format("2006-01-02")}
+	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
 	policies, err := rules.LoadPublished(ctx, db, policyID)
 	if err != nil {
 		return sum, err
@@ -67,32 +81,39 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 	if policyID != "" && len(policies) == 0 {
 		return sum, fmt.Errorf("policy %s is not published (apply it first, or check `policypush policy list`)", policyID)
 	}
-	firms, err := LoadActiveFirms(ctx, db, asOf, o.Progress)
+	active, skipped := splitActive(policies, asOf)
+	if o.Plain {
+		sum.Policies, sum.Firms, err = runPlain(ctx, db, asOf, active, o)
+	} else {
+		fields, extras := fieldsOf(active)
+		var snap *Snapshot
+		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: fields, Extras: extras, Progress: o.Progress})
+		if err != nil {
+			return sum, err
+		}
+		sum.Firms = snap.Active()
+		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "")
+	}
 	if err != nil {
 		return sum, err
 	}
-	sum.Firms = len(firms)
-	for _, p := range policies {
-		res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
-		if !p.Def.ActiveOn(asOf) {
-			res.Skipped = fmt.Sprintf("not in effect on %s (window %s – %s)", sum.AsOf, p.Def.EffectiveFrom, windowEnd(p.Def))
-			sum.Policies = append(sum.Policies, res)
-			continue
-		}
-		outcomes, evalErrs := Evaluate(p, firms, o.Workers)
-		res.Eligible = len(outcomes)
-		res.Errors = len(evalErrs)
-		if err := recordErrors(ctx, db, p, asOf, evalErrs); err != nil {
-			return sum, err
-		}
-		if err := writeDiff(ctx, db, p, asOf, outcomes, o.SubjectPrefix, &res); err != nil {
-			return sum, err
-		}
-		o.Log.Info("matched", "policy", p.Def.ID, "version", p.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
-		sum.Policies = append(sum.Policies, res)
-	}
+	sum.Policies = append(sum.Policies, skipped...)
+	sort.Slice(sum.Policies, func(i, j int) bool { return sum.Policies[i].PolicyID < sum.Policies[j].PolicyID })
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// splitActive separates the policies in effect on asOf from the others, which are reported as skipped.
+func splitActive(policies []*rules.Policy, asOf time.Time) (active []*rules.Policy, skipped []PolicyResult) {
+	for _, p := range policies {
+		if p.Def.ActiveOn(asOf) {
+			active = append(active, p)
+			continue
+		}
+		skipped = append(skipped, PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title,
+			Skipped: fmt.Sprintf("not in effect on %s (window %s – %s)", asOf.Format(time.DateOnly), p.Def.EffectiveFrom, windowEnd(p.Def))})
+	}
+	return active, skipped
 }
 
 func windowEnd(d *rules.Definition) string {
@@ -102,7 +123,194 @@ func windowEnd(d *rules.Definition) string {
 	return d.EffectiveTo.String()
 }
 
-// LoadActiveFirms reads every active firm by keyset pagination on the credit code.
+// policyGroup is how many policies one pass over the snapshot decides: their decisions are held
+// in memory until stored.
+const policyGroup = 64
+
+// matchPolicies evaluates policies over a snapshot (the registry, or the shard [lo, hi) of it) and
+// stores the differences for that scope.
+func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string) ([]PolicyResult, error) {
+	log := o.logger()
+	out := make([]PolicyResult, 0, len(policies))
+	for g := 0; g < len(policies); g += policyGroup {
+		group := policies[g:min(g+policyGroup, len(policies))]
+		plans := pl.prepared(group, o.Workers)
+		decs, err := evaluateAll(ctx, snap, plans, o.Workers)
+		if err != nil {
+			return out, err
+		}
+		for i, p := range group {
+			res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
+			outcomes, evalErrs := decs[i].outcomes(snap), decs[i].evalErrors(snap)
+			if err := storeDecisions(ctx, db, p, pl.asOf, outcomes, evalErrs, o.SubjectPrefix, lo, hi, &res); err != nil {
+				return out, err
+			}
+			if lo == "" && hi == "" {
+				if err := recordEvaluation(ctx, db, p, pl.asOf, snap.Active(), res.Eligible); err != nil {
+					return out, err
+				}
+			}
+			log.Info("matched", "policy", p.Def.ID, "version", p.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
+			out = append(out, res)
+		}
+	}
+	return out, nil
+}
+
+// storeDecisions records a policy's errors and match differences over a scope.
+func storeDecisions(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, evalErrs []EvalError, prefix, lo, hi string, res *PolicyResult) error {
+	res.Eligible = len(outcomes)
+	res.Errors = len(evalErrs)
+	if err := recordErrors(ctx, db, p, asOf, evalErrs, lo, hi); err != nil {
+		return err
+	}
+	return writeDiff(ctx, db, p, asOf, outcomes, prefix, lo, hi, res)
+}
+
+// recordEvaluation notes that the whole population was evaluated for a policy version on a date.
+func recordEvaluation(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, firms, eligible int) error {
+	row := store.PolicyEvaluation{PolicyID: p.Def.ID, Version: p.Version, AsOf: asOf, Firms: firms, Eligible: eligible, Evaluated: time.Now().UTC()}
+	err := db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "policy_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"version", "as_of", "firms", "eligible", "evaluated"}),
+	}).Create(&row).Error
+	if err != nil {
+		return fmt.Errorf("record evaluation of %s: %w", p.Def.ID, err)
+	}
+	return nil
+}
+
+// outcomes turns a policy's decisions into eligible firms, in credit-code order.
+func (d *decisions) outcomes(snap *Snapshot) []Outcome {
+	out := make([]Outcome, 0, d.eligible())
+	late := false
+	d.each(func(row int, amount *float64) {
+		oc := Outcome{CreditCode: snap.code(row)}
+		if amount != nil {
+			a := *amount
+			oc.Amount = &a
+		}
+		out = append(out, oc)
+		late = late || row >= snap.sorted
+	})
+	if late { // a firm added after loading: rows are no longer in code order
+		sort.Slice(out, func(i, j int) bool { return out[i].CreditCode < out[j].CreditCode })
+	}
+	return out
+}
+
+func (d *decisions) evalErrors(snap *Snapshot) []EvalError {
+	out := make([]EvalError, len(d.errs))
+	for i, e := range d.errs {
+		out[i] = EvalError{CreditCode: snap.code(int(e.row)), Err: e.err}
+	}
+	return out
+}
+
+// fieldsOf lists the registry fields and extra fields the policies (and the policies their
+// combination rules consult) read.
+func fieldsOf(policies []*rules.Policy) (fields, extras []string) {
+	specs, _ := envSpecs()
+	seen := map[string]bool{statusKey: true}
+	fields = []string{statusKey}
+	readsExtra := false
+	v := visitFunc(func(n ast.Node) {
+		id, ok := n.(*ast.IdentifierNode)
+		if !ok {
+			return
+		}
+		switch _, catalog := specs[id.Value]; {
+		case catalog && !seen[id.Value]:
+			seen[id.Value] = true
+			fields = append(fields, id.Value)
+		case id.Value == extraKey:
+			readsExtra = true
+		case id.Value == "$env":
+			readsExtra = true
+			for k := range specs {
+				if !seen[k] {
+					seen[k] = true
+					fields = append(fields, k)
+				}
+			}
+		}
+	})
+	seenPolicy := map[*rules.Policy]bool{}
+	var walk func(p *rules.Policy)
+	walk = func(p *rules.Policy) {
+		if seenPolicy[p] {
+			return
+		}
+		seenPolicy[p] = true
+		for _, prog := range []*rules.Program{p.Eligibility, p.Amount} {
+			if prog != nil {
+				node := prog.Tree.Node
+				ast.Walk(&node, v)
+			}
+		}
+		for _, q := range p.Partners() { // combination rules evaluate the partners' rules on the firm
+			walk(q)
+		}
+	}
+	for _, p := range policies {
+		walk(p)
+	}
+	if readsExtra {
+		for _, f := range rules.ExtraFields() {
+			extras = append(extras, f.Key)
+		}
+	}
+	sort.Strings(fields)
+	return fields, extras
+}
+
+type visitFunc func(ast.Node)
+
+func (f visitFunc) Visit(n *ast.Node) { f(*n) }
+
+// dependsOnDate reports whether a policy's rule reads the evaluation date (as_of, directly or
+// through a helper such as years_since): its answers can change from one day to the next.
+func dependsOnDate(p *rules.Policy) bool {
+	found := false
+	v := visitFunc(func(n ast.Node) {
+		if id, ok := n.(*ast.IdentifierNode); ok && (id.Value == asOfKey || id.Value == "$env") {
+			found = true
+		}
+	})
+	for _, prog := range []*rules.Program{p.Eligibility, p.Amount} {
+		if prog != nil {
+			node := prog.Tree.Node
+			ast.Walk(&node, v)
+		}
+	}
+	return found
+}
+
+// runPlain is the plain path: every policy over every firm with its expr programs.
+func runPlain(ctx context.Context, db *gorm.DB, asOf time.Time, policies []*rules.Policy, o Options) ([]PolicyResult, int, error) {
+	log := o.logger()
+	firms, err := LoadActiveFirms(ctx, db, asOf, o.Progress)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]PolicyResult, 0, len(policies))
+	for _, p := range policies {
+		res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
+		outcomes, evalErrs := Evaluate(p, firms, o.Workers)
+		if err := storeDecisions(ctx, db, p, asOf, outcomes, evalErrs, o.SubjectPrefix, "", "", &res); err != nil {
+			return out, len(firms), err
+		}
+		if err := recordEvaluation(ctx, db, p, asOf, len(firms), res.Eligible); err != nil {
+			return out, len(firms), err
+		}
+		log.Info("matched", "policy", p.Def.ID, "version", p.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
+		out = append(out, res)
+	}
+	return out, len(firms), nil
+}
+
+// LoadActiveFirms reads every active firm by keyset pagination on the credit code, as rules.Env
+// values with their extra fields (the plain path).
 func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress io.Writer) ([]rules.Env, error) {
 	var total int64
 	if err := db.WithContext(ctx).Model(&store.Enterprise{}).Where("status = ?", store.StatusActive).Count(&total).Error; err != nil {
@@ -132,6 +340,9 @@ func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress 
 	if bar != nil {
 		_ = bar.Finish()
 	}
+	if err := rules.AttachExtraFacts(ctx, db, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -155,8 +366,9 @@ type EvalError struct {
 	Err        error
 }
 
-// Evaluate runs the policy over firms on every core. Results come back sorted by credit code, so
-// the same inputs always give the same output.
+// Evaluate runs the policy's expr programs over firms on every core: the plain path and the
+// reference the engine is checked against. Results come back sorted by credit code, so the same
+// inputs always give the same output.
 func Evaluate(p *rules.Policy, firms []rules.Env, workers int) ([]Outcome, []EvalError) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -199,163 +411,4 @@ func Evaluate(p *rules.Policy, firms []rules.Env, workers int) ([]Outcome, []Eva
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreditCode < out[j].CreditCode })
 	return out, errs
-}
-
-// recordErrors replaces the policy version's error rows for this date with the new ones.
-func recordErrors(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, errs []EvalError) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Where("policy_id = ?", p.Def.ID).Delete(&store.EvalError{}).Error; err != nil {
-			return fmt.Errorf("clear evaluation errors of %s: %w", p.Def.ID, err)
-		}
-		if len(errs) == 0 {
-			return nil
-		}
-		now := time.Now().UTC()
-		rows := make([]store.EvalError, len(errs))
-		for i, e := range errs {
-			msg := e.Err.Error()
-			if len(msg) > 480 {
-				msg = msg[:480]
-			}
-			rows[i] = store.EvalError{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: e.CreditCode, AsOf: asOf, Message: msg, At: now}
-		}
-		return tx.CreateInBatches(rows, 500).Error
-	})
-}
-
-const writeBatch = 500
-
-// writeDiff stores the difference between the outcomes and the stored active matches. New matches
-// and their outbox rows are written in the same transaction; lost ones are revoked; firms that
-// still qualify keep their row (a new version or amount updates it without a second notice).
-func writeDiff(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, prefix string, res *PolicyResult) error {
-	var active []store.Match
-	if err := db.WithContext(ctx).Where("policy_id = ? AND state = ?", p.Def.ID, store.MatchActive).Find(&active).Error; err != nil {
-		return fmt.Errorf("load matches of %s: %w", p.Def.ID, err)
-	}
-	current := make(map[string]*store.Match, len(active))
-	for i := range active {
-		current[active[i].CreditCode] = &active[i]
-	}
-	// Rows of this version that are not active (revoked earlier): a firm that qualifies again gets
-	// its row back but never a second notice for the same version.
-	var dormant []store.Match
-	if err := db.WithContext(ctx).Where("policy_id = ? AND policy_version = ? AND state <> ?", p.Def.ID, p.Version, store.MatchActive).
-		Find(&dormant).Error; err != nil {
-		return fmt.Errorf("load earlier matches of %s: %w", p.Def.ID, err)
-	}
-	earlier := make(map[string]*store.Match, len(dormant))
-	for i := range dormant {
-		earlier[dormant[i].CreditCode] = &dormant[i]
-	}
-
-	var fresh []Outcome
-	var revive, supersede, reamount []*store.Match
-	freshAmount := map[string]*float64{}
-	eligible := make(map[string]bool, len(outcomes))
-	for _, oc := range outcomes {
-		eligible[oc.CreditCode] = true
-		cur, ok := current[oc.CreditCode]
-		switch {
-		case !ok:
-			if old, ok := earlier[oc.CreditCode]; ok {
-				old.Amount = oc.Amount
-				revive = append(revive, old)
-			} else {
-				fresh = append(fresh, oc)
-			}
-		case cur.PolicyVersion != p.Version:
-			freshAmount[oc.CreditCode] = oc.Amount
-			supersede = append(supersede, cur)
-		case !sameAmount(cur.Amount, oc.Amount):
-			cur.Amount = oc.Amount
-			reamount = append(reamount, cur)
-		default:
-			res.Unchanged++
-		}
-	}
-	var lost []uint64
-	for code, m := range current {
-		if !eligible[code] {
-			lost = append(lost, m.ID)
-		}
-	}
-	sort.Slice(lost, func(i, j int) bool { return lost[i] < lost[j] })
-	now := time.Now().UTC()
-
-	for lo := 0; lo < len(fresh); lo += writeBatch {
-		batch := fresh[lo:min(lo+writeBatch, len(fresh))]
-		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			rows := make([]store.Match, len(batch))
-			for i, oc := range batch {
-				rows[i] = store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: oc.CreditCode,
-					State: store.MatchActive, Amount: oc.Amount, AsOf: asOf, Notified: true, MatchedAt: now}
-			}
-			if err := tx.Create(&rows).Error; err != nil {
-				return fmt.Errorf("insert matches of %s: %w", p.Def.ID, err)
-			}
-			return tx.Create(outboxRows(rows, p.Def.Channels, prefix, now)).Error
-		})
-		if err != nil {
-			return err
-		}
-		res.New += len(batch)
-	}
-	for lo := 0; lo < len(supersede); lo += writeBatch {
-		batch := supersede[lo:min(lo+writeBatch, len(supersede))]
-		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			ids := make([]uint64, len(batch))
-			rows := make([]store.Match, len(batch))
-			for i, m := range batch {
-				ids[i] = m.ID
-				rows[i] = store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: m.CreditCode,
-					State: store.MatchActive, Amount: freshAmount[m.CreditCode], AsOf: asOf, Notified: m.Notified, MatchedAt: m.MatchedAt}
-			}
-			if err := tx.Model(&store.Match{}).Where("id IN ?", ids).Updates(map[string]any{"state": store.MatchSuperseded, "updated_at": now}).Error; err != nil {
-				return err
-			}
-			return tx.Create(&rows).Error
-		})
-		if err != nil {
-			return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
-		}
-		res.Updated += len(batch)
-	}
-	for _, m := range append(revive, reamount...) {
-		if err := db.WithContext(ctx).Model(&store.Match{}).Where("id = ?", m.ID).Updates(map[string]any{
-			"state": store.MatchActive, "amount": m.Amount, "as_of": asOf, "revoked_at": nil, "updated_at": now,
-		}).Error; err != nil {
-			return fmt.Errorf("update match %d: %w", m.ID, err)
-		}
-	}
-	res.Updated += len(reamount)
-	res.New += len(revive)
-	for lo := 0; lo < len(lost); lo += writeBatch {
-		ids := lost[lo:min(lo+writeBatch, len(lost))]
-		if err := db.WithContext(ctx).Model(&store.Match{}).Where("id IN ?", ids).
-			Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": now, "updated_at": now}).Error; err != nil {
-			return fmt.Errorf("revoke matches of %s: %w", p.Def.ID, err)
-		}
-		res.Revoked += len(ids)
-	}
-	return nil
-}
-
-func sameAmount(a, b *float64) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return *a == *b
-}
-
-// outboxRows makes one notice per channel the policy asks for.
-func outboxRows(matches []store.Match, channels []string, prefix string, now time.Time) []store.Outbox {
-	out := make([]store.Outbox, 0, len(matches)*len(channels))
-	for _, m := range matches {
-		for _, ch := range channels {
-			payload, _ := json.Marshal(bus.NoticeJob{MatchID: m.ID, Channel: ch})
-			out = append(out, store.Outbox{Subject: bus.NotifySubject(prefix, ch), Payload: payload, CreatedAt: now})
-		}
-	}
-	return out
 }

@@ -2,7 +2,12 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
 )
 
 // Channels a policy can ask for.
@@ -22,6 +27,9 @@ type Notice struct {
 	Amount      string // already formatted, e.g. "12,345.00元"; empty when the policy has no amount
 	Deadline    string
 	URL         string // link to the enterprise page
+	// Policies is how many policies the notice announces: 1, or more for a digest, whose
+	// PolicyTitle, Amount and Deadline then summarise all of them.
+	Policies int
 }
 
 // Result is what a provider returns for an accepted message.
@@ -43,6 +51,9 @@ const (
 	// Fallback: permanent for WeChat for this recipient (not following, rejected template, bad or
 	// missing openid): send by SMS instead.
 	Fallback
+	// Throttled: the provider's per-recipient limit (same number too often): try this notice again
+	// later without using up an attempt; the provider and the channel are fine.
+	Throttled
 )
 
 func (c ErrorClass) String() string {
@@ -55,6 +66,8 @@ func (c ErrorClass) String() string {
 		return "permanent"
 	case Fallback:
 		return "fallback"
+	case Throttled:
+		return "throttled"
 	}
 	return fmt.Sprintf("class(%d)", int(c))
 }
@@ -65,10 +78,20 @@ type SendError struct {
 	Code     string // provider error code as text, e.g. "43004", "LimitExceeded.PhoneNumberDailyLimit"
 	Message  string
 	Class    ErrorClass
+	// InDoubt: the request may have reached the provider and been accepted (a timeout, a connection
+	// cut after the request was written, an unreadable answer). Such a notice is never handed to
+	// another provider before the first one has been asked (see Resolver).
+	InDoubt bool
+	// RetryAfter, when set, is how long the provider asks to wait (Throttled, Quota).
+	RetryAfter time.Duration
 }
 
 func (e *SendError) Error() string {
-	return fmt.Sprintf("%s: %s %s (%s)", e.Provider, e.Code, e.Message, e.Class)
+	s := fmt.Sprintf("%s: %s %s (%s)", e.Provider, e.Code, e.Message, e.Class)
+	if e.InDoubt {
+		s += " [outcome unknown]"
+	}
+	return s
 }
 
 // Sender sends one notice through one provider. Implementations must pass Notice.DeliveryID as the
@@ -76,4 +99,38 @@ func (e *SendError) Error() string {
 type Sender interface {
 	Name() string
 	Send(ctx context.Context, n Notice) (Result, error)
+}
+
+// Idempotent is implemented by senders whose provider drops a repeat of the same DeliveryID for
+// the same recipient (WeChat's client_msg_id, the sandbox): after an attempt whose outcome is
+// unknown, sending again is safe.
+type Idempotent interface {
+	Idempotent() bool
+}
+
+// Resolver is implemented by senders that can ask their provider whether a message for
+// n.DeliveryID was accepted at or after since (Aliyun QuerySendDetails by OutId, Tencent
+// PullSmsSendStatusByPhoneNumber by SessionContext). accepted=false is only as good as the
+// provider's records: Tencent lists a message once its status report arrived.
+type Resolver interface {
+	Resolve(ctx context.Context, n Notice, since time.Time) (res Result, accepted bool, err error)
+}
+
+// transportUnsure reports whether a transport error leaves the outcome of a request unknown. Only a
+// refused connection or a failed name lookup proves that nothing reached the provider.
+func transportUnsure(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	msg := err.Error()
+	return !strings.Contains(msg, "connection refused") && !strings.Contains(msg, "no such host")
+}
+
+// pooledTransport is the HTTP transport of every sender: a copy of the default with room for as
+// many idle connections to the provider as the notifier has concurrent sends.
+func pooledTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 512
+	t.MaxIdleConnsPerHost = 256
+	return t
 }

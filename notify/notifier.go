@@ -1,7 +1,18 @@
-// Package notify owns getting a notice to a firm: durable JetStream consumers per channel, one
-// delivery row per (match, channel, recipient), the WeChat and SMS senders behind one Sender
-// interface, error classification, fallback from WeChat to SMS, and the sandbox providers used by
-// the embedded default and tests. It never decides who qualifies.
+// Package notify owns getting a notice to a firm: durable JetStream consumers per channel, the
+// delivery items that tie every match to exactly one message per channel, digests, quiet hours,
+// throttles, the WeChat and SMS senders behind one Sender interface, error classification, retries,
+// provider failover, fallback from WeChat to SMS, dead letters and resend, receipts, metrics, and
+// the sandbox providers used by the embedded default and tests. It never decides who qualifies,
+// and it never renders console pages.
+//
+// How a notice travels (docs/delivery.md has the reasons):
+//
+//	match notice (outbox → JetStream) ──intake──▶ DeliveryItem ──▶ Delivery (digest, due at)
+//	Delivery due (at once, or outbox row published at its time) ──dispatch──▶ claim ▶ provider ▶ record
+//
+// A delivery is claimed (state sending, a lease) before its provider call and recorded after it,
+// so a crash anywhere leaves either nothing done, or a delivery in doubt that is settled with the
+// provider (it dedupes, or it is asked) before anything is sent again.
 package notify
 
 import (
@@ -11,278 +22,429 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/policypush/policypush/bus"
-	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
+)
+
+// In-doubt policies (Options.InDoubt).
+const (
+	// InDoubtLookup asks a provider that does not dedupe whether it accepted the message before
+	// sending it again; providers that dedupe (WeChat, the sandbox) are simply sent to again.
+	InDoubtLookup = "lookup"
+	// InDoubtResend sends again at once: only right when every provider dedupes on the delivery id.
+	InDoubtResend = "resend"
 )
 
 // Options configure the notifiers.
 type Options struct {
-	Workers       int // concurrent sends per channel
-	Consumer      bus.ConsumerOptions
-	Backoff       []time.Duration // redelivery delays after transient failures, by attempt
-	SendTimeout   time.Duration
-	PublicURL     string // base of the links in notices
+	Workers      int // concurrent provider calls per channel
+	BatchSize    int // notice messages handled per database round
+	Consumer     bus.ConsumerOptions
+	Backoff      []time.Duration // delay before retry n after a transient failure; the last repeats
+	MaxAttempts  int             // provider attempts per delivery before it is dead
+	SendTimeout  time.Duration
+	DigestWindow time.Duration // matches of one firm arriving within it go out as one message; 0 off
+	QuietHours   QuietHours
+	Throttle     Throttle
+	QuotaPause   time.Duration // how long a provider out of quota rests before it is tried again
+	Failover     Failover
+	InDoubt      string        // InDoubtLookup or InDoubtResend
+	InDoubtGrace time.Duration // how long a provider may take to list an accepted message
+	// NoticeURL builds the link of a notice (the firm's page for the first policy it announces).
+	// Nil: PublicURL + "/p/" + policy id.
+	NoticeURL     func(creditCode, policyID string) string
+	PublicURL     string
 	SubjectPrefix string
 	Log           *slog.Logger
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
 }
+
+// lanes is how many batches a channel works on at once, so that one batch's provider calls overlap
+// another's database round trips.
+const lanes = 4
+
+// batchLinger is how long a lane waits for more messages after the first before it starts: a
+// batch of one costs as many round trips as a batch of a hundred.
+const batchLinger = 20 * time.Millisecond
 
 // Notifier consumes notice jobs and sends them.
 type Notifier struct {
-	db      *gorm.DB
-	bus     *bus.Bus
-	opts    Options
-	senders map[string]Sender // channel → sender (SMS: the first provider in priority order)
+	db     *gorm.DB
+	bus    *bus.Bus
+	opts   Options
+	routes map[string]*route
+	texts  textCache
+
+	consuming atomic.Int32 // channels whose consumer is currently bound
 }
 
-// New builds a notifier. senders maps a channel (wechat, sms) to its sender; a channel without a
-// sender is not consumed.
-func New(db *gorm.DB, b *bus.Bus, senders map[string]Sender, o Options) *Notifier {
+// New builds a notifier. senders maps a channel (wechat, sms) to its providers in priority order;
+// a channel without senders is not consumed.
+func New(db *gorm.DB, b *bus.Bus, senders map[string][]Sender, o Options) *Notifier {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.Workers < 1 {
-		o.Workers = 1
+	o.Workers = max(o.Workers, 1)
+	if o.BatchSize < 1 {
+		o.BatchSize = 100
 	}
-	return &Notifier{db: db, bus: b, opts: o, senders: senders}
+	if o.MaxAttempts < 1 {
+		o.MaxAttempts = 12
+	}
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = 10 * time.Second
+	}
+	if o.QuotaPause <= 0 {
+		o.QuotaPause = 10 * time.Minute
+	}
+	if o.InDoubt == "" {
+		o.InDoubt = InDoubtLookup
+	}
+	if o.NoticeURL == nil {
+		base := strings.TrimRight(o.PublicURL, "/")
+		o.NoticeURL = func(_, policyID string) string { return base + "/p/" + policyID }
+	}
+	n := &Notifier{db: db, bus: b, opts: o, routes: map[string]*route{}}
+	for ch, ss := range senders {
+		if len(ss) == 0 {
+			continue
+		}
+		r := &route{channel: ch}
+		for _, s := range ss {
+			r.providers = append(r.providers, &provider{sender: s})
+		}
+		n.routes[ch] = r
+	}
+	return n
 }
 
-// Run consumes every channel that has a sender until ctx is cancelled.
+func (n *Notifier) now() time.Time {
+	if n.opts.Now != nil {
+		return n.opts.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Run consumes every channel that has senders until ctx is cancelled, then finishes the batches in
+// hand (their provider calls are bounded by SendTimeout) and returns.
 func (n *Notifier) Run(ctx context.Context) error {
+	if n.bus == nil {
+		return errors.New("notifier: no bus")
+	}
+	stopAdvisories, err := n.watchDeadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopAdvisories()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(n.senders))
-	for ch := range n.senders {
-		cons, err := n.bus.Consumer(ctx, ch, n.opts.Consumer)
-		if err != nil {
-			return err
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.Workers * 2))
-		if err != nil {
-			return fmt.Errorf("consume %s: %w", ch, err)
-		}
-		for i := 0; i < n.opts.Workers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					msg, err := it.Next()
-					if err != nil {
-						if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
-							errs <- err
-						}
-						return
-					}
-					n.handle(ctx, msg)
-				}
-			}()
-		}
-		go func() { <-ctx.Done(); it.Stop() }()
+	for _, rt := range n.routes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.consume(ctx, rt)
+		}()
 	}
 	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return nil
 }
 
-// handle processes one message and always acks, naks or terms it.
-func (n *Notifier) handle(ctx context.Context, msg jetstream.Msg) {
-	var job bus.NoticeJob
-	if err := json.Unmarshal(msg.Data(), &job); err != nil || job.MatchID == 0 {
-		n.opts.Log.Error("malformed notice job dropped", "subject", msg.Subject(), "err", err)
-		_ = msg.TermWithReason("malformed payload")
-		return
+// consume pulls a channel's messages into a feed that its lanes take batches from.
+func (n *Notifier) consume(ctx context.Context, rt *route) {
+	feed := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.lane(ctx, rt, feed)
+		}()
 	}
-	attempt := 1
-	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
-	}
-	delay, err := n.Deliver(ctx, job, attempt)
-	switch {
-	case err != nil:
-		// Database or bus trouble: let JetStream redeliver after a pause.
-		n.opts.Log.Warn("notice not processed; will retry", "match", job.MatchID, "channel", job.Channel, "err", err)
-		_ = msg.NakWithDelay(n.backoff(attempt))
-	case delay > 0:
-		_ = msg.NakWithDelay(delay)
-	default:
-		_ = msg.Ack()
-	}
+	n.pull(ctx, rt, feed)
+	close(feed)
+	wg.Wait()
 }
 
-func (n *Notifier) backoff(attempt int) time.Duration {
-	if len(n.opts.Backoff) == 0 {
-		return 5 * time.Second
-	}
-	if attempt-1 < len(n.opts.Backoff) {
-		return n.opts.Backoff[max(attempt-1, 0)]
-	}
-	return n.opts.Backoff[len(n.opts.Backoff)-1]
-}
-
-// Deliver performs one attempt for a job. It returns a delay when the job must be retried later,
-// and an error when it could not even be processed (database down).
-func (n *Notifier) Deliver(ctx context.Context, job bus.NoticeJob, attempt int) (time.Duration, error) {
-	sender, ok := n.senders[job.Channel]
-	if !ok {
-		return 0, fmt.Errorf("no sender for channel %q", job.Channel)
-	}
-	var m store.Match
-	if err := n.db.WithContext(ctx).Where("id = ?", job.MatchID).Take(&m).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			n.opts.Log.Error("notice for unknown match dropped", "match", job.MatchID)
-			return 0, nil
+// pull binds the channel's durable consumer and feeds its messages until ctx ends. A lost consumer
+// (NATS restarted without its state, the stream recreated) is bound again.
+func (n *Notifier) pull(ctx context.Context, rt *route, feed chan<- jetstream.Msg) {
+	for ctx.Err() == nil {
+		cons, err := n.bus.Consumer(ctx, rt.channel, n.opts.Consumer)
+		if err != nil {
+			n.opts.Log.Warn("bind consumer; retrying", "channel", rt.channel, "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
 		}
-		return 0, fmt.Errorf("load match %d: %w", job.MatchID, err)
-	}
-	var firm store.Enterprise
-	if err := n.db.WithContext(ctx).Where("credit_code = ?", m.CreditCode).Take(&firm).Error; err != nil {
-		return 0, fmt.Errorf("load firm of match %d: %w", m.ID, err)
-	}
-	recipient := firm.ContactPhone
-	if job.Channel == ChannelWeChat {
-		recipient = firm.WechatOpenID
-	}
-	d, err := n.deliveryRow(ctx, &m, job.Channel, recipient)
-	if err != nil {
-		return 0, err
-	}
-	if d.State == store.DeliverySent || d.State == store.DeliveryDelivered || d.State == store.DeliverySkipped || d.State == store.DeliveryDead {
-		return 0, nil // already done: a redelivered message never sends twice
-	}
-	// Invariant 5: a firm that is no longer active, or a match that no longer holds, gets nothing,
-	// even if the notice was queued before the change.
-	if firm.Status != store.StatusActive {
-		return 0, n.finish(ctx, d, store.DeliverySkipped, "firm_"+firm.Status, "firm is "+firm.Status, nil)
-	}
-	if m.State == store.MatchRevoked {
-		return 0, n.finish(ctx, d, store.DeliverySkipped, "match_revoked", "the firm no longer qualifies", nil)
-	}
-	notice, err := n.notice(ctx, d, &m, &firm)
-	if err != nil {
-		return 0, err
-	}
-	sctx, cancel := context.WithTimeout(ctx, n.opts.SendTimeout)
-	res, sendErr := sender.Send(sctx, notice)
-	cancel()
-	if sendErr == nil {
-		now := time.Now().UTC()
-		return 0, n.db.WithContext(ctx).Model(&store.Delivery{}).Where("id = ?", d.ID).Updates(map[string]any{
-			"state": store.DeliverySent, "provider": res.Provider, "provider_id": res.ProviderID,
-			"attempts": gorm.Expr("attempts + 1"), "last_code": "", "last_error": "", "sent_at": now, "updated_at": now,
-		}).Error
-	}
-	var se *SendError
-	if !errors.As(sendErr, &se) {
-		se = &SendError{Provider: sender.Name(), Code: "error", Message: sendErr.Error(), Class: Transient}
-	}
-	switch se.Class {
-	case Fallback:
-		return 0, n.fallback(ctx, d, &m, se)
-	case Permanent:
-		return 0, n.finish(ctx, d, store.DeliveryDead, se.Code, se.Message, nil)
-	default: // Transient, Quota
-		if attempt >= n.opts.Consumer.MaxDeliver {
-			return 0, n.finish(ctx, d, store.DeliveryDead, se.Code, fmt.Sprintf("gave up after %d attempts: %s", attempt, se.Message), nil)
+		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.BatchSize * lanes))
+		if err != nil {
+			n.opts.Log.Warn("consume; retrying", "channel", rt.channel, "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
 		}
-		if err := n.finish(ctx, d, store.DeliveryFailed, se.Code, se.Message, nil); err != nil {
-			return 0, err
+		n.consuming.Add(1)
+		stop := context.AfterFunc(ctx, it.Stop)
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					break
+				}
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					n.opts.Log.Warn("consumer lost; binding again", "channel", rt.channel, "err", err)
+					it.Stop()
+					break
+				}
+				if errors.Is(err, nats.ErrConnectionClosed) {
+					it.Stop()
+					stop()
+					n.consuming.Add(-1)
+					return
+				}
+				// Missed heartbeats and the like while NATS restarts: the iterator recovers by itself.
+				n.opts.Log.Debug("consume", "channel", rt.channel, "err", err)
+				sleepCtx(ctx, 100*time.Millisecond)
+				continue
+			}
+			select {
+			case feed <- msg:
+			case <-ctx.Done():
+				_ = msg.Nak() // let another notifier have it now rather than after AckWait
+			}
 		}
-		return n.backoff(attempt), nil
+		stop()
+		n.consuming.Add(-1)
 	}
 }
 
-// deliveryRow gets or creates the unique delivery of (match, channel, recipient).
-func (n *Notifier) deliveryRow(ctx context.Context, m *store.Match, channel, recipient string) (*store.Delivery, error) {
-	d := store.Delivery{MatchID: m.ID, Channel: channel, Recipient: recipient, CreditCode: m.CreditCode,
-		PolicyID: m.PolicyID, State: store.DeliveryQueued}
-	if err := n.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&d).Error; err != nil {
-		return nil, fmt.Errorf("create delivery: %w", err)
+// lane takes whatever the feed holds, up to BatchSize, and handles it as one batch. A batch in hand
+// is finished even when ctx ends, so that a clean stop leaves nothing in doubt.
+func (n *Notifier) lane(ctx context.Context, rt *route, feed <-chan jetstream.Msg) {
+	work := context.WithoutCancel(ctx)
+	linger := time.NewTimer(batchLinger)
+	defer linger.Stop()
+	for msg := range feed {
+		batch := []jetstream.Msg{msg}
+		linger.Reset(batchLinger)
+	fill:
+		for len(batch) < n.opts.BatchSize {
+			select {
+			case m, ok := <-feed:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			case <-linger.C:
+				break fill
+			}
+		}
+		begin := time.Now()
+		// A database that stops answering must not hold a lane forever: past the deadline the
+		// batch's messages are naked or come back after AckWait.
+		bctx, cancel := context.WithTimeout(work, n.batchTimeout())
+		n.process(bctx, rt, batch)
+		cancel()
+		batchSeconds.WithLabelValues(rt.channel).Observe(time.Since(begin).Seconds())
 	}
-	var got store.Delivery
-	if err := n.db.WithContext(ctx).Where("match_id = ? AND channel = ? AND recipient = ?", m.ID, channel, recipient).
-		Take(&got).Error; err != nil {
-		return nil, fmt.Errorf("load delivery: %w", err)
-	}
-	return &got, nil
 }
 
-// finish records the outcome of an attempt; tx, when given, is used instead of the pool.
-func (n *Notifier) finish(ctx context.Context, d *store.Delivery, state, code, msg string, tx *gorm.DB) error {
-	if tx == nil {
-		tx = n.db.WithContext(ctx)
-	}
-	if len(msg) > 480 {
-		msg = msg[:480]
-	}
-	return tx.Model(&store.Delivery{}).Where("id = ?", d.ID).Updates(map[string]any{
-		"state": state, "last_code": code, "last_error": msg, "attempts": gorm.Expr("attempts + 1"),
-		"updated_at": time.Now().UTC(),
-	}).Error
+// batchTimeout bounds one batch: its database work and its provider calls.
+func (n *Notifier) batchTimeout() time.Duration {
+	return max(n.opts.Consumer.AckWait, 30*time.Second) + 2*n.opts.SendTimeout
 }
 
-// fallback closes the WeChat delivery and queues the same match for SMS, in one transaction.
-// If the policy already asked for SMS, the unique SMS delivery row makes the second job a no-op.
-func (n *Notifier) fallback(ctx context.Context, d *store.Delivery, m *store.Match, se *SendError) error {
-	if _, ok := n.senders[ChannelSMS]; !ok {
-		return n.finish(ctx, d, store.DeliveryDead, se.Code, se.Message+" (no SMS channel to fall back to)", nil)
+// envelope is one message of a batch and what to answer JetStream.
+type envelope struct {
+	msg       jetstream.Msg
+	job       bus.NoticeJob
+	seq       uint64
+	delivered int
+	delay     time.Duration // answer: Nak with this delay; 0 means Ack
+}
+
+// process handles a batch: take in the match notices, attempt the deliveries that are due, answer
+// every message. It never leaves a message unanswered; database trouble naks it with a backoff.
+func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg) {
+	var intake []*envelope
+	due := map[uint64][]*envelope{}
+	var all []*envelope
+	for _, msg := range msgs {
+		e := &envelope{msg: msg, delivered: 1}
+		if md, err := msg.Metadata(); err == nil {
+			e.seq, e.delivered = md.Sequence.Stream, int(md.NumDelivered)
+		}
+		if err := json.Unmarshal(msg.Data(), &e.job); err != nil || (e.job.MatchID == 0 && e.job.DeliveryID == 0) {
+			n.opts.Log.Error("malformed notice job", "subject", msg.Subject(), "seq", e.seq, "err", err)
+			n.recordDeadLetter(ctx, e, "malformed payload")
+			_ = msg.TermWithReason("malformed payload")
+			continue
+		}
+		all = append(all, e)
+		if e.job.DeliveryID != 0 {
+			due[e.job.DeliveryID] = append(due[e.job.DeliveryID], e)
+		} else {
+			intake = append(intake, e)
+		}
 	}
-	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := n.finish(ctx, d, store.DeliverySkipped, se.Code, "fell back to SMS: "+se.Message, tx); err != nil {
+	var hints map[uint64]*hint
+	if len(intake) > 0 {
+		var now map[*envelope]uint64
+		var err error
+		now, hints, err = n.takeIn(ctx, rt, intake)
+		if err != nil {
+			n.opts.Log.Warn("take in notices; will retry", "channel", rt.channel, "n", len(intake), "err", err)
+			for _, e := range intake {
+				e.delay = n.retryDelay(e.delivered)
+			}
+		}
+		for e, id := range now {
+			due[id] = append(due[id], e)
+		}
+	}
+	if len(due) > 0 {
+		ids := make([]uint64, 0, len(due))
+		for id := range due {
+			ids = append(ids, id)
+		}
+		answers, err := n.dispatch(ctx, rt, ids, hints)
+		if err != nil {
+			n.opts.Log.Warn("dispatch; will retry", "channel", rt.channel, "n", len(ids), "err", err)
+		}
+		for id, es := range due {
+			d, ok := answers[id]
+			if !ok && err != nil {
+				d = n.retryDelay(es[0].delivered)
+			}
+			for _, e := range es {
+				e.delay = max(e.delay, d)
+			}
+		}
+	}
+	for _, e := range all {
+		if e.delay > 0 {
+			_ = e.msg.NakWithDelay(e.delay)
+		} else {
+			_ = e.msg.Ack()
+		}
+	}
+}
+
+// retryDelay is the pause before JetStream redelivers a message the notifier could not handle
+// (database or bus trouble): doubling from 1 s up to 1 min, by how often it was delivered.
+func (n *Notifier) retryDelay(delivered int) time.Duration {
+	d := time.Second << min(max(delivered-1, 0), 6)
+	return min(d, time.Minute)
+}
+
+// recordDeadLetter keeps a message the notifier cannot use, so that an operator sees it.
+func (n *Notifier) recordDeadLetter(ctx context.Context, e *envelope, reason string) {
+	dl := store.DeadLetter{Stream: n.bus.Stream(), Seq: e.seq, Subject: e.msg.Subject(), Payload: e.msg.Data(),
+		Reason: reason, Deliveries: e.delivered, At: n.now()}
+	if err := n.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&dl).Error; err != nil {
+		n.opts.Log.Error("record dead letter", "seq", e.seq, "err", err)
+	}
+	deadLetters.WithLabelValues(channelOfSubject(e.msg.Subject()), "message").Inc()
+}
+
+func channelOfSubject(s string) string {
+	if i := strings.LastIndexByte(s, '.'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// chunk is how many rows of a table with cols columns go into one INSERT. The SQLite driver binds
+// parameters in time quadratic in their number (it looks each one up by a linear scan), so SQLite
+// gets statements of about 250 parameters; MySQL takes 200 rows.
+func (n *Notifier) chunk(cols int) int {
+	if n.db.Dialector.Name() == "sqlite" {
+		return max(1, 250/cols)
+	}
+	return 200
+}
+
+// retryTx runs fn in a transaction, again after a deadlock, a lock timeout, a busy SQLite file or a
+// dropped connection (the database restarting). A unique-key race is returned: the caller has to
+// look again at what the other notifier wrote.
+func (n *Notifier) retryTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	var err error
+	for i := range 6 {
+		err = n.db.WithContext(ctx).Transaction(fn)
+		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
-		payload, _ := json.Marshal(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true})
-		return tx.Create(&store.Outbox{Subject: bus.NotifySubject(n.opts.SubjectPrefix, ChannelSMS), Payload: payload,
-			CreatedAt: time.Now().UTC()}).Error
-	})
+		sleepCtx(ctx, time.Duration(25<<i)*time.Millisecond)
+	}
+	return err
 }
 
-// notice renders the content for a delivery from the policy version the match was made with.
-func (n *Notifier) notice(ctx context.Context, d *store.Delivery, m *store.Match, firm *store.Enterprise) (Notice, error) {
-	var v store.PolicyVersion
-	if err := n.db.WithContext(ctx).Where("policy_id = ? AND version = ?", m.PolicyID, m.PolicyVersion).Take(&v).Error; err != nil {
-		return Notice{}, fmt.Errorf("load policy %s v%d: %w", m.PolicyID, m.PolicyVersion, err)
+// retryable reports errors that a second try may not meet.
+func retryable(err error) bool {
+	if store.IsUniqueViolation(err) {
+		return true
 	}
-	def, err := rules.FromCanonical([]byte(v.Source))
-	if err != nil {
-		return Notice{}, err
-	}
-	return Notice{
-		DeliveryID:  strconv.FormatUint(d.ID, 10),
-		OpenID:      firm.WechatOpenID,
-		Phone:       firm.ContactPhone,
-		FirmName:    firm.Name,
-		PolicyTitle: def.Title,
-		Amount:      FormatAmount(m.Amount),
-		Deadline:    def.Deadline,
-		URL:         strings.TrimRight(n.opts.PublicURL, "/") + "/p/" + m.PolicyID,
-	}, nil
-}
-
-// FormatAmount renders 元 with thousands separators: 12,345.00元; empty when there is no amount.
-func FormatAmount(a *float64) string {
-	if a == nil {
-		return ""
-	}
-	s := strconv.FormatFloat(*a, 'f', 2, 64)
-	intPart, frac, _ := strings.Cut(s, ".")
-	var b strings.Builder
-	for i, c := range intPart {
-		if i > 0 && (len(intPart)-i)%3 == 0 {
-			b.WriteByte(',')
+	s := err.Error()
+	for _, m := range []string{"Error 1213", "Error 1205", "database is locked", "SQLITE_BUSY", "bad connection",
+		"invalid connection", "connection refused", "broken pipe", "connection reset", "driver: bad connection", "EOF"} {
+		if strings.Contains(s, m) {
+			return true
 		}
-		b.WriteRune(c)
 	}
-	return b.String() + "." + frac + "元"
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// outboxJob is a notice job to publish through the outbox at (nil: at once).
+func (n *Notifier) outboxJob(job bus.NoticeJob, at *time.Time, now time.Time) store.Outbox {
+	return newOutboxJob(n.opts.SubjectPrefix, job, at, now)
+}
+
+func newOutboxJob(prefix string, job bus.NoticeJob, at *time.Time, now time.Time) store.Outbox {
+	payload, _ := json.Marshal(job) // a struct of plain fields always encodes
+	return store.Outbox{Subject: bus.NotifySubject(prefix, job.Channel), Payload: payload, CreatedAt: now, AvailableAt: at}
+}
+
+// Health is what the notifier can say about itself for readiness checks.
+type Health struct {
+	Channels  []string         `json:"channels"`
+	Consuming int              `json:"consuming"` // channels whose consumer is bound right now
+	Providers []ProviderHealth `json:"providers"`
+}
+
+// Health reports the consumers and each provider's breaker and pause.
+func (n *Notifier) Health() Health {
+	now := n.now()
+	h := Health{Consuming: int(n.consuming.Load())}
+	for ch, rt := range n.routes {
+		h.Channels = append(h.Channels, ch)
+		for _, p := range rt.providers {
+			h.Providers = append(h.Providers, p.health(ch, now))
+		}
+	}
+	return h
+}
+
+// Ready reports an error unless every channel is being consumed.
+func (n *Notifier) Ready() error {
+	if got, want := int(n.consuming.Load()), len(n.routes); got < want {
+		return fmt.Errorf("%d of %d channel consumers bound", got, want)
+	}
+	return nil
 }

@@ -292,8 +292,9 @@ func TestTencentErrors(t *testing.T) {
 		class ErrorClass
 		want  string
 	}{
-		{"LimitExceeded.PhoneNumberDailyLimit", Quota, "LimitExceeded.PhoneNumberDailyLimit"},
-		{"LimitExceeded.DeliveryFrequencyLimit", Quota, "LimitExceeded.DeliveryFrequencyLimit"},
+		{"LimitExceeded.PhoneNumberDailyLimit", Throttled, "LimitExceeded.PhoneNumberDailyLimit"},
+		{"LimitExceeded.DeliveryFrequencyLimit", Throttled, "LimitExceeded.DeliveryFrequencyLimit"},
+		{"LimitExceeded.AppDailyLimit", Quota, "LimitExceeded.AppDailyLimit"},
 		{"InternalError", Transient, "InternalError"},
 		{"InternalError.Timeout", Transient, "InternalError.Timeout"},
 		{"RequestLimitExceeded", Transient, "RequestLimitExceeded"},
@@ -368,8 +369,9 @@ func TestAliyunErrors(t *testing.T) {
 		class ErrorClass
 		want  string
 	}{
-		{"isv.BUSINESS_LIMIT_CONTROL", Quota, "isv.BUSINESS_LIMIT_CONTROL"},
-		{"isv.DAY_LIMIT_CONTROL", Quota, "isv.DAY_LIMIT_CONTROL"},
+		{"isv.BUSINESS_LIMIT_CONTROL", Throttled, "isv.BUSINESS_LIMIT_CONTROL"},
+		{"isv.DAY_LIMIT_CONTROL", Throttled, "isv.DAY_LIMIT_CONTROL"},
+		{"isv.AMOUNT_NOT_ENOUGH", Quota, "isv.AMOUNT_NOT_ENOUGH"},
 		{"isp.SYSTEM_ERROR", Transient, "isp.SYSTEM_ERROR"},
 		{"Throttling.User", Transient, "Throttling.User"},
 		{"5xx", Transient, "http_503"},
@@ -488,14 +490,16 @@ func TestClassifiers(t *testing.T) {
 		}
 	}
 	tc := map[string]ErrorClass{
-		"LimitExceeded.PhoneNumberThirtySecondLimit": Quota,
-		"LimitExceeded.PhoneNumberCountLimit":        Permanent,
-		"InternalError.SendAndRecvFail":              Transient,
-		"RequestLimitExceeded.UinLimitExceeded":      Transient,
-		"InvalidParameterValue.IncorrectPhoneNumber": Permanent,
-		"UnsupportedOperation.UnsupportedRegion":     Permanent,
-		"AuthFailure.SecretIdNotFound":               Permanent,
-		"InternalErrorish":                           Permanent,
+		"LimitExceeded.PhoneNumberThirtySecondLimit":      Throttled,
+		"LimitExceeded.AppGlobalDailyLimit":               Quota,
+		"FailedOperation.InsufficientBalanceInSmsPackage": Quota,
+		"LimitExceeded.PhoneNumberCountLimit":             Permanent,
+		"InternalError.SendAndRecvFail":                   Transient,
+		"RequestLimitExceeded.UinLimitExceeded":           Transient,
+		"InvalidParameterValue.IncorrectPhoneNumber":      Permanent,
+		"UnsupportedOperation.UnsupportedRegion":          Permanent,
+		"AuthFailure.SecretIdNotFound":                    Permanent,
+		"InternalErrorish":                                Permanent,
 	}
 	for code, want := range tc {
 		if got := classifyTencent(code); got != want {
@@ -503,7 +507,7 @@ func TestClassifiers(t *testing.T) {
 		}
 	}
 	ali := map[string]ErrorClass{
-		"isv.BUSINESS_LIMIT_CONTROL": Quota, "isv.AMOUNT_NOT_ENOUGH": Quota, "isp.SYSTEM_ERROR": Transient,
+		"isv.BUSINESS_LIMIT_CONTROL": Throttled, "isv.AMOUNT_NOT_ENOUGH": Quota, "isp.SYSTEM_ERROR": Transient,
 		"Throttling.Api": Transient, "isv.TEMPLATE_MISSING_PARAMETERS": Permanent,
 		"SignatureDoesNotMatch": Permanent, "ServiceUnavailable": Transient,
 	}

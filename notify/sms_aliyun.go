@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	alierr "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/dysmsapi"
 )
 
@@ -27,6 +29,9 @@ type AliyunSMSConfig struct {
 	// Endpoint overrides dysmsapi.aliyuncs.com. A loopback host:port (the sandbox) is spoken to
 	// over plain HTTP; an "http://" or "https://" prefix picks the scheme explicitly.
 	Endpoint string
+	// Dedupes declares that the endpoint drops a repeated OutId (true for the sandbox, false for
+	// the real Aliyun, which sends a repeat again).
+	Dedupes bool
 }
 
 // AliyunSMS sends template SMS through Aliyun.
@@ -60,11 +65,7 @@ func NewAliyunSMS(cfg AliyunSMSConfig) (*AliyunSMS, error) {
 			a.scheme = "http"
 		}
 	}
-	base, ok := http.DefaultTransport.(*http.Transport)
-	if !ok {
-		return nil, errors.New("aliyun sms: http.DefaultTransport is not an *http.Transport")
-	}
-	a.transport = base.Clone()
+	a.transport = pooledTransport()
 	// Fail on a bad region now rather than on the first send.
 	if _, err := a.client(context.Background()); err != nil {
 		return nil, err
@@ -74,6 +75,56 @@ func NewAliyunSMS(cfg AliyunSMSConfig) (*AliyunSMS, error) {
 
 // Name implements Sender.
 func (a *AliyunSMS) Name() string { return ProviderAliyun }
+
+// Idempotent implements Idempotent.
+func (a *AliyunSMS) Idempotent() bool { return a.cfg.Dedupes }
+
+// aliyunDay is the calendar Aliyun files sends under (QuerySendDetails takes a SendDate).
+var aliyunDay = time.FixedZone("CST", 8*3600)
+
+// Resolve implements Resolver with QuerySendDetails: the messages sent to the number on the day(s)
+// since the attempt, looked up by the OutId the send carried. Aliyun lists a message as soon as it
+// accepted it (SendStatus 1, waiting for the report), so "not found" is reliable.
+func (a *AliyunSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Result, bool, error) {
+	phone := strings.TrimSpace(n.Phone)
+	if phone == "" {
+		return Result{}, false, nil
+	}
+	client, err := a.client(ctx)
+	if err != nil {
+		return Result{}, false, err
+	}
+	s := since.In(aliyunDay)
+	today := time.Now().In(aliyunDay).Format("20060102")
+	for day := time.Date(s.Year(), s.Month(), s.Day(), 0, 0, 0, 0, aliyunDay); day.Format("20060102") <= today; day = day.AddDate(0, 0, 1) {
+		for page := 1; ; page++ {
+			req := dysmsapi.CreateQuerySendDetailsRequest()
+			req.Scheme = a.scheme
+			req.Domain = a.domain
+			req.PhoneNumber = phone
+			req.SendDate = day.Format("20060102")
+			req.PageSize = requests.NewInteger(50)
+			req.CurrentPage = requests.NewInteger(page)
+			resp, err := client.QuerySendDetails(req)
+			if err != nil {
+				return Result{}, false, aliyunError(err)
+			}
+			if resp.Code != "OK" {
+				return Result{}, false, newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
+			}
+			details := resp.SmsSendDetailDTOs.SmsSendDetailDTO
+			for _, d := range details {
+				if d.OutId == n.DeliveryID {
+					return Result{Provider: ProviderAliyun}, true, nil
+				}
+			}
+			if len(details) < 50 {
+				break
+			}
+		}
+	}
+	return Result{}, false, nil
+}
 
 // ctxTransport binds one call's context to the SDK's requests, which it builds without one. The
 // SDK's own read timeout still applies: http.Client signals it through Request.Cancel, which
@@ -131,7 +182,9 @@ func (a *AliyunSMS) Send(ctx context.Context, n Notice) (Result, error) {
 		return Result{}, aliyunError(err)
 	}
 	if resp.Code != "OK" {
-		return Result{}, newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
+		se := newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
+		se.RetryAfter = aliyunRetryAfter(resp.Code)
+		return Result{}, se
 	}
 	return Result{Provider: ProviderAliyun, ProviderID: resp.BizId}, nil
 }
@@ -146,28 +199,52 @@ func aliyunError(err error) error {
 			return newSendError(ProviderAliyun, fmt.Sprintf("http_%d", serverErr.HttpStatus()),
 				"unexpected response", Transient)
 		}
-		return newSendError(ProviderAliyun, code, serverErr.Message(), classifyAliyun(code))
+		se := newSendError(ProviderAliyun, code, serverErr.Message(), classifyAliyun(code))
+		se.RetryAfter = aliyunRetryAfter(code)
+		return se
 	}
 	var clientErr *alierr.ClientError
 	if errors.As(err, &clientErr) {
 		class := Transient
-		if code := clientErr.ErrorCode(); code == alierr.InvalidParamErrorCode || code == alierr.MissingParamErrorCode {
+		code := clientErr.ErrorCode()
+		if code == alierr.InvalidParamErrorCode || code == alierr.MissingParamErrorCode {
 			class = Permanent
 		}
 		msg := clientErr.Message()
-		if orig := clientErr.OriginError(); orig != nil {
+		orig := clientErr.OriginError()
+		if orig != nil {
 			msg += ": " + transportCause(orig)
 		}
-		return newSendError(ProviderAliyun, clientErr.ErrorCode(), msg, class)
+		se := newSendError(ProviderAliyun, code, msg, class)
+		// A request that was never written (bad parameters, refused connection) cannot have been
+		// accepted; anything cut off on the way can.
+		se.InDoubt = class == Transient && (orig == nil || transportUnsure(orig))
+		return se
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+		se.InDoubt = true
+		return se
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
-		return newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
+		se.InDoubt = transportUnsure(err)
+		return se
 	}
 	return newSendError(ProviderAliyun, "client", err.Error(), Transient)
+}
+
+// aliyunRetryAfter is how long a per-number flow control lasts (Aliyun's defaults for
+// notifications: one a minute, five an hour, ten a day for the same number).
+func aliyunRetryAfter(code string) time.Duration {
+	switch code {
+	case "isv.BUSINESS_LIMIT_CONTROL":
+		return time.Hour
+	case "isv.DAY_LIMIT_CONTROL":
+		return 24 * time.Hour
+	}
+	return 0
 }
 
 // transportCause drops the *url.Error wrapper, whose text is the full signed request URL.
@@ -184,8 +261,9 @@ func transportCause(err error) string {
 // assumed to be the platform and retried.
 func classifyAliyun(code string) ErrorClass {
 	switch code {
+	// Per number: this notice waits, the channel goes on.
 	case "isv.BUSINESS_LIMIT_CONTROL", "isv.DAY_LIMIT_CONTROL":
-		return Quota
+		return Throttled
 	// Account-wide until someone pays: pause the channel instead of dead-lettering every notice.
 	case "isv.AMOUNT_NOT_ENOUGH", "isv.OUT_OF_SERVICE":
 		return Quota

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common"
 	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
@@ -28,6 +29,9 @@ type TencentSMSConfig struct {
 	// Endpoint overrides sms.tencentcloudapi.com. A loopback host:port (the sandbox) is spoken to
 	// over plain HTTP; an "http://" or "https://" prefix picks the scheme explicitly.
 	Endpoint string
+	// Dedupes declares that the endpoint drops a repeated SessionContext (true for the sandbox,
+	// false for the real Tencent Cloud, which sends a repeat again).
+	Dedupes bool
 }
 
 // TencentSMS sends template SMS through Tencent Cloud.
@@ -62,11 +66,50 @@ func NewTencentSMS(cfg TencentSMSConfig) (*TencentSMS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tencent sms: new client: %w", err)
 	}
+	client.WithHttpTransport(pooledTransport())
 	return &TencentSMS{cfg: cfg, client: client}, nil
 }
 
 // Name implements Sender.
 func (t *TencentSMS) Name() string { return ProviderTencent }
+
+// Idempotent implements Idempotent.
+func (t *TencentSMS) Idempotent() bool { return t.cfg.Dedupes }
+
+// Resolve implements Resolver with PullSmsSendStatusByPhoneNumber: the status reports of the number
+// since the attempt, looked up by the SessionContext the send carried. A message only appears once
+// its report arrived (usually seconds, at most a few minutes), so "not found" is trusted only after
+// a grace period (notify.in_doubt_grace).
+func (t *TencentSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Result, bool, error) {
+	phone := e164CN(n.Phone)
+	if phone == "" {
+		return Result{}, false, nil
+	}
+	req := sms.NewPullSmsSendStatusByPhoneNumberRequest()
+	req.PhoneNumber = common.StringPtr(phone)
+	req.SmsSdkAppId = common.StringPtr(t.cfg.SdkAppID)
+	req.BeginTime = common.Uint64Ptr(uint64(since.Add(-time.Minute).Unix()))
+	req.EndTime = common.Uint64Ptr(uint64(time.Now().Add(time.Minute).Unix()))
+	req.Limit = common.Uint64Ptr(100)
+	for offset := uint64(0); ; offset += 100 {
+		req.Offset = common.Uint64Ptr(offset)
+		resp, err := t.client.PullSmsSendStatusByPhoneNumberWithContext(ctx, req)
+		if err != nil {
+			return Result{}, false, tencentError(err)
+		}
+		if resp.Response == nil {
+			return Result{}, false, nil
+		}
+		for _, st := range resp.Response.PullSmsSendStatusSet {
+			if st != nil && deref(st.SessionContext) == n.DeliveryID {
+				return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, true, nil
+			}
+		}
+		if len(resp.Response.PullSmsSendStatusSet) < 100 {
+			return Result{}, false, nil
+		}
+	}
+}
 
 // Send sends one SMS. The request can succeed while the number fails, so the per-number status is
 // what decides the outcome.
@@ -94,7 +137,9 @@ func (t *TencentSMS) Send(ctx context.Context, n Notice) (Result, error) {
 	st := resp.Response.SendStatusSet[0]
 	code, msg := deref(st.Code), deref(st.Message)
 	if code != "Ok" {
-		return Result{}, newSendError(ProviderTencent, code, msg, classifyTencent(code))
+		se := newSendError(ProviderTencent, code, msg, classifyTencent(code))
+		se.RetryAfter = tencentRetryAfter(code)
+		return Result{}, se
 	}
 	return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, nil
 }
@@ -129,13 +174,43 @@ func e164CN(phone string) string {
 func tencentError(err error) error {
 	var sdkErr *tcerr.TencentCloudSDKError
 	if errors.As(err, &sdkErr) {
-		return newSendError(ProviderTencent, sdkErr.Code, sdkErr.Message, classifyTencentSDK(sdkErr))
+		se := newSendError(ProviderTencent, sdkErr.Code, sdkErr.Message, classifyTencentSDK(sdkErr))
+		se.RetryAfter = tencentRetryAfter(sdkErr.Code)
+		switch sdkErr.Code {
+		case "ClientError.NetworkError":
+			se.InDoubt = transportUnsure(errors.New(sdkErr.Message))
+		case "ClientError.IOError":
+			se.InDoubt = true // the request went through; its answer was lost
+		case "ClientError.ParseJsonError":
+			// An error page (a gateway's or the sandbox's 5xx) is a refusal; a JSON answer that
+			// cannot be read might have been an acceptance.
+			body, _ := strings.CutPrefix(sdkErr.Message, "Fail to parse json content: ")
+			se.InDoubt = strings.HasPrefix(strings.TrimSpace(body), "{")
+		}
+		return se
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return newSendError(ProviderTencent, "network", err.Error(), Transient)
+		se := newSendError(ProviderTencent, "network", err.Error(), Transient)
+		se.InDoubt = transportUnsure(err)
+		return se
 	}
 	return newSendError(ProviderTencent, "client", err.Error(), Permanent)
+}
+
+// tencentRetryAfter is how long a per-number limit lasts (Tencent's defaults: one message per 30 s,
+// five per hour, ten per day for the same number).
+func tencentRetryAfter(code string) time.Duration {
+	switch code {
+	case "LimitExceeded.PhoneNumberThirtySecondLimit":
+		return 30 * time.Second
+	case "LimitExceeded.PhoneNumberOneHourLimit":
+		return time.Hour
+	case "LimitExceeded.PhoneNumberDailyLimit", "LimitExceeded.PhoneNumberSameContentDailyLimit",
+		"LimitExceeded.DeliveryFrequencyLimit":
+		return 24 * time.Hour
+	}
+	return 0
 }
 
 // httpStatusRe reads the status from the SDK's ClientError.HttpStatusCodeError message.
@@ -174,6 +249,10 @@ func classifyTencent(code string) ErrorClass {
 		return Permanent
 	}
 	switch {
+	// Per number (too often to the same phone): this notice waits, the channel goes on.
+	case strings.HasPrefix(code, "LimitExceeded.PhoneNumber"), code == "LimitExceeded.DeliveryFrequencyLimit":
+		return Throttled
+	// Per application (daily or global caps): the provider pauses.
 	case hasCodePrefix(code, "LimitExceeded"):
 		return Quota
 	case hasCodePrefix(code, "InternalError"), hasCodePrefix(code, "RequestLimitExceeded"):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -29,10 +30,11 @@ const (
 	templateSendURL = wechatAPI + "/cgi-bin/message/template/send"
 
 	// Texts used when the notice leaves a slot empty; the template keys are fixed by the approved template.
-	defaultAmount   = "以核定为准"
-	defaultDeadline = "请尽快确认"
-	wechatFirst     = "您的企业符合以下惠企政策，无需申请即可享受"
-	wechatRemark    = "请点击详情查看政策并确认享受，逾期可能影响兑现。"
+	defaultAmount     = "以核定为准"
+	defaultDeadline   = "请尽快确认"
+	wechatFirst       = "您的企业符合以下惠企政策，无需申请即可享受"
+	wechatFirstDigest = "您的企业符合以下%d项惠企政策，无需申请即可享受"
+	wechatRemark      = "请点击详情查看政策并确认享受，逾期可能影响兑现。"
 )
 
 // WeChat error codes the sender reacts to (see shared/domain/channels.md).
@@ -83,6 +85,12 @@ func NewWeChat(cfg WeChatConfig) (*WeChat, error) {
 			return uri
 		})
 	}
+	// silenceper posts through util.DefaultHTTPClient (process-wide, like the URI modifier). The
+	// default client keeps two idle connections per host, which makes every concurrent send beyond
+	// the second dial a new connection.
+	if util.DefaultHTTPClient == http.DefaultClient {
+		util.DefaultHTTPClient = &http.Client{Transport: pooledTransport()}
+	}
 	c := &lockedCache{inner: cache.NewMemory()}
 	oa := officialaccount.NewOfficialAccount(&oaconfig.Config{
 		AppID:     cfg.AppID,
@@ -113,6 +121,10 @@ func checkBaseURL(raw string) (string, error) {
 // Name implements Sender.
 func (w *WeChat) Name() string { return ChannelWeChat }
 
+// Idempotent implements Idempotent: WeChat drops a second template message with the same
+// client_msg_id to the same openid, so a send whose outcome is unknown can simply be repeated.
+func (w *WeChat) Idempotent() bool { return true }
+
 // Send delivers n as a template message. A stale access token (40001/42001/40014) is dropped from the
 // cache and the send retried once; ClientMsgID = DeliveryID makes that retry, and any later redelivery
 // by the engine, safe against duplicates on WeChat's side.
@@ -136,8 +148,11 @@ func (w *WeChat) Send(ctx context.Context, n Notice) (Result, error) {
 
 func (w *WeChat) message(n Notice) *message.TemplateMessage {
 	first := wechatFirst
+	if n.Policies > 1 {
+		first = fmt.Sprintf(wechatFirstDigest, n.Policies)
+	}
 	if n.FirmName != "" {
-		first = n.FirmName + "：" + wechatFirst
+		first = n.FirmName + "：" + first
 	}
 	item := func(v string) *message.TemplateDataItem { return &message.TemplateDataItem{Value: v} }
 	return &message.TemplateMessage{
@@ -170,11 +185,18 @@ func (w *WeChat) send(ctx context.Context, msg *message.TemplateMessage) (msgID 
 	// util.PostJSONContext applies the URI modifier and uses util.DefaultHTTPClient, like the library.
 	body, err := util.PostJSONContext(ctx, templateSendURL+"?access_token="+url.QueryEscape(token), msg)
 	if err != nil {
-		return 0, false, newSendError(ChannelWeChat, "http", "template send: "+err.Error(), Transient)
+		se := newSendError(ChannelWeChat, "http", "template send: "+err.Error(), Transient)
+		// silenceper reports a non-200 answer as "statusCode=N": WeChat answered and refused.
+		se.InDoubt = !strings.Contains(err.Error(), "statusCode=") && transportUnsure(err)
+		return 0, false, se
 	}
 	var res templateSendResponse
 	if err := json.Unmarshal(body, &res); err != nil {
-		return 0, false, newSendError(ChannelWeChat, "bad_response", "template send: decode response: "+err.Error(), Transient)
+		se := newSendError(ChannelWeChat, "bad_response", "template send: decode response: "+err.Error(), Transient)
+		// An HTTP error page (the sandbox's injected 5xx, a gateway's 502) is a refusal; an answer
+		// that looks like JSON but cannot be read might have been an acceptance.
+		se.InDoubt = len(body) > 0 && body[0] == '{'
+		return 0, false, se
 	}
 	if res.ErrCode == 0 {
 		return res.MsgID, false, nil

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -44,9 +45,19 @@ func (e *CompileError) Error() string {
 type Program struct {
 	Source string
 	// Tree is the type-checked AST after params were substituted and helper calls rewritten, before
-	// expr's optimizer: what explanations and fast evaluation paths analyse. Read-only.
+	// expr's optimizer: what explanations and fast evaluation paths analyse. Read-only. Helper calls
+	// carry their implicit fields as leading arguments (in_region(region_code, "3205"),
+	// size(industry_code, employees, annual_revenue, total_assets, vat_sales, as_of, "vat")); an
+	// extra field reads as fact_<type>(extra, "key").
 	Tree *parser.Tree
+	// Cost is the static upper bound on evaluation work for one firm (see MaxCost).
+	Cost int
 	prog *vm.Program
+	cfg  *conf.Config // the checked configuration, for compiling parts of Tree (explanations)
+
+	condOnce sync.Once // builds cond, the condition tree, on first use
+	cond     *condNode
+	condErr  error
 }
 
 // allowedBuiltins is the part of expr's builtin library a rule may use: pure, bounded, no loops
@@ -60,7 +71,9 @@ var allowedBuiltins = map[string]bool{
 // helperFuncs are the domain helpers. Each is rewritten to pass the firm's field (and as_of) that it
 // reads, so the functions themselves stay pure.
 var helperFuncs = map[string]helper{
-	"in_region":    {implicit: []string{"region_code"}, doc: `in_region("3205", "320111") — 行政区划代码以任一前缀开头（苏州市或浦口区）；也可传参数列表 in_region(params.regions)`},
+	"in_region": {implicit: []string{"region_code"}, doc: `in_region("3205", "320111") — 行政区划代码以任一前缀开头（苏州市或浦口区）；也可传参数列表 in_region(params.regions)`},
+	"size": {implicit: []string{"industry_code", "employees", "annual_revenue", "total_assets", "vat_sales", "as_of"},
+		doc: `size() — 企业规模 large/medium/small/micro（工信部联企业〔2011〕300号，按行业、从业人数、营业收入、资产总额）；size("vat") 以增值税销售额代替营业收入（留抵退税口径）；size("headcount", 300) 本地口径：300 人及以上为大型`},
 	"in_industry":  {implicit: []string{"industry_code"}, doc: `in_industry("52", "62", "I65") — 行业代码（GB/T 4754，可带门类字母）属于任一前缀；也可传参数列表`},
 	"years_since":  {implicit: []string{"as_of"}, doc: `years_since(registered_at) — 从该日期到评估日期（as_of）的整年数`},
 	"months_since": {implicit: []string{"as_of"}, doc: `months_since(registered_at) — 从该日期到评估日期的整月数`},
@@ -93,7 +106,11 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 	if err != nil {
 		return nil, toCompileError(field, source, err)
 	}
-	v := &validator{params: params}
+	facts := map[string]string{}
+	for _, f := range ExtraFields() {
+		facts[f.Key] = factFunc(f.Type)
+	}
+	v := &validator{params: params, facts: facts}
 	ast.Walk(&tree.Node, v)
 	if v.err != nil {
 		return nil, toCompileError(field, source, v.err.Bind(tree.Source))
@@ -102,7 +119,7 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 		expr.Env(Env{}),
 		expr.Timezone("UTC"),
 		expr.MaxNodes(MaxNodes),
-		expr.Patch(&rewriter{params: params}),
+		expr.Patch(&rewriter{params: params, facts: facts}),
 	}
 	for name := range cfg.Builtins {
 		if !allowedBuiltins[name] {
@@ -110,29 +127,43 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 		}
 	}
 	opts = append(opts, helperOptions()...)
+	opts = append(opts, factOptions()...)
+	// parts compiles pieces of the checked tree for explanations: the same options, no expected type.
+	parts := newConfig(opts)
 	switch want {
 	case reflect.Bool:
 		opts = append(opts, expr.AsBool())
 	case reflect.Float64:
 		opts = append(opts, expr.AsFloat64())
 	}
+	// Type-check and bound the cost before expr.Compile, whose optimizer already evaluates
+	// constant parts of the rule.
+	checkedTree, err := checker.ParseCheck(source, newConfig(opts))
+	if err != nil {
+		return nil, toCompileError(field, source, err)
+	}
+	cost, limitErr := checkLimits(checkedTree.Node)
+	if limitErr != nil {
+		return nil, toCompileError(field, source, limitErr.Bind(checkedTree.Source))
+	}
 	prog, err := expr.Compile(source, opts...)
 	if err != nil {
 		return nil, toCompileError(field, source, err)
 	}
-	checked := conf.CreateNew()
+	return &Program{Source: source, Tree: checkedTree, Cost: cost, prog: prog, cfg: parts}, nil
+}
+
+// newConfig builds a checked expr configuration from options, as expr.Compile does.
+func newConfig(opts []expr.Option) *conf.Config {
+	c := conf.CreateNew()
 	for _, op := range opts {
-		op(checked)
+		op(c)
 	}
-	for name := range checked.Disabled {
-		delete(checked.Builtins, name)
+	for name := range c.Disabled {
+		delete(c.Builtins, name)
 	}
-	checked.Check()
-	checkedTree, err := checker.ParseCheck(source, checked)
-	if err != nil {
-		return nil, toCompileError(field, source, err)
-	}
-	return &Program{Source: source, Tree: checkedTree, prog: prog}, nil
+	c.Check()
+	return c
 }
 
 // precheck rejects what would make the parser itself expensive: huge sources and deep nesting.
@@ -147,6 +178,11 @@ func precheck(field, source string) error {
 	depth, line, col := 0, 1, 0
 	var quote rune
 	escaped := false
+	type pos struct {
+		line, col int
+		r         rune
+	}
+	var open []pos // unclosed brackets, for "never closed"
 	for _, r := range source {
 		col++
 		if r == '\n' {
@@ -173,9 +209,18 @@ func precheck(field, source string) error {
 				return &CompileError{Field: field, Line: line, Column: col,
 					Message: fmt.Sprintf("nesting deeper than %d levels is not allowed", MaxDepth)}
 			}
+			open = append(open, pos{line, col, r})
 		case ')', ']', '}':
 			depth--
+			if len(open) > 0 {
+				open = open[:len(open)-1]
+			}
 		}
+	}
+	if quote == 0 && len(open) > 0 {
+		o := open[len(open)-1]
+		return &CompileError{Field: field, Line: o.line, Column: o.col,
+			Message: fmt.Sprintf("%c opened here is never closed", o.r)}
 	}
 	return nil
 }
@@ -187,15 +232,54 @@ func toCompileError(field, source string, err error) error {
 		if msg == "" {
 			msg = fe.Error()
 		}
+		if name, ok := strings.CutPrefix(msg, "unknown name "); ok {
+			msg += " (see `policypush fields`)"
+			if near := nearestField(name); near != "" {
+				msg += "; did you mean " + near + "?"
+			}
+		}
 		return &CompileError{Field: field, Line: fe.Line, Column: fe.Column + 1, Message: msg, Snippet: strings.TrimSpace(fe.Snippet)}
 	}
 	return &CompileError{Field: field, Line: 1, Column: 1, Message: err.Error()}
+}
+
+// nearestField suggests the vocabulary key closest to a misspelt name (at most 2 edits away).
+func nearestField(name string) string {
+	best, bestDist := "", 3
+	for _, f := range Vocabulary() {
+		if d := editDistance(name, f.Key); d < bestDist {
+			best, bestDist = f.Key, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two short names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // validator enforces the allowed language on the parsed tree before type checking, so an author
 // gets "what is not allowed, and where" rather than a type error about it.
 type validator struct {
 	params map[string]any
+	facts  map[string]string // extra field key → accessor
 	err    *file.Error
 }
 
@@ -216,10 +300,19 @@ func (v *validator) Visit(node *ast.Node) {
 		if _, ok := helperFuncs[id.Value]; ok {
 			return
 		}
+		_, fact := v.facts[id.Value]
+		_, field := envFields[id.Value]
+		if fact || field || id.Value == "as_of" {
+			v.fail(n, "%s is a field, not a function: write %s without parentheses", id.Value, id.Value)
+			return
+		}
 		v.fail(n, "function %s is not available in rules (helpers: %s)", id.Value, strings.Join(sortedKeys(helperFuncs), ", "))
 	case *ast.BuiltinNode:
 		if !allowedBuiltins[n.Name] {
 			v.fail(n, "function %s is not allowed in rules (allowed: %s)", n.Name, strings.Join(sortedKeys(allowedBuiltins), ", "))
+		}
+		if n.Name == "date" && len(n.Arguments) > 2 {
+			v.fail(n, `date takes a date text and optionally its layout, e.g. date("2022-06-30"); time zones are not allowed (rules run in UTC)`)
 		}
 	case *ast.BinaryNode:
 		if n.Operator == ".." {
@@ -227,6 +320,8 @@ func (v *validator) Visit(node *ast.Node) {
 		}
 	case *ast.VariableDeclaratorNode:
 		v.fail(n, "let declarations are not allowed in rules")
+	case *ast.SequenceNode:
+		v.fail(n, "a rule is one expression; several separated by ; are not allowed")
 	case *ast.PredicateNode, *ast.PointerNode:
 		v.fail(n, "closures are not allowed in rules")
 	case *ast.MemberNode:
@@ -241,18 +336,34 @@ func (v *validator) Visit(node *ast.Node) {
 			}
 		}
 	case *ast.IdentifierNode:
-		if n.Value == "params" {
-			return
+		switch n.Value {
+		case "$env", "extra":
+			v.fail(n, "%s is not available in rules: read fields by their name (see `policypush fields`)", n.Value)
 		}
 	}
 }
 
-// rewriter substitutes params and passes the implicit arguments of helpers. It runs inside
-// expr.Compile before the final type check.
-type rewriter struct{ params map[string]any }
+// rewriter substitutes params, passes the implicit arguments of helpers and turns extra fields
+// into typed accessors. It runs inside expr.Compile before the final type check.
+type rewriter struct {
+	params map[string]any
+	facts  map[string]string // extra field key → accessor function
+}
 
 func (r *rewriter) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		fn, ok := r.facts[n.Value]
+		if !ok {
+			return
+		}
+		callee := &ast.IdentifierNode{Value: fn}
+		env := &ast.IdentifierNode{Value: "extra"}
+		key := &ast.StringNode{Value: n.Value}
+		for _, x := range []ast.Node{callee, env, key} {
+			x.SetLocation(n.Location())
+		}
+		ast.Patch(node, &ast.CallNode{Callee: callee, Arguments: []ast.Node{env, key}})
 	case *ast.MemberNode:
 		id, ok := n.Node.(*ast.IdentifierNode)
 		if !ok || id.Value != "params" {
@@ -269,7 +380,7 @@ func (r *rewriter) Visit(node *ast.Node) {
 			return
 		}
 		h, ok := helperFuncs[id.Value]
-		if !ok || n.Arguments == nil || isImplicit(n, h) {
+		if !ok || isImplicit(n, h) {
 			return
 		}
 		args := make([]ast.Node, 0, len(h.implicit)+len(n.Arguments))
@@ -284,7 +395,7 @@ func (r *rewriter) Visit(node *ast.Node) {
 
 // isImplicit tells whether the helper call was already rewritten (patchers may run twice).
 func isImplicit(n *ast.CallNode, h helper) bool {
-	if len(n.Arguments) < len(h.implicit)+1 {
+	if len(n.Arguments) < len(h.implicit) {
 		return false
 	}
 	for i, name := range h.implicit {
@@ -310,6 +421,15 @@ func helperOptions() []expr.Option {
 		expr.Function("months_since", func(a ...any) (any, error) {
 			return wholeMonths(a[1].(time.Time), a[0].(time.Time)), nil
 		}, new(func(time.Time, time.Time) int)),
+		expr.Function("size", func(a ...any) (any, error) {
+			variant, cut, err := sizeArgs(a[6:])
+			if err != nil {
+				return nil, err
+			}
+			res, err := ClassifySize(SizeInput{IndustryCode: a[0].(string), Employees: a[1].(int64), Revenue: a[2].(float64),
+				Assets: a[3].(float64), VATSales: a[4].(float64)}, a[5].(time.Time), variant, cut)
+			return res.Tier, err
+		}, new(func(string, int64, float64, float64, float64, time.Time, ...any) string)),
 	}
 }
 

@@ -16,11 +16,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/policypush/policypush/registry"
 )
 
 // Date is a calendar day (UTC midnight). YAML and JSON use 2006-01-02.
@@ -83,6 +86,14 @@ type Definition struct {
 	Contact        string         `yaml:"contact" json:"contact,omitempty"`
 	SourceURL      string         `yaml:"source_url" json:"source_url,omitempty"`
 	Tests          []TestCase     `yaml:"tests" json:"tests,omitempty"`
+	// Combination rules (可叠加 is the default). Excludes lists policies a firm cannot receive together
+	// with this one (不得重复享受), in either direction; Priority decides which one it gets (higher
+	// wins; ties go to the earlier effective_from, then the smaller id). OncePer is "firm" (每个单位一次:
+	// a firm that received an earlier version is not matched again) or "person" (同一人员一次: shown
+	// to firms and checked by the paying office, which holds the person-level data).
+	Excludes []string `yaml:"excludes" json:"excludes,omitempty"`
+	Priority int      `yaml:"priority" json:"priority,omitempty"`
+	OncePer  string   `yaml:"once_per" json:"once_per,omitempty"`
 
 	// pos maps a field name to its position in the source file, for error messages.
 	pos map[string]yamlPos
@@ -101,7 +112,7 @@ type TestCase struct {
 // Categories (类别) of the provincial policy libraries.
 var Categories = []string{"减免", "奖补", "权益", "资质"}
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // FileError is a policy file that cannot be applied: which file, which policy, where, what.
 type FileError struct {
@@ -146,7 +157,9 @@ func Parse(name string, b []byte) (*Definition, error) {
 	var def Definition
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&def); err != nil {
+	if err := dec.Decode(&def); err == nil {
+		def.applyDefaults()
+	} else {
 		if errors.Is(err, io.EOF) {
 			return nil, &FileError{File: name, Line: 1, Column: 1, Message: "file is empty"}
 		}
@@ -211,6 +224,10 @@ func positions(root *yaml.Node, src []byte) map[string]yamlPos {
 	return out
 }
 
+// Locate turns a validation or compile error of a definition read from file into a FileError that
+// names the file, the policy and the line and column in the file.
+func (d *Definition) Locate(file string, err error) error { return d.located(file, err) }
+
 // located turns a validation or compile error into a FileError with the file position.
 func (d *Definition) located(name string, err error) error {
 	fe := &FileError{File: name, PolicyID: d.ID, Message: err.Error()}
@@ -245,6 +262,20 @@ func (d *Definition) located(name string, err error) error {
 	return fe
 }
 
+// NoStart is the effective_from of a policy that names none: it applies from the beginning.
+var NoStart = Date{time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+// applyDefaults fills what an author may leave out: no effective_from means no start, no channels
+// means WeChat (with SMS as the fallback for firms WeChat cannot reach).
+func (d *Definition) applyDefaults() {
+	if d.EffectiveFrom.IsZero() {
+		d.EffectiveFrom = NoStart
+	}
+	if len(d.Channels) == 0 {
+		d.Channels = []string{"wechat"}
+	}
+}
+
 type fieldError struct{ field, msg string }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.msg }
@@ -255,19 +286,16 @@ func (d *Definition) Validate() error {
 		return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
 	}
 	if !idPattern.MatchString(d.ID) {
-		return bad("id", "%q must be 1-64 lowercase letters, digits, _ or -, starting with a letter or digit", d.ID)
+		return bad("id", "%q must be 1-64 letters, digits, _, . or -, starting with a letter or digit", d.ID)
 	}
 	if strings.TrimSpace(d.Title) == "" {
 		return bad("title", "is required")
 	}
-	if d.EffectiveFrom.IsZero() {
-		return bad("effective_from", "is required (the first day the policy applies, e.g. 2022-01-01)")
-	}
 	if d.EffectiveTo != nil && d.EffectiveTo.Before(d.EffectiveFrom.Time) {
 		return bad("effective_to", "%s is before effective_from %s", d.EffectiveTo, d.EffectiveFrom)
 	}
-	if d.Category != "" && !contains(Categories, d.Category) {
-		return bad("category", "%q is not one of %s", d.Category, strings.Join(Categories, ", "))
+	if len([]rune(d.Category)) > 16 {
+		return bad("category", "%q is too long (use one of %s or another short word)", d.Category, strings.Join(Categories, ", "))
 	}
 	if strings.TrimSpace(d.Eligibility) == "" {
 		return bad("eligibility", "is required (a condition that is true for eligible firms)")
@@ -295,24 +323,70 @@ func (d *Definition) Validate() error {
 	}
 	for i, tc := range d.Tests {
 		for k := range tc.Firm {
-			if _, ok := envFields[k]; !ok {
+			if !isFactKey(k) {
 				return bad(fmt.Sprintf("tests[%d].firm.%s", i, k), "unknown field (see `policypush fields`)")
 			}
 		}
 	}
+	seenEx := map[string]bool{}
+	for i, id := range d.Excludes {
+		at := fmt.Sprintf("excludes[%d]", i)
+		switch {
+		case !idPattern.MatchString(id):
+			return bad(at, "%q is not a policy id", id)
+		case id == d.ID:
+			return bad(at, "a policy cannot exclude itself")
+		case seenEx[id]:
+			return bad(at, "%q is listed twice", id)
+		}
+		seenEx[id] = true
+	}
+	switch d.OncePer {
+	case "", OncePerFirm, OncePerPerson:
+	default:
+		return bad("once_per", "%q is not firm (每个单位一次) or person (同一人员一次)", d.OncePer)
+	}
 	return nil
 }
+
+// Once-per rules.
+const (
+	OncePerFirm   = "firm"
+	OncePerPerson = "person"
+)
+
+// Limits on params: they are substituted into the rule as constants, outside the source-length
+// limit, so their own size is bounded here (a list is scanned once per firm).
+const (
+	MaxParamItems = 1000 // items of a list parameter
+	MaxParamText  = 500  // characters of a text parameter or list item
+)
 
 var paramName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
 
 func checkParamValue(v any) error {
+	text := func(s string) error {
+		if n := len([]rune(s)); n > MaxParamText {
+			return fmt.Errorf("text of %d characters; at most %d are allowed", n, MaxParamText)
+		}
+		return nil
+	}
 	switch x := v.(type) {
-	case int, int64, float64, string, bool:
+	case string:
+		return text(x)
+	case int, int64, float64, bool:
 		return nil
 	case []any:
+		if len(x) > MaxParamItems {
+			return fmt.Errorf("a list of %d items; at most %d are allowed", len(x), MaxParamItems)
+		}
 		for _, e := range x {
-			switch e.(type) {
-			case int, int64, float64, string, bool:
+			switch y := e.(type) {
+			case string:
+				if err := text(y); err != nil {
+					return err
+				}
+			case int, int64, float64, bool:
 			default:
 				return fmt.Errorf("list items must be numbers, text or true/false")
 			}
@@ -320,15 +394,6 @@ func checkParamValue(v any) error {
 		return nil
 	}
 	return fmt.Errorf("must be a number, text, true/false or a list of them, not %T", v)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Canonical is the stored form of a definition: JSON with sorted map keys.
@@ -385,15 +450,26 @@ var envFields = func() map[string]int {
 	out := map[string]int{}
 	t := reflect.TypeOf(Env{})
 	for i := 0; i < t.NumField(); i++ {
-		if tag := t.Field(i).Tag.Get("expr"); tag != "" && tag != "as_of" {
+		if tag := t.Field(i).Tag.Get("expr"); tag != "" && tag != "as_of" && tag != "extra" {
 			out[tag] = i
 		}
 	}
 	return out
 }()
 
-// EnvFromFacts builds an Env from catalog key → value (as written in YAML or JSON). Unlisted keys
-// keep their zero value; status defaults to active.
+// isFactKey reports whether a firm fact can be given under key: a catalog field or a declared
+// extra field.
+func isFactKey(k string) bool {
+	if _, ok := envFields[k]; ok {
+		return true
+	}
+	_, ok := extraField(k)
+	return ok
+}
+
+// EnvFromFacts builds an Env from catalog key → value (as written in YAML or JSON; extra fields
+// too). Unlisted keys keep their zero value; status defaults to active. Values are checked like an
+// import checks them: enum values must be listed, text must fit its column.
 func EnvFromFacts(facts map[string]any, asOf time.Time) (Env, error) {
 	env := Env{Status: "active", SpecializedLevel: "none", AsOf: asOf}
 	v := reflect.ValueOf(&env).Elem()
@@ -403,15 +479,49 @@ func EnvFromFacts(facts map[string]any, asOf time.Time) (Env, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if f, ok := extraField(k); ok {
+			raw, isText := facts[k].(string)
+			if !isText {
+				raw = fmt.Sprint(facts[k])
+			}
+			val, err := ParseFact(f, raw)
+			if err != nil {
+				return env, fmt.Errorf("field %s: %w", k, err)
+			}
+			if env.Extra == nil {
+				env.Extra = map[string]any{}
+			}
+			env.Extra[k] = val
+			continue
+		}
 		i, ok := envFields[k]
 		if !ok {
-			return env, fmt.Errorf("unknown field %s", k)
+			return env, fmt.Errorf("unknown field %s (see `policypush fields`)", k)
 		}
 		if err := setFact(v.Field(i), facts[k]); err != nil {
 			return env, fmt.Errorf("field %s: %w", k, err)
 		}
+		if err := checkText(k, v.Field(i)); err != nil {
+			return env, fmt.Errorf("field %s: %w", k, err)
+		}
 	}
 	return env, nil
+}
+
+// checkText enforces what an import enforces on a text value: enum fields take a listed value (or
+// empty), other text fits its database column.
+func checkText(key string, f reflect.Value) error {
+	if f.Kind() != reflect.String || f.String() == "" {
+		return nil
+	}
+	cat, _ := registry.Lookup(key)
+	if len(cat.Enum) > 0 && !slices.Contains(cat.Enum, f.String()) {
+		return fmt.Errorf("%q is not one of %s", f.String(), strings.Join(cat.Enum, ", "))
+	}
+	if limit := textLimits()[key]; limit > 0 && len([]rune(f.String())) > limit {
+		return fmt.Errorf("has %d characters, at most %d fit", len([]rune(f.String())), limit)
+	}
+	return nil
 }
 
 func setFact(f reflect.Value, val any) error {

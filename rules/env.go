@@ -1,7 +1,12 @@
 package rules
 
 import (
+	"reflect"
+	"sync"
 	"time"
+	"unicode/utf8"
+
+	"gorm.io/gorm/schema"
 
 	"github.com/policypush/policypush/store"
 )
@@ -37,9 +42,14 @@ type Env struct {
 	// AsOf is the evaluation date (midnight UTC of the as-of day). Rules use it instead of now(),
 	// which is disabled so that the same inputs always give the same answer.
 	AsOf time.Time `expr:"as_of"`
+	// Extra holds the deployment's extra fields (config fields.extra) by key. Rules do not read it
+	// directly: an extra field's name is rewritten to a typed accessor on it (see factFunc).
+	Extra map[string]any `expr:"extra"`
 }
 
-// EnvOf builds the rule environment of a firm at an evaluation date.
+// EnvOf builds the rule environment of a firm at an evaluation date. Text longer than its
+// database column (MySQL enforces the size, SQLite does not) is cut to it: the sandbox's static
+// bounds on string work assume these sizes.
 func EnvOf(e *store.Enterprise, asOf time.Time) Env {
 	env := Env{
 		CreditCode:                e.CreditCode,
@@ -70,5 +80,35 @@ func EnvOf(e *store.Enterprise, asOf time.Time) Env {
 	if e.RegisteredAt != nil {
 		env.RegisteredAt = e.RegisteredAt.UTC()
 	}
+	clampText(&env)
 	return env
+}
+
+// textLimits is the size in characters of each text column of store.Enterprise, by catalog key.
+var textLimits = sync.OnceValue(func() map[string]int {
+	out := map[string]int{}
+	sch, err := schema.Parse(&store.Enterprise{}, &sync.Map{}, schema.NamingStrategy{})
+	if err != nil { // a static struct: parsing cannot fail unless the model is broken
+		return out
+	}
+	for _, f := range sch.Fields {
+		if f.FieldType.Kind() == reflect.String && f.Size > 0 {
+			out[f.DBName] = f.Size
+		}
+	}
+	return out
+})
+
+// clampText cuts every text field to its column size.
+func clampText(env *Env) {
+	v := reflect.ValueOf(env).Elem()
+	for key, i := range envFields {
+		f := v.Field(i)
+		if f.Kind() != reflect.String {
+			continue
+		}
+		if limit := textLimits()[key]; limit > 0 && utf8.RuneCountInString(f.String()) > limit {
+			f.SetString(string([]rune(f.String())[:limit]))
+		}
+	}
 }

@@ -13,12 +13,20 @@ type Policy struct {
 	Version     int
 	Eligibility *Program
 	Amount      *Program // nil when the policy has no amount formula
+
+	// Combination rules, set by Link and LoadPublished: the policies this one cannot be combined
+	// with (in either direction), and for once_per: firm the firms that received an earlier version.
+	partners []*Policy
+	received map[string]int
 }
 
 // Outcome is the decision for one firm.
 type Outcome struct {
 	Eligible bool
 	Amount   *float64
+	// Excluded is set when the rule holds but a combination rule gives the firm another policy
+	// (不得重复享受) or it already received this one (每个单位一次); Eligible is then false.
+	Excluded *Exclusion
 }
 
 // Compile type-checks both expressions. The error is a *CompileError naming the expression.
@@ -39,8 +47,23 @@ func (d *Definition) Compile() (*Policy, error) {
 	return p, nil
 }
 
-// Evaluate decides one firm. The amount is computed only for eligible firms and rounded to the fen.
+// Evaluate decides one firm: the rule, then the combination rules of a linked policy (see Link).
+// The amount is computed only for eligible firms and rounded to the fen. This is the decision the
+// matcher stores; a faster evaluation path must agree with it.
 func (p *Policy) Evaluate(env *Env) (Outcome, error) {
+	out, err := p.EvaluateRule(env)
+	if err != nil || !out.Eligible {
+		return out, err
+	}
+	if ex := p.Exclusion(env); ex != nil {
+		return Outcome{Excluded: ex}, nil
+	}
+	return out, nil
+}
+
+// EvaluateRule decides one firm by the policy's own rule, without combination rules: what its test
+// cases check, and what a fast path computes before calling Exclusion for the eligible firms.
+func (p *Policy) EvaluateRule(env *Env) (Outcome, error) {
 	out, err := p.Eligibility.Run(env)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("eligibility: %w", err)
@@ -91,7 +114,7 @@ func (p *Policy) RunTests() []TestResult {
 			out = append(out, r)
 			continue
 		}
-		got, err := p.Evaluate(&env)
+		got, err := p.EvaluateRule(&env)
 		switch {
 		case err != nil:
 			r.Problem = "evaluation error: " + err.Error()

@@ -2,9 +2,9 @@ package rules
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -49,29 +49,21 @@ func Apply(ctx context.Context, db *gorm.DB, def *Definition, sourceFile, actor 
 				return nil
 			}
 		}
-		var maxVersion int
-		if err := tx.Model(&store.PolicyVersion{}).Where("policy_id = ?", def.ID).
-			Select("COALESCE(MAX(version), 0)").Scan(&maxVersion).Error; err != nil {
-			return fmt.Errorf("next version of %s: %w", def.ID, err)
+		last, err := maxVersion(tx, def.ID)
+		if err != nil {
+			return err
 		}
 		now := time.Now().UTC()
-		v := VersionRow(def, maxVersion+1)
+		v := VersionRow(def, last+1)
 		v.State, v.Author, v.SourceFile, v.PublishedAt = store.VersionPublished, actor, sourceFile, &now
 		if err := tx.Create(&v).Error; err != nil {
 			return fmt.Errorf("store version %d of %s: %w", v.Version, def.ID, err)
 		}
-		if cur.ID != 0 {
-			if err := tx.Model(&store.PolicyVersion{}).Where("id = ?", cur.ID).Update("state", store.VersionReplaced).Error; err != nil {
-				return err
-			}
-		}
-		if err := tx.Model(&store.Policy{}).Where("id = ?", def.ID).Updates(map[string]any{
-			"title": def.Title, "department": def.Department, "published_version": v.Version, "retired": false,
-		}).Error; err != nil {
+		if _, err := promote(tx, def, v.Version); err != nil {
 			return err
 		}
-		detail, _ := json.Marshal(map[string]any{"old_version": cur.Version, "new_version": v.Version, "file": sourceFile, "hash": hash})
-		if err := tx.Create(&store.AuditLog{At: now, Actor: actor, Action: "policy.publish", Object: def.ID, Detail: string(detail)}).Error; err != nil {
+		if err := audit(tx, Actor{Name: actor}, "policy.publish", def.ID, map[string]any{"old_version": cur.Version,
+			"new_version": v.Version, "file": sourceFile, "hash": hash, "via": "apply"}); err != nil {
 			return err
 		}
 		res.Version, res.Changed = v.Version, true
@@ -94,32 +86,77 @@ func VersionRow(def *Definition, version int) store.PolicyVersion {
 	return v
 }
 
-// LoadPublished compiles the published version of every policy that is not retired. With onlyID
-// set, just that policy. Policies outside their window are included; callers filter with ActiveOn.
+// LoadPublished compiles the published version of every policy that is not retired, links their
+// combination rules (see Link) and loads the once-per history. With onlyID set it returns just that
+// policy, still linked to the rest of the catalog (a policy that no longer compiles is then left
+// out of the links instead of failing the call). Policies outside their window are included;
+// callers filter with ActiveOn.
 func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*Policy, error) {
 	q := db.WithContext(ctx).Table("policy_versions AS v").
 		Select("v.*").
 		Joins("JOIN policies p ON p.id = v.policy_id AND p.published_version = v.version").
 		Where("p.retired = ?", false).Order("v.policy_id")
-	if onlyID != "" {
-		q = q.Where("v.policy_id = ?", onlyID)
-	}
 	var rows []store.PolicyVersion
 	if err := q.Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("load published policies: %w", err)
 	}
-	out := make([]*Policy, 0, len(rows))
+	all := make([]*Policy, 0, len(rows))
+	var only *Policy
 	for _, r := range rows {
-		def, err := FromCanonical([]byte(r.Source))
+		p, err := compileVersion(r)
 		if err != nil {
-			return nil, fmt.Errorf("policy %s v%d: %w", r.PolicyID, r.Version, err)
+			if onlyID == "" || r.PolicyID == onlyID {
+				return nil, err
+			}
+			continue
 		}
-		p, err := def.Compile()
-		if err != nil {
-			return nil, fmt.Errorf("policy %s v%d no longer compiles: %w", r.PolicyID, r.Version, err)
+		all = append(all, p)
+		if r.PolicyID == onlyID {
+			only = p
 		}
-		p.Version = r.Version
-		out = append(out, p)
+	}
+	Link(all)
+	out := all
+	if onlyID != "" {
+		out = nil
+		if only != nil {
+			out = []*Policy{only}
+		}
+	}
+	for _, p := range out {
+		if err := loadReceived(ctx, db, p); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// compiledVersions caches compiled stored versions by content hash: explanations, previews and the
+// calculator load the published catalog per request, and a version's content never changes.
+// Programs are immutable and shared; each caller gets its own Policy to link. SetExtraFields clears
+// it, since extra fields change what a rule compiles to.
+var compiledVersions sync.Map // content hash → *Policy (unlinked template)
+
+// compileVersion compiles a stored version.
+func compileVersion(r store.PolicyVersion) (*Policy, error) {
+	if t, ok := compiledVersions.Load(r.ContentHash); ok && r.ContentHash != "" {
+		p := *t.(*Policy)
+		p.Version = r.Version
+		return &p, nil
+	}
+	def, err := FromCanonical([]byte(r.Source))
+	if err != nil {
+		return nil, fmt.Errorf("policy %s v%d: %w", r.PolicyID, r.Version, err)
+	}
+	p, err := def.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("policy %s v%d no longer compiles: %w", r.PolicyID, r.Version, err)
+	}
+	if r.ContentHash != "" {
+		compiledVersions.Store(r.ContentHash, p)
+		cp := *p
+		p = &cp
+	}
+	p.Version = r.Version
+	return p, nil
 }

@@ -119,7 +119,10 @@ type Outbox struct {
 	Subject     string     `gorm:"size:128;not null" json:"subject"`
 	Payload     []byte     `gorm:"not null" json:"payload"`
 	CreatedAt   time.Time  `gorm:"not null" json:"created_at"`
-	PublishedAt *time.Time `gorm:"index" json:"published_at"`
+	PublishedAt *time.Time `gorm:"index;index:ix_outbox_due,priority:1" json:"published_at"`
+	// AvailableAt delays publishing until then (a digest's send time, a retry, the end of quiet
+	// hours); NULL is at once.
+	AvailableAt *time.Time `gorm:"index:ix_outbox_due,priority:2" json:"available_at"`
 }
 
 // Delivery states.
@@ -143,13 +146,22 @@ type Delivery struct {
 	PolicyID   string     `gorm:"size:64;not null" json:"policy_id"`
 	State      string     `gorm:"size:16;not null;index:ix_delivery_state,priority:2" json:"state"`
 	Provider   string     `gorm:"size:32;not null;default:''" json:"provider"`
-	ProviderID string     `gorm:"size:128;not null;default:''" json:"provider_id"`
+	ProviderID string     `gorm:"size:128;not null;default:'';index" json:"provider_id"`
 	Attempts   int        `gorm:"not null;default:0" json:"attempts"`
 	LastCode   string     `gorm:"size:64;not null;default:''" json:"last_code"`
 	LastError  string     `gorm:"size:500;not null;default:''" json:"last_error"`
 	CreatedAt  time.Time  `json:"created_at"`
 	SentAt     *time.Time `json:"sent_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
+	// Digests, scheduling and attempts (package notify, docs/delivery.md).
+	Items       int        `gorm:"not null;default:1" json:"items"` // matches this message announces (DeliveryItem)
+	DueAt       *time.Time `json:"due_at"`                          // not attempted before (digest window, quiet hours, throttle, backoff)
+	OpenKey     *string    `gorm:"size:160;uniqueIndex" json:"-"`   // set while the digest still takes matches
+	Claim       string     `gorm:"size:32;not null;default:''" json:"-"`
+	LeaseUntil  *time.Time `json:"-"` // an attempt not recorded by then is in doubt
+	AttemptedAt *time.Time `json:"attempted_at"`
+	InDoubt     bool       `gorm:"not null;default:false" json:"in_doubt"` // the last attempt may have reached the provider
+	DeliveredAt *time.Time `json:"delivered_at"`
 }
 
 // EvalError records a rule that failed for one firm (division by zero, bad data). The run goes on;
@@ -158,7 +170,7 @@ type EvalError struct {
 	ID            uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
 	PolicyID      string    `gorm:"size:64;not null;index" json:"policy_id"`
 	PolicyVersion int       `gorm:"not null" json:"policy_version"`
-	CreditCode    string    `gorm:"size:18;not null" json:"credit_code"`
+	CreditCode    string    `gorm:"size:18;not null;index" json:"credit_code"`
 	AsOf          time.Time `gorm:"type:date;not null" json:"as_of"`
 	Message       string    `gorm:"size:500;not null" json:"message"`
 	At            time.Time `gorm:"not null" json:"at"`

@@ -2,16 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/store"
@@ -19,12 +26,15 @@ import (
 
 // app holds the long-lived parts a command needs, opened on demand and closed in reverse order.
 type app struct {
-	cfg     config.Config
-	log     *slog.Logger
-	db      *gorm.DB
-	bus     *bus.Bus
-	sandbox *sandbox.Server
-	closers []func()
+	cfg      config.Config
+	log      *slog.Logger
+	db       *gorm.DB
+	bus      *bus.Bus
+	sandbox  *sandbox.Server
+	relay    *bus.Relay
+	notifier *notify.Notifier
+	matcher  *matcher.Engine // the running matcher engine (serve, demo); nil otherwise
+	closers  []func()
 }
 
 func newApp(cfg config.Config) *app {
@@ -68,12 +78,27 @@ func (a *app) openBus(ctx context.Context) (*bus.Bus, error) {
 	return b, nil
 }
 
+// sandboxOptions are the sandbox settings of the config: faults and receipts.
+func sandboxOptions(c config.Config) sandbox.Options {
+	pf := func(f config.ProviderFaults, seed int64) sandbox.Faults {
+		return sandbox.Faults{ErrorRate: f.ErrorRate, Codes: f.Codes, Latency: f.Latency, TimeoutRate: f.TimeoutRate, Seed: seed}
+	}
+	f := c.Sandbox.Faults
+	seed := int64(f.Seed)
+	return sandbox.Options{Addr: c.Sandbox.Addr, WeChat: pf(f.WeChat, seed), Tencent: pf(f.Tencent, seed+1),
+		Aliyun: pf(f.Aliyun, seed+2), ExpireTokenEvery: f.ExpireTokenEvery}
+}
+
 // startSandbox runs the local provider servers when configured and points the senders at them.
+// The callback token and the SMS report token, when not configured, get random values for this
+// run: the sandbox signs its reports with them and the console checks them.
 func (a *app) startSandbox(ctx context.Context) error {
 	if !a.cfg.Sandbox.Enabled || a.sandbox != nil {
 		return nil
 	}
-	s, err := sandbox.Start(ctx, sandbox.Options{Addr: a.cfg.Sandbox.Addr, Dir: filepath.Join(a.cfg.DataDir, "sandbox")})
+	o := sandboxOptions(a.cfg)
+	o.Dir = filepath.Join(a.cfg.DataDir, "sandbox")
+	s, err := sandbox.Start(ctx, o)
 	if err != nil {
 		return fmt.Errorf("start sandbox providers: %w", err)
 	}
@@ -82,42 +107,105 @@ func (a *app) startSandbox(ctx context.Context) error {
 	a.cfg.WeChat.BaseURL = s.URL()
 	a.cfg.SMS.Tencent.Endpoint = s.HostPort()
 	a.cfg.SMS.Aliyun.Endpoint = s.HostPort()
+	if a.cfg.WeChat.CallbackToken == "" {
+		a.cfg.WeChat.CallbackToken = randomToken()
+	}
+	if a.cfg.Notify.ReceiptToken == "" {
+		a.cfg.Notify.ReceiptToken = randomToken()
+	}
 	return nil
 }
 
-// senders builds one sender per enabled channel. SMS uses the first provider in priority order.
-func (a *app) senders() (map[string]notify.Sender, error) {
-	out := map[string]notify.Sender{}
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// senders builds the providers of each enabled channel, SMS in the priority order of
+// sms.providers. Senders talking to the in-process sandbox know that it dedupes on the delivery id.
+func (a *app) senders() (map[string][]notify.Sender, error) {
+	out := map[string][]notify.Sender{}
 	if a.cfg.WeChat.Enabled {
 		w, err := notify.NewWeChat(notify.WeChatConfig{AppID: a.cfg.WeChat.AppID, AppSecret: a.cfg.WeChat.AppSecret,
 			TemplateID: a.cfg.WeChat.TemplateID, BaseURL: a.cfg.WeChat.BaseURL})
 		if err != nil {
 			return nil, fmt.Errorf("wechat: %w", err)
 		}
-		out[notify.ChannelWeChat] = w
+		out[notify.ChannelWeChat] = []notify.Sender{w}
 	}
 	if a.cfg.SMS.Enabled {
 		t, al := a.cfg.SMS.Tencent, a.cfg.SMS.Aliyun
-		var s notify.Sender
-		var err error
-		switch a.cfg.SMS.Providers[0] {
-		case "tencent":
-			s, err = notify.NewTencentSMS(notify.TencentSMSConfig{SecretID: t.SecretID, SecretKey: t.SecretKey, Region: t.Region,
-				SdkAppID: t.SdkAppID, SignName: t.SignName, TemplateID: t.TemplateID, Endpoint: t.Endpoint})
-		case "aliyun":
-			s, err = notify.NewAliyunSMS(notify.AliyunSMSConfig{AccessKeyID: al.AccessKeyID, AccessKeySecret: al.AccessKeySecret,
-				Region: al.Region, SignName: al.SignName, TemplateCode: al.TemplateCode, Endpoint: al.Endpoint})
+		dedupes := a.sandbox != nil
+		for _, name := range a.cfg.SMS.Providers {
+			var s notify.Sender
+			var err error
+			switch name {
+			case notify.ProviderTencent:
+				s, err = notify.NewTencentSMS(notify.TencentSMSConfig{SecretID: t.SecretID, SecretKey: t.SecretKey, Region: t.Region,
+					SdkAppID: t.SdkAppID, SignName: t.SignName, TemplateID: t.TemplateID, Endpoint: t.Endpoint, Dedupes: dedupes})
+			case notify.ProviderAliyun:
+				s, err = notify.NewAliyunSMS(notify.AliyunSMSConfig{AccessKeyID: al.AccessKeyID, AccessKeySecret: al.AccessKeySecret,
+					Region: al.Region, SignName: al.SignName, TemplateCode: al.TemplateCode, Endpoint: al.Endpoint, Dedupes: dedupes})
+			}
+			if err != nil {
+				return nil, fmt.Errorf("sms %s: %w", name, err)
+			}
+			out[notify.ChannelSMS] = append(out[notify.ChannelSMS], s)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("sms %s: %w", a.cfg.SMS.Providers[0], err)
-		}
-		out[notify.ChannelSMS] = s
 	}
 	return out, nil
 }
 
-// startPipeline runs the outbox relay and the notifiers until ctx ends; wait blocks until both stopped.
-func (a *app) startPipeline(ctx context.Context) (wait func(), err error) {
+// notifierOptions maps the config onto the notifier. Notice links are the console's signed
+// enterprise links when a link secret is available.
+func (a *app) notifierOptions() (notify.Options, error) {
+	n := a.cfg.Notify
+	quiet, err := notify.ParseQuietHours(n.QuietHours.Start, n.QuietHours.End, n.QuietHours.Channels, a.cfg.Location())
+	if err != nil {
+		return notify.Options{}, err
+	}
+	o := notify.Options{
+		Workers: n.Workers, BatchSize: n.BatchSize,
+		Consumer: bus.ConsumerOptions{AckWait: n.AckWait, MaxDeliver: n.MaxDeliver, MaxAckPending: n.MaxAckPending},
+		Backoff:  n.Backoff, MaxAttempts: n.MaxAttempts, SendTimeout: n.SendTimeout, DigestWindow: n.DigestWindow,
+		QuietHours: quiet,
+		Throttle:   notify.Throttle{MinInterval: n.Throttle.MinInterval, PerDay: n.Throttle.PerDay},
+		QuotaPause: n.QuotaPause,
+		Failover:   notify.Failover{Threshold: a.cfg.SMS.Failover.Threshold, Cooldown: a.cfg.SMS.Failover.Cooldown},
+		InDoubt:    n.InDoubt, InDoubtGrace: n.InDoubtGrace,
+		PublicURL: a.publicURL(), SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log,
+	}
+	if secret, err := a.linkSecret(); err == nil {
+		base, ttl := a.publicURL(), a.cfg.Console.LinkTTL
+		o.NoticeURL = func(creditCode, policyID string) string {
+			return admin.EnterpriseLink(secret, base, creditCode, policyID, ttl)
+		}
+	} else {
+		a.log.Warn("notices link to the policy page: no enterprise link secret", "err", err)
+	}
+	return o, nil
+}
+
+// startRelay runs the outbox relay until ctx ends; wait blocks until it stopped.
+func (a *app) startRelay(ctx context.Context) (wait func(), err error) {
+	db, err := a.openDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.openBus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.relay = &bus.Relay{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.relay.Run(ctx) }()
+	return wg.Wait, nil
+}
+
+// startNotifier runs the channel consumers until ctx ends; wait blocks until they stopped.
+func (a *app) startNotifier(ctx context.Context) (wait func(), err error) {
 	db, err := a.openDB(ctx)
 	if err != nil {
 		return nil, err
@@ -133,24 +221,33 @@ func (a *app) startPipeline(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	relay := &bus.Relay{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log}
-	n := notify.New(db, b, senders, notify.Options{
-		Workers: a.cfg.Notify.Workers,
-		Consumer: bus.ConsumerOptions{AckWait: a.cfg.Notify.AckWait, MaxDeliver: a.cfg.Notify.MaxDeliver,
-			MaxAckPending: a.cfg.Notify.MaxAckPending},
-		Backoff: a.cfg.Notify.Backoff, SendTimeout: a.cfg.Notify.SendTimeout, PublicURL: a.publicURL(),
-		SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log,
-	})
+	opts, err := a.notifierOptions()
+	if err != nil {
+		return nil, err
+	}
+	a.notifier = notify.New(db, b, senders, opts)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); relay.Run(ctx) }()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := n.Run(ctx); err != nil {
+		if err := a.notifier.Run(ctx); err != nil {
 			a.log.Error("notifier stopped", "err", err)
 		}
 	}()
 	return wg.Wait, nil
+}
+
+// startPipeline runs the outbox relay and the notifiers until ctx ends; wait blocks until both stopped.
+func (a *app) startPipeline(ctx context.Context) (wait func(), err error) {
+	waitNotifier, err := a.startNotifier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	waitRelay, err := a.startRelay(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() { waitRelay(); waitNotifier() }, nil
 }
 
 func (a *app) publicURL() string {
@@ -158,6 +255,70 @@ func (a *app) publicURL() string {
 		return a.cfg.HTTP.PublicURL
 	}
 	return "http://" + a.cfg.HTTP.Addr
+}
+
+// receiptConfig is the setting of the receipt handlers.
+func (a *app) receiptConfig() notify.ReceiptConfig {
+	return notify.ReceiptConfig{DB: a.db, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Token: a.cfg.WeChat.CallbackToken,
+		EncodingAESKey: a.cfg.WeChat.EncodingAESKey, AppID: a.cfg.WeChat.AppID, SMSToken: a.cfg.Notify.ReceiptToken,
+		FallbackToSMS: a.cfg.SMS.Enabled, Log: a.log}
+}
+
+// deliveryRoutes puts the delivery path's endpoints in front of the console: provider callbacks
+// (receipts), /metrics and /readyz/delivery. addr is where the console listens; the sandbox, when
+// it runs, sends its reports there.
+func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
+	rc := a.receiptConfig()
+	mux := http.NewServeMux()
+	mux.Handle(notify.WeChatCallbackPath, notify.WeChatCallbackHandler(rc))
+	mux.Handle(notify.TencentReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderTencent))
+	mux.Handle(notify.AliyunReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderAliyun))
+	mux.Handle("GET /metrics", notify.MetricsHandler())
+	mux.HandleFunc("GET /readyz/delivery", a.deliveryReady)
+	mux.Handle("/", console)
+	if a.sandbox != nil && a.cfg.Sandbox.Receipts.Enabled {
+		base := "http://" + addr
+		r := a.cfg.Sandbox.Receipts
+		a.sandbox.SetReceipts(sandbox.ReceiptOptions{
+			WeChatURL:   base + notify.WeChatCallbackPath,
+			TencentURL:  base + notify.TencentReceiptPath + "?token=" + a.cfg.Notify.ReceiptToken,
+			AliyunURL:   base + notify.AliyunReceiptPath + "?token=" + a.cfg.Notify.ReceiptToken,
+			WeChatToken: a.cfg.WeChat.CallbackToken, WeChatAESKey: a.cfg.WeChat.EncodingAESKey, WeChatAppID: a.cfg.WeChat.AppID,
+			Delay: r.Delay, FailRate: r.FailRate, DuplicateRate: r.DuplicateRate, Seed: int64(a.cfg.Sandbox.Faults.Seed),
+		})
+	}
+	return mux
+}
+
+// deliveryReady reports the database, NATS, the relay's last round and the notifier's consumers and
+// providers; 503 when the database or NATS is unreachable or a channel is not consumed.
+func (a *app) deliveryReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := http.StatusOK
+	out := map[string]any{"database": "ok", "nats": "ok"}
+	if a.db == nil {
+		out["database"] = "not opened"
+	} else if s, err := a.db.DB(); err != nil || s.PingContext(ctx) != nil {
+		out["database"], status = "unreachable", http.StatusServiceUnavailable
+	}
+	if a.bus == nil {
+		out["nats"] = "not used by this process"
+	} else if err := a.bus.Healthy(); err != nil {
+		out["nats"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	if a.relay != nil {
+		out["relay_last_success"] = a.relay.LastSuccess()
+	}
+	if a.notifier != nil {
+		out["notifier"] = a.notifier.Health()
+		if err := a.notifier.Ready(); err != nil {
+			out["notifier_error"], status = err.Error(), http.StatusServiceUnavailable
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 func (a *app) close() {

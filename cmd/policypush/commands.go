@@ -180,6 +180,7 @@ column; a bad file never stops the good ones from being applied. Exits non-zero 
 		},
 	}
 	cmd.AddCommand(apply, test, list)
+	cmd.AddCommand(policySubcommands(g)...) // the review lifecycle, rules_cmds.go
 	return cmd
 }
 
@@ -226,8 +227,7 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 			if err != nil {
 				return err
 			}
-			sum, err := matcher.Run(cmd.Context(), db, day, policyID, matcher.Options{
-				Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Progress: os.Stderr})
+			sum, err := a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
 			if err != nil {
 				return err
 			}
@@ -413,18 +413,17 @@ func fieldsCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if asJSON {
-				return writeJSON(os.Stdout, registry.Catalog)
+				return writeJSON(os.Stdout, rules.Vocabulary())
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tLABEL\tTYPE\tUNIT\tSOURCE")
-			for _, f := range registry.Catalog {
+			for _, f := range rules.Vocabulary() {
 				typ := f.Type
 				if len(f.Enum) > 0 {
 					typ += " (" + strings.Join(f.Enum, "|") + ")"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Key, f.Label, typ, f.Unit, f.Source)
 			}
-			fmt.Fprintln(tw, "as_of\t评估日期\tdate\t\t")
 			_ = tw.Flush()
 			fmt.Println("\n辅助函数:")
 			helpers := rules.Helpers()

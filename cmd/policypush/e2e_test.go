@@ -62,7 +62,11 @@ func newCLI(t *testing.T) *cli {
 		"POLICYPUSH_DATABASE_DRIVER="+db.Driver, "POLICYPUSH_DATABASE_DSN="+db.DSN,
 		"POLICYPUSH_NATS_STREAM=PPE2E_"+sfx, "POLICYPUSH_NATS_SUBJECT_PREFIX=ppe2e"+sfx,
 		"POLICYPUSH_NOTIFY_ACK_WAIT=3s", "POLICYPUSH_NOTIFY_SEND_TIMEOUT=2s",
-		"POLICYPUSH_NOTIFY_BACKOFF=100ms,200ms", "POLICYPUSH_CONFIG=/dev/null")
+		"POLICYPUSH_NOTIFY_BACKOFF=100ms,200ms", "POLICYPUSH_CONFIG=/dev/null",
+		// Digests on a short window; no quiet hours or pacing, so that the run does not depend on the
+		// time of day.
+		"POLICYPUSH_NOTIFY_DIGEST_WINDOW=1s", "POLICYPUSH_NOTIFY_QUIET_HOURS_CHANNELS=",
+		"POLICYPUSH_NOTIFY_THROTTLE_MIN_INTERVAL=0s", "POLICYPUSH_NOTIFY_THROTTLE_PER_DAY=0")
 	if url := testenv.NATSURL(t); url != "" {
 		c.env = append(c.env, "POLICYPUSH_NATS_URL="+url)
 	}

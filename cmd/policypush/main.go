@@ -46,6 +46,8 @@ Run "policypush demo" to see the whole flow on the embedded default (SQLite, emb
 local WeChat/SMS sandbox servers).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every command sees the same rule vocabulary: the catalog plus config fields.extra.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return g.declareFields() },
 	}
 	root.PersistentFlags().StringVar(&g.configPath, "config", "", "config file (default: ./config.yaml when present; env POLICYPUSH_CONFIG)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for all embedded state: SQLite file, JetStream store, sandbox records (default ./data)")
@@ -53,6 +55,14 @@ local WeChat/SMS sandbox servers).`,
 		deliverCmd(g), statusCmd(g), fieldsCmd(g))
 	for _, c := range extraCommands {
 		root.AddCommand(c(g))
+	}
+	for _, s := range extraSubcommands {
+		parent, _, err := root.Find([]string{s.parent})
+		if err != nil || parent == root {
+			parent = &cobra.Command{Use: s.parent}
+			root.AddCommand(parent)
+		}
+		parent.AddCommand(s.make(g))
 	}
 	return root
 }
@@ -62,6 +72,20 @@ local WeChat/SMS sandbox servers).`,
 var extraCommands []func(*globals) *cobra.Command
 
 func addCommand(c func(*globals) *cobra.Command) { extraCommands = append(extraCommands, c) }
+
+// extraSubcommands go under a command another file defines (bench match under bench), added with
+// addSubcommand from an init function.
+var extraSubcommands []struct {
+	parent string
+	make   func(*globals) *cobra.Command
+}
+
+func addSubcommand(parent string, c func(*globals) *cobra.Command) {
+	extraSubcommands = append(extraSubcommands, struct {
+		parent string
+		make   func(*globals) *cobra.Command
+	}{parent, c})
+}
 
 // load reads the configuration with the global flags applied.
 func (g *globals) load() (config.Config, error) {

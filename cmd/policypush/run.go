@@ -23,7 +23,7 @@ import (
 const DemoAsOf = "2022-09-30"
 
 func demoCmd(g *globals) *cobra.Command {
-	var httpAddr, asOf string
+	var httpAddr, asOf, demoPassword string
 	var firms int
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -58,10 +58,15 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 			if err := seedDemo(ctx, a, firms); err != nil {
 				return err
 			}
+			password, err := seedDemoAccounts(ctx, db, demoPassword)
+			if err != nil {
+				return err
+			}
 			wait, err := a.startPipeline(ctx)
 			if err != nil {
 				return err
 			}
+			a.newMatcher(db, func() time.Time { return day.Time }) // matcher_cmds.go
 			srv, err := a.serveHTTP(ctx)
 			if err != nil {
 				return err
@@ -73,6 +78,11 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 				return err
 			}
 			printMatchSummary(os.Stdout, sum)
+			stopMatcher, err := a.runMatcher(ctx) // change events and catch-up from here on
+			if err != nil {
+				return err
+			}
+			defer stopMatcher()
 			if err := a.waitIdle(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
 				a.log.Warn("delivery not finished yet; it goes on in the background", "err", err)
 			}
@@ -86,6 +96,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 					a.sandbox.Counts()["wechat"], a.sandbox.Counts()["tencent"]+a.sandbox.Counts()["aliyun"])
 			}
 			fmt.Printf("\n控制台: http://%s/  （Ctrl-C 退出）\n", srv.Addr)
+			printDemoAccounts(os.Stdout, password)
 			waitForSignal(ctx)
 			fmt.Fprintln(os.Stderr, "正在停止…")
 			shutdown(srv)
@@ -96,6 +107,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 	cmd.Flags().StringVar(&httpAddr, "http", "", "console address (default http.addr, 127.0.0.1:8080)")
 	cmd.Flags().StringVar(&asOf, "as-of", DemoAsOf, "evaluation date of the demo")
 	cmd.Flags().IntVar(&firms, "firms", 20000, "size of the synthetic registry on first start")
+	cmd.Flags().StringVar(&demoPassword, "demo-password", "", "password of the demo accounts (default: a new random one, printed at start)")
 	return cmd
 }
 
@@ -160,6 +172,16 @@ func serveCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			db, err := a.openDB(ctx)
+			if err != nil {
+				return err
+			}
+			a.newMatcher(db, nil) // matcher_cmds.go
+			stopMatcher, err := a.runMatcher(ctx)
+			if err != nil {
+				return err
+			}
+			defer stopMatcher()
 			srv, err := a.serveHTTP(ctx)
 			if err != nil {
 				return err
@@ -261,16 +283,19 @@ func (a *app) idle(ctx context.Context) (bool, error) {
 
 // serveHTTP starts the console on http.addr.
 func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
+	opts, err := a.consoleOptions()
+	if err != nil {
+		return nil, err
+	}
+	h, err := admin.New(opts)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
 	}
-	sandboxDir := ""
-	if a.sandbox != nil {
-		sandboxDir = filepath.Join(a.cfg.DataDir, "sandbox")
-	}
-	h := admin.New(admin.Options{DB: a.db, Bus: a.bus, SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location()})
-	srv := &http.Server{Addr: ln.Addr().String(), Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: a.deliveryRoutes(h, ln.Addr().String()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("console stopped", "err", err)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -35,7 +37,12 @@ func (s *Server) serveAliyun(w http.ResponseWriter, r *http.Request) {
 		aliFail(w, http.StatusBadRequest, "IncompleteSignature", "the request is not signed")
 		return
 	}
-	if action := p.Get("Action"); action != "SendSms" {
+	switch action := p.Get("Action"); action {
+	case "SendSms":
+	case "QuerySendDetails":
+		s.aliQuery(w, p)
+		return
+	default:
 		aliFail(w, http.StatusNotFound, "InvalidAction.NotFound", fmt.Sprintf("action %q is not served by the sandbox", action))
 		return
 	}
@@ -99,10 +106,49 @@ func (s *Server) serveAliyun(w http.ResponseWriter, r *http.Request) {
 		if i == 0 {
 			first = rec
 		}
+		if !dup {
+			s.receipts.accepted(rec)
+		}
 		allDup = allDup && dup
 	}
 	if allDup {
 		bizID = first.ProviderID
 	}
 	writeJSON(w, http.StatusOK, aliReply{Code: "OK", Message: "OK", BizID: bizID, RequestID: requestID()})
+}
+
+type aliDetail struct {
+	ErrCode      string `json:"ErrCode"`
+	TemplateCode string `json:"TemplateCode"`
+	OutID        string `json:"OutId"`
+	ReceiveDate  string `json:"ReceiveDate"`
+	SendDate     string `json:"SendDate"`
+	PhoneNum     string `json:"PhoneNum"`
+	Content      string `json:"Content"`
+	SendStatus   int64  `json:"SendStatus"`
+}
+
+// aliQuery serves QuerySendDetails: what was sent to one number on one day (Beijing time), a page
+// at a time. The sandbox reports every accepted message as received (SendStatus 3).
+func (s *Server) aliQuery(w http.ResponseWriter, p url.Values) {
+	phone, day := p.Get("PhoneNumber"), p.Get("SendDate")
+	size, _ := strconv.Atoi(p.Get("PageSize"))
+	page, _ := strconv.Atoi(p.Get("CurrentPage"))
+	if phone == "" || len(day) != 8 || size < 1 || size > 50 || page < 1 {
+		aliFail(w, http.StatusOK, "isv.INVALID_PARAMETERS", "PhoneNumber, SendDate (yyyyMMdd), PageSize (1-50) and CurrentPage are required")
+		return
+	}
+	var all []aliDetail
+	for _, rec := range s.store.sentTo(ProviderAliyun, phone) {
+		at := rec.At.In(beijing)
+		if at.Format("20060102") != day {
+			continue
+		}
+		all = append(all, aliDetail{ErrCode: "DELIVERED", TemplateCode: rec.Template, OutID: rec.DeliveryID,
+			ReceiveDate: at.Format(providerTimeLayout), SendDate: at.Format(providerTimeLayout), PhoneNum: rec.To, SendStatus: 3})
+	}
+	lo := min((page-1)*size, len(all))
+	hi := min(lo+size, len(all))
+	writeJSON(w, http.StatusOK, map[string]any{"Code": "OK", "Message": "OK", "RequestId": requestID(),
+		"TotalCount": strconv.Itoa(len(all)), "SmsSendDetailDTOs": map[string]any{"SmsSendDetailDTO": all[lo:hi]}})
 }

@@ -73,6 +73,7 @@ type store struct {
 	mu     sync.Mutex
 	files  map[string]*os.File // by provider; nil map when records are not persisted
 	seen   map[dedupeKey]Record
+	byTo   map[string][]Record // provider + "|" + recipient → accepted records, for the lookup APIs
 	counts map[string]int
 	maxID  int64 // largest number inside any provider id seen, so a restart never reissues one
 }
@@ -80,7 +81,7 @@ type store struct {
 // openStore rebuilds the dedupe index from the files already in dir, so that a restarted sandbox
 // still answers a repeat with the original response, then opens the files for appending.
 func openStore(dir string) (*store, error) {
-	st := &store{seen: map[dedupeKey]Record{}, counts: map[string]int{}}
+	st := &store{seen: map[dedupeKey]Record{}, byTo: map[string][]Record{}, counts: map[string]int{}}
 	if dir == "" {
 		return st, nil
 	}
@@ -142,8 +143,16 @@ func (st *store) index(r Record) {
 	if r.DeliveryID != "" {
 		st.seen[dedupeKey{r.Provider, r.DeliveryID, r.To}] = r
 	}
+	st.byTo[r.Provider+"|"+r.To] = append(st.byTo[r.Provider+"|"+r.To], r)
 	st.counts[r.Provider]++
 	st.maxID = max(st.maxID, idNumber(r.ProviderID))
+}
+
+// sentTo returns what provider accepted for recipient.
+func (st *store) sentTo(provider, recipient string) []Record {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]Record(nil), st.byTo[provider+"|"+recipient]...)
 }
 
 // idNumber extracts the counter from the provider id formats the sandbox issues: "N" (WeChat),

@@ -53,6 +53,9 @@ type Options struct {
 	// ExpireTokenEvery makes every Nth WeChat send answer 40001 and revoke the token it carried, so
 	// the client must fetch a new one. 0 never does.
 	ExpireTokenEvery int
+	// Receipts, when its URLs are set, makes the sandbox report on every message it accepts the way
+	// the providers do (WeChat TEMPLATESENDJOBFINISH event, Tencent and Aliyun status reports).
+	Receipts ReceiptOptions
 }
 
 // Server is a running sandbox. One listener serves all three providers: WeChat by its /cgi-bin/
@@ -78,6 +81,8 @@ type Server struct {
 
 	wx     wechatState
 	nextID atomic.Int64
+
+	receipts *reporter
 }
 
 type faultState struct {
@@ -118,6 +123,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	s.SetFaults(ProviderWeChat, o.WeChat)
 	s.SetFaults(ProviderTencent, o.Tencent)
 	s.SetFaults(ProviderAliyun, o.Aliyun)
+	s.receipts = newReporter(o.Receipts, s.stop)
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.served <- s.http.Serve(ln) }()
 	go func() {
@@ -162,6 +168,7 @@ func (s *Server) Close() error {
 			errs = append(errs, fmt.Errorf("sandbox: serve: %w", err))
 		}
 		s.handlers.Wait()
+		s.receipts.wait()
 		errs = append(errs, s.store.close())
 		s.closeErr = errors.Join(errs...)
 	})

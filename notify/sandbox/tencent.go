@@ -69,7 +69,12 @@ func (s *Server) serveTencent(w http.ResponseWriter, r *http.Request) {
 		tcFail(w, "AuthFailure.SignatureFailure", "the request signature is missing or malformed")
 		return
 	}
-	if action := r.Header.Get("X-TC-Action"); action != "SendSms" {
+	switch action := r.Header.Get("X-TC-Action"); action {
+	case "SendSms":
+	case "PullSmsSendStatusByPhoneNumber":
+		s.tcPullStatus(w, r)
+		return
+	default:
 		tcFail(w, "InvalidAction", fmt.Sprintf("action %q is not served by the sandbox", action))
 		return
 	}
@@ -111,7 +116,7 @@ func (s *Server) serveTencent(w http.ResponseWriter, r *http.Request) {
 		case !e164Re.MatchString(phone):
 			st.Code, st.Message = "InvalidParameterValue.IncorrectPhoneNumber", "phone number is not in E.164 form"
 		default:
-			rec, _, err := s.store.accept(Record{
+			rec, dup, err := s.store.accept(Record{
 				Provider:   ProviderTencent,
 				DeliveryID: req.SessionContext,
 				To:         phone,
@@ -124,9 +129,59 @@ func (s *Server) serveTencent(w http.ResponseWriter, r *http.Request) {
 				tcFail(w, "InternalError", "sandbox could not record the message")
 				return
 			}
+			if !dup {
+				s.receipts.accepted(rec)
+			}
 			st.SerialNo, st.Fee, st.Code, st.Message = rec.ProviderID, 1, "Ok", "send success"
 		}
 		resp.Response.SendStatusSet = append(resp.Response.SendStatusSet, st)
 	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+type tcPullRequest struct {
+	BeginTime   uint64 `json:"BeginTime"`
+	EndTime     uint64 `json:"EndTime"`
+	Offset      uint64 `json:"Offset"`
+	Limit       uint64 `json:"Limit"`
+	PhoneNumber string `json:"PhoneNumber"`
+	SmsSdkAppID string `json:"SmsSdkAppId"`
+}
+
+type tcPullStatus struct {
+	UserReceiveTime  uint64 `json:"UserReceiveTime"`
+	CountryCode      string `json:"CountryCode"`
+	SubscriberNumber string `json:"SubscriberNumber"`
+	PhoneNumber      string `json:"PhoneNumber"`
+	SerialNo         string `json:"SerialNo"`
+	ReportStatus     string `json:"ReportStatus"`
+	Description      string `json:"Description"`
+	SessionContext   string `json:"SessionContext"`
+}
+
+// tcPullStatus serves PullSmsSendStatusByPhoneNumber: the status reports of one number in a time
+// range. The sandbox reports every accepted message as received at once.
+func (s *Server) tcPullStatus(w http.ResponseWriter, r *http.Request) {
+	var req tcPullRequest
+	if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&req) != nil || req.PhoneNumber == "" {
+		tcFail(w, "InvalidParameter", "PhoneNumber, BeginTime and Limit are required")
+		return
+	}
+	var set []tcPullStatus
+	for _, rec := range s.store.sentTo(ProviderTencent, req.PhoneNumber) {
+		at := uint64(rec.At.Unix())
+		if at < req.BeginTime || (req.EndTime > 0 && at > req.EndTime) {
+			continue
+		}
+		set = append(set, tcPullStatus{UserReceiveTime: at, CountryCode: "86", SubscriberNumber: strings.TrimPrefix(rec.To, "+86"),
+			PhoneNumber: rec.To, SerialNo: rec.ProviderID, ReportStatus: "SUCCESS", Description: "用户短信送达成功",
+			SessionContext: rec.DeliveryID})
+	}
+	lo := min(int(req.Offset), len(set))
+	hi := len(set)
+	if req.Limit > 0 {
+		hi = min(lo+int(req.Limit), len(set))
+	}
+	resp := map[string]any{"Response": map[string]any{"PullSmsSendStatusSet": set[lo:hi], "RequestId": requestID()}}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -176,7 +176,7 @@ func (s *Server) wxTemplateSend(w http.ResponseWriter, r *http.Request) {
 	for k, v := range msg.Data {
 		params[k] = v.Value
 	}
-	rec, _, err := s.store.accept(Record{
+	rec, dup, err := s.store.accept(Record{
 		Provider:   ProviderWeChat,
 		DeliveryID: msg.ClientMsgID,
 		To:         msg.ToUser,
@@ -188,6 +188,9 @@ func (s *Server) wxTemplateSend(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeJSON(w, http.StatusOK, wxReply{ErrCode: -1, ErrMsg: "system error"})
 		return
+	}
+	if !dup {
+		s.receipts.accepted(rec)
 	}
 	msgID, _ := strconv.ParseInt(rec.ProviderID, 10, 64)
 	writeJSON(w, http.StatusOK, wxReply{ErrCode: 0, ErrMsg: "ok", MsgID: msgID})

@@ -1,0 +1,244 @@
+package admin
+
+import (
+	"context"
+	"html/template"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/notify"
+	"github.com/policypush/policypush/store"
+)
+
+// Dashboards: the funnel matched → notified → delivered → opened → confirmed, and amounts by
+// policy, city, park and day, all inside the principal's scope. Charts are inline SVG drawn here.
+
+type funnel struct {
+	Matched   int64 `json:"matched"`
+	Notified  int64 `json:"notified"`
+	Delivered int64 `json:"delivered"`
+	Opened    int64 `json:"opened"`
+	Confirmed int64 `json:"confirmed"`
+	Objected  int64 `json:"objected"`
+}
+
+// amountRow is a group of active matches: how many firms and how much money.
+type amountRow struct {
+	Key    string   `json:"key"`
+	Label  string   `json:"label"`
+	Firms  int64    `json:"firms"`
+	Amount *float64 `json:"amount"`
+}
+
+type dashboard struct {
+	PolicyID string      `json:"policy_id,omitempty"`
+	Scope    string      `json:"scope"`
+	Funnel   funnel      `json:"funnel"`
+	ByPolicy []amountRow `json:"by_policy"`
+	ByCity   []amountRow `json:"by_city"`
+	ByPark   []amountRow `json:"by_park"`
+	ByDay    []amountRow `json:"by_day"` // matches made per day (local time), with their amounts
+	Failed   int64       `json:"failed_deliveries"`
+
+	Charts   map[string]template.HTML `json:"-"`
+	Policies []policyOpt              `json:"-"`
+}
+
+// cities of Jiangsu (GB/T 2260), to label the by-city chart.
+var cityNames = map[string]string{
+	"3201": "南京市", "3202": "无锡市", "3203": "徐州市", "3204": "常州市", "3205": "苏州市", "3206": "南通市",
+	"3207": "连云港市", "3208": "淮安市", "3209": "盐城市", "3210": "扬州市", "3211": "镇江市", "3212": "泰州市",
+	"3213": "宿迁市",
+}
+
+func (s *Server) scopedMatches(ctx context.Context, p *Principal, policyID string) *gorm.DB {
+	q := s.opts.DB.WithContext(ctx).Table("matches AS m").
+		Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
+		Where("m.state = ?", store.MatchActive)
+	if policyID != "" {
+		q = q.Where("m.policy_id = ?", policyID)
+	}
+	return p.scopeFirms(q, "e")
+}
+
+func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
+	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
+	err := s.scopedMatches(ctx, p, policyID).Select(`COUNT(*) AS matched,
+		COALESCE(SUM(CASE WHEN ` + notifySQL + ` IN ('sent', 'delivered') THEN 1 ELSE 0 END), 0) AS notified,
+		COALESCE(SUM(CASE WHEN ` + notifySQL + ` = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
+		COALESCE(SUM(CASE WHEN ` + openedSQL + ` THEN 1 ELSE 0 END), 0) AS opened,
+		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'confirm' THEN 1 ELSE 0 END), 0) AS confirmed,
+		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'object' THEN 1 ELSE 0 END), 0) AS objected`).Scan(&d.Funnel).Error
+	if err != nil {
+		return d, err
+	}
+	groups := []struct {
+		dst  *[]amountRow
+		key  string
+		cond string
+	}{
+		{&d.ByPolicy, "m.policy_id", ""},
+		{&d.ByCity, "SUBSTR(e.region_code, 1, 4)", ""},
+		{&d.ByPark, "e.park_id", "e.park_id <> ''"},
+	}
+	for _, g := range groups {
+		q := s.scopedMatches(ctx, p, policyID).Select(g.key + " AS `key`, COUNT(*) AS firms, SUM(m.amount) AS amount").
+			Group(g.key).Order("firms DESC")
+		if g.cond != "" {
+			q = q.Where(g.cond)
+		}
+		if err := q.Limit(30).Scan(g.dst).Error; err != nil {
+			return d, err
+		}
+	}
+	if err := s.labelPolicies(ctx, d.ByPolicy); err != nil {
+		return d, err
+	}
+	for i := range d.ByCity {
+		d.ByCity[i].Label = cityNames[d.ByCity[i].Key]
+		if d.ByCity[i].Label == "" {
+			d.ByCity[i].Label = d.ByCity[i].Key
+		}
+	}
+	for i := range d.ByPark {
+		d.ByPark[i].Label = d.ByPark[i].Key
+	}
+	if d.ByDay, err = s.byDay(ctx, p, policyID); err != nil {
+		return d, err
+	}
+	fq := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code").
+		Where("d.state = ?", store.DeliveryDead)
+	if policyID != "" {
+		fq = fq.Where("d.policy_id = ?", policyID)
+	}
+	if err := p.scopeFirms(fq, "e").Count(&d.Failed).Error; err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
+	var titles []policyOpt
+	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Scan(&titles).Error; err != nil {
+		return err
+	}
+	for i := range rows {
+		rows[i].Label = rows[i].Key
+		for _, t := range titles {
+			if t.ID == rows[i].Key {
+				rows[i].Label = t.Title
+			}
+		}
+	}
+	return nil
+}
+
+// byDay groups matches by the local day they were made. The database groups by UTC hour (the same
+// SQL on SQLite and MySQL); folding hours into local days happens here.
+func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]amountRow, error) {
+	var hours []struct {
+		Hour   string
+		Firms  int64
+		Amount *float64
+	}
+	if err := s.scopedMatches(ctx, p, policyID).Select("SUBSTR(m.matched_at, 1, 13) AS hour, COUNT(*) AS firms, SUM(m.amount) AS amount").
+		Group("SUBSTR(m.matched_at, 1, 13)").Scan(&hours).Error; err != nil {
+		return nil, err
+	}
+	days := map[string]*amountRow{}
+	for _, h := range hours {
+		t, err := time.ParseInLocation("2006-01-02 15", strings.Replace(h.Hour, "T", " ", 1), time.UTC)
+		if err != nil {
+			continue
+		}
+		key := t.In(s.opts.Location).Format("2006-01-02")
+		r := days[key]
+		if r == nil {
+			r = &amountRow{Key: key, Label: key[5:]}
+			days[key] = r
+		}
+		r.Firms += h.Firms
+		if h.Amount != nil {
+			sum := *h.Amount
+			if r.Amount != nil {
+				sum += *r.Amount
+			}
+			r.Amount = &sum
+		}
+	}
+	out := make([]amountRow, 0, len(days))
+	for _, r := range days {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b amountRow) int { return strings.Compare(a.Key, b.Key) })
+	if len(out) > 60 {
+		out = out[len(out)-60:]
+	}
+	return out, nil
+}
+
+func (s *Server) readDashboard(r *http.Request, p *Principal) (dashboard, error) {
+	policyID := strings.TrimSpace(r.URL.Query().Get("policy_id"))
+	if policyID != "" && !policyIDPattern.MatchString(policyID) {
+		return dashboard{}, badRequest("参数 policy_id=%q 无效", policyID)
+	}
+	return s.dashboard(r.Context(), p, policyID)
+}
+
+func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	d, err := s.readDashboard(r, p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	f := d.Funnel
+	d.Charts = map[string]template.HTML{
+		"funnel": funnelChart([]bar{{"匹配", float64(f.Matched), ""}, {"已通知", float64(f.Notified), ""},
+			{"已送达", float64(f.Delivered), ""}, {"已打开", float64(f.Opened), ""}, {"已确认", float64(f.Confirmed), ""}}),
+		"policy": barChart(moneyBars(d.ByPolicy)),
+		"city":   barChart(moneyBars(d.ByCity)),
+		"park":   barChart(moneyBars(d.ByPark)),
+		"day":    columnChart(countBars(d.ByDay)),
+		"dayAmt": columnChart(moneyBars(d.ByDay)),
+	}
+	if err := s.opts.DB.WithContext(r.Context()).Table("policies").Select("id, title").Where("published_version > 0").
+		Order("id").Scan(&d.Policies).Error; err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "dashboard", "总览", d)
+}
+
+func (s *Server) apiDashboard(w http.ResponseWriter, r *http.Request, p *Principal) {
+	d, err := s.readDashboard(r, p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// moneyBars charts the amount of each group that has one.
+func moneyBars(rows []amountRow) []bar {
+	var out []bar
+	for _, r := range rows {
+		if r.Amount != nil && *r.Amount > 0 {
+			out = append(out, bar{Label: r.Label, Value: *r.Amount, Note: notify.FormatAmount(r.Amount)})
+		}
+	}
+	return out
+}
+
+// countBars charts the number of firms of each group.
+func countBars(rows []amountRow) []bar {
+	out := make([]bar, len(rows))
+	for i, r := range rows {
+		out[i] = bar{Label: r.Label, Value: float64(r.Firms), Note: strconv.FormatInt(r.Firms, 10)}
+	}
+	return out
+}

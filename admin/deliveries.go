@@ -1,0 +1,220 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/policypush/policypush/notify"
+	"github.com/policypush/policypush/store"
+)
+
+// The failed-delivery log, resend and a delivery's timeline come from notify.Ops; the console
+// narrows them to the principal's scope and records who looked and who resent.
+
+func (s *Server) ops() notify.Ops {
+	return notify.Ops{DB: s.opts.DB, SubjectPrefix: s.opts.SubjectPrefix, Now: s.opts.Now}
+}
+
+type deliveryFilter struct {
+	State   string // dead, failed or undelivered; empty: all three
+	Channel string
+	page
+}
+
+var failedStates = []string{store.DeliveryDead, store.DeliveryFailed, store.DeliveryUndelivered}
+
+func parseDeliveryFilter(q url.Values) (deliveryFilter, error) {
+	f := deliveryFilter{State: q.Get("state"), Channel: q.Get("channel")}
+	switch {
+	case f.State != "" && f.State != store.DeliveryDead && f.State != store.DeliveryFailed && f.State != store.DeliveryUndelivered:
+		return f, badRequest("参数 state=%q 无效：dead（已放弃）、failed（重试中）或 undelivered（未送达）", f.State)
+	case f.Channel != "" && f.Channel != notify.ChannelWeChat && f.Channel != notify.ChannelSMS:
+		return f, badRequest("参数 channel=%q 无效：wechat 或 sms", f.Channel)
+	}
+	var err error
+	f.page, err = parsePage(q)
+	return f, err
+}
+
+func (f deliveryFilter) values() url.Values {
+	v := url.Values{}
+	if f.State != "" {
+		v.Set("state", f.State)
+	}
+	if f.Channel != "" {
+		v.Set("channel", f.Channel)
+	}
+	return v
+}
+
+type deliveryList struct {
+	Items     []notify.FailedDelivery `json:"items"`
+	Total     int64                   `json:"total"`
+	Page      int                     `json:"page"`
+	PerPage   int                     `json:"per_page"`
+	Pager     pager                   `json:"-"`
+	Filter    deliveryFilter          `json:"-"`
+	CanResend bool                    `json:"-"`
+}
+
+// scopeCodes lists the firms in a scoped principal's scope that have deliveries in the states:
+// the failed-delivery log is then asked for exactly those (nil and true: nothing in scope).
+func (s *Server) scopeCodes(ctx context.Context, p *Principal, states []string) ([]string, bool, error) {
+	if !p.scoped() {
+		return nil, false, nil
+	}
+	var codes []string
+	q := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code").
+		Where("d.state IN ?", states)
+	err := p.scopeFirms(q, "e").Distinct("d.credit_code").Pluck("d.credit_code", &codes).Error
+	return codes, len(codes) == 0, err
+}
+
+func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
+	out := deliveryList{Page: f.Page, PerPage: f.PerPage, Filter: f, CanResend: p.Can(PermResend)}
+	states := failedStates
+	if f.State != "" {
+		states = []string{f.State}
+	}
+	codes, none, err := s.scopeCodes(r.Context(), p, states)
+	if err != nil {
+		return out, err
+	}
+	if !none {
+		out.Items, out.Total, err = s.ops().Failed(r.Context(), notify.FailedQuery{Channel: f.Channel, States: states,
+			CreditCodes: codes, Limit: f.PerPage, Offset: f.offset()})
+		if err != nil {
+			return out, err
+		}
+	}
+	out.Pager = newPager(r.URL.Path, f.values(), f.page, out.Total)
+	return out, s.audit(r, p, "delivery.list", "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
+}
+
+func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	f, err := parseDeliveryFilter(r.URL.Query())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	list, err := s.listDeliveries(r, p, f)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "failed", "发送失败", list)
+}
+
+func (s *Server) apiDeliveries(w http.ResponseWriter, r *http.Request, p *Principal) {
+	f, err := parseDeliveryFilter(r.URL.Query())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	list, err := s.listDeliveries(r, p, f)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// timeline reads one delivery's timeline if its firm is in the principal's scope.
+func (s *Server) timeline(r *http.Request, p *Principal) (notify.Timeline, error) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return notify.Timeline{}, badRequest("投递编号 %q 无效", r.PathValue("id"))
+	}
+	t, err := s.ops().Timeline(r.Context(), id)
+	if errors.Is(err, notify.ErrNoDelivery) {
+		return t, notFound("没有编号为 %d 的投递", id)
+	}
+	if err != nil {
+		return t, err
+	}
+	if _, err := s.loadFirm(r.Context(), p, t.CreditCode); err != nil {
+		return notify.Timeline{}, notFound("没有编号为 %d 的投递，或它不在您的查看范围内", id)
+	}
+	return t, s.audit(r, p, "delivery.view", strconv.FormatUint(id, 10), map[string]any{"credit_code": t.CreditCode})
+}
+
+type timelineView struct {
+	notify.Timeline
+	CanResend bool
+}
+
+func (s *Server) deliveryPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	t, err := s.timeline(r, p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "delivery", "投递 "+strconv.FormatUint(t.ID, 10), timelineView{t, p.Can(PermResend)})
+}
+
+func (s *Server) apiDelivery(w http.ResponseWriter, r *http.Request, p *Principal) {
+	t, err := s.timeline(r, p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+// resend queues a new attempt of dead or failing deliveries (notify.Ops.Resend) and audits it.
+func (s *Server) resend(r *http.Request, p *Principal, ids []uint64) ([]notify.ResendResult, error) {
+	if len(ids) == 0 || len(ids) > 500 {
+		return nil, badRequest("一次重新发送 1–500 条投递")
+	}
+	res, err := s.ops().Resend(r.Context(), ids, p.Name)
+	if err != nil {
+		return res, err
+	}
+	ok := 0
+	for _, x := range res {
+		if x.OK {
+			ok++
+		}
+	}
+	return res, s.audit(r, p, "delivery.resend", "deliveries", map[string]any{"ids": ids, "queued": ok})
+}
+
+func (s *Server) resendPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		s.failErr(w, r, badRequest("投递编号 %q 无效", r.PathValue("id")))
+		return
+	}
+	res, err := s.resend(r, p, []uint64{id})
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	if !res[0].OK {
+		s.fail(w, r, http.StatusConflict, "未重新发送："+res[0].Reason, nil)
+		return
+	}
+	redirect(w, r, "/deliveries/"+strconv.FormatUint(id, 10), "resent")
+}
+
+// resendInput lists the deliveries to send again.
+type resendInput struct {
+	IDs []uint64 `json:"ids"`
+}
+
+func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, p *Principal) {
+	var in resendInput
+	if err := decodeJSON(r, &in); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	res, err := s.resend(r, p, in.IDs)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+}

@@ -1,0 +1,658 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+// matchFilter is what the matched-firms list filters on. Every value is validated; the
+// principal's scope is applied on top, and a filter that names another scope is refused.
+type matchFilter struct {
+	PolicyID string `json:"policy_id,omitempty"`
+	ParkID   string `json:"park_id,omitempty"`
+	Region   string `json:"region,omitempty"`   // region code prefix
+	Industry string `json:"industry,omitempty"` // GB/T 4754 prefix: C, 39, C39
+	Size     string `json:"size,omitempty"`     // large, medium, small, micro
+	Notify   string `json:"notify,omitempty"`   // pending, sent, delivered, failed
+	Response string `json:"response,omitempty"` // confirm, object, none
+	Q        string `json:"q,omitempty"`        // name contains, or credit code prefix
+	page
+}
+
+// notify states of a match over all its channels, best first.
+var notifyStates = []string{"delivered", "sent", "failed", "pending"}
+
+var notifyLabels = map[string]string{"delivered": "已送达", "sent": "已发送", "failed": "发送失败", "pending": "待通知"}
+
+var (
+	policyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	industryPattern = regexp.MustCompile(`^[A-Za-z]?[0-9]{0,4}$`)
+	codePattern     = regexp.MustCompile(`^[0-9A-Z]{18}$`)
+)
+
+// filterParams are the query parameters of the matched-firms list, for the OpenAPI document.
+var filterParams = []string{"policy_id", "park_id", "region", "industry", "size", "notify", "response", "q", "page", "per_page"}
+
+func parseMatchFilter(q url.Values, p *Principal) (matchFilter, error) {
+	f := matchFilter{
+		PolicyID: strings.TrimSpace(q.Get("policy_id")), ParkID: strings.TrimSpace(q.Get("park_id")),
+		Region: strings.TrimSpace(q.Get("region")), Industry: strings.ToUpper(strings.TrimSpace(q.Get("industry"))),
+		Size: q.Get("size"), Notify: q.Get("notify"), Response: q.Get("response"), Q: strings.TrimSpace(q.Get("q")),
+	}
+	switch {
+	case f.PolicyID != "" && !policyIDPattern.MatchString(f.PolicyID):
+		return f, badRequest("参数 policy_id=%q 无效：政策编号为字母、数字、_ . 或 -", f.PolicyID)
+	case f.ParkID != "" && !parkPattern.MatchString(f.ParkID):
+		return f, badRequest("参数 park_id=%q 无效：园区编号为字母、数字、_ 或 -（如 SIP）", f.ParkID)
+	case f.Region != "" && !regionPattern.MatchString(f.Region):
+		return f, badRequest("参数 region=%q 无效：须为 2–6 位行政区划代码前缀（如 3205）", f.Region)
+	case f.Industry != "" && !industryPattern.MatchString(f.Industry):
+		return f, badRequest("参数 industry=%q 无效：须为行业门类字母和/或 2–4 位代码前缀（如 C、39、H62）", f.Industry)
+	case f.Size != "" && !sizeTierOK(f.Size):
+		return f, badRequest("参数 size=%q 无效：可选 %s", f.Size, strings.Join(sizeTiers, ", "))
+	case f.Notify != "" && !slices.Contains(notifyStates, f.Notify):
+		return f, badRequest("参数 notify=%q 无效：可选 %s", f.Notify, strings.Join(notifyStates, ", "))
+	case f.Response != "" && f.Response != store.ResponseConfirm && f.Response != store.ResponseObject && f.Response != "none":
+		return f, badRequest("参数 response=%q 无效：可选 confirm, object, none", f.Response)
+	case len([]rune(f.Q)) > 100:
+		return f, badRequest("参数 q 太长：最多 100 字")
+	}
+	// A filter naming another scope is refused outright rather than silently returning nothing,
+	// so the caller knows the answer is "not yours", not "none".
+	if p.ParkID != "" && f.ParkID != "" && f.ParkID != p.ParkID {
+		return f, forbidden("您只能查看园区 %s 的企业，无权查看园区 %s", p.ParkID, f.ParkID)
+	}
+	if p.RegionPrefix != "" && f.Region != "" && !strings.HasPrefix(f.Region, p.RegionPrefix) {
+		return f, forbidden("您只能查看行政区划 %s 开头的企业，无权查看 %s", p.RegionPrefix, f.Region)
+	}
+	var err error
+	f.page, err = parsePage(q)
+	return f, err
+}
+
+func (f matchFilter) values() url.Values {
+	v := url.Values{}
+	for k, val := range map[string]string{"policy_id": f.PolicyID, "park_id": f.ParkID, "region": f.Region,
+		"industry": f.Industry, "size": f.Size, "notify": f.Notify, "response": f.Response, "q": f.Q} {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	return v
+}
+
+// audited is the filter as the audit log records it.
+func (f matchFilter) audited() map[string]any {
+	out := map[string]any{}
+	for k, v := range f.values() {
+		out[k] = v[0]
+	}
+	return out
+}
+
+// SQL pieces shared by the list, the export, the dashboard and the firm page. A match is announced
+// by a delivery item (several items can share one digest message); items are keyed by firm and
+// policy, so a newer policy version the firm still qualifies for keeps the notice of the old one.
+const (
+	itemOf    = "SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id"
+	notifySQL = "(CASE WHEN EXISTS (" + itemOf + " AND d.state = 'delivered') THEN 'delivered'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state = 'sent') THEN 'sent'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
+		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead')" +
+		" THEN 'failed' ELSE 'pending' END)"
+	openedSQL   = "EXISTS (SELECT 1 FROM link_opens o WHERE o.credit_code = m.credit_code AND o.policy_id = m.policy_id)"
+	responseSQL = "COALESCE((SELECT r.kind FROM enterprise_responses r WHERE r.credit_code = m.credit_code AND r.policy_id = m.policy_id), '')"
+)
+
+// industrySQL mirrors rules.IndustryHasPrefix: codes are stored with or without the section letter.
+func industrySQL(q *gorm.DB, prefix string) *gorm.DB {
+	letter, digits := "", prefix
+	if prefix != "" && prefix[0] >= 'A' && prefix[0] <= 'Z' {
+		letter, digits = prefix[:1], prefix[1:]
+	}
+	switch {
+	case digits == "":
+		return q.Where("UPPER(e.industry_code) LIKE ?", letter+"%")
+	case letter == "":
+		return q.Where("(e.industry_code LIKE ? OR (UPPER(e.industry_code) >= 'A' AND SUBSTR(e.industry_code, 2) LIKE ?))", digits+"%", digits+"%")
+	}
+	return q.Where("(UPPER(e.industry_code) LIKE ? OR e.industry_code LIKE ?)", letter+digits+"%", digits+"%")
+}
+
+// matchQuery selects the active matches the filter and the principal's scope allow.
+func (s *Server) matchQuery(ctx context.Context, p *Principal, f matchFilter) *gorm.DB {
+	q := s.opts.DB.WithContext(ctx).Table("matches AS m").
+		Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
+		Joins("JOIN policy_versions v ON v.policy_id = m.policy_id AND v.version = m.policy_version").
+		Where("m.state = ?", store.MatchActive)
+	q = p.scopeFirms(q, "e")
+	if f.PolicyID != "" {
+		q = q.Where("m.policy_id = ?", f.PolicyID)
+	}
+	if f.ParkID != "" {
+		q = q.Where("e.park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
+	}
+	if f.Industry != "" {
+		q = industrySQL(q, f.Industry)
+	}
+	if f.Notify != "" {
+		q = q.Where(notifySQL+" = ?", f.Notify)
+	}
+	switch f.Response {
+	case "none":
+		q = q.Where(responseSQL + " = ''")
+	case store.ResponseConfirm, store.ResponseObject:
+		q = q.Where(responseSQL+" = ?", f.Response)
+	}
+	if f.Q != "" {
+		if codePattern.MatchString(strings.ToUpper(f.Q)) {
+			q = q.Where("m.credit_code = ?", strings.ToUpper(f.Q))
+		} else {
+			q = q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", likeContains(f.Q), likePrefix(strings.ToUpper(f.Q)))
+		}
+	}
+	return q
+}
+
+// matchRow is one line of the matched-firms list and export.
+type matchRow struct {
+	MatchID       uint64    `json:"match_id"`
+	CreditCode    string    `json:"credit_code"`
+	Name          string    `json:"name"`
+	RegionCode    string    `json:"region_code"`
+	IndustryCode  string    `json:"industry_code"`
+	ParkID        string    `json:"park_id"`
+	Size          string    `json:"size"`
+	ContactPhone  string    `json:"contact_phone"` // masked unless the principal may see it
+	PolicyID      string    `json:"policy_id"`
+	PolicyVersion int       `json:"policy_version"`
+	PolicyTitle   string    `json:"policy_title"`
+	Amount        *float64  `json:"amount"`
+	MatchedAt     time.Time `json:"matched_at"`
+	Notify        string    `json:"notify_state"`
+	Opened        bool      `json:"opened"`
+	Response      string    `json:"response"`
+	// what the size is computed from
+	Employees     int64   `json:"-"`
+	AnnualRevenue float64 `json:"-"`
+	TotalAssets   float64 `json:"-"`
+}
+
+func (m matchRow) SizeLabel() string     { return rules.SizeLabels[m.Size] }
+func (m matchRow) NotifyLabel() string   { return notifyLabels[m.Notify] }
+func (m matchRow) ResponseLabel() string { return stateLabels[m.responseKey()] }
+func (m matchRow) responseKey() string {
+	if m.Response == "" {
+		return "none"
+	}
+	return m.Response
+}
+
+const matchColumns = "m.id AS match_id, m.credit_code, e.name, e.region_code, e.industry_code, e.park_id, e.contact_phone, " +
+	"m.policy_id, m.policy_version, v.title AS policy_title, m.amount, m.matched_at, e.employees, e.annual_revenue, e.total_assets"
+
+func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
+	return q.Select(matchColumns + ", " + notifySQL + " AS notify, " + openedSQL + " AS opened, " + responseSQL + " AS response").
+		Order("m.matched_at DESC, m.id DESC")
+}
+
+// readMatchRows reads the rows of a page (limit > 0) or of everything the filter selects, sized,
+// masked for the principal, and the total.
+func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter, limit, offset int) ([]matchRow, int64, error) {
+	asOf, err := s.evalDate(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var rows []matchRow
+	var total int64
+	if f.Size == "" {
+		if err := s.matchQuery(ctx, p, f).Count(&total).Error; err != nil {
+			return nil, 0, err
+		}
+		q := s.selectMatches(s.matchQuery(ctx, p, f))
+		if limit > 0 {
+			q = q.Limit(limit).Offset(offset)
+		}
+		if err := q.Scan(&rows).Error; err != nil {
+			return nil, 0, err
+		}
+	} else {
+		ids, err := s.sizeFilteredIDs(ctx, p, f, asOf)
+		if err != nil {
+			return nil, 0, err
+		}
+		total = int64(len(ids))
+		if limit > 0 {
+			ids = ids[min(offset, len(ids)):min(offset+limit, len(ids))]
+		}
+		for lo := 0; lo < len(ids); lo += 1000 {
+			var part []matchRow
+			if err := s.selectMatches(s.matchQuery(ctx, p, f)).Where("m.id IN ?", ids[lo:min(lo+1000, len(ids))]).Scan(&part).Error; err != nil {
+				return nil, 0, err
+			}
+			rows = append(rows, part...)
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		r.Size = sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf)
+		if !p.seesContact(&store.Enterprise{ParkID: r.ParkID}) {
+			r.ContactPhone = MaskPhone(r.ContactPhone)
+		}
+	}
+	return rows, total, nil
+}
+
+type matchList struct {
+	Filter   matchFilter  `json:"filter"`
+	Items    []matchRow   `json:"items"`
+	Total    int64        `json:"total"`
+	Page     int          `json:"page"`
+	PerPage  int          `json:"per_page"`
+	Pager    pager        `json:"-"`
+	Policies []policyOpt  `json:"-"`
+	Options  filterLabels `json:"-"`
+	// ExportXLSX and ExportCSV export what the filter shows.
+	ExportXLSX string `json:"-"`
+	ExportCSV  string `json:"-"`
+	Scope      string `json:"scope"`
+}
+
+type policyOpt struct{ ID, Title string }
+
+// filterLabels are the choices of the list's filter form.
+type filterLabels struct {
+	Sizes, Notify, Responses []option
+}
+
+type option struct{ Value, Label string }
+
+var listOptions = func() filterLabels {
+	var l filterLabels
+	for _, t := range sizeTiers {
+		l.Sizes = append(l.Sizes, option{t, rules.SizeLabels[t]})
+	}
+	for _, n := range notifyStates {
+		l.Notify = append(l.Notify, option{n, notifyLabels[n]})
+	}
+	l.Responses = []option{{"confirm", "已确认"}, {"object", "有异议"}, {"none", "未回复"}}
+	return l
+}()
+
+// listMatches reads one page of the filtered list and records the read in the audit log.
+func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matchList, error) {
+	ctx := r.Context()
+	out := matchList{Filter: f, Page: f.Page, PerPage: f.PerPage, Options: listOptions, Scope: p.ScopeLabel()}
+	var err error
+	if out.Items, out.Total, err = s.readMatchRows(ctx, p, f, f.PerPage, f.offset()); err != nil {
+		return out, err
+	}
+	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Where("published_version > 0").
+		Order("id").Scan(&out.Policies).Error; err != nil {
+		return out, err
+	}
+	out.Pager = newPager(r.URL.Path, f.values(), f.page, out.Total)
+	exp := f.values()
+	exp.Set("format", "xlsx")
+	out.ExportXLSX = "/firms/export?" + exp.Encode()
+	exp.Set("format", "csv")
+	out.ExportCSV = "/firms/export?" + exp.Encode()
+	detail := f.audited()
+	detail["page"], detail["rows"] = f.Page, len(out.Items)
+	return out, s.audit(r, p, "firm.list", "matches", detail)
+}
+
+func (s *Server) firmsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	f, err := parseMatchFilter(r.URL.Query(), p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	list, err := s.listMatches(r, p, f)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "firms", "匹配企业", list)
+}
+
+func (s *Server) apiMatches(w http.ResponseWriter, r *http.Request, p *Principal) {
+	f, err := parseMatchFilter(r.URL.Query(), p)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	list, err := s.listMatches(r, p, f)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// firmDetail is a firm's page: profile, every match, the timeline of what was sent and answered,
+// and follow-up notes.
+type firmDetail struct {
+	Firm     firmProfile          `json:"firm"`
+	Matches  []firmMatch          `json:"matches"`
+	Timeline []timelineEvent      `json:"timeline"`
+	Notes    []store.FollowUpNote `json:"notes"`
+	OptOuts  []string             `json:"opt_outs"`
+	CanNote  bool                 `json:"-"`
+	Policies []policyOpt          `json:"-"`
+}
+
+// firmProfile is the firm as staff may see it: contact data masked unless the principal may see it.
+type firmProfile struct {
+	CreditCode       string     `json:"credit_code"`
+	Name             string     `json:"name"`
+	RegionCode       string     `json:"region_code"`
+	IndustryCode     string     `json:"industry_code"`
+	ParkID           string     `json:"park_id"`
+	Status           string     `json:"status"`
+	Size             string     `json:"size"`
+	SizeLabel        string     `json:"-"`
+	Employees        int64      `json:"employees"`
+	InsuredEmployees int64      `json:"insured_employees"`
+	AnnualRevenue    float64    `json:"annual_revenue"`
+	TaxCreditRating  string     `json:"tax_credit_rating"`
+	RegisteredAt     *time.Time `json:"registered_at"`
+	ContactPhone     string     `json:"contact_phone"`
+	PhoneMasked      bool       `json:"contact_phone_masked"`
+	WechatOpenID     string     `json:"wechat_openid"`
+}
+
+type firmMatch struct {
+	MatchID       uint64     `json:"match_id"`
+	PolicyID      string     `json:"policy_id"`
+	PolicyVersion int        `json:"policy_version"`
+	Title         string     `json:"policy_title"`
+	State         string     `json:"state"`
+	Amount        *float64   `json:"amount"`
+	AsOf          time.Time  `json:"as_of"`
+	MatchedAt     time.Time  `json:"matched_at"`
+	RevokedAt     *time.Time `json:"revoked_at"`
+	Response      string     `json:"response"`
+	Why           *explained `json:"explanation,omitempty" gorm:"-"` // active matches: why the firm qualifies
+}
+
+func (m firmMatch) StateLabel() string { return stateLabels[m.State] }
+func (m firmMatch) ResponseLabel() string {
+	if m.Response == "" {
+		return stateLabels["none"]
+	}
+	return stateLabels[m.Response]
+}
+
+// timelineEvent is one thing that happened to the firm, newest first.
+type timelineEvent struct {
+	At       time.Time `json:"at"`
+	Kind     string    `json:"kind"` // matched, revoked, delivery, opened, response, note
+	PolicyID string    `json:"policy_id"`
+	Text     string    `json:"text"`
+}
+
+// loadFirm reads a firm the principal may see. A firm outside the scope is "not found": its
+// existence is not revealed either.
+func (s *Server) loadFirm(ctx context.Context, p *Principal, code string) (*store.Enterprise, error) {
+	code = strings.ToUpper(strings.TrimSpace(code))
+	if !codePattern.MatchString(code) {
+		return nil, badRequest("统一社会信用代码 %q 格式不对：须为 18 位数字或大写字母", code)
+	}
+	var e store.Enterprise
+	err := s.opts.DB.WithContext(ctx).Where("credit_code = ?", code).Take(&e).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && !p.sees(&e)) {
+		return nil, notFound("没有找到企业 %s，或它不在您的查看范围（%s）内", code, p.ScopeLabel())
+	}
+	return &e, err
+}
+
+func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDetail, error) {
+	ctx := r.Context()
+	db := s.opts.DB.WithContext(ctx)
+	e, err := s.loadFirm(ctx, p, code)
+	if err != nil {
+		return firmDetail{}, err
+	}
+	asOf, err := s.evalDate(ctx)
+	if err != nil {
+		return firmDetail{}, err
+	}
+	d := firmDetail{CanNote: p.Can(PermFirmNote)}
+	d.Firm = firmProfile{CreditCode: e.CreditCode, Name: e.Name, RegionCode: e.RegionCode, IndustryCode: e.IndustryCode,
+		ParkID: e.ParkID, Status: e.Status, Size: firmSize(e, asOf), Employees: e.Employees, InsuredEmployees: e.InsuredEmployees,
+		AnnualRevenue: e.AnnualRevenue, TaxCreditRating: e.TaxCreditRating, RegisteredAt: e.RegisteredAt,
+		ContactPhone: e.ContactPhone, WechatOpenID: MaskOpenID(e.WechatOpenID)}
+	d.Firm.SizeLabel = rules.SizeLabels[d.Firm.Size]
+	if !p.seesContact(e) {
+		d.Firm.ContactPhone, d.Firm.PhoneMasked = MaskPhone(e.ContactPhone), true
+	}
+	if err := db.Table("matches AS m").
+		Select("m.id AS match_id, m.policy_id, m.policy_version, v.title, m.state, m.amount, m.as_of, m.matched_at, m.revoked_at, "+responseSQL+" AS response").
+		Joins("JOIN policy_versions v ON v.policy_id = m.policy_id AND v.version = m.policy_version").
+		Where("m.credit_code = ?", e.CreditCode).Order("m.matched_at DESC, m.id DESC").Scan(&d.Matches).Error; err != nil {
+		return d, err
+	}
+	if d.Timeline, err = s.firmTimeline(ctx, e.CreditCode, d.Matches); err != nil {
+		return d, err
+	}
+	if err := db.Where("credit_code = ?", e.CreditCode).Order("id DESC").Find(&d.Notes).Error; err != nil {
+		return d, err
+	}
+	if err := db.Model(&store.ChannelOptOut{}).Where("credit_code = ?", e.CreditCode).Order("channel").Pluck("channel", &d.OptOuts).Error; err != nil {
+		return d, err
+	}
+	for i, m := range d.Matches {
+		if m.State != store.MatchActive {
+			continue
+		}
+		why := s.explainMatch(ctx, m.MatchID)
+		d.Matches[i].Why = &why
+		if !slices.Contains(d.Policies, policyOpt{m.PolicyID, m.Title}) {
+			d.Policies = append(d.Policies, policyOpt{m.PolicyID, m.Title})
+		}
+	}
+	return d, s.audit(r, p, "firm.view", e.CreditCode, map[string]any{"matches": len(d.Matches), "phone_unmasked": !d.Firm.PhoneMasked})
+}
+
+var channelLabels = map[string]string{"wechat": "微信", "sms": "短信"}
+
+// firmTimeline merges matches, deliveries, link opens, answers and notes into one list.
+func (s *Server) firmTimeline(ctx context.Context, code string, matches []firmMatch) ([]timelineEvent, error) {
+	db := s.opts.DB.WithContext(ctx)
+	var ev []timelineEvent
+	titles := map[string]string{}
+	for _, m := range matches {
+		titles[m.PolicyID] = m.Title
+		ev = append(ev, timelineEvent{At: m.MatchedAt, Kind: "matched", PolicyID: m.PolicyID,
+			Text: fmt.Sprintf("符合「%s」第 %d 版", m.Title, m.PolicyVersion)})
+		if m.RevokedAt != nil && m.State == store.MatchRevoked {
+			ev = append(ev, timelineEvent{At: *m.RevokedAt, Kind: "revoked", PolicyID: m.PolicyID,
+				Text: fmt.Sprintf("不再符合「%s」", m.Title)})
+		}
+	}
+	deliveries, err := s.deliveryEvents(ctx, code, titles)
+	if err != nil {
+		return nil, err
+	}
+	ev = append(ev, deliveries...)
+	var opens []store.LinkOpen
+	if err := db.Where("credit_code = ?", code).Find(&opens).Error; err != nil {
+		return nil, err
+	}
+	for _, o := range opens {
+		ev = append(ev, timelineEvent{At: o.FirstAt, Kind: "opened", PolicyID: o.PolicyID,
+			Text: fmt.Sprintf("企业打开了「%s」的通知链接（共 %d 次）", titles[o.PolicyID], o.Count)})
+	}
+	var resp []store.EnterpriseResponse
+	if err := db.Where("credit_code = ?", code).Find(&resp).Error; err != nil {
+		return nil, err
+	}
+	for _, rs := range resp {
+		text := fmt.Sprintf("企业确认享受「%s」，签署承诺（%s）", titles[rs.PolicyID], rs.Signer)
+		if rs.Kind == store.ResponseObject {
+			text = fmt.Sprintf("企业对「%s」提出异议：%s", titles[rs.PolicyID], rs.Reason)
+		}
+		ev = append(ev, timelineEvent{At: rs.At, Kind: "response", PolicyID: rs.PolicyID, Text: text})
+	}
+	slices.SortStableFunc(ev, func(a, b timelineEvent) int { return b.At.Compare(a.At) })
+	return ev, nil
+}
+
+var eventLabels = map[string]string{
+	store.EventQueued: "已排队", store.EventDeferred: "延后发送", store.EventSent: "已发送", store.EventFailed: "发送失败，将重试",
+	store.EventInDoubt: "结果待确认", store.EventResolved: "确认已送出", store.EventDead: "发送失败，已放弃",
+	store.EventSkipped: "未发送", store.EventFallback: "改发短信", store.EventResend: "重新发送", store.EventDelivered: "已送达",
+	store.EventUndelivered: "未送达",
+}
+
+// deliveryEvents is the timeline of every message sent to the firm: one entry per event of each
+// delivery (queued, sent, delivered, failed, resent…), naming the policies the message announced.
+// A delivery without events (written before events were recorded) shows its current state.
+func (s *Server) deliveryEvents(ctx context.Context, code string, titles map[string]string) ([]timelineEvent, error) {
+	db := s.opts.DB.WithContext(ctx)
+	var ds []store.Delivery
+	if err := db.Where("credit_code = ?", code).Order("id").Find(&ds).Error; err != nil {
+		return nil, err
+	}
+	if len(ds) == 0 {
+		return nil, nil
+	}
+	ids := make([]uint64, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	var items []store.DeliveryItem
+	if err := db.Where("credit_code = ?", code).Find(&items).Error; err != nil {
+		return nil, err
+	}
+	var events []store.DeliveryEvent
+	if err := db.Where("delivery_id IN ?", ids).Order("id").Find(&events).Error; err != nil {
+		return nil, err
+	}
+	var out []timelineEvent
+	for _, d := range ds {
+		var names []string
+		for _, it := range items {
+			if it.DeliveryID == d.ID {
+				names = append(names, titles[it.PolicyID])
+			}
+		}
+		if len(names) == 0 {
+			names = []string{titles[d.PolicyID]}
+		}
+		what := fmt.Sprintf("%s通知「%s」", channelLabels[d.Channel], strings.Join(names, "、"))
+		n := 0
+		for _, e := range events {
+			if e.DeliveryID != d.ID {
+				continue
+			}
+			n++
+			text := what + "：" + eventLabels[e.Kind]
+			if e.Code != "" {
+				text += "（" + e.Code + "）"
+			}
+			out = append(out, timelineEvent{At: e.At, Kind: "delivery", PolicyID: d.PolicyID, Text: text})
+		}
+		if n == 0 {
+			text := what + "：" + stateLabels[d.State]
+			if d.LastCode != "" {
+				text += "（" + d.LastCode + "）"
+			}
+			out = append(out, timelineEvent{At: d.UpdatedAt, Kind: "delivery", PolicyID: d.PolicyID, Text: text})
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) firmPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	d, err := s.firmDetail(r, p, r.PathValue("code"))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "firm", d.Firm.Name, d)
+}
+
+func (s *Server) apiFirm(w http.ResponseWriter, r *http.Request, p *Principal) {
+	d, err := s.firmDetail(r, p, r.PathValue("code"))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// noteInput is a follow-up note to add.
+type noteInput struct {
+	Body     string `json:"body"`
+	PolicyID string `json:"policy_id"`
+}
+
+func (n noteInput) validate() error {
+	switch {
+	case strings.TrimSpace(n.Body) == "":
+		return badRequest("跟进记录内容不能为空")
+	case len([]rune(n.Body)) > 2000:
+		return badRequest("跟进记录最多 2000 字")
+	case n.PolicyID != "" && !policyIDPattern.MatchString(n.PolicyID):
+		return badRequest("policy_id=%q 无效", n.PolicyID)
+	}
+	return nil
+}
+
+func (s *Server) addNote(r *http.Request, p *Principal, code string, in noteInput) (store.FollowUpNote, error) {
+	if err := in.validate(); err != nil {
+		return store.FollowUpNote{}, err
+	}
+	e, err := s.loadFirm(r.Context(), p, code)
+	if err != nil {
+		return store.FollowUpNote{}, err
+	}
+	n := store.FollowUpNote{CreditCode: e.CreditCode, PolicyID: in.PolicyID, Author: p.Name, Body: strings.TrimSpace(in.Body), CreatedAt: s.now()}
+	err = s.opts.DB.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&n).Error; err != nil {
+			return err
+		}
+		return writeAudit(tx, p.Name, "firm.note", e.CreditCode, map[string]any{"note": n.ID, "policy_id": n.PolicyID})
+	})
+	return n, err
+}
+
+func (s *Server) notePost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	code := r.PathValue("code")
+	if _, err := s.addNote(r, p, code, noteInput{Body: r.PostFormValue("body"), PolicyID: r.PostFormValue("policy_id")}); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	redirect(w, r, "/firms/"+url.PathEscape(strings.ToUpper(code)), "note")
+}
+
+func (s *Server) apiNotePost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	var in noteInput
+	if err := decodeJSON(r, &in); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	n, err := s.addNote(r, p, r.PathValue("code"), in)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, n)
+}

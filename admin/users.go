@@ -1,0 +1,216 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/store"
+)
+
+// Accounts and API tokens, for the system admin.
+
+type userRow struct {
+	store.User
+	RoleLabel string `json:"role_label"`
+}
+
+type usersView struct {
+	Users     []userRow        `json:"users"`
+	Tokens    []store.APIToken `json:"tokens"`
+	Roles     []option         `json:"-"`
+	TokenPerm []option         `json:"-"`
+	NewSecret string           `json:"-"` // a token just created, shown once
+}
+
+func (s *Server) readUsers(r *http.Request) (usersView, error) {
+	db := s.opts.DB.WithContext(r.Context())
+	var v usersView
+	var users []store.User
+	if err := db.Order("username").Find(&users).Error; err != nil {
+		return v, err
+	}
+	for _, u := range users {
+		v.Users = append(v.Users, userRow{User: u, RoleLabel: roleLabels[u.Role]})
+	}
+	if err := db.Order("id DESC").Find(&v.Tokens).Error; err != nil {
+		return v, err
+	}
+	for _, role := range Roles() {
+		v.Roles = append(v.Roles, option{role, roleLabels[role]})
+	}
+	for _, pm := range tokenPerms {
+		v.TokenPerm = append(v.TokenPerm, option{string(pm), permLabels[pm]})
+	}
+	return v, nil
+}
+
+var permLabels = map[Perm]string{
+	PermRegistry: "推送企业名录变更", PermPolicyRead: "读取政策库", PermFirmRead: "读取匹配企业（按范围）",
+	PermDashboard: "读取统计",
+}
+
+func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+	v, err := s.readUsers(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, "users", "账号与令牌", v)
+}
+
+func (s *Server) apiUsers(w http.ResponseWriter, r *http.Request, p *Principal) {
+	v, err := s.readUsers(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// userInput is an account to create through the console or the API.
+type userInput struct {
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	Role         string `json:"role"`
+	Department   string `json:"department"`
+	ParkID       string `json:"park_id"`
+	RegionPrefix string `json:"region_prefix"`
+}
+
+func (in userInput) newUser() NewUser {
+	return NewUser{Username: strings.TrimSpace(in.Username), Password: in.Password, Role: in.Role,
+		Department: in.Department, ParkID: strings.TrimSpace(in.ParkID), RegionPrefix: strings.TrimSpace(in.RegionPrefix)}
+}
+
+func (s *Server) userPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	in := userInput{Username: r.PostFormValue("username"), Password: r.PostFormValue("password"), Role: r.PostFormValue("role"),
+		Department: r.PostFormValue("department"), ParkID: r.PostFormValue("park_id"), RegionPrefix: r.PostFormValue("region_prefix")}
+	if _, err := CreateUser(r.Context(), s.opts.DB, in.newUser(), p.Name); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	redirect(w, r, "/users", "user")
+}
+
+func (s *Server) apiUserPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	var in userInput
+	if err := decodeJSON(r, &in); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	u, err := CreateUser(r.Context(), s.opts.DB, in.newUser(), p.Name)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusCreated, userRow{User: u, RoleLabel: roleLabels[u.Role]})
+}
+
+// tokenInput is a token to issue.
+type tokenInput struct {
+	Name         string   `json:"name"`
+	Permissions  []string `json:"permissions"`
+	ParkID       string   `json:"park_id"`
+	RegionPrefix string   `json:"region_prefix"`
+	TTLDays      int      `json:"ttl_days"`
+}
+
+func (in tokenInput) newToken() (NewAPIToken, error) {
+	if in.TTLDays < 0 || in.TTLDays > 3650 {
+		return NewAPIToken{}, badRequest("ttl_days 须为 0（不过期）到 3650")
+	}
+	nt := NewAPIToken{Name: in.Name, ParkID: strings.TrimSpace(in.ParkID), RegionPrefix: strings.TrimSpace(in.RegionPrefix),
+		TTL: time.Duration(in.TTLDays) * 24 * time.Hour}
+	for _, pm := range in.Permissions {
+		nt.Permissions = append(nt.Permissions, Perm(pm))
+	}
+	return nt, nil
+}
+
+func (s *Server) tokenPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	days, _ := strconv.Atoi(r.PostFormValue("ttl_days"))
+	_ = r.ParseForm()
+	in := tokenInput{Name: r.PostFormValue("name"), Permissions: r.PostForm["permissions"], ParkID: r.PostFormValue("park_id"),
+		RegionPrefix: r.PostFormValue("region_prefix"), TTLDays: days}
+	nt, err := in.newToken()
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	_, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	v, err := s.readUsers(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	// The secret is shown on this response only (no redirect: it must not travel in a URL).
+	v.NewSecret = secret
+	s.render(w, r, p, "users", "账号与令牌", v)
+}
+
+func (s *Server) apiTokenPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	var in tokenInput
+	if err := decodeJSON(r, &in); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	nt, err := in.newToken()
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	t, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+}
+
+func (s *Server) revokeToken(r *http.Request, p *Principal, idText string) error {
+	id, err := strconv.ParseUint(idText, 10, 64)
+	if err != nil {
+		return badRequest("令牌编号 %q 无效", idText)
+	}
+	return s.opts.DB.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+		var t store.APIToken
+		if err := tx.Where("id = ?", id).Take(&t).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return notFound("没有编号为 %d 的令牌", id)
+			}
+			return err
+		}
+		if t.RevokedAt != nil {
+			return nil
+		}
+		if err := tx.Model(&t).Update("revoked_at", s.now()).Error; err != nil {
+			return err
+		}
+		return writeAudit(tx, p.Name, "token.revoke", t.Name, map[string]any{"id": t.ID, "prefix": t.Prefix})
+	})
+}
+
+func (s *Server) tokenRevokePost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	if err := s.revokeToken(r, p, r.PathValue("id")); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	redirect(w, r, "/users", "revoked")
+}
+
+func (s *Server) apiTokenDelete(w http.ResponseWriter, r *http.Request, p *Principal) {
+	if err := s.revokeToken(r, p, r.PathValue("id")); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,838 @@
+package matcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+// Engine is a long-lived matcher: it holds the snapshot of the registry and the published
+// policies, and keeps the stored matches current as things change —
+//
+//   - a firm's data changes (ApplyChanges, ApplyChangeJSON, the change subject, or the catch-up
+//     by updated_at): that firm is re-evaluated against every active policy and only the
+//     differences are written, in one transaction with the firm's upsert;
+//   - a policy is published, changed or retired (PolicyChanged, or the catch-up noticing a new
+//     published version): the whole population is re-evaluated for that policy only;
+//   - the evaluation date moves on (the catch-up's daily sweep): policies whose window opens are
+//     evaluated, and policies whose rule reads the date (as_of, years_since, ...) re-evaluated.
+//
+// Its methods are safe for concurrent use; they run one at a time.
+type Engine struct {
+	db *gorm.DB
+	o  EngineOptions
+
+	mu        sync.Mutex
+	snap      *Snapshot
+	all       []*rules.Policy // published, not retired, linked (any window)
+	versions  map[string]int  // published version by policy id, as last read
+	asOf      time.Time
+	pl        *planner
+	frame     *frame
+	watermark time.Time // firms updated before this are reflected in the snapshot and matches
+	fieldsFor string    // the policy set and date whose fields the snapshot is known to hold
+}
+
+// EngineOptions configure an Engine.
+type EngineOptions struct {
+	Workers       int
+	SubjectPrefix string // of notices
+	// AsOf gives the evaluation date; nil: today (midnight) in Location.
+	AsOf     func() time.Time
+	Location *time.Location
+	Progress io.Writer // progress bar of the snapshot load; nil: none
+	Log      *slog.Logger
+}
+
+// ErrNotLoaded is returned by an engine whose snapshot is still loading (or failed to load).
+var ErrNotLoaded = errors.New("the matcher is still loading the registry; try again shortly")
+
+// catchUpOverlap re-reads firms updated shortly before the watermark: a transaction that commits
+// late can carry an updated_at earlier than rows already read. Re-reading is harmless, a firm
+// whose data the snapshot already holds is skipped.
+const catchUpOverlap = time.Minute
+
+// cursorRegistry names the MatcherCursor of the catch-up.
+const cursorRegistry = "registry"
+
+// NewEngine makes an engine; Load must be called before anything else.
+func NewEngine(db *gorm.DB, o EngineOptions) *Engine {
+	if o.Location == nil {
+		o.Location = time.UTC
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Engine{db: db, o: o, frame: &frame{}, versions: map[string]int{}}
+}
+
+func (e *Engine) today() time.Time {
+	if e.o.AsOf != nil {
+		return rules.Day(e.o.AsOf(), time.UTC)
+	}
+	return rules.Day(time.Now(), e.o.Location)
+}
+
+func (e *Engine) options() Options {
+	return Options{Workers: e.o.Workers, SubjectPrefix: e.o.SubjectPrefix, Log: e.o.Log}
+}
+
+// AsOf is the date the engine evaluates on.
+func (e *Engine) AsOf() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.asOf
+}
+
+// SnapshotInfo describes what the engine holds.
+type SnapshotInfo struct {
+	Firms  int      `json:"firms"`  // active firms evaluated
+	Rows   int      `json:"rows"`   // firms held (active or not)
+	Bytes  int      `json:"bytes"`  // memory of the snapshot
+	Fields []string `json:"fields"` // registry fields held
+}
+
+// Info describes the engine's snapshot.
+func (e *Engine) Info() SnapshotInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap == nil {
+		return SnapshotInfo{}
+	}
+	return SnapshotInfo{Firms: e.snap.Active(), Rows: e.snap.Len(), Bytes: e.snap.Bytes(), Fields: e.snap.Fields()}
+}
+
+// Load reads the published policies and the snapshot, then brings the stored matches up to date:
+// policies never evaluated at their published version (or, when they read the date, not on this
+// date) are evaluated for the whole population; firms changed since the last matcher ran are
+// re-matched.
+func (e *Engine) Load(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := time.Now().UTC()
+	if err := e.readPolicies(ctx); err != nil {
+		return err
+	}
+	e.asOf = e.today()
+	fields, extras := fieldsOf(e.active())
+	snap, err := LoadSnapshot(ctx, e.db, LoadOptions{Fields: fields, Extras: extras, Progress: e.o.Progress})
+	if err != nil {
+		return err
+	}
+	e.snap, e.pl = snap, newPlanner(snap, e.asOf)
+	since, err := e.lastMatched(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := e.evaluateStale(ctx); err != nil {
+		return err
+	}
+	e.watermark = start
+	if !since.IsZero() {
+		e.watermark = since
+	}
+	e.o.Log.Info("matcher loaded", "firms", snap.Active(), "bytes_per_firm", snap.Bytes()/max(1, snap.Len()), "policies", len(e.active()), "as_of", e.asOf.Format(time.DateOnly))
+	// Firms changed since the last matcher stopped may not be matched on their current data.
+	_, err = e.catchUpFirms(ctx, true)
+	return err
+}
+
+// lastMatched is when the stored matches were last brought up to date with the registry: the
+// catch-up cursor, or else the oldest whole-population evaluation; zero when nothing was matched.
+func (e *Engine) lastMatched(ctx context.Context) (time.Time, error) {
+	var c store.MatcherCursor
+	err := e.db.WithContext(ctx).Where("name = ?", cursorRegistry).Take(&c).Error
+	if err == nil {
+		return c.At, nil
+	}
+	if !errors.Is(err, gorm.ErrRecordNotFound) {
+		return time.Time{}, fmt.Errorf("read matcher cursor: %w", err)
+	}
+	var oldest []store.PolicyEvaluation
+	if err := e.db.WithContext(ctx).Order("evaluated").Limit(1).Find(&oldest).Error; err != nil {
+		return time.Time{}, fmt.Errorf("read policy evaluations: %w", err)
+	}
+	if len(oldest) == 0 {
+		return time.Time{}, nil
+	}
+	return oldest[0].Evaluated, nil
+}
+
+// readPolicies loads the published policies and their combination rules.
+func (e *Engine) readPolicies(ctx context.Context) error {
+	all, err := rules.LoadPublished(ctx, e.db, "")
+	if err != nil {
+		return err
+	}
+	e.all = all
+	e.versions = map[string]int{}
+	for _, p := range all {
+		e.versions[p.Def.ID] = p.Version
+	}
+	return nil
+}
+
+// active lists the policies in effect on the engine's date.
+func (e *Engine) active() []*rules.Policy {
+	var out []*rules.Policy
+	for _, p := range e.all {
+		if p.Def.ActiveOn(e.asOf) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ensureFields loads the columns the active policies read and are not held yet.
+func (e *Engine) ensureFields(ctx context.Context) error {
+	key := fmt.Sprintf("%p|%s", e.all, e.asOf)
+	if key == e.fieldsFor {
+		return nil
+	}
+	fields, extras := fieldsOf(e.active())
+	if err := e.snap.addFields(ctx, e.db, fields, extras); err != nil {
+		return err
+	}
+	e.fieldsFor = key
+	return nil
+}
+
+// evaluateStale evaluates, for the whole population, the active policies whose last evaluation
+// was of another version, or (when their rule reads the date) on another date.
+func (e *Engine) evaluateStale(ctx context.Context) ([]PolicyResult, error) {
+	var rows []store.PolicyEvaluation
+	if err := e.db.WithContext(ctx).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read policy evaluations: %w", err)
+	}
+	last := map[string]store.PolicyEvaluation{}
+	for _, r := range rows {
+		last[r.PolicyID] = r
+	}
+	var stale []*rules.Policy
+	for _, p := range e.active() {
+		r, ok := last[p.Def.ID]
+		if !ok || r.Version != p.Version || (dependsOnDate(p) && !rules.Day(r.AsOf, time.UTC).Equal(e.asOf)) {
+			stale = append(stale, p)
+		}
+	}
+	if len(stale) == 0 {
+		return nil, nil
+	}
+	stale = e.withPartners(stale)
+	if err := e.ensureFields(ctx); err != nil {
+		return nil, err
+	}
+	e.o.Log.Info("evaluating policies for the whole population", "policies", len(stale), "as_of", e.asOf.Format(time.DateOnly))
+	return matchPolicies(ctx, e.db, e.snap, e.pl, stale, e.options(), "", "")
+}
+
+// withPartners adds the active policies a combination rule links to the given ones: a policy that
+// excludes others (不得重复享受) changes who gets them too.
+func (e *Engine) withPartners(policies []*rules.Policy) []*rules.Policy {
+	in := map[*rules.Policy]bool{}
+	for _, p := range policies {
+		in[p] = true
+	}
+	out := policies
+	for _, p := range policies {
+		for _, q := range p.Partners() {
+			if !in[q] && q.Def.ActiveOn(e.asOf) {
+				in[q] = true
+				out = append(out, q)
+			}
+		}
+	}
+	return out
+}
+
+// PolicyChanged re-reads the published policies after policyID was published, changed or retired,
+// and evaluates the whole population for it (and for the policies its combination rules link to)
+// when it is in effect.
+func (e *Engine) PolicyChanged(ctx context.Context, policyID string) ([]PolicyResult, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap == nil {
+		return nil, ErrNotLoaded
+	}
+	affected := map[string]bool{policyID: true} // the policy, and those its old version was linked to
+	for _, p := range e.all {
+		if p.Def.ID == policyID {
+			for _, q := range p.Partners() {
+				affected[q.Def.ID] = true
+			}
+		}
+	}
+	if err := e.readPolicies(ctx); err != nil {
+		return nil, err
+	}
+	e.pl.forget(e.all)
+	var target []*rules.Policy
+	for _, p := range e.active() {
+		if affected[p.Def.ID] {
+			target = append(target, p)
+		}
+	}
+	if len(target) == 0 {
+		return nil, nil
+	}
+	if err := e.ensureFields(ctx); err != nil {
+		return nil, err
+	}
+	return matchPolicies(ctx, e.db, e.snap, e.pl, e.withPartners(target), e.options(), "", "")
+}
+
+// CatchUp runs one round of what a running engine does periodically: move to a new evaluation
+// date (the daily sweep), evaluate newly published policies, and re-match firms whose registry
+// data changed (by updated_at) without a change event.
+func (e *Engine) CatchUp(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap == nil {
+		return ErrNotLoaded
+	}
+	if today := e.today(); !today.Equal(e.asOf) {
+		e.o.Log.Info("evaluation date moved", "from", e.asOf.Format(time.DateOnly), "to", today.Format(time.DateOnly))
+		e.asOf = today
+		e.pl.setAsOf(today)
+	}
+	var current []struct {
+		ID               string
+		PublishedVersion int
+		Retired          bool
+	}
+	if err := e.db.WithContext(ctx).Model(&store.Policy{}).Select("id, published_version, retired").Scan(&current).Error; err != nil {
+		return fmt.Errorf("read policies: %w", err)
+	}
+	changed := false
+	seen := 0
+	for _, p := range current {
+		if p.PublishedVersion == 0 || p.Retired {
+			continue
+		}
+		seen++
+		if e.versions[p.ID] != p.PublishedVersion {
+			changed = true
+		}
+	}
+	if changed || seen != len(e.versions) {
+		if err := e.readPolicies(ctx); err != nil {
+			return err
+		}
+		e.pl.forget(e.all)
+	}
+	if _, err := e.evaluateStale(ctx); err != nil {
+		return err
+	}
+	_, err := e.catchUpFirms(ctx, false)
+	return err
+}
+
+// catchUpFirms re-matches firms updated since the watermark. With force, every such firm is
+// re-matched; otherwise only those whose data differs from the snapshot (a change event already
+// handled the rest).
+func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, error) {
+	var res ChangeResult
+	from := e.watermark.Add(-catchUpOverlap)
+	started := time.Now().UTC()
+	after, afterCode := from, ""
+	for {
+		var batch []store.Enterprise
+		err := e.db.WithContext(ctx).Where("updated_at > ? OR (updated_at = ? AND credit_code > ?)", after, after, afterCode).
+			Order("updated_at, credit_code").Limit(pageSize).Find(&batch).Error
+		if err != nil {
+			return res, fmt.Errorf("read changed firms: %w", err)
+		}
+		if len(batch) > 0 {
+			r, err := e.reconcile(ctx, batch, force)
+			if err != nil {
+				return res, err
+			}
+			res.add(r)
+		}
+		if len(batch) < pageSize {
+			break
+		}
+		last := batch[len(batch)-1]
+		after, afterCode = last.UpdatedAt, last.CreditCode
+	}
+	codes, err := factsChangedSince(ctx, e.db, e.snap.extras, from, "", "")
+	if err != nil {
+		return res, err
+	}
+	for lo := 0; lo < len(codes); lo += pageSize {
+		var batch []store.Enterprise
+		if err := e.db.WithContext(ctx).Where("credit_code IN ?", codes[lo:min(lo+pageSize, len(codes))]).Find(&batch).Error; err != nil {
+			return res, fmt.Errorf("read firms with changed extra fields: %w", err)
+		}
+		r, err := e.reconcile(ctx, batch, force)
+		if err != nil {
+			return res, err
+		}
+		res.add(r)
+	}
+	e.watermark = started
+	err = e.db.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "name"}}, DoUpdates: clause.AssignmentColumns([]string{"at", "updated_at"})}).
+		Create(&store.MatcherCursor{Name: cursorRegistry, At: started, UpdatedAt: started}).Error
+	if err != nil {
+		return res, fmt.Errorf("store matcher cursor: %w", err)
+	}
+	if res.Changed > 0 {
+		e.o.Log.Info("re-matched changed firms", "firms", res.Changed, "new", res.New, "revoked", res.Revoked)
+	}
+	return res, nil
+}
+
+// reconcile puts firms read from the database into the snapshot and re-matches those that changed
+// (or all, with force). The database already holds them: nothing is upserted.
+func (e *Engine) reconcile(ctx context.Context, firms []store.Enterprise, force bool) (ChangeResult, error) {
+	var out ChangeResult
+	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		out, err = e.putAndRematch(ctx, tx, firms, force)
+		return err
+	})
+	out.Firms = len(firms)
+	return out, err
+}
+
+// ChangeResult says what a batch of registry changes did.
+type ChangeResult struct {
+	Firms    int      `json:"firms"`    // firms received
+	Changed  int      `json:"changed"`  // firms whose data rules read changed: re-matched
+	New      int      `json:"new"`      // matches added (each with its notices)
+	Revoked  int      `json:"revoked"`  // matches revoked
+	Updated  int      `json:"updated"`  // matches whose amount or version changed
+	Errors   int      `json:"errors"`   // rule evaluation errors recorded
+	Rejected []string `json:"rejected"` // firms not applied: credit code and reason
+}
+
+func (r *ChangeResult) add(o ChangeResult) {
+	r.Firms += o.Firms
+	r.Changed += o.Changed
+	r.New += o.New
+	r.Revoked += o.Revoked
+	r.Updated += o.Updated
+	r.Errors += o.Errors
+	r.Rejected = append(r.Rejected, o.Rejected...)
+}
+
+// ApplyChanges upserts firms (complete records, keyed on the credit code) into the registry and
+// re-matches each whose data changed against every active policy, in one transaction: new matches
+// get their outbox rows, lost ones are revoked. A firm that fails validation is left out and
+// listed in Rejected; the others are applied. This is the API the console's change endpoint and
+// the change subject use.
+func (e *Engine) ApplyChanges(ctx context.Context, firms []store.Enterprise) (ChangeResult, error) {
+	byCode := map[string]store.Enterprise{}
+	var res ChangeResult
+	for _, f := range firms {
+		f.CreditCode = strings.ToUpper(strings.TrimSpace(f.CreditCode))
+		if err := normalizeFirm(&f); err != nil {
+			res.Rejected = append(res.Rejected, fmt.Sprintf("%s: %v", f.CreditCode, err))
+			continue
+		}
+		byCode[f.CreditCode] = f
+	}
+	r, err := e.apply(ctx, byCode, func(f store.Enterprise, _ *store.Enterprise) (store.Enterprise, error) { return f, nil })
+	r.Rejected = append(res.Rejected, r.Rejected...)
+	r.Firms = len(firms)
+	return r, err
+}
+
+// ErrBadChange marks a change message that can never be applied (not JSON, no credit code).
+var ErrBadChange = errors.New("bad registry change")
+
+// ApplyChangeJSON applies a change message of the data-sharing platform: a JSON object or array of
+// objects keyed by catalog keys (see `policypush fields`), each with credit_code. Keys present
+// replace the stored values, absent keys keep them (a department sends its own fields); a firm not
+// yet in the registry starts from the catalog defaults (status active). Dates are 2006-01-02 or
+// RFC 3339. Errors wrapping ErrBadChange mean the message itself is malformed.
+func (e *Engine) ApplyChangeJSON(ctx context.Context, payload []byte) (ChangeResult, error) {
+	var objs []map[string]json.RawMessage
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		var one map[string]json.RawMessage
+		if err := json.Unmarshal(trimmed, &one); err != nil {
+			return ChangeResult{}, fmt.Errorf("%w: %v", ErrBadChange, err)
+		}
+		if list, ok := one["firms"]; ok && len(one) == 1 {
+			if err := json.Unmarshal(list, &objs); err != nil {
+				return ChangeResult{}, fmt.Errorf("%w: firms: %v", ErrBadChange, err)
+			}
+		} else {
+			objs = []map[string]json.RawMessage{one}
+		}
+	} else if err := json.Unmarshal(trimmed, &objs); err != nil {
+		return ChangeResult{}, fmt.Errorf("%w: %v", ErrBadChange, err)
+	}
+	var res ChangeResult
+	byCode := map[string]store.Enterprise{}
+	patches := map[string]map[string]json.RawMessage{}
+	for i, o := range objs {
+		var code string
+		if err := json.Unmarshal(o["credit_code"], &code); err != nil || strings.TrimSpace(code) == "" {
+			res.Rejected = append(res.Rejected, fmt.Sprintf("firm %d: credit_code missing", i+1))
+			continue
+		}
+		code = strings.ToUpper(strings.TrimSpace(code))
+		byCode[code] = store.Enterprise{CreditCode: code}
+		patches[code] = o
+	}
+	if len(objs) > 0 && len(byCode) == 0 {
+		return res, fmt.Errorf("%w: no firm has a credit_code", ErrBadChange)
+	}
+	r, err := e.apply(ctx, byCode, func(f store.Enterprise, stored *store.Enterprise) (store.Enterprise, error) {
+		base := store.Enterprise{CreditCode: f.CreditCode, Status: store.StatusActive, SpecializedLevel: "none"}
+		if stored != nil {
+			base = *stored
+		}
+		if err := patchFirm(&base, patches[f.CreditCode]); err != nil {
+			return base, err
+		}
+		return base, normalizeFirm(&base)
+	})
+	r.Rejected = append(res.Rejected, r.Rejected...)
+	r.Firms = len(objs)
+	return r, err
+}
+
+func reflectType[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
+
+func reflectValue(e *store.Enterprise) reflect.Value { return reflect.ValueOf(e).Elem() }
+
+// jsonFields maps a JSON key of store.Enterprise to its field index.
+var jsonFields = sync.OnceValue(func() map[string]int {
+	out := map[string]int{}
+	t := reflectType[store.Enterprise]()
+	for i := 0; i < t.NumField(); i++ {
+		if key := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]; key != "" && key != "-" {
+			out[key] = i
+		}
+	}
+	return out
+})
+
+// patchFirm sets the catalog fields present in a JSON object.
+func patchFirm(e *store.Enterprise, patch map[string]json.RawMessage) error {
+	v := reflectValue(e)
+	keys := make([]string, 0, len(patch))
+	for k := range patch {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == creditKey {
+			continue // the key, already read (and normalised)
+		}
+		if _, ok := registry.Lookup(k); !ok {
+			return fmt.Errorf("%s is not a registry field (see `policypush fields`)", k)
+		}
+		raw := patch[k]
+		if k == "registered_at" {
+			d, err := parseChangeDate(raw)
+			if err != nil {
+				return fmt.Errorf("registered_at: %w", err)
+			}
+			e.RegisteredAt = d
+			continue
+		}
+		f := v.Field(jsonFields()[k])
+		if err := json.Unmarshal(raw, f.Addr().Interface()); err != nil {
+			return fmt.Errorf("%s: %v", k, err)
+		}
+	}
+	return nil
+}
+
+func parseChangeDate(raw json.RawMessage) (*time.Time, error) {
+	var s *string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, err
+	}
+	if s == nil || *s == "" {
+		return nil, nil
+	}
+	if d, err := rules.ParseDate(*s); err == nil {
+		return &d.Time, nil
+	}
+	t, err := time.Parse(time.RFC3339, *s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a date like 2019-03-01", *s)
+	}
+	return &t, nil
+}
+
+// normalizeFirm checks a firm as the importer would and puts it in stored form: a well-formed
+// credit code (a wrong check character is kept with a warning, as for early pilot codes), catalog
+// enum values, and the founding date as a calendar day.
+func normalizeFirm(e *store.Enterprise) error {
+	ok, err := registry.CheckCreditCode(e.CreditCode)
+	if err != nil {
+		return fmt.Errorf("credit_code: %v", err)
+	}
+	e.CodeWarning = !ok
+	for _, key := range []string{"status", "tax_credit_rating", "taxpayer_type", "specialized_level"} {
+		f, _ := registry.Lookup(key)
+		val := reflectValue(e).Field(jsonFields()[key]).String()
+		if val == "" && key != "status" {
+			continue
+		}
+		if !slices.Contains(f.Enum, val) {
+			return fmt.Errorf("%s: %q is not one of %s", key, val, strings.Join(f.Enum, ", "))
+		}
+	}
+	if e.RegisteredAt != nil {
+		d := rules.Day(*e.RegisteredAt, time.UTC)
+		e.RegisteredAt = &d
+	}
+	return nil
+}
+
+// upsertColumns are written when a firm changes: every catalog column, the code warning and updated_at.
+var upsertColumns = sync.OnceValue(func() []string {
+	cols := make([]string, 0, len(registry.Catalog)+1)
+	for _, f := range registry.Catalog[1:] {
+		cols = append(cols, f.Key)
+	}
+	return append(cols, "code_warning", "updated_at")
+})
+
+// sameFirm reports whether two records hold the same registry data.
+func sameFirm(a, b store.Enterprise) bool {
+	if (a.RegisteredAt == nil) != (b.RegisteredAt == nil) {
+		return false
+	}
+	if a.RegisteredAt != nil && a.RegisteredAt.Format(time.DateOnly) != b.RegisteredAt.Format(time.DateOnly) {
+		return false
+	}
+	a.RegisteredAt, b.RegisteredAt = nil, nil
+	a.CreatedAt, a.UpdatedAt, b.CreatedAt, b.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return a == b
+}
+
+// apply upserts firms built from their stored records and re-matches the changed ones, all in one
+// transaction; the snapshot is put back if it fails.
+func (e *Engine) apply(ctx context.Context, byCode map[string]store.Enterprise, build func(f store.Enterprise, stored *store.Enterprise) (store.Enterprise, error)) (ChangeResult, error) {
+	var res ChangeResult
+	if len(byCode) == 0 {
+		return res, nil
+	}
+	codes := make([]string, 0, len(byCode))
+	for c := range byCode {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap == nil {
+		return res, ErrNotLoaded
+	}
+	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var existing []store.Enterprise
+		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Where("credit_code IN ?", codes).Find(&existing).Error; err != nil {
+			return fmt.Errorf("look up firms: %w", err)
+		}
+		stored := map[string]*store.Enterprise{}
+		for i := range existing {
+			stored[existing[i].CreditCode] = &existing[i]
+		}
+		now := time.Now().UTC()
+		var write, all []store.Enterprise
+		for _, code := range codes {
+			f, err := build(byCode[code], stored[code])
+			if err != nil {
+				res.Rejected = append(res.Rejected, fmt.Sprintf("%s: %v", code, err))
+				continue
+			}
+			f.UpdatedAt = now
+			if old, ok := stored[code]; ok {
+				f.CreatedAt = old.CreatedAt
+				if sameFirm(*old, f) {
+					f.UpdatedAt = old.UpdatedAt
+					all = append(all, f)
+					continue
+				}
+			} else {
+				f.CreatedAt = now
+			}
+			write = append(write, f)
+			all = append(all, f)
+		}
+		if len(write) > 0 {
+			err := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "credit_code"}}, DoUpdates: clause.AssignmentColumns(upsertColumns())}).
+				CreateInBatches(&write, 200).Error
+			if err != nil {
+				return fmt.Errorf("upsert firms: %w", err)
+			}
+		}
+		out, err := e.putAndRematch(ctx, tx, all, false)
+		res.Changed, res.New, res.Revoked, res.Updated, res.Errors = out.Changed, out.New, out.Revoked, out.Updated, out.Errors
+		return err
+	})
+	return res, err
+}
+
+// putAndRematch puts firms into the snapshot and re-matches those whose data (as rules see it)
+// changed, or all of them with force, inside tx. On error the snapshot is restored.
+func (e *Engine) putAndRematch(ctx context.Context, tx *gorm.DB, firms []store.Enterprise, force bool) (ChangeResult, error) {
+	var res ChangeResult
+	if today := e.today(); !today.Equal(e.asOf) {
+		e.asOf = today
+		e.pl.setAsOf(today)
+	}
+	codes := make([]string, 0, len(firms))
+	for _, f := range firms {
+		if e.snap.inRange(f.CreditCode) {
+			codes = append(codes, f.CreditCode)
+		}
+	}
+	facts, err := factsOf(ctx, tx, e.snap.extras, codes)
+	if err != nil {
+		return res, err
+	}
+	var undo []rowImage
+	var rematch []string
+	rows := map[string]int{}
+	for i := range firms {
+		f := &firms[i]
+		if !e.snap.inRange(f.CreditCode) || len(f.CreditCode) > codeLen {
+			continue
+		}
+		img, changed := e.snap.put(f, facts[f.CreditCode])
+		if img.row >= 0 {
+			undo = append(undo, img)
+			rows[f.CreditCode] = img.row
+		}
+		if changed || force {
+			rematch = append(rematch, f.CreditCode)
+		}
+	}
+	out, err := e.rematch(ctx, tx, rematch, rows)
+	if err != nil {
+		for i := len(undo) - 1; i >= 0; i-- {
+			e.snap.restore(undo[i])
+		}
+		return res, err
+	}
+	return out, nil
+}
+
+// rematch evaluates firms against every active policy and stores the differences in tx. rows maps
+// a credit code to its snapshot row; a firm without one (inactive, never held) qualifies for nothing.
+func (e *Engine) rematch(ctx context.Context, tx *gorm.DB, codes []string, rows map[string]int) (ChangeResult, error) {
+	res := ChangeResult{Changed: len(codes)}
+	if len(codes) == 0 {
+		return res, nil
+	}
+	if err := e.ensureFields(ctx); err != nil {
+		return res, err
+	}
+	policies := e.active()
+	plans := e.pl.prepared(policies, e.o.Workers)
+	index := make(map[string]int, len(policies))
+	for i, p := range policies {
+		index[p.Def.ID] = i
+	}
+	// Only policies a firm qualifies for now, or holds a row of, can change.
+	outcomes := map[int][]Outcome{}
+	var evalErrs []store.EvalError
+	for _, code := range codes {
+		row, ok := rows[code]
+		if !ok {
+			continue
+		}
+		decs := evaluateRow(e.snap, plans, row, e.frame)
+		for i := range decs {
+			if len(decs[i].words) > 0 {
+				outcomes[i] = append(outcomes[i], decs[i].outcomes(e.snap)...)
+			}
+			if len(decs[i].errs) > 0 {
+				evalErrs = append(evalErrs, errorRows(policies[i], e.asOf, decs[i].evalErrors(e.snap))...)
+			}
+		}
+	}
+	// The firms' stored rows, of every policy (a firm has few): rows of policies not in effect
+	// are left alone.
+	var stored []store.Match
+	if err := tx.Where("credit_code IN ?", codes).Find(&stored).Error; err != nil {
+		return res, fmt.Errorf("load matches: %w", err)
+	}
+	byPolicy := map[int]storedMatches{}
+	for i := range stored {
+		m := &stored[i]
+		k, ok := index[m.PolicyID]
+		if !ok {
+			continue
+		}
+		if _, ok := byPolicy[k]; !ok {
+			byPolicy[k] = newStoredMatches()
+		}
+		byPolicy[k].add(policies[k], m)
+	}
+	touched := make([]int, 0, len(outcomes)+len(byPolicy))
+	for k := range outcomes {
+		touched = append(touched, k)
+	}
+	for k := range byPolicy {
+		if _, ok := outcomes[k]; !ok {
+			touched = append(touched, k)
+		}
+	}
+	sort.Ints(touched)
+	w := writer{asOf: e.asOf, prefix: e.o.SubjectPrefix, now: time.Now().UTC()}
+	var counts PolicyResult
+	var changes []policyChanges
+	for _, k := range touched {
+		sm, ok := byPolicy[k]
+		if !ok {
+			sm = newStoredMatches()
+		}
+		cs := sm.diff(policies[k], outcomes[k])
+		if cs.empty() {
+			continue
+		}
+		changes = append(changes, policyChanges{policy: policies[k], cs: cs})
+		cs.count(&counts)
+	}
+	if err := w.writeAll(tx, changes); err != nil {
+		return res, err
+	}
+	var oldErrs []store.EvalError
+	if err := tx.Select("id, policy_id").Where("credit_code IN ?", codes).Find(&oldErrs).Error; err != nil {
+		return res, fmt.Errorf("read evaluation errors: %w", err)
+	}
+	var clear []uint64
+	for _, oe := range oldErrs {
+		if _, ok := index[oe.PolicyID]; ok {
+			clear = append(clear, oe.ID)
+		}
+	}
+	if len(clear) > 0 {
+		if err := tx.Where("id IN ?", clear).Delete(&store.EvalError{}).Error; err != nil {
+			return res, fmt.Errorf("clear evaluation errors: %w", err)
+		}
+	}
+	if len(evalErrs) > 0 {
+		if err := tx.CreateInBatches(evalErrs, 500).Error; err != nil {
+			return res, fmt.Errorf("record evaluation errors: %w", err)
+		}
+	}
+	res.New, res.Revoked, res.Updated, res.Errors = counts.New, counts.Revoked, counts.Updated, len(evalErrs)
+	return res, nil
+}

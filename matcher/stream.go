@@ -1,0 +1,235 @@
+package matcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Change events arrive on a subject (config matcher.change_subject under nats.subject_prefix) that
+// a work-queue stream keeps until a matcher acknowledges them, so events published while no
+// matcher runs are applied when one starts. Every engine binds the same durable consumer: each
+// event is applied once, by whichever engine takes it.
+
+// StreamOptions say where change events come from.
+type StreamOptions struct {
+	Stream        string        // the deployment's stream name (nats.stream); events use <Stream>_REGISTRY
+	Subject       string        // full subject of change events, e.g. policypush.registry.changed
+	Replicas      int           // stream replicas
+	CatchUp       time.Duration // interval of the catch-up round (date, policies, firms by updated_at)
+	RetryDelay    time.Duration // before an event that failed for a passing reason is tried again; 0: 5s
+	FetchMaxWait  time.Duration // longest wait for events per pull; 0: 1s
+	ConsumerName  string        // durable consumer; empty: matcher-registry
+	MaxDeliveries int           // attempts per event before JetStream gives up on it; 0: 20
+}
+
+func (o *StreamOptions) defaults() {
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = 5 * time.Second
+	}
+	if o.FetchMaxWait <= 0 {
+		o.FetchMaxWait = time.Second
+	}
+	if o.ConsumerName == "" {
+		o.ConsumerName = "matcher-registry"
+	}
+	if o.MaxDeliveries <= 0 {
+		o.MaxDeliveries = 20
+	}
+	if o.CatchUp <= 0 {
+		o.CatchUp = 10 * time.Second
+	}
+}
+
+// ChangeSubject is the subject of change events under a prefix.
+func ChangeSubject(prefix, subject string) string { return prefix + "." + subject }
+
+// changeStream creates (or updates) the change stream and its durable consumer.
+func changeStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Consumer, error) {
+	name := o.Stream + "_REGISTRY"
+	s, err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        name,
+		Description: "registry changes from the data-sharing platform, waiting for a matcher",
+		Subjects:    []string{o.Subject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(1, o.Replicas),
+		MaxAge:      30 * 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c, err := ensureConsumer(ctx, s, jetstream.ConsumerConfig{
+		Durable:       o.ConsumerName,
+		FilterSubject: o.Subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       2 * time.Minute,
+		MaxDeliver:    o.MaxDeliveries,
+		MaxAckPending: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Run applies change events from JetStream and runs the catch-up every o.CatchUp until ctx ends.
+// Load must have been called. Errors reaching NATS or the database are logged and retried; Run
+// returns only when ctx ends (nil) or when the stream cannot be set up.
+func (e *Engine) Run(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	o.defaults()
+	cons, err := changeStream(ctx, js, o)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(o.CatchUp)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := e.CatchUp(ctx); err != nil && ctx.Err() == nil {
+					e.o.Log.Warn("matcher catch-up", "err", err)
+				}
+			}
+		}
+	}()
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(16, jetstream.FetchMaxWait(o.FetchMaxWait))
+		if err != nil {
+			if ctx.Err() == nil {
+				e.o.Log.Warn("fetch registry changes", "err", err)
+				sleep(ctx, o.RetryDelay)
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			e.handleChange(ctx, msg, o.RetryDelay)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil && !isTimeout(err) {
+			e.o.Log.Warn("fetch registry changes", "err", err)
+		}
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) || strings.Contains(err.Error(), "timeout")
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// handleChange applies one event: acknowledged when stored, or when malformed (it would never
+// apply: it is logged with its beginning and removed from the queue — a termination would leave it
+// in a work-queue stream on servers before 2.11), retried later when the database failed.
+func (e *Engine) handleChange(ctx context.Context, msg jetstream.Msg, retry time.Duration) {
+	res, err := e.ApplyChangeJSON(ctx, msg.Data())
+	switch {
+	case errors.Is(err, ErrBadChange):
+		head := msg.Data()
+		if len(head) > 200 {
+			head = head[:200]
+		}
+		e.o.Log.Warn("registry change dropped", "subject", msg.Subject(), "err", err, "message", string(head))
+		_ = msg.DoubleAck(ctx)
+	case err != nil:
+		e.o.Log.Warn("registry change not applied, will retry", "err", err)
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+		} else {
+			_ = msg.NakWithDelay(retry)
+		}
+	default:
+		for _, r := range res.Rejected {
+			e.o.Log.Warn("registry change rejected", "firm", r)
+		}
+		if res.Changed > 0 {
+			e.o.Log.Info("registry change applied", "firms", res.Firms, "changed", res.Changed, "new", res.New, "revoked", res.Revoked)
+		}
+		_ = msg.DoubleAck(ctx)
+	}
+}
+
+// ensureStream makes sure a stream exists with cfg. It creates it, or updates it only when its
+// settings differ, so several processes starting together do not update one stream concurrently
+// (a clustered JetStream may take longer than the request timeout to settle that); any failure is
+// retried for about half a minute.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var lastErr error
+	for attempt := range 30 {
+		if attempt > 0 {
+			sleep(ctx, time.Second)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s, err := js.Stream(ctx, cfg.Name)
+		switch {
+		case err == nil:
+			have := s.CachedInfo().Config
+			if slices.Equal(have.Subjects, cfg.Subjects) && have.Replicas == cfg.Replicas && have.Retention == cfg.Retention &&
+				have.MaxAge == cfg.MaxAge && (cfg.Duplicates == 0 || have.Duplicates == cfg.Duplicates) {
+				return s, nil
+			}
+			if s, err = js.UpdateStream(ctx, cfg); err == nil {
+				return s, nil
+			}
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if s, err = js.CreateStream(ctx, cfg); err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				if err == nil {
+					return s, nil
+				}
+			}
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("create stream %s: %w", cfg.Name, lastErr)
+}
+
+// ensureConsumer makes sure a durable consumer exists with cfg, like ensureStream.
+func ensureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	var lastErr error
+	for attempt := range 30 {
+		if attempt > 0 {
+			sleep(ctx, time.Second)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c, err := s.Consumer(ctx, cfg.Durable)
+		switch {
+		case err == nil:
+			have := c.CachedInfo().Config
+			if have.AckWait == cfg.AckWait && have.MaxDeliver == cfg.MaxDeliver && have.FilterSubject == cfg.FilterSubject &&
+				have.MaxAckPending == cfg.MaxAckPending {
+				return c, nil
+			}
+			if c, err = s.UpdateConsumer(ctx, cfg); err == nil {
+				return c, nil
+			}
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			if c, err = s.CreateConsumer(ctx, cfg); err == nil {
+				return c, nil
+			}
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, lastErr)
+}

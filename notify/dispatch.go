@@ -1,0 +1,783 @@
+package notify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/store"
+)
+
+// leaseMargin is added to the send timeout for the lease of a claimed delivery: past the lease, a
+// delivery still in state sending was abandoned (crash) and is in doubt.
+const leaseMargin = 5 * time.Second
+
+// action is what a dispatch decided for a delivery.
+type action int
+
+const (
+	actSend     action = iota // claim it and call the provider
+	actSkip                   // not sent on purpose (firm inactive, opted out, every match revoked)
+	actDefer                  // not now (quiet hours, throttle, paused provider, in-doubt grace)
+	actResolved               // an in-doubt attempt turned out accepted
+	actDead                   // cannot be sent
+)
+
+// hint is what the intake of this very batch knows about a delivery it created due at once, with
+// no open digest (no other notice can join it): the dispatch then reads nothing again.
+type hint struct {
+	d       store.Delivery
+	firm    *store.Enterprise
+	items   []store.DeliveryItem
+	matches []*store.Match
+}
+
+// candidate is a due delivery and what the dispatch does with it.
+type candidate struct {
+	d       store.Delivery
+	firm    *store.Enterprise
+	hint    *hint
+	inDoubt bool
+	prov    *provider
+
+	act          action
+	until        time.Time
+	code, detail string
+	resolved     Result
+
+	claim   string
+	items   []store.DeliveryItem // as claimed: the matches this message announces
+	dropped []uint64             // matches of items revoked since they were queued
+	matches []*store.Match
+	notice  Notice
+	revoked bool // nothing left to announce: no provider call
+	res     Result
+	err     *SendError
+}
+
+// dispatch attempts the given deliveries. It returns, per delivery, how long the messages that
+// asked for it should wait before JetStream brings them back (0: acknowledge them). Every decision
+// that postpones a delivery writes an outbox row for its new time, so an acknowledged message never
+// strands a delivery.
+func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints map[uint64]*hint) (map[uint64]time.Duration, error) {
+	now := n.now()
+	db := n.db.WithContext(ctx)
+	answers := make(map[uint64]time.Duration, len(ids))
+	var load []uint64
+	var cands []*candidate
+	for _, id := range ids {
+		answers[id] = 0 // a delivery that no longer exists has nothing left to do
+		if h := hints[id]; h != nil {
+			cands = append(cands, &candidate{d: h.d, firm: h.firm, hint: h})
+		} else {
+			load = append(load, id)
+		}
+	}
+	var ds []store.Delivery
+	if len(load) > 0 {
+		if err := db.Where("id IN ?", load).Find(&ds).Error; err != nil {
+			return nil, fmt.Errorf("load deliveries: %w", err)
+		}
+	}
+	for _, d := range ds {
+		switch {
+		case terminal(d.State):
+		case d.State == store.DeliverySending && d.LeaseUntil != nil && d.LeaseUntil.After(now):
+			answers[d.ID] = d.LeaseUntil.Sub(now) + time.Second // someone is sending it right now
+		case d.State != store.DeliverySending && d.DueAt != nil && d.DueAt.After(now):
+			// Early: an outbox row brings it back at its time.
+		default:
+			cands = append(cands, &candidate{d: d, inDoubt: d.InDoubt || d.State == store.DeliverySending})
+		}
+	}
+	if len(cands) == 0 {
+		return answers, nil
+	}
+	if err := n.plan(ctx, rt, cands, now); err != nil {
+		return nil, err
+	}
+	if err := n.claim(ctx, rt, cands, now); err != nil {
+		return nil, err
+	}
+	var sending []*candidate
+	for _, c := range cands {
+		if c.act == actSend && c.claim != "" {
+			c.d.Attempts++
+			sending = append(sending, c)
+		}
+	}
+	if len(sending) > 0 {
+		if err := n.prepare(ctx, sending); err != nil {
+			// Claimed but not sent: the lease runs out and the deliveries come back in doubt,
+			// which for a call that never happened resolves to "not found" and a send.
+			for _, c := range sending {
+				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
+			}
+			return answers, err
+		}
+		n.send(ctx, sending)
+		if err := n.record(ctx, rt, sending); err != nil {
+			for _, c := range sending {
+				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
+			}
+			return answers, err
+		}
+	}
+	return answers, nil
+}
+
+// plan decides, without sending anything, what happens to each candidate: skip, defer, settle an
+// in-doubt attempt, or send with which provider.
+func (n *Notifier) plan(ctx context.Context, rt *route, cands []*candidate, now time.Time) error {
+	ch := rt.channel
+	var codes []string
+	var ids []uint64
+	for _, c := range cands {
+		if c.hint == nil {
+			codes = append(codes, c.d.CreditCode)
+			ids = append(ids, c.d.ID)
+		}
+	}
+	firms, err := loadFirms(ctx, n.db, codes)
+	if err != nil {
+		return err
+	}
+	optedOut, err := loadOptOuts(ctx, n.db, ch, codes)
+	if err != nil {
+		return err
+	}
+	live := map[uint64]int{}
+	if len(ids) > 0 {
+		if live, err = n.liveItems(ctx, ids); err != nil {
+			return err
+		}
+	}
+	for _, c := range cands {
+		if c.hint != nil {
+			continue // checked by the intake a moment ago
+		}
+		c.firm = firms[c.d.CreditCode]
+		switch {
+		case c.firm == nil:
+			c.skip("firm_unknown", "the firm is not in the registry")
+		case c.firm.Status != store.StatusActive:
+			c.skip("firm_"+c.firm.Status, "the firm is "+c.firm.Status)
+		case optedOut[c.d.CreditCode]:
+			c.skip("opted_out", "the firm unsubscribed from "+ch)
+		case live[c.d.ID] == 0:
+			c.skip("match_revoked", "the firm no longer qualifies for any policy of this notice")
+		}
+		if c.act == actSkip && c.inDoubt {
+			c.detail += "; the outcome of the last attempt is unknown"
+		}
+		if c.act != actSend || !c.inDoubt {
+			continue
+		}
+		c.prov = rt.byName(c.d.Provider)
+		if c.prov == nil {
+			c.act, c.code = actDead, "in_doubt"
+			c.detail = fmt.Sprintf("the last attempt with %q may have been accepted, and that provider is no longer configured: check with it, then resend by hand if the firm did not get it", c.d.Provider)
+		}
+	}
+	if err := n.settleInDoubt(ctx, cands, now); err != nil {
+		return err
+	}
+
+	// Pace: quiet hours, the per-firm throttle, and a provider that is not paused.
+	paced, err := n.recentSends(ctx, ch, cands, now)
+	if err != nil {
+		return err
+	}
+	allowed := map[string]bool{}
+	for _, c := range cands {
+		if c.act != actSend {
+			continue
+		}
+		if until, quiet := n.opts.QuietHours.Until(ch, now); quiet {
+			c.deferTo(until, "quiet_hours", "quiet hours for "+ch)
+			continue
+		}
+		r := paced[c.d.CreditCode]
+		if allowed[c.d.CreditCode] && n.opts.Throttle.MinInterval > 0 {
+			r.count++
+			r.last = &now
+		}
+		if at := n.opts.Throttle.next(now, r.count, r.first, r.last); !at.IsZero() {
+			c.deferTo(at, "throttle", "per-firm pace on "+ch)
+			continue
+		}
+		allowed[c.d.CreditCode] = true
+		if c.prov == nil {
+			p, resume := rt.pick(now)
+			if p == nil {
+				c.deferTo(resume, "paused", "every "+ch+" provider is out of quota")
+				continue
+			}
+			c.prov = p
+		} else if until := c.prov.pausedUntilAt(now); !until.IsZero() {
+			c.deferTo(until, "paused", c.prov.name()+" is out of quota")
+		}
+	}
+	return nil
+}
+
+func (c *candidate) skip(code, detail string) { c.act, c.code, c.detail = actSkip, code, detail }
+
+func (c *candidate) deferTo(t time.Time, code, detail string) {
+	c.act, c.until, c.code = actDefer, t, code
+	c.detail = detail + "; next try " + t.Format(time.RFC3339)
+}
+
+// liveItems counts, per delivery, the items whose match still holds.
+func (n *Notifier) liveItems(ctx context.Context, ids []uint64) (map[uint64]int, error) {
+	var rows []struct {
+		DeliveryID uint64
+		N          int
+	}
+	err := n.db.WithContext(ctx).Table("delivery_items AS i").
+		Select("i.delivery_id, COUNT(*) AS n").
+		Joins("JOIN matches m ON m.id = i.match_id").
+		Where("i.delivery_id IN ? AND i.state = '' AND m.state <> ?", ids, store.MatchRevoked).
+		Group("i.delivery_id").Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("count items: %w", err)
+	}
+	out := make(map[uint64]int, len(rows))
+	for _, r := range rows {
+		out[r.DeliveryID] = r.N
+	}
+	return out, nil
+}
+
+// pace is a firm's recent messages on a channel.
+type pace struct {
+	count       int
+	first, last *time.Time
+}
+
+// recentSends reads the firms' messages of the last 24 hours, for the throttle.
+func (n *Notifier) recentSends(ctx context.Context, ch string, cands []*candidate, now time.Time) (map[string]pace, error) {
+	out := map[string]pace{}
+	th := n.opts.Throttle
+	if th.MinInterval <= 0 && th.PerDay <= 0 {
+		return out, nil
+	}
+	var codes []string
+	for _, c := range cands {
+		if c.act == actSend {
+			codes = append(codes, c.d.CreditCode)
+		}
+	}
+	if len(codes) == 0 {
+		return out, nil
+	}
+	// Rows rather than MIN/MAX: SQLite returns aggregates of times as text. A firm has at most a
+	// few messages a day, so this stays small.
+	var rows []store.Delivery
+	err := n.db.WithContext(ctx).Select("credit_code, sent_at").
+		Where("channel = ? AND credit_code IN ? AND sent_at >= ?", ch, dedupe(codes), now.Add(-24*time.Hour)).
+		Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read recent sends: %w", err)
+	}
+	for _, r := range rows {
+		p := out[r.CreditCode]
+		p.count++
+		if p.first == nil || r.SentAt.Before(*p.first) {
+			p.first = r.SentAt
+		}
+		if p.last == nil || r.SentAt.After(*p.last) {
+			p.last = r.SentAt
+		}
+		out[r.CreditCode] = p
+	}
+	return out, nil
+}
+
+// settleInDoubt decides what to do about attempts whose outcome is unknown. A provider that drops
+// repeats is simply sent to again. Otherwise the provider is asked (policy "lookup"): found means
+// sent; not found is trusted once the grace period since the attempt has passed, and the notice is
+// then sent again through the same provider. Never to another provider before that.
+func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now time.Time) error {
+	var ask []*candidate
+	for _, c := range cands {
+		if c.act != actSend || !c.inDoubt {
+			continue
+		}
+		if id, ok := c.prov.sender.(Idempotent); ok && id.Idempotent() || n.opts.InDoubt == InDoubtResend {
+			inDoubt.WithLabelValues(c.prov.name(), "resent").Inc()
+			continue
+		}
+		if _, ok := c.prov.sender.(Resolver); !ok {
+			c.act, c.code = actDead, "in_doubt"
+			c.detail = c.prov.name() + " cannot be asked whether it accepted the last attempt: check with it, then resend by hand if the firm did not get it"
+			continue
+		}
+		ask = append(ask, c)
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, n.sendSlots())
+	for _, c := range ask {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			since := c.d.UpdatedAt
+			if c.d.AttemptedAt != nil {
+				since = *c.d.AttemptedAt
+			}
+			rctx, cancel := context.WithTimeout(ctx, n.opts.SendTimeout)
+			res, ok, err := c.prov.sender.(Resolver).Resolve(rctx, Notice{DeliveryID: idText(c.d.ID), Phone: c.d.Recipient, OpenID: c.d.Recipient}, since)
+			cancel()
+			switch {
+			case err != nil:
+				inDoubt.WithLabelValues(c.prov.name(), "lookup_error").Inc()
+				c.deferTo(now.Add(backoff(n.opts.Backoff, 1)), "in_doubt", "could not ask "+c.prov.name()+" about the last attempt: "+redact(err.Error()))
+			case ok:
+				inDoubt.WithLabelValues(c.prov.name(), "found").Inc()
+				c.act, c.resolved = actResolved, res
+				c.code, c.detail = "in_doubt", c.prov.name()+" confirms it accepted the last attempt"
+			case now.Before(since.Add(n.opts.InDoubtGrace)):
+				c.deferTo(since.Add(n.opts.InDoubtGrace), "in_doubt", c.prov.name()+" does not list the last attempt yet")
+			default:
+				inDoubt.WithLabelValues(c.prov.name(), "not_found").Inc()
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// sendSlots is the number of concurrent provider calls of one lane.
+func (n *Notifier) sendSlots() int { return max(1, (n.opts.Workers+lanes-1)/lanes) }
+
+// claim writes every decision of the plan in one transaction. The deliveries to send become
+// "sending" with a lease and this dispatch's claim token, in one statement per (old state, old
+// token, provider); the conditions on the old state and token make two notifiers that picked the
+// same delivery claim it once.
+func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now time.Time) error {
+	ch := rt.channel
+	token := newClaim()
+	lease := now.Add(n.opts.SendTimeout + leaseMargin)
+	type claimKey struct{ state, claim, provider string }
+	return n.retryTx(ctx, func(tx *gorm.DB) error {
+		var outbox []store.Outbox
+		var events []store.DeliveryEvent
+		groups := map[claimKey][]*candidate{}
+		for _, c := range cands {
+			c.claim = ""
+			guard := tx.Model(&store.Delivery{}).Where("id = ? AND state = ? AND claim = ?", c.d.ID, c.d.State, c.d.Claim)
+			switch c.act {
+			case actSend:
+				k := claimKey{c.d.State, c.d.Claim, c.prov.name()}
+				groups[k] = append(groups[k], c)
+			case actSkip, actDead:
+				state, kind := store.DeliverySkipped, store.EventSkipped
+				if c.act == actDead {
+					state, kind = store.DeliveryDead, store.EventDead
+				}
+				res := guard.Updates(map[string]any{"state": state, "last_code": c.code, "last_error": clip(c.detail, 480),
+					"open_key": nil, "due_at": nil, "lease_until": nil, "claim": "", "updated_at": now})
+				if res.Error != nil {
+					return fmt.Errorf("close delivery %d: %w", c.d.ID, res.Error)
+				}
+				if res.RowsAffected == 1 {
+					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: kind, Provider: c.d.Provider, Code: c.code, Detail: clip(c.detail, 480)})
+					deliveryOutcomes.WithLabelValues(ch, state, c.code).Inc()
+					if state == store.DeliveryDead {
+						deadLetters.WithLabelValues(ch, c.code).Inc()
+					}
+				}
+			case actDefer:
+				set := map[string]any{"due_at": c.until, "updated_at": now}
+				if c.d.State == store.DeliverySending {
+					set["state"], set["in_doubt"], set["lease_until"], set["claim"] = store.DeliveryFailed, true, nil, ""
+				}
+				res := guard.Updates(set)
+				if res.Error != nil {
+					return fmt.Errorf("defer delivery %d: %w", c.d.ID, res.Error)
+				}
+				if res.RowsAffected == 1 {
+					until := c.until
+					outbox = append(outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &until, now))
+					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: store.EventDeferred, Code: c.code, Detail: clip(c.detail, 480)})
+					deliveryOutcomes.WithLabelValues(ch, "deferred", c.code).Inc()
+				}
+			case actResolved:
+				sentAt := now
+				if c.d.AttemptedAt != nil {
+					sentAt = *c.d.AttemptedAt
+				}
+				set := map[string]any{"state": store.DeliverySent, "in_doubt": false, "sent_at": sentAt, "lease_until": nil,
+					"claim": "", "due_at": nil, "last_code": "", "last_error": "", "updated_at": now}
+				if c.resolved.ProviderID != "" {
+					set["provider_id"] = c.resolved.ProviderID
+				}
+				res := guard.Updates(set)
+				if res.Error != nil {
+					return fmt.Errorf("settle delivery %d: %w", c.d.ID, res.Error)
+				}
+				if res.RowsAffected == 1 {
+					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: store.EventResolved, Provider: c.prov.name(), Detail: c.detail})
+					deliveryOutcomes.WithLabelValues(ch, store.DeliverySent, "resolved").Inc()
+				}
+			}
+		}
+		var claimedAll = true
+		for k, group := range groups {
+			ids := make([]uint64, len(group))
+			for i, c := range group {
+				ids[i] = c.d.ID
+			}
+			res := tx.Model(&store.Delivery{}).Where("id IN ? AND state = ? AND claim = ?", ids, k.state, k.claim).
+				Updates(map[string]any{"state": store.DeliverySending, "open_key": nil, "due_at": nil, "claim": token,
+					"provider": k.provider, "lease_until": lease, "attempted_at": now, "attempts": gorm.Expr("attempts + 1"),
+					"updated_at": now})
+			if res.Error != nil {
+				return fmt.Errorf("claim deliveries: %w", res.Error)
+			}
+			claimedAll = claimedAll && res.RowsAffected == int64(len(group))
+		}
+		claimed := map[uint64]bool{}
+		if !claimedAll {
+			// Another notifier got some of them first: find out which are ours.
+			var ids []uint64
+			for _, group := range groups {
+				for _, c := range group {
+					ids = append(ids, c.d.ID)
+				}
+			}
+			var mine []uint64
+			if err := tx.Model(&store.Delivery{}).Where("id IN ? AND claim = ?", ids, token).Pluck("id", &mine).Error; err != nil {
+				return fmt.Errorf("read claims: %w", err)
+			}
+			for _, id := range mine {
+				claimed[id] = true
+			}
+		}
+		for _, group := range groups {
+			for _, c := range group {
+				if claimedAll || claimed[c.d.ID] {
+					c.claim = token
+				}
+			}
+		}
+		if len(outbox) > 0 {
+			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
+				return fmt.Errorf("schedule deliveries: %w", err)
+			}
+		}
+		if len(events) > 0 {
+			if err := tx.CreateInBatches(events, n.chunk(7)).Error; err != nil {
+				return fmt.Errorf("record events: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// prepare reads what the claimed messages announce, now that no item can join them any more, and
+// renders them.
+func (n *Notifier) prepare(ctx context.Context, cands []*candidate) error {
+	db := n.db.WithContext(ctx)
+	var ids []uint64
+	for _, c := range cands {
+		if c.hint == nil {
+			ids = append(ids, c.d.ID)
+		}
+	}
+	var items []store.DeliveryItem
+	if len(ids) > 0 {
+		if err := db.Where("delivery_id IN ? AND state = ''", ids).Order("queued_at, match_id").Find(&items).Error; err != nil {
+			return fmt.Errorf("load items: %w", err)
+		}
+	}
+	mids := make([]uint64, len(items))
+	for i, it := range items {
+		mids[i] = it.MatchID
+	}
+	var ms []store.Match
+	if len(mids) > 0 {
+		if err := db.Where("id IN ?", mids).Find(&ms).Error; err != nil {
+			return fmt.Errorf("load matches: %w", err)
+		}
+	}
+	byID := make(map[uint64]*store.Match, len(ms))
+	var keys []versionKey
+	for i := range ms {
+		byID[ms[i].ID] = &ms[i]
+		keys = append(keys, versionKey{ms[i].PolicyID, ms[i].PolicyVersion})
+	}
+	for _, c := range cands {
+		if c.hint != nil {
+			for _, m := range c.hint.matches {
+				keys = append(keys, versionKey{m.PolicyID, m.PolicyVersion})
+			}
+		}
+	}
+	texts, err := n.texts.texts(ctx, n.db, keys)
+	if err != nil {
+		return err
+	}
+	byDelivery := map[uint64]*candidate{}
+	for _, c := range cands {
+		byDelivery[c.d.ID] = c
+		c.items, c.matches, c.dropped = nil, nil, nil
+		if c.hint != nil {
+			c.items, c.matches = c.hint.items, c.hint.matches
+		}
+	}
+	for _, it := range items {
+		c := byDelivery[it.DeliveryID]
+		m := byID[it.MatchID]
+		if m == nil || m.State == store.MatchRevoked {
+			c.dropped = append(c.dropped, it.MatchID)
+			continue
+		}
+		c.items = append(c.items, it)
+		c.matches = append(c.matches, m)
+	}
+	for _, c := range cands {
+		if len(c.matches) == 0 {
+			c.revoked = true // every match was revoked between the plan and the claim
+			continue
+		}
+		c.notice = composeNotice(c.d.ID, c.firm, c.matches, texts, n.opts.NoticeURL(c.d.CreditCode, c.matches[0].PolicyID))
+	}
+	return nil
+}
+
+// send calls the providers, a lane's share of the workers at a time.
+func (n *Notifier) send(ctx context.Context, cands []*candidate) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, n.sendSlots())
+	for _, c := range cands {
+		if c.revoked {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sctx, cancel := context.WithTimeout(ctx, n.opts.SendTimeout)
+			begin := time.Now()
+			res, err := c.prov.sender.Send(sctx, c.notice)
+			cancel()
+			outcome := "ok"
+			if err != nil {
+				var se *SendError
+				if !errors.As(err, &se) {
+					se = &SendError{Provider: c.prov.name(), Code: "error", Message: redact(err.Error()), Class: Transient, InDoubt: true}
+				}
+				c.err = se
+				outcome = se.Class.String()
+			}
+			c.res = res
+			providerLatency.WithLabelValues(c.prov.name(), outcome).Observe(time.Since(begin).Seconds())
+		}()
+	}
+	wg.Wait()
+}
+
+// record writes the outcome of every attempt in one transaction, guarded by the claim token.
+func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) error {
+	ch := rt.channel
+	now := n.now()
+	for _, c := range cands {
+		switch {
+		case c.revoked:
+		case c.err == nil:
+			c.prov.observe(now, Transient, true, n.opts.Failover, n.opts.QuotaPause)
+		case c.err.Class == Transient || c.err.Class == Quota:
+			pause := n.opts.QuotaPause
+			if c.err.RetryAfter > 0 {
+				pause = c.err.RetryAfter
+			}
+			c.prov.observe(now, c.err.Class, false, n.opts.Failover, pause)
+		}
+	}
+	return n.retryTx(ctx, func(tx *gorm.DB) error {
+		var outbox []store.Outbox
+		var events []store.DeliveryEvent
+		// Plain successes (the common case) are recorded in one statement; the rest row by row.
+		var sentIDs []uint64
+		var providerIDs []any
+		for _, c := range cands {
+			if c.err != nil || c.revoked || len(c.dropped) > 0 {
+				continue
+			}
+			sentIDs = append(sentIDs, c.d.ID)
+			providerIDs = append(providerIDs, c.d.ID, c.res.ProviderID)
+		}
+		if len(sentIDs) > 0 {
+			res := tx.Model(&store.Delivery{}).Where("id IN ? AND claim = ?", sentIDs, cands[0].claim).
+				Updates(map[string]any{"state": store.DeliverySent, "sent_at": now, "in_doubt": false, "last_code": "", "last_error": "",
+					"lease_until": nil, "claim": "", "updated_at": now,
+					"provider_id": gorm.Expr("CASE id"+strings.Repeat(" WHEN ? THEN ?", len(sentIDs))+" END", providerIDs...)})
+			if res.Error != nil {
+				return fmt.Errorf("record sent deliveries: %w", res.Error)
+			}
+			if res.RowsAffected != int64(len(sentIDs)) {
+				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", res.RowsAffected)
+			}
+		}
+		for _, c := range cands {
+			if c.err == nil && !c.revoked && len(c.dropped) == 0 {
+				_, ev, _ := n.outcome(c, now, &outbox)
+				ev.DeliveryID, ev.At, ev.Provider = c.d.ID, now, c.prov.name()
+				events = append(events, ev)
+				continue
+			}
+			guard := tx.Model(&store.Delivery{}).Where("id = ? AND claim = ?", c.d.ID, c.claim)
+			if len(c.dropped) > 0 {
+				if err := tx.Model(&store.DeliveryItem{}).Where("channel = ? AND match_id IN ?", ch, c.dropped).
+					Updates(map[string]any{"state": store.ItemSkipped, "note": "match_revoked"}).Error; err != nil {
+					return fmt.Errorf("drop revoked items: %w", err)
+				}
+			}
+			set, ev, err := n.outcome(c, now, &outbox)
+			if err != nil {
+				return err
+			}
+			if c.err != nil && c.err.Class == Fallback && ch == ChannelWeChat && n.routes[ChannelSMS] != nil {
+				if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND state = ''", c.d.ID).
+					Updates(map[string]any{"state": store.ItemFallback, "note": clip(c.err.Code, 200)}).Error; err != nil {
+					return fmt.Errorf("mark fallback items: %w", err)
+				}
+			}
+			set["updated_at"] = now
+			set["lease_until"] = nil
+			set["claim"] = ""
+			res := guard.Updates(set)
+			if res.Error != nil {
+				return fmt.Errorf("record delivery %d: %w", c.d.ID, res.Error)
+			}
+			if res.RowsAffected == 0 {
+				n.opts.Log.Warn("delivery changed hands during its attempt", "delivery", c.d.ID)
+				continue
+			}
+			ev.DeliveryID, ev.At, ev.Provider = c.d.ID, now, c.prov.name()
+			events = append(events, ev)
+		}
+		if len(outbox) > 0 {
+			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
+				return fmt.Errorf("schedule deliveries: %w", err)
+			}
+		}
+		if len(events) > 0 {
+			if err := tx.CreateInBatches(events, n.chunk(7)).Error; err != nil {
+				return fmt.Errorf("record events: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// outcome turns an attempt's result into the delivery's new columns and timeline event, and adds
+// the outbox rows it needs (a retry, a fallback).
+func (n *Notifier) outcome(c *candidate, now time.Time, outbox *[]store.Outbox) (map[string]any, store.DeliveryEvent, error) {
+	ch := c.d.Channel
+	if c.revoked {
+		deliveryOutcomes.WithLabelValues(ch, store.DeliverySkipped, "match_revoked").Inc()
+		return map[string]any{"state": store.DeliverySkipped, "attempts": gorm.Expr("attempts - 1"), "last_code": "match_revoked",
+				"last_error": "the firm no longer qualifies for any policy of this notice"},
+			store.DeliveryEvent{Kind: store.EventSkipped, Code: "match_revoked"}, nil
+	}
+	if c.err == nil {
+		for _, m := range c.matches {
+			noticeLatency.WithLabelValues(ch).Observe(now.Sub(m.MatchedAt).Seconds())
+		}
+		deliveryOutcomes.WithLabelValues(ch, store.DeliverySent, "").Inc()
+		detail := c.res.ProviderID
+		if len(c.dropped) > 0 {
+			detail += fmt.Sprintf("; %d revoked match(es) left out", len(c.dropped))
+		}
+		return map[string]any{"state": store.DeliverySent, "provider_id": c.res.ProviderID, "sent_at": now, "in_doubt": false,
+			"items": len(c.matches), "last_code": "", "last_error": ""}, store.DeliveryEvent{Kind: store.EventSent, Detail: detail}, nil
+	}
+	se := c.err
+	msg := clip(se.Message, 480)
+	retry := func(at time.Time, keepAttempt bool, kind, detail string) (map[string]any, store.DeliveryEvent, error) {
+		*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &at, now))
+		set := map[string]any{"state": store.DeliveryFailed, "due_at": at, "in_doubt": se.InDoubt, "last_code": se.Code, "last_error": msg}
+		if !keepAttempt {
+			set["attempts"] = gorm.Expr("attempts - 1")
+		}
+		return set, store.DeliveryEvent{Kind: kind, Code: se.Code, Detail: clip(detail, 480)}, nil
+	}
+	dead := func(detail string) (map[string]any, store.DeliveryEvent, error) {
+		deliveryOutcomes.WithLabelValues(ch, store.DeliveryDead, se.Code).Inc()
+		deadLetters.WithLabelValues(ch, se.Code).Inc()
+		return map[string]any{"state": store.DeliveryDead, "in_doubt": se.InDoubt, "last_code": se.Code, "last_error": clip(detail, 480)},
+			store.DeliveryEvent{Kind: store.EventDead, Code: se.Code, Detail: clip(detail, 480)}, nil
+	}
+	switch se.Class {
+	case Fallback:
+		if ch != ChannelWeChat || n.routes[ChannelSMS] == nil {
+			return dead(msg + " (no SMS channel to fall back to)")
+		}
+		for _, m := range c.matches {
+			*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true}, nil, now))
+		}
+		deliveryOutcomes.WithLabelValues(ch, "fallback", se.Code).Inc()
+		return map[string]any{"state": store.DeliverySkipped, "last_code": se.Code, "last_error": clip("fell back to SMS: "+msg, 480)},
+			store.DeliveryEvent{Kind: store.EventFallback, Code: se.Code, Detail: clip("fell back to SMS: "+msg, 480)}, nil
+	case Permanent:
+		return dead(msg)
+	case Quota:
+		deliveryOutcomes.WithLabelValues(ch, "deferred", se.Code).Inc()
+		return retry(now, false, store.EventDeferred, c.prov.name()+" is out of quota: "+msg+"; not counted as an attempt")
+	case Throttled:
+		wait := se.RetryAfter
+		if wait <= 0 {
+			wait = time.Hour
+		}
+		at := now.Add(wait)
+		deliveryOutcomes.WithLabelValues(ch, "deferred", se.Code).Inc()
+		return retry(at, false, store.EventDeferred, fmt.Sprintf("%s limits this number: %s; next try %s, not counted as an attempt", c.prov.name(), msg, at.Format(time.RFC3339)))
+	}
+	if c.d.Attempts >= n.opts.MaxAttempts {
+		return dead(fmt.Sprintf("gave up after %d attempts: %s", c.d.Attempts, msg))
+	}
+	at := now.Add(backoff(n.opts.Backoff, c.d.Attempts))
+	retries.WithLabelValues(ch).Inc()
+	deliveryOutcomes.WithLabelValues(ch, store.DeliveryFailed, se.Code).Inc()
+	detail := fmt.Sprintf("attempt %d: %s; retry at %s", c.d.Attempts, msg, at.Format(time.RFC3339))
+	if se.InDoubt {
+		detail += "; outcome unknown, settled with " + c.prov.name() + " first"
+	}
+	return retry(at, true, store.EventFailed, detail)
+}
+
+func newClaim() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+func idText(id uint64) string { return strconv.FormatUint(id, 10) }
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary: the column is text, and half a 汉字 is not.
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

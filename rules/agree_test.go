@@ -1,0 +1,283 @@
+package rules_test
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+// These tests run against the real database (SQLite, or MariaDB when POLICYPUSH_TEST_MYSQL_DSN is
+// set) and the real matcher, the way `match` and `explain` meet in production.
+
+var demoAsOf = time.Date(2022, 9, 30, 0, 0, 0, 0, time.UTC)
+
+func seedFirms(t *testing.T, db *gorm.DB, firms []store.Enterprise) {
+	t.Helper()
+	if err := db.CreateInBatches(firms, 200).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func applyDir(t *testing.T, db *gorm.DB, dir string) []*rules.Definition {
+	t.Helper()
+	defs, errs := rules.LoadDir(dir)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, d := range defs {
+		if _, err := rules.Apply(context.Background(), db, d, dir, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return defs
+}
+
+func applyDemo(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	dir, err := rules.WriteDemoCatalog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyDir(t, db, dir)
+}
+
+type pair struct{ policy, firm string }
+
+// activeMatches reads the active matches with their amounts.
+func activeMatches(t *testing.T, db *gorm.DB) map[pair]*float64 {
+	t.Helper()
+	var rows []store.Match
+	if err := db.Where("state = ?", store.MatchActive).Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	out := map[pair]*float64{}
+	for _, m := range rows {
+		out[pair{m.PolicyID, m.CreditCode}] = m.Amount
+	}
+	return out
+}
+
+func allEnvs(t *testing.T, db *gorm.DB, asOf time.Time) []rules.Env {
+	t.Helper()
+	var firms []store.Enterprise
+	if err := db.Order("credit_code").Find(&firms).Error; err != nil {
+		t.Fatal(err)
+	}
+	envs := make([]rules.Env, len(firms))
+	for i := range firms {
+		envs[i] = rules.EnvOf(&firms[i], asOf)
+	}
+	return envs
+}
+
+func sameAmount(a, b *float64) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return math.Abs(*a-*b) < 0.005
+}
+
+// TestExplainAgreesWithMatch: for every (policy, firm) pair of the demo catalog over a synthetic
+// registry — firms in business or not — explain's verdict and amount are what `match` stored.
+func TestExplainAgreesWithMatch(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	seedFirms(t, db, registry.Synth(1500, 11))
+	applyDemo(t, db)
+	if _, err := matcher.Run(ctx, db, demoAsOf, "", matcher.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	matched := activeMatches(t, db)
+	policies, err := rules.LoadPublished(ctx, db, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	envs := allEnvs(t, db, demoAsOf)
+	pairs, eligible := 0, 0
+	for _, p := range policies {
+		for i := range envs {
+			ex, err := rules.Explain(p, &envs[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			amount, ok := matched[pair{p.Def.ID, envs[i].CreditCode}]
+			if ex.Eligible != ok || (ok && !sameAmount(ex.Amount, amount)) {
+				t.Fatalf("%s / %s: explain says %v %v, match stored %v %v (%s)", p.Def.ID, envs[i].CreditCode,
+					ex.Eligible, ex.Amount, ok, amount, ex.Summary)
+			}
+			pairs++
+			if ex.Eligible {
+				eligible++
+			}
+		}
+	}
+	if eligible != len(matched) || eligible < 1000 {
+		t.Fatalf("%d eligible pairs explained, %d matches stored", eligible, len(matched))
+	}
+	t.Logf("%d pairs agree, %d eligible", pairs, eligible)
+
+	// The database path the CLI and the console use, on a sample: published version, and a replay
+	// of a stored match.
+	var m store.Match
+	if err := db.Where("state = ?", store.MatchActive).Order("id").Take(&m).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []rules.ExplainRequest{{PolicyID: m.PolicyID, CreditCode: m.CreditCode, AsOf: demoAsOf}, {MatchID: m.ID}} {
+		ex, err := rules.ExplainFirm(ctx, db, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ex.Eligible || ex.Version != m.PolicyVersion || !sameAmount(ex.Amount, m.Amount) || ex.AsOf != "2022-09-30" {
+			t.Fatalf("ExplainFirm(%+v): %+v, match %+v", req, ex, m)
+		}
+	}
+	if _, err := rules.ExplainFirm(ctx, db, rules.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
+		!strings.Contains(err.Error(), "not in the registry") {
+		t.Fatalf("unknown firm: %v", err)
+	}
+}
+
+// demoExpectation is an independent, hand-written reading of one demo policy: the verdict of each
+// top-level condition, how they combine, and the amount.
+type demoExpectation struct {
+	or         bool
+	conditions func(e store.Enterprise) []bool
+	amount     func(e store.Enterprise) *float64
+}
+
+func money(v float64) *float64 { r := math.Round(v*100) / 100; return &r }
+
+func section(code string) string {
+	if code != "" && code[0] >= 'A' && code[0] <= 'Z' {
+		return code[:1]
+	}
+	return ""
+}
+
+func digits(code string) string { return strings.TrimLeft(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") }
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+var demoExpectations = map[string]demoExpectation{
+	"fangzu-jianmian-2022": {conditions: func(e store.Enterprise) []bool {
+		return []bool{!strings.Contains("ABCDE", section(e.IndustryCode)) || section(e.IndustryCode) == "",
+			e.IndustryCode != "", e.Employees < 100, e.AnnualRevenue < 20000000}
+	}},
+	"kuogang-buzhu-2022": {conditions: func(e store.Enterprise) []bool {
+		return []bool{e.GraduatesHired > 0, e.InsuredEmployees >= e.GraduatesHired, e.TaxCreditRating != "D"}
+	}, amount: func(e store.Enterprise) *float64 { return money(1500 * float64(e.GraduatesHired)) }},
+	"liudi-tuishui-2022": {conditions: func(e store.Enterprise) []bool {
+		sec, dig := section(e.IndustryCode), digits(e.IndustryCode)
+		six := sec != "" && strings.Contains("CMDGFAHOPQR", sec) || sec == "I" && strings.HasPrefix(dig, "65") || sec == "N" && strings.HasPrefix(dig, "77")
+		return []bool{e.TaxCreditRating == "A" || e.TaxCreditRating == "B", !e.RefundFraud36m, e.TaxViolations36m <= 1,
+			!e.ImmediateRefundSince2019, e.TaxpayerType == "general", e.VATSales < 20000000 || six}
+	}},
+	"liugong-peixun-2022": {conditions: func(e store.Enterprise) []bool {
+		return []bool{e.InsuredEmployees > 0, e.TaxCreditRating != "D",
+			hasAnyPrefix(e.RegionCode, "3205", "320211", "320214") || hasAnyPrefix(digits(e.IndustryCode), "62", "52", "727", "785", "56", "53", "54", "55")}
+	}, amount: func(e store.Enterprise) *float64 { return money(500 * float64(e.InsuredEmployees)) }},
+	"liushui-liangfei-2022": {or: true, conditions: func(e store.Enterprise) []bool {
+		return []bool{e.TaxpayerType == "small_scale", e.Employees <= 300 && e.TotalAssets <= 50000000}
+	}},
+	"wengang-fanhuan-2022": {conditions: func(e store.Enterprise) []bool {
+		limit := 0.055
+		if e.InsuredEmployees <= 30 {
+			limit = 0.20
+		}
+		return []bool{e.UnemploymentInsurancePaid > 0, e.InsuredEmployees > 0, e.TaxCreditRating != "D", e.LayoffRate <= limit}
+	}, amount: func(e store.Enterprise) *float64 {
+		rate := 0.9
+		if e.Employees >= 300 {
+			rate = 0.5
+		}
+		return money(rate * e.UnemploymentInsurancePaid)
+	}},
+}
+
+// TestExplainAgainstIndependentComputation: on a held-out registry (a seed no other test uses),
+// every condition of every demo policy, the verdict and the amount agree with plain Go.
+func TestExplainAgainstIndependentComputation(t *testing.T) {
+	dir, err := rules.WriteDemoCatalog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, errs := rules.LoadDir(dir)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	var policies []*rules.Policy
+	for _, d := range defs {
+		p, err := d.Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		policies = append(policies, p)
+	}
+	rules.Link(policies)
+	firms := registry.Synth(1200, 20220930)
+	eligible := map[string]int{}
+	for _, p := range policies {
+		want, ok := demoExpectations[p.Def.ID]
+		if !ok {
+			t.Fatalf("no expectation for %s", p.Def.ID)
+		}
+		for _, f := range firms {
+			env := rules.EnvOf(&f, demoAsOf)
+			ex, err := rules.Explain(p, &env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conds := want.conditions(f)
+			if len(conds) != len(ex.Conditions) {
+				t.Fatalf("%s: %d conditions, expected %d", p.Def.ID, len(ex.Conditions), len(conds))
+			}
+			holds := !want.or
+			for i, c := range conds {
+				if ex.Conditions[i].Holds == nil || *ex.Conditions[i].Holds != c {
+					t.Fatalf("%s / %s: condition %q = %v, independently %v", p.Def.ID, f.CreditCode, ex.Conditions[i].Text, ex.Conditions[i].Holds, c)
+				}
+				if want.or {
+					holds = holds || c
+				} else {
+					holds = holds && c
+				}
+			}
+			holds = holds && f.Status == store.StatusActive
+			if ex.Eligible != holds {
+				t.Fatalf("%s / %s: eligible %v, independently %v", p.Def.ID, f.CreditCode, ex.Eligible, holds)
+			}
+			if holds {
+				eligible[p.Def.ID]++
+				var amount *float64
+				if want.amount != nil {
+					amount = want.amount(f)
+				}
+				if !sameAmount(ex.Amount, amount) {
+					t.Fatalf("%s / %s: amount %v, independently %v", p.Def.ID, f.CreditCode, ex.Amount, amount)
+				}
+			}
+		}
+	}
+	for id, n := range eligible {
+		if n < 20 {
+			t.Errorf("%s: only %d eligible firms in the held-out set: it no longer exercises the policy", id, n)
+		}
+	}
+}

@@ -1,0 +1,38 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/store"
+)
+
+// ActiveFirms reads every firm in business (存续) with its extra fields, by keyset pagination on
+// the credit code, as rule environments on asOf: the population previews and near-miss lists
+// evaluate, the same one `match` evaluates.
+func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time) ([]Env, error) {
+	var out []Env
+	after := ""
+	const page = 5000
+	for {
+		var batch []store.Enterprise
+		if err := db.WithContext(ctx).Where("status = ? AND credit_code > ?", store.StatusActive, after).
+			Order("credit_code").Limit(page).Find(&batch).Error; err != nil {
+			return nil, fmt.Errorf("load firms after %q: %w", after, err)
+		}
+		for i := range batch {
+			out = append(out, EnvOf(&batch[i], asOf))
+		}
+		if len(batch) < page {
+			break
+		}
+		after = batch[len(batch)-1].CreditCode
+	}
+	if err := AttachExtraFacts(ctx, db, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
