@@ -6,7 +6,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,7 +93,7 @@ func TestLogin(t *testing.T) {
 		}
 	}
 	res = f.do(anon, http.MethodPost, "/api/v1/session", ok)
-	if res.status != http.StatusTooManyRequests || res.header.Get("Retry-After") == "" {
+	if secs, err := strconv.Atoi(res.header.Get("Retry-After")); res.status != http.StatusTooManyRequests || err != nil || secs < 60 {
 		t.Fatalf("after 5 failures the right password must wait: got %d", res.status)
 	}
 	if res := f.do(anon, http.MethodPost, "/api/v1/session", map[string]string{"username": "reviewer", "password": testPassword}); res.status != http.StatusCreated {
@@ -103,8 +105,7 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("unknown user: %d %s", res.status, res.body)
 	}
 	// The lock ends with the window.
-	f.srv.opts.Now = func() time.Time { return time.Now().Add(16 * time.Minute) }
-	defer func() { f.srv.opts.Now = time.Now }()
+	f.skew.Store(int64(16 * time.Minute))
 	if res := f.do(anon, http.MethodPost, "/api/v1/session", ok); res.status != http.StatusCreated {
 		t.Fatalf("after the window: %d", res.status)
 	}
@@ -116,7 +117,9 @@ func TestLogin(t *testing.T) {
 func TestSecureCookieAndIdleSessions(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	srv, err := New(Options{DB: f.db, LinkSecret: f.secret, SecureCookies: "always", SessionIdle: time.Minute})
+	var skew atomic.Int64
+	srv, err := New(Options{DB: f.db, LinkSecret: f.secret, SecureCookies: "always", SessionIdle: time.Minute,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +136,7 @@ func TestSecureCookieAndIdleSessions(t *testing.T) {
 		t.Fatalf("secure_cookies=always: %+v", c)
 	}
 	// Unused for longer than the idle timeout: gone.
-	srv.opts.Now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	skew.Store(int64(2 * time.Minute))
 	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/session", nil)
 	req.AddCookie(c)
 	resp, err = http.DefaultClient.Do(req)

@@ -43,8 +43,8 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// artifactsDir is where screenshots go: $POLICYPUSH_ARTIFACTS, or artifacts/browser at the module
-// root (ignored by git).
+// artifactsDir is where screenshots go: $POLICYPUSH_ARTIFACTS/browser, or artifacts/browser at the
+// module root (ignored by git).
 func artifactsDir(t *testing.T) string {
 	dir := os.Getenv("POLICYPUSH_ARTIFACTS")
 	if dir == "" {
@@ -55,6 +55,10 @@ func artifactsDir(t *testing.T) string {
 		dir = filepath.Join(root, "artifacts")
 	}
 	dir = filepath.Join(dir, "browser")
+	// The directory holds the screenshots of the last run only.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +71,8 @@ type browser struct {
 	ctx context.Context
 	f   *fixture
 	dir string
+	// screen keeps screenshots to what the screen shows (a phone) instead of the whole page.
+	screen bool
 }
 
 // stepTimeout bounds one step, so that a step that cannot succeed fails with a screenshot instead
@@ -143,7 +149,11 @@ func (b *browser) poll(what, js string) {
 }
 
 func (b *browser) shot(name string) {
-	buf, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	shoot := chromedp.FullScreenshot(100)
+	if b.screen {
+		shoot = chromedp.CaptureScreenshot()
+	}
+	buf, err := chromedp.Run(b.ctx, shoot)
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return
@@ -274,6 +284,13 @@ func TestBrowserJourney(t *testing.T) {
 	if !strings.Contains(xlsxType, "spreadsheetml") {
 		t.Fatalf("xlsx export content type %q", xlsxType)
 	}
+	b.click("open a firm", "#matches td a", chromedp.WaitVisible(chromedp.ID("timeline")))
+	if page := b.text("main"); !strings.Contains(page, "符合") || !strings.Contains(page, "跟进记录") {
+		t.Fatalf("the firm page lacks explanations or notes:\n%s", page)
+	}
+	b.do("write a follow-up note", chromedp.SetValue(chromedp.CSS("#note-form textarea"), "已电话联系企业财务，确认对公账户"))
+	b.click("save the note", "#note-form button", chromedp.WaitVisible(chromedp.CSS(".timeline li.k-note")))
+	b.shot("08-firm")
 
 	// 4. A newly qualified firm opens its link on a phone and confirms.
 	var firm store.Enterprise
@@ -287,7 +304,7 @@ func TestBrowserJourney(t *testing.T) {
 	if err := chromedp.Do(phone, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("open a second tab: %v", err)
 	}
-	pb := &browser{t: t, ctx: phone, f: f, dir: dir}
+	pb := &browser{t: t, ctx: phone, f: f, dir: dir, screen: true}
 	link := f.ts.URL + "/e/" + f.link(firm.CreditCode, pol, time.Hour)
 	pb.do("open the enterprise link", chromedp.Emulate(device.IPhone12), chromedp.Navigate(link),
 		chromedp.WaitVisible(chromedp.ID("confirm-"+pol)))
@@ -295,7 +312,7 @@ func TestBrowserJourney(t *testing.T) {
 	if !strings.Contains(page, firm.Name) || !strings.Contains(page, "为什么贵单位符合") || !strings.Contains(page, "元") {
 		t.Fatalf("the enterprise page lacks the firm, the reasons or the amount:\n%s", page)
 	}
-	pb.shot("08-enterprise-phone")
+	pb.shot("09-enterprise-phone")
 	pb.do("fill in the confirmation",
 		chromedp.Click(chromedp.CSS("#policy-"+pol+" input[name=agree]")),
 		chromedp.SetValue(chromedp.CSS("#policy-"+pol+" input[name=signer]"), "王会计"))
@@ -303,14 +320,15 @@ func TestBrowserJourney(t *testing.T) {
 	if s := pb.text(".flash"); !strings.Contains(s, "已确认") {
 		t.Fatalf("confirmation message %q", s)
 	}
-	pb.shot("09-enterprise-confirmed")
+	pb.do("scroll to the answer", chromedp.ScrollIntoView(chromedp.ID("answer-"+pol)))
+	pb.shot("10-enterprise-confirmed")
 
 	// 5. The dashboard counts moved.
 	b.do("dashboard after", chromedp.Navigate(f.ts.URL+"/"), chromedp.WaitVisible(chromedp.ID("count-confirmed")))
 	if o, c := b.number("#count-opened"), b.number("#count-confirmed"); o != opened0+1 || c != confirmed0+1 {
 		t.Fatalf("dashboard: opened %d→%d, confirmed %d→%d", opened0, o, confirmed0, c)
 	}
-	b.shot("10-dashboard")
+	b.shot("11-dashboard")
 	if n := f.auditCount("park_sip", "firm.export", "matches"); n != 2 {
 		t.Fatalf("exports audited: %d", n)
 	}

@@ -151,7 +151,7 @@ func (s *Server) enterpriseMatch(ctx context.Context, m *store.Match, answers []
 		Active: m.State == store.MatchActive}
 	if em.Active {
 		em.Amount = notify.FormatAmount(m.Amount)
-		why := s.explainMatch(ctx, m.ID)
+		why := s.explainMatch(ctx, m.ID, true)
 		em.Why = &why
 	}
 	for _, a := range answers {

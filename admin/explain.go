@@ -42,9 +42,15 @@ func reasonText(c rules.Condition) string {
 	return c.Label
 }
 
-func presentExplanation(ex rules.Explanation) explained {
+// presentExplanation lists the conditions of an explanation; holdingOnly keeps those that hold
+// (what a firm reads under "why you qualify": the alternative of an "or" it does not meet is noise
+// there, while staff see every condition).
+func presentExplanation(ex rules.Explanation, holdingOnly bool) explained {
 	out := explained{Summary: ex.Summary, AmountLabel: ex.AmountLabel}
 	for _, c := range ex.Conditions {
+		if holdingOnly && (c.Holds == nil || !*c.Holds) {
+			continue
+		}
 		out.Reasons = append(out.Reasons, reason{Text: reasonText(c), Holds: c.Holds})
 	}
 	return out
@@ -52,13 +58,13 @@ func presentExplanation(ex rules.Explanation) explained {
 
 // explainMatch explains a stored match exactly as the matcher decided it (its version and as-of
 // date). An explanation that cannot be made is said so; the page still shows everything else.
-func (s *Server) explainMatch(ctx context.Context, matchID uint64) explained {
+func (s *Server) explainMatch(ctx context.Context, matchID uint64, holdingOnly bool) explained {
 	ex, err := rules.ExplainFirm(ctx, s.opts.DB, rules.ExplainRequest{MatchID: matchID})
 	if err != nil {
 		s.opts.Log.Warn("explain match", "match", matchID, "err", err)
 		return explained{Summary: "暂时无法生成说明"}
 	}
-	return presentExplanation(ex)
+	return presentExplanation(ex, holdingOnly)
 }
 
 func (r reason) Mark() string {

@@ -365,6 +365,7 @@ type firmProfile struct {
 	IndustryCode     string     `json:"industry_code"`
 	ParkID           string     `json:"park_id"`
 	Status           string     `json:"status"`
+	StatusLabel      string     `json:"-"`
 	Size             string     `json:"size"`
 	SizeLabel        string     `json:"-"`
 	Employees        int64      `json:"employees"`
@@ -439,6 +440,7 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 		AnnualRevenue: e.AnnualRevenue, TaxCreditRating: e.TaxCreditRating, RegisteredAt: e.RegisteredAt,
 		ContactPhone: e.ContactPhone, WechatOpenID: MaskOpenID(e.WechatOpenID)}
 	d.Firm.SizeLabel = rules.SizeLabels[d.Firm.Size]
+	d.Firm.StatusLabel = firmStatusLabels[e.Status]
 	if !p.seesContact(e) {
 		d.Firm.ContactPhone, d.Firm.PhoneMasked = MaskPhone(e.ContactPhone), true
 	}
@@ -461,7 +463,7 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 		if m.State != store.MatchActive {
 			continue
 		}
-		why := s.explainMatch(ctx, m.MatchID)
+		why := s.explainMatch(ctx, m.MatchID, false)
 		d.Matches[i].Why = &why
 		if !slices.Contains(d.Policies, policyOpt{m.PolicyID, m.Title}) {
 			d.Policies = append(d.Policies, policyOpt{m.PolicyID, m.Title})
@@ -469,6 +471,10 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 	}
 	return d, s.audit(r, p, "firm.view", e.CreditCode, map[string]any{"matches": len(d.Matches), "phone_unmasked": !d.Firm.PhoneMasked})
 }
+
+// firmStatusLabels name the registration states (登记状态).
+var firmStatusLabels = map[string]string{store.StatusActive: "存续（在业）", store.StatusRevoked: "吊销",
+	store.StatusDeregistered: "注销", store.StatusMovedOut: "迁出"}
 
 var channelLabels = map[string]string{"wechat": "微信", "sms": "短信"}
 

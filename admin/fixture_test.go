@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ type fixture struct {
 	sipPolicy, njjbPolicy string
 	// sipDelivery and njjbDelivery are the failed deliveries to them.
 	sipDelivery, njjbDelivery uint64
+	// skew moves the server's clock (nanoseconds ahead of now).
+	skew atomic.Int64
 }
 
 const (
@@ -94,7 +97,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, db: db, secret: []byte("test-link-secret-0123456789abcdef")}
-	f.srv, err = New(Options{DB: db, LinkSecret: f.secret, Location: time.FixedZone("CST", 8*3600), Matcher: engine})
+	f.srv, err = New(Options{DB: db, LinkSecret: f.secret, Location: time.FixedZone("CST", 8*3600), Matcher: engine,
+		Now: func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}

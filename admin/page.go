@@ -7,8 +7,8 @@ import (
 
 // page is the pagination of a list: ?page=1&per_page=50 (at most 200).
 type page struct {
-	Page    int
-	PerPage int
+	Page    int `json:"page"`
+	PerPage int `json:"per_page"`
 }
 
 const maxPerPage = 200

@@ -89,7 +89,7 @@ var stateLabels = map[string]string{
 	"rejected": "已退回", "active": "有效", "revoked": "已失效", "approved": "已审核通过", "withdrawn": "已撤回",
 	"eligible": "符合", "not_eligible": "不符合", "undecided": "暂无法判断",
 	"deferred": "延后发送", "in_doubt": "结果待确认", "resolved": "确认已送出", "fallback": "改发短信", "resend": "重新发送",
-	"read": "企业已打开", "confirmed": "企业已确认",
+	"read": "企业已打开", "confirmed": "企业已确认", "wechat": "微信", "sms": "短信",
 }
 
 // render writes a staff page with status 200.

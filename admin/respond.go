@@ -81,7 +81,7 @@ var statusCodes = map[int]string{
 	http.StatusBadRequest: "invalid_request", http.StatusUnauthorized: "unauthenticated", http.StatusForbidden: "forbidden",
 	http.StatusNotFound: "not_found", http.StatusConflict: "conflict", http.StatusTooManyRequests: "too_many_requests",
 	http.StatusUnprocessableEntity: "invalid_content", http.StatusInternalServerError: "internal",
-	http.StatusServiceUnavailable: "unavailable",
+	http.StatusServiceUnavailable: "unavailable", http.StatusGone: "expired", http.StatusRequestEntityTooLarge: "too_large",
 }
 
 // fail reports an error as JSON on API paths and as a page elsewhere. err (logged, never shown)

@@ -97,7 +97,7 @@ func columnChart(points []bar) template.HTML {
 		return emptyChart()
 	}
 	top := maxValue(points)
-	const h, base, left = 220, 190, 48
+	const h, base, left = 220, 190, 100
 	step := float64(chartWidth-left-10) / float64(len(points))
 	every := int(math.Ceil(float64(len(points)) / 12))
 	var b strings.Builder

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -181,7 +182,7 @@ func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, p *Principal) 
 	var th errThrottled
 	switch {
 	case errors.As(err, &th):
-		w.Header().Set("Retry-After", strings.TrimSuffix(th.retry.Round(time.Second).String(), "s"))
+		w.Header().Set("Retry-After", strconv.Itoa(int(th.retry.Seconds())+1))
 		s.fail(w, r, http.StatusTooManyRequests, th.Error(), nil)
 		return
 	case errors.Is(err, errBadLogin):

@@ -165,6 +165,41 @@ type MaxDeliveriesAdvisory struct {
 	Deliveries int    `json:"deliveries"`
 }
 
+// Backlog counts the notices the channels' consumers have not finished: not yet delivered to a
+// notifier, or delivered and not acknowledged (including those naked for a retry). It reads the
+// consumers rather than the stream: after an unclean NATS restart a work-queue stream can keep
+// messages its consumer already acknowledged, which no notifier will ever see again. A channel
+// whose consumer does not exist yet counts the stream's messages on its subject.
+func (b *Bus) Backlog(ctx context.Context, channels ...string) (uint64, error) {
+	var total uint64
+	for _, ch := range channels {
+		c, err := b.JS.Consumer(ctx, b.opts.Stream, ConsumerName(ch))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s, err := b.JS.Stream(ctx, b.opts.Stream)
+			if err != nil {
+				return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+			}
+			info, err := s.Info(ctx, jetstream.WithSubjectFilter(b.NotifySubject(ch)))
+			if err != nil {
+				return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+			}
+			for _, n := range info.State.Subjects {
+				total += n
+			}
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("consumer %s: %w", ConsumerName(ch), err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("consumer %s: %w", ConsumerName(ch), err)
+		}
+		total += info.NumPending + uint64(info.NumAckPending)
+	}
+	return total, nil
+}
+
 // Healthy reports whether the connection is up.
 func (b *Bus) Healthy() error {
 	if b.NC == nil || !b.NC.IsConnected() {

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
@@ -83,8 +82,6 @@ func BenchmarkEngineOneFirm(b *testing.B) {
 		evaluateRow(snap, plans, r.IntN(snap.n), f)
 	}
 }
-
-var _ = time.Now
 
 // BenchmarkEngineEvaluate: like BenchmarkEngineFullMatch with the plans built beforehand.
 func BenchmarkEngineEvaluate(b *testing.B) {

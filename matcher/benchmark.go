@@ -54,6 +54,11 @@ type BenchResult struct {
 	// BaselineSeconds scaled to every firm: what the plain loop would take for the whole registry.
 	BaselineFullSeconds float64 `json:"baseline_full_seconds"`
 	Ratio               float64 `json:"ratio"` // baseline_ns_per_eval / engine_ns_per_eval
+	// CPU time (user + system, all threads) of the two passes, per (firm, policy), and their
+	// ratio: less sensitive than wall time to other work on the machine.
+	EngineCPUNsPerEval   float64 `json:"engine_cpu_ns_per_eval"`
+	BaselineCPUNsPerEval float64 `json:"baseline_cpu_ns_per_eval"`
+	CPURatio             float64 `json:"cpu_ratio"`
 	Identical           bool    `json:"identical"`
 	Compared            int     `json:"compared"` // (firm, policy) decisions compared on the sample
 	Differences         int     `json:"differences"`
@@ -118,7 +123,7 @@ func Benchmark(ctx context.Context, db *gorm.DB, o BenchOptions) (BenchResult, e
 	res.HeapBytesPerFirm = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(max(1, snap.Len()))
 	active := snap.Active()
 
-	start = time.Now()
+	start, cpu := time.Now(), cpuTime()
 	pl := newPlanner(snap, benchAsOf)
 	plans := pl.prepared(policies, o.Workers)
 	res.PlanSeconds = time.Since(start).Seconds()
@@ -128,6 +133,7 @@ func Benchmark(ctx context.Context, db *gorm.DB, o BenchOptions) (BenchResult, e
 	}
 	res.EngineSeconds = time.Since(start).Seconds()
 	res.EngineNsPerEval = res.EngineSeconds * 1e9 / float64(active*len(policies))
+	res.EngineCPUNsPerEval = float64(cpuTime()-cpu) / float64(active*len(policies))
 	vm := 0
 	for i := range decs {
 		res.Eligible += int64(decs[i].eligible())
@@ -142,7 +148,7 @@ func Benchmark(ctx context.Context, db *gorm.DB, o BenchOptions) (BenchResult, e
 	res.BaselineFirms = len(envs)
 	res.Baseline = fmt.Sprintf("plain expr.Run (rules.Policy.Evaluate on rules.Env loaded through GORM) over %d of %d firms, %d goroutines; whole-registry time scaled from the sample",
 		len(envs), active, o.Workers)
-	start = time.Now()
+	start, cpu = time.Now(), cpuTime()
 	plain := make([][]Outcome, len(policies))
 	plainErrs := make([][]EvalError, len(policies))
 	for i, p := range policies {
@@ -150,6 +156,10 @@ func Benchmark(ctx context.Context, db *gorm.DB, o BenchOptions) (BenchResult, e
 	}
 	res.BaselineSeconds = time.Since(start).Seconds()
 	res.BaselineNsPerEval = res.BaselineSeconds * 1e9 / float64(max(1, len(envs)*len(policies)))
+	res.BaselineCPUNsPerEval = float64(cpuTime()-cpu) / float64(max(1, len(envs)*len(policies)))
+	if res.EngineCPUNsPerEval > 0 {
+		res.CPURatio = res.BaselineCPUNsPerEval / res.EngineCPUNsPerEval
+	}
 	res.BaselineFullSeconds = res.BaselineNsPerEval * float64(active*len(policies)) / 1e9
 	res.Ratio = res.BaselineNsPerEval / res.EngineNsPerEval
 	res.Compared = len(envs) * len(policies)

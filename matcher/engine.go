@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"reflect"
 	"slices"
 	"sort"
@@ -68,6 +69,10 @@ var ErrNotLoaded = errors.New("the matcher is still loading the registry; try ag
 // late can carry an updated_at earlier than rows already read. Re-reading is harmless, a firm
 // whose data the snapshot already holds is skipped.
 const catchUpOverlap = time.Minute
+
+// bulkFloor is the fewest changed firms the catch-up handles by evaluating every policy rather than
+// re-matching the firms one by one (besides a tenth of the snapshot).
+const bulkFloor = 200
 
 // cursorRegistry names the MatcherCursor of the catch-up.
 const cursorRegistry = "registry"
@@ -262,6 +267,170 @@ func (e *Engine) withPartners(policies []*rules.Policy) []*rules.Policy {
 	return out
 }
 
+// sweep moves the engine to a new evaluation date. A policy whose rule reads the date is compared
+// between the two dates part by part: the parts that read as_of are tables by code (a founding
+// date, say), so the firms whose answers can differ are exactly those with a code whose entry
+// differs — usually the firms whose anniversary was crossed, often none (`as_of >= date(...)`
+// before or after its boundary). Those firms are re-matched; the policy is re-evaluated for the
+// whole population only when a part reading the date is not planned as a table. Policies whose
+// window opens are left to evaluateStale.
+func (e *Engine) sweep(ctx context.Context, today time.Time) (sweepStats, error) {
+	var st sweepStats
+	from := e.asOf
+	old := e.pl
+	e.asOf = today
+	e.pl = newPlanner(e.snap, today)
+	var dated []*rules.Policy
+	for _, p := range e.active() {
+		if dependsOnDate(p) && p.Def.ActiveOn(from) {
+			dated = append(dated, p)
+		}
+	}
+	e.o.Log.Info("evaluation date moved", "from", from.Format(time.DateOnly), "to", today.Format(time.DateOnly), "date_dependent_policies", len(dated))
+	if len(dated) == 0 {
+		return st, nil
+	}
+	if err := e.ensureFields(ctx); err != nil {
+		return st, err
+	}
+	before, after := old.prepared(dated, e.o.Workers), e.pl.prepared(dated, e.o.Workers)
+	changed := make([]uint64, len(e.snap.active))
+	var settled []*rules.Policy
+	for i, p := range dated {
+		rows, ok := changedRows(e.snap, before[i], after[i])
+		if !ok {
+			continue // evaluateStale re-evaluates it for everyone
+		}
+		for w := range changed {
+			changed[w] |= rows[w] & e.snap.active[w]
+		}
+		settled = append(settled, p)
+	}
+	var codes []string
+	rowOf := map[string]int{}
+	for w, x := range changed {
+		for ; x != 0; x &= x - 1 {
+			row := w*wordBits + bits.TrailingZeros64(x)
+			code := e.snap.code(row)
+			codes = append(codes, code)
+			rowOf[code] = row
+		}
+	}
+	for lo := 0; lo < len(codes); lo += pageSize {
+		part := codes[lo:min(lo+pageSize, len(codes))]
+		err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			_, err := e.rematch(ctx, tx, part, rowOf)
+			return err
+		})
+		if err != nil {
+			return st, err
+		}
+	}
+	for _, p := range settled { // their stored matches are those of the new date now
+		err := e.db.WithContext(ctx).Model(&store.PolicyEvaluation{}).Where("policy_id = ? AND version = ?", p.Def.ID, p.Version).
+			Updates(map[string]any{"as_of": today, "evaluated": time.Now().UTC()}).Error
+		if err != nil {
+			return st, fmt.Errorf("record evaluation of %s: %w", p.Def.ID, err)
+		}
+	}
+	st = sweepStats{byFirm: len(settled), whole: len(dated) - len(settled), firms: len(codes)}
+	e.o.Log.Info("date sweep", "policies_by_firm", st.byFirm, "policies_whole", st.whole, "firms_rematched", st.firms)
+	return st, nil
+}
+
+// sweepStats say how a date change was handled: policies settled by re-matching the firms whose
+// answers can differ, policies left to a whole-population evaluation, firms re-matched.
+type sweepStats struct{ byFirm, whole, firms int }
+
+// changedRows compares a policy's plans for two dates. ok is false when the comparison cannot tell
+// (a part of the rule left to the VM, a constant that reads the date and changed); otherwise rows
+// are the snapshot rows whose answer may differ.
+func changedRows(snap *Snapshot, a, b *policyPlan) (rows []uint64, ok bool) {
+	if !closed(a.elig) || (a.policy.Amount != nil && (a.amount == nil || !closedNum(a.amount))) ||
+		len(a.tables) != len(b.tables) || len(a.consts) != len(b.consts) {
+		return nil, false
+	}
+	for i := range a.consts {
+		if !sameTable(a.consts[i], b.consts[i]) {
+			return nil, false
+		}
+	}
+	rows = make([]uint64, len(snap.active))
+	for i, ta := range a.tables {
+		tb := b.tables[i]
+		if ta.col != tb.col {
+			return nil, false
+		}
+		differs := map[int]bool{}
+		for code := 0; code < ta.covered(); code++ {
+			if !ta.sameAt(tb, code) {
+				differs[code] = true
+			}
+		}
+		if len(differs) == 0 {
+			continue
+		}
+		for row := range snap.n {
+			var code int
+			if ta.col.boolean() {
+				code = int(ta.col.bools[row/wordBits]>>(row%wordBits)) & 1
+			} else {
+				code = int(ta.col.codes[row])
+			}
+			if differs[code] {
+				rows[row/wordBits] |= 1 << (row % wordBits)
+			}
+		}
+	}
+	return rows, true
+}
+
+// closed reports whether a plan decides every row without the VM's help, apart from table codes
+// that are unknown (those are compared like any other entry).
+func closed(p boolPlan) bool {
+	switch x := p.(type) {
+	case unknownPlan:
+		return false
+	case *andPlan:
+		for _, q := range x.orig {
+			if !closed(q) {
+				return false
+			}
+		}
+	case *orPlan:
+		for _, q := range x.parts {
+			if !closed(q) {
+				return false
+			}
+		}
+	case *notPlan:
+		return closed(x.x)
+	case *condPlan:
+		return closed(x.c) && closed(x.x) && closed(x.y)
+	case *cmpPlan:
+		return closedNum(x.l) && closedNum(x.r)
+	}
+	return true
+}
+
+func closedNum(p numPlan) bool {
+	switch x := p.(type) {
+	case *arithPlan:
+		return closedNum(x.l) && closedNum(x.r)
+	case *negNum:
+		return closedNum(x.x)
+	case *condNum:
+		return closed(x.c) && closedNum(x.x) && closedNum(x.y)
+	case *builtinNum:
+		for _, a := range x.args {
+			if !closedNum(a) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // PolicyChanged re-reads the published policies after policyID was published, changed or retired,
 // and evaluates the whole population for it (and for the policies its combination rules link to)
 // when it is in effect.
@@ -308,9 +477,9 @@ func (e *Engine) CatchUp(ctx context.Context) error {
 		return ErrNotLoaded
 	}
 	if today := e.today(); !today.Equal(e.asOf) {
-		e.o.Log.Info("evaluation date moved", "from", e.asOf.Format(time.DateOnly), "to", today.Format(time.DateOnly))
-		e.asOf = today
-		e.pl.setAsOf(today)
+		if _, err := e.sweep(ctx, today); err != nil {
+			return err
+		}
 	}
 	var current []struct {
 		ID               string
@@ -351,6 +520,13 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 	var res ChangeResult
 	from := e.watermark.Add(-catchUpOverlap)
 	started := time.Now().UTC()
+	var many int64
+	if err := e.db.WithContext(ctx).Model(&store.Enterprise{}).Where("updated_at > ?", from).Count(&many).Error; err != nil {
+		return res, fmt.Errorf("count changed firms: %w", err)
+	}
+	// After a bulk import it is cheaper to evaluate every policy over the (updated) snapshot than
+	// to re-match the changed firms one by one.
+	bulk := many > int64(max(e.snap.Len()/10, bulkFloor))
 	after, afterCode := from, ""
 	for {
 		var batch []store.Enterprise
@@ -359,7 +535,12 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 		if err != nil {
 			return res, fmt.Errorf("read changed firms: %w", err)
 		}
-		if len(batch) > 0 {
+		if bulk {
+			if err := e.putAll(ctx, batch); err != nil {
+				return res, err
+			}
+			res.Firms += len(batch)
+		} else if len(batch) > 0 {
 			r, err := e.reconcile(ctx, batch, force)
 			if err != nil {
 				return res, err
@@ -371,6 +552,17 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 		}
 		last := batch[len(batch)-1]
 		after, afterCode = last.UpdatedAt, last.CreditCode
+	}
+	if bulk {
+		e.o.Log.Info("many firms changed: evaluating every policy", "firms", many)
+		results, err := matchPolicies(ctx, e.db, e.snap, e.pl, e.active(), e.options(), "", "")
+		if err != nil {
+			return res, err
+		}
+		for _, r := range results {
+			res.New, res.Revoked, res.Updated, res.Errors = res.New+r.New, res.Revoked+r.Revoked, res.Updated+r.Updated, res.Errors+r.Errors
+		}
+		res.Changed = int(many)
 	}
 	codes, err := factsChangedSince(ctx, e.db, e.snap.extras, from, "", "")
 	if err != nil {
@@ -397,6 +589,24 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 		e.o.Log.Info("re-matched changed firms", "firms", res.Changed, "new", res.New, "revoked", res.Revoked)
 	}
 	return res, nil
+}
+
+// putAll puts firms read from the database into the snapshot without re-matching them.
+func (e *Engine) putAll(ctx context.Context, firms []store.Enterprise) error {
+	codes := make([]string, len(firms))
+	for i := range firms {
+		codes[i] = firms[i].CreditCode
+	}
+	facts, err := factsOf(ctx, e.db, e.snap.extras, codes)
+	if err != nil {
+		return err
+	}
+	for i := range firms {
+		if e.snap.inRange(firms[i].CreditCode) && len(firms[i].CreditCode) <= codeLen {
+			e.snap.put(&firms[i], facts[firms[i].CreditCode])
+		}
+	}
+	return nil
 }
 
 // reconcile puts firms read from the database into the snapshot and re-matches those that changed
@@ -692,10 +902,6 @@ func (e *Engine) apply(ctx context.Context, byCode map[string]store.Enterprise, 
 // changed, or all of them with force, inside tx. On error the snapshot is restored.
 func (e *Engine) putAndRematch(ctx context.Context, tx *gorm.DB, firms []store.Enterprise, force bool) (ChangeResult, error) {
 	var res ChangeResult
-	if today := e.today(); !today.Equal(e.asOf) {
-		e.asOf = today
-		e.pl.setAsOf(today)
-	}
 	codes := make([]string, 0, len(firms))
 	for _, f := range firms {
 		if e.snap.inRange(f.CreditCode) {

@@ -379,6 +379,17 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		t.Fatal("the new version of kuogang was not evaluated")
 	}
 
+	// A bulk edit (a third of the registry, as an import would): every policy is evaluated again.
+	bulk := db.Model(&store.Enterprise{}).Where("employees % 3 = 0").
+		Updates(map[string]any{"employees": gorm.Expr("employees + 7"), "updated_at": time.Now().UTC()})
+	if bulk.Error != nil || bulk.RowsAffected < bulkFloor {
+		t.Fatalf("bulk edit: %v, %d rows", bulk.Error, bulk.RowsAffected)
+	}
+	if err := e.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	noDifference(t, db, asOf)
+
 	// The next day: the window of starts-tomorrow opens; young firms age.
 	asOf = asOf.AddDate(0, 0, 1)
 	if err := e.CatchUp(ctx); err != nil {
@@ -514,4 +525,54 @@ func TestCombinationRulesMatchLikePlain(t *testing.T) {
 		t.Fatal(err)
 	}
 	noDifference(t, engineDB, asOf)
+}
+
+// On a new date, a rule that reads the date through a founding-date table re-matches only the
+// firms whose entry changed (an anniversary crossed); a boundary not crossed changes nothing; a
+// rule whose date-reading part is not planned is evaluated for everyone. The stored matches are
+// those of a full match on the new date.
+func TestDailySweepRematchesOnlyFirmsWhoseAnswerCanChange(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	from := rules.Date{Time: testAsOf.AddDate(-1, 0, 0)}
+	defs := []*rules.Definition{
+		{ID: "young", Title: "成立不满三年", EffectiveFrom: from, Channels: []string{"wechat"},
+			Eligibility: "years_since(registered_at) < 3", Amount: "1000 * (3 - years_since(registered_at))"},
+		{ID: "seasoned", Title: "成立月数", EffectiveFrom: from, Channels: []string{"wechat"}, Eligibility: "months_since(registered_at) > employees"},
+		{ID: "from-october-2nd", Title: "十月二日起", EffectiveFrom: from, Channels: []string{"wechat"},
+			Eligibility: `as_of >= date("2022-10-02") && employees >= 10`},
+		{ID: "opaque", Title: "不可拆分", EffectiveFrom: from, Channels: []string{"wechat"},
+			Eligibility: "employees % max(graduates_hired, 1) >= 0 && years_since(registered_at) >= 1"},
+	}
+	seedRegistry(t, db, registry.Synth(3000, 11), defs)
+	asOf := testAsOf // 2022-09-30
+	e := loadedEngine(t, db, &asOf)
+	step := func(day time.Time) sweepStats {
+		t.Helper()
+		asOf = day
+		e.mu.Lock()
+		st, err := e.sweep(ctx, day)
+		e.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		noDifference(t, db, day)
+		return st
+	}
+	st := step(testAsOf.AddDate(0, 0, 1))
+	if st.byFirm != 3 || st.whole != 1 || st.firms == 0 || st.firms > 300 {
+		t.Fatalf("2022-10-01: %+v (want young, seasoned and from-october-2nd by firm, opaque whole, a few firms)", st)
+	}
+	st = step(testAsOf.AddDate(0, 0, 2)) // from-october-2nd's boundary
+	if st.byFirm != 2 || st.whole != 2 {
+		t.Fatalf("2022-10-02: %+v (want from-october-2nd whole: its date condition changed)", st)
+	}
+	var n int64
+	db.Model(&store.Match{}).Where("policy_id = ? AND state = ?", "from-october-2nd", store.MatchActive).Count(&n)
+	if n == 0 {
+		t.Fatal("from-october-2nd matched nobody after its boundary")
+	}
 }

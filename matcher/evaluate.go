@@ -18,6 +18,7 @@ type policyPlan struct {
 	elig   boolPlan
 	amount numPlan // nil: amounts of eligible firms come from the VM
 	tables []*codeTable
+	consts []*codeTable // constant parts (they may read as_of), for comparing two dates
 	guards []*guard
 	// combined: a combination rule (不得重复享受, 每个单位一次) can take an eligible firm away, so
 	// every firm the plan finds eligible is also put to rules.Policy.Exclusion.
@@ -37,6 +38,7 @@ func (g *guard) rejects(row int) bool {
 	return code/wordBits >= len(g.possible) || g.possible[code/wordBits]&(1<<(code%wordBits)) == 0
 }
 
+// excludes reports whether block blk holds no row for which the condition can hold (by its zone map).
 func (g *guard) excludes(blk int) bool {
 	zones := g.col.zones
 	if zones == nil || blk >= len(zones) {

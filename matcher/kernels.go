@@ -591,18 +591,17 @@ func (p *cmpPlan) eval(f *frame, m, t, u *bitset) {
 			t[w], u[w] = 0, 0
 			continue
 		}
-		lo, hi := f.word(w)
-		n := hi - lo
+		lo, hi := span(mw)
 		var res, unk uint64
 		if p.l.kind() == kInt && p.r.kind() == kInt {
 			a, b := f.pushInts(), f.pushInts()
 			unk = p.l.ints(f, w, mw, a) | p.r.ints(f, w, mw, b)
-			res = compare(p.op, a[:n], b[:n])
+			res = compare(p.op, a[lo:hi], b[lo:hi]) << lo
 			f.it -= 2
 		} else {
 			a, b := f.pushFloats(), f.pushFloats()
 			unk = p.l.floats(f, w, mw, a) | p.r.floats(f, w, mw, b)
-			res = compare(p.op, a[:n], b[:n])
+			res = compare(p.op, a[lo:hi], b[lo:hi]) << lo
 			f.ft -= 2
 		}
 		unk &= mw
@@ -611,20 +610,37 @@ func (p *cmpPlan) eval(f *frame, m, t, u *bitset) {
 }
 func (p *cmpPlan) total() bool { return p.l.total() && p.r.total() }
 
+// span is the range of bit positions [lo, hi) from the lowest to the highest set bit of m: the
+// numeric kernels compute only those entries (one, for a firm's re-match).
+func span(m uint64) (lo, hi int) {
+	if m == 0 {
+		return 0, 0
+	}
+	return bits.TrailingZeros64(m), wordBits - bits.LeadingZeros64(m)
+}
+
+// cells returns the span of m within word w, cut to the rows that exist: the entries [lo, hi)
+// of out and the rows [r0+lo, r0+hi) they stand for.
+func cells(f *frame, w int, m uint64) (r0, lo, hi int) {
+	r0, r1 := f.word(w)
+	lo, hi = span(m)
+	return r0, lo, min(hi, r1-r0)
+}
+
 // intCol reads an int64 column.
 type intCol struct{ col *column }
 
 func (p *intCol) kind() numKind { return kInt }
 func (p *intCol) total() bool   { return true }
-func (p *intCol) ints(f *frame, w int, _ uint64, out *[wordBits]int64) uint64 {
-	lo, hi := f.word(w)
-	copy(out[:], p.col.ints[lo:hi])
+func (p *intCol) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64 {
+	r0, lo, hi := cells(f, w, m)
+	copy(out[lo:hi], p.col.ints[r0+lo:r0+hi])
 	return 0
 }
-func (p *intCol) floats(f *frame, w int, _ uint64, out *[wordBits]float64) uint64 {
-	lo, hi := f.word(w)
-	for i, x := range p.col.ints[lo:hi] {
-		out[i] = float64(x)
+func (p *intCol) floats(f *frame, w int, m uint64, out *[wordBits]float64) uint64 {
+	r0, lo, hi := cells(f, w, m)
+	for i, x := range p.col.ints[r0+lo : r0+hi] {
+		out[lo+i] = float64(x)
 	}
 	return 0
 }
@@ -637,9 +653,9 @@ func (p *floatCol) total() bool   { return true }
 func (p *floatCol) ints(*frame, int, uint64, *[wordBits]int64) uint64 {
 	panic("matcher: ints of a float plan")
 }
-func (p *floatCol) floats(f *frame, w int, _ uint64, out *[wordBits]float64) uint64 {
-	lo, hi := f.word(w)
-	copy(out[:], p.col.floats[lo:hi])
+func (p *floatCol) floats(f *frame, w int, m uint64, out *[wordBits]float64) uint64 {
+	r0, lo, hi := cells(f, w, m)
+	copy(out[lo:hi], p.col.floats[r0+lo:r0+hi])
 	return 0
 }
 
@@ -658,15 +674,17 @@ func (p *constNum) float() float64 {
 }
 func (p *constNum) kind() numKind { return p.k }
 func (p *constNum) total() bool   { return true }
-func (p *constNum) ints(_ *frame, _ int, _ uint64, out *[wordBits]int64) uint64 {
-	for i := range out {
+func (p *constNum) ints(_ *frame, _ int, m uint64, out *[wordBits]int64) uint64 {
+	lo, hi := span(m)
+	for i := lo; i < hi; i++ {
 		out[i] = p.i
 	}
 	return 0
 }
-func (p *constNum) floats(_ *frame, _ int, _ uint64, out *[wordBits]float64) uint64 {
+func (p *constNum) floats(_ *frame, _ int, m uint64, out *[wordBits]float64) uint64 {
 	v := p.float()
-	for i := range out {
+	lo, hi := span(m)
+	for i := lo; i < hi; i++ {
 		out[i] = v
 	}
 	return 0
@@ -681,7 +699,7 @@ type tableNum struct {
 func (p *tableNum) kind() numKind { return p.table.kind }
 func (p *tableNum) total() bool   { return p.table.unknowns == 0 }
 
-// codesOf returns the codes of word w (booleans as 0/1).
+// code returns the code of row i of word w (a boolean as 0/1).
 func (p *tableNum) code(f *frame, w, i int) int {
 	lo, _ := f.word(w)
 	if p.col.boolean() {
@@ -776,23 +794,25 @@ func (p *arithPlan) total() bool   { return p.l.total() && p.r.total() }
 func (p *arithPlan) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64 {
 	b := f.pushInts()
 	unk := p.l.ints(f, w, m, out) | p.r.ints(f, w, m, b)
+	lo, hi := span(m)
+	o, y := out[lo:hi], b[lo:hi]
 	switch p.op {
 	case aAdd:
-		for i := range out {
-			out[i] += b[i]
+		for i := range o {
+			o[i] += y[i]
 		}
 	case aSub:
-		for i := range out {
-			out[i] -= b[i]
+		for i := range o {
+			o[i] -= y[i]
 		}
 	case aMul:
-		for i := range out {
-			out[i] *= b[i]
+		for i := range o {
+			o[i] *= y[i]
 		}
 	case aMod:
-		c := b[0] // a constant, non-zero
-		for i := range out {
-			out[i] %= c
+		c := p.r.(*constNum).i // non-zero
+		for i := range o {
+			o[i] %= c
 		}
 	}
 	f.it--
@@ -800,10 +820,11 @@ func (p *arithPlan) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64
 }
 
 func (p *arithPlan) floats(f *frame, w int, m uint64, out *[wordBits]float64) uint64 {
+	lo, hi := span(m)
 	if p.k == kInt {
 		v := f.pushInts()
 		unk := p.ints(f, w, m, v)
-		for i := range out {
+		for i := lo; i < hi; i++ {
 			out[i] = float64(v[i])
 		}
 		f.it--
@@ -811,26 +832,27 @@ func (p *arithPlan) floats(f *frame, w int, m uint64, out *[wordBits]float64) ui
 	}
 	b := f.pushFloats()
 	unk := p.l.floats(f, w, m, out) | p.r.floats(f, w, m, b)
+	o, y := out[lo:hi], b[lo:hi]
 	switch p.op {
 	case aAdd:
-		for i := range out {
-			out[i] += b[i]
+		for i := range o {
+			o[i] += y[i]
 		}
 	case aSub:
-		for i := range out {
-			out[i] -= b[i]
+		for i := range o {
+			o[i] -= y[i]
 		}
 	case aMul:
-		for i := range out {
-			out[i] *= b[i]
+		for i := range o {
+			o[i] *= y[i]
 		}
 	case aDiv:
-		for i := range out {
-			out[i] /= b[i]
+		for i := range o {
+			o[i] /= y[i]
 		}
 	case aPow:
-		for i := range out {
-			out[i] = math.Pow(out[i], b[i])
+		for i := range o {
+			o[i] = math.Pow(o[i], y[i])
 		}
 	}
 	f.ft--
@@ -844,23 +866,25 @@ func (p *negNum) kind() numKind { return p.x.kind() }
 func (p *negNum) total() bool   { return p.x.total() }
 func (p *negNum) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64 {
 	unk := p.x.ints(f, w, m, out)
-	for i := range out {
+	lo, hi := span(m)
+	for i := lo; i < hi; i++ {
 		out[i] = -out[i]
 	}
 	return unk
 }
 func (p *negNum) floats(f *frame, w int, m uint64, out *[wordBits]float64) uint64 {
+	lo, hi := span(m)
 	if p.x.kind() == kInt {
 		v := f.pushInts()
 		unk := p.ints(f, w, m, v)
-		for i := range out {
+		for i := lo; i < hi; i++ {
 			out[i] = float64(v[i])
 		}
 		f.it--
 		return unk
 	}
 	unk := p.x.floats(f, w, m, out)
-	for i := range out {
+	for i := lo; i < hi; i++ {
 		out[i] = -out[i]
 	}
 	return unk
@@ -965,23 +989,25 @@ func (p *builtinNum) total() bool {
 }
 
 func (p *builtinNum) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64 {
+	lo, hi := span(m)
 	if p.name == "int" && p.args[0].kind() == kFloat {
 		v := f.pushFloats()
 		unk := p.args[0].floats(f, w, m, v)
-		for i, x := range v {
-			out[i] = int64(x)
+		for i := lo; i < hi; i++ {
+			out[i] = int64(v[i])
 		}
 		f.ft--
 		return unk
 	}
 	unk := p.args[0].ints(f, w, m, out)
-	if p.name == "int" {
+	o := out[lo:hi]
+	switch p.name {
+	case "int":
 		return unk
-	}
-	if p.name == "abs" {
-		for i, x := range out {
+	case "abs":
+		for i, x := range o {
 			if x < 0 {
-				out[i] = -x
+				o[i] = -x
 			}
 		}
 		return unk
@@ -989,9 +1015,10 @@ func (p *builtinNum) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint6
 	b := f.pushInts()
 	for _, a := range p.args[1:] {
 		unk |= a.ints(f, w, m, b)
-		for i := range out {
-			if (p.name == "min" && out[i] > b[i]) || (p.name == "max" && out[i] < b[i]) {
-				out[i] = b[i]
+		y := b[lo:hi]
+		for i := range o {
+			if (p.name == "min" && o[i] > y[i]) || (p.name == "max" && o[i] < y[i]) {
+				o[i] = y[i]
 			}
 		}
 	}
@@ -1000,38 +1027,40 @@ func (p *builtinNum) ints(f *frame, w int, m uint64, out *[wordBits]int64) uint6
 }
 
 func (p *builtinNum) floats(f *frame, w int, m uint64, out *[wordBits]float64) uint64 {
+	lo, hi := span(m)
 	if p.k == kInt {
 		v := f.pushInts()
 		unk := p.ints(f, w, m, v)
-		for i := range out {
+		for i := lo; i < hi; i++ {
 			out[i] = float64(v[i])
 		}
 		f.it--
 		return unk
 	}
 	unk := p.args[0].floats(f, w, m, out)
+	o := out[lo:hi]
 	switch p.name {
 	case "float":
 		return unk
 	case "round":
-		for i, x := range out {
-			out[i] = math.Round(x)
+		for i, x := range o {
+			o[i] = math.Round(x)
 		}
 		return unk
 	case "floor":
-		for i, x := range out {
-			out[i] = math.Floor(x)
+		for i, x := range o {
+			o[i] = math.Floor(x)
 		}
 		return unk
 	case "ceil":
-		for i, x := range out {
-			out[i] = math.Ceil(x)
+		for i, x := range o {
+			o[i] = math.Ceil(x)
 		}
 		return unk
 	case "abs":
-		for i, x := range out {
+		for i, x := range o {
 			if x < 0 {
-				out[i] = -x
+				o[i] = -x
 			}
 		}
 		return unk
@@ -1039,9 +1068,10 @@ func (p *builtinNum) floats(f *frame, w int, m uint64, out *[wordBits]float64) u
 	b := f.pushFloats()
 	for _, a := range p.args[1:] {
 		unk |= a.floats(f, w, m, b)
-		for i := range out {
-			if (p.name == "min" && out[i] > b[i]) || (p.name == "max" && out[i] < b[i]) {
-				out[i] = b[i]
+		y := b[lo:hi]
+		for i := range o {
+			if (p.name == "min" && o[i] > y[i]) || (p.name == "max" && o[i] < y[i]) {
+				o[i] = y[i]
 			}
 		}
 	}

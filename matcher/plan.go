@@ -2,6 +2,7 @@ package matcher
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -79,6 +80,22 @@ type codeTable struct {
 	unknown  []uint64
 	unknowns int // codes whose answer is unknown
 }
+
+// sameAt reports whether two tables give the same answer for a code.
+func (t *codeTable) sameAt(o *codeTable, code int) bool {
+	if t.numeric != o.numeric || code >= o.covered() {
+		return false
+	}
+	if !t.numeric {
+		return t.truth[code] == o.truth[code]
+	}
+	ua, ub := t.unknown[code/wordBits]>>(code%wordBits)&1, o.unknown[code/wordBits]>>(code%wordBits)&1
+	return ua == ub && t.kind == o.kind && t.ints[code] == o.ints[code] &&
+		math.Float64bits(t.floats[code]) == math.Float64bits(o.floats[code])
+}
+
+// sameTable reports whether two tables without a column (constants) agree.
+func sameTable(a, b *codeTable) bool { return a.covered() == b.covered() && a.sameAt(b, 0) }
 
 // covered is the number of codes the table has answers for.
 func (t *codeTable) covered() int {
@@ -160,6 +177,7 @@ type builder struct {
 	asOf   time.Time
 	cache  *tableCache
 	tables []*codeTable
+	consts []*codeTable // parts that read no column (some read as_of)
 }
 
 // varSet is what a part of a rule reads.
@@ -244,7 +262,6 @@ func (b *builder) table(n ast.Node, col *column, numeric bool) *codeTable {
 		}
 		t = &codeTable{col: col, prog: prog, asOf: b.asOf, numeric: numeric}
 		if col == nil { // a constant: one "code"
-			t.col = nil
 			t.refreshConst()
 		} else {
 			t.refresh()
@@ -260,7 +277,10 @@ func (b *builder) table(n ast.Node, col *column, numeric bool) *codeTable {
 		}
 		b.cache.mu.Unlock()
 	}
-	if col != nil && !slices.Contains(b.tables, t) {
+	switch {
+	case col == nil:
+		b.consts = append(b.consts, t)
+	case !slices.Contains(b.tables, t):
 		b.tables = append(b.tables, t)
 	}
 	return t
@@ -448,7 +468,7 @@ func buildPlan(snap *Snapshot, cache *tableCache, p *rules.Policy, asOf time.Tim
 	if p.Amount != nil {
 		pp.amount = b.number(p.Amount.Tree.Node)
 	}
-	pp.tables = b.tables
+	pp.tables, pp.consts = b.tables, b.consts
 	return pp
 }
 

@@ -488,6 +488,9 @@ func (s *Snapshot) image(row int) rowImage {
 
 // restore puts back a captured row. An added row stays (inactive): rows are never removed.
 func (s *Snapshot) restore(img rowImage) {
+	if img.row < 0 {
+		return
+	}
 	if img.added {
 		s.setActive(img.row, false)
 		return

@@ -634,6 +634,11 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			if res.RowsAffected != int64(len(sentIDs)) {
 				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", res.RowsAffected)
 			}
+			// A fast provider's report can arrive before this record of the send.
+			rc := ReceiptConfig{SubjectPrefix: n.opts.SubjectPrefix, FallbackToSMS: n.routes[ChannelSMS] != nil}
+			if err := applyWaiting(tx, rc, sentIDs, now); err != nil {
+				return err
+			}
 		}
 		for _, c := range cands {
 			if c.err == nil && !c.revoked && len(c.dropped) == 0 {

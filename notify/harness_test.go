@@ -74,7 +74,7 @@ func newHarness(t *testing.T, sbo sandbox.Options, tweak func(*Options)) *harnes
 		SendTimeout: 3 * time.Second, QuotaPause: 30 * time.Minute, InDoubtGrace: 10 * time.Minute,
 		Consumer:      bus.ConsumerOptions{AckWait: 10 * time.Second, MaxDeliver: 20, MaxAckPending: 1000},
 		SubjectPrefix: h.bus.SubjectPrefix(), PublicURL: "https://policy.example", Now: h.clock.Now,
-		QuietHours: QuietHours{Start: 22 * 60, End: 8 * 60, Channels: []string{ChannelSMS}, Location: time.FixedZone("CST", 8*3600)},
+		QuietHours: QuietHours{Start: 22 * time.Hour, End: 8 * time.Hour, Channels: []string{ChannelSMS}, Location: time.FixedZone("CST", 8*3600)},
 		Failover:   Failover{Threshold: 2, Cooldown: time.Hour}}
 	if tweak != nil {
 		tweak(&h.opts)

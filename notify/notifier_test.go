@@ -461,6 +461,10 @@ func TestQuietHoursUntil(t *testing.T) {
 	if _, err := ParseQuietHours("25:00", "08:00", nil, cst); err == nil {
 		t.Error("25:00 accepted")
 	}
+	secs, _ := ParseQuietHours("12:00:10", "12:00:40", []string{ChannelSMS}, cst)
+	if until, quiet := secs.Until(ChannelSMS, day(12, 0).Add(20*time.Second)); !quiet || !until.Equal(day(12, 0).Add(40*time.Second)) {
+		t.Errorf("window in seconds: %v %s", quiet, until)
+	}
 }
 
 func TestListTitles(t *testing.T) {

@@ -104,14 +104,21 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 			if d != nil {
 				row.DeliveryID = d.ID
 			}
-			res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-			if res.Error != nil {
-				return fmt.Errorf("record receipt: %w", res.Error)
+			// Look first: MySQL reports a row affected for an ignored duplicate. Two copies racing
+			// past the look are harmless: the conflict clause keeps one row and applying twice
+			// changes nothing the second time.
+			var seen int64
+			if err := tx.Model(&store.DeliveryReceipt{}).Where("provider = ? AND provider_id = ? AND recipient_hash = ?",
+				row.Provider, row.ProviderID, row.RecipientHash).Count(&seen).Error; err != nil {
+				return fmt.Errorf("look up receipt: %w", err)
 			}
-			if res.RowsAffected == 0 {
+			if seen > 0 {
 				sum.Duplicates++
 				receiptsTotal.WithLabelValues(r.Provider, "duplicate").Inc()
 				continue
+			}
+			if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
+				return fmt.Errorf("record receipt: %w", err)
 			}
 			if d == nil {
 				sum.Unmatched++
@@ -123,7 +130,7 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 			}
 			sum.Recorded++
 		}
-		return linkUnmatched(tx, c, now)
+		return applyWaiting(tx, c, nil, now)
 	})
 	return sum, err
 }
@@ -148,8 +155,17 @@ func findDelivery(tx *gorm.DB, r Receipt) (*store.Delivery, error) {
 	return &ds[0], nil
 }
 
-// applyReceipt moves a delivery forward; a late or repeated report never moves it back.
+// applyReceipt moves a delivery forward; a late or repeated report never moves it back. A report on
+// a delivery not yet recorded as sent waits (Applied false) for applyWaiting.
 func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.DeliveryReceipt, now time.Time) error {
+	switch d.State {
+	case store.DeliverySent, store.DeliveryDelivered, store.DeliveryUndelivered:
+	default:
+		return nil
+	}
+	if err := tx.Model(&store.DeliveryReceipt{}).Where("id = ?", r.ID).Updates(map[string]any{"applied": true, "delivery_id": d.ID}).Error; err != nil {
+		return fmt.Errorf("mark receipt applied: %w", err)
+	}
 	ev := store.DeliveryEvent{DeliveryID: d.ID, At: now, Provider: r.Provider, Code: r.Code, Detail: r.Detail}
 	var res *gorm.DB
 	if r.Delivered {
@@ -197,22 +213,25 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 		Detail: fmt.Sprintf("not delivered on WeChat; %d match(es) queued for SMS", len(items))}).Error
 }
 
-// linkUnmatched attaches reports of the last day that arrived before their delivery was recorded.
-func linkUnmatched(tx *gorm.DB, c ReceiptConfig, now time.Time) error {
+// applyWaiting applies the reports of the last day that overtook the record of their send: those
+// of the given deliveries (the notifier calls it right after recording them sent), or any (the
+// receipt handlers call it on every report).
+func applyWaiting(tx *gorm.DB, c ReceiptConfig, deliveryIDs []uint64, now time.Time) error {
 	var rows []store.DeliveryReceipt
-	if err := tx.Where("delivery_id = 0 AND received_at >= ?", now.Add(-24*time.Hour)).Limit(200).Find(&rows).Error; err != nil {
-		return fmt.Errorf("load unmatched receipts: %w", err)
+	q := tx.Where("applied = ? AND received_at >= ?", false, now.Add(-24*time.Hour))
+	if deliveryIDs != nil {
+		q = q.Where("delivery_id IN ?", deliveryIDs)
+	}
+	if err := q.Order("id").Limit(200).Find(&rows).Error; err != nil {
+		return fmt.Errorf("load waiting receipts: %w", err)
 	}
 	for _, r := range rows {
-		d, err := findDelivery(tx, Receipt{Provider: r.Provider, ProviderID: r.ProviderID})
-		if err != nil || d == nil {
-			if err != nil {
-				return err
-			}
-			continue
+		d, err := findDelivery(tx, Receipt{Provider: r.Provider, ProviderID: r.ProviderID, DeliveryID: r.DeliveryID})
+		if err != nil {
+			return err
 		}
-		if err := tx.Model(&store.DeliveryReceipt{}).Where("id = ?", r.ID).Update("delivery_id", d.ID).Error; err != nil {
-			return fmt.Errorf("link receipt: %w", err)
+		if d == nil {
+			continue
 		}
 		if err := applyReceipt(tx, c, d, r, now); err != nil {
 			return err

@@ -10,18 +10,18 @@ import (
 // QuietHours is a daily window in which some channels send nothing (no SMS at night). Notices that
 // fall due inside it wait until it ends; they are queued, never dropped.
 type QuietHours struct {
-	Start, End int // minutes after local midnight; Start > End spans midnight; Start == End is off
+	Start, End time.Duration // since local midnight; Start > End spans midnight; Start == End is off
 	Channels   []string
 	Location   *time.Location
 }
 
-// ParseQuietHours reads "HH:MM" bounds in loc.
+// ParseQuietHours reads "HH:MM" (or "HH:MM:SS") bounds in loc.
 func ParseQuietHours(start, end string, channels []string, loc *time.Location) (QuietHours, error) {
-	s, err := minuteOfDay(start)
+	s, err := timeOfDay(start)
 	if err != nil {
 		return QuietHours{}, fmt.Errorf("quiet hours start: %w", err)
 	}
-	e, err := minuteOfDay(end)
+	e, err := timeOfDay(end)
 	if err != nil {
 		return QuietHours{}, fmt.Errorf("quiet hours end: %w", err)
 	}
@@ -31,12 +31,17 @@ func ParseQuietHours(start, end string, channels []string, loc *time.Location) (
 	return QuietHours{Start: s, End: e, Channels: channels, Location: loc}, nil
 }
 
-func minuteOfDay(hhmm string) (int, error) {
-	t, err := time.Parse("15:04", strings.TrimSpace(hhmm))
-	if err != nil {
-		return 0, fmt.Errorf("%q is not HH:MM (24-hour clock)", hhmm)
+func timeOfDay(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	layout := "15:04"
+	if strings.Count(s, ":") == 2 {
+		layout = "15:04:05"
 	}
-	return t.Hour()*60 + t.Minute(), nil
+	t, err := time.Parse(layout, s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not HH:MM (24-hour clock)", s)
+	}
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second, nil
 }
 
 // Until reports whether channel must stay quiet at t, and until when.
@@ -49,7 +54,8 @@ func (q QuietHours) Until(channel string, t time.Time) (time.Time, bool) {
 		loc = time.UTC
 	}
 	lt := t.In(loc)
-	now := lt.Hour()*60 + lt.Minute()
+	midnight := time.Date(lt.Year(), lt.Month(), lt.Day(), 0, 0, 0, 0, loc)
+	now := lt.Sub(midnight)
 	inside := false
 	if q.Start < q.End {
 		inside = now >= q.Start && now < q.End
@@ -59,9 +65,9 @@ func (q QuietHours) Until(channel string, t time.Time) (time.Time, bool) {
 	if !inside {
 		return time.Time{}, false
 	}
-	end := time.Date(lt.Year(), lt.Month(), lt.Day(), q.End/60, q.End%60, 0, 0, loc)
+	end := midnight.Add(q.End)
 	if !end.After(lt) {
-		end = end.AddDate(0, 0, 1)
+		end = midnight.AddDate(0, 0, 1).Add(q.End)
 	}
 	return end.UTC(), true
 }

@@ -68,16 +68,19 @@ type DeliveryEvent struct {
 // message and recipient. RecipientHash is a truncated SHA-256 of the phone or openid, so the
 // dedupe key does not store the number a second time.
 type DeliveryReceipt struct {
-	ID            uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
-	Provider      string    `gorm:"size:16;not null;uniqueIndex:ux_receipt,priority:1" json:"provider"`
-	ProviderID    string    `gorm:"size:128;not null;uniqueIndex:ux_receipt,priority:2" json:"provider_id"`
-	RecipientHash string    `gorm:"size:16;not null;uniqueIndex:ux_receipt,priority:3" json:"-"`
-	DeliveryID    uint64    `gorm:"not null;default:0;index" json:"delivery_id"` // 0: no delivery matched
-	Delivered     bool      `gorm:"not null" json:"delivered"`
-	Code          string    `gorm:"size:64;not null;default:''" json:"code"`
-	Detail        string    `gorm:"size:200;not null;default:''" json:"detail"`
-	ReportedAt    time.Time `gorm:"not null" json:"reported_at"`
-	ReceivedAt    time.Time `gorm:"not null" json:"received_at"`
+	ID            uint64 `gorm:"primaryKey;autoIncrement" json:"id"`
+	Provider      string `gorm:"size:16;not null;uniqueIndex:ux_receipt,priority:1" json:"provider"`
+	ProviderID    string `gorm:"size:128;not null;uniqueIndex:ux_receipt,priority:2" json:"provider_id"`
+	RecipientHash string `gorm:"size:16;not null;uniqueIndex:ux_receipt,priority:3" json:"-"`
+	DeliveryID    uint64 `gorm:"not null;default:0;index" json:"delivery_id"` // 0: no delivery matched
+	// Applied is false while the report waits for its delivery to be recorded as sent (a report
+	// can overtake the notifier's own record of the send).
+	Applied    bool      `gorm:"not null;default:false;index" json:"applied"`
+	Delivered  bool      `gorm:"not null" json:"delivered"`
+	Code       string    `gorm:"size:64;not null;default:''" json:"code"`
+	Detail     string    `gorm:"size:200;not null;default:''" json:"detail"`
+	ReportedAt time.Time `gorm:"not null" json:"reported_at"`
+	ReceivedAt time.Time `gorm:"not null" json:"received_at"`
 }
 
 // DeadLetter is a notice message JetStream stopped redelivering (MAX_DELIVERIES advisory) or one the

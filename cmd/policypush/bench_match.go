@@ -141,7 +141,8 @@ func printBenchMatch(w io.Writer, r matcher.BenchResult) {
 		r.EngineSeconds, r.PlanSeconds, r.EngineNsPerEval, 100*r.VMShare, r.Eligible)
 	fmt.Fprintf(w, "plain expr    %.3f s on %d firms, %.1f ns per (firm, policy); %.1f s for all firms (scaled)\n",
 		r.BaselineSeconds, r.BaselineFirms, r.BaselineNsPerEval, r.BaselineFullSeconds)
-	fmt.Fprintf(w, "ratio         %.1f×, identical on %d sampled pairs: %t (%d differences)\n", r.Ratio, r.Compared, r.Identical, r.Differences)
+	fmt.Fprintf(w, "ratio         %.1f× (CPU time: engine %.2f, plain %.1f ns per pair, %.1f×), identical on %d sampled pairs: %t (%d differences)\n",
+		r.Ratio, r.EngineCPUNsPerEval, r.BaselineCPUNsPerEval, r.CPURatio, r.Compared, r.Identical, r.Differences)
 	fmt.Fprintf(w, "incremental   %d firms: engine p50 %.3f ms, p99 %.3f ms; with the %s transaction p50 %.2f ms, p99 %.2f ms (%d matches added or revoked)\n",
 		r.IncrementalFirms, r.IncrementalP50Ms, r.IncrementalP99Ms, r.Database, r.IncrementalDBP50Ms, r.IncrementalDBP99Ms, r.IncrementalChanges)
 	fmt.Fprintf(w, "baseline      %s\n", r.Baseline)

@@ -77,6 +77,11 @@ the durable consumers, and a delivery is claimed by one of them at a time.`,
 	}
 }
 
+// backlog counts the notices the channel consumers have not finished (see bus.Backlog).
+func (a *app) backlog(ctx context.Context) (uint64, error) {
+	return a.bus.Backlog(ctx, notify.ChannelWeChat, notify.ChannelSMS)
+}
+
 func (a *app) ops(ctx context.Context) (notify.Ops, error) {
 	db, err := a.openDB(ctx)
 	if err != nil {

@@ -62,6 +62,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 			if err != nil {
 				return err
 			}
+			demoDelivery(cmd, &a.cfg) // demo_delivery.go
 			wait, err := a.startPipeline(ctx)
 			if err != nil {
 				return err
@@ -91,6 +92,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 				fmt.Println()
 				printStatus(os.Stdout, st, day.Time)
 			}
+			printDemoDelivery(ctx, os.Stdout, a)
 			if a.sandbox != nil {
 				fmt.Printf("沙箱记录: %s （微信 %d 条，短信 %d 条）\n", filepath.Join(cfg.DataDir, "sandbox"),
 					a.sandbox.Counts()["wechat"], a.sandbox.Counts()["tencent"]+a.sandbox.Counts()["aliyun"])
@@ -107,6 +109,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 	cmd.Flags().StringVar(&httpAddr, "http", "", "console address (default http.addr, 127.0.0.1:8080)")
 	cmd.Flags().StringVar(&asOf, "as-of", DemoAsOf, "evaluation date of the demo")
 	cmd.Flags().IntVar(&firms, "firms", 20000, "size of the synthetic registry on first start")
+	addDemoDeliveryFlags(cmd)
 	cmd.Flags().StringVar(&demoPassword, "demo-password", "", "password of the demo accounts (default: a new random one, printed at start)")
 	return cmd
 }
@@ -270,15 +273,8 @@ func (a *app) idle(ctx context.Context) (bool, error) {
 	if pending > 0 {
 		return false, nil
 	}
-	s, err := a.bus.JS.Stream(ctx, a.cfg.NATS.Stream)
-	if err != nil {
-		return false, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return false, err
-	}
-	return info.State.Msgs == 0, nil
+	n, err := a.backlog(ctx)
+	return n == 0, err
 }
 
 // serveHTTP starts the console on http.addr.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -426,5 +428,94 @@ func TestIDsContinueAfterLoadedOnes(t *testing.T) {
 	s := start(t, Options{Dir: dir})
 	if r := wxSend(t, s, token(t, s), wxMessage("o-1", "after")); r.ErrCode != 0 || r.MsgID <= future {
 		t.Fatalf("msgid %d does not continue after loaded id %d", r.MsgID, future)
+	}
+}
+
+func TestLookupAPIsFindAcceptedMessages(t *testing.T) {
+	s := start(t, Options{})
+	// Tencent: accept one message, then look it up by number and time.
+	body := map[string]any{"PhoneNumberSet": []string{"+8613800138000"}, "SmsSdkAppId": "1400", "TemplateId": "1",
+		"SignName": "s", "SessionContext": "d-7"}
+	tc := func(action string, in any, out any) {
+		b, _ := json.Marshal(in)
+		req, _ := http.NewRequest(http.MethodPost, s.URL()+"/", bytes.NewReader(b))
+		req.Header.Set("X-TC-Action", action)
+		req.Header.Set("Authorization", "TC3-HMAC-SHA256 Credential=x")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sent tcResponse
+	tc("SendSms", body, &sent)
+	var pulled struct {
+		Response struct {
+			PullSmsSendStatusSet []tcPullStatus
+		}
+	}
+	begin := time.Now().Add(-time.Minute).Unix()
+	tc("PullSmsSendStatusByPhoneNumber", map[string]any{"PhoneNumber": "+8613800138000", "BeginTime": begin, "Limit": 10}, &pulled)
+	set := pulled.Response.PullSmsSendStatusSet
+	if len(set) != 1 || set[0].SessionContext != "d-7" || set[0].SerialNo != sent.Response.SendStatusSet[0].SerialNo {
+		t.Fatalf("pulled %+v", set)
+	}
+	tc("PullSmsSendStatusByPhoneNumber", map[string]any{"PhoneNumber": "+8613800138001", "BeginTime": begin, "Limit": 10}, &pulled)
+	if len(pulled.Response.PullSmsSendStatusSet) != 0 {
+		t.Fatalf("another number's status: %+v", pulled)
+	}
+
+	// Aliyun: QuerySendDetails by number and day (Beijing time).
+	q := url.Values{"Action": {"SendSms"}, "Signature": {"x"}, "AccessKeyId": {"k"}, "PhoneNumbers": {"13800138000"},
+		"SignName": {"s"}, "TemplateCode": {"T"}, "OutId": {"d-8"}}
+	var ali aliReply
+	postJSON(t, s.URL()+"/?"+q.Encode(), nil, &ali)
+	day := time.Now().In(beijing).Format("20060102")
+	q = url.Values{"Action": {"QuerySendDetails"}, "Signature": {"x"}, "AccessKeyId": {"k"}, "PhoneNumber": {"13800138000"},
+		"SendDate": {day}, "PageSize": {"10"}, "CurrentPage": {"1"}}
+	var details struct {
+		Code              string
+		SmsSendDetailDTOs struct{ SmsSendDetailDTO []aliDetail }
+	}
+	postJSON(t, s.URL()+"/?"+q.Encode(), nil, &details)
+	if details.Code != "OK" || len(details.SmsSendDetailDTOs.SmsSendDetailDTO) != 1 || details.SmsSendDetailDTOs.SmsSendDetailDTO[0].OutID != "d-8" {
+		t.Fatalf("details %+v", details)
+	}
+}
+
+func TestReportsArePostedOncePerAcceptedMessage(t *testing.T) {
+	got := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.URL.Path + " " + string(b)
+	}))
+	defer srv.Close()
+	s := start(t, Options{Receipts: ReceiptOptions{WeChatURL: srv.URL + "/wx", AliyunURL: srv.URL + "/ali?token=t",
+		WeChatToken: "tok", Delay: time.Millisecond}})
+	tok := token(t, s)
+	wxSend(t, s, tok, wxMessage("o-1", "r-1"))
+	wxSend(t, s, tok, wxMessage("o-1", "r-1")) // a repeat: no second report
+	q := url.Values{"Action": {"SendSms"}, "Signature": {"x"}, "AccessKeyId": {"k"}, "PhoneNumbers": {"13800138000"},
+		"SignName": {"s"}, "TemplateCode": {"T"}, "OutId": {"r-2"}}
+	postJSON(t, s.URL()+"/?"+q.Encode(), nil, nil)
+	reports := map[string]string{}
+	for range 2 {
+		select {
+		case r := <-got:
+			path, body, _ := strings.Cut(r, " ")
+			reports[path] = body
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reports so far: %v", reports)
+		}
+	}
+	if !strings.Contains(reports["/wx"], "TEMPLATESENDJOBFINISH") || !strings.Contains(reports["/ali"], `"out_id":"r-2"`) {
+		t.Fatalf("reports %v", reports)
+	}
+	// Reports are queued when the message is accepted; the repeat queued none.
+	if n := len(s.receipts.queue); n != 0 {
+		t.Fatalf("%d more reports queued", n)
 	}
 }
