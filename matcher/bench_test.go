@@ -74,12 +74,13 @@ func BenchmarkEngineOneFirm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	plans := newPlanner(snap, testAsOf).prepared(d.policies, 0)
+	pl := newPlanner(snap, testAsOf)
+	idx := pl.index(pl.prepared(d.policies, 0))
 	r := rand.New(rand.NewPCG(1, 2))
 	f := &frame{}
 	b.ResetTimer()
 	for b.Loop() {
-		evaluateRow(snap, plans, r.IntN(snap.n), f)
+		evaluateRow(snap, idx, r.IntN(snap.n), f)
 	}
 }
 

@@ -59,9 +59,9 @@ type BenchResult struct {
 	EngineCPUNsPerEval   float64 `json:"engine_cpu_ns_per_eval"`
 	BaselineCPUNsPerEval float64 `json:"baseline_cpu_ns_per_eval"`
 	CPURatio             float64 `json:"cpu_ratio"`
-	Identical           bool    `json:"identical"`
-	Compared            int     `json:"compared"` // (firm, policy) decisions compared on the sample
-	Differences         int     `json:"differences"`
+	Identical            bool    `json:"identical"`
+	Compared             int     `json:"compared"` // (firm, policy) decisions compared on the sample
+	Differences          int     `json:"differences"`
 
 	IncrementalFirms   int     `json:"incremental_firms"`
 	IncrementalP50Ms   float64 `json:"incremental_p50_ms"` // one firm against every policy, engine only
@@ -297,7 +297,7 @@ func benchIncremental(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *plan
 	r := rand.New(rand.NewPCG(uint64(o.Seed), 99))
 	e := NewEngine(db, EngineOptions{Workers: o.Workers, SubjectPrefix: "bench", AsOf: func() time.Time { return benchAsOf }})
 	e.snap, e.pl, e.all, e.asOf, e.watermark = snap, pl, policies, benchAsOf, time.Now()
-	plans := pl.prepared(policies, o.Workers)
+	idx := pl.index(pl.prepared(policies, o.Workers))
 	var rows []int
 	for row := range snap.n {
 		if snap.isActive(row) {
@@ -322,9 +322,8 @@ func benchIncremental(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *plan
 		t0 := time.Now()
 		img, _ := snap.put(&changed, nil)
 		if img.row >= 0 {
-			d := evaluateRow(snap, plans, img.row, f)
-			for i := range d {
-				d[i].outcomes(snap)
+			for _, pd := range evaluateRow(snap, idx, img.row, f) {
+				pd.d.outcomes(snap)
 			}
 		}
 		engine = append(engine, float64(time.Since(t0).Nanoseconds())/1e6)

@@ -950,7 +950,7 @@ func (e *Engine) rematch(ctx context.Context, tx *gorm.DB, codes []string, rows 
 		return res, err
 	}
 	policies := e.active()
-	plans := e.pl.prepared(policies, e.o.Workers)
+	idx := e.pl.index(e.pl.prepared(policies, e.o.Workers))
 	index := make(map[string]int, len(policies))
 	for i, p := range policies {
 		index[p.Def.ID] = i
@@ -963,13 +963,12 @@ func (e *Engine) rematch(ctx context.Context, tx *gorm.DB, codes []string, rows 
 		if !ok {
 			continue
 		}
-		decs := evaluateRow(e.snap, plans, row, e.frame)
-		for i := range decs {
-			if len(decs[i].words) > 0 {
-				outcomes[i] = append(outcomes[i], decs[i].outcomes(e.snap)...)
+		for _, pd := range evaluateRow(e.snap, idx, row, e.frame) {
+			if len(pd.d.words) > 0 {
+				outcomes[pd.plan] = append(outcomes[pd.plan], pd.d.outcomes(e.snap)...)
 			}
-			if len(decs[i].errs) > 0 {
-				evalErrs = append(evalErrs, errorRows(policies[i], e.asOf, decs[i].evalErrors(e.snap))...)
+			if len(pd.d.errs) > 0 {
+				evalErrs = append(evalErrs, errorRows(policies[pd.plan], e.asOf, pd.d.evalErrors(e.snap))...)
 			}
 		}
 	}

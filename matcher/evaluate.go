@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -323,18 +324,57 @@ func activeWords(snap *Snapshot, blk int, m *bitset) bool {
 	return any != 0
 }
 
-// evaluateRow decides every plan for one row (an incremental re-match), on the calling goroutine.
-// The result is valid until the next call with the same frame.
-func evaluateRow(snap *Snapshot, plans []*policyPlan, row int, f *frame) []decisions {
-	if cap(f.row) < len(plans) {
-		f.row = make([]decisions, len(plans))
+// rowIndex finds the plans that can hold for one firm: those without guards, and those whose first
+// guard admits the firm's code in that guard's column (a policy of 苏州市 is not looked at for a
+// 南京 firm). One firm's re-match thus touches the few hundred candidate plans, not all of them.
+type rowIndex struct {
+	gen       int // the planner generation it was built for
+	plans     []*policyPlan
+	unguarded []int32
+	cols      []*column
+	byCode    [][][]int32 // [guard column][code] → plans
+}
+
+func newRowIndex(plans []*policyPlan, gen int) *rowIndex {
+	idx := &rowIndex{gen: gen, plans: plans}
+	colOf := map[*column]int{}
+	for i, pp := range plans {
+		if len(pp.guards) == 0 {
+			idx.unguarded = append(idx.unguarded, int32(i))
+			continue
+		}
+		g := pp.guards[0]
+		c, ok := colOf[g.col]
+		if !ok {
+			c = len(idx.cols)
+			colOf[g.col] = c
+			idx.cols = append(idx.cols, g.col)
+			idx.byCode = append(idx.byCode, nil)
+		}
+		for w, x := range g.possible {
+			for ; x != 0; x &= x - 1 {
+				code := w*wordBits + bits.TrailingZeros64(x)
+				for len(idx.byCode[c]) <= code {
+					idx.byCode[c] = append(idx.byCode[c], nil)
+				}
+				idx.byCode[c][code] = append(idx.byCode[c][code], int32(i))
+			}
+		}
 	}
-	out := f.row[:len(plans)]
-	for i := range out {
-		out[i] = decisions{words: out[i].words[:0], bits: out[i].bits[:0], amounts: out[i].amounts[:0], errs: out[i].errs[:0]}
-	}
+	return idx
+}
+
+// planDecisions is one plan's decisions about one firm.
+type planDecisions struct {
+	plan int
+	d    decisions
+}
+
+// evaluateRow decides one row (an incremental re-match) on the calling goroutine, for the candidate
+// plans of the index; it returns the plans that found the row eligible or failed on it.
+func evaluateRow(snap *Snapshot, idx *rowIndex, row int, f *frame) []planDecisions {
 	if !snap.isActive(row) {
-		return out
+		return nil
 	}
 	f.snap = snap
 	f.at(row / blockRows)
@@ -342,16 +382,32 @@ func evaluateRow(snap *Snapshot, plans []*policyPlan, row int, f *frame) []decis
 	w := (row % blockRows) / wordBits
 	f.wlo, f.whi = w, w+1
 	m[w] = 1 << (row % wordBits)
-next:
-	for i, pp := range plans {
-		for _, g := range pp.guards {
+	var out []planDecisions
+	run := func(i int32) {
+		pp := idx.plans[i]
+		for _, g := range pp.guards[min(1, len(pp.guards)):] {
 			if g.rejects(row) {
-				continue next
+				return
 			}
 		}
-		pp.evalBlock(f, m, &out[i])
+		var d decisions
+		pp.evalBlock(f, m, &d)
+		if len(d.words) > 0 || len(d.errs) > 0 {
+			out = append(out, planDecisions{plan: int(i), d: d})
+		}
+	}
+	for _, i := range idx.unguarded {
+		run(i)
+	}
+	for c, col := range idx.cols {
+		if code := int(col.codes[row]); code < len(idx.byCode[c]) {
+			for _, i := range idx.byCode[c][code] {
+				run(i)
+			}
+		}
 	}
 	f.bt--
+	slices.SortFunc(out, func(a, b planDecisions) int { return a.plan - b.plan })
 	return out
 }
 
@@ -361,6 +417,8 @@ type planner struct {
 	asOf  time.Time
 	cache *tableCache
 	plans map[*rules.Policy]*policyPlan
+	gen   int       // counts plan builds and preparations; an index of another generation is stale
+	idx   *rowIndex // the last index built
 }
 
 func newPlanner(snap *Snapshot, asOf time.Time) *planner {
@@ -395,7 +453,13 @@ func (pl *planner) prepared(policies []*rules.Policy, workers int) []*policyPlan
 	out := make([]*policyPlan, len(policies))
 	var todo []int
 	for i, p := range policies {
-		if pp, ok := pl.plans[p]; ok && (pp.current() || pp.prepare()) {
+		pp, ok := pl.plans[p]
+		if ok && pp.current() {
+			out[i] = pp
+			continue
+		}
+		pl.gen++
+		if ok && pp.prepare() {
 			out[i] = pp
 			continue
 		}
@@ -423,4 +487,14 @@ func (pl *planner) prepared(policies []*rules.Policy, workers int) []*policyPlan
 		pl.plans[policies[i]] = out[i]
 	}
 	return out
+}
+
+// index returns the row index of plans (as prepared returned them), built again only when a plan
+// was built or prepared since, or the list differs.
+func (pl *planner) index(plans []*policyPlan) *rowIndex {
+	if pl.idx != nil && pl.idx.gen == pl.gen && slices.Equal(pl.idx.plans, plans) {
+		return pl.idx
+	}
+	pl.idx = newRowIndex(plans, pl.gen)
+	return pl.idx
 }

@@ -296,8 +296,13 @@ func engineDecisions(t testing.TB, firms []store.Enterprise, policies []*rules.P
 	all, byRow = map[decKey]decision{}, map[decKey]decision{}
 	collect(all, decs)
 	f := &frame{}
+	idx := pl.index(plans)
 	for row := range snap.n {
-		collect(byRow, evaluateRow(snap, plans, row, f))
+		decs := make([]decisions, len(plans))
+		for _, pd := range evaluateRow(snap, idx, row, f) {
+			decs[pd.plan] = pd.d
+		}
+		collect(byRow, decs)
 	}
 	return all, byRow
 }

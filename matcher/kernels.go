@@ -26,7 +26,6 @@ type frame struct {
 	// wlo, whi are the words of the block being evaluated: all words holding rows for a whole
 	// block, one word for one firm's re-match. Plans read and write only these words.
 	wlo, whi int
-	row      []decisions // results of evaluateRow, reused
 }
 
 // at moves the frame to a block, evaluating all its words.

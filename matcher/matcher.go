@@ -184,8 +184,12 @@ func recordEvaluation(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf ti
 func (d *decisions) outcomes(snap *Snapshot) []Outcome {
 	out := make([]Outcome, 0, d.eligible())
 	late := false
+	lastRow, lastCode := -1, ""
 	d.each(func(row int, amount *float64) {
-		oc := Outcome{CreditCode: snap.code(row)}
+		if row != lastRow {
+			lastRow, lastCode = row, snap.code(row)
+		}
+		oc := Outcome{CreditCode: lastCode}
 		if amount != nil {
 			a := *amount
 			oc.Amount = &a

@@ -16,6 +16,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -515,7 +516,7 @@ func (s *Snapshot) put(e *store.Enterprise, facts map[string]any) (img rowImage,
 		return img, true
 	}
 	img = s.image(row)
-	if img.active == active && s.sameRow(row, &env) {
+	if img.active == active && s.sameEnv(&img.env, &env) {
 		return img, false
 	}
 	s.store(row, &env, active)
@@ -546,11 +547,9 @@ func (s *Snapshot) setFacts(row int, facts map[string]any) {
 	}
 }
 
-// sameRow reports whether row holds env's values in every column and extra field.
-func (s *Snapshot) sameRow(row int, env *rules.Env) bool {
-	var cur rules.Env
-	s.fill(row, &cur)
-	v, w := reflect.ValueOf(env).Elem(), reflect.ValueOf(&cur).Elem()
+// sameEnv reports whether two environments agree in every column and extra field the snapshot holds.
+func (s *Snapshot) sameEnv(cur, env *rules.Env) bool {
+	v, w := reflect.ValueOf(env).Elem(), reflect.ValueOf(cur).Elem()
 	for _, c := range s.cols {
 		a, b := v.Field(c.spec.index), w.Field(c.spec.index)
 		if c.spec.kind == kindTime {
@@ -795,11 +794,14 @@ func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, e
 			return fmt.Errorf("enterprises has no column %s", c)
 		}
 	}
-	query := "SELECT " + strings.Join(cols, ", ") + " FROM enterprises WHERE status = ? AND credit_code > ?"
-	if hi != "" {
-		query += " AND credit_code < ?"
+	// The first page of a range starts at its first code (>=), the next ones after the last read (>).
+	query := func(op string) string {
+		q := "SELECT " + strings.Join(cols, ", ") + " FROM enterprises WHERE status = ? AND credit_code " + op + " ?"
+		if hi != "" {
+			q += " AND credit_code < ?"
+		}
+		return q + " ORDER BY credit_code LIMIT ?"
 	}
-	query += " ORDER BY credit_code LIMIT ?"
 	type page struct {
 		firms []store.Enterprise
 		err   error
@@ -812,18 +814,11 @@ func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, e
 	go func() {
 		defer wg.Done()
 		defer close(pages)
-		after := ""
-		if lo != "" {
-			after = lo
-		}
-		first := lo != ""
+		after, op := lo, ">="
 		for {
 			args := []any{store.StatusActive, after}
-			q := query
-			if first { // the range's first code itself belongs to it
-				q = strings.Replace(q, "credit_code > ?", "credit_code >= ?", 1)
-				first = false
-			}
+			q := query(op)
+			op = ">"
 			if hi != "" {
 				args = append(args, hi)
 			}
@@ -886,17 +881,32 @@ func scanPage(ctx context.Context, db *gorm.DB, query string, args []any, cols [
 	return out, nil
 }
 
-// loadFacts reads the extra fields keys of the held firms from enterprise_facts. A value that no
-// longer parses (the field's type changed in config) reads as missing, as on the plain path.
+// parseFacts adds stored extra field values to by (credit code → key → value) as the plain path
+// parses them: a value that no longer parses (the field's type changed in config) reads as missing.
+func parseFacts(rows []store.EnterpriseFact, by map[string]map[string]any) {
+	fields := map[string]registry.Field{}
+	for _, f := range rules.ExtraFields() {
+		fields[f.Key] = f
+	}
+	for _, f := range rows {
+		spec, ok := fields[f.Field]
+		if !ok {
+			continue
+		}
+		if v, err := rules.ParseFact(spec, f.Value); err == nil {
+			if by[f.CreditCode] == nil {
+				by[f.CreditCode] = map[string]any{}
+			}
+			by[f.CreditCode][f.Field] = v
+		}
+	}
+}
+
+// loadFacts reads the extra fields keys of the held firms from enterprise_facts.
 func (s *Snapshot) loadFacts(ctx context.Context, db *gorm.DB, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	declared := map[string]bool{}
-	for _, k := range keys {
-		declared[k] = true
-	}
-	fields := rules.ExtraFields()
 	after := store.EnterpriseFact{}
 	for {
 		var batch []store.EnterpriseFact
@@ -905,21 +915,18 @@ func (s *Snapshot) loadFacts(ctx context.Context, db *gorm.DB, keys []string) er
 		if err := q.Order("credit_code, field").Limit(pageSize).Find(&batch).Error; err != nil {
 			return fmt.Errorf("load extra fields: %w", err)
 		}
-		for _, f := range batch {
-			row, ok := s.row(f.CreditCode)
-			if !ok || !declared[f.Field] {
+		by := map[string]map[string]any{}
+		parseFacts(batch, by)
+		for code, values := range by {
+			row, ok := s.row(code)
+			if !ok {
 				continue
 			}
-			for _, spec := range fields {
-				if spec.Key != f.Field {
-					continue
-				}
-				if v, err := rules.ParseFact(spec, f.Value); err == nil {
-					if s.facts[int32(row)] == nil {
-						s.facts[int32(row)] = map[string]any{}
-					}
-					s.facts[int32(row)][f.Field] = v
-				}
+			if s.facts[int32(row)] == nil {
+				s.facts[int32(row)] = map[string]any{}
+			}
+			for k, v := range values {
+				s.facts[int32(row)][k] = v
 			}
 		}
 		if len(batch) < pageSize {
@@ -929,7 +936,7 @@ func (s *Snapshot) loadFacts(ctx context.Context, db *gorm.DB, keys []string) er
 	}
 }
 
-// factsOf reads the extra fields of some firms (a change event's firms), parsed as on the plain path.
+// factsOf reads the extra fields of some firms (a change event's firms).
 func factsOf(ctx context.Context, db *gorm.DB, keys, codes []string) (map[string]map[string]any, error) {
 	out := map[string]map[string]any{}
 	if len(keys) == 0 || len(codes) == 0 {
@@ -939,20 +946,7 @@ func factsOf(ctx context.Context, db *gorm.DB, keys, codes []string) (map[string
 	if err := db.WithContext(ctx).Where("field IN ? AND credit_code IN ?", keys, codes).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("load extra fields: %w", err)
 	}
-	fields := rules.ExtraFields()
-	for _, f := range rows {
-		for _, spec := range fields {
-			if spec.Key != f.Field {
-				continue
-			}
-			if v, err := rules.ParseFact(spec, f.Value); err == nil {
-				if out[f.CreditCode] == nil {
-					out[f.CreditCode] = map[string]any{}
-				}
-				out[f.CreditCode][f.Field] = v
-			}
-		}
-	}
+	parseFacts(rows, out)
 	return out, nil
 }
 

@@ -43,8 +43,6 @@ func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs SIGKILL")
 	}
-	// It brings its own database and NATS: it can run beside the end-to-end tests.
-	t.Parallel()
 	size := 100000
 	if s := os.Getenv("POLICYPUSH_FAULT_MATCHES"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -60,9 +58,11 @@ func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	f := &faultRun{t: t, dir: t.TempDir(), rng: rand.New(rand.NewSource(seed)), require: os.Getenv(testenv.EnvRequire) == "1"}
 	t.Logf("fault run: %d matches, seed %d (POLICYPUSH_FAULT_SEED to repeat)", size, seed)
 	defer f.stopAll()
+	setup := time.Now()
 	f.startDatabase()
 	f.startNATS()
 	f.seed(size)
+	t.Logf("services started and %d matches seeded in %s", size, time.Since(setup).Round(time.Second))
 	f.startSandbox()
 	f.relay = f.component("relay", "relay")
 	f.notifiers = []*proc{f.component("notifier-1", "notifier"), f.component("notifier-2", "notifier")}

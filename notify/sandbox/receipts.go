@@ -118,8 +118,9 @@ func boolInt(b bool) int {
 
 func (r *reporter) wait() { <-r.done }
 
-// run posts reports when they are due, until the server stops. A report the engine refuses is
-// tried twice more, a second apart.
+// run posts reports when they are due, until the server stops: SMS reports in arrays of up to 100
+// (as the providers batch them), WeChat events one by one. A report the engine refuses is tried
+// twice more, a second apart.
 func (r *reporter) run() {
 	defer close(r.done)
 	for {
@@ -138,45 +139,95 @@ func (r *reporter) run() {
 			case <-t.C:
 			}
 		}
-		if err := r.post(rep); err != nil && rep.attempt < 2 {
-			rep.attempt++
-			rep.due = time.Now().Add(time.Second)
+		batch := map[string][]report{rep.rec.Provider: {rep}}
+	more:
+		for n := 1; n < 100; n++ {
 			select {
-			case r.queue <- rep:
+			case next := <-r.queue:
+				batch[next.rec.Provider] = append(batch[next.rec.Provider], next)
+				if time.Until(next.due) > 0 {
+					break more // the rest is not due yet; post what is
+				}
 			default:
+				break more
+			}
+		}
+		for _, reps := range batch {
+			if time.Until(reps[len(reps)-1].due) > 0 {
+				// The last one taken is not due: put it back for the next round.
+				r.requeue(reps[len(reps)-1], false)
+				reps = reps[:len(reps)-1]
+			}
+			if len(reps) == 0 {
+				continue
+			}
+			if err := r.post(reps); err != nil {
+				for _, failed := range reps {
+					r.requeue(failed, true)
+				}
 			}
 		}
 	}
 }
 
-func (r *reporter) post(rep report) error {
+// requeue puts a report back; retry counts it as a failed post.
+func (r *reporter) requeue(rep report, retry bool) {
+	if retry {
+		if rep.attempt >= 2 {
+			return
+		}
+		rep.attempt++
+		rep.due = time.Now().Add(time.Second)
+	}
+	select {
+	case r.queue <- rep:
+	default:
+	}
+}
+
+func (r *reporter) post(reps []report) error {
 	r.mu.Lock()
 	o := r.opts
 	r.mu.Unlock()
-	target := o.target(rep.rec.Provider)
+	provider := reps[0].rec.Provider
+	target := o.target(provider)
 	if target == "" {
 		return nil
 	}
-	var req *http.Request
-	var err error
-	switch rep.rec.Provider {
+	var reqs []*http.Request
+	switch provider {
 	case ProviderWeChat:
-		req, err = wechatReport(o, target, rep)
-	case ProviderTencent:
-		req, err = jsonReport(target, []map[string]any{tencentReport(rep)})
-	case ProviderAliyun:
-		req, err = jsonReport(target, []map[string]any{aliyunReport(rep)})
+		for _, rep := range reps {
+			req, err := wechatReport(o, target, rep)
+			if err != nil {
+				return err
+			}
+			reqs = append(reqs, req)
+		}
+	case ProviderTencent, ProviderAliyun:
+		body := make([]map[string]any, len(reps))
+		for i, rep := range reps {
+			if provider == ProviderTencent {
+				body[i] = tencentReport(rep)
+			} else {
+				body[i] = aliyunReport(rep)
+			}
+		}
+		req, err := jsonReport(target, body)
+		if err != nil {
+			return err
+		}
+		reqs = append(reqs, req)
 	}
-	if err != nil {
-		return err
-	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("report refused: %s", resp.Status)
+	for _, req := range reqs {
+		resp, err := r.http.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("report refused: %s", resp.Status)
+		}
 	}
 	return nil
 }
