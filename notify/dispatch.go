@@ -610,11 +610,13 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			c.prov.observe(now, c.err.Class, false, n.opts.Failover, pause)
 		}
 	}
-	return n.retryTx(ctx, func(tx *gorm.DB) error {
+	var recorded []uint64
+	err := n.retryTx(ctx, func(tx *gorm.DB) error {
 		var outbox []store.Outbox
 		var events []store.DeliveryEvent
 		// Plain successes (the common case) are recorded in one statement; the rest row by row.
 		var sentIDs []uint64
+		recorded = nil
 		var providerIDs []any
 		for _, c := range cands {
 			if c.err != nil || c.revoked || len(c.dropped) > 0 {
@@ -634,11 +636,7 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			if res.RowsAffected != int64(len(sentIDs)) {
 				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", res.RowsAffected)
 			}
-			// A fast provider's report can arrive before this record of the send.
-			rc := ReceiptConfig{SubjectPrefix: n.opts.SubjectPrefix, FallbackToSMS: n.routes[ChannelSMS] != nil}
-			if err := applyWaiting(tx, rc, sentIDs, now); err != nil {
-				return err
-			}
+			recorded = sentIDs
 		}
 		for _, c := range cands {
 			if c.err == nil && !c.revoked && len(c.dropped) == 0 {
@@ -690,6 +688,14 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 		}
 		return nil
 	})
+	if err != nil || len(recorded) == 0 {
+		return err
+	}
+	// A fast provider's report can arrive before this record of the send. Applying waiting reports
+	// in a transaction of its own, after the commit, closes the race with the receipt handler (which
+	// does the same after committing its report): whichever commits second sees the other's row.
+	rc := ReceiptConfig{SubjectPrefix: n.opts.SubjectPrefix, FallbackToSMS: n.routes[ChannelSMS] != nil}
+	return n.retryTx(ctx, func(tx *gorm.DB) error { return applyWaiting(tx, rc, recorded, now) })
 }
 
 // outcome turns an attempt's result into the delivery's new columns and timeline event, and adds

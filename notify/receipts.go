@@ -130,8 +130,14 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 			}
 			sum.Recorded++
 		}
-		return applyWaiting(tx, c, nil, now)
+		return nil
 	})
+	if err != nil {
+		return sum, err
+	}
+	// After the commit, in a transaction of its own: a report stored unmatched because its send was
+	// not yet recorded is applied here or by the notifier's own post-commit pass, whichever is later.
+	err = c.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return applyWaiting(tx, c, nil, now) })
 	return sum, err
 }
 
@@ -220,7 +226,17 @@ func applyWaiting(tx *gorm.DB, c ReceiptConfig, deliveryIDs []uint64, now time.T
 	var rows []store.DeliveryReceipt
 	q := tx.Where("applied = ? AND received_at >= ?", false, now.Add(-24*time.Hour))
 	if deliveryIDs != nil {
-		q = q.Where("delivery_id IN ?", deliveryIDs)
+		// A report that overtook its send was stored before the delivery had its provider id, so it
+		// is found by that id, not by delivery_id (which it could not know yet).
+		var pids []string
+		if err := tx.Model(&store.Delivery{}).Where("id IN ? AND provider_id <> ''", deliveryIDs).
+			Pluck("provider_id", &pids).Error; err != nil {
+			return fmt.Errorf("load provider ids: %w", err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		q = q.Where("(delivery_id IN ? OR provider_id IN ?)", deliveryIDs, pids)
 	}
 	if err := q.Order("id").Limit(200).Find(&rows).Error; err != nil {
 		return fmt.Errorf("load waiting receipts: %w", err)
