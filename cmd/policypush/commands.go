@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
@@ -32,15 +34,11 @@ skipped; everything valid is imported. Credit codes that fail only the GB 32100 
 a warning (early pilot codes fail it legitimately). See "policypush fields" for the keys.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
+			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
 			sum, err := registry.ImportFile(cmd.Context(), db, args[0], registry.ImportOptions{Progress: os.Stderr})
 			for _, is := range sum.Issues {
 				fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
@@ -61,6 +59,21 @@ func (g *globals) app() (*app, error) {
 		return nil, err
 	}
 	return newApp(cfg), nil
+}
+
+// openDB loads the configuration and opens the database: what most commands start with. The
+// caller closes the app (and with it the database) when it returns without an error.
+func (g *globals) openDB(ctx context.Context) (*app, *gorm.DB, error) {
+	a, err := g.app()
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := a.openDB(ctx)
+	if err != nil {
+		a.close()
+		return nil, nil, err
+	}
+	return a, db, nil
 }
 
 func actorName(flag string) string {
@@ -84,15 +97,11 @@ and publishes it as a new version when its content changed. Errors name the file
 column; a bad file never stops the good ones from being applied. Exits non-zero if any file failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
+			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
 			defs, errs := rules.LoadDir(args[0])
 			for _, e := range errs {
 				fmt.Fprintln(os.Stderr, e)
@@ -157,15 +166,11 @@ column; a bad file never stops the good ones from being applied. Exits non-zero 
 		Use:   "list",
 		Short: "List published policies",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
+			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
 			ps, err := rules.LoadPublished(cmd.Context(), db, "")
 			if err != nil {
 				return err
@@ -268,15 +273,11 @@ has no amount formula), policy_version, as_of, name, region_code, park_id, match
 			if format != "csv" && format != "json" {
 				return fmt.Errorf("--format %q: use csv or json", format)
 			}
-			a, err := g.app()
+			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
 			q := db.WithContext(cmd.Context()).Table("matches AS m").
 				Select("m.policy_id, m.credit_code, m.amount, m.policy_version, m.as_of, e.name, e.region_code, e.park_id, m.matched_at").
 				Joins("LEFT JOIN enterprises e ON e.credit_code = m.credit_code").

@@ -46,15 +46,11 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 				return err
 			}
 			nu.Password = pw
-			a, err := g.app()
+			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
 			u, err := admin.CreateUser(cmd.Context(), db, nu, actorName(""))
 			if err != nil {
 				return err
