@@ -18,7 +18,8 @@ func TestCatalogOrder(t *testing.T) {
 		"employees", "insured_employees", "annual_revenue", "total_assets", "vat_sales", "tax_credit_rating",
 		"taxpayer_type", "is_high_tech", "specialized_level", "park_id", "layoff_rate",
 		"unemployment_insurance_paid", "graduates_hired", "tax_violations_36m", "refund_fraud_36m",
-		"immediate_refund_since_2019", "contact_phone", "wechat_openid"}
+		"immediate_refund_since_2019", "entity_type", "taxable_income", "rents_state_property", "insured_months",
+		"contact_phone", "wechat_openid"}
 	var got []string
 	for _, f := range Catalog {
 		got = append(got, f.Key)

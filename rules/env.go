@@ -39,6 +39,10 @@ type Env struct {
 	ImmediateRefundSince2019  bool      `expr:"immediate_refund_since_2019"`
 	ContactPhone              string    `expr:"contact_phone"`
 	WechatOpenID              string    `expr:"wechat_openid"`
+	EntityType                string    `expr:"entity_type"`
+	TaxableIncome             float64   `expr:"taxable_income"`
+	RentsStateProperty        bool      `expr:"rents_state_property"`
+	InsuredMonths             int64     `expr:"insured_months"`
 	// AsOf is the evaluation date (midnight UTC of the as-of day). Rules use it instead of now(),
 	// which is disabled so that the same inputs always give the same answer.
 	AsOf time.Time `expr:"as_of"`
@@ -75,6 +79,10 @@ func EnvOf(e *store.Enterprise, asOf time.Time) Env {
 		ImmediateRefundSince2019:  e.ImmediateRefundSince2019,
 		ContactPhone:              e.ContactPhone,
 		WechatOpenID:              e.WechatOpenID,
+		EntityType:                e.EntityType,
+		TaxableIncome:             e.TaxableIncome,
+		RentsStateProperty:        e.RentsStateProperty,
+		InsuredMonths:             e.InsuredMonths,
 		AsOf:                      asOf,
 	}
 	if e.RegisteredAt != nil {

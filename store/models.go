@@ -37,6 +37,12 @@ type Enterprise struct {
 	ImmediateRefundSince2019  bool       `gorm:"column:immediate_refund_since_2019;not null;default:false" json:"immediate_refund_since_2019"`
 	ContactPhone              string     `gorm:"column:contact_phone;size:32;not null;default:''" json:"contact_phone"`
 	WechatOpenID              string     `gorm:"column:wechat_openid;size:64;not null;default:''" json:"wechat_openid"`
+	// Fields the 2022 texts need (policies.md): who the entity is, its taxable income, whether it
+	// rents state-owned premises, and how long it has paid unemployment insurance without a gap.
+	EntityType         string  `gorm:"column:entity_type;size:16;not null;default:''" json:"entity_type"`
+	TaxableIncome      float64 `gorm:"column:taxable_income;not null;default:0" json:"taxable_income"`
+	RentsStateProperty bool    `gorm:"column:rents_state_property;not null;default:false" json:"rents_state_property"`
+	InsuredMonths      int64   `gorm:"column:insured_months;not null;default:0" json:"insured_months"`
 	// CodeWarning is set when the credit code fails the GB 32100 checksum but was kept (early pilot codes).
 	CodeWarning bool      `gorm:"column:code_warning;not null;default:false" json:"code_warning"`
 	CreatedAt   time.Time `json:"created_at"`
