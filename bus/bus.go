@@ -5,6 +5,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/policypush/policypush/store"
 )
 
 // Options configure the bus.
@@ -234,4 +237,23 @@ type NoticeJob struct {
 	// DeliveryID, instead of MatchID, asks for an attempt at an existing delivery (a digest whose
 	// window closed, a retry, a resend, the end of quiet hours).
 	DeliveryID uint64 `json:"delivery_id,omitempty"`
+}
+
+// NoticeBatch is the payload of an outbox row that announces many new matches on one channel
+// (store.Outbox.Notices > 1). The relay publishes it as one NoticeJob message per match, with the
+// message id "<outbox id>.<match id>", so a republished batch is deduplicated message by message.
+type NoticeBatch struct {
+	Channel  string   `json:"channel"`
+	MatchIDs []uint64 `json:"match_ids"`
+}
+
+// BatchOutbox makes the outbox row of a NoticeBatch; a batch of one is a plain NoticeJob row.
+func BatchOutbox(prefix string, b NoticeBatch, now time.Time) store.Outbox {
+	var payload []byte
+	if len(b.MatchIDs) == 1 {
+		payload, _ = json.Marshal(NoticeJob{MatchID: b.MatchIDs[0], Channel: b.Channel})
+	} else {
+		payload, _ = json.Marshal(b) // a struct of a string and integers always encodes
+	}
+	return store.Outbox{Subject: NotifySubject(prefix, b.Channel), Payload: payload, CreatedAt: now, Notices: len(b.MatchIDs)}
 }

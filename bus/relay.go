@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -50,8 +51,8 @@ func (r *Relay) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			r.Log.Warn("outbox relay", "err", err)
 		}
-		if n >= r.BatchSize && err == nil {
-			continue // more waiting: don't sleep
+		if n > 0 && err == nil {
+			continue // there may be more waiting: don't sleep until a round finds nothing
 		}
 		select {
 		case <-ctx.Done():
@@ -92,6 +93,7 @@ func (r *Relay) Once(ctx context.Context) (int, error) {
 		r.lastOK.Store(time.Now().UnixNano())
 		return 0, nil
 	}
+	rows = capNotices(rows, maxRoundNotices)
 	oldest := now
 	for _, row := range rows {
 		since := row.CreatedAt
@@ -104,38 +106,9 @@ func (r *Relay) Once(ctx context.Context) (int, error) {
 	}
 	outboxLag.Set(now.Sub(oldest).Seconds())
 
-	futures := make([]jetstream.PubAckFuture, 0, len(rows))
-	var firstErr error
-	for _, row := range rows {
-		m := nats.NewMsg(row.Subject)
-		m.Data = row.Payload
-		f, err := r.JS.PublishMsgAsync(m, jetstream.WithMsgID(strconv.FormatUint(row.ID, 10)))
-		if err != nil {
-			firstErr = fmt.Errorf("publish outbox %d: %w", row.ID, err)
-			break
-		}
-		futures = append(futures, f)
-	}
-	acked := make([]uint64, 0, len(futures))
-	timeout := time.NewTimer(pubAckTimeout)
-	defer timeout.Stop()
-wait:
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			acked = append(acked, rows[i].ID)
-		case err := <-f.Err():
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish outbox %d: %w", rows[i].ID, err)
-			}
-		case <-timeout.C:
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish outbox: no PubAck within %s", pubAckTimeout)
-			}
-			break wait
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+	acked, firstErr := r.publish(ctx, rows)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
 	if len(acked) > 0 {
 		if err := r.DB.WithContext(ctx).Model(&store.Outbox{}).Where("id IN ?", acked).
@@ -143,7 +116,7 @@ wait:
 			relayErrors.Inc()
 			return 0, fmt.Errorf("mark outbox published: %w", err)
 		}
-		outboxPublished.Add(float64(len(acked)))
+		outboxPublished.Add(float64(noticesOf(rows, acked)))
 	}
 	if firstErr != nil {
 		relayErrors.Inc()
@@ -151,6 +124,142 @@ wait:
 		r.lastOK.Store(time.Now().UnixNano())
 	}
 	return len(acked), firstErr
+}
+
+// publishWindow is how many messages may wait for their PubAck at once: below the client's own
+// limit of stalled asynchronous publishes.
+const publishWindow = 2000
+
+// maxRoundNotices bounds the messages of one round, so that batch rows of a large match do not
+// make a round outlast roundTimeout; the rest waits for the next round, which follows at once.
+const maxRoundNotices = 20000
+
+// capNotices keeps the first rows whose messages add up to at most max (always the first row).
+func capNotices(rows []store.Outbox, max int) []store.Outbox {
+	n := 0
+	for i, row := range rows {
+		n += max1(row.Notices)
+		if n > max && i > 0 {
+			return rows[:i]
+		}
+	}
+	return rows
+}
+
+func max1(n int) int { return max(n, 1) }
+
+// noticesOf counts the messages of the acknowledged rows.
+func noticesOf(rows []store.Outbox, acked []uint64) int {
+	ok := make(map[uint64]bool, len(acked))
+	for _, id := range acked {
+		ok[id] = true
+	}
+	n := 0
+	for _, row := range rows {
+		if ok[row.ID] {
+			n += max1(row.Notices)
+		}
+	}
+	return n
+}
+
+// relayMsg is one message of an outbox row.
+type relayMsg struct {
+	row int // index in the round's rows
+	msg *nats.Msg
+	id  string
+}
+
+// messages expands the round's rows: a row is one message, a NoticeBatch row one per match.
+func messages(rows []store.Outbox) ([]relayMsg, error) {
+	out := make([]relayMsg, 0, len(rows))
+	for i, row := range rows {
+		if row.Notices <= 1 {
+			m := nats.NewMsg(row.Subject)
+			m.Data = row.Payload
+			out = append(out, relayMsg{row: i, msg: m, id: strconv.FormatUint(row.ID, 10)})
+			continue
+		}
+		jobs, err := BatchJobs(row)
+		if err != nil {
+			return nil, err
+		}
+		prefix := strconv.FormatUint(row.ID, 10) + "."
+		for _, j := range jobs {
+			m := nats.NewMsg(row.Subject)
+			m.Data, _ = json.Marshal(j)
+			out = append(out, relayMsg{row: i, msg: m, id: prefix + strconv.FormatUint(j.MatchID, 10)})
+		}
+	}
+	return out, nil
+}
+
+// BatchJobs returns the notices of a NoticeBatch row, one per match.
+func BatchJobs(row store.Outbox) ([]NoticeJob, error) {
+	var b NoticeBatch
+	if err := json.Unmarshal(row.Payload, &b); err != nil {
+		return nil, fmt.Errorf("outbox %d: not a notice batch: %w", row.ID, err)
+	}
+	jobs := make([]NoticeJob, len(b.MatchIDs))
+	for i, id := range b.MatchIDs {
+		jobs[i] = NoticeJob{MatchID: id, Channel: b.Channel}
+	}
+	return jobs, nil
+}
+
+// publish sends the rows' messages, at most publishWindow awaiting their PubAck at a time, and
+// returns the ids of the rows every message of which was acknowledged.
+func (r *Relay) publish(ctx context.Context, rows []store.Outbox) ([]uint64, error) {
+	msgs, err := messages(rows)
+	if err != nil {
+		return nil, err
+	}
+	missing := make([]int, len(rows)) // messages of each row not yet acknowledged
+	for _, m := range msgs {
+		missing[m.row]++
+	}
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	for lo := 0; lo < len(msgs) && firstErr == nil; lo += publishWindow {
+		window := msgs[lo:min(lo+publishWindow, len(msgs))]
+		futures := make([]jetstream.PubAckFuture, 0, len(window))
+		for _, m := range window {
+			f, err := r.JS.PublishMsgAsync(m.msg, jetstream.WithMsgID(m.id))
+			if err != nil {
+				fail(fmt.Errorf("publish outbox %d: %w", rows[m.row].ID, err))
+				break
+			}
+			futures = append(futures, f)
+		}
+		timeout := time.NewTimer(pubAckTimeout)
+	wait:
+		for i, f := range futures {
+			select {
+			case <-f.Ok():
+				missing[window[i].row]--
+			case err := <-f.Err():
+				fail(fmt.Errorf("publish outbox %d: %w", rows[window[i].row].ID, err))
+			case <-timeout.C:
+				fail(fmt.Errorf("publish outbox: no PubAck within %s", pubAckTimeout))
+				break wait
+			case <-ctx.Done():
+				timeout.Stop()
+				return nil, ctx.Err()
+			}
+		}
+		timeout.Stop()
+	}
+	acked := make([]uint64, 0, len(rows))
+	for i, row := range rows {
+		if missing[i] == 0 {
+			acked = append(acked, row.ID)
+		}
+	}
+	return acked, firstErr
 }
 
 // due reads the rows to publish now. Two index range scans on (published_at, available_at) rather
@@ -174,10 +283,11 @@ func (r *Relay) due(ctx context.Context, now time.Time) ([]store.Outbox, error) 
 	return rows, nil
 }
 
-// Pending counts outbox rows not yet published, including those scheduled for later.
+// Pending counts the messages of outbox rows not yet published, including those scheduled for later.
 func Pending(ctx context.Context, db *gorm.DB) (int64, error) {
 	var n int64
-	err := db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").Count(&n).Error
+	err := db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").
+		Select("COALESCE(SUM(notices), 0)").Scan(&n).Error
 	return n, err
 }
 

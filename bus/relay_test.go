@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +93,74 @@ func TestRelayPublishesWhatIsDueOnce(t *testing.T) {
 	info, _ := cons.Info(ctx)
 	if info.Config.AckPolicy != jetstream.AckExplicitPolicy || info.Config.MaxDeliver != 5 {
 		t.Fatalf("consumer config %+v", info.Config)
+	}
+}
+
+// A notice batch row is published as one message per match, each once: a batch published again
+// (crash before marking) is deduplicated message by message, and Pending counts messages.
+func TestRelayExpandsNoticeBatches(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	b := testenv.OpenBus(t)
+	now := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	ids := make([]uint64, 4500) // more than one publish window
+	for i := range ids {
+		ids[i] = uint64(1000 + i)
+	}
+	rows := []store.Outbox{
+		bus.BatchOutbox(b.SubjectPrefix(), bus.NoticeBatch{Channel: "wechat", MatchIDs: ids}, now),
+		bus.BatchOutbox(b.SubjectPrefix(), bus.NoticeBatch{Channel: "wechat", MatchIDs: []uint64{7}}, now),
+	}
+	if rows[1].Notices != 1 || !strings.Contains(string(rows[1].Payload), `"match_id":7`) {
+		t.Fatalf("a batch of one is not a plain notice: %+v", rows[1])
+	}
+	if err := db.Create(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := bus.Pending(ctx, db); err != nil || n != int64(len(ids)+1) {
+		t.Fatalf("pending %d %v, want %d messages", n, err, len(ids)+1)
+	}
+	r := &bus.Relay{DB: db, JS: b.JS, Interval: time.Second, BatchSize: 10, Now: func() time.Time { return now }}
+	if n, err := r.Once(ctx); err != nil || n != 2 {
+		t.Fatalf("published %d rows (%v), want 2", n, err)
+	}
+	db.Model(&store.Outbox{}).Where("id = ?", rows[0].ID).Update("published_at", nil)
+	if n, err := r.Once(ctx); err != nil || n != 1 {
+		t.Fatalf("republished %d rows (%v), want the batch", n, err)
+	}
+	if n, err := bus.Pending(ctx, db); err != nil || n != 0 {
+		t.Fatalf("pending %d %v after publishing", n, err)
+	}
+	cons, err := b.Consumer(ctx, "wechat", bus.ConsumerOptions{AckWait: 5 * time.Second, MaxDeliver: 5, MaxAckPending: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]int{}
+	for len(seen) < len(ids)+1 {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var j bus.NoticeJob
+			if err := json.Unmarshal(m.Data(), &j); err != nil || j.Channel != "wechat" {
+				t.Fatalf("message %q: %v", m.Data(), err)
+			}
+			seen[j.MatchID]++
+			_ = m.Ack()
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if len(seen) != len(ids)+1 {
+		t.Fatalf("%d distinct notices, want %d", len(seen), len(ids)+1)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("match %d announced %d times", id, n)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package matcher
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -20,7 +19,13 @@ import (
 // updates it without a second notice). The same diff serves a whole policy (publish, a full
 // match, a shard of one) and one firm across every active policy (a change event).
 
-const writeBatch = 500
+// writeBatch is how many rows one UPDATE names. txMatches is how many new matches, with their
+// notice batches, one transaction commits: large enough that commits cost little, small enough
+// that the relay, notifiers and console wait milliseconds for SQLite's one writer.
+const (
+	writeBatch = 500
+	txMatches  = 5000
+)
 
 // changeSet is what one policy's decisions change in a set of stored matches.
 type changeSet struct {
@@ -105,21 +110,33 @@ type writer struct {
 	now    time.Time
 }
 
-// insertFresh stores new matches with their outbox rows.
-func (w writer) insertFresh(tx *gorm.DB, p *rules.Policy, batch []Outcome) error {
-	if len(batch) == 0 {
+// newMatch is the row of a firm that newly qualifies.
+func (w writer) newMatch(p *rules.Policy, oc Outcome) store.Match {
+	return store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: oc.CreditCode,
+		State: store.MatchActive, Amount: oc.Amount, AsOf: w.asOf, Notified: true, MatchedAt: w.now, UpdatedAt: w.now}
+}
+
+// noticeBatch is how many new matches one outbox row announces (per channel).
+const noticeBatch = 500
+
+// insertFresh stores new matches with their notices: one NoticeBatch outbox row per channel and
+// noticeBatch matches, in the transaction of the matches.
+func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[string][]string) error {
+	if len(matches) == 0 {
 		return nil
 	}
-	rows := make([]store.Match, len(batch))
-	for i, oc := range batch {
-		rows[i] = store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: oc.CreditCode,
-			State: store.MatchActive, Amount: oc.Amount, AsOf: w.asOf, Notified: true, MatchedAt: w.now}
+	if err := insertMatches(tx, matches); err != nil {
+		return err
 	}
-	if err := tx.Create(&rows).Error; err != nil {
-		return fmt.Errorf("insert matches of %s: %w", p.Def.ID, err)
+	var outbox []store.Outbox
+	for lo := 0; lo < len(matches); lo += noticeBatch {
+		outbox = append(outbox, noticeRows(matches[lo:min(lo+noticeBatch, len(matches))], channels, w.prefix, w.now)...)
 	}
-	if err := tx.Create(outboxRows(rows, p.Def.Channels, w.prefix, w.now)).Error; err != nil {
-		return fmt.Errorf("queue notices of %s: %w", p.Def.ID, err)
+	if len(outbox) == 0 {
+		return nil
+	}
+	if err := tx.Create(&outbox).Error; err != nil {
+		return fmt.Errorf("queue notices: %w", err)
 	}
 	return nil
 }
@@ -134,35 +151,39 @@ func (w writer) supersede(tx *gorm.DB, p *rules.Policy, batch []*store.Match, am
 	for i, m := range batch {
 		ids[i] = m.ID
 		rows[i] = store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: m.CreditCode,
-			State: store.MatchActive, Amount: amounts[m.CreditCode], AsOf: w.asOf, Notified: m.Notified, MatchedAt: m.MatchedAt}
+			State: store.MatchActive, Amount: amounts[m.CreditCode], AsOf: w.asOf, Notified: m.Notified, MatchedAt: m.MatchedAt, UpdatedAt: w.now}
 	}
-	if err := tx.Model(&store.Match{}).Where("id IN ?", ids).Updates(map[string]any{"state": store.MatchSuperseded, "updated_at": w.now}).Error; err != nil {
-		return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
+	for lo := 0; lo < len(ids); lo += writeBatch {
+		if err := tx.Model(&store.Match{}).Where("id IN ?", ids[lo:min(lo+writeBatch, len(ids))]).
+			Updates(map[string]any{"state": store.MatchSuperseded, "updated_at": w.now}).Error; err != nil {
+			return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
+		}
 	}
-	if err := tx.Create(&rows).Error; err != nil {
+	if err := insertMatches(tx, rows); err != nil {
 		return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
 	}
 	return nil
 }
 
-// reactivate makes a row active with its (new) amount: a firm that qualifies again, or whose amount changed.
-func (w writer) reactivate(tx *gorm.DB, m *store.Match) error {
-	if err := tx.Model(&store.Match{}).Where("id = ?", m.ID).Updates(map[string]any{
-		"state": store.MatchActive, "amount": m.Amount, "as_of": w.asOf, "revoked_at": nil, "updated_at": w.now,
-	}).Error; err != nil {
-		return fmt.Errorf("update match %d: %w", m.ID, err)
+// reactivate makes rows active with their (new) amounts: firms that qualify again, or whose amount changed.
+func (w writer) reactivate(tx *gorm.DB, ms []*store.Match) error {
+	for _, m := range ms {
+		if err := tx.Model(&store.Match{}).Where("id = ?", m.ID).Updates(map[string]any{
+			"state": store.MatchActive, "amount": m.Amount, "as_of": w.asOf, "revoked_at": nil, "updated_at": w.now,
+		}).Error; err != nil {
+			return fmt.Errorf("update match %d: %w", m.ID, err)
+		}
 	}
 	return nil
 }
 
 // revoke marks rows of firms that no longer qualify.
-func (w writer) revoke(tx *gorm.DB, p *rules.Policy, ids []uint64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	if err := tx.Model(&store.Match{}).Where("id IN ?", ids).
-		Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": w.now, "updated_at": w.now}).Error; err != nil {
-		return fmt.Errorf("revoke matches of %s: %w", p.Def.ID, err)
+func (w writer) revoke(tx *gorm.DB, ids []uint64) error {
+	for lo := 0; lo < len(ids); lo += writeBatch {
+		if err := tx.Model(&store.Match{}).Where("id IN ?", ids[lo:min(lo+writeBatch, len(ids))]).
+			Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": w.now, "updated_at": w.now}).Error; err != nil {
+			return fmt.Errorf("revoke matches: %w", err)
+		}
 	}
 	return nil
 }
@@ -175,7 +196,7 @@ type policyChanges struct {
 
 // writeAll stores the change sets of several policies in tx with as few statements as their kinds
 // need (a firm's change event: one transaction, a handful of statements however many policies it
-// affects): all new matches in one insert and their outbox rows in another, all revocations in one
+// affects): all new matches in one insert and their notices in one more, all revocations in one
 // update.
 func (w writer) writeAll(tx *gorm.DB, changes []policyChanges) error {
 	var fresh []store.Match
@@ -185,63 +206,55 @@ func (w writer) writeAll(tx *gorm.DB, changes []policyChanges) error {
 		p := c.policy
 		channels[p.Def.ID] = p.Def.Channels
 		for _, oc := range c.cs.fresh {
-			fresh = append(fresh, store.Match{PolicyID: p.Def.ID, PolicyVersion: p.Version, CreditCode: oc.CreditCode,
-				State: store.MatchActive, Amount: oc.Amount, AsOf: w.asOf, Notified: true, MatchedAt: w.now})
+			fresh = append(fresh, w.newMatch(p, oc))
 		}
 		if err := w.supersede(tx, p, c.cs.supersede, c.cs.amounts); err != nil {
 			return err
 		}
-		for _, m := range append(c.cs.revive, c.cs.reamount...) {
-			if err := w.reactivate(tx, m); err != nil {
-				return err
-			}
+		if err := w.reactivate(tx, append(c.cs.revive, c.cs.reamount...)); err != nil {
+			return err
 		}
 		lost = append(lost, c.cs.lost...)
 	}
-	if len(fresh) > 0 {
-		if err := tx.Create(&fresh).Error; err != nil {
-			return fmt.Errorf("insert matches: %w", err)
-		}
-		var outbox []store.Outbox
-		for i := range fresh {
-			outbox = append(outbox, outboxRows(fresh[i:i+1], channels[fresh[i].PolicyID], w.prefix, w.now)...)
-		}
-		if err := tx.Create(&outbox).Error; err != nil {
-			return fmt.Errorf("queue notices: %w", err)
-		}
+	if err := w.insertFresh(tx, fresh, channels); err != nil {
+		return err
 	}
-	if len(lost) > 0 {
-		if err := tx.Model(&store.Match{}).Where("id IN ?", lost).
-			Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": w.now, "updated_at": w.now}).Error; err != nil {
-			return fmt.Errorf("revoke matches: %w", err)
-		}
-	}
-	return nil
+	return w.revoke(tx, lost)
 }
 
-// writeBatched stores a large change set (a whole policy) in transactions of writeBatch rows: a
-// new match and its outbox rows always share one.
+// writeBatched stores a large change set (a whole policy) in short transactions: txMatches new
+// matches with their notices per transaction (a match and its notice always share one), and
+// writeBatch rows per transaction for the other kinds of change.
 func (w writer) writeBatched(ctx context.Context, db *gorm.DB, p *rules.Policy, cs changeSet) error {
-	for lo := 0; lo < len(cs.fresh); lo += writeBatch {
-		batch := cs.fresh[lo:min(lo+writeBatch, len(cs.fresh))]
-		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, p, batch) }); err != nil {
+	channels := map[string][]string{p.Def.ID: p.Def.Channels}
+	txn := func(f func(tx *gorm.DB) error) error { return db.WithContext(ctx).Transaction(f) }
+	for lo := 0; lo < len(cs.fresh); lo += txMatches {
+		batch := cs.fresh[lo:min(lo+txMatches, len(cs.fresh))]
+		rows := make([]store.Match, len(batch))
+		for i, oc := range batch {
+			rows[i] = w.newMatch(p, oc)
+		}
+		if err := txn(func(tx *gorm.DB) error { return w.insertFresh(tx, rows, channels) }); err != nil {
 			return err
 		}
 	}
-	for lo := 0; lo < len(cs.supersede); lo += writeBatch {
-		batch := cs.supersede[lo:min(lo+writeBatch, len(cs.supersede))]
-		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.supersede(tx, p, batch, cs.amounts) }); err != nil {
+	for lo := 0; lo < len(cs.supersede); lo += txMatches {
+		batch := cs.supersede[lo:min(lo+txMatches, len(cs.supersede))]
+		if err := txn(func(tx *gorm.DB) error { return w.supersede(tx, p, batch, cs.amounts) }); err != nil {
 			return err
 		}
 	}
-	for _, m := range append(cs.revive, cs.reamount...) {
-		if err := w.reactivate(db.WithContext(ctx), m); err != nil {
+	again := append(cs.revive, cs.reamount...)
+	for lo := 0; lo < len(again); lo += writeBatch {
+		batch := again[lo:min(lo+writeBatch, len(again))]
+		if err := txn(func(tx *gorm.DB) error { return w.reactivate(tx, batch) }); err != nil {
 			return err
 		}
 	}
-	for lo := 0; lo < len(cs.lost); lo += writeBatch {
-		if err := w.revoke(db.WithContext(ctx), p, cs.lost[lo:min(lo+writeBatch, len(cs.lost))]); err != nil {
-			return err
+	for lo := 0; lo < len(cs.lost); lo += txMatches {
+		batch := cs.lost[lo:min(lo+txMatches, len(cs.lost))]
+		if err := txn(func(tx *gorm.DB) error { return w.revoke(tx, batch) }); err != nil {
+			return fmt.Errorf("revoke matches of %s: %w", p.Def.ID, err)
 		}
 	}
 	return nil
@@ -249,23 +262,54 @@ func (w writer) writeBatched(ctx context.Context, db *gorm.DB, p *rules.Policy, 
 
 // writeDiff stores the difference between a policy's outcomes over a credit-code range ([lo, hi),
 // empty = open) and its stored matches there.
-func writeDiff(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, prefix, lo, hi string, res *PolicyResult) error {
-	stored := newStoredMatches()
-	var rows []store.Match
-	q := db.WithContext(ctx).Where("policy_id = ? AND (state = ? OR policy_version = ?)", p.Def.ID, store.MatchActive, p.Version)
-	if err := rangeWhere(q, lo, hi).Find(&rows).Error; err != nil {
-		return fmt.Errorf("load matches of %s: %w", p.Def.ID, err)
-	}
-	for i := range rows {
-		stored.add(p, &rows[i])
+func writeDiff(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, prefix, lo, hi string, res *PolicyResult, ph *Phases) error {
+	t := time.Now()
+	stored, err := loadStored(ctx, db, p, lo, hi)
+	if err != nil {
+		return err
 	}
 	cs := stored.diff(p, outcomes)
+	t = since(&ph.Diff, t)
 	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC()}
 	if err := w.writeBatched(ctx, db, p, cs); err != nil {
 		return err
 	}
+	since(&ph.Write, t)
 	cs.count(res)
 	return nil
+}
+
+// loadStored reads a policy's rows that the diff needs (active ones of any version, and this
+// version's inactive ones) in a credit-code range, scanning only the columns the diff uses.
+func loadStored(ctx context.Context, db *gorm.DB, p *rules.Policy, lo, hi string) (storedMatches, error) {
+	stored := newStoredMatches()
+	q := "SELECT id, policy_version, credit_code, state, amount, notified, matched_at FROM matches " +
+		"WHERE policy_id = ? AND (state = ? OR policy_version = ?)"
+	args := []any{p.Def.ID, store.MatchActive, p.Version}
+	if lo != "" {
+		q += " AND credit_code >= ?"
+		args = append(args, lo)
+	}
+	if hi != "" {
+		q += " AND credit_code < ?"
+		args = append(args, hi)
+	}
+	rows, err := db.WithContext(ctx).Raw(q, args...).Rows()
+	if err != nil {
+		return stored, fmt.Errorf("load matches of %s: %w", p.Def.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		m := &store.Match{PolicyID: p.Def.ID}
+		if err := rows.Scan(&m.ID, &m.PolicyVersion, &m.CreditCode, &m.State, &m.Amount, &m.Notified, &m.MatchedAt); err != nil {
+			return stored, fmt.Errorf("load matches of %s: %w", p.Def.ID, err)
+		}
+		stored.add(p, m)
+	}
+	if err := rows.Err(); err != nil {
+		return stored, fmt.Errorf("load matches of %s: %w", p.Def.ID, err)
+	}
+	return stored, nil
 }
 
 func sameAmount(a, b *float64) bool {
@@ -275,14 +319,26 @@ func sameAmount(a, b *float64) bool {
 	return *a == *b
 }
 
-// outboxRows makes one notice per channel the policy asks for.
-func outboxRows(matches []store.Match, channels []string, prefix string, now time.Time) []store.Outbox {
-	out := make([]store.Outbox, 0, len(matches)*len(channels))
+// noticeRows makes the outbox rows announcing new matches: per channel, one NoticeBatch of the
+// matches whose policy asks for it (a match not inserted, ID 0, was stored and announced by a
+// concurrent run).
+func noticeRows(matches []store.Match, channels map[string][]string, prefix string, now time.Time) []store.Outbox {
+	byChannel := map[string][]uint64{}
+	var order []string
 	for _, m := range matches {
-		for _, ch := range channels {
-			payload, _ := json.Marshal(bus.NoticeJob{MatchID: m.ID, Channel: ch})
-			out = append(out, store.Outbox{Subject: bus.NotifySubject(prefix, ch), Payload: payload, CreatedAt: now})
+		if m.ID == 0 {
+			continue
 		}
+		for _, ch := range channels[m.PolicyID] {
+			if _, ok := byChannel[ch]; !ok {
+				order = append(order, ch)
+			}
+			byChannel[ch] = append(byChannel[ch], m.ID)
+		}
+	}
+	out := make([]store.Outbox, 0, len(order))
+	for _, ch := range order {
+		out = append(out, bus.BatchOutbox(prefix, bus.NoticeBatch{Channel: ch, MatchIDs: byChannel[ch]}, now))
 	}
 	return out
 }

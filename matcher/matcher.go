@@ -68,6 +68,27 @@ type Summary struct {
 	Firms    int            `json:"firms"`
 	Policies []PolicyResult `json:"policies"`
 	Seconds  float64        `json:"seconds"`
+	Phases   Phases         `json:"phases"`
+}
+
+// Phases are the seconds a run spent in each of its steps: loading the registry, evaluating the
+// policies, comparing the decisions with the stored matches, and writing the difference.
+type Phases struct {
+	Load     float64 `json:"load"`
+	Evaluate float64 `json:"evaluate"`
+	Diff     float64 `json:"diff"`
+	Write    float64 `json:"write"`
+}
+
+func (p Phases) String() string {
+	return fmt.Sprintf("load %.2f s, evaluate %.2f s, diff %.2f s, write %.2f s", p.Load, p.Evaluate, p.Diff, p.Write)
+}
+
+// since adds the time since start to a phase and returns now.
+func since(phase *float64, start time.Time) time.Time {
+	now := time.Now()
+	*phase += now.Sub(start).Seconds()
+	return now
 }
 
 // Run matches published policies (or only policyID) as of asOf.
@@ -87,12 +108,14 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 	} else {
 		fields, extras := fieldsOf(active)
 		var snap *Snapshot
+		t := time.Now()
 		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: fields, Extras: extras, Progress: o.Progress})
 		if err != nil {
 			return sum, err
 		}
+		since(&sum.Phases.Load, t)
 		sum.Firms = snap.Active()
-		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "")
+		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "", &sum.Phases)
 	}
 	if err != nil {
 		return sum, err
@@ -129,20 +152,24 @@ const policyGroup = 64
 
 // matchPolicies evaluates policies over a snapshot (the registry, or the shard [lo, hi) of it) and
 // stores the differences for that scope.
-func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string) ([]PolicyResult, error) {
+func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string, ph *Phases) ([]PolicyResult, error) {
 	log := o.logger()
 	out := make([]PolicyResult, 0, len(policies))
 	for g := 0; g < len(policies); g += policyGroup {
 		group := policies[g:min(g+policyGroup, len(policies))]
+		t := time.Now()
 		plans := pl.prepared(group, o.Workers)
 		decs, err := evaluateAll(ctx, snap, plans, o.Workers)
 		if err != nil {
 			return out, err
 		}
+		since(&ph.Evaluate, t)
 		for i, p := range group {
 			res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
+			t := time.Now()
 			outcomes, evalErrs := decs[i].outcomes(snap), decs[i].evalErrors(snap)
-			if err := storeDecisions(ctx, db, p, pl.asOf, outcomes, evalErrs, o.SubjectPrefix, lo, hi, &res); err != nil {
+			since(&ph.Evaluate, t)
+			if err := storeDecisions(ctx, db, p, pl.asOf, outcomes, evalErrs, o.SubjectPrefix, lo, hi, &res, ph); err != nil {
 				return out, err
 			}
 			if lo == "" && hi == "" {
@@ -158,13 +185,15 @@ func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner
 }
 
 // storeDecisions records a policy's errors and match differences over a scope.
-func storeDecisions(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, evalErrs []EvalError, prefix, lo, hi string, res *PolicyResult) error {
+func storeDecisions(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time, outcomes []Outcome, evalErrs []EvalError, prefix, lo, hi string, res *PolicyResult, ph *Phases) error {
 	res.Eligible = len(outcomes)
 	res.Errors = len(evalErrs)
+	t := time.Now()
 	if err := recordErrors(ctx, db, p, asOf, evalErrs, lo, hi); err != nil {
 		return err
 	}
-	return writeDiff(ctx, db, p, asOf, outcomes, prefix, lo, hi, res)
+	since(&ph.Write, t)
+	return writeDiff(ctx, db, p, asOf, outcomes, prefix, lo, hi, res, ph)
 }
 
 // recordEvaluation notes that the whole population was evaluated for a policy version on a date.
@@ -301,7 +330,7 @@ func runPlain(ctx context.Context, db *gorm.DB, asOf time.Time, policies []*rule
 	for _, p := range policies {
 		res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
 		outcomes, evalErrs := Evaluate(p, firms, o.Workers)
-		if err := storeDecisions(ctx, db, p, asOf, outcomes, evalErrs, o.SubjectPrefix, "", "", &res); err != nil {
+		if err := storeDecisions(ctx, db, p, asOf, outcomes, evalErrs, o.SubjectPrefix, "", "", &res, &Phases{}); err != nil {
 			return out, len(firms), err
 		}
 		if err := recordEvaluation(ctx, db, p, asOf, len(firms), res.Eligible); err != nil {

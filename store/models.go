@@ -125,10 +125,15 @@ type Outbox struct {
 	Subject     string     `gorm:"size:128;not null" json:"subject"`
 	Payload     []byte     `gorm:"not null" json:"payload"`
 	CreatedAt   time.Time  `gorm:"not null" json:"created_at"`
-	PublishedAt *time.Time `gorm:"index;index:ix_outbox_due,priority:1" json:"published_at"`
+	PublishedAt *time.Time `gorm:"index:ix_outbox_due,priority:1" json:"published_at"`
 	// AvailableAt delays publishing until then (a digest's send time, a retry, the end of quiet
 	// hours); NULL is at once.
 	AvailableAt *time.Time `gorm:"index:ix_outbox_due,priority:2" json:"available_at"`
+	// Notices is how many messages the row stands for: 1 for a message whose payload is published
+	// as it is; more for a batch of match notices (bus.NoticeBatch) that the relay publishes as one
+	// message per match. A full match writes one batch row per few hundred new matches instead of
+	// a row per match, in the same transaction as the matches.
+	Notices int `gorm:"not null;default:1" json:"notices"`
 }
 
 // Delivery states.

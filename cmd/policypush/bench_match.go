@@ -79,24 +79,8 @@ the benchmark writes firms, matches and outbox rows. Other work on the machine s
 // benchMatchDB opens the benchmark's database and returns how to close it.
 func benchMatchDB(ctx context.Context, path, dsn string) (*gorm.DB, func(), error) {
 	if dsn != "" {
-		slash := strings.LastIndex(dsn, "/")
-		if slash < 0 {
-			return nil, nil, fmt.Errorf("--mysql-dsn %q names no database (…/dbname)", dsn)
-		}
-		name := strings.SplitN(dsn[slash+1:], "?", 2)[0]
-		if name == "" || strings.ContainsAny(name, "`'\" ;") {
-			return nil, nil, fmt.Errorf("--mysql-dsn: %q is not a database name", name)
-		}
-		server, err := gorm.Open(mysql.Open(dsn[:slash+1]+strings.TrimPrefix(dsn[slash+1:], name)), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
-		if err != nil {
-			return nil, nil, fmt.Errorf("connect to MySQL: %w", err)
-		}
-		err = server.Exec("CREATE DATABASE IF NOT EXISTS `" + name + "` CHARACTER SET utf8mb4").Error
-		if s, e := server.DB(); e == nil {
-			_ = s.Close()
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("create database %s: %w", name, err)
+		if err := createMySQLDatabase(dsn); err != nil {
+			return nil, nil, err
 		}
 		db, err := store.Open(ctx, store.Options{Driver: "mysql", DSN: dsn, MaxOpen: 8})
 		if err != nil {
@@ -122,6 +106,30 @@ func benchMatchDB(ctx context.Context, path, dsn string) (*gorm.DB, func(), erro
 			_ = os.RemoveAll(remove)
 		}
 	}, nil
+}
+
+// createMySQLDatabase creates the database a MySQL DSN names, when it does not exist yet.
+func createMySQLDatabase(dsn string) error {
+	slash := strings.LastIndex(dsn, "/")
+	if slash < 0 {
+		return fmt.Errorf("--mysql-dsn %q names no database (…/dbname)", dsn)
+	}
+	name := strings.SplitN(dsn[slash+1:], "?", 2)[0]
+	if name == "" || strings.ContainsAny(name, "`'\" ;") {
+		return fmt.Errorf("--mysql-dsn: %q is not a database name", name)
+	}
+	server, err := gorm.Open(mysql.Open(dsn[:slash+1]+strings.TrimPrefix(dsn[slash+1:], name)), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	if err != nil {
+		return fmt.Errorf("connect to MySQL: %w", err)
+	}
+	err = server.Exec("CREATE DATABASE IF NOT EXISTS `" + name + "` CHARACTER SET utf8mb4").Error
+	if s, e := server.DB(); e == nil {
+		_ = s.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
 }
 
 func closeGorm(db *gorm.DB) {

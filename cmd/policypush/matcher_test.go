@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/registry"
@@ -267,10 +268,28 @@ func TestShardedMatchSurvivesKilledWorker(t *testing.T) {
 	for _, m := range ms {
 		wantOutbox += channels[m.PolicyID]
 	}
-	var outbox int64
-	c.db.DB.Model(&store.Outbox{}).Count(&outbox)
-	if int(outbox) != wantOutbox || wantOutbox == 0 {
-		t.Fatalf("%d outbox rows for %d notified matches (want %d)", outbox, len(ms), wantOutbox)
+	var rows []store.Outbox
+	c.db.DB.Find(&rows)
+	perNotice := map[bus.NoticeJob]int{}
+	for _, row := range rows {
+		jobs := []bus.NoticeJob{{}}
+		var err error
+		if row.Notices > 1 {
+			jobs, err = bus.BatchJobs(row)
+		} else {
+			err = json.Unmarshal(row.Payload, &jobs[0])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if perNotice[j]++; perNotice[j] > 1 {
+				t.Fatalf("notice %+v queued twice", j)
+			}
+		}
+	}
+	if len(perNotice) != wantOutbox || wantOutbox == 0 {
+		t.Fatalf("%d notices in %d outbox rows for %d notified matches (want %d)", len(perNotice), len(rows), len(ms), wantOutbox)
 	}
 	firmsSeen := 0
 	for _, p := range sum.Policies {

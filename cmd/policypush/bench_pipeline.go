@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+func init() { addSubcommand("bench", benchPipelineCmd) }
+
+// pipelineBench sizes `bench pipeline`.
+type pipelineBench struct {
+	firms, policies int
+	seed            int64
+	asOf            string
+	dir, mysqlDSN   string
+}
+
+// pipelineResult is what `bench pipeline` prints.
+type pipelineResult struct {
+	Firms    int    `json:"firms"`
+	Policies int    `json:"policies"`
+	Database string `json:"database"`
+	CPUs     int    `json:"cpus"`
+	AsOf     string `json:"as_of"`
+	Seeded   bool   `json:"seeded"` // false: the data dir was reused as it was
+
+	// The simplest program that does the same job: read the CSV, expr.Run per (firm, policy) on a
+	// struct env in one goroutine, write the matches to a CSV.
+	ScriptSeconds float64 `json:"script_seconds"`
+	ScriptMatches int     `json:"script_matches"`
+
+	// The user's command, as a separate process: `policypush match --as-of … --json`.
+	MatchSeconds float64        `json:"match_seconds"` // first run: every match is new
+	MatchNew     int            `json:"match_new"`
+	MatchPhases  matcher.Phases `json:"match_phases"`
+	RerunSeconds float64        `json:"rerun_seconds"` // second run: nothing changed
+	RerunPhases  matcher.Phases `json:"rerun_phases"`
+	Ratio        float64        `json:"ratio"` // script_seconds / match_seconds (> 1: the command is faster)
+	Identical    bool           `json:"identical"`
+	Differences  int            `json:"differences"`
+	Outbox       int64          `json:"outbox_notices"`
+}
+
+func benchPipelineCmd(g *globals) *cobra.Command {
+	o := pipelineBench{}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pipeline",
+		Short: "The whole `match` command at provincial size against the simplest script that does the same job",
+		Long: `Measures what a province runs: the whole "policypush match" command as its own process (load
+the registry, evaluate every active policy, diff against stored matches, write new matches and
+their outbox rows), against the simplest program that does the same job, in the same run:
+
+  script   read the registry CSV, run expr (rules.Policy.Evaluate, plain expr.Run on a struct env)
+           for every (firm, policy) in one goroutine, write the matches to a CSV;
+  match    "policypush match --as-of DATE" on a data dir holding the same firms and policies,
+           first with every match new, then again with nothing changed.
+
+The data dir (--dir, default a temporary one) is seeded once with --firms synthetic Jiangsu firms
+(imported from a CSV with "policypush import enterprises") and --policies synthetic policies
+(matcher.SynthCatalog: mostly city-, district- or park-scoped), published with "policypush policy
+apply"; a reused --dir is taken as it is. Both programs must decide the same (policy, firm,
+amount) set; the benchmark says whether they did. With --mysql-dsn the data dir's database is that
+MySQL/MariaDB database (created when missing; give a fresh name for a fresh run).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := runPipelineBench(cmd.Context(), o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(os.Stdout, res)
+			}
+			printPipelineBench(os.Stdout, res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.firms, "firms", 200000, "synthetic firms")
+	f.IntVar(&o.policies, "policies", 140, "synthetic policies")
+	f.Int64Var(&o.seed, "seed", 1, "seed of firms and policies")
+	f.StringVar(&o.asOf, "as-of", "2022-06-30", "evaluation date")
+	f.StringVar(&o.dir, "dir", "", "data dir to seed or reuse (default: a temporary one, removed afterwards)")
+	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "use this MySQL/MariaDB database instead of SQLite, e.g. root@tcp(127.0.0.1:3306)/ppbench")
+	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
+	return cmd
+}
+
+func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) (pipelineResult, error) {
+	res := pipelineResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), AsOf: o.asOf, Database: "sqlite"}
+	asOf, err := rules.ParseDate(o.asOf)
+	if err != nil {
+		return res, fmt.Errorf("--as-of: %w", err)
+	}
+	if o.dir == "" {
+		dir, err := os.MkdirTemp("", "policypush-pipeline")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		o.dir = dir
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	env := append(os.Environ(), "POLICYPUSH_DATA_DIR="+o.dir)
+	if o.mysqlDSN != "" {
+		res.Database = "mysql"
+		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
+			return res, err
+		}
+		env = append(env, "POLICYPUSH_DATABASE_DRIVER=mysql", "POLICYPUSH_DATABASE_DSN="+o.mysqlDSN)
+	}
+	run := func(out io.Writer, args ...string) (time.Duration, error) {
+		c := exec.CommandContext(ctx, self, args...)
+		c.Env, c.Stdout, c.Stderr = env, out, progress
+		start := time.Now()
+		err := c.Run()
+		if err != nil {
+			return 0, fmt.Errorf("policypush %s: %w", strings.Join(args, " "), err)
+		}
+		return time.Since(start), nil
+	}
+
+	csvPath := filepath.Join(o.dir, "bench-firms.csv")
+	defs := matcher.SynthCatalog(o.policies, o.seed)
+	marker := filepath.Join(o.dir, "bench-seeded")
+	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
+		res.Seeded = true
+		fmt.Fprintf(progress, "seeding %s: %d firms, %d policies\n", o.dir, o.firms, o.policies)
+		if err := registry.SynthCSVFile(csvPath, o.firms, o.seed, false); err != nil {
+			return res, err
+		}
+		policyDir := filepath.Join(o.dir, "bench-policies")
+		if err := writeDefinitions(policyDir, defs); err != nil {
+			return res, err
+		}
+		if _, err := run(io.Discard, "import", "enterprises", csvPath); err != nil {
+			return res, err
+		}
+		if _, err := run(io.Discard, "policy", "apply", policyDir, "--by", "bench"); err != nil {
+			return res, err
+		}
+		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+			return res, err
+		}
+	}
+
+	if err := resetMatches(ctx, o); err != nil {
+		return res, err
+	}
+	fmt.Fprintln(progress, "script: CSV → expr.Run per (firm, policy) → CSV")
+	start := time.Now()
+	script, err := plainScript(csvPath, defs, asOf.Time, filepath.Join(o.dir, "bench-script-matches.csv"))
+	if err != nil {
+		return res, err
+	}
+	res.ScriptSeconds, res.ScriptMatches = time.Since(start).Seconds(), len(script)
+
+	for i, secs := range []*float64{&res.MatchSeconds, &res.RerunSeconds} {
+		fmt.Fprintf(progress, "policypush match --as-of %s (run %d)\n", o.asOf, i+1)
+		var out bytes.Buffer
+		d, err := run(&out, "match", "--as-of", o.asOf, "--json")
+		if err != nil {
+			return res, err
+		}
+		*secs = d.Seconds()
+		var sum matcher.Summary
+		if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
+			return res, fmt.Errorf("read match summary: %w", err)
+		}
+		if i == 0 {
+			res.MatchPhases = sum.Phases
+			for _, p := range sum.Policies {
+				res.MatchNew += p.New
+			}
+		} else {
+			res.RerunPhases = sum.Phases
+		}
+	}
+	res.Ratio = res.ScriptSeconds / res.MatchSeconds
+
+	stored, outbox, err := storedMatches(ctx, o)
+	if err != nil {
+		return res, err
+	}
+	res.Outbox = outbox
+	res.Differences = symmetricDifference(script, stored)
+	res.Identical = res.Differences == 0
+	return res, nil
+}
+
+// writeDefinitions writes policies as YAML files (JSON is YAML) that `policy apply` reads.
+func writeDefinitions(dir string, defs []*rules.Definition) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range defs {
+		b, err := json.MarshalIndent(d, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, d.ID+".yaml"), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// plainScript is the simplest program that does the job of `match`: it reads the registry CSV,
+// evaluates every policy for every active firm with plain expr on a struct env, in one goroutine,
+// and writes "policy_id,credit_code,amount" lines. It returns the matches it wrote.
+func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPath string) (map[string]string, error) {
+	policies := make([]*rules.Policy, 0, len(defs))
+	for _, d := range defs {
+		if !d.ActiveOn(asOf) {
+			continue
+		}
+		p, err := d.Compile()
+		if err != nil {
+			return nil, err
+		}
+		policies = append(policies, p)
+	}
+	in, err := os.Open(csvPath)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	out, err := os.Create(outPath)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	bw := bufio.NewWriterSize(out, 1<<20)
+	w := csv.NewWriter(bw)
+	r := csv.NewReader(bufio.NewReaderSize(in, 1<<20))
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return nil, err
+	}
+	header = append([]string(nil), header...)
+	got := map[string]string{}
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		e, _, ok := registry.ParseRecord(header, rec, line)
+		if !ok || e.Status != store.StatusActive {
+			continue
+		}
+		env := rules.EnvOf(&e, asOf)
+		for _, p := range policies {
+			oc, err := p.Evaluate(&env)
+			if err != nil || !oc.Eligible {
+				continue
+			}
+			amount := ""
+			if oc.Amount != nil {
+				amount = strconv.FormatFloat(*oc.Amount, 'f', 2, 64)
+			}
+			if err := w.Write([]string{p.Def.ID, e.CreditCode, amount}); err != nil {
+				return nil, err
+			}
+			got[p.Def.ID+"|"+e.CreditCode] = amount
+		}
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		return nil, err
+	}
+	return got, bw.Flush()
+}
+
+// benchDB opens the data dir's database.
+func benchDB(ctx context.Context, o pipelineBench) (*gorm.DB, error) {
+	opts := store.Options{Driver: "sqlite", DSN: filepath.Join(o.dir, "policypush.db")}
+	if o.mysqlDSN != "" {
+		opts = store.Options{Driver: "mysql", DSN: o.mysqlDSN}
+	}
+	return store.Open(ctx, opts)
+}
+
+// resetMatches empties what a match writes, so that the first timed run finds every match new.
+// The data dir is the benchmark's own (it holds the seeding marker).
+func resetMatches(ctx context.Context, o pipelineBench) error {
+	db, err := benchDB(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer closeGorm(db)
+	for _, m := range []any{&store.Match{}, &store.Outbox{}, &store.EvalError{}, &store.PolicyEvaluation{}} {
+		if err := db.WithContext(ctx).Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(m).Error; err != nil {
+			return fmt.Errorf("empty the benchmark's matches: %w", err)
+		}
+	}
+	return nil
+}
+
+// storedMatches reads the active matches the match command stored, keyed like plainScript's.
+func storedMatches(ctx context.Context, o pipelineBench) (map[string]string, int64, error) {
+	db, err := benchDB(ctx, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer closeGorm(db)
+	out := map[string]string{}
+	rows, err := db.WithContext(ctx).Model(&store.Match{}).Select("policy_id, credit_code, amount").
+		Where("state = ?", store.MatchActive).Rows()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid, code string
+		var amount *float64
+		if err := rows.Scan(&pid, &code, &amount); err != nil {
+			return nil, 0, err
+		}
+		a := ""
+		if amount != nil {
+			a = strconv.FormatFloat(*amount, 'f', 2, 64)
+		}
+		out[pid+"|"+code] = a
+	}
+	outbox, err := bus.Pending(ctx, db) // nothing relays in the benchmark
+	if err != nil {
+		return nil, 0, err
+	}
+	return out, outbox, rows.Err()
+}
+
+func symmetricDifference(a, b map[string]string) int {
+	n := 0
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			n++
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+func printPipelineBench(w io.Writer, r pipelineResult) {
+	fmt.Fprintf(w, "整条匹配命令基准：%d 家企业 × %d 项政策，%s，%d 核，评估日期 %s\n", r.Firms, r.Policies, r.Database, r.CPUs, r.AsOf)
+	fmt.Fprintf(w, "script   %.1f s  CSV → expr.Run per (firm, policy), one goroutine → CSV: %d matches\n", r.ScriptSeconds, r.ScriptMatches)
+	fmt.Fprintf(w, "match    %.1f s  whole command, every match new: %d matches, %d notices queued (%s)\n", r.MatchSeconds, r.MatchNew, r.Outbox, r.MatchPhases)
+	fmt.Fprintf(w, "rerun    %.1f s  whole command, nothing changed (%s)\n", r.RerunSeconds, r.RerunPhases)
+	fmt.Fprintf(w, "ratio    %.2f× (script time / match time; ≥ 1 means the command is faster than the script, goal ≥ 2)\n", r.Ratio)
+	fmt.Fprintf(w, "same     %t (%d differences in (policy, firm, amount))\n", r.Identical, r.Differences)
+}
