@@ -3,7 +3,6 @@ package rules
 import (
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -509,15 +508,4 @@ func (p *Program) Run(env *Env) (out any, err error) {
 		}
 	}()
 	return expr.Run(p.prog, env)
-}
-
-// RoundAmount rounds to the fen (0.01 元), half away from zero, and rejects what is not money.
-func RoundAmount(v float64) (float64, error) {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("amount is not a number (%v)", v)
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("amount %.2f is negative", v)
-	}
-	return math.Round(v*100) / 100, nil
 }
