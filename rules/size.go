@@ -4,12 +4,12 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
-	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -79,6 +79,17 @@ type sizeStandard struct {
 	Sections      map[string][2]int      `yaml:"sections"`
 	Rows          []sizeRow              `yaml:"rows"`
 	Variants      map[string]sizeVariant `yaml:"variants"`
+
+	// Lookups memoised for the matcher, which sizes every firm: industry code → row, and
+	// (row, variant) → tiers.
+	rows   sync.Map
+	cached atomic.Int64
+	tiers  sync.Map
+}
+
+type rowVariant struct {
+	row     *sizeRow
+	variant string
 }
 
 // sizeStandards are the embedded revisions, oldest first. Their data is part of the binary: a file
@@ -157,6 +168,20 @@ func standardOn(day time.Time) (*sizeStandard, error) {
 // row finds the row of an industry code: the most specific matching prefix wins. A code written
 // without its section letter ("6210") gets it from the division ("H6210").
 func (s *sizeStandard) row(industry string) *sizeRow {
+	if r, ok := s.rows.Load(industry); ok {
+		return r.(*sizeRow)
+	}
+	r := s.findRow(industry)
+	if s.cached.Add(1) <= maxCachedRows { // codes come from users too (the calculator): bound the memo
+		s.rows.Store(industry, r)
+	}
+	return r
+}
+
+// maxCachedRows bounds the industry-code memo; GB/T 4754-2017 has about 1,400 classes.
+const maxCachedRows = 20000
+
+func (s *sizeStandard) findRow(industry string) *sizeRow {
 	code := s.withSection(industry)
 	var best *sizeRow
 	bestLen := 0
@@ -211,12 +236,25 @@ type SizeResult struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// sizeIndicators are the indicators of the standard, in the order reasons name them.
+var sizeIndicators = []string{"employees", "revenue", "assets"}
+
 // indicatorLabels name the indicators in undecided reasons.
 var indicatorLabels = map[string]string{"employees": "从业人员", "revenue": "营业收入", "assets": "资产总额"}
 
 // tiersFor is the table a variant applies to a row: the standard's bounds, only the variant's
 // indicators of them, or the variant's fallback bands when the row uses none of those.
 func (s *sizeStandard) tiersFor(row *sizeRow, variant string) sizeTiers {
+	key := rowVariant{row, variant}
+	if t, ok := s.tiers.Load(key); ok {
+		return t.(sizeTiers)
+	}
+	t := s.variantTiers(row, variant)
+	s.tiers.Store(key, t)
+	return t
+}
+
+func (s *sizeStandard) variantTiers(row *sizeRow, variant string) sizeTiers {
 	v, ok := s.Variants[variant]
 	if !ok || len(v.Indicators) == 0 {
 		return row.sizeTiers
@@ -285,16 +323,22 @@ func ClassifySize(in SizeInput, asOf time.Time, variant string, cut int) (SizeRe
 			return res, nil
 		}
 	}
-	values := map[string]float64{"employees": float64(in.Employees), "revenue": revenue, "assets": in.Assets}
 	var missing []string
 	// meets is three-valued: a tier is reached (1), not reached (0), or unknown (-1) because an
 	// indicator it needs is missing while the known ones all reach their bounds.
 	meets := func(b sizeBounds) int {
 		known := 1
-		for _, k := range slices.Sorted(maps.Keys(b)) {
-			v, bound := values[k], b[k]
-			if k != "employees" {
-				bound *= 10000
+		for _, k := range sizeIndicators {
+			bound, used := b[k]
+			if !used {
+				continue
+			}
+			v := float64(in.Employees)
+			switch k {
+			case "revenue":
+				v, bound = revenue, bound*10000
+			case "assets":
+				v, bound = in.Assets, bound*10000
 			}
 			switch {
 			case v <= 0:

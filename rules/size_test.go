@@ -315,3 +315,13 @@ func TestSizeNeeds(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkClassifySize(b *testing.B) {
+	asOf := time.Date(2022, 9, 30, 0, 0, 0, 0, time.UTC)
+	in := SizeInput{IndustryCode: "C3911", Employees: 500, Revenue: 2e8, Assets: 1e8, VATSales: 1.8e8}
+	for b.Loop() {
+		if _, err := ClassifySize(in, asOf, SizeVariantVAT, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
