@@ -149,8 +149,10 @@ func TestNearMissesAndCalculator(t *testing.T) {
 		t.Fatal("near-miss read not audited")
 	}
 
+	// 稳岗返还 sizes the firm by 300号: the calculator needs its industry and the row's indicators.
 	facts := map[string]any{"facts": map[string]any{"employees": 50, "insured_employees": 48, "layoff_rate": 0,
-		"unemployment_insurance_paid": 20000, "tax_credit_rating": "B"}}
+		"unemployment_insurance_paid": 20000, "tax_credit_rating": "B", "entity_type": "enterprise",
+		"industry_code": "C3911", "annual_revenue": 30000000, "total_assets": 20000000}}
 	res = f.do(caller{}, http.MethodPost, "/api/v1/calc", facts)
 	var rep rules.CalcReport
 	res.json(t, &rep)
@@ -169,7 +171,7 @@ func TestNearMissesAndCalculator(t *testing.T) {
 	if res := f.do(caller{}, http.MethodPost, "/api/v1/calc", `{"facts":{"contact_phone":"13800000000"}}`); res.status != http.StatusBadRequest {
 		t.Fatalf("calculator with contact data: want 400, got %d", res.status)
 	}
-	page := f.do(caller{}, http.MethodGet, "/calc?employees=50&insured_employees=48&layoff_rate=0&unemployment_insurance_paid=20000&tax_credit_rating=B", nil)
+	page := f.do(caller{}, http.MethodGet, "/calc?employees=50&insured_employees=48&layoff_rate=0&unemployment_insurance_paid=20000&tax_credit_rating=B&entity_type=enterprise&industry_code=C3911&annual_revenue=30000000&total_assets=20000000", nil)
 	if page.status != http.StatusOK || !strings.Contains(string(page.body), "18,000.00元") {
 		t.Fatalf("calculator page: %d", page.status)
 	}

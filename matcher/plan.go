@@ -336,6 +336,9 @@ func (b *builder) boolean(n ast.Node) boolPlan {
 			}
 		}
 	}
+	if p := b.sizeComparison(n); p != nil {
+		return p
+	}
 	switch x := n.(type) {
 	case *ast.BinaryNode:
 		switch x.Operator {

@@ -2,13 +2,13 @@ package rules_test
 
 import (
 	"context"
-	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/policytext"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
@@ -80,11 +80,12 @@ func allEnvs(t *testing.T, db *gorm.DB, asOf time.Time) []rules.Env {
 	return envs
 }
 
+// sameAmount: amounts are exact to the fen, so equal means equal.
 func sameAmount(a, b *float64) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return math.Abs(*a-*b) < 0.005
+	return *a == *b
 }
 
 // TestExplainAgreesWithMatch: for every (policy, firm) pair of the demo catalog over a synthetic
@@ -147,94 +148,19 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	}
 }
 
-// demoExpectation is an independent, hand-written reading of one demo policy: the verdict of each
-// top-level condition, how they combine, and the amount.
-type demoExpectation struct {
-	or         bool
-	conditions func(e store.Enterprise) []bool
-	amount     func(e store.Enterprise) *float64
-}
-
-func money(v float64) *float64 { r := math.Round(v*100) / 100; return &r }
-
-func section(code string) string {
-	if code != "" && code[0] >= 'A' && code[0] <= 'Z' {
-		return code[:1]
-	}
-	return ""
-}
-
-func digits(code string) string { return strings.TrimLeft(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") }
-
-func hasAnyPrefix(s string, prefixes ...string) bool {
-	for _, p := range prefixes {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
-}
-
-var demoExpectations = map[string]demoExpectation{
-	"fangzu-jianmian-2022": {conditions: func(e store.Enterprise) []bool {
-		return []bool{!strings.Contains("ABCDE", section(e.IndustryCode)) || section(e.IndustryCode) == "",
-			e.IndustryCode != "", e.Employees < 100, e.AnnualRevenue < 20000000}
-	}},
-	"kuogang-buzhu-2022": {conditions: func(e store.Enterprise) []bool {
-		return []bool{e.GraduatesHired > 0, e.InsuredEmployees >= e.GraduatesHired, e.TaxCreditRating != "D"}
-	}, amount: func(e store.Enterprise) *float64 { return money(1500 * float64(e.GraduatesHired)) }},
-	"liudi-tuishui-2022": {conditions: func(e store.Enterprise) []bool {
-		sec, dig := section(e.IndustryCode), digits(e.IndustryCode)
-		six := sec != "" && strings.Contains("CMDGFAHOPQR", sec) || sec == "I" && strings.HasPrefix(dig, "65") || sec == "N" && strings.HasPrefix(dig, "77")
-		return []bool{e.TaxCreditRating == "A" || e.TaxCreditRating == "B", !e.RefundFraud36m, e.TaxViolations36m <= 1,
-			!e.ImmediateRefundSince2019, e.TaxpayerType == "general", e.VATSales < 20000000 || six}
-	}},
-	"liugong-peixun-2022": {conditions: func(e store.Enterprise) []bool {
-		return []bool{e.InsuredEmployees > 0, e.TaxCreditRating != "D",
-			hasAnyPrefix(e.RegionCode, "3205", "320211", "320214") || hasAnyPrefix(digits(e.IndustryCode), "62", "52", "727", "785", "56", "53", "54", "55")}
-	}, amount: func(e store.Enterprise) *float64 { return money(500 * float64(e.InsuredEmployees)) }},
-	"liushui-liangfei-2022": {or: true, conditions: func(e store.Enterprise) []bool {
-		return []bool{e.TaxpayerType == "small_scale", e.Employees <= 300 && e.TotalAssets <= 50000000}
-	}},
-	"wengang-fanhuan-2022": {conditions: func(e store.Enterprise) []bool {
-		limit := 0.055
-		if e.InsuredEmployees <= 30 {
-			limit = 0.20
-		}
-		return []bool{e.UnemploymentInsurancePaid > 0, e.InsuredEmployees > 0, e.TaxCreditRating != "D", e.LayoffRate <= limit}
-	}, amount: func(e store.Enterprise) *float64 {
-		rate := 0.9
-		if e.Employees >= 300 {
-			rate = 0.5
-		}
-		return money(rate * e.UnemploymentInsurancePaid)
-	}},
-}
-
 // TestExplainAgainstIndependentComputation: on a held-out registry (a seed no other test uses),
 // every condition of every demo policy, the verdict and the amount agree with plain Go.
 func TestExplainAgainstIndependentComputation(t *testing.T) {
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := rules.LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	var policies []*rules.Policy
-	for _, d := range defs {
-		p, err := d.Compile()
-		if err != nil {
-			t.Fatal(err)
-		}
-		policies = append(policies, p)
-	}
+	policies := demoCatalog(t)
 	rules.Link(policies)
 	firms := registry.Synth(1200, 20220930)
 	eligible := map[string]int{}
+	texts := map[string]*policytext.Policy{}
+	for i := range policytext.Policies {
+		texts[policytext.Policies[i].ID] = &policytext.Policies[i]
+	}
 	for _, p := range policies {
-		want, ok := demoExpectations[p.Def.ID]
+		want, ok := texts[p.Def.ID]
 		if !ok {
 			t.Fatalf("no expectation for %s", p.Def.ID)
 		}
@@ -244,30 +170,24 @@ func TestExplainAgainstIndependentComputation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			conds := want.conditions(f)
+			conds := want.Conditions(&f, demoAsOf)
 			if len(conds) != len(ex.Conditions) {
 				t.Fatalf("%s: %d conditions, expected %d", p.Def.ID, len(ex.Conditions), len(conds))
 			}
-			holds := !want.or
 			for i, c := range conds {
 				if ex.Conditions[i].Holds == nil || *ex.Conditions[i].Holds != c {
 					t.Fatalf("%s / %s: condition %q = %v, independently %v", p.Def.ID, f.CreditCode, ex.Conditions[i].Text, ex.Conditions[i].Holds, c)
 				}
-				if want.or {
-					holds = holds || c
-				} else {
-					holds = holds && c
-				}
 			}
-			holds = holds && f.Status == store.StatusActive
+			holds := want.Holds(&f, demoAsOf)
 			if ex.Eligible != holds {
 				t.Fatalf("%s / %s: eligible %v, independently %v", p.Def.ID, f.CreditCode, ex.Eligible, holds)
 			}
 			if holds {
 				eligible[p.Def.ID]++
 				var amount *float64
-				if want.amount != nil {
-					amount = want.amount(f)
+				if want.Amount != nil {
+					amount = want.Amount(&f)
 				}
 				if !sameAmount(ex.Amount, amount) {
 					t.Fatalf("%s / %s: amount %v, independently %v", p.Def.ID, f.CreditCode, ex.Amount, amount)

@@ -11,22 +11,12 @@ import (
 
 func demoPolicies(t testing.TB) []*Policy {
 	t.Helper()
-	dir, err := WriteDemoCatalog(t.TempDir())
+	out, err := DemoPolicies()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defs, errs := LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	var out []*Policy
-	for i, d := range defs {
-		p, err := d.Compile()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, p := range out {
 		p.Version = i + 1
-		out = append(out, p)
 	}
 	Link(out)
 	return out
@@ -61,14 +51,30 @@ func TestCalculatorThreeOutcomes(t *testing.T) {
 			"liugong-peixun-2022", CalcUndecided, 0, []string{"insured_employees"}},
 		{"eligible but the amount needs a field", map[string]any{"taxpayer_type": "small_scale"},
 			"liushui-liangfei-2022", CalcEligible, 0, nil},
-		{"the or's second member needs two fields", map[string]any{"taxpayer_type": "general", "employees": 10},
-			"liushui-liangfei-2022", CalcUndecided, 0, []string{"total_assets"}},
+		{"the or's third member needs its fields", map[string]any{"taxpayer_type": "general", "employees": 10},
+			"liushui-liangfei-2022", CalcUndecided, 0, []string{"entity_type", "taxable_income", "total_assets", "industry_code"}},
+		{"an individual business is eligible as such", map[string]any{"taxpayer_type": "general", "entity_type": "individual"},
+			"liushui-liangfei-2022", CalcEligible, 0, nil},
+		{"a restaurant with 150 staff and 1500万 is small (300号)", map[string]any{"rents_state_property": true, "industry_code": "H6210",
+			"employees": 150, "annual_revenue": 1.5e7, "entity_type": "enterprise"}, "fangzu-jianmian-2022", CalcEligible, 0, nil},
+		{"a retailer with 60 staff and 600万 is medium (300号)", map[string]any{"rents_state_property": true, "industry_code": "F5211",
+			"employees": 60, "annual_revenue": 6e6, "entity_type": "enterprise"}, "fangzu-jianmian-2022", CalcNotEligible, 0, nil},
+		{"a large wholesaler in September (第21号)", map[string]any{"industry_code": "F5123", "vat_sales": 5e8, "tax_credit_rating": "A",
+			"taxpayer_type": "general", "refund_fraud_36m": false, "tax_violations_36m": 0, "immediate_refund_since_2019": false},
+			"liudi-tuishui-2022", CalcEligible, 0, nil},
 		{"amount known", map[string]any{"graduates_hired": 3, "insured_employees": 20, "tax_credit_rating": "B"},
 			"kuogang-buzhu-2022", CalcEligible, 4500, nil},
 		{"ternary needs its branch's fields", map[string]any{"unemployment_insurance_paid": 1000, "insured_employees": 20, "tax_credit_rating": "B"},
-			"wengang-fanhuan-2022", CalcUndecided, 0, []string{"layoff_rate"}},
-		{"eligible, the amount needs employees", map[string]any{"unemployment_insurance_paid": 1000, "insured_employees": 20,
-			"tax_credit_rating": "B", "layoff_rate": 0.1}, "wengang-fanhuan-2022", CalcEligible, 0, []string{"employees"}},
+			"wengang-fanhuan-2022", CalcUndecided, 0, []string{"layoff_rate", "entity_type", "industry_code", "employees", "annual_revenue", "total_assets"}},
+		{"the size needs the row's indicators", map[string]any{"unemployment_insurance_paid": 1000, "insured_employees": 20,
+			"tax_credit_rating": "B", "layoff_rate": 0.1, "entity_type": "enterprise", "industry_code": "C3911"},
+			"wengang-fanhuan-2022", CalcUndecided, 0, []string{"employees", "annual_revenue"}},
+		{"an individual business is eligible; the amount formula reads the size", map[string]any{"unemployment_insurance_paid": 1000, "insured_employees": 20,
+			"tax_credit_rating": "B", "layoff_rate": 0.1, "entity_type": "individual"}, "wengang-fanhuan-2022", CalcEligible, 0,
+			[]string{"industry_code", "employees", "annual_revenue", "total_assets"}},
+		{"a medium manufacturer gets 90%", map[string]any{"unemployment_insurance_paid": 165.85, "insured_employees": 20,
+			"tax_credit_rating": "B", "layoff_rate": 0.1, "entity_type": "enterprise", "industry_code": "C3911", "employees": 500,
+			"annual_revenue": 2e8}, "wengang-fanhuan-2022", CalcEligible, 149.27, nil},
 	}
 	for _, c := range cases {
 		rep, err := Calculate(policies, c.facts, asOf)

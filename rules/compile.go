@@ -3,7 +3,6 @@ package rules
 import (
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -73,7 +72,7 @@ var allowedBuiltins = map[string]bool{
 var helperFuncs = map[string]helper{
 	"in_region": {implicit: []string{"region_code"}, doc: `in_region("3205", "320111") — 行政区划代码以任一前缀开头（苏州市或浦口区）；也可传参数列表 in_region(params.regions)`},
 	"size": {implicit: []string{"industry_code", "employees", "annual_revenue", "total_assets", "vat_sales", "as_of"},
-		doc: `size() — 企业规模 large/medium/small/micro（工信部联企业〔2011〕300号，按行业、从业人数、营业收入、资产总额）；size("vat") 以增值税销售额代替营业收入（留抵退税口径）；size("headcount", 300) 本地口径：300 人及以上为大型`},
+		doc: `size() — 企业规模 large/medium/small/micro（工信部联企业〔2011〕300号，按行业、从业人数、营业收入、资产总额），缺少所需指标或金融业时为 undecided；size("vat") 留抵退税口径（14号第八条：只用营业收入——以增值税销售额代替——和资产总额，不看从业人数）；size("headcount", 300) 本地口径：300 人及以上为大型`},
 	"in_industry":  {implicit: []string{"industry_code"}, doc: `in_industry("52", "62", "I65") — 行业代码（GB/T 4754，可带门类字母）属于任一前缀；也可传参数列表`},
 	"years_since":  {implicit: []string{"as_of"}, doc: `years_since(registered_at) — 从该日期到评估日期（as_of）的整年数`},
 	"months_since": {implicit: []string{"as_of"}, doc: `months_since(registered_at) — 从该日期到评估日期的整月数`},
@@ -509,15 +508,4 @@ func (p *Program) Run(env *Env) (out any, err error) {
 		}
 	}()
 	return expr.Run(p.prog, env)
-}
-
-// RoundAmount rounds to the fen (0.01 元), half away from zero, and rejects what is not money.
-func RoundAmount(v float64) (float64, error) {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("amount is not a number (%v)", v)
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("amount %.2f is negative", v)
-	}
-	return math.Round(v*100) / 100, nil
 }

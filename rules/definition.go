@@ -628,3 +628,7 @@ func LoadDir(path string) ([]*Definition, []error) {
 	}
 	return defs, errs
 }
+
+// MarshalYAML writes the day as 2006-01-02 (not a timestamp), so a definition written back as YAML
+// (the console's draft editor) reads again.
+func (d Date) MarshalYAML() (any, error) { return d.String(), nil }

@@ -33,3 +33,29 @@ func WriteDemoCatalog(dir string) (string, error) {
 	}
 	return dir, nil
 }
+
+// DemoPolicies compiles the embedded demo catalog, in file order, without writing it anywhere.
+func DemoPolicies() ([]*Policy, error) {
+	entries, err := fs.ReadDir(demoFS, "demo")
+	if err != nil {
+		return nil, err
+	}
+	var out []*Policy
+	for _, e := range entries {
+		name := "demo/" + e.Name()
+		b, err := demoFS.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		d, err := Parse(name, b)
+		if err != nil {
+			return nil, err
+		}
+		p, err := d.Compile()
+		if err != nil {
+			return nil, d.Locate(name, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

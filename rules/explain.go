@@ -180,7 +180,7 @@ func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string 
 	}
 	if n.cmp != nil {
 		if s, err := n.cmp.label(env, holds); err == nil {
-			return s
+			return s + sizeReasons(n.sizes, env)
 		}
 	}
 	verdict := "满足"
@@ -188,6 +188,19 @@ func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string 
 		verdict = "不满足"
 	}
 	return n.rule + "：" + verdict + valuesText(n.reads, values)
+}
+
+// sizeReasons says why a size() call of the condition could not size the firm: （规模未能判定：缺少营业收入）.
+func sizeReasons(calls []sizeCall, env *Env) string {
+	var out string
+	for _, c := range calls {
+		res, err := ClassifySize(SizeInput{IndustryCode: env.IndustryCode, Employees: env.Employees, Revenue: env.AnnualRevenue,
+			Assets: env.TotalAssets, VATSales: env.VATSales}, env.AsOf, c.variant, c.cut)
+		if err == nil && res.Tier == SizeUndecided && res.Reason != "" && !strings.Contains(out, res.Reason) {
+			out += "（规模未能判定：" + res.Reason + "）"
+		}
+	}
+	return out
 }
 
 // prefixCallOf finds an in_region / in_industry condition, possibly negated.

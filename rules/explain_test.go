@@ -233,3 +233,24 @@ func TestEnvFromFactsChecks(t *testing.T) {
 		}
 	}
 }
+
+// An undecided size says why: the missing indicator, or the standard that covers the industry.
+func TestExplainSaysWhySizeIsUndecided(t *testing.T) {
+	p := policyOf(t, `size() in ["small", "micro"]`, "", nil)
+	for facts, want := range map[string]string{
+		"C3911": "（规模未能判定：缺少营业收入）",
+		"J6620": "银发〔2015〕309号",
+	} {
+		env, err := EnvFromFacts(map[string]any{"industry_code": facts, "employees": 500}, mustDate(t, "2022-06-30"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex, err := Explain(p, &env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ex.Conditions) != 1 || !strings.Contains(ex.Conditions[0].Label, want) {
+			t.Errorf("%s: %+v, want a label with %q", facts, ex.Conditions, want)
+		}
+	}
+}

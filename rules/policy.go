@@ -2,7 +2,6 @@ package rules
 
 import (
 	"fmt"
-	"math"
 	"reflect"
 	"time"
 )
@@ -95,7 +94,9 @@ type TestResult struct {
 	Problem string // what differed, when it failed
 }
 
-// RunTests evaluates the policy's own test cases. A case without as_of uses the effective_from date.
+// RunTests evaluates the policy's own test cases as matching would on the case's date: a case sets
+// as_of, or gets TestDate; on a date outside the effective window the policy matches nobody, so such
+// a case must expect eligible: false.
 func (p *Policy) RunTests() []TestResult {
 	out := make([]TestResult, 0, len(p.Def.Tests))
 	for i, tc := range p.Def.Tests {
@@ -103,7 +104,7 @@ func (p *Policy) RunTests() []TestResult {
 		if name == "" {
 			name = fmt.Sprintf("tests[%d]", i)
 		}
-		asOf := p.Def.EffectiveFrom.Time
+		asOf := p.Def.TestDate()
 		if tc.AsOf != nil {
 			asOf = tc.AsOf.Time
 		}
@@ -114,15 +115,21 @@ func (p *Policy) RunTests() []TestResult {
 			out = append(out, r)
 			continue
 		}
-		got, err := p.EvaluateRule(&env)
+		var got Outcome
+		inWindow := p.Def.ActiveOn(asOf)
+		if inWindow {
+			got, err = p.EvaluateRule(&env)
+		}
 		switch {
 		case err != nil:
 			r.Problem = "evaluation error: " + err.Error()
+		case got.Eligible != tc.Eligible && !inWindow:
+			r.Problem = fmt.Sprintf("expected eligible=true, but as_of %s is outside the effective window %s", asOf.Format(dateLayout), p.Def.windowText())
 		case got.Eligible != tc.Eligible:
-			r.Problem = fmt.Sprintf("expected eligible=%t, got %t", tc.Eligible, got.Eligible)
+			r.Problem = fmt.Sprintf("expected eligible=%t, got %t (as_of %s)", tc.Eligible, got.Eligible, asOf.Format(dateLayout))
 		case tc.Amount != nil && got.Amount == nil:
 			r.Problem = fmt.Sprintf("expected amount %.2f, got none", *tc.Amount)
-		case tc.Amount != nil && math.Abs(*tc.Amount-*got.Amount) > 0.005:
+		case tc.Amount != nil && RoundFen(*tc.Amount) != *got.Amount:
 			r.Problem = fmt.Sprintf("expected amount %.2f, got %.2f", *tc.Amount, *got.Amount)
 		default:
 			r.Passed = true
@@ -130,6 +137,31 @@ func (p *Policy) RunTests() []TestResult {
 		out = append(out, r)
 	}
 	return out
+}
+
+// TestDate is the date a test case without as_of is evaluated on: a day inside the effective
+// window — its first day, or for a policy without a start its last day, or without either the first
+// day of 2022 (any fixed day would do; a fixed one keeps the tests repeatable).
+func (d *Definition) TestDate() time.Time {
+	switch {
+	case !d.EffectiveFrom.Equal(NoStart.Time) && !d.EffectiveFrom.IsZero():
+		return d.EffectiveFrom.Time
+	case d.EffectiveTo != nil:
+		return d.EffectiveTo.Time
+	}
+	return time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+// windowText shows the effective window, e.g. 2022-01-01 至 2022-12-31.
+func (d *Definition) windowText() string {
+	from, to := "不限", "不限"
+	if !d.EffectiveFrom.Equal(NoStart.Time) {
+		from = d.EffectiveFrom.String()
+	}
+	if d.EffectiveTo != nil {
+		to = d.EffectiveTo.String()
+	}
+	return from + " 至 " + to
 }
 
 // Day truncates t to its calendar day in loc and returns it as UTC midnight, the form every

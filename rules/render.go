@@ -293,5 +293,5 @@ func formatMoney(x float64) string {
 	if x != 0 && math.Mod(x, 10000) == 0 {
 		return strconv.FormatFloat(x/10000, 'f', -1, 64) + "万元"
 	}
-	return strconv.FormatFloat(math.Round(x*100)/100, 'f', -1, 64) + "元"
+	return strconv.FormatFloat(RoundFen(x), 'f', -1, 64) + "元"
 }

@@ -309,7 +309,7 @@ func enumSide(n ast.Node) (string, []string) {
 	case *ast.CallNode:
 		switch name := calleeName(x); {
 		case name == "size":
-			return "size()", []string{SizeLarge, SizeMedium, SizeSmall, SizeMicro}
+			return "size()", []string{SizeLarge, SizeMedium, SizeSmall, SizeMicro, SizeUndecided}
 		case name == "fact_string" && len(x.Arguments) == 2:
 			if key, ok := x.Arguments[1].(*ast.StringNode); ok {
 				if f, ok := extraField(key.Value); ok && f.Type == registry.TypeEnum {

@@ -4,10 +4,12 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -24,10 +26,13 @@ const (
 	SizeMedium = "medium"
 	SizeSmall  = "small"
 	SizeMicro  = "micro"
+	// SizeUndecided: an indicator the firm's row needs is not reported, or the industry is one the
+	// standard does not size. Rules test for the tiers they mean, so undecided never qualifies as small.
+	SizeUndecided = "undecided"
 )
 
 // SizeLabels are the tiers' Chinese names.
-var SizeLabels = map[string]string{SizeLarge: "大型", SizeMedium: "中型", SizeSmall: "小型", SizeMicro: "微型"}
+var SizeLabels = map[string]string{SizeLarge: "大型", SizeMedium: "中型", SizeSmall: "小型", SizeMicro: "微型", SizeUndecided: "未能判定"}
 
 // Size variants a rule can name.
 const (
@@ -50,26 +55,20 @@ type sizeTiers struct {
 type sizeRow struct {
 	Name       string   `yaml:"name"`
 	Industries []string `yaml:"industries"`
+	// NotCovered names the standard that sizes this row's industries when this one does not (finance:
+	// 银发〔2015〕309号); size() then answers undecided with that reason.
+	NotCovered string `yaml:"not_covered"`
 	sizeTiers  `yaml:",inline"`
 }
 
-// usesMoney reports whether the row classifies by revenue or assets (not headcount alone).
-func (r *sizeRow) usesMoney() bool {
-	for _, b := range []sizeBounds{r.Large, r.Medium, r.Small} {
-		if _, ok := b["revenue"]; ok {
-			return true
-		}
-		if _, ok := b["assets"]; ok {
-			return true
-		}
-	}
-	return false
-}
-
+// sizeVariant is a policy's own way of sizing firms with the standard's table.
 type sizeVariant struct {
-	Label             string     `yaml:"label"`
-	Revenue           string     `yaml:"revenue"`
-	HeadcountOnlyRows *sizeTiers `yaml:"headcount_only_rows"`
+	Label   string `yaml:"label"`
+	Revenue string `yaml:"revenue"` // the field read in place of 营业收入
+	// Indicators are the only indicators of a row the variant uses (14号: revenue and assets).
+	Indicators []string `yaml:"indicators"`
+	// Fallback sizes rows that use none of Indicators (and industries the standard does not list).
+	Fallback *sizeTiers `yaml:"fallback"`
 }
 
 // sizeStandard is one revision of the standard.
@@ -80,6 +79,17 @@ type sizeStandard struct {
 	Sections      map[string][2]int      `yaml:"sections"`
 	Rows          []sizeRow              `yaml:"rows"`
 	Variants      map[string]sizeVariant `yaml:"variants"`
+
+	// Lookups memoised for the matcher, which sizes every firm: industry code → row, and
+	// (row, variant) → tiers.
+	rows   sync.Map
+	cached atomic.Int64
+	tiers  sync.Map
+}
+
+type rowVariant struct {
+	row     *sizeRow
+	variant string
 }
 
 // sizeStandards are the embedded revisions, oldest first. Their data is part of the binary: a file
@@ -120,6 +130,9 @@ func (s *sizeStandard) validate() error {
 		if len(r.Industries) == 0 {
 			others++
 		}
+		if r.NotCovered != "" {
+			continue
+		}
 		for _, b := range []sizeBounds{r.Large, r.Medium, r.Small} {
 			if len(b) == 0 {
 				return fmt.Errorf("row %s: every tier needs a bound", r.Name)
@@ -155,6 +168,20 @@ func standardOn(day time.Time) (*sizeStandard, error) {
 // row finds the row of an industry code: the most specific matching prefix wins. A code written
 // without its section letter ("6210") gets it from the division ("H6210").
 func (s *sizeStandard) row(industry string) *sizeRow {
+	if r, ok := s.rows.Load(industry); ok {
+		return r.(*sizeRow)
+	}
+	r := s.findRow(industry)
+	if s.cached.Add(1) <= maxCachedRows { // codes come from users too (the calculator): bound the memo
+		s.rows.Store(industry, r)
+	}
+	return r
+}
+
+// maxCachedRows bounds the industry-code memo; GB/T 4754-2017 has about 1,400 classes.
+const maxCachedRows = 20000
+
+func (s *sizeStandard) findRow(industry string) *sizeRow {
 	code := s.withSection(industry)
 	var best *sizeRow
 	bestLen := 0
@@ -187,7 +214,8 @@ func (s *sizeStandard) withSection(industry string) string {
 	return code
 }
 
-// SizeInput is what size classification reads: money in 元, as the registry stores it.
+// SizeInput is what size classification reads: money in 元, as the registry stores it. A zero or
+// negative indicator is not reported: the registry keeps a missing figure as 0.
 type SizeInput struct {
 	IndustryCode string
 	Employees    int64
@@ -198,35 +226,75 @@ type SizeInput struct {
 
 // SizeResult is a classification and what produced it, for explanations.
 type SizeResult struct {
-	Tier     string `json:"tier"`     // large, medium, small or micro
+	Tier     string `json:"tier"`     // large, medium, small, micro or undecided
 	Standard string `json:"standard"` // 工信部联企业〔2011〕300号
 	Version  string `json:"version"`
 	Row      string `json:"row"`               // the industry row of the table
 	Variant  string `json:"variant,omitempty"` // "", vat or headcount:N
+	// Reason says why the tier is undecided: the indicator that is missing, or the standard that
+	// covers the industry instead.
+	Reason string `json:"reason,omitempty"`
+}
+
+// sizeIndicators are the indicators of the standard, in the order reasons name them.
+var sizeIndicators = []string{"employees", "revenue", "assets"}
+
+// indicatorLabels name the indicators in undecided reasons.
+var indicatorLabels = map[string]string{"employees": "从业人员", "revenue": "营业收入", "assets": "资产总额"}
+
+// tiersFor is the table a variant applies to a row: the standard's bounds, only the variant's
+// indicators of them, or the variant's fallback bands when the row uses none of those.
+func (s *sizeStandard) tiersFor(row *sizeRow, variant string) sizeTiers {
+	key := rowVariant{row, variant}
+	if t, ok := s.tiers.Load(key); ok {
+		return t.(sizeTiers)
+	}
+	t := s.variantTiers(row, variant)
+	s.tiers.Store(key, t)
+	return t
+}
+
+func (s *sizeStandard) variantTiers(row *sizeRow, variant string) sizeTiers {
+	v, ok := s.Variants[variant]
+	if !ok || len(v.Indicators) == 0 {
+		return row.sizeTiers
+	}
+	keep := func(b sizeBounds) sizeBounds {
+		out := sizeBounds{}
+		for k, x := range b {
+			if slices.Contains(v.Indicators, k) {
+				out[k] = x
+			}
+		}
+		return out
+	}
+	t := sizeTiers{Large: keep(row.Large), Medium: keep(row.Medium), Small: keep(row.Small)}
+	if (len(t.Large) == 0 || len(t.Medium) == 0 || len(t.Small) == 0) && v.Fallback != nil {
+		return *v.Fallback
+	}
+	return t
 }
 
 // ClassifySize sizes a firm by the standard in force on asOf. variant is "" (the standard), "vat"
 // or "headcount" (then cut is the headcount from which a firm is large, and below it the standard
-// applies but never says large).
+// applies but never says large). A firm whose tier depends on an indicator that is not reported, of
+// an unknown industry, or of an industry the standard does not size (finance) is undecided — never
+// micro by default. A missing indicator does not matter when the others decide: a manufacturer with
+// 5 employees is micro whatever its revenue.
 func ClassifySize(in SizeInput, asOf time.Time, variant string, cut int) (SizeResult, error) {
 	s, err := standardOn(asOf)
 	if err != nil {
 		return SizeResult{}, err
 	}
-	row := s.row(in.IndustryCode)
-	res := SizeResult{Standard: s.Standard, Version: s.Version, Row: row.Name, Variant: variant}
-	tiers, revenue := row.sizeTiers, in.Revenue
+	res := SizeResult{Standard: s.Standard, Version: s.Version, Variant: variant}
+	revenue := in.Revenue
 	switch variant {
 	case "":
 	case SizeVariantVAT:
-		v, ok := s.Variants[SizeVariantVAT]
-		if !ok {
+		if _, ok := s.Variants[SizeVariantVAT]; !ok {
 			return res, fmt.Errorf("size standard %s has no vat variant", s.Standard)
 		}
 		revenue = in.VATSales
-		if v.HeadcountOnlyRows != nil && !row.usesMoney() {
-			tiers = *v.HeadcountOnlyRows
-		}
 	case SizeVariantHeadcount:
 		if cut <= 0 {
 			return res, fmt.Errorf(`size("headcount", N) needs a positive headcount N`)
@@ -235,47 +303,86 @@ func ClassifySize(in SizeInput, asOf time.Time, variant string, cut int) (SizeRe
 	default:
 		return res, fmt.Errorf("unknown size variant %q (use vat or headcount)", variant)
 	}
-	meets := func(b sizeBounds) bool {
-		for k, bound := range b {
-			var v float64
+	if strings.TrimSpace(in.IndustryCode) == "" {
+		res.Tier, res.Reason = SizeUndecided, "缺少行业代码"
+		return res, nil
+	}
+	row := s.row(in.IndustryCode)
+	res.Row = row.Name
+	if row.NotCovered != "" {
+		res.Tier, res.Reason = SizeUndecided, "该行业按"+row.NotCovered+"划型，本系统未收录该标准"
+		return res, nil
+	}
+	if variant == SizeVariantHeadcount {
+		switch {
+		case in.Employees <= 0:
+			res.Tier, res.Reason = SizeUndecided, "缺少从业人员"
+			return res, nil
+		case in.Employees >= int64(cut):
+			res.Tier = SizeLarge
+			return res, nil
+		}
+	}
+	var missing []string
+	// meets is three-valued: a tier is reached (1), not reached (0), or unknown (-1) because an
+	// indicator it needs is missing while the known ones all reach their bounds.
+	meets := func(b sizeBounds) int {
+		known := 1
+		for _, k := range sizeIndicators {
+			bound, used := b[k]
+			if !used {
+				continue
+			}
+			v := float64(in.Employees)
 			switch k {
-			case "employees":
-				v = float64(in.Employees)
 			case "revenue":
 				v, bound = revenue, bound*10000
 			case "assets":
 				v, bound = in.Assets, bound*10000
 			}
-			if v < bound {
-				return false
+			switch {
+			case v <= 0:
+				known = -1
+				if !slices.Contains(missing, k) {
+					missing = append(missing, k)
+				}
+			case v < bound:
+				return 0
 			}
 		}
-		return true
+		return known
 	}
-	switch {
-	case meets(tiers.Large):
-		res.Tier = SizeLarge
-	case meets(tiers.Medium):
-		res.Tier = SizeMedium
-	case meets(tiers.Small):
-		res.Tier = SizeSmall
-	default:
-		res.Tier = SizeMicro
-	}
-	if variant == SizeVariantHeadcount {
-		switch {
-		case in.Employees >= int64(cut):
-			res.Tier = SizeLarge
-		case res.Tier == SizeLarge:
-			res.Tier = SizeMedium
+	// Bounds rise from small to large on the same indicators, so a tier not reached settles the
+	// question for every tier above it.
+	tiers := s.tiersFor(row, variant)
+	res.Tier = SizeLarge
+	for _, step := range []struct {
+		b     sizeBounds
+		below string
+	}{{tiers.Small, SizeMicro}, {tiers.Medium, SizeSmall}, {tiers.Large, SizeMedium}} {
+		m := meets(step.b)
+		if m == 0 {
+			res.Tier = step.below
+			break
 		}
+		if m < 0 {
+			var names []string
+			for _, k := range missing {
+				names = append(names, indicatorLabels[k])
+			}
+			res.Tier, res.Reason = SizeUndecided, "缺少"+strings.Join(names, "、")
+			break
+		}
+	}
+	if variant == SizeVariantHeadcount && res.Tier == SizeLarge {
+		res.Tier = SizeMedium
 	}
 	return res, nil
 }
 
 // sizeNeeds lists the fields size() reads for a firm of this industry under a variant: what the
 // calculator must know before it can decide a condition that calls size(). An unknown industry
-// needs everything.
+// needs everything; an industry the standard does not size needs nothing more.
 func sizeNeeds(industry string, industryKnown bool, variant string, asOf time.Time) []string {
 	revenueKey := "annual_revenue"
 	if variant == SizeVariantVAT {
@@ -287,11 +394,11 @@ func sizeNeeds(industry string, industryKnown bool, variant string, asOf time.Ti
 		return all
 	}
 	row := s.row(industry)
-	tiers := row.sizeTiers
-	if v, ok := s.Variants[variant]; ok && variant == SizeVariantVAT && v.HeadcountOnlyRows != nil && !row.usesMoney() {
-		tiers = *v.HeadcountOnlyRows
-	}
 	need := map[string]bool{"industry_code": true, "employees": variant == SizeVariantHeadcount}
+	if row.NotCovered != "" {
+		return []string{"industry_code"}
+	}
+	tiers := s.tiersFor(row, variant)
 	for _, b := range []sizeBounds{tiers.Large, tiers.Medium, tiers.Small} {
 		for k := range b {
 			switch k {

@@ -24,8 +24,8 @@ var sizeTable = []struct {
 	{"建筑业", []string{"E4710"}, bounds{0, 80000, 80000}, bounds{0, 6000, 5000}, bounds{0, 300, 300}},
 	{"批发业", []string{"F5123"}, bounds{200, 40000, 0}, bounds{20, 5000, 0}, bounds{5, 1000, 0}},
 	{"零售业", []string{"F5211", "f5261"}, bounds{300, 20000, 0}, bounds{50, 500, 0}, bounds{10, 100, 0}},
-	{"交通运输业", []string{"G5431", "G5523", "G5612", "G5710", "G5810"}, bounds{1000, 30000, 0}, bounds{300, 3000, 0}, bounds{20, 200, 0}},
-	{"仓储业", []string{"G5920"}, bounds{200, 30000, 0}, bounds{100, 1000, 0}, bounds{20, 100, 0}},
+	{"交通运输业", []string{"G5431", "G5523", "G5612", "G5710", "G5810", "G5910", "5910"}, bounds{1000, 30000, 0}, bounds{300, 3000, 0}, bounds{20, 200, 0}},
+	{"仓储业", []string{"G5920", "G5990"}, bounds{200, 30000, 0}, bounds{100, 1000, 0}, bounds{20, 100, 0}},
 	{"邮政业", []string{"G6010"}, bounds{1000, 30000, 0}, bounds{300, 2000, 0}, bounds{20, 100, 0}},
 	{"住宿业", []string{"H6110"}, bounds{300, 10000, 0}, bounds{100, 2000, 0}, bounds{10, 100, 0}},
 	{"餐饮业", []string{"H6210", "6220"}, bounds{300, 10000, 0}, bounds{100, 2000, 0}, bounds{10, 100, 0}},
@@ -34,7 +34,7 @@ var sizeTable = []struct {
 	{"房地产开发经营", []string{"K7010"}, bounds{0, 200000, 10000}, bounds{0, 1000, 5000}, bounds{0, 100, 2000}},
 	{"物业管理", []string{"K7020"}, bounds{1000, 5000, 0}, bounds{300, 1000, 0}, bounds{100, 500, 0}},
 	{"租赁和商务服务业", []string{"L7111", "L7211", "L7271"}, bounds{300, 0, 120000}, bounds{100, 0, 8000}, bounds{10, 0, 100}},
-	{"其他未列明行业", []string{"M7320", "N7850", "O8010", "Q8411", "R8710", "G5320", "J6620", "K7090", ""},
+	{"其他未列明行业", []string{"M7320", "N7850", "O8010", "Q8411", "R8710", "G5320", "K7090", "P8321", "S9221"},
 		bounds{300, 0, 0}, bounds{100, 0, 0}, bounds{10, 0, 0}},
 }
 
@@ -120,20 +120,34 @@ func TestSizeRowOfIndustry(t *testing.T) {
 	}
 }
 
-// The 留抵退税 variant reads VAT sales instead of revenue, and for industries the table sizes by
-// headcount alone uses the VAT-sales bands of 公告2022年第14号 (100万 / 2000万 / 1亿).
+// The 留抵退税 variant (财政部 税务总局公告2022年第14号第八条): 300号's revenue and total-assets indicators
+// only, with last year's VAT sales as revenue; headcount is not used; rows left without an indicator
+// (其他未列明行业) use the VAT-sales bands 100万 / 2000万 / 1亿 (bounds exclusive).
 func TestSizeVATVariant(t *testing.T) {
 	asOf := time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC)
 	cases := []sizeCase{
-		{"unlisted industry, VAT 1亿 is medium's ceiling", SizeInput{IndustryCode: "M7320", Employees: 5000, VATSales: 1e8}, SizeLarge},
+		{"unlisted industry, VAT 1亿 is large", SizeInput{IndustryCode: "M7320", Employees: 5, VATSales: 1e8}, SizeLarge},
 		{"unlisted industry, VAT just below 1亿", SizeInput{IndustryCode: "M7320", Employees: 5000, VATSales: 1e8 - 0.01}, SizeMedium},
 		{"unlisted industry, VAT 2000万", SizeInput{IndustryCode: "M7320", Employees: 1, VATSales: 2e7}, SizeMedium},
-		{"unlisted industry, VAT just below 2000万", SizeInput{IndustryCode: "M7320", Employees: 1, VATSales: 2e7 - 0.01}, SizeSmall},
+		{"unlisted industry, VAT just below 2000万", SizeInput{IndustryCode: "M7320", Employees: 5000, VATSales: 2e7 - 0.01}, SizeSmall},
 		{"unlisted industry, VAT 100万", SizeInput{IndustryCode: "K7090", VATSales: 1e6}, SizeSmall},
 		{"unlisted industry, VAT just below 100万", SizeInput{IndustryCode: "K7090", Employees: 999, VATSales: 1e6 - 0.01}, SizeMicro},
+		{"railway (not in 300号's transport row)", SizeInput{IndustryCode: "G5320", Employees: 2000, VATSales: 5e6}, SizeSmall},
 		{"industry uses VAT, not revenue", SizeInput{IndustryCode: "C3911", Employees: 300, Revenue: 1e9, VATSales: 2e7}, SizeMedium},
 		{"industry: VAT below the medium bound", SizeInput{IndustryCode: "C3911", Employees: 300, Revenue: 1e9, VATSales: 2e7 - 0.01}, SizeSmall},
-		{"leasing keeps its assets indicator", SizeInput{IndustryCode: "L7211", Employees: 100, Assets: 8e7, VATSales: 0}, SizeMedium},
+		{"industry: 5 employees do not make it micro", SizeInput{IndustryCode: "C3911", Employees: 5, VATSales: 5e7}, SizeMedium},
+		{"industry: 2000 employees do not make it large", SizeInput{IndustryCode: "C3911", Employees: 2000, VATSales: 4e8 - 0.01}, SizeMedium},
+		{"industry: VAT 4亿 is large", SizeInput{IndustryCode: "C3911", Employees: 10, VATSales: 4e8}, SizeLarge},
+		{"industry: VAT just below 300万", SizeInput{IndustryCode: "C3911", Employees: 900, VATSales: 3e6 - 0.01}, SizeMicro},
+		{"wholesale: 3 employees, VAT 1000万 is small", SizeInput{IndustryCode: "F5123", Employees: 3, VATSales: 1e7}, SizeSmall},
+		{"retail: 300 employees, VAT 2亿 - 1分 is medium", SizeInput{IndustryCode: "F5211", Employees: 300, VATSales: 2e8 - 0.01}, SizeMedium},
+		{"leasing: 5 people, 2亿 assets is medium", SizeInput{IndustryCode: "L7111", Employees: 5, Assets: 2e8, VATSales: 1e5}, SizeMedium},
+		{"leasing: assets just below 100万", SizeInput{IndustryCode: "L7211", Employees: 200, Assets: 1e6 - 0.01}, SizeMicro},
+		{"construction keeps both indicators", SizeInput{IndustryCode: "E4710", Employees: 1, VATSales: 6e7, Assets: 5e7}, SizeMedium},
+		{"construction: assets below 5000万", SizeInput{IndustryCode: "E4710", Employees: 1, VATSales: 6e7, Assets: 5e7 - 0.01}, SizeSmall},
+		{"5910 装卸搬运 is transport", SizeInput{IndustryCode: "G5910", Employees: 1, VATSales: 3e7}, SizeMedium},
+		{"finance is sized by 309号", SizeInput{IndustryCode: "J6620", Employees: 5, VATSales: 1e5, Assets: 1e6}, SizeUndecided},
+		{"VAT sales not reported", SizeInput{IndustryCode: "C3911", Employees: 5, Revenue: 1e6}, SizeUndecided},
 	}
 	for _, c := range cases {
 		got, err := ClassifySize(c.in, asOf, SizeVariantVAT, 0)
@@ -141,7 +155,47 @@ func TestSizeVATVariant(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.Tier != c.want {
-			t.Errorf("%s: %s, want %s", c.name, got.Tier, c.want)
+			t.Errorf("%s: %s (row %s), want %s", c.name, got.Tier, got.Row, c.want)
+		}
+	}
+}
+
+// A tier is not guessed: a firm whose tier depends on an indicator that is not reported (0 in the
+// registry), of no industry, or of finance (sized by 银发〔2015〕309号, not encoded) is undecided,
+// with the reason. An indicator that does not matter is not needed: micro needs only one.
+func TestSizeUndecided(t *testing.T) {
+	asOf := time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name    string
+		in      SizeInput
+		variant string
+		want    string
+		reason  string
+	}{
+		{"industry, revenue missing", SizeInput{IndustryCode: "C3911", Employees: 500}, "", SizeUndecided, "缺少营业收入"},
+		{"industry, 5 employees decide micro", SizeInput{IndustryCode: "C3911", Employees: 5}, "", SizeMicro, ""},
+		{"industry, revenue below small decides micro", SizeInput{IndustryCode: "C3911", Revenue: 1e6}, "", SizeMicro, ""},
+		{"industry, employees missing", SizeInput{IndustryCode: "C3911", Revenue: 5e8}, "", SizeUndecided, "缺少从业人员"},
+		{"construction, assets missing", SizeInput{IndustryCode: "E4710", Revenue: 1e8}, "", SizeUndecided, "缺少资产总额"},
+		{"real estate, revenue below small decides micro", SizeInput{IndustryCode: "K7010", Revenue: 5e5}, "", SizeMicro, ""},
+		{"medium known, large needs the missing one", SizeInput{IndustryCode: "E4710", Revenue: 9e8, Assets: 0}, "", SizeUndecided, "缺少资产总额"},
+		{"other row, no employees", SizeInput{IndustryCode: "M7320", Revenue: 1e8}, "", SizeUndecided, "缺少从业人员"},
+		{"no industry code", SizeInput{Employees: 5, Revenue: 1e6}, "", SizeUndecided, "缺少行业代码"},
+		{"finance", SizeInput{IndustryCode: "J6620", Employees: 5, Revenue: 1e6, Assets: 1e6}, "", SizeUndecided, "银发〔2015〕309号"},
+		{"finance, letterless code", SizeInput{IndustryCode: "6621", Employees: 5000}, "", SizeUndecided, "银发〔2015〕309号"},
+		{"headcount rule, no employees", SizeInput{IndustryCode: "M7320"}, SizeVariantHeadcount, SizeUndecided, "缺少从业人员"},
+	}
+	for _, c := range cases {
+		cut := 0
+		if c.variant == SizeVariantHeadcount {
+			cut = 300
+		}
+		got, err := ClassifySize(c.in, asOf, c.variant, cut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Tier != c.want || !strings.Contains(got.Reason, c.reason) || (c.reason == "") != (got.Reason == "") {
+			t.Errorf("%s: %s (%q), want %s (%q)", c.name, got.Tier, got.Reason, c.want, c.reason)
 		}
 	}
 }
@@ -247,7 +301,10 @@ func TestSizeNeeds(t *testing.T) {
 		{"E4710", true, "", "industry_code annual_revenue total_assets"},
 		{"M7320", true, "", "industry_code employees"},
 		{"M7320", true, SizeVariantVAT, "industry_code vat_sales"},
-		{"C3911", true, SizeVariantVAT, "industry_code employees vat_sales"},
+		{"C3911", true, SizeVariantVAT, "industry_code vat_sales"},
+		{"L7111", true, SizeVariantVAT, "industry_code total_assets"},
+		{"E4710", true, SizeVariantVAT, "industry_code vat_sales total_assets"},
+		{"J6620", true, "", "industry_code"},
 		{"M7320", true, SizeVariantHeadcount, "industry_code employees"},
 		{"", false, "", "industry_code employees annual_revenue total_assets"},
 	}
@@ -255,6 +312,16 @@ func TestSizeNeeds(t *testing.T) {
 		got := fmt.Sprint(sizeNeeds(c.industry, c.known, c.variant, asOf))
 		if got != "["+c.want+"]" {
 			t.Errorf("%s %q: needs %s, want [%s]", c.industry, c.variant, got, c.want)
+		}
+	}
+}
+
+func BenchmarkClassifySize(b *testing.B) {
+	asOf := time.Date(2022, 9, 30, 0, 0, 0, 0, time.UTC)
+	in := SizeInput{IndustryCode: "C3911", Employees: 500, Revenue: 2e8, Assets: 1e8, VATSales: 1.8e8}
+	for b.Loop() {
+		if _, err := ClassifySize(in, asOf, SizeVariantVAT, 0); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
