@@ -120,6 +120,7 @@ func issueKeys(issues []Issue) []issueKey {
 func checkSummary(t *testing.T, got, want Summary) {
 	t.Helper()
 	got.Issues, want.Issues = nil, nil
+	got.Changes, got.Encoding = nil, ""
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("summary\n got %+v\nwant %+v", got, want)
 	}
@@ -173,12 +174,12 @@ func TestImportCSV(t *testing.T) {
 		if n != 23 || warned != 2 {
 			t.Errorf("table holds %d firms (%d flagged), want 23 (2)", n, warned)
 		}
-		if got := loadFirm(t, db, tf.dup.CreditCode); !sameData(got, tf.dup) {
+		if got := loadFirm(t, db, tf.dup.CreditCode); !SameData(got, tf.dup) {
 			t.Errorf("duplicate: the later line should win\n got %+v\nwant %+v", got, tf.dup)
 		}
 		first := loadFirm(t, db, tf.firms[0].CreditCode)
 		for _, f := range []store.Enterprise{tf.firms[0], tf.firms[19], tf.firms[20]} {
-			if got := loadFirm(t, db, f.CreditCode); !sameData(got, f) {
+			if got := loadFirm(t, db, f.CreditCode); !SameData(got, f) {
 				t.Errorf("stored firm differs from the file\n got %+v\nwant %+v", got, f)
 			}
 		}
@@ -213,7 +214,7 @@ func TestImportCSV(t *testing.T) {
 		}
 		checkSummary(t, s, Summary{Rows: 2, Updated: 1, Unchanged: 1})
 		got := loadFirm(t, db, changed.CreditCode)
-		if !sameData(got, changed) || !got.CreatedAt.Equal(first.CreatedAt) || !got.UpdatedAt.After(backdated) {
+		if !SameData(got, changed) || !got.CreatedAt.Equal(first.CreatedAt) || !got.UpdatedAt.After(backdated) {
 			t.Errorf("update: got %+v, created_at %v → %v", got, first.CreatedAt, got.CreatedAt)
 		}
 	})
@@ -297,9 +298,9 @@ func TestImportUnknownColumnReportedOnce(t *testing.T) {
 	forEachDB(t, func(t *testing.T, db *gorm.DB) {
 		firms := Synth(3, 9)
 		var b strings.Builder
-		b.WriteString("credit_code,name,备注\n")
+		b.WriteString("credit_code,name,region_code,备注\n")
 		for _, e := range firms {
-			fmt.Fprintf(&b, "%s,%s,note\n", e.CreditCode, e.Name)
+			fmt.Fprintf(&b, "%s,%s,%s,note\n", e.CreditCode, e.Name, e.RegionCode)
 		}
 		s, err := Import(context.Background(), db, strings.NewReader(b.String()), "notes.csv", ImportOptions{})
 		if err != nil {
@@ -341,9 +342,11 @@ func TestImportAborts(t *testing.T) {
 		{"no credit_code column", ctx, write("nokey.csv", "name,employees\n恒瑞,3\n"), "has no credit_code column"},
 		{"repeated column", ctx, write("dup.csv", "credit_code,name,NAME\n"), "header columns 2 and 3"},
 		{"unterminated header", ctx, write("quote.csv", "credit_code,\"name\n"), "header"},
-		{"GBK header", ctx, write("gbk.csv", "credit_code,\xc6\xf3\xd2\xb5\xc3\xfb\xb3\xc6\n"), "not UTF-8"},
+		{"neither UTF-8 nor GB18030", ctx, write("latin.csv", "credit_code,name\n91310000MA1FL0007C,\x81\x20caf\xe9\n"), "line 2 is neither UTF-8 nor GB18030"},
+		{"binary", ctx, write("garbage.csv", "credit_code,name\n\x00\x01q\n"), "line 2 holds control characters"},
+		{"not a registry export", ctx, write("garbage2.csv", "q\nq\n"), "not a registry export"},
 		{"not a workbook", ctx, write("bad.xlsx", "not a zip"), "bad.xlsx"},
-		{"canceled", canceled, write("ok.csv", "credit_code,name\n91310000MA1FL0007C,恒瑞\n"), "context canceled"},
+		{"canceled", canceled, write("ok.csv", "credit_code,name,region_code\n91310000MA1FL0007C,恒瑞,320506\n"), "context canceled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,5 +415,52 @@ func BenchmarkImportCSV(b *testing.B) {
 			cleanEnterprises(b, db)
 			return db
 		})
+	})
+}
+
+// TestImportXLSXFormulaCells: a formula cell imports its cached value; one saved without a value
+// (written by a program, never opened in Excel) rejects the row naming line, column and formula,
+// instead of importing 0.
+func TestImportXLSXFormulaCells(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		firms := Synth(2, 21)
+		path := filepath.Join(t.TempDir(), "formulas.xlsx")
+		f := excelize.NewFile()
+		defer f.Close()
+		const sheet = "Sheet1"
+		rows := [][]any{{"credit_code", "name", "region_code", "employees", "annual_revenue"}}
+		for _, e := range firms {
+			rows = append(rows, []any{e.CreditCode, e.Name, e.RegionCode, nil, 1000})
+		}
+		for i, r := range rows {
+			cell, _ := excelize.CoordinatesToCellName(1, i+1)
+			if err := f.SetSheetRow(sheet, cell, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Row 2: a cached value (as Excel saves it). Row 3: the formula alone.
+		if err := f.SetCellValue(sheet, "D2", 42); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []string{"D2", "D3"} {
+			if err := f.SetCellFormula(sheet, c, "SUM(E2:E3)/100+22"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.SaveAs(path); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ImportFile(context.Background(), db, path, ImportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSummary(t, s, Summary{Rows: 2, Inserted: 1, Rejected: 1})
+		if e := loadFirm(t, db, firms[0].CreditCode); e.Employees != 42 {
+			t.Errorf("cached formula value: employees %d, want 42", e.Employees)
+		}
+		if len(s.Issues) != 1 || s.Issues[0].Line != 3 || s.Issues[0].Column != "employees" ||
+			!strings.Contains(s.Issues[0].Reason, "=SUM(E2:E3)/100+22") || !strings.Contains(s.Issues[0].Reason, "without its computed value") {
+			t.Errorf("issues %v, want line 3 employees naming the formula", s.Issues)
+		}
 	})
 }

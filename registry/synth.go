@@ -215,6 +215,7 @@ func (g *synth) firm(i int) store.Enterprise {
 	reg := synthFrom.AddDate(0, 0, days)
 	e.RegisteredAt = &reg
 	e.CreditCode = g.creditCode(i, c.code, reg)
+	e.EntityType = EntityTypeOf(e.CreditCode)
 
 	e.Employees = int64(clamp(math.Round(math.Exp(2.2+in.staff+1.3*r.NormFloat64())), 1, 60000))
 	switch u := r.Float64(); {
