@@ -630,6 +630,9 @@ type ChangeResult struct {
 	write    registry.WriteResult
 }
 
+// Add accumulates another batch's result.
+func (r *ChangeResult) Add(o ChangeResult) { r.add(o) }
+
 func (r *ChangeResult) add(o ChangeResult) {
 	r.Firms += o.Firms
 	r.Changed += o.Changed
@@ -640,6 +643,9 @@ func (r *ChangeResult) add(o ChangeResult) {
 	r.Rejected = append(r.Rejected, o.Rejected...)
 	r.Written = append(r.Written, o.Written...)
 }
+
+// WriteResult is what the batch did to the registry rows (inserted, updated, unchanged, refused).
+func (r ChangeResult) WriteResult() registry.WriteResult { return r.write }
 
 func (r *ChangeResult) reject(issues []registry.Issue) {
 	for _, is := range issues {
