@@ -235,7 +235,7 @@ func Default() Config {
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
 			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute},
-		Matcher: Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
+		Matcher:  Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Registry: Registry{Source: RegistrySource{Interval: 15 * time.Minute, PageSize: 1000}},
 		Relay:    Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
 		Notify: Notify{Workers: 32, AckWait: 30 * time.Second, MaxDeliver: 100,
