@@ -199,3 +199,13 @@ func EntityTypeOf(code string) string {
 // ErrBadChange marks a change message that can never be applied: not JSON, no firm in it, or no
 // firm with a credit code.
 var ErrBadChange = errors.New("bad registry change")
+
+// Text is a catalog field of a firm as an import file writes it (dates 2006-01-02, plain
+// decimals); "" for an unknown key.
+func Text(e store.Enterprise, key string) string {
+	c := columnByKey(key)
+	if c == nil {
+		return ""
+	}
+	return c.format(reflect.ValueOf(&e).Elem())
+}
