@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xuri/excelize/v2"
+	"golang.org/x/text/encoding/simplifiedchinese"
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/store"
@@ -463,4 +464,105 @@ func TestImportXLSXFormulaCells(t *testing.T) {
 			t.Errorf("issues %v, want line 3 employees naming the formula", s.Issues)
 		}
 	})
+}
+
+// TestImportGB18030WithChineseHeaders: what Excel on Chinese Windows saves — GB18030 text,
+// Chinese headers, 4-digit industry classes without the section letter, Chinese status words —
+// imports fully, and the summary says which encoding was detected.
+func TestImportGB18030WithChineseHeaders(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		firms := Synth(30, 13)
+		var b strings.Builder
+		b.WriteString("统一社会信用代码,企业名称,行政区划代码,所属行业,登记状态,成立日期,从业人数,参保人数,营业收入（元）,资产总额\r\n")
+		words := map[string]string{store.StatusActive: "存续（在营、开业、在册）", store.StatusRevoked: "吊销，未注销",
+			store.StatusDeregistered: "注销", store.StatusMovedOut: "迁出"}
+		for _, e := range firms {
+			fmt.Fprintf(&b, "%s,%s,%s,%s,%s,%s,%d,%d,%s,%s\r\n", e.CreditCode, e.Name, e.RegionCode, e.IndustryCode[1:],
+				words[e.Status], e.RegisteredAt.Format("2006/1/2"), e.Employees, e.InsuredEmployees,
+				Text(e, "annual_revenue"), Text(e, "total_assets"))
+		}
+		gb, err := simplifiedchinese.GB18030.NewEncoder().String(b.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "名录.csv")
+		if err := os.WriteFile(path, []byte(gb), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ImportFile(context.Background(), db, path, ImportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Encoding != "GB18030" || s.Inserted != len(firms) || s.Rejected != 0 || len(s.Issues) != 0 {
+			t.Fatalf("encoding %q, %s, issues %v", s.Encoding, s.String(), s.Issues)
+		}
+		for _, e := range firms {
+			got := loadFirm(t, db, e.CreditCode)
+			if got.Name != e.Name || got.IndustryCode != e.IndustryCode || got.Status != e.Status || got.AnnualRevenue != e.AnnualRevenue ||
+				got.EntityType != EntityTypeOf(e.CreditCode) {
+				t.Errorf("stored %+v\nfrom    %+v", got, e)
+			}
+		}
+	})
+}
+
+// TestImportMapping: a mapping file binds unknown headers, converts 万元 exactly and accepts
+// thousands separators, only for the columns it names; a header that carries another unit is not
+// taken at face value without one.
+func TestImportMapping(t *testing.T) {
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "map.yaml")
+	if err := os.WriteFile(mapping, []byte(`columns:
+  纳税人识别号: credit_code
+  纳税人名称: name
+  区划: region_code
+  营业收入（万元）: {key: annual_revenue, unit: 万元, thousands: true}
+  从业人数: {key: employees, thousands: true}
+values:
+  status: {正常: active, 非正常: revoked}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadMapping(mapping)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firms := Synth(2, 3)
+	csvText := "纳税人识别号,纳税人名称,区划,营业收入（万元）,从业人数,登记状态,资产总额（万元）\n" +
+		fmt.Sprintf("%s,甲,320506,\"1,234.5678\",\"1,200\",正常,5\n", firms[0].CreditCode) +
+		fmt.Sprintf("%s,乙,320506,0.01,7,非正常,5\n", firms[1].CreditCode)
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		s, err := Import(context.Background(), db, strings.NewReader(csvText), "tax.csv", ImportOptions{Mapping: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Inserted != 2 || s.Rejected != 0 {
+			t.Fatalf("%s %v", s.String(), s.Issues)
+		}
+		// 资产总额（万元） is a catalog column in another unit: ignored with a warning naming the fix.
+		if len(s.Issues) != 1 || !strings.Contains(s.Issues[0].Reason, "unit: 万元") {
+			t.Errorf("issues %v, want one warning about 资产总额 in 万元", s.Issues)
+		}
+		a, b := loadFirm(t, db, firms[0].CreditCode), loadFirm(t, db, firms[1].CreditCode)
+		if a.AnnualRevenue != 12345678 || a.Employees != 1200 || a.Status != store.StatusActive || a.TotalAssets != 0 ||
+			b.AnnualRevenue != 100 || b.Status != store.StatusRevoked {
+			t.Errorf("mapped values: %+v / %+v", a, b)
+		}
+	})
+
+	for _, tt := range []struct{ yaml, want string }{
+		{"columns: {x: shoe_size}", "not a catalog key"},
+		{"columns: {x: {key: employees, unit: 万元}}", "cannot be converted"},
+		{"columns: {x: {key: name, thousands: true}}", "apply to numbers"},
+		{"values: {status: {正常: alive}}", "is not one of"},
+		{"colums: {}", "field colums not found"},
+	} {
+		p := filepath.Join(dir, "bad.yaml")
+		if err := os.WriteFile(p, []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadMapping(p); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
 }
