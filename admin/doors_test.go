@@ -120,7 +120,7 @@ func TestFiveDoorsStoreTheSameFirms(t *testing.T) {
 			return out.Rejected
 		}},
 		{"nats", func(t *testing.T, db *gorm.DB) []string {
-			var logs syncBuffer
+			var logs testenv.SyncBuffer
 			e := doorEngine(t, db, slog.New(slog.NewTextHandler(&logs, nil)))
 			b := testenv.OpenBus(t)
 			sfx := testenv.Suffix()
@@ -246,22 +246,4 @@ func doorEngine(t *testing.T, db *gorm.DB, log *slog.Logger) *matcher.Engine {
 		t.Fatal(err)
 	}
 	return e
-}
-
-// syncBuffer is a log sink read while the engine writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
