@@ -48,7 +48,7 @@ func (s *Server) registryChanges(w http.ResponseWriter, r *http.Request, p *Prin
 		return
 	}
 	status := http.StatusOK
-	if len(res.Rejected) > 0 && len(res.Rejected) >= res.Firms {
+	if w := res.WriteResult(); len(res.Rejected) > 0 && w.Inserted+w.Updated+w.Unchanged == 0 {
 		status = http.StatusUnprocessableEntity // nothing could be applied
 	}
 	writeJSON(w, status, struct {
