@@ -134,7 +134,7 @@ func Import(ctx context.Context, db *gorm.DB, r io.Reader, name string, o Import
 	if err != nil {
 		return Summary{}, fmt.Errorf("import %s: %w", name, err)
 	}
-	bar := newProgress(o.Progress, size, name, true)
+	bar := newProgress(o.Progress, size, "导入 "+name, true)
 	cr := csv.NewReader(enc.reader(bar.reader(r)))
 	cr.FieldsPerRecord = -1 // a short or long line is one rejected row, not the end of the import
 	cr.ReuseRecord = true
@@ -160,7 +160,7 @@ func importXLSX(ctx context.Context, db *gorm.DB, path string, o ImportOptions) 
 		return Summary{}, fmt.Errorf("import %s: read sheet %s: %w", name, sheet, err)
 	}
 	defer rows.Close()
-	bar := newProgress(o.Progress, sheetRows(f, sheet), name, false)
+	bar := newProgress(o.Progress, sheetRows(f, sheet), "导入 "+name, false)
 	return run(ctx, db, name, &xlsxSource{f: f, sheet: sheet, rows: rows, bar: bar}, bar, o)
 }
 
@@ -579,13 +579,13 @@ type progress struct {
 	w   io.Writer
 }
 
-func newProgress(w io.Writer, max int64, name string, bytes bool) *progress {
+func newProgress(w io.Writer, max int64, desc string, bytes bool) *progress {
 	if w == nil {
 		return &progress{}
 	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("导入 " + name),
+		progressbar.OptionSetDescription(desc),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionSetSpinnerChangeInterval(0),
