@@ -16,13 +16,18 @@ import (
 // writeAudit appends one audit row. detail never holds contact data: callers pass filters, ids
 // and counts, not phone numbers or openids.
 func writeAudit(db *gorm.DB, actor, action, object string, detail map[string]any) error {
+	row := auditRow(time.Now().UTC(), actor, action, object, detail)
+	return db.Create(&row).Error
+}
+
+// auditRow is one audit row, not yet written.
+func auditRow(at time.Time, actor, action, object string, detail map[string]any) store.AuditLog {
 	d := ""
 	if len(detail) > 0 {
 		b, _ := json.Marshal(detail)
 		d = string(b)
 	}
-	return db.Create(&store.AuditLog{At: time.Now().UTC(), Actor: truncate(actor, 64), Action: action,
-		Object: truncate(object, 200), Detail: d}).Error
+	return store.AuditLog{At: at, Actor: truncate(actor, 64), Action: action, Object: truncate(object, 200), Detail: d}
 }
 
 // audit records a staff read or change; a failure to write the audit row fails the request, so

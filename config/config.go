@@ -31,6 +31,7 @@ type Config struct {
 	HTTP     HTTP     `yaml:"http"`
 	Console  Console  `yaml:"console"`
 	Matcher  Matcher  `yaml:"matcher"`
+	Registry Registry `yaml:"registry"`
 	Relay    Relay    `yaml:"relay"`
 	Notify   Notify   `yaml:"notify"`
 	WeChat   WeChat   `yaml:"wechat"`
@@ -75,6 +76,21 @@ type Matcher struct {
 	ShardAckWait    time.Duration `yaml:"shard_ack_wait"`
 	CatchUpInterval time.Duration `yaml:"catchup_interval"`
 	ChangeSubject   string        `yaml:"change_subject"`
+}
+
+// Registry configures where the enterprise registry comes from besides imports and change events.
+type Registry struct {
+	Source RegistrySource `yaml:"source"`
+}
+
+// RegistrySource is the data-sharing platform's own table, synced incrementally (registry.Sync).
+type RegistrySource struct {
+	Driver             string        `yaml:"driver"` // "" = no source; mysql (sqlite for a file)
+	DSN                string        `yaml:"dsn"`
+	Query              string        `yaml:"query"`
+	Interval           time.Duration `yaml:"interval"` // how often serve syncs; 0 = only `registry sync`
+	PageSize           int           `yaml:"page_size"`
+	DeregisterVanished bool          `yaml:"deregister_vanished"`
 }
 
 type Relay struct {
@@ -219,8 +235,9 @@ func Default() Config {
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
 			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute},
-		Matcher: Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
-		Relay:   Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
+		Matcher:  Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
+		Registry: Registry{Source: RegistrySource{Interval: 15 * time.Minute, PageSize: 1000}},
+		Relay:    Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
 		Notify: Notify{Workers: 32, AckWait: 30 * time.Second, MaxDeliver: 100,
 			Backoff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute},
 			MaxAckPending: 1000, SendTimeout: 10 * time.Second, BatchSize: 100, MaxAttempts: 12, DigestWindow: 10 * time.Minute,
@@ -459,6 +476,9 @@ func (c *Config) Validate() error {
 	if c.Matcher.ChangeSubject == "" || strings.ContainsAny(c.Matcher.ChangeSubject, " *>") {
 		return bad("matcher.change_subject", "%q must be a non-empty subject without wildcards", c.Matcher.ChangeSubject)
 	}
+	if err := c.Registry.Source.validate(bad); err != nil {
+		return err
+	}
 	if c.Relay.Interval <= 0 {
 		return bad("relay.interval", "must be positive")
 	}
@@ -598,4 +618,28 @@ func (c *Config) Location() *time.Location {
 		return time.FixedZone("CST", 8*3600)
 	}
 	return loc
+}
+
+// validate checks the source keys; an empty driver turns the source off and ignores the rest.
+func (s RegistrySource) validate(bad func(key, msg string, args ...any) error) error {
+	switch s.Driver {
+	case "":
+		return nil
+	case "mysql", "sqlite":
+	default:
+		return bad("registry.source.driver", "%q is not mysql (or sqlite for a file; empty for no source)", s.Driver)
+	}
+	if s.DSN == "" {
+		return bad("registry.source.dsn", "required when registry.source.driver is set (e.g. reader:pass@tcp(platform:3306)/yiqiyidang)")
+	}
+	if q := strings.ToLower(strings.TrimSpace(s.Query)); !strings.HasPrefix(q, "select") && !strings.HasPrefix(q, "with") {
+		return bad("registry.source.query", "must be a SELECT whose column aliases are catalog keys plus updated_at")
+	}
+	if s.Interval != 0 && s.Interval < time.Minute {
+		return bad("registry.source.interval", "%s is too short: at least 1m (0 = only `policypush registry sync`)", s.Interval)
+	}
+	if s.PageSize < 1 || s.PageSize > 10000 {
+		return bad("registry.source.page_size", "%d must be between 1 and 10000", s.PageSize)
+	}
+	return nil
 }

@@ -1,18 +1,13 @@
 package matcher
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/bits"
-	"reflect"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -624,14 +619,19 @@ func (e *Engine) reconcile(ctx context.Context, firms []store.Enterprise, force 
 
 // ChangeResult says what a batch of registry changes did.
 type ChangeResult struct {
-	Firms    int      `json:"firms"`    // firms received
-	Changed  int      `json:"changed"`  // firms whose data rules read changed: re-matched
-	New      int      `json:"new"`      // matches added (each with its notices)
-	Revoked  int      `json:"revoked"`  // matches revoked
-	Updated  int      `json:"updated"`  // matches whose amount or version changed
-	Errors   int      `json:"errors"`   // rule evaluation errors recorded
-	Rejected []string `json:"rejected"` // firms not applied: credit code and reason
+	Firms    int                   `json:"firms"`    // firms received
+	Changed  int                   `json:"changed"`  // firms whose data rules read changed: re-matched
+	New      int                   `json:"new"`      // matches added (each with its notices)
+	Revoked  int                   `json:"revoked"`  // matches revoked
+	Updated  int                   `json:"updated"`  // matches whose amount or version changed
+	Errors   int                   `json:"errors"`   // rule evaluation errors recorded
+	Rejected []string              `json:"rejected"` // firms not applied: where, credit code and reason
+	Written  []registry.FirmChange `json:"-"`        // firms inserted or updated, with their changed fields
+	write    registry.WriteResult
 }
+
+// Add accumulates another batch's result.
+func (r *ChangeResult) Add(o ChangeResult) { r.add(o) }
 
 func (r *ChangeResult) add(o ChangeResult) {
 	r.Firms += o.Firms
@@ -641,260 +641,117 @@ func (r *ChangeResult) add(o ChangeResult) {
 	r.Updated += o.Updated
 	r.Errors += o.Errors
 	r.Rejected = append(r.Rejected, o.Rejected...)
+	r.Written = append(r.Written, o.Written...)
 }
 
-// ApplyChanges upserts firms (complete records, keyed on the credit code) into the registry and
-// re-matches each whose data changed against every active policy, in one transaction: new matches
-// get their outbox rows, lost ones are revoked. A firm that fails validation is left out and
-// listed in Rejected; the others are applied. This is the API the console's change endpoint and
-// the change subject use.
-func (e *Engine) ApplyChanges(ctx context.Context, firms []store.Enterprise) (ChangeResult, error) {
-	byCode := map[string]store.Enterprise{}
-	var res ChangeResult
-	for _, f := range firms {
-		f.CreditCode = strings.ToUpper(strings.TrimSpace(f.CreditCode))
-		if err := normalizeFirm(&f); err != nil {
-			res.Rejected = append(res.Rejected, fmt.Sprintf("%s: %v", f.CreditCode, err))
-			continue
+// WriteResult is what the batch did to the registry rows (inserted, updated, unchanged, refused).
+func (r ChangeResult) WriteResult() registry.WriteResult { return r.write }
+
+func (r *ChangeResult) reject(issues []registry.Issue) {
+	for _, is := range issues {
+		if !is.Warning {
+			r.Rejected = append(r.Rejected, is.String())
 		}
-		byCode[f.CreditCode] = f
 	}
-	r, err := e.apply(ctx, byCode, func(f store.Enterprise, _ *store.Enterprise) (store.Enterprise, error) { return f, nil })
+}
+
+// ApplyChanges upserts complete firms (keyed on the credit code) and re-matches each whose data
+// changed against every active policy, in one transaction: new matches get their outbox rows, lost
+// ones are revoked. Each firm goes through the registry's checks as an import line would; one that
+// fails is left out and listed in Rejected, the others are applied.
+func (e *Engine) ApplyChanges(ctx context.Context, firms []store.Enterprise) (ChangeResult, error) {
+	var res ChangeResult
+	recs := make([]registry.Record, 0, len(firms))
+	for i, f := range firms {
+		r, issues, ok := registry.RecordOf(f, registry.Position{Unit: registry.UnitFirm, N: i + 1})
+		res.reject(issues)
+		if ok {
+			recs = append(recs, r)
+		}
+	}
+	r, err := e.ApplyRecords(ctx, recs, nil)
 	r.Rejected = append(res.Rejected, r.Rejected...)
 	r.Firms = len(firms)
 	return r, err
 }
 
-// ErrBadChange marks a change message that can never be applied (not JSON, no credit code).
-var ErrBadChange = errors.New("bad registry change")
+// ErrBadChange marks a change message that can never be applied (not JSON, no firm in it).
+var ErrBadChange = registry.ErrBadChange
 
-// ApplyChangeJSON applies a change message of the data-sharing platform: a JSON object or array of
-// objects keyed by catalog keys (see `policypush fields`), each with credit_code. Keys present
-// replace the stored values, absent keys keep them (a department sends its own fields); a firm not
-// yet in the registry starts from the catalog defaults (status active). Dates are 2006-01-02 or
-// RFC 3339. Errors wrapping ErrBadChange mean the message itself is malformed.
+// ApplyChangeJSON applies a change message of the data-sharing platform (registry.ParseChanges):
+// keys present replace the stored values, absent keys keep them; a firm not yet in the registry
+// starts from the catalog defaults and must give name and region_code. Errors wrapping ErrBadChange
+// mean the message itself is malformed.
 func (e *Engine) ApplyChangeJSON(ctx context.Context, payload []byte) (ChangeResult, error) {
-	var objs []map[string]json.RawMessage
-	trimmed := bytes.TrimSpace(payload)
-	if len(trimmed) > 0 && trimmed[0] == '{' {
-		var one map[string]json.RawMessage
-		if err := json.Unmarshal(trimmed, &one); err != nil {
-			return ChangeResult{}, fmt.Errorf("%w: %v", ErrBadChange, err)
-		}
-		if list, ok := one["firms"]; ok && len(one) == 1 {
-			if err := json.Unmarshal(list, &objs); err != nil {
-				return ChangeResult{}, fmt.Errorf("%w: firms: %v", ErrBadChange, err)
-			}
-		} else {
-			objs = []map[string]json.RawMessage{one}
-		}
-	} else if err := json.Unmarshal(trimmed, &objs); err != nil {
-		return ChangeResult{}, fmt.Errorf("%w: %v", ErrBadChange, err)
+	return e.ApplyChangeJSONGuarded(ctx, payload, nil)
+}
+
+// ApplyChangeJSONGuarded is ApplyChangeJSON with a guard that sees each firm's stored record (nil
+// for a new one) and its new state before anything is written, and may refuse it (the console's
+// scope check).
+func (e *Engine) ApplyChangeJSONGuarded(ctx context.Context, payload []byte, guard func(old, next *store.Enterprise) error) (ChangeResult, error) {
+	recs, issues, err := registry.ParseChanges(payload)
+	if err != nil {
+		return ChangeResult{}, err
 	}
 	var res ChangeResult
-	byCode := map[string]store.Enterprise{}
-	patches := map[string]map[string]json.RawMessage{}
-	for i, o := range objs {
-		var code string
-		if err := json.Unmarshal(o["credit_code"], &code); err != nil || strings.TrimSpace(code) == "" {
-			res.Rejected = append(res.Rejected, fmt.Sprintf("firm %d: credit_code missing", i+1))
-			continue
-		}
-		code = strings.ToUpper(strings.TrimSpace(code))
-		byCode[code] = store.Enterprise{CreditCode: code}
-		patches[code] = o
-	}
-	if len(objs) > 0 && len(byCode) == 0 {
-		return res, fmt.Errorf("%w: no firm has a credit_code", ErrBadChange)
-	}
-	r, err := e.apply(ctx, byCode, func(f store.Enterprise, stored *store.Enterprise) (store.Enterprise, error) {
-		base := store.Enterprise{CreditCode: f.CreditCode, Status: store.StatusActive, SpecializedLevel: "none"}
-		if stored != nil {
-			base = *stored
-		}
-		if err := patchFirm(&base, patches[f.CreditCode]); err != nil {
-			return base, err
-		}
-		return base, normalizeFirm(&base)
-	})
+	res.reject(issues)
+	r, err := e.ApplyRecords(ctx, recs, guard)
 	r.Rejected = append(res.Rejected, r.Rejected...)
-	r.Firms = len(objs)
+	r.Firms = len(recs) + countFirms(issues)
 	return r, err
 }
 
-func reflectType[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
-
-func reflectValue(e *store.Enterprise) reflect.Value { return reflect.ValueOf(e).Elem() }
-
-// jsonFields maps a JSON key of store.Enterprise to its field index.
-var jsonFields = sync.OnceValue(func() map[string]int {
-	out := map[string]int{}
-	t := reflectType[store.Enterprise]()
-	for i := 0; i < t.NumField(); i++ {
-		if key := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]; key != "" && key != "-" {
-			out[key] = i
+// countFirms counts the distinct records issues name (rejected before the write).
+func countFirms(issues []registry.Issue) int {
+	seen := map[int]bool{}
+	for _, is := range issues {
+		if !is.Warning {
+			seen[is.Line] = true
 		}
 	}
-	return out
-})
-
-// patchFirm sets the catalog fields present in a JSON object.
-func patchFirm(e *store.Enterprise, patch map[string]json.RawMessage) error {
-	v := reflectValue(e)
-	keys := make([]string, 0, len(patch))
-	for k := range patch {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if k == creditKey {
-			continue // the key, already read (and normalised)
-		}
-		if _, ok := registry.Lookup(k); !ok {
-			return fmt.Errorf("%s is not a registry field (see `policypush fields`)", k)
-		}
-		raw := patch[k]
-		if k == "registered_at" {
-			d, err := parseChangeDate(raw)
-			if err != nil {
-				return fmt.Errorf("registered_at: %w", err)
-			}
-			e.RegisteredAt = d
-			continue
-		}
-		f := v.Field(jsonFields()[k])
-		if err := json.Unmarshal(raw, f.Addr().Interface()); err != nil {
-			return fmt.Errorf("%s: %v", k, err)
-		}
-	}
-	return nil
+	return len(seen)
 }
 
-func parseChangeDate(raw json.RawMessage) (*time.Time, error) {
-	var s *string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, err
-	}
-	if s == nil || *s == "" {
-		return nil, nil
-	}
-	if d, err := rules.ParseDate(*s); err == nil {
-		return &d.Time, nil
-	}
-	t, err := time.Parse(time.RFC3339, *s)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a date like 2019-03-01", *s)
-	}
-	return &t, nil
+// Write makes the engine a registry.Sink: the SQL source's sync writes through it, so each page
+// is upserted and re-matched in one transaction.
+func (e *Engine) Write(ctx context.Context, recs []registry.Record) (registry.WriteResult, error) {
+	res, err := e.ApplyRecords(ctx, recs, nil)
+	return res.write, err
 }
 
-// normalizeFirm checks a firm as the importer would and puts it in stored form: a well-formed
-// credit code (a wrong check character is kept with a warning, as for early pilot codes), catalog
-// enum values, and the founding date as a calendar day.
-func normalizeFirm(e *store.Enterprise) error {
-	ok, err := registry.CheckCreditCode(e.CreditCode)
-	if err != nil {
-		return fmt.Errorf("credit_code: %v", err)
-	}
-	e.CodeWarning = !ok
-	for _, key := range []string{"status", "tax_credit_rating", "taxpayer_type", "specialized_level"} {
-		f, _ := registry.Lookup(key)
-		val := reflectValue(e).Field(jsonFields()[key]).String()
-		if val == "" && key != "status" {
-			continue
-		}
-		if !slices.Contains(f.Enum, val) {
-			return fmt.Errorf("%s: %q is not one of %s", key, val, strings.Join(f.Enum, ", "))
-		}
-	}
-	if e.RegisteredAt != nil {
-		d := rules.Day(*e.RegisteredAt, time.UTC)
-		e.RegisteredAt = &d
-	}
-	return nil
-}
-
-// upsertColumns are written when a firm changes: every catalog column, the code warning and updated_at.
-var upsertColumns = sync.OnceValue(func() []string {
-	cols := make([]string, 0, len(registry.Catalog)+1)
-	for _, f := range registry.Catalog[1:] {
-		cols = append(cols, f.Key)
-	}
-	return append(cols, "code_warning", "updated_at")
-})
-
-// sameFirm reports whether two records hold the same registry data.
-func sameFirm(a, b store.Enterprise) bool {
-	if (a.RegisteredAt == nil) != (b.RegisteredAt == nil) {
-		return false
-	}
-	if a.RegisteredAt != nil && a.RegisteredAt.Format(time.DateOnly) != b.RegisteredAt.Format(time.DateOnly) {
-		return false
-	}
-	a.RegisteredAt, b.RegisteredAt = nil, nil
-	a.CreatedAt, a.UpdatedAt, b.CreatedAt, b.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-	return a == b
-}
-
-// apply upserts firms built from their stored records and re-matches the changed ones, all in one
-// transaction; the snapshot is put back if it fails.
-func (e *Engine) apply(ctx context.Context, byCode map[string]store.Enterprise, build func(f store.Enterprise, stored *store.Enterprise) (store.Enterprise, error)) (ChangeResult, error) {
+// ApplyRecords lays records over the stored firms (registry.Merge), upserts those that changed and
+// re-matches them, all in one transaction; the snapshot is put back if it fails. guard (nil: none)
+// may refuse a firm.
+func (e *Engine) ApplyRecords(ctx context.Context, recs []registry.Record, guard func(old, next *store.Enterprise) error) (ChangeResult, error) {
 	var res ChangeResult
-	if len(byCode) == 0 {
+	if len(recs) == 0 {
 		return res, nil
 	}
-	codes := make([]string, 0, len(byCode))
-	for c := range byCode {
-		codes = append(codes, c)
-	}
-	sort.Strings(codes)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.snap == nil {
 		return res, ErrNotLoaded
 	}
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var existing []store.Enterprise
-		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Where("credit_code IN ?", codes).Find(&existing).Error; err != nil {
-			return fmt.Errorf("look up firms: %w", err)
+		stored, err := registry.LockStored(tx, recs)
+		if err != nil {
+			return err
 		}
-		stored := map[string]*store.Enterprise{}
-		for i := range existing {
-			stored[existing[i].CreditCode] = &existing[i]
+		write, unchanged, wr := registry.Merge(recs, stored, guard)
+		if err := registry.Upsert(tx, write); err != nil {
+			return err
 		}
-		now := time.Now().UTC()
-		var write, all []store.Enterprise
-		for _, code := range codes {
-			f, err := build(byCode[code], stored[code])
-			if err != nil {
-				res.Rejected = append(res.Rejected, fmt.Sprintf("%s: %v", code, err))
-				continue
-			}
-			f.UpdatedAt = now
-			if old, ok := stored[code]; ok {
-				f.CreatedAt = old.CreatedAt
-				if sameFirm(*old, f) {
-					f.UpdatedAt = old.UpdatedAt
-					all = append(all, f)
-					continue
-				}
-			} else {
-				f.CreatedAt = now
-			}
-			write = append(write, f)
-			all = append(all, f)
-		}
-		if len(write) > 0 {
-			err := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "credit_code"}}, DoUpdates: clause.AssignmentColumns(upsertColumns())}).
-				CreateInBatches(&write, 200).Error
-			if err != nil {
-				return fmt.Errorf("upsert firms: %w", err)
-			}
-		}
+		res.write = wr
+		res.reject(wr.Rejected)
+		res.Written = wr.Changes
+		all := append(write, unchanged...)
+		sort.Slice(all, func(i, j int) bool { return all[i].CreditCode < all[j].CreditCode })
 		out, err := e.putAndRematch(ctx, tx, all, false)
 		res.Changed, res.New, res.Revoked, res.Updated, res.Errors = out.Changed, out.New, out.Revoked, out.Updated, out.Errors
 		return err
 	})
+	res.Firms = len(recs)
 	return res, err
 }
 

@@ -314,7 +314,7 @@ func TestApplyChangeJSONMergesFields(t *testing.T) {
 
 	// A firm the registry does not know yet starts from the defaults.
 	code := registry.Synth(801, 5)[800].CreditCode
-	res, err = e.ApplyChangeJSON(ctx, []byte(fmt.Sprintf(`{"firms": [{"credit_code": %q, "name": "新企业", "taxpayer_type": "small_scale"}]}`, code)))
+	res, err = e.ApplyChangeJSON(ctx, []byte(fmt.Sprintf(`{"firms": [{"credit_code": %q, "name": "新企业", "region_code": "320506", "taxpayer_type": "small_scale"}]}`, code)))
 	if err != nil || res.Changed != 1 {
 		t.Fatalf("new firm: %+v %v", res, err)
 	}
@@ -326,7 +326,7 @@ func TestApplyChangeJSONMergesFields(t *testing.T) {
 	}
 	noDifference(t, db, asOf)
 
-	for _, bad := range []string{`not json`, `{"name": "x"}`, `[{"credit_code": 5}]`} {
+	for _, bad := range []string{`not json`, `{"name": "x"}`, `[{"credit_code": 5}]`, `[]`, `null`, `{}`, `{"firms": []}`, ``} {
 		if _, err := e.ApplyChangeJSON(ctx, []byte(bad)); !errors.Is(err, ErrBadChange) {
 			t.Errorf("%s: err %v, want ErrBadChange", bad, err)
 		}

@@ -30,6 +30,12 @@ type ImportOptions struct {
 	BatchSize int
 	// Progress receives a progress bar (bytes read for CSV, rows for XLSX); nil draws none.
 	Progress io.Writer
+	// Mapping binds headers the catalog does not know, with units and thousands separators; nil:
+	// catalog keys, Chinese labels and their synonyms only.
+	Mapping *Mapping
+	// Sink writes the parsed records; nil: upsert into db without re-matching (a running engine's
+	// catch-up re-matches by updated_at).
+	Sink Sink
 }
 
 const (
@@ -57,6 +63,10 @@ const (
 // about duplicate codes and unknown header columns are listed in Issues only.
 type Summary struct {
 	Rows, Inserted, Updated, Unchanged, Superseded, Warned, Rejected int
+	// Encoding is what a CSV file was read as (UTF-8, UTF-8 with BOM, GB18030); empty otherwise.
+	Encoding string
+	// Changes lists the firms written with the fields that changed, when the sink reports them.
+	Changes []FirmChange
 	// Issues lists rejections and warnings in file order, the first maxIssues of them;
 	// IssuesDropped counts the rest.
 	Issues        []Issue
@@ -85,9 +95,15 @@ func (s *Summary) addIssues(is ...Issue) {
 	s.Issues = append(s.Issues, is...)
 }
 
-// ImportFile imports a .csv (UTF-8, comma-separated) or .xlsx (first sheet) file whose first line
-// is the header. Row problems are reported in the Summary; an error means the import stopped
-// (unreadable file, unusable header, database failure) and the Summary counts what was committed.
+// AllRejected reports an import that had data lines but stored none of them: the file is not what
+// it was taken for, and the command must fail.
+func (s Summary) AllRejected() bool { return s.Rows > 0 && s.Rejected == s.Rows }
+
+// ImportFile imports a .csv (comma-separated, UTF-8 with or without BOM, or GB18030/GBK as Excel on
+// Chinese Windows saves it) or .xlsx (first sheet) file whose first line is the header. Row
+// problems are reported in the Summary; an error means the import stopped (unreadable file, not
+// text in either encoding, unusable header, database failure) and the Summary counts what was
+// committed. The encoding is checked over the whole file before anything is written.
 func ImportFile(ctx context.Context, db *gorm.DB, path string, o ImportOptions) (Summary, error) {
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".csv":
@@ -105,7 +121,8 @@ func ImportFile(ctx context.Context, db *gorm.DB, path string, o ImportOptions) 
 }
 
 // Import reads a CSV stream; name labels messages and the progress bar. When r is a regular file its
-// size drives the progress bar.
+// size drives the progress bar and its whole content is checked for the encoding first; a stream
+// is judged by its first MiB.
 func Import(ctx context.Context, db *gorm.DB, r io.Reader, name string, o ImportOptions) (Summary, error) {
 	size := int64(-1)
 	if st, ok := r.(interface{ Stat() (fs.FileInfo, error) }); ok {
@@ -113,11 +130,17 @@ func Import(ctx context.Context, db *gorm.DB, r io.Reader, name string, o Import
 			size = fi.Size()
 		}
 	}
-	bar := newProgress(o.Progress, size, name, true)
-	cr := csv.NewReader(bar.reader(r))
+	enc, r, err := detectEncoding(r)
+	if err != nil {
+		return Summary{}, fmt.Errorf("import %s: %w", name, err)
+	}
+	bar := newProgress(o.Progress, size, "导入 "+name, true)
+	cr := csv.NewReader(enc.reader(bar.reader(r)))
 	cr.FieldsPerRecord = -1 // a short or long line is one rejected row, not the end of the import
 	cr.ReuseRecord = true
-	return run(ctx, db, name, &csvSource{r: cr}, bar, o)
+	s, err := run(ctx, db, name, &csvSource{r: cr}, bar, o)
+	s.Encoding = enc.name
+	return s, err
 }
 
 func importXLSX(ctx context.Context, db *gorm.DB, path string, o ImportOptions) (Summary, error) {
@@ -137,8 +160,8 @@ func importXLSX(ctx context.Context, db *gorm.DB, path string, o ImportOptions) 
 		return Summary{}, fmt.Errorf("import %s: read sheet %s: %w", name, sheet, err)
 	}
 	defer rows.Close()
-	bar := newProgress(o.Progress, sheetRows(f, sheet), name, false)
-	return run(ctx, db, name, &xlsxSource{rows: rows, bar: bar}, bar, o)
+	bar := newProgress(o.Progress, sheetRows(f, sheet), "导入 "+name, false)
+	return run(ctx, db, name, &xlsxSource{f: f, sheet: sheet, rows: rows, bar: bar}, bar, o)
 }
 
 // sheetRows is the row count the sheet declares, or -1 when it declares none.
@@ -188,6 +211,8 @@ func (s *csvSource) next() ([]string, int, error) {
 }
 
 type xlsxSource struct {
+	f     *excelize.File
+	sheet string
 	rows  *excelize.Rows
 	bar   *progress
 	line  int
@@ -215,8 +240,24 @@ func (s *xlsxSource) next() ([]string, int, error) {
 	for len(rec) < s.width {
 		rec = append(rec, "")
 	}
+	// A formula cell holds its last computed value; one saved without it (written by a program,
+	// never opened in Excel) reads as empty and would import as 0. It is marked so the cell is
+	// rejected with its formula named.
+	for i, v := range rec {
+		if v != "" {
+			continue
+		}
+		cell, _ := excelize.CoordinatesToCellName(i+1, s.line)
+		if fx, err := s.f.GetCellFormula(s.sheet, cell); err == nil && fx != "" {
+			rec[i] = formulaMark + fx
+		}
+	}
 	return rec, s.line, nil
 }
+
+// formulaMark starts the text the XLSX reader gives a formula cell without a cached value; no
+// cell of a text file can start with a NUL (detectEncoding refuses control characters).
+const formulaMark = "\x00="
 
 // run reads the header, then parses and writes every line in batches.
 func run(ctx context.Context, db *gorm.DB, name string, src rowSource, bar *progress, o ImportOptions) (s Summary, err error) {
@@ -233,22 +274,21 @@ func run(ctx context.Context, db *gorm.DB, name string, src rowSource, bar *prog
 			return s, fmt.Errorf("import %s: the header is not UTF-8 text; if Excel saved the file, save it as \"CSV UTF-8\" or .xlsx instead", name)
 		}
 	}
-	l := newLayout(header)
+	l := newLayout(header, o.Mapping)
 	if l.err != nil {
 		return s, fmt.Errorf("import %s: %w", name, l.err)
 	}
 	if len(l.missing) > 0 {
-		return s, fmt.Errorf("import %s: the header (line 1) has no %s column; it must name the columns with catalog keys such as credit_code, name, region_code",
+		return s, fmt.Errorf("import %s: the header (line 1) has no %s column, so this is not a registry export; the first line must name the columns with catalog keys (credit_code, name, region_code, …), their Chinese labels (统一社会信用代码, 企业名称, 行政区划代码, …) or the headers of a --mapping file",
 			name, strings.Join(l.missing, " or "))
 	}
 	s.addIssues(l.unknown...)
 
-	size := o.BatchSize
-	if size <= 0 {
-		size = defaultBatchSize
+	sink := o.Sink
+	if sink == nil {
+		sink = DBSink{DB: db}
 	}
-	size = min(size, maxBatchSize)
-	b := &batcher{db: db, size: size, seen: map[[creditCodeLen]byte]int32{}, pos: map[string]int{}}
+	b := newBatcher(sink, o.BatchSize)
 	for {
 		if err := ctx.Err(); err != nil {
 			return s, fmt.Errorf("import %s: %w", name, err)
@@ -273,17 +313,14 @@ func run(ctx context.Context, db *gorm.DB, name string, src rowSource, bar *prog
 			continue
 		}
 		s.Rows++
-		e, issues, ok := l.parse(rec, line)
+		r, issues, ok := l.parse(rec, Position{N: line})
 		s.addIssues(issues...)
 		if !ok {
 			s.Rejected++
 			continue
 		}
-		b.add(&s, e, line, len(issues) > 0)
-		if len(b.rows) >= b.size {
-			if err := b.flush(ctx, &s); err != nil {
-				return s, fmt.Errorf("import %s: %w", name, err)
-			}
+		if err := b.add(ctx, &s, r, len(issues) > 0); err != nil {
+			return s, fmt.Errorf("import %s: %w", name, err)
 		}
 	}
 }
@@ -297,9 +334,9 @@ func blank(rec []string) bool {
 	return true
 }
 
-// batcher collects parsed rows and writes them one transaction per batch.
+// batcher collects parsed records and hands them to the sink one batch at a time.
 type batcher struct {
-	db   *gorm.DB
+	sink Sink
 	size int
 	rows []pending
 	pos  map[string]int // credit code → index in rows, for duplicates within the batch
@@ -310,31 +347,195 @@ type batcher struct {
 }
 
 type pending struct {
-	e      store.Enterprise
-	line   int
+	r      Record
 	warned bool
 }
 
-func (b *batcher) add(s *Summary, e store.Enterprise, line int, warned bool) {
-	var key [creditCodeLen]byte
-	copy(key[:], e.CreditCode)
-	if prev, dup := b.seen[key]; dup {
-		s.addIssues(Issue{Line: line, Column: "credit_code", Value: e.CreditCode, Warning: true,
-			Reason: fmt.Sprintf("appears again (also on line %d); line %d wins", prev, line)})
+func newBatcher(sink Sink, size int) *batcher {
+	if size <= 0 {
+		size = defaultBatchSize
 	}
-	b.seen[key] = int32(line)
-	p := pending{e: e, line: line, warned: warned}
-	if i, ok := b.pos[e.CreditCode]; ok {
-		b.rows[i] = p
-		s.Superseded++
-		return
-	}
-	b.pos[e.CreditCode] = len(b.rows)
-	b.rows = append(b.rows, p)
+	return &batcher{sink: sink, size: min(size, maxBatchSize), seen: map[[creditCodeLen]byte]int32{}, pos: map[string]int{}}
 }
 
-// upsertColumns are overwritten when a credit code exists: every catalog column, the code warning
-// and updated_at. created_at keeps the first import's time.
+// add queues a record, writing the batch when it is full.
+func (b *batcher) add(ctx context.Context, s *Summary, r Record, warned bool) error {
+	var key [creditCodeLen]byte
+	copy(key[:], r.CreditCode)
+	if prev, dup := b.seen[key]; dup {
+		s.addIssues(Issue{Line: r.At.N, Unit: r.At.Unit, Column: "credit_code", Value: r.CreditCode, Warning: true,
+			Reason: fmt.Sprintf("appears again (also on %s %d); %s %d wins", r.At.word(), prev, r.At.word(), r.At.N)})
+	}
+	b.seen[key] = int32(r.At.N)
+	p := pending{r: r, warned: warned}
+	if i, ok := b.pos[r.CreditCode]; ok {
+		b.rows[i] = p
+		s.Superseded++
+		return nil
+	}
+	b.pos[r.CreditCode] = len(b.rows)
+	b.rows = append(b.rows, p)
+	if len(b.rows) >= b.size {
+		return b.flush(ctx, s)
+	}
+	return nil
+}
+
+// flush writes the pending records through the sink and counts the outcome.
+func (b *batcher) flush(ctx context.Context, s *Summary) error {
+	if len(b.rows) == 0 {
+		return nil
+	}
+	recs := make([]Record, len(b.rows))
+	for i, p := range b.rows {
+		recs[i] = p.r
+	}
+	res, err := b.sink.Write(ctx, recs)
+	if err != nil {
+		return fmt.Errorf("batch of %s %d–%d: %w", b.rows[0].r.At.word(), b.rows[0].r.At.N, b.rows[len(b.rows)-1].r.At.N, err)
+	}
+	rejected := map[string]bool{}
+	for _, is := range res.Rejected {
+		rejected[is.Code] = true
+	}
+	for _, p := range b.rows {
+		if p.warned && !rejected[p.r.CreditCode] {
+			s.Warned++
+		}
+	}
+	s.addIssues(res.Rejected...)
+	s.Inserted += res.Inserted
+	s.Updated += res.Updated
+	s.Unchanged += res.Unchanged
+	s.Rejected += len(rejected)
+	s.Changes = append(s.Changes, res.Changes...)
+	b.rows = b.rows[:0]
+	clear(b.pos)
+	return nil
+}
+
+// Sink writes a batch of records: each laid over the stored firm (Record.Apply), checked as a
+// whole, and upserted. The importer's DBSink only writes; the matcher engine's sink also re-matches
+// the firms that changed in the same transaction.
+type Sink interface {
+	Write(ctx context.Context, recs []Record) (WriteResult, error)
+}
+
+// WriteResult is what a Sink did with a batch. Every record is counted once in Inserted, Updated,
+// Unchanged or (by credit code) Rejected.
+type WriteResult struct {
+	Inserted, Updated, Unchanged int
+	Rejected                     []Issue      // records the whole-record check refused
+	Changes                      []FirmChange // firms written, with the fields that changed
+}
+
+// FirmChange is one firm a write inserted or updated, and what changed in it.
+type FirmChange struct {
+	CreditCode string        `json:"credit_code"`
+	New        bool          `json:"new"`
+	Fields     []FieldChange `json:"fields"`
+}
+
+// Merge lays each record over its stored firm, as every sink must: stored holds the current rows
+// of the batch by credit code; guard (nil: none) may refuse a result, e.g. outside a caller's scope.
+// It returns the firms to write (with their changes), the unchanged ones and the refusals.
+func Merge(recs []Record, stored map[string]*store.Enterprise, guard func(old *store.Enterprise, next *store.Enterprise) error) (write []store.Enterprise, unchanged []store.Enterprise, res WriteResult) {
+	for i := range recs {
+		r := &recs[i]
+		old := stored[r.CreditCode]
+		e, issues, ok := r.Apply(old)
+		if ok && guard != nil {
+			if err := guard(old, &e); err != nil {
+				issues = append(issues, Issue{Line: r.At.N, Unit: r.At.Unit, Code: r.CreditCode, Reason: err.Error()})
+				ok = false
+			}
+		}
+		if !ok {
+			res.Rejected = append(res.Rejected, issues...)
+			continue
+		}
+		switch {
+		case old == nil:
+			res.Inserted++
+		case SameData(*old, e):
+			res.Unchanged++
+			unchanged = append(unchanged, e)
+			continue
+		default:
+			res.Updated++
+		}
+		res.Changes = append(res.Changes, FirmChange{CreditCode: e.CreditCode, New: old == nil, Fields: Diff(old, e)})
+		write = append(write, e)
+	}
+	return write, unchanged, res
+}
+
+// DBSink upserts records into the enterprises table, one transaction per batch. It first reads the
+// existing rows of the batch under a write lock (FOR UPDATE on MySQL; SQLite has a single writer
+// anyway), so Inserted and Updated are exact even with another writer at work, and unchanged rows
+// are not rewritten.
+type DBSink struct{ DB *gorm.DB }
+
+// Write implements Sink.
+func (d DBSink) Write(ctx context.Context, recs []Record) (WriteResult, error) {
+	var res WriteResult
+	err := d.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		stored, err := LockStored(tx, recs)
+		if err != nil {
+			return err
+		}
+		write, _, r := Merge(recs, stored, nil)
+		res = r
+		return Upsert(tx, write)
+	})
+	if err != nil {
+		return WriteResult{}, err
+	}
+	return res, nil
+}
+
+// LockStored reads the stored rows of a batch's firms for update.
+func LockStored(tx *gorm.DB, recs []Record) (map[string]*store.Enterprise, error) {
+	codes := make([]string, len(recs))
+	for i := range recs {
+		codes[i] = recs[i].CreditCode
+	}
+	var existing []store.Enterprise
+	if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+		Where("credit_code IN ?", codes).Find(&existing).Error; err != nil {
+		return nil, fmt.Errorf("look up existing firms: %w", err)
+	}
+	out := make(map[string]*store.Enterprise, len(existing))
+	for i := range existing {
+		out[existing[i].CreditCode] = &existing[i]
+	}
+	return out, nil
+}
+
+// Upsert writes firms keyed on the credit code: every catalog column, the code warning and
+// updated_at are overwritten; created_at keeps the first write's time.
+func Upsert(tx *gorm.DB, firms []store.Enterprise) error {
+	if len(firms) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	for i := range firms {
+		firms[i].UpdatedAt = now
+		if firms[i].CreatedAt.IsZero() {
+			firms[i].CreatedAt = now
+		}
+	}
+	err := tx.Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "credit_code"}},
+		DoUpdates: clause.AssignmentColumns(upsertColumns()),
+	}).CreateInBatches(&firms, rowsPerInsert(tx)).Error
+	if err != nil {
+		return fmt.Errorf("upsert firms: %w", err)
+	}
+	return nil
+}
+
+// upsertColumns are overwritten when a credit code exists.
 var upsertColumns = sync.OnceValue(func() []string {
 	cols := make([]string, 0, len(Catalog)+1)
 	for _, f := range Catalog[1:] { // the key itself never changes
@@ -342,70 +543,6 @@ var upsertColumns = sync.OnceValue(func() []string {
 	}
 	return append(cols, "code_warning", "updated_at")
 })
-
-// flush writes the pending rows in one transaction. It first reads the existing rows of the batch
-// under a write lock (FOR UPDATE on MySQL; SQLite has a single writer anyway), so Inserted and
-// Updated are exact even with another writer at work, and unchanged rows are not rewritten.
-// Counts are added to s only after the commit.
-func (b *batcher) flush(ctx context.Context, s *Summary) error {
-	if len(b.rows) == 0 {
-		return nil
-	}
-	codes := make([]string, len(b.rows))
-	for i, p := range b.rows {
-		codes[i] = p.e.CreditCode
-	}
-	var inserted, updated, unchanged, warned int
-	err := b.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var existing []store.Enterprise
-		if err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
-			Where("credit_code IN ?", codes).Find(&existing).Error; err != nil {
-			return fmt.Errorf("look up existing firms: %w", err)
-		}
-		old := make(map[string]store.Enterprise, len(existing))
-		for _, e := range existing {
-			old[e.CreditCode] = e
-		}
-		write := make([]store.Enterprise, 0, len(b.rows))
-		for _, p := range b.rows {
-			if p.warned {
-				warned++
-			}
-			prev, found := old[p.e.CreditCode]
-			switch {
-			case !found:
-				inserted++
-			case sameData(prev, p.e):
-				unchanged++
-				continue
-			default:
-				updated++
-			}
-			write = append(write, p.e)
-		}
-		if len(write) == 0 {
-			return nil
-		}
-		err := tx.Clauses(clause.OnConflict{
-			Columns:   []clause.Column{{Name: "credit_code"}},
-			DoUpdates: clause.AssignmentColumns(upsertColumns()),
-		}).CreateInBatches(&write, rowsPerInsert(tx)).Error
-		if err != nil {
-			return fmt.Errorf("upsert firms: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("batch of lines %d–%d: %w", b.rows[0].line, b.rows[len(b.rows)-1].line, err)
-	}
-	s.Inserted += inserted
-	s.Updated += updated
-	s.Unchanged += unchanged
-	s.Warned += warned
-	b.rows = b.rows[:0]
-	clear(b.pos)
-	return nil
-}
 
 // rowsPerInsert sizes one multi-row INSERT. The SQLite driver matches each bound parameter against
 // every argument, so its cost grows with the square of the parameters in a statement (27 per row):
@@ -419,10 +556,10 @@ func rowsPerInsert(db *gorm.DB) int {
 	return 500
 }
 
-// sameData reports whether two firms hold the same registry data: every catalog column and the code
+// SameData reports whether two firms hold the same registry data: every catalog column and the code
 // warning. Timestamps are bookkeeping, and the date is compared by day because the databases hand it
 // back with different locations.
-func sameData(a, b store.Enterprise) bool {
+func SameData(a, b store.Enterprise) bool {
 	if (a.RegisteredAt == nil) != (b.RegisteredAt == nil) {
 		return false
 	}
@@ -442,13 +579,13 @@ type progress struct {
 	w   io.Writer
 }
 
-func newProgress(w io.Writer, max int64, name string, bytes bool) *progress {
+func newProgress(w io.Writer, max int64, desc string, bytes bool) *progress {
 	if w == nil {
 		return &progress{}
 	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("导入 " + name),
+		progressbar.OptionSetDescription(desc),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionSetSpinnerChangeInterval(0),

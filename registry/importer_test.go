@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xuri/excelize/v2"
+	"golang.org/x/text/encoding/simplifiedchinese"
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/store"
@@ -120,6 +121,7 @@ func issueKeys(issues []Issue) []issueKey {
 func checkSummary(t *testing.T, got, want Summary) {
 	t.Helper()
 	got.Issues, want.Issues = nil, nil
+	got.Changes, got.Encoding = nil, ""
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("summary\n got %+v\nwant %+v", got, want)
 	}
@@ -173,12 +175,12 @@ func TestImportCSV(t *testing.T) {
 		if n != 23 || warned != 2 {
 			t.Errorf("table holds %d firms (%d flagged), want 23 (2)", n, warned)
 		}
-		if got := loadFirm(t, db, tf.dup.CreditCode); !sameData(got, tf.dup) {
+		if got := loadFirm(t, db, tf.dup.CreditCode); !SameData(got, tf.dup) {
 			t.Errorf("duplicate: the later line should win\n got %+v\nwant %+v", got, tf.dup)
 		}
 		first := loadFirm(t, db, tf.firms[0].CreditCode)
 		for _, f := range []store.Enterprise{tf.firms[0], tf.firms[19], tf.firms[20]} {
-			if got := loadFirm(t, db, f.CreditCode); !sameData(got, f) {
+			if got := loadFirm(t, db, f.CreditCode); !SameData(got, f) {
 				t.Errorf("stored firm differs from the file\n got %+v\nwant %+v", got, f)
 			}
 		}
@@ -213,7 +215,7 @@ func TestImportCSV(t *testing.T) {
 		}
 		checkSummary(t, s, Summary{Rows: 2, Updated: 1, Unchanged: 1})
 		got := loadFirm(t, db, changed.CreditCode)
-		if !sameData(got, changed) || !got.CreatedAt.Equal(first.CreatedAt) || !got.UpdatedAt.After(backdated) {
+		if !SameData(got, changed) || !got.CreatedAt.Equal(first.CreatedAt) || !got.UpdatedAt.After(backdated) {
 			t.Errorf("update: got %+v, created_at %v → %v", got, first.CreatedAt, got.CreatedAt)
 		}
 	})
@@ -297,9 +299,9 @@ func TestImportUnknownColumnReportedOnce(t *testing.T) {
 	forEachDB(t, func(t *testing.T, db *gorm.DB) {
 		firms := Synth(3, 9)
 		var b strings.Builder
-		b.WriteString("credit_code,name,备注\n")
+		b.WriteString("credit_code,name,region_code,备注\n")
 		for _, e := range firms {
-			fmt.Fprintf(&b, "%s,%s,note\n", e.CreditCode, e.Name)
+			fmt.Fprintf(&b, "%s,%s,%s,note\n", e.CreditCode, e.Name, e.RegionCode)
 		}
 		s, err := Import(context.Background(), db, strings.NewReader(b.String()), "notes.csv", ImportOptions{})
 		if err != nil {
@@ -341,9 +343,11 @@ func TestImportAborts(t *testing.T) {
 		{"no credit_code column", ctx, write("nokey.csv", "name,employees\n恒瑞,3\n"), "has no credit_code column"},
 		{"repeated column", ctx, write("dup.csv", "credit_code,name,NAME\n"), "header columns 2 and 3"},
 		{"unterminated header", ctx, write("quote.csv", "credit_code,\"name\n"), "header"},
-		{"GBK header", ctx, write("gbk.csv", "credit_code,\xc6\xf3\xd2\xb5\xc3\xfb\xb3\xc6\n"), "not UTF-8"},
+		{"neither UTF-8 nor GB18030", ctx, write("latin.csv", "credit_code,name\n91310000MA1FL0007C,\x81\x20caf\xe9\n"), "line 2 is neither UTF-8 nor GB18030"},
+		{"binary", ctx, write("garbage.csv", "credit_code,name\n\x00\x01q\n"), "line 2 holds control characters"},
+		{"not a registry export", ctx, write("garbage2.csv", "q\nq\n"), "not a registry export"},
 		{"not a workbook", ctx, write("bad.xlsx", "not a zip"), "bad.xlsx"},
-		{"canceled", canceled, write("ok.csv", "credit_code,name\n91310000MA1FL0007C,恒瑞\n"), "context canceled"},
+		{"canceled", canceled, write("ok.csv", "credit_code,name,region_code\n91310000MA1FL0007C,恒瑞,320506\n"), "context canceled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,4 +417,152 @@ func BenchmarkImportCSV(b *testing.B) {
 			return db
 		})
 	})
+}
+
+// TestImportXLSXFormulaCells: a formula cell imports its cached value; one saved without a value
+// (written by a program, never opened in Excel) rejects the row naming line, column and formula,
+// instead of importing 0.
+func TestImportXLSXFormulaCells(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		firms := Synth(2, 21)
+		path := filepath.Join(t.TempDir(), "formulas.xlsx")
+		f := excelize.NewFile()
+		defer f.Close()
+		const sheet = "Sheet1"
+		rows := [][]any{{"credit_code", "name", "region_code", "employees", "annual_revenue"}}
+		for _, e := range firms {
+			rows = append(rows, []any{e.CreditCode, e.Name, e.RegionCode, nil, 1000})
+		}
+		for i, r := range rows {
+			cell, _ := excelize.CoordinatesToCellName(1, i+1)
+			if err := f.SetSheetRow(sheet, cell, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Row 2: a cached value (as Excel saves it). Row 3: the formula alone.
+		if err := f.SetCellValue(sheet, "D2", 42); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []string{"D2", "D3"} {
+			if err := f.SetCellFormula(sheet, c, "SUM(E2:E3)/100+22"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.SaveAs(path); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ImportFile(context.Background(), db, path, ImportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSummary(t, s, Summary{Rows: 2, Inserted: 1, Rejected: 1})
+		if e := loadFirm(t, db, firms[0].CreditCode); e.Employees != 42 {
+			t.Errorf("cached formula value: employees %d, want 42", e.Employees)
+		}
+		if len(s.Issues) != 1 || s.Issues[0].Line != 3 || s.Issues[0].Column != "employees" ||
+			!strings.Contains(s.Issues[0].Reason, "=SUM(E2:E3)/100+22") || !strings.Contains(s.Issues[0].Reason, "without its computed value") {
+			t.Errorf("issues %v, want line 3 employees naming the formula", s.Issues)
+		}
+	})
+}
+
+// TestImportGB18030WithChineseHeaders: what Excel on Chinese Windows saves — GB18030 text,
+// Chinese headers, 4-digit industry classes without the section letter, Chinese status words —
+// imports fully, and the summary says which encoding was detected.
+func TestImportGB18030WithChineseHeaders(t *testing.T) {
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		firms := Synth(30, 13)
+		var b strings.Builder
+		b.WriteString("统一社会信用代码,企业名称,行政区划代码,所属行业,登记状态,成立日期,从业人数,参保人数,营业收入（元）,资产总额\r\n")
+		words := map[string]string{store.StatusActive: "存续（在营、开业、在册）", store.StatusRevoked: "吊销，未注销",
+			store.StatusDeregistered: "注销", store.StatusMovedOut: "迁出"}
+		for _, e := range firms {
+			fmt.Fprintf(&b, "%s,%s,%s,%s,%s,%s,%d,%d,%s,%s\r\n", e.CreditCode, e.Name, e.RegionCode, e.IndustryCode[1:],
+				words[e.Status], e.RegisteredAt.Format("2006/1/2"), e.Employees, e.InsuredEmployees,
+				Text(e, "annual_revenue"), Text(e, "total_assets"))
+		}
+		gb, err := simplifiedchinese.GB18030.NewEncoder().String(b.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "名录.csv")
+		if err := os.WriteFile(path, []byte(gb), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := ImportFile(context.Background(), db, path, ImportOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Encoding != "GB18030" || s.Inserted != len(firms) || s.Rejected != 0 || len(s.Issues) != 0 {
+			t.Fatalf("encoding %q, %s, issues %v", s.Encoding, s.String(), s.Issues)
+		}
+		for _, e := range firms {
+			got := loadFirm(t, db, e.CreditCode)
+			if got.Name != e.Name || got.IndustryCode != e.IndustryCode || got.Status != e.Status || got.AnnualRevenue != e.AnnualRevenue ||
+				got.EntityType != EntityTypeOf(e.CreditCode) {
+				t.Errorf("stored %+v\nfrom    %+v", got, e)
+			}
+		}
+	})
+}
+
+// TestImportMapping: a mapping file binds unknown headers, converts 万元 exactly and accepts
+// thousands separators, only for the columns it names; a header that carries another unit is not
+// taken at face value without one.
+func TestImportMapping(t *testing.T) {
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "map.yaml")
+	if err := os.WriteFile(mapping, []byte(`columns:
+  纳税人识别号: credit_code
+  纳税人名称: name
+  区划: region_code
+  营业收入（万元）: {key: annual_revenue, unit: 万元, thousands: true}
+  从业人数: {key: employees, thousands: true}
+values:
+  status: {正常: active, 非正常: revoked}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadMapping(mapping)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firms := Synth(2, 3)
+	csvText := "纳税人识别号,纳税人名称,区划,营业收入（万元）,从业人数,登记状态,资产总额（万元）\n" +
+		fmt.Sprintf("%s,甲,320506,\"1,234.5678\",\"1,200\",正常,5\n", firms[0].CreditCode) +
+		fmt.Sprintf("%s,乙,320506,0.01,7,非正常,5\n", firms[1].CreditCode)
+	forEachDB(t, func(t *testing.T, db *gorm.DB) {
+		s, err := Import(context.Background(), db, strings.NewReader(csvText), "tax.csv", ImportOptions{Mapping: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Inserted != 2 || s.Rejected != 0 {
+			t.Fatalf("%s %v", s.String(), s.Issues)
+		}
+		// 资产总额（万元） is a catalog column in another unit: ignored with a warning naming the fix.
+		if len(s.Issues) != 1 || !strings.Contains(s.Issues[0].Reason, "unit: 万元") {
+			t.Errorf("issues %v, want one warning about 资产总额 in 万元", s.Issues)
+		}
+		a, b := loadFirm(t, db, firms[0].CreditCode), loadFirm(t, db, firms[1].CreditCode)
+		if a.AnnualRevenue != 12345678 || a.Employees != 1200 || a.Status != store.StatusActive || a.TotalAssets != 0 ||
+			b.AnnualRevenue != 100 || b.Status != store.StatusRevoked {
+			t.Errorf("mapped values: %+v / %+v", a, b)
+		}
+	})
+
+	for _, tt := range []struct{ yaml, want string }{
+		{"columns: {x: shoe_size}", "not a catalog key"},
+		{"columns: {x: {key: employees, unit: 万元}}", "cannot be converted"},
+		{"columns: {x: {key: name, thousands: true}}", "apply to numbers"},
+		{"values: {status: {正常: alive}}", "is not one of"},
+		{"colums: {}", "field colums not found"},
+	} {
+		p := filepath.Join(dir, "bad.yaml")
+		if err := os.WriteFile(p, []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadMapping(p); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
 }

@@ -3,11 +3,9 @@ package registry
 import (
 	"fmt"
 	"math"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -17,24 +15,35 @@ import (
 // Issue is one problem found in an import file. Line is the 1-based line of the file (the header is
 // line 1; for XLSX the sheet row); Column is the catalog key, or empty when the whole line is at
 // fault. Warning issues do not stop the row from being imported.
+//
+// The same Issue describes a record from every door: Unit says whether Line counts file lines,
+// objects of a change message ("firm", Column is then the JSON key) or rows of the SQL source; Code
+// is the record's credit code when known, so a message about a change names the firm.
 type Issue struct {
 	Line    int
+	Unit    string // UnitLine (or empty), UnitFirm, UnitRow
 	Column  string
+	Code    string
 	Value   string
 	Reason  string
 	Warning bool
 }
 
-// String renders the issue for the person who has to fix the file, e.g.
-// `line 12, column insured_employees: "abc" is not a whole number`.
+// String renders the issue for the person who has to fix the source, e.g.
+// `line 12, column insured_employees: "abc" is not a whole number` or
+// `firm 2 (91320594MA1XYZ1234), key employees: "-3" is negative; counts cannot be`.
 func (i Issue) String() string {
 	var b strings.Builder
 	if i.Warning {
 		b.WriteString("warning: ")
 	}
-	fmt.Fprintf(&b, "line %d", i.Line)
+	at := Position{Unit: i.Unit, N: i.Line}
+	b.WriteString(at.String())
+	if i.Code != "" && i.Unit != "" && i.Unit != UnitLine {
+		fmt.Fprintf(&b, " (%s)", i.Code)
+	}
 	if i.Column != "" {
-		fmt.Fprintf(&b, ", column %s", i.Column)
+		fmt.Fprintf(&b, ", %s %s", at.cellWord(), i.Column)
 	}
 	b.WriteString(": ")
 	if i.Value != "" {
@@ -43,9 +52,6 @@ func (i Issue) String() string {
 	b.WriteString(i.Reason)
 	return b.String()
 }
-
-// Keys the importer cannot do without: the upsert key and the name every notice shows.
-var requiredKeys = []string{"credit_code", "name"}
 
 // enumAliases maps the Chinese wording departments export to stored enum values (matched exactly,
 // after trimming). The stored English values themselves match case-insensitively.
@@ -70,112 +76,89 @@ var (
 	// Plain decimals, optionally in scientific notation because spreadsheets store large and small
 	// numbers that way. No thousands separators, currency signs, percentages, hex, NaN or Inf:
 	// guessing what "1,234" or "5%" meant is how wrong money gets paid.
-	decimalRe  = regexp.MustCompile(`^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$|^\.[0-9]+([eE][+-]?[0-9]+)?$`)
-	regionRe   = regexp.MustCompile(`^[0-9]{6}$`)
-	industryRe = regexp.MustCompile(`^[A-T][0-9]{2,4}$`)
+	decimalRe = regexp.MustCompile(`^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$|^\.[0-9]+([eE][+-]?[0-9]+)?$`)
+	regionRe  = regexp.MustCompile(`^[0-9]{6}$`)
+	// The section letter is optional: statistics and many registration exports write the 4-digit
+	// class alone, and the letter follows from the 2-digit division.
+	industryRe = regexp.MustCompile(`^([A-T]?)([0-9]{2,4})$`)
 	// Excel keeps an all-digit credit code typed into a number cell as a rounded float.
 	sciNumberRe = regexp.MustCompile(`^[0-9](\.[0-9]+)?E\+[0-9]+$`)
 )
 
-var dateLayouts = []string{"2006-1-2", "2006/1/2", "20060102"}
+// dateLayouts are tried in order; the last two are what a change message or a SQL DATETIME column
+// carries (the time of day is dropped: a founding date is a calendar day).
+var dateLayouts = []string{"2006-1-2", "2006/1/2", "20060102", "2006年1月2日", time.RFC3339, time.DateTime}
 
 // excelEpoch is day 0 of Excel's 1900 date system. Serial numbers from 61 (1900-03-01) on count from
 // it; lower ones are off by one because of Excel's fictitious 1900-02-29, and are rejected anyway.
 var excelEpoch = time.Date(1899, 12, 30, 0, 0, 0, 0, time.UTC)
 
-// layout is a parsed header: which catalog column each file column feeds.
-type layout struct {
-	cols    []*column // by file column; nil for a column the catalog does not know
-	unknown []Issue   // one warning per unknown header cell
-	missing []string  // required keys the header lacks
-	err     error     // the header itself is unusable (a key appears twice)
-}
-
-// headerNames maps every accepted header spelling to its binding: the key in lowercase, and the
-// Chinese label, since departments export with either.
-var headerNames = sync.OnceValue(func() map[string]*column {
-	cols := columns()
-	m := make(map[string]*column, 2*len(cols))
-	for i := range cols {
-		m[cols[i].Key] = &cols[i]
-		m[cols[i].Label] = &cols[i]
-	}
-	return m
-})
-
-func newLayout(header []string) layout {
-	l := layout{cols: make([]*column, len(header))}
-	seen := map[string]int{}
-	for i, h := range header {
-		if i == 0 {
-			h = strings.TrimPrefix(h, "\uFEFF") // Excel's "CSV UTF-8" starts with a byte-order mark
-		}
-		h = strings.TrimSpace(h)
-		c := headerNames()[strings.ToLower(h)]
-		if c == nil {
-			l.unknown = append(l.unknown, Issue{Line: 1, Column: h, Reason: fmt.Sprintf("header column %d is not a catalog field; its values are ignored", i+1), Warning: true})
-			continue
-		}
-		if j, dup := seen[c.Key]; dup && l.err == nil {
-			l.err = fmt.Errorf("header columns %d and %d both map to %s; remove one", j+1, i+1, c.Key)
-		}
-		seen[c.Key] = i
-		l.cols[i] = c
-	}
-	for _, k := range requiredKeys {
-		if _, ok := seen[k]; !ok {
-			l.missing = append(l.missing, k)
-		}
-	}
-	return l
-}
-
-// ParseRecord turns one data line of an import file into an Enterprise. Header cells are catalog
-// keys (trimmed, case-insensitive) or Chinese labels; columns the catalog does not know are ignored
-// (the importer reports them once). An empty cell leaves the zero value, except status (active) and
-// specialized_level (none). ok is false when any cell is malformed; issues then hold one entry per
-// bad cell, so the whole row can be fixed at once. A credit code that fails only its checksum is a
-// warning: the row is kept with CodeWarning set.
+// ParseRecord turns one data line of an import file into an Enterprise, as a new firm. Header cells
+// are catalog keys (trimmed, case-insensitive), Chinese labels or their common synonyms; columns
+// the catalog does not know are ignored (the importer reports them once). An empty cell leaves the
+// field's default. ok is false when any cell is malformed or a required field is missing; issues
+// then hold one entry per problem, so the whole row can be fixed at once. A credit code that fails
+// only its checksum is a warning: the row is kept with CodeWarning set.
 func ParseRecord(header []string, rec []string, line int) (e store.Enterprise, issues []Issue, ok bool) {
-	l := newLayout(header)
-	return l.parse(rec, line)
+	l := newLayout(header, nil)
+	r, issues, ok := l.parse(rec, Position{N: line})
+	if !ok {
+		return store.Enterprise{Status: store.StatusActive, SpecializedLevel: "none"}, issues, false
+	}
+	e, more, ok := r.Apply(nil)
+	return e, append(issues, more...), ok
 }
 
-func (l *layout) parse(rec []string, line int) (store.Enterprise, []Issue, bool) {
-	e := store.Enterprise{Status: store.StatusActive, SpecializedLevel: "none"}
+// parse checks one line against the layout: every cell through its column's rules.
+func (l *layout) parse(rec []string, at Position) (Record, []Issue, bool) {
+	r := Record{At: at}
 	if l.err != nil {
-		return e, []Issue{{Line: line, Reason: l.err.Error()}}, false
+		return r, []Issue{{Line: at.N, Unit: at.Unit, Reason: l.err.Error()}}, false
 	}
 	if len(rec) != len(l.cols) {
-		return e, []Issue{{Line: line, Reason: fmt.Sprintf("has %d fields but the header has %d; line skipped", len(rec), len(l.cols))}}, false
+		return r, []Issue{{Line: at.N, Unit: at.Unit, Reason: fmt.Sprintf("has %d fields but the header has %d; %s skipped", len(rec), len(l.cols), at.word())}}, false
 	}
 	var issues []Issue
 	for _, k := range l.missing {
-		issues = append(issues, Issue{Line: line, Column: k, Reason: "is required but the header has no such column"})
+		reason := "is required but the header has no such column"
+		if at.Unit == UnitFirm {
+			reason = "is required but not given"
+		}
+		issues = append(issues, Issue{Line: at.N, Unit: at.Unit, Column: k, Reason: reason})
 	}
-	ev := reflect.ValueOf(&e).Elem()
-	for i, c := range l.cols {
-		if c == nil {
+	for i, b := range l.cols {
+		if b.column == nil {
 			continue
 		}
 		raw := strings.TrimSpace(rec[i])
-		v, reason, warning := c.parse(raw)
+		v, reason, warning := b.parse(raw)
 		if reason != "" {
-			issues = append(issues, Issue{Line: line, Column: c.Key, Value: raw, Reason: reason, Warning: warning})
+			shown := raw
+			if fx, ok := strings.CutPrefix(raw, formulaMark); ok {
+				shown = "=" + fx
+			}
+			issues = append(issues, Issue{Line: at.N, Unit: at.Unit, Column: b.Key, Value: shown, Reason: reason, Warning: warning})
 		}
-		if v != nil && (reason == "" || warning) {
-			c.set(ev, v)
+		if reason != "" && !warning {
+			continue
 		}
-		if warning && c.Key == "credit_code" {
-			e.CodeWarning = true
+		if b.Key == "credit_code" {
+			r.CreditCode, _ = v.(string)
+			r.CodeWarning = warning
+			continue
 		}
+		r.cols = append(r.cols, b.column)
+		r.vals = append(r.vals, v)
+	}
+	for i := range issues {
+		issues[i].Code = r.CreditCode
 	}
 	for _, is := range issues {
 		if !is.Warning {
-			return e, issues, false
+			return r, issues, false
 		}
 	}
-	return e, issues, true
+	return r, issues, true
 }
 
 // parse checks one trimmed cell. v is nil for an empty cell; reason is empty when the value is fine;
@@ -231,11 +214,7 @@ func (c *column) parseString(raw string) (any, string, bool) {
 			return nil, "is not a region code: write the 6-digit GB/T 2260 county code, e.g. 320571", false
 		}
 	case "industry_code":
-		code := strings.ToUpper(raw)
-		if !industryRe.MatchString(code) {
-			return nil, "is not a GB/T 4754-2017 industry code: write the section letter and 2–4 digits, e.g. C3911", false
-		}
-		return code, "", false
+		return parseIndustry(raw)
 	}
 	// The codes above are bounded by their format; free text by the column, which MySQL would
 	// otherwise refuse for the whole batch.
@@ -332,6 +311,7 @@ func parseDate(raw string) (any, string, bool) {
 	if t.Year() < 1900 {
 		return nil, "is before 1900; check the year", false
 	}
+	t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 	if today := time.Now().UTC(); t.After(today) {
 		return nil, "is in the future", false
 	}

@@ -55,9 +55,9 @@ func TestParseRecordGood(t *testing.T) {
 		AnnualRevenue: 12500000.5, TotalAssets: 9800000, VATSales: 11000000, TaxCreditRating: "A",
 		TaxpayerType: "general", IsHighTech: true, SpecializedLevel: "province", LayoffRate: 0.02,
 		UnemploymentInsurancePaid: 41000.25, GraduatesHired: 3, ContactPhone: "13812345678",
-		WechatOpenID: "oAbCdEfGhIjKlMnOpQrStUvWxYz1",
+		WechatOpenID: "oAbCdEfGhIjKlMnOpQrStUvWxYz1", EntityType: EntityEnterprise, // derived from "91"
 	}
-	if !sameData(e, want) || !e.RegisteredAt.Equal(reg) {
+	if !SameData(e, want) || !e.RegisteredAt.Equal(reg) {
 		t.Errorf("got  %+v\nwant %+v", e, want)
 	}
 }
@@ -92,8 +92,10 @@ func TestParseRecordRejects(t *testing.T) {
 		{"specialized_level", "city", "is not one of none, province, national"},
 		{"region_code", "32057", "6-digit"},
 		{"region_code", "32O571", "6-digit"},
-		{"industry_code", "3911", "GB/T 4754-2017"},
+		{"industry_code", "9911", "does not define"},
+		{"industry_code", "F3911", "belongs to section C"},
 		{"industry_code", "Z3911", "GB/T 4754-2017"},
+		{"industry_code", "39111", "GB/T 4754-2017"},
 		{"credit_code", "91320500MA1OK2A12X", "character 12 'O'"},
 		{"credit_code", "9132050", "has 7 characters"},
 		{"credit_code", "9.13201001347603E+17", "rounded by Excel"},
@@ -158,7 +160,7 @@ func TestParseRecordChecksumWarning(t *testing.T) {
 func TestParseRecordDefaultsAndAliases(t *testing.T) {
 	empty := map[string]string{}
 	for _, f := range Catalog {
-		if f.Key != "credit_code" && f.Key != "name" {
+		if f.Key != "credit_code" && f.Key != "name" && f.Key != "region_code" {
 			empty[f.Key] = ""
 		}
 	}
@@ -167,7 +169,7 @@ func TestParseRecordDefaultsAndAliases(t *testing.T) {
 		t.Fatalf("empty cells: ok=%v %v", ok, issues)
 	}
 	if e.Status != store.StatusActive || e.SpecializedLevel != "none" || e.RegisteredAt != nil ||
-		e.Employees != 0 || e.IsHighTech || e.TaxCreditRating != "" || e.RegionCode != "" {
+		e.Employees != 0 || e.IsHighTech || e.TaxCreditRating != "" || e.EntityType != EntityEnterprise {
 		t.Errorf("empty cells gave %+v", e)
 	}
 
@@ -195,6 +197,15 @@ func TestParseRecordDefaultsAndAliases(t *testing.T) {
 		{"registered_at", "20160308", func(e store.Enterprise) bool { return e.RegisteredAt.Format(time.DateOnly) == "2016-03-08" }},
 		{"registered_at", "44562", func(e store.Enterprise) bool { return e.RegisteredAt.Equal(serial) }},
 		{"industry_code", " c3911 ", func(e store.Enterprise) bool { return e.IndustryCode == "C3911" }},
+		{"industry_code", "1810", func(e store.Enterprise) bool { return e.IndustryCode == "C1810" }},
+		{"industry_code", "5261", func(e store.Enterprise) bool { return e.IndustryCode == "F5261" }},
+		{"industry_code", "62", func(e store.Enterprise) bool { return e.IndustryCode == "H62" }},
+		{"industry_code", "0111", func(e store.Enterprise) bool { return e.IndustryCode == "A0111" }},
+		{"industry_code", "9700", func(e store.Enterprise) bool { return e.IndustryCode == "T9700" }},
+		{"entity_type", "individual", func(e store.Enterprise) bool { return e.EntityType == EntityIndividual }},
+		{"entity_type", "", func(e store.Enterprise) bool { return e.EntityType == EntityEnterprise }},
+		{"registered_at", "2016年3月8日", func(e store.Enterprise) bool { return e.RegisteredAt.Format(time.DateOnly) == "2016-03-08" }},
+		{"registered_at", "2016-03-08T23:30:00+08:00", func(e store.Enterprise) bool { return e.RegisteredAt.Format(time.DateOnly) == "2016-03-08" }},
 		{"annual_revenue", "1.5E7", func(e store.Enterprise) bool { return e.AnnualRevenue == 15_000_000 }},
 		{"annual_revenue", ".5", func(e store.Enterprise) bool { return e.AnnualRevenue == 0.5 }},
 		{"layoff_rate", "1", func(e store.Enterprise) bool { return e.LayoffRate == 1 }},
@@ -209,15 +220,15 @@ func TestParseRecordDefaultsAndAliases(t *testing.T) {
 }
 
 func TestParseRecordHeader(t *testing.T) {
-	header := []string{"\uFEFF Credit_Code", "企业名称", "参保人数", "备注", "STATUS"}
-	e, issues, ok := ParseRecord(header, []string{"91310000MA1FL0007C", "恒瑞", "9", "whatever", "revoked"}, 2)
+	header := []string{"\uFEFF Credit_Code", "企业名称", "参保人数", "备注", "STATUS", "所属区划"}
+	e, issues, ok := ParseRecord(header, []string{"91310000MA1FL0007C", "恒瑞", "9", "whatever", "revoked", "320506"}, 2)
 	if !ok || len(issues) != 0 {
 		t.Fatalf("ok=%v issues=%v", ok, issues)
 	}
 	if e.CreditCode != "91310000MA1FL0007C" || e.Name != "恒瑞" || e.InsuredEmployees != 9 || e.Status != store.StatusRevoked {
 		t.Errorf("got %+v", e)
 	}
-	l := newLayout(header)
+	l := newLayout(header, nil)
 	if len(l.unknown) != 1 || l.unknown[0].Column != "备注" || !l.unknown[0].Warning || l.unknown[0].Line != 1 {
 		t.Errorf("unknown columns %+v", l.unknown)
 	}
@@ -284,7 +295,7 @@ func TestWriteCSVRoundTrip(t *testing.T) {
 	}
 	for i, rec := range recs[1:] {
 		e, issues, ok := ParseRecord(recs[0], rec, i+2)
-		if !ok || len(issues) != 0 || !sameData(e, firms[i]) {
+		if !ok || len(issues) != 0 || !SameData(e, firms[i]) {
 			t.Fatalf("line %d: ok=%v issues=%v\n got  %+v\nwant %+v", i+2, ok, issues, e, firms[i])
 		}
 	}

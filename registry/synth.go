@@ -18,10 +18,13 @@ import (
 
 // The synthetic registry stands in for the provincial data-sharing platform in the demo, the tests
 // and the benchmarks. It is deterministic (same n and seed, same firms, byte for byte) and shaped
-// like Jiangsu: firms spread over the 13 cities weighted by economy, about a third in a development
-// park, industries weighted so that industry-scoped policies (catering, retail, transport, tourism)
-// match hundreds of firms out of 20,000, sizes log-normal, and all the data flaws the rest of the
-// system must handle (no WeChat binding, unfollowed accounts, revoked firms).
+// like Jiangsu: firms spread over the 13 cities weighted by economy, each development park holding
+// a plausible share of its city (parkShareOfCity), industries weighted so that industry-scoped
+// policies (catering, retail, transport, tourism) match hundreds of firms out of 20,000, sizes
+// log-normal with micro firms the large majority of enterprises (as the national economic census
+// finds, see docs/registry.md), 个体工商户 and 农民专业合作社 beside the enterprises, credit codes
+// shaped like issued ones, and all the data flaws the rest of the system must handle (no WeChat
+// binding, unfollowed accounts, revoked firms).
 
 type county struct {
 	code, name string
@@ -58,21 +61,44 @@ var cities = []city{
 
 type park struct {
 	id, name string
-	weight   float64
-	regions  []string // a park firm's region_code is one of these
+	// share is the fraction of its city's firms the park holds: a national-level zone is a large
+	// part of a city's economy but far from all of it (SIP, the largest, holds about a tenth of
+	// Suzhou's market entities).
+	share   float64
+	regions []string // a park firm's region_code is one of these
 }
 
-// parks are the development zones of the demo's park managers; park_id values are their ids.
+// parks are the development zones of the demo's park managers; park_id values are their ids. A
+// city has at most one demo park.
 var parks = []park{
-	{"SIP", "苏州工业园区", 32, []string{"320571"}},
-	{"NJ-JB", "南京江北新区", 24, []string{"320111", "320116"}},
-	{"WX-XD", "无锡新区", 18, []string{"320214"}},
-	{"CZ-WJ", "常州武进国家高新区", 14, []string{"320412"}},
-	{"NT-HM", "海门经济技术开发区", 12, []string{"320614"}},
+	{"SIP", "苏州工业园区", 0.12, []string{"320571"}},
+	{"NJ-JB", "南京江北新区", 0.12, []string{"320111", "320116"}},
+	{"WX-XD", "无锡新区", 0.12, []string{"320214"}},
+	{"CZ-WJ", "常州武进国家高新区", 0.15, []string{"320412"}},
+	{"NT-HM", "海门经济技术开发区", 0.10, []string{"320614"}},
 }
 
-// parkShare is the fraction of firms located in a park.
-const parkShare = 0.35
+// parkOf is the demo park of a city (by its 4-digit prefix), if any.
+func parkOf(cityPrefix string) (park, bool) {
+	for _, p := range parks {
+		if p.regions[0][:4] == cityPrefix {
+			return p, true
+		}
+	}
+	return park{}, false
+}
+
+// Shares of the other market entities among the rows (the platform's registry holds them beside
+// the enterprises; in Jiangsu 个体工商户 outnumber enterprises, the demo keeps them a minority so
+// that the enterprise policies stay the bulk of the matches).
+const (
+	individualShare  = 0.15
+	cooperativeShare = 0.01
+)
+
+// sizeShift moves every firm's log headcount: with it micro firms are about 85–90% of the
+// enterprises, the census's mix (docs/registry.md), measured by rules.ClassifySize in the tests.
+const sizeShift = -1.3
 
 type industry struct {
 	code   string // GB/T 4754-2017 class
@@ -140,6 +166,7 @@ var (
 	synthFrom  = time.Date(1995, 1, 1, 0, 0, 0, 0, time.UTC)
 	synthTo    = time.Date(2022, 6, 1, 0, 0, 0, 0, time.UTC)
 	maCodeFrom = time.Date(2015, 10, 1, 0, 0, 0, 0, time.UTC)
+	ma2From    = time.Date(2019, 7, 1, 0, 0, 0, 0, time.UTC)
 )
 
 const openIDChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -162,18 +189,18 @@ type synth struct {
 	// Unique identifiers come from an affine bijection i → (a·i + b) mod m, so they never repeat
 	// and need no lookup table; b is drawn from the seed so different seeds give different codes.
 	numOffset, maOffset, phoneOffset uint64
-	cityW, parkW, industryW          []float64
+	cityW, industryW, tradeW         []float64
 }
 
 func newSynth(seed int64) *synth {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x9e3779b97f4a7c15))
 	g := &synth{r: r, names: map[string]bool{}}
-	g.numOffset, g.maOffset, g.phoneOffset = r.Uint64N(1e8), r.Uint64N(ma6Space), r.Uint64N(1e9)
+	g.numOffset, g.maOffset, g.phoneOffset = r.Uint64N(1e8), r.Uint64N(ma5Space), r.Uint64N(1e9)
 	for _, c := range cities {
 		g.cityW = append(g.cityW, c.weight)
 	}
-	for _, p := range parks {
-		g.parkW = append(g.parkW, p.weight)
+	for _, t := range individualTrades {
+		g.tradeW = append(g.tradeW, t.weight)
 	}
 	for _, in := range industries {
 		g.industryW = append(g.industryW, in.weight)
@@ -181,42 +208,59 @@ func newSynth(seed int64) *synth {
 	return g
 }
 
-// ma6Space is the number of 6-character strings over the credit-code alphabet.
-const ma6Space = 31 * 31 * 31 * 31 * 31 * 31
+// ma5Space is the number of 5-character strings over the credit-code alphabet: the serial part of
+// an MA code after its series character. A code is unique as long as n stays below it (28 million).
+const ma5Space = 31 * 31 * 31 * 31 * 31
 
 func (g *synth) firm(i int) store.Enterprise {
 	r := g.r
 	var e store.Enterprise
 
-	// Where: a park (region fixed by the park) or a county of a city weighted by economy.
+	// Where: a city weighted by economy; within it the demo park (region fixed by the park) with its
+	// share, else one of the city's counties.
+	ct := cities[pick(r, g.cityW)]
+	cityName := ct.name
 	var c county
-	var cityName string
-	if r.Float64() < parkShare {
-		p := parks[pick(r, g.parkW)]
+	if p, ok := parkOf(ct.counties[0].code[:4]); ok && r.Float64() < p.share {
 		e.ParkID = p.id
-		c, cityName = countyOf(p.regions[r.IntN(len(p.regions))])
+		c, _ = countyOf(p.regions[r.IntN(len(p.regions))])
 	} else {
-		ct := cities[pick(r, g.cityW)]
 		for {
 			c = ct.counties[r.IntN(len(ct.counties))]
 			if !c.parkOnly {
 				break
 			}
 		}
-		cityName = ct.name
 	}
 	e.RegionCode = c.code
 
+	kind := EntityEnterprise
+	switch u := r.Float64(); {
+	case u < individualShare:
+		kind = EntityIndividual
+	case u < individualShare+cooperativeShare:
+		kind = EntityCooperative
+	}
 	in := industries[pick(r, g.industryW)]
+	switch kind {
+	case EntityIndividual:
+		in = individualTrades[pick(r, g.tradeW)]
+	case EntityCooperative:
+		in = cooperativeTrade
+	}
 	e.IndustryCode = in.code
 	section := in.code[:1]
 
 	days := int(float64(synthTo.Sub(synthFrom).Hours()/24) * math.Pow(r.Float64(), 0.6)) // more young firms than old
 	reg := synthFrom.AddDate(0, 0, days)
 	e.RegisteredAt = &reg
-	e.CreditCode = g.creditCode(i, c.code, reg)
+	e.CreditCode = g.creditCode(i, kind, c.code, reg)
+	e.EntityType = kind
 
-	e.Employees = int64(clamp(math.Round(math.Exp(2.2+in.staff+1.3*r.NormFloat64())), 1, 60000))
+	e.Employees = int64(clamp(math.Round(math.Exp(2.2+sizeShift+in.staff+1.3*r.NormFloat64())), 1, 60000))
+	if kind == EntityIndividual {
+		e.Employees = 1 + int64(r.IntN(6)) // the owner and a few helpers
+	}
 	switch u := r.Float64(); {
 	case u < 0.03:
 		e.InsuredEmployees = 0
@@ -278,7 +322,17 @@ func (g *synth) firm(i int) store.Enterprise {
 		e.Status = store.StatusMovedOut
 	}
 
-	e.Name = g.name(cityName, c, in, e.Employees)
+	e.TaxableIncome = max(yuan(e.AnnualRevenue*(0.12*r.NormFloat64()+0.04)), 0) // a loss is taxable income 0
+	e.RentsStateProperty = r.Float64() < rentsStateShare(section, kind)
+	if e.InsuredEmployees > 0 {
+		age := int64(synthTo.Sub(reg).Hours() / 24 / 30.4)
+		e.InsuredMonths = min(max(age, 1), int64(3+r.IntN(118)))
+	}
+	if kind != EntityEnterprise {
+		e.IsHighTech, e.SpecializedLevel, e.GraduatesHired = false, "none", 0
+	}
+
+	e.Name = g.name(cityName, c, in, e.Employees, kind)
 	e.ContactPhone = fmt.Sprintf("13%09d", (uint64(i)*387_420_489+g.phoneOffset)%1e9) // 3^18, coprime to 10
 	switch u := r.Float64(); {
 	case u < 0.80:
@@ -292,23 +346,30 @@ func (g *synth) firm(i int) store.Enterprise {
 	return e
 }
 
-// creditCode builds "91" + region + organisation code (GB 11714, 8 characters and its check) + the
-// GB 32100 check. Firms registered before credit codes became mandatory kept their old numeric
-// organisation code; later ones got an "MA" code.
-func (g *synth) creditCode(i int, region string, registered time.Time) string {
+// creditCode builds the registration authority and type ("91" enterprise, "92" 个体工商户, "93"
+// 农民专业合作社) + region + organisation code (GB 11714, 8 characters and its check) + the GB 32100
+// check. Firms registered before credit codes became mandatory kept their old numeric organisation
+// code; later ones got an "MA" code, whose next character the issuing system moved from 1 to 2 as
+// the first series filled (MA1… until about mid-2019, MA2… after).
+func (g *synth) creditCode(i int, kind, region string, registered time.Time) string {
 	var body string
 	if registered.Before(maCodeFrom) {
 		body = fmt.Sprintf("%08d", (uint64(i)*7_919_317+g.numOffset)%1e8) // multiplier coprime to 10
 	} else {
-		v := (uint64(i)*1_000_003 + g.maOffset) % ma6Space // multiplier coprime to 31
-		var b [6]byte
-		for k := 5; k >= 0; k-- {
+		v := (uint64(i)*1_000_003 + g.maOffset) % ma5Space // multiplier coprime to 31
+		var b [5]byte
+		for k := 4; k >= 0; k-- {
 			b[k] = creditCodeAlphabet[v%31]
 			v /= 31
 		}
-		body = "MA" + string(b[:])
+		series := "1"
+		if !registered.Before(ma2From) {
+			series = "2"
+		}
+		body = "MA" + series + string(b[:])
 	}
-	first17 := "91" + region + body + string(orgCodeCheckChar(body))
+	prefix := map[string]string{EntityEnterprise: "91", EntityIndividual: "92", EntityCooperative: "93"}[kind]
+	first17 := prefix + region + body + string(orgCodeCheckChar(body))
 	check, _ := CreditCodeCheckChar(first17) // built from the alphabet only, cannot fail
 	return first17 + string(check)
 }
@@ -356,10 +417,22 @@ func (g *synth) rating(registered time.Time) string {
 
 // name builds a plausible firm name, e.g. 苏州市吴中区恒瑞精密机械有限公司, retrying a few times
 // when it is taken so names rarely repeat.
-func (g *synth) name(cityName string, c county, in industry, employees int64) string {
+func (g *synth) name(cityName string, c county, in industry, employees int64, kind string) string {
 	short := strings.TrimSuffix(cityName, "市")
 	var n string
 	for range 8 {
+		if kind != EntityEnterprise {
+			// 个体工商户: 苏州市吴中区恒瑞粮油店; 合作社: 海门区恒瑞果蔬种植专业合作社
+			place := c.name
+			if strings.HasSuffix(c.name, "区") && c.name != "苏州工业园区" {
+				place = cityName + c.name
+			}
+			n = place + g.pickRune(nameChars1) + g.pickRune(nameChars2) + in.words[g.r.IntN(len(in.words))]
+			if !g.names[n] {
+				break
+			}
+			continue
+		}
 		brand := g.pickRune(nameChars1) + g.pickRune(nameChars2)
 		word := in.words[g.r.IntN(len(in.words))]
 		suffix := "有限公司"
@@ -431,6 +504,34 @@ func clamp(v, lo, hi float64) float64 { return math.Min(math.Max(v, lo), hi) }
 
 // yuan rounds to the fen, as amounts are booked.
 func yuan(v float64) float64 { return math.Round(v*100) / 100 }
+
+// individualTrades are what 个体工商户 do: shops, eateries, repairs, small transport; the words end
+// the way such names do (店, 经营部, 工作室, 馆).
+var individualTrades = []industry{
+	{"F5221", 4, []string{"粮油店", "副食品店", "便利店"}, 0, 150_000, 0.3},
+	{"F5261", 1, []string{"汽车用品店", "车品经营部"}, 0, 200_000, 0.3},
+	{"F5211", 3, []string{"百货店", "日用品经营部", "小卖部"}, 0, 120_000, 0.3},
+	{"H6210", 4, []string{"饭店", "小吃店", "面馆"}, 0, 100_000, 0.4},
+	{"H6220", 2, []string{"快餐店", "早餐店"}, 0, 90_000, 0.4},
+	{"O8010", 2, []string{"家政服务部", "保洁服务部"}, 0, 60_000, 0.2},
+	{"O8040", 2, []string{"理发店", "美容美发工作室", "美发店"}, 0, 70_000, 0.3},
+	{"G5431", 2, []string{"货运部", "运输经营部"}, 0, 150_000, 0.8},
+}
+
+// cooperativeTrade is what a 农民专业合作社 does in the demo: farming.
+var cooperativeTrade = industry{"A0111", 1, []string{"果蔬种植专业合作社", "粮食种植专业合作社", "农机专业合作社"}, 0.5, 120_000, 1.5}
+
+// rentsStateShare is the fraction renting state-owned premises (承租国有房屋): shops and service
+// firms on street frontage more than factories.
+func rentsStateShare(section, kind string) float64 {
+	switch {
+	case kind == EntityIndividual:
+		return 0.10
+	case strings.Contains("FHLMOR", section):
+		return 0.06
+	}
+	return 0.02
+}
 
 // highTechShare is the fraction of high-tech certified firms per GB/T 4754 section: about 8%
 // overall, concentrated in manufacturing, IT and research.

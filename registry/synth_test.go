@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/policypush/policypush/store"
 )
@@ -89,16 +90,37 @@ func TestSynthRealism(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("%s: checksumOK=%v err=%v", e.CreditCode, ok, err)
 		}
-		if e.CreditCode[2:8] != e.RegionCode || !strings.HasPrefix(e.CreditCode, "91") {
-			t.Fatalf("%s: does not encode region %s", e.CreditCode, e.RegionCode)
+		if e.CreditCode[2:8] != e.RegionCode || EntityTypeOf(e.CreditCode) != e.EntityType || e.EntityType == EntityOther {
+			t.Fatalf("%s: does not encode region %s and entity type %s", e.CreditCode, e.RegionCode, e.EntityType)
+		}
+		// Codes issued since 2015-10 carry an MA organisation code, series 1 until mid-2019, then 2.
+		switch body := e.CreditCode[8:11]; {
+		case e.RegisteredAt.Before(maCodeFrom) && body[:2] == "MA",
+			!e.RegisteredAt.Before(maCodeFrom) && e.RegisteredAt.Before(ma2From) && body != "MA1",
+			!e.RegisteredAt.Before(ma2From) && body != "MA2":
+			t.Fatalf("%s registered %s: organisation code %s…", e.CreditCode, e.RegisteredAt.Format(time.DateOnly), body)
 		}
 		if codes[e.CreditCode] {
 			t.Fatalf("credit code %s repeats", e.CreditCode)
 		}
 		codes[e.CreditCode] = true
 		phones[e.ContactPhone] = true
-		if !strings.HasPrefix(e.RegionCode, "32") || !strings.HasSuffix(e.Name, "有限公司") {
-			t.Fatalf("%s %s: not a Jiangsu firm name/region", e.RegionCode, e.Name)
+		suffixOK := map[string]bool{EntityEnterprise: strings.HasSuffix(e.Name, "有限公司"),
+			EntityCooperative: strings.HasSuffix(e.Name, "专业合作社"),
+			EntityIndividual:  !strings.Contains(e.Name, "公司") && !strings.Contains(e.Name, "合作社")}[e.EntityType]
+		if !strings.HasPrefix(e.RegionCode, "32") || !suffixOK {
+			t.Fatalf("%s %s %s: not a Jiangsu name/region of its entity type", e.RegionCode, e.EntityType, e.Name)
+		}
+		if e.EntityType == EntityIndividual && (e.Employees > 6 || e.IsHighTech || e.SpecializedLevel != "none") {
+			t.Fatalf("implausible 个体工商户 %+v", e)
+		}
+		if e.TaxableIncome < 0 || e.TaxableIncome > e.AnnualRevenue || e.InsuredMonths < 0 || e.InsuredMonths > 120 ||
+			(e.InsuredEmployees == 0) != (e.InsuredMonths == 0) {
+			t.Fatalf("implausible tax or insurance data %+v", e)
+		}
+		count["entity "+e.EntityType]++
+		if e.ParkID != "" {
+			count["park "+e.ParkID]++
 		}
 		if e.ParkID != "" && !slices.Contains(parkRegions[e.ParkID], e.RegionCode) {
 			t.Fatalf("park %s firm in region %s", e.ParkID, e.RegionCode)
@@ -140,7 +162,8 @@ func TestSynthRealism(t *testing.T) {
 			on  bool
 		}{{"high tech", e.IsHighTech}, {"no layoffs", e.LayoffRate == 0}, {"graduates", e.GraduatesHired > 0},
 			{"refund fraud", e.RefundFraud36m}, {"immediate refund", e.ImmediateRefundSince2019},
-			{"tax violations", e.TaxViolations36m > 0}, {"over 50 staff", e.Employees > 50}, {"over 1000 staff", e.Employees > 1000}} {
+			{"tax violations", e.TaxViolations36m > 0}, {"over 50 staff", e.Employees > 50}, {"over 100 staff", e.Employees > 100},
+			{"rents state property", e.RentsStateProperty}, {"taxable income", e.TaxableIncome > 0}} {
 			if b.on {
 				count[b.key]++
 			}
@@ -158,22 +181,33 @@ func TestSynthRealism(t *testing.T) {
 	share("status active", 0.94, 0.96)
 	share("status revoked", 0.015, 0.025)
 	share("status moved_out", 0.005, 0.015)
-	share("park", 0.33, 0.37)
-	share("high tech", 0.06, 0.11)
+	share("park", 0.06, 0.10)
+	share("entity individual", 0.13, 0.17)
+	share("entity cooperative", 0.005, 0.015)
+	share("rents state property", 0.02, 0.06)
+	share("taxable income", 0.5, 0.8)
+	share("high tech", 0.05, 0.11)
 	share("specialized province", 0.02, 0.04)
 	share("specialized national", 0.002, 0.008)
 	share("no layoffs", 0.58, 0.62)
-	share("graduates", 0.12, 0.18)
+	share("graduates", 0.06, 0.12)
 	share("refund fraud", 0.005, 0.015)
 	share("immediate refund", 0.02, 0.04)
 	share("tax violations", 0.06, 0.10)
 	share("no openid", 0.13, 0.17)
 	share("unfollowed", 0.04, 0.06)
-	share("over 50 staff", 0.08, 0.20)
-	share("over 1000 staff", 0.0001, 0.002)
+	share("over 50 staff", 0.01, 0.03)
+	share("over 100 staff", 0.001, 0.02)
 	share("rating A", 0.2, 0.35)
 	share("rating B", 0.4, 0.6)
-	share("section C", 0.3, 0.4)
+	share("section C", 0.25, 0.35)
+	// Each park holds about its configured share of its city, not the city.
+	for _, p := range parks {
+		city := count["city "+p.regions[0][:4]]
+		if f := float64(count["park "+p.id]) / float64(city); f < p.share-0.03 || f > p.share+0.03 {
+			t.Errorf("park %s holds %.3f of its city, want about %.2f", p.id, f, p.share)
+		}
+	}
 	// Industry-scoped 2022 policies must each find hundreds of firms: catering, retail, road transport,
 	// travel agencies (L727 sits in division 72).
 	for _, div := range []string{"62", "52", "54", "72"} {

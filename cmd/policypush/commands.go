@@ -25,32 +25,60 @@ import (
 
 func importCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "import", Short: "导入数据（企业名录）"}
-	cmd.AddCommand(&cobra.Command{
+	var mappingPath string
+	ent := &cobra.Command{
 		Use:   "enterprises FILE",
 		Short: "Import enterprises from CSV or XLSX (upsert by credit_code)",
-		Long: `Reads a CSV (UTF-8, header row of catalog keys) or .xlsx file (first sheet) and upserts each row by
-credit_code in batches. Rows with malformed values are reported with line, column and reason and
-skipped; everything valid is imported. Credit codes that fail only the GB 32100 checksum are kept with
-a warning (early pilot codes fail it legitimately). See "policypush fields" for the keys.`,
+		Long: `Reads a CSV (UTF-8 with or without BOM, or GB18030/GBK as Excel on Chinese Windows saves it) or
+.xlsx file (first sheet) whose header row names catalog keys, their Chinese labels or common
+synonyms (统一社会信用代码, 企业名称, 所属行业, 登记状态, …), and upserts each row by credit_code in
+batches; columns the file does not have keep their stored values. Rows with malformed values are
+reported with line, column and reason and skipped; everything valid is imported. Credit codes that
+fail only the GB 32100 checksum are kept with a warning (early pilot codes fail it legitimately).
+--mapping FILE.yaml binds other headers, with units (万元) and thousands separators. The command
+fails when the file is not a registry export or every row is rejected. See "policypush fields"
+and docs/registry.md.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o := registry.ImportOptions{Progress: os.Stderr}
+			if mappingPath != "" {
+				m, err := registry.LoadMapping(mappingPath)
+				if err != nil {
+					return err
+				}
+				o.Mapping = m
+			}
 			a, db, err := g.openDB(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer a.close()
-			sum, err := registry.ImportFile(cmd.Context(), db, args[0], registry.ImportOptions{Progress: os.Stderr})
-			for _, is := range sum.Issues {
-				fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
-			}
-			if err != nil {
-				return fmt.Errorf("import %s: %w", args[0], err)
-			}
-			fmt.Println(sum.String())
-			return nil
+			sum, err := registry.ImportFile(cmd.Context(), db, args[0], o)
+			return reportImport(os.Stdout, os.Stderr, args[0], sum, err)
 		},
-	})
+	}
+	ent.Flags().StringVar(&mappingPath, "mapping", "", "YAML file binding source headers to catalog keys, with units and thousands separators (docs/registry.md)")
+	cmd.AddCommand(ent)
 	return cmd
+}
+
+// reportImport prints an import's (or a sync's) issues and summary, and fails when it stopped or
+// when every row was rejected: a file that yields nothing is not what the operator meant to load.
+func reportImport(out, errw io.Writer, label string, sum registry.Summary, err error) error {
+	for _, is := range sum.Issues {
+		fmt.Fprintln(errw, label+": "+is.String())
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", label, err)
+	}
+	if sum.Encoding != "" {
+		fmt.Fprintf(out, "编码：%s\n", sum.Encoding)
+	}
+	fmt.Fprintln(out, sum.String())
+	if sum.AllRejected() {
+		return fmt.Errorf("%s: every one of the %d rows was rejected; nothing was imported (see the messages above)", label, sum.Rows)
+	}
+	return nil
 }
 
 func (g *globals) app() (*app, error) {

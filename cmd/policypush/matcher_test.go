@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/registry"
@@ -301,22 +301,7 @@ func TestShardedMatchSurvivesKilledWorker(t *testing.T) {
 }
 
 // syncBuffer is a bytes.Buffer a child process writes to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 func sameLines(t *testing.T, want, got []string) {
 	t.Helper()

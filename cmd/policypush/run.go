@@ -185,6 +185,7 @@ func serveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer stopMatcher()
+			defer a.runSourceSync(ctx)() // registry_cmds.go; stops before the matcher
 			srv, err := a.serveHTTP(ctx)
 			if err != nil {
 				return err
