@@ -211,6 +211,17 @@ func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
 		Order("m.matched_at DESC, m.id DESC")
 }
 
+// countCap is where the list stops counting: past it the list says "10,000+" instead of counting
+// millions of rows on every page.
+const countCap = 10000
+
+// countUpTo counts the rows of q, stopping at max+1.
+func countUpTo(q *gorm.DB, max int) (int64, error) {
+	var n int64
+	err := q.Session(&gorm.Session{}).Raw("SELECT COUNT(*) FROM (?) AS capped", q.Select("1").Limit(max+1)).Scan(&n).Error
+	return n, err
+}
+
 // readMatchRows reads the rows of a page (limit > 0) or of everything the filter selects, sized,
 // masked for the principal, and the total.
 func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter, limit, offset int) ([]matchRow, int64, error) {
@@ -221,15 +232,19 @@ func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter,
 	var rows []matchRow
 	var total int64
 	if f.Size == "" {
-		if err := s.matchQuery(ctx, p, f).Count(&total).Error; err != nil {
-			return nil, 0, err
-		}
 		q := s.selectMatches(s.matchQuery(ctx, p, f))
 		if limit > 0 {
+			var err error
+			if total, err = countUpTo(s.matchQuery(ctx, p, f), countCap); err != nil {
+				return nil, 0, err
+			}
 			q = q.Limit(limit).Offset(offset)
 		}
 		if err := q.Scan(&rows).Error; err != nil {
 			return nil, 0, err
+		}
+		if limit <= 0 {
+			total = int64(len(rows))
 		}
 	} else {
 		ids, err := s.sizeFilteredIDs(ctx, p, f, asOf)
@@ -259,14 +274,16 @@ func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter,
 }
 
 type matchList struct {
-	Filter   matchFilter  `json:"filter"`
-	Items    []matchRow   `json:"items"`
-	Total    int64        `json:"total"`
-	Page     int          `json:"page"`
-	PerPage  int          `json:"per_page"`
-	Pager    pager        `json:"-"`
-	Policies []policyOpt  `json:"-"`
-	Options  filterLabels `json:"-"`
+	Filter matchFilter `json:"filter"`
+	Items  []matchRow  `json:"items"`
+	Total  int64       `json:"total"`
+	// TotalCapped: there are more than countCap matches; Total is countCap.
+	TotalCapped bool         `json:"total_capped"`
+	Page        int          `json:"page"`
+	PerPage     int          `json:"per_page"`
+	Pager       pager        `json:"-"`
+	Policies    []policyOpt  `json:"-"`
+	Options     filterLabels `json:"-"`
 	// ExportXLSX and ExportCSV export what the filter shows.
 	ExportXLSX string `json:"-"`
 	ExportCSV  string `json:"-"`
@@ -302,6 +319,8 @@ func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matc
 	if out.Items, out.Total, err = s.readMatchRows(ctx, p, f, f.PerPage, f.offset()); err != nil {
 		return out, err
 	}
+	out.TotalCapped = out.Total > countCap
+	out.Total = min(out.Total, countCap)
 	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Where("published_version > 0").
 		Order("id").Scan(&out.Policies).Error; err != nil {
 		return out, err

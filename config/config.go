@@ -41,9 +41,11 @@ type Config struct {
 }
 
 type Database struct {
-	Driver  string `yaml:"driver"`
-	DSN     string `yaml:"dsn"`
-	MaxOpen int    `yaml:"max_open"`
+	Driver    string        `yaml:"driver"`
+	DSN       string        `yaml:"dsn"`
+	MaxOpen   int           `yaml:"max_open"`
+	LogSQL    bool          `yaml:"log_sql"`
+	SlowQuery time.Duration `yaml:"slow_query"`
 }
 
 type NATS struct {
@@ -229,7 +231,7 @@ func Default() Config {
 	return Config{
 		DataDir:  "./data",
 		Timezone: "Asia/Shanghai",
-		Database: Database{Driver: "sqlite", MaxOpen: 16},
+		Database: Database{Driver: "sqlite", MaxOpen: 16, SlowQuery: time.Second},
 		NATS: NATS{Stream: "POLICYPUSH", SubjectPrefix: "policypush", Replicas: 1,
 			DuplicateWindow: 20 * time.Minute},
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
@@ -425,6 +427,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Database.MaxOpen < 1 {
 		return bad("database.max_open", "must be at least 1")
+	}
+	if c.Database.SlowQuery < 0 {
+		return bad("database.slow_query", "%s must not be negative (0 turns the slow-query log off)", c.Database.SlowQuery)
 	}
 	if c.NATS.Stream == "" || strings.ContainsAny(c.NATS.Stream, ". *>") {
 		return bad("nats.stream", "%q must be a non-empty name without dots, spaces or wildcards", c.NATS.Stream)

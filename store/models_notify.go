@@ -26,8 +26,8 @@ type DeliveryItem struct {
 	MatchID    uint64    `gorm:"primaryKey;autoIncrement:false" json:"match_id"`
 	Channel    string    `gorm:"primaryKey;size:16" json:"channel"`
 	DeliveryID uint64    `gorm:"not null;default:0;index" json:"delivery_id"` // 0 when no message carries it (see State)
-	CreditCode string    `gorm:"size:18;not null" json:"credit_code"`
-	PolicyID   string    `gorm:"size:64;not null" json:"policy_id"`
+	CreditCode string    `gorm:"size:18;not null;index:ix_item_firm_policy,priority:1" json:"credit_code"`
+	PolicyID   string    `gorm:"size:64;not null;index:ix_item_firm_policy,priority:2" json:"policy_id"`
 	State      string    `gorm:"size:16;not null;default:''" json:"state"`
 	Note       string    `gorm:"size:200;not null;default:''" json:"note"`
 	Fallback   bool      `gorm:"not null;default:false" json:"fallback"` // queued because WeChat could not reach the firm

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,11 +25,20 @@ import (
 type Options struct {
 	Driver  string // "sqlite" or "mysql"
 	DSN     string // MySQL DSN; for SQLite a file path
-	MaxOpen int    // MySQL connection pool size
+	MaxOpen int    // connection pool size (SQLite: readers at once; writers take turns)
+	// LogSQL logs every statement with its duration; SlowQuery logs statements slower than it
+	// (0: none). Both go to Log (nil: standard error).
+	LogSQL    bool
+	SlowQuery time.Duration
+	Log       *slog.Logger
 }
 
-// Open connects and migrates the schema. SQLite runs in WAL mode through a single connection (one
-// writer at a time is what SQLite allows anyway; queuing in Go avoids SQLITE_BUSY).
+// Open connects and migrates the schema. SQLite runs in WAL mode with a pool of connections, so
+// that the console's reads, the relay, the notifiers and the matcher never queue behind each
+// other's statements: readers run beside the one writer SQLite allows, and every transaction
+// begins IMMEDIATE, taking the write lock at BEGIN (waiting up to busy_timeout) instead of failing
+// with SQLITE_BUSY when a read transaction later tries to write. Another process (a CLI command
+// beside serve) takes its turn the same way.
 func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 	var dial gorm.Dialector
 	switch o.Driver {
@@ -39,14 +49,14 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 				return nil, fmt.Errorf("create database directory: %w", err)
 			}
 		}
-		dial = sqlite.Open(o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)")
+		dial = sqlite.Open(o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_txlock=immediate")
 	case "mysql":
 		dial = mysql.Open(mysqlDSN(o.DSN))
 	default:
 		return nil, fmt.Errorf("database.driver %q: must be sqlite or mysql", o.Driver)
 	}
 	db, err := gorm.Open(dial, &gorm.Config{
-		Logger:                 logger.Default.LogMode(logger.Silent),
+		Logger:                 sqlLogger(o),
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	})
@@ -57,15 +67,13 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Driver == "sqlite" {
-		sqlDB.SetMaxOpenConns(1)
-	} else {
-		n := o.MaxOpen
-		if n <= 0 {
-			n = 16
-		}
-		sqlDB.SetMaxOpenConns(n)
-		sqlDB.SetMaxIdleConns(n)
+	n := o.MaxOpen
+	if n <= 0 {
+		n = 16
+	}
+	sqlDB.SetMaxOpenConns(n)
+	sqlDB.SetMaxIdleConns(n)
+	if o.Driver == "mysql" {
 		sqlDB.SetConnMaxLifetime(30 * time.Minute)
 	}
 	if err := sqlDB.PingContext(ctx); err != nil {
@@ -75,6 +83,31 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// sqlLogger logs statements as Options say: every one with LogSQL, slow ones past SlowQuery.
+func sqlLogger(o Options) logger.Interface {
+	if !o.LogSQL && o.SlowQuery <= 0 {
+		return logger.Default.LogMode(logger.Silent)
+	}
+	out := o.Log
+	if out == nil {
+		out = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	level := logger.Warn // slow statements and errors
+	if o.LogSQL {
+		level = logger.Info
+	}
+	return logger.New(slogWriter{out}, logger.Config{SlowThreshold: o.SlowQuery, LogLevel: level,
+		IgnoreRecordNotFoundError: true, ParameterizedQueries: true, Colorful: false})
+}
+
+// slogWriter hands GORM's log lines to slog. Statements are logged with placeholders, never
+// their values: values hold phone numbers and credit codes.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Printf(format string, args ...any) {
+	w.log.Info("sql", "statement", strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
 
 // Migrate creates or updates every table. AutoMigrate only adds; it never drops a column.

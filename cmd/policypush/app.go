@@ -45,7 +45,8 @@ func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
 	if a.db != nil {
 		return a.db, nil
 	}
-	o := store.Options{Driver: a.cfg.Database.Driver, DSN: a.cfg.Database.DSN, MaxOpen: a.cfg.Database.MaxOpen}
+	o := store.Options{Driver: a.cfg.Database.Driver, DSN: a.cfg.Database.DSN, MaxOpen: a.cfg.Database.MaxOpen,
+		LogSQL: a.cfg.Database.LogSQL, SlowQuery: a.cfg.Database.SlowQuery, Log: a.log}
 	if o.Driver == "sqlite" {
 		o.DSN = a.cfg.SQLitePath()
 	}
