@@ -5,12 +5,16 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -81,12 +85,71 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 	writeJSON(w, http.StatusOK, st)
 }
 
-// safeNext keeps a post-login redirect on this site: a local path, never //host or /\host.
+// safeNext keeps a post-login redirect on this site. Browsers resolve a Location header after
+// dropping tabs and newlines anywhere, trimming leading and trailing control characters and
+// spaces, and reading a backslash as a slash; `/%09/evil.example` thus becomes
+// `//evil.example`, another site. So a next is accepted only as a plain path: it starts with one
+// slash, holds no control character, space or backslash, names no scheme, host or user, and
+// none of that appears after percent-decoding either (a later handler may decode once more). Any
+// other value gives "/"; sign-in pages are never a target (no loop).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, `/\`) || strings.HasPrefix(next, "/login") {
+	if !localPath(next) {
 		return "/"
 	}
 	return next
+}
+
+// maxNext bounds a redirect target; longer ones are not something the console links to.
+const maxNext = 2048
+
+// maxDecode is how many rounds of percent-decoding a next may need.
+const maxDecode = 4
+
+func localPath(next string) bool {
+	if next == "" || len(next) > maxNext {
+		return false
+	}
+	// Decode until nothing changes: each form must be a plain local path (a decoded space is fine,
+	// `?q=a%20b`; a raw one is not). A value still encoded after a few rounds is refused.
+	raw := next
+	for i := 0; ; i++ {
+		if !plainPath(next, i > 0) {
+			return false
+		}
+		dec, err := url.PathUnescape(next)
+		if err != nil {
+			return false
+		}
+		if dec == next {
+			break
+		}
+		if i == maxDecode {
+			return false
+		}
+		next = dec
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return false
+	}
+	p := path.Clean(u.Path)
+	return p != "/login" && !strings.HasPrefix(p, "/login/")
+}
+
+// plainPath: one leading slash, then no control character, backslash or (unless decoded) space.
+func plainPath(s string, decoded bool) bool {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\\' || r == utf8.RuneError:
+			return false
+		case unicode.IsSpace(r) && !(decoded && r == ' '):
+			return false
+		}
+	}
+	return true
 }
 
 type loginView struct {
