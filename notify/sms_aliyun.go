@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -197,7 +195,7 @@ func aliyunError(err error) error {
 		code := serverErr.ErrorCode()
 		if code == "" {
 			return newSendError(ProviderAliyun, fmt.Sprintf("http_%d", serverErr.HttpStatus()),
-				"unexpected response", Transient)
+				"unexpected response", httpStatusClass(serverErr.HttpStatus()))
 		}
 		se := newSendError(ProviderAliyun, code, serverErr.Message(), classifyAliyun(code))
 		se.RetryAfter = aliyunRetryAfter(code)
@@ -221,18 +219,7 @@ func aliyunError(err error) error {
 		se.InDoubt = class == Transient && (orig == nil || transportUnsure(orig))
 		return se
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
-		se.InDoubt = true
-		return se
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
-		se.InDoubt = transportUnsure(err)
-		return se
-	}
-	return newSendError(ProviderAliyun, "client", err.Error(), Transient)
+	return transportError(ProviderAliyun, err)
 }
 
 // aliyunRetryAfter is how long a per-number flow control lasts (Aliyun's defaults for
@@ -245,15 +232,6 @@ func aliyunRetryAfter(code string) time.Duration {
 		return 24 * time.Hour
 	}
 	return 0
-}
-
-// transportCause drops the *url.Error wrapper, whose text is the full signed request URL.
-func transportCause(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Op + ": " + ue.Err.Error()
-	}
-	return err.Error()
 }
 
 // classifyAliyun maps an Aliyun SMS code to an ErrorClass. Unknown isv.* codes are about this

@@ -189,13 +189,7 @@ func tencentError(err error) error {
 		}
 		return se
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		se := newSendError(ProviderTencent, "network", err.Error(), Transient)
-		se.InDoubt = transportUnsure(err)
-		return se
-	}
-	return newSendError(ProviderTencent, "client", err.Error(), Permanent)
+	return transportError(ProviderTencent, err)
 }
 
 // tencentRetryAfter is how long a per-number limit lasts (Tencent's defaults: one message per 30 s,
@@ -221,9 +215,8 @@ var httpStatusRe = regexp.MustCompile(`status code: (\d{3})`)
 func classifyTencentSDK(e *tcerr.TencentCloudSDKError) ErrorClass {
 	if e.Code == "ClientError.HttpStatusCodeError" {
 		if m := httpStatusRe.FindStringSubmatch(e.Message); m != nil {
-			if status, _ := strconv.Atoi(m[1]); status < 500 && status != 429 {
-				return Permanent
-			}
+			status, _ := strconv.Atoi(m[1])
+			return httpStatusClass(status)
 		}
 		return Transient
 	}
