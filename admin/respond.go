@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"gorm.io/gorm"
@@ -110,20 +112,51 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decodeJSON reads a JSON request body strictly: unknown fields are an error naming them.
+// decodeJSON reads a JSON request body strictly: exactly one value of the destination's shape (an
+// object for a struct or map, an array for a slice — never null), unknown fields an error naming
+// them, nothing but white space after the value.
 func decodeJSON(r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return fmt.Errorf("请求体须为 JSON（Content-Type: application/json），收到 %s", ct)
 	}
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("读取请求体失败：%w", err)
+	}
+	return decodeStrict(body, dst)
+}
+
+// decodeStrict is decodeJSON's check of the bytes.
+func decodeStrict(body []byte, dst any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return errors.New("请求体为空，须为 JSON 对象")
+	}
+	want, what := byte('{'), "对象"
+	if t := reflect.TypeOf(dst); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Slice {
+		want, what = '[', "数组"
+	}
+	if trimmed[0] != want {
+		return fmt.Errorf("请求体须为 JSON %s，收到以 %q 开头的内容", what, firstToken(trimmed))
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("请求体为空，须为 JSON 对象")
-		}
 		return fmt.Errorf("请求体不是有效的 JSON：%v", err)
 	}
+	if off := dec.InputOffset(); off != int64(len(trimmed)) {
+		return fmt.Errorf("请求体在第 %d 字节处的 JSON 值之后还有内容（%q）；只能有一个 JSON 值", off, firstToken(trimmed[off:]))
+	}
 	return nil
+}
+
+// firstToken is the start of b, for an error message.
+func firstToken(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) > 16 {
+		b = b[:16]
+	}
+	return string(b)
 }
 
 // redirect ends a form post (post → redirect → get) with a message code the page shows.
