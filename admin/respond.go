@@ -176,7 +176,7 @@ func redirect(w http.ResponseWriter, r *http.Request, to, msg string) {
 var flashes = map[string]string{
 	"saved": "已保存", "note": "跟进记录已添加", "submitted": "已提交审核", "approved": "已审核通过",
 	"rejected": "已退回", "published": "已发布，匹配在后台重新计算", "retired": "已下线", "resent": "已重新发送",
-	"user": "账号已创建", "token": "令牌已创建：请立即复制，离开本页后不再显示", "revoked": "令牌已吊销",
+	"user": "账号已创建", "token": "令牌已创建：请立即复制，离开本页后不再显示", "revoked": "令牌已吊销", "unlocked": "已清除该账号的登录失败记录，可立即再试",
 	"logout": "已退出登录", "confirmed": "已确认，感谢您的回复", "objected": "异议已提交，工作人员会与您联系",
 	"unsubscribed": "已退订", "created": "草稿已创建",
 }

@@ -180,7 +180,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request, p *Principal)
 		s.showLogin(w, r, http.StatusForbidden, v)
 		return
 	}
-	_, sess, token, err := s.login(r.Context(), v.Username, r.PostFormValue("password"), clientAddr(r))
+	_, sess, token, err := s.login(r.Context(), v.Username, r.PostFormValue("password"), s.clientAddr(r))
 	var th errThrottled
 	switch {
 	case errors.As(err, &th):
@@ -241,7 +241,7 @@ func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, p *Principal) 
 		s.fail(w, r, http.StatusBadRequest, "username 和 password 必填", nil)
 		return
 	}
-	u, sess, token, err := s.login(r.Context(), strings.TrimSpace(in.Username), in.Password, clientAddr(r))
+	u, sess, token, err := s.login(r.Context(), strings.TrimSpace(in.Username), in.Password, s.clientAddr(r))
 	var th errThrottled
 	switch {
 	case errors.As(err, &th):

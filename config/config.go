@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -67,6 +68,9 @@ type Console struct {
 	SecureCookies    string        `yaml:"secure_cookies"`
 	LoginMaxFailures int           `yaml:"login_max_failures"`
 	LoginWindow      time.Duration `yaml:"login_window"`
+	LoginDelay       time.Duration `yaml:"login_delay"`
+	LoginMaxDelay    time.Duration `yaml:"login_max_delay"`
+	TrustedProxies   []string      `yaml:"trusted_proxies"`
 }
 
 type Matcher struct {
@@ -218,7 +222,8 @@ func Default() Config {
 			DuplicateWindow: 20 * time.Minute},
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
-			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute},
+			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute,
+			LoginDelay: 5 * time.Second, LoginMaxDelay: 5 * time.Minute, TrustedProxies: []string{}},
 		Matcher: Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Relay:   Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
 		Notify: Notify{Workers: 32, AckWait: 30 * time.Second, MaxDeliver: 100,
@@ -444,6 +449,13 @@ func (c *Config) Validate() error {
 	if c.Console.LoginWindow < time.Minute {
 		return bad("console.login_window", "must be at least 1m")
 	}
+	if c.Console.LoginDelay < 100*time.Millisecond || c.Console.LoginMaxDelay < c.Console.LoginDelay || c.Console.LoginMaxDelay > time.Hour {
+		return bad("console.login_delay", "login_delay must be at least 100ms and login_max_delay between it and 1h (got %s, %s)",
+			c.Console.LoginDelay, c.Console.LoginMaxDelay)
+	}
+	if _, err := ParseTrustedProxies(c.Console.TrustedProxies); err != nil {
+		return bad("console.trusted_proxies", "%v", err)
+	}
 	if c.Matcher.Workers < 0 {
 		return bad("matcher.workers", "must be 0 (one per core) or more")
 	}
@@ -598,4 +610,22 @@ func (c *Config) Location() *time.Location {
 		return time.FixedZone("CST", 8*3600)
 	}
 	return loc
+}
+
+// ParseTrustedProxies reads config console.trusted_proxies: IP addresses or CIDR prefixes.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR prefix", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/config"
 )
 
 // Console accounts and keys: `policypush users add`, the demo accounts, the enterprise link key.
@@ -67,7 +68,44 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 	add.Flags().StringVar(&nu.Department, "department", "", "department (author)")
 	_ = add.MarkFlagRequired("username")
 	_ = add.MarkFlagRequired("role")
-	cmd.AddCommand(add)
+	cmd.AddCommand(add, unlockCmd(g))
+	return cmd
+}
+
+// unlockCmd clears failed sign-ins so an account (or a client address) is not held any longer.
+func unlockCmd(g *globals) *cobra.Command {
+	var addr, by string
+	cmd := &cobra.Command{
+		Use:   "unlock [USERNAME]",
+		Short: "Clear the failed sign-ins of an account or a client address (the wait they cause ends)",
+		Long: `Failed sign-ins make an account, and the address guessing from, wait before the next try (see
+console.login_max_failures, login_delay, login_max_delay). unlock clears them so the next try is
+checked at once. Name the account, --addr, or both; --by names an admin once accounts exist.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			user := ""
+			if len(args) == 1 {
+				user = args[0]
+			}
+			a, db, err := g.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			actor, _, err := admin.CLIActor(cmd.Context(), db, actorName(by), admin.PermUserAdmin)
+			if err != nil {
+				return err
+			}
+			n, err := admin.UnlockLogin(cmd.Context(), db, user, addr, actor)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cleared %d failed sign-ins\n", n)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "client address whose failures to clear")
+	cmd.Flags().StringVar(&by, "by", "", "admin account doing this (default $USER)")
 	return cmd
 }
 
@@ -131,9 +169,13 @@ func (a *app) consoleOptions() (admin.Options, error) {
 		sandboxDir = filepath.Join(a.cfg.DataDir, "sandbox")
 	}
 	c := a.cfg.Console
+	proxies, err := config.ParseTrustedProxies(c.TrustedProxies)
+	if err != nil {
+		return admin.Options{}, fmt.Errorf("console.trusted_proxies: %w", err)
+	}
 	return admin.Options{DB: a.db, Bus: a.bus, Matcher: a.matcher, SubjectPrefix: a.cfg.NATS.SubjectPrefix,
 		SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location(),
 		LinkSecret: secret, LinkTTL: c.LinkTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
 		SecureCookies: c.SecureCookies, PublicURL: a.cfg.HTTP.PublicURL, LoginMaxFailures: c.LoginMaxFailures,
-		LoginWindow: c.LoginWindow}, nil
+		LoginWindow: c.LoginWindow, LoginDelay: c.LoginDelay, LoginMaxDelay: c.LoginMaxDelay, TrustedProxies: proxies}, nil
 }
