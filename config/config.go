@@ -31,6 +31,7 @@ type Config struct {
 	NATS     NATS     `yaml:"nats"`
 	HTTP     HTTP     `yaml:"http"`
 	Console  Console  `yaml:"console"`
+	Policy   Policy   `yaml:"policy"`
 	Matcher  Matcher  `yaml:"matcher"`
 	Relay    Relay    `yaml:"relay"`
 	Notify   Notify   `yaml:"notify"`
@@ -71,6 +72,14 @@ type Console struct {
 	LoginDelay       time.Duration `yaml:"login_delay"`
 	LoginMaxDelay    time.Duration `yaml:"login_max_delay"`
 	TrustedProxies   []string      `yaml:"trusted_proxies"`
+}
+
+// Policy configures the policy lifecycle outside the console.
+type Policy struct {
+	// Review: once staff accounts exist, `policy apply` saves each changed policy as a version in
+	// review that a second person publishes (as the console does). false: apply publishes directly
+	// (rules reviewed elsewhere, e.g. in git), still only by a reviewer account.
+	Review bool `yaml:"review"`
 }
 
 type Matcher struct {
@@ -224,6 +233,7 @@ func Default() Config {
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
 			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute,
 			LoginDelay: 5 * time.Second, LoginMaxDelay: 5 * time.Minute, TrustedProxies: []string{}},
+		Policy:  Policy{Review: true},
 		Matcher: Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Relay:   Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
 		Notify: Notify{Workers: 32, AckWait: 30 * time.Second, MaxDeliver: 100,

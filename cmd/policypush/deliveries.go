@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/notify/sandbox"
 )
@@ -170,15 +171,19 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 			if err != nil {
 				return err
 			}
+			actor, err := cliActor(cmd.Context(), ops.DB, by, admin.PermResend)
+			if err != nil {
+				return err
+			}
 			var res []notify.ResendResult
 			if allDead {
-				res, err = ops.ResendDead(cmd.Context(), channel, actorName(by))
+				res, err = ops.ResendDead(cmd.Context(), channel, actor)
 			} else {
 				ids, perr := parseIDs(args)
 				if perr != nil {
 					return perr
 				}
-				res, err = ops.Resend(cmd.Context(), ids, actorName(by))
+				res, err = ops.Resend(cmd.Context(), ids, actor)
 			}
 			ok := 0
 			for _, r := range res {

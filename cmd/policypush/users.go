@@ -25,6 +25,7 @@ func usersCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "users", Short: "控制台账号"}
 	var nu admin.NewUser
 	var fromStdin bool
+	var by string
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Create a console account (the password is read from stdin)",
@@ -52,7 +53,12 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 				return err
 			}
 			defer a.close()
-			u, err := admin.CreateUser(cmd.Context(), db, nu, actorName(""))
+			// The first account bootstraps the deployment; later ones are created by an admin.
+			actor, err := cliActor(cmd.Context(), db, by, admin.PermUserAdmin)
+			if err != nil {
+				return err
+			}
+			u, err := admin.CreateUser(cmd.Context(), db, nu, actor)
 			if err != nil {
 				return err
 			}
@@ -66,6 +72,7 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 	add.Flags().StringVar(&nu.ParkID, "park", "", "park id (park_manager)")
 	add.Flags().StringVar(&nu.RegionPrefix, "region", "", "region code prefix, 2-6 digits (district)")
 	add.Flags().StringVar(&nu.Department, "department", "", "department (author)")
+	add.Flags().StringVar(&by, "by", "", "admin account creating it, once accounts exist (default the OS user)")
 	_ = add.MarkFlagRequired("username")
 	_ = add.MarkFlagRequired("role")
 	cmd.AddCommand(add, unlockCmd(g))
@@ -92,7 +99,7 @@ checked at once. Name the account, --addr, or both; --by names an admin once acc
 				return err
 			}
 			defer a.close()
-			actor, _, err := admin.CLIActor(cmd.Context(), db, actorName(by), admin.PermUserAdmin)
+			actor, err := cliActor(cmd.Context(), db, by, admin.PermUserAdmin)
 			if err != nil {
 				return err
 			}
