@@ -40,15 +40,17 @@ a warning (early pilot codes fail it legitimately). See "policypush fields" for 
 				return err
 			}
 			defer a.close()
-			sum, err := registry.ImportFile(cmd.Context(), db, args[0], registry.ImportOptions{Progress: os.Stderr})
-			for _, is := range sum.Issues {
-				fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
-			}
-			if err != nil {
-				return fmt.Errorf("import %s: %w", args[0], err)
-			}
-			fmt.Println(sum.String())
-			return nil
+			return tracked(cmd.Context(), db, os.Stderr, "import", args[0], func([]store.CommandRun) error {
+				sum, err := registry.ImportFile(cmd.Context(), db, args[0], registry.ImportOptions{Progress: os.Stderr})
+				for _, is := range sum.Issues {
+					fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
+				}
+				if err != nil {
+					return fmt.Errorf("import %s: %w", args[0], err)
+				}
+				fmt.Println(sum.String())
+				return nil
+			})
 		},
 	})
 	return cmd
@@ -290,7 +292,11 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 			if err != nil {
 				return err
 			}
-			sum, err := a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
+			var sum matcher.Summary
+			err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
+				sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
+				return err
+			})
 			if err != nil {
 				return err
 			}
