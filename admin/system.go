@@ -77,7 +77,18 @@ func (s *Server) evalDate(ctx context.Context) (time.Time, error) {
 }
 
 func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal) {
-	st, err := store.ReadStatus(r.Context(), s.opts.DB, s.today())
+	// Counted on the date firms are evaluated on (a 2022 policy set is active on its 2022 date), and
+	// for a park manager or district official only over their firms.
+	asOf, err := s.evalDate(r.Context())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	var firms func(q *gorm.DB, alias string) *gorm.DB
+	if p.scoped() {
+		firms = p.scopeFirms
+	}
+	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, firms)
 	if err != nil {
 		s.failErr(w, r, err)
 		return

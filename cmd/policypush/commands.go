@@ -435,7 +435,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.ReadStatus(cmd.Context(), db, day)
+			st, err := store.ReadStatus(cmd.Context(), db, day, nil)
 			if err != nil {
 				return err
 			}
