@@ -110,6 +110,7 @@ type Notify struct {
 	QuotaPause    time.Duration   `yaml:"quota_pause"`
 	InDoubt       string          `yaml:"in_doubt"`
 	InDoubtGrace  time.Duration   `yaml:"in_doubt_grace"`
+	ReceiptWindow time.Duration   `yaml:"receipt_window"`
 	ReceiptToken  string          `yaml:"receipt_token"`
 }
 
@@ -241,7 +242,8 @@ func Default() Config {
 			MaxAckPending: 1000, SendTimeout: 10 * time.Second, BatchSize: 100, MaxAttempts: 12, DigestWindow: 10 * time.Minute,
 			QuietHours: QuietHours{Start: "22:00", End: "08:00", Channels: []string{"sms"}},
 			Throttle:   Throttle{MinInterval: time.Minute, PerDay: 5},
-			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute},
+			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute,
+			ReceiptWindow: time.Hour},
 		WeChat: WeChat{Enabled: true, AppID: "wx-sandbox-app", AppSecret: "sandbox-secret", TemplateID: "TPL-POLICY-MATCH"},
 		SMS: SMS{Enabled: true, Providers: []string{"tencent", "aliyun"},
 			Failover: Failover{Threshold: 5, Cooldown: time.Minute},
@@ -581,6 +583,8 @@ func (c *Config) validateDelivery(bad func(key, msg string, args ...any) error) 
 		return bad("notify.in_doubt", "%q is not lookup or resend", n.InDoubt)
 	case n.InDoubtGrace < 0:
 		return bad("notify.in_doubt_grace", "must not be negative")
+	case n.ReceiptWindow < time.Minute:
+		return bad("notify.receipt_window", "must be at least 1m")
 	case c.SMS.Failover.Threshold < 0 || c.SMS.Failover.Cooldown < 0:
 		return bad("sms.failover", "threshold and cooldown must not be negative (threshold 0 never fails over)")
 	}

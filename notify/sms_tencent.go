@@ -81,9 +81,34 @@ func (t *TencentSMS) Idempotent() bool { return t.cfg.Dedupes }
 // its report arrived (usually seconds, at most a few minutes), so "not found" is trusted only after
 // a grace period (notify.in_doubt_grace).
 func (t *TencentSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Result, bool, error) {
+	st, err := t.lookup(ctx, n, since)
+	if err != nil || st == nil {
+		return Result{}, false, err
+	}
+	return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, true, nil
+}
+
+// QueryStatus implements StatusQuerier with PullSmsSendStatusByPhoneNumber: the report of the
+// message, SUCCESS or not.
+func (t *TencentSMS) QueryStatus(ctx context.Context, n Notice, since time.Time) (Receipt, bool, error) {
+	st, err := t.lookup(ctx, n, since)
+	if err != nil || st == nil {
+		return Receipt{}, false, err
+	}
+	at := time.Now()
+	if st.UserReceiveTime != nil && *st.UserReceiveTime > 0 {
+		at = time.Unix(int64(*st.UserReceiveTime), 0)
+	}
+	return Receipt{Provider: ProviderTencent, ProviderID: deref(st.SerialNo), Recipient: n.Phone,
+		Delivered: deref(st.ReportStatus) == "SUCCESS", Code: deref(st.ReportStatus), Detail: deref(st.Description), ReportedAt: at}, true, nil
+}
+
+// lookup finds the status report of the message sent for n.DeliveryID (its SessionContext) since a
+// time; nil when Tencent has none.
+func (t *TencentSMS) lookup(ctx context.Context, n Notice, since time.Time) (*sms.PullSmsSendStatus, error) {
 	phone := e164CN(n.Phone)
 	if phone == "" {
-		return Result{}, false, nil
+		return nil, nil
 	}
 	req := sms.NewPullSmsSendStatusByPhoneNumberRequest()
 	req.PhoneNumber = common.StringPtr(phone)
@@ -95,18 +120,18 @@ func (t *TencentSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Re
 		req.Offset = common.Uint64Ptr(offset)
 		resp, err := t.client.PullSmsSendStatusByPhoneNumberWithContext(ctx, req)
 		if err != nil {
-			return Result{}, false, tencentError(err)
+			return nil, tencentError(err)
 		}
 		if resp.Response == nil {
-			return Result{}, false, nil
+			return nil, nil
 		}
 		for _, st := range resp.Response.PullSmsSendStatusSet {
 			if st != nil && deref(st.SessionContext) == n.DeliveryID {
-				return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, true, nil
+				return st, nil
 			}
 		}
 		if len(resp.Response.PullSmsSendStatusSet) < 100 {
-			return Result{}, false, nil
+			return nil, nil
 		}
 	}
 }
