@@ -128,6 +128,17 @@ func cliActor(ctx context.Context, db *gorm.DB, by string, need admin.Perm) (str
 	return name, err
 }
 
+// asActor opens the database and runs fn as the --by account, which must hold permission need.
+func (g *globals) asActor(ctx context.Context, by string, need admin.Perm, fn func(db *gorm.DB, actor string) error) error {
+	return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+		actor, err := cliActor(ctx, db, by, need)
+		if err != nil {
+			return err
+		}
+		return fn(db, actor)
+	})
+}
+
 func policyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "政策：发布、测试、列表"}
 	var by string

@@ -48,22 +48,15 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 				return err
 			}
 			nu.Password = pw
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
 			// The first account bootstraps the deployment; later ones are created by an admin.
-			actor, err := cliActor(cmd.Context(), db, by, admin.PermUserAdmin)
-			if err != nil {
-				return err
-			}
-			u, err := admin.CreateUser(cmd.Context(), db, nu, actor)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("created %s (%s)\n", u.Username, u.Role)
-			return nil
+			return g.asActor(cmd.Context(), by, admin.PermUserAdmin, func(db *gorm.DB, actor string) error {
+				u, err := admin.CreateUser(cmd.Context(), db, nu, actor)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("created %s (%s)\n", u.Username, u.Role)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&nu.Username, "username", "", "login name (lowercase letters, digits, _ . -)")
@@ -94,21 +87,14 @@ checked at once. Name the account, --addr, or both; --by names an admin once acc
 			if len(args) == 1 {
 				user = args[0]
 			}
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			actor, err := cliActor(cmd.Context(), db, by, admin.PermUserAdmin)
-			if err != nil {
-				return err
-			}
-			n, err := admin.UnlockLogin(cmd.Context(), db, user, addr, actor)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cleared %d failed sign-ins\n", n)
-			return nil
+			return g.asActor(cmd.Context(), by, admin.PermUserAdmin, func(db *gorm.DB, actor string) error {
+				n, err := admin.UnlockLogin(cmd.Context(), db, user, addr, actor)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cleared %d failed sign-ins\n", n)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "", "client address whose failures to clear")
