@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -50,10 +51,16 @@ type Options struct {
 	SecureCookies string
 	// PublicURL is the base URL firms see (links in notices); empty: derived from the request.
 	PublicURL string
-	// LoginMaxFailures failed sign-ins of one account inside LoginWindow lock it for the rest of
-	// the window; one address gets four times as many tries over all accounts.
+	// LoginMaxFailures failed sign-ins of one account inside LoginWindow cost nothing; each further
+	// one makes the account wait LoginDelay, doubling up to LoginMaxDelay, before its next try
+	// (never a hard lock). One address gets four times as many free failures over all accounts.
+	// See throttle.go.
 	LoginMaxFailures int
 	LoginWindow      time.Duration
+	LoginDelay       time.Duration
+	LoginMaxDelay    time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the client address.
+	TrustedProxies []netip.Prefix
 	// Matcher is the running matcher engine (serve, demo): it applies registry changes posted to
 	// the API and gives the evaluation date. Nil in processes without one.
 	Matcher *matcher.Engine
@@ -88,6 +95,12 @@ func (o *Options) defaults() {
 	}
 	if o.LoginWindow <= 0 {
 		o.LoginWindow = 15 * time.Minute
+	}
+	if o.LoginDelay <= 0 {
+		o.LoginDelay = 5 * time.Second
+	}
+	if o.LoginMaxDelay <= 0 {
+		o.LoginMaxDelay = 5 * time.Minute
 	}
 	if o.Now == nil {
 		o.Now = time.Now

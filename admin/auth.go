@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -179,40 +178,22 @@ func SeedDemoUsers(ctx context.Context, db *gorm.DB, password string) error {
 	return nil
 }
 
-// errThrottled is returned while an account or address is locked out.
-type errThrottled struct{ retry time.Duration }
-
-func (e errThrottled) Error() string {
-	return fmt.Sprintf("登录失败次数过多，请 %d 分钟后再试", int(e.retry.Minutes())+1)
-}
-
 var errBadLogin = errors.New("用户名或密码错误")
 
 // login checks a password with throttling and, when it is right, opens a session.
 func (s *Server) login(ctx context.Context, username, password, addr string) (*store.User, *store.Session, string, error) {
 	db := s.opts.DB.WithContext(ctx)
 	now := s.now()
-	since := now.Add(-s.opts.LoginWindow)
-	var userFails, addrFails int64
-	if err := db.Model(&store.LoginAttempt{}).Where("username = ? AND ok = ? AND at > ?", username, false, since).Count(&userFails).Error; err != nil {
+	wait, err := s.loginWait(db, truncate(username, 64), addr, now)
+	if err != nil {
 		return nil, nil, "", err
 	}
-	if err := db.Model(&store.LoginAttempt{}).Where("addr = ? AND ok = ? AND at > ?", addr, false, since).Count(&addrFails).Error; err != nil {
-		return nil, nil, "", err
-	}
-	if userFails >= int64(s.opts.LoginMaxFailures) || addrFails >= int64(4*s.opts.LoginMaxFailures) {
-		var oldest time.Time
-		db.Model(&store.LoginAttempt{}).Where("(username = ? OR addr = ?) AND ok = ? AND at > ?", username, addr, false, since).
-			Select("MIN(at)").Row().Scan(&oldest)
-		retry := s.opts.LoginWindow
-		if !oldest.IsZero() {
-			retry = oldest.Add(s.opts.LoginWindow).Sub(now)
-		}
-		_ = writeAudit(db, username, "login.throttled", username, map[string]any{"addr": addr})
-		return nil, nil, "", errThrottled{retry: retry}
+	if wait > 0 {
+		_ = writeAudit(db, truncate(username, 64), "login.throttled", truncate(username, 64), map[string]any{"addr": addr, "wait_seconds": int(wait.Seconds()) + 1})
+		return nil, nil, "", errThrottled{retry: wait}
 	}
 	var u store.User
-	err := db.Where("username = ?", username).Take(&u).Error
+	err = db.Where("username = ?", username).Take(&u).Error
 	hash := dummyHash
 	if err == nil {
 		hash = []byte(u.PasswordHash)
@@ -235,7 +216,7 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 	}
 	// Expired sessions and old attempts go when someone signs in: no background job needed.
 	db.Where("expires_at < ?", now).Delete(&store.Session{})
-	db.Where("at < ?", now.Add(-24*time.Hour)).Delete(&store.LoginAttempt{})
+	forgetAttempts(db, now)
 	_ = writeAudit(db, u.Username, "login", u.Username, map[string]any{"addr": addr})
 	return &u, &sess, token, nil
 }
@@ -342,16 +323,6 @@ func csrfOK(r *http.Request, p *Principal) bool {
 		got = r.PostFormValue(csrfField)
 	}
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(p.csrf)) == 1
-}
-
-// clientAddr is the peer address (without port). Forwarded headers are not trusted: behind a
-// reverse proxy every client shares its address and the per-address limit applies to all of them.
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return truncate(r.RemoteAddr, 64)
-	}
-	return truncate(host, 64)
 }
 
 func truncate(s string, n int) string {

@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +141,26 @@ func eval[T any](b *browser, js string) T {
 	return v
 }
 
+// landed waits until the tab has left the page at path and finished loading wherever it went,
+// and returns its address. Not a load event nor a poll: a redirect off this site ends on an error
+// page that may fire neither, and a poll does not survive the navigation.
+func (b *browser) landed(path string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	last := "nothing"
+	for time.Now().Before(deadline) {
+		href, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
+			`document.readyState === 'complete' && location.pathname !== '`+path+`' ? location.href : ''`))
+		if err == nil && href != "" {
+			return href
+		}
+		last = fmt.Sprint(href, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.t.Fatalf("the tab did not settle on a page other than %s (last seen: %s)", path, last)
+	return ""
+}
+
 // poll waits until a JavaScript condition holds.
 func (b *browser) poll(what, js string) {
 	b.t.Helper()
@@ -158,6 +180,12 @@ func (b *browser) shot(name string) {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return
 	}
+	name = strings.Map(func(r rune) rune {
+		if strings.ContainsRune(`/\%?&=:`, r) {
+			return '_'
+		}
+		return r
+	}, name)
 	path := filepath.Join(b.dir, name+".png")
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		b.t.Logf("write %s: %v", path, err)
@@ -180,6 +208,60 @@ func (b *browser) logout() {
 	b.click("logout", "header.top form button", chromedp.WaitVisible(chromedp.ID("login")))
 }
 
+// startBrowser starts a headless Chromium with one tab, closed when the test ends.
+func startBrowser(t *testing.T, exe string, f *fixture, dir string, limit time.Duration) *browser {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("lang", "zh-CN"), chromedp.WindowSize(1366, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(cancelTab)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	t.Cleanup(cancel)
+	// Start the browser on the test's context: a tab belongs to the context that first runs on it.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start %s: %v", exe, err)
+	}
+	return &browser{t: t, ctx: ctx, f: f, dir: dir}
+}
+
+// TestBrowserRedirectAfterSignIn signs in through the form with next values a browser would
+// resolve to another site (the tab of the issue, a backslash, encoded slashes): the browser ends
+// on this site every time.
+func TestBrowserRedirectAfterSignIn(t *testing.T) {
+	t.Parallel()
+	exe := chromium(t)
+	f := newFixture(t)
+	b := startBrowser(t, exe, f, t.TempDir(), 2*time.Minute)
+	site, err := url.Parse(f.ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, next := range []string{"/%09/evil.example", "/%5C/evil.example", "/%2F/evil.example", "%2F%2Fevil.example", "/firms"} {
+		b.do("open the sign-in page with next="+next,
+			chromedp.Navigate(f.ts.URL+"/login?next="+next),
+			chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SetValue(chromedp.ID("username"), "park_sip"),
+			chromedp.SetValue(chromedp.ID("password"), testPassword))
+		b.do("sign in with next="+next, chromedp.Click(chromedp.ID("login")))
+		href := b.landed("/login")
+		u, err := url.Parse(href)
+		if err != nil || u.Host != site.Host {
+			t.Fatalf("next=%s: after signing in the browser is at %q, not on %s", next, href, site.Host)
+		}
+		want := "/"
+		if next == "/firms" {
+			want = "/firms"
+		}
+		if u.Path != want {
+			t.Fatalf("next=%s: after signing in the browser is at %s, want %s", next, u.Path, want)
+		}
+		b.logout()
+	}
+}
+
 // TestBrowserJourney walks the whole console in headless Chromium: an author writes and tests a
 // rule and submits it; a reviewer reads the diff and the preview, approves and publishes; after
 // matching, the park manager sees the newly qualified firms and exports them; a firm opens its
@@ -189,21 +271,8 @@ func TestBrowserJourney(t *testing.T) {
 	exe := chromium(t)
 	f := newFixture(t)
 	dir := artifactsDir(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("lang", "zh-CN"), chromedp.WindowSize(1366, 900))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
-	defer cancel()
-	// Start the browser on the test's context: a tab belongs to the context that first runs on it.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start %s: %v", exe, err)
-	}
-	b := &browser{t: t, ctx: ctx, f: f, dir: dir}
+	b := startBrowser(t, exe, f, dir, 4*time.Minute)
+	ctx := b.ctx
 	pol := authorPolicy
 	countSIP := func() int64 { return f.countActive("e.park_id = ? AND m.policy_id = ?", "SIP", pol) }
 	before := countSIP()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/policypush/policypush/notify"
@@ -19,18 +20,18 @@ func (s *Server) ops() notify.Ops {
 }
 
 type deliveryFilter struct {
-	State   string // dead, failed or undelivered; empty: all three
+	State   string // dead, failed, undelivered or unknown; empty: all four
 	Channel string
 	page
 }
 
-var failedStates = []string{store.DeliveryDead, store.DeliveryFailed, store.DeliveryUndelivered}
+var failedStates = []string{store.DeliveryDead, store.DeliveryFailed, store.DeliveryUndelivered, store.DeliveryUnknown}
 
 func parseDeliveryFilter(q url.Values) (deliveryFilter, error) {
 	f := deliveryFilter{State: q.Get("state"), Channel: q.Get("channel")}
 	switch {
-	case f.State != "" && f.State != store.DeliveryDead && f.State != store.DeliveryFailed && f.State != store.DeliveryUndelivered:
-		return f, badRequest("参数 state=%q 无效：dead（已放弃）、failed（重试中）或 undelivered（未送达）", f.State)
+	case f.State != "" && !slices.Contains(failedStates, f.State):
+		return f, badRequest("参数 state=%q 无效：dead（已放弃）、failed（重试中）、undelivered（未送达）或 unknown（结果未知）", f.State)
 	case f.Channel != "" && f.Channel != notify.ChannelWeChat && f.Channel != notify.ChannelSMS:
 		return f, badRequest("参数 channel=%q 无效：wechat 或 sms", f.Channel)
 	}

@@ -84,7 +84,7 @@ func (s *Server) parseTemplates() error {
 var stateLabels = map[string]string{
 	"queued": "排队中", "sent": "已发送", "delivered": "已送达", "failed": "发送失败（重试中）",
 	"dead": "发送失败", "skipped": "未发送", "": "待通知", "sending": "发送中", "undelivered": "未送达",
-	"confirm": "已确认", "object": "有异议", "none": "未回复",
+	"unknown": "结果未知", "confirm": "已确认", "object": "有异议", "none": "未回复",
 	"draft": "草稿", "in_review": "待审核", "published": "已发布", "retired": "已下线", "superseded": "已被新版本取代",
 	"rejected": "已退回", "active": "有效", "revoked": "已失效", "approved": "已审核通过", "withdrawn": "已撤回",
 	"eligible": "符合", "not_eligible": "不符合", "undecided": "暂无法判断",

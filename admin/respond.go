@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"gorm.io/gorm"
@@ -110,20 +112,51 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decodeJSON reads a JSON request body strictly: unknown fields are an error naming them.
+// decodeJSON reads a JSON request body strictly: exactly one value of the destination's shape (an
+// object for a struct or map, an array for a slice — never null), unknown fields an error naming
+// them, nothing but white space after the value.
 func decodeJSON(r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return fmt.Errorf("请求体须为 JSON（Content-Type: application/json），收到 %s", ct)
 	}
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("读取请求体失败：%w", err)
+	}
+	return decodeStrict(body, dst)
+}
+
+// decodeStrict is decodeJSON's check of the bytes.
+func decodeStrict(body []byte, dst any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return errors.New("请求体为空，须为 JSON 对象")
+	}
+	want, what := byte('{'), "对象"
+	if t := reflect.TypeOf(dst); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Slice {
+		want, what = '[', "数组"
+	}
+	if trimmed[0] != want {
+		return fmt.Errorf("请求体须为 JSON %s，收到以 %q 开头的内容", what, firstToken(trimmed))
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errors.New("请求体为空，须为 JSON 对象")
-		}
 		return fmt.Errorf("请求体不是有效的 JSON：%v", err)
 	}
+	if off := dec.InputOffset(); off != int64(len(trimmed)) {
+		return fmt.Errorf("请求体在第 %d 字节处的 JSON 值之后还有内容（%q）；只能有一个 JSON 值", off, firstToken(trimmed[off:]))
+	}
 	return nil
+}
+
+// firstToken is the start of b, for an error message.
+func firstToken(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) > 16 {
+		b = b[:16]
+	}
+	return string(b)
 }
 
 // redirect ends a form post (post → redirect → get) with a message code the page shows.
@@ -143,7 +176,7 @@ func redirect(w http.ResponseWriter, r *http.Request, to, msg string) {
 var flashes = map[string]string{
 	"saved": "已保存", "note": "跟进记录已添加", "submitted": "已提交审核", "approved": "已审核通过",
 	"rejected": "已退回", "published": "已发布，匹配在后台重新计算", "retired": "已下线", "resent": "已重新发送",
-	"user": "账号已创建", "token": "令牌已创建：请立即复制，离开本页后不再显示", "revoked": "令牌已吊销",
+	"user": "账号已创建", "token": "令牌已创建：请立即复制，离开本页后不再显示", "revoked": "令牌已吊销", "unlocked": "已清除该账号的登录失败记录，可立即再试",
 	"logout": "已退出登录", "confirmed": "已确认，感谢您的回复", "objected": "异议已提交，工作人员会与您联系",
 	"unsubscribed": "已退订", "created": "草稿已创建",
 }

@@ -5,12 +5,16 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -73,7 +77,18 @@ func (s *Server) evalDate(ctx context.Context) (time.Time, error) {
 }
 
 func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal) {
-	st, err := store.ReadStatus(r.Context(), s.opts.DB, s.today())
+	// Counted on the date firms are evaluated on (a 2022 policy set is active on its 2022 date), and
+	// for a park manager or district official only over their firms.
+	asOf, err := s.evalDate(r.Context())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	var firms func(q *gorm.DB, alias string) *gorm.DB
+	if p.scoped() {
+		firms = p.scopeFirms
+	}
+	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, firms)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -81,12 +96,71 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 	writeJSON(w, http.StatusOK, st)
 }
 
-// safeNext keeps a post-login redirect on this site: a local path, never //host or /\host.
+// safeNext keeps a post-login redirect on this site. Browsers resolve a Location header after
+// dropping tabs and newlines anywhere, trimming leading and trailing control characters and
+// spaces, and reading a backslash as a slash; `/%09/evil.example` thus becomes
+// `//evil.example`, another site. So a next is accepted only as a plain path: it starts with one
+// slash, holds no control character, space or backslash, names no scheme, host or user, and
+// none of that appears after percent-decoding either (a later handler may decode once more). Any
+// other value gives "/"; sign-in pages are never a target (no loop).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, `/\`) || strings.HasPrefix(next, "/login") {
+	if !localPath(next) {
 		return "/"
 	}
 	return next
+}
+
+// maxNext bounds a redirect target; longer ones are not something the console links to.
+const maxNext = 2048
+
+// maxDecode is how many rounds of percent-decoding a next may need.
+const maxDecode = 4
+
+func localPath(next string) bool {
+	if next == "" || len(next) > maxNext {
+		return false
+	}
+	// Decode until nothing changes: each form must be a plain local path (a decoded space is fine,
+	// `?q=a%20b`; a raw one is not). A value still encoded after a few rounds is refused.
+	raw := next
+	for i := 0; ; i++ {
+		if !plainPath(next, i > 0) {
+			return false
+		}
+		dec, err := url.PathUnescape(next)
+		if err != nil {
+			return false
+		}
+		if dec == next {
+			break
+		}
+		if i == maxDecode {
+			return false
+		}
+		next = dec
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return false
+	}
+	p := path.Clean(u.Path)
+	return p != "/login" && !strings.HasPrefix(p, "/login/")
+}
+
+// plainPath: one leading slash, then no control character, backslash or (unless decoded) space.
+func plainPath(s string, decoded bool) bool {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\\' || r == utf8.RuneError:
+			return false
+		case unicode.IsSpace(r) && !(decoded && r == ' '):
+			return false
+		}
+	}
+	return true
 }
 
 type loginView struct {
@@ -117,7 +191,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request, p *Principal)
 		s.showLogin(w, r, http.StatusForbidden, v)
 		return
 	}
-	_, sess, token, err := s.login(r.Context(), v.Username, r.PostFormValue("password"), clientAddr(r))
+	_, sess, token, err := s.login(r.Context(), v.Username, r.PostFormValue("password"), s.clientAddr(r))
 	var th errThrottled
 	switch {
 	case errors.As(err, &th):
@@ -178,7 +252,7 @@ func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, p *Principal) 
 		s.fail(w, r, http.StatusBadRequest, "username 和 password 必填", nil)
 		return
 	}
-	u, sess, token, err := s.login(r.Context(), strings.TrimSpace(in.Username), in.Password, clientAddr(r))
+	u, sess, token, err := s.login(r.Context(), strings.TrimSpace(in.Username), in.Password, s.clientAddr(r))
 	var th errThrottled
 	switch {
 	case errors.As(err, &th):

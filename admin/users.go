@@ -17,6 +17,8 @@ import (
 type userRow struct {
 	store.User
 	RoleLabel string `json:"role_label"`
+	// LoginFailures are the failed sign-ins inside the throttling window (an admin can clear them).
+	LoginFailures int64 `json:"login_failures"`
 }
 
 type usersView struct {
@@ -34,8 +36,20 @@ func (s *Server) readUsers(r *http.Request) (usersView, error) {
 	if err := db.Order("username").Find(&users).Error; err != nil {
 		return v, err
 	}
+	var fails []struct {
+		Username string
+		N        int64
+	}
+	if err := db.Model(&store.LoginAttempt{}).Select("username, COUNT(*) AS n").
+		Where("ok = ? AND at > ?", false, s.now().Add(-s.opts.LoginWindow)).Group("username").Scan(&fails).Error; err != nil {
+		return v, err
+	}
+	failed := map[string]int64{}
+	for _, f := range fails {
+		failed[f.Username] = f.N
+	}
 	for _, u := range users {
-		v.Users = append(v.Users, userRow{User: u, RoleLabel: roleLabels[u.Role]})
+		v.Users = append(v.Users, userRow{User: u, RoleLabel: roleLabels[u.Role], LoginFailures: failed[u.Username]})
 	}
 	if err := db.Order("id DESC").Find(&v.Tokens).Error; err != nil {
 		return v, err
@@ -213,4 +227,33 @@ func (s *Server) apiTokenDelete(w http.ResponseWriter, r *http.Request, p *Princ
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) unlockPost(w http.ResponseWriter, r *http.Request, p *Principal) {
+	if _, err := UnlockLogin(r.Context(), s.opts.DB, r.PathValue("username"), "", p.Name); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	redirect(w, r, "/users", "unlocked")
+}
+
+// unlockInput optionally names a client address whose failures to clear as well.
+type unlockInput struct {
+	Addr string `json:"addr"`
+}
+
+func (s *Server) apiUnlock(w http.ResponseWriter, r *http.Request, p *Principal) {
+	var in unlockInput
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &in); err != nil {
+			s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+			return
+		}
+	}
+	n, err := UnlockLogin(r.Context(), s.opts.DB, r.PathValue("username"), in.Addr, p.Name)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"username": r.PathValue("username"), "cleared": n})
 }

@@ -41,7 +41,8 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	b := &Bus{opts: o}
 	var err error
 	if o.URL == "" {
-		ns, err := server.NewServer(&server.Options{
+		var ns *server.Server
+		ns, err = server.NewServer(&server.Options{
 			ServerName: "policypush-embedded",
 			JetStream:  true,
 			StoreDir:   filepath.Join(o.StoreDir),
@@ -58,7 +59,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 			return nil, errors.New("embedded nats-server did not become ready in 10s")
 		}
 		b.server = ns
-		b.NC, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("policypush"))
+		b.NC, err = dialEmbedded(ns)
 	} else {
 		b.NC, err = nats.Connect(o.URL, nats.Name("policypush"), nats.MaxReconnects(-1),
 			nats.ReconnectWait(500*time.Millisecond), nats.Timeout(5*time.Second))
@@ -78,6 +79,11 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// dialEmbedded connects to the embedded server in process (a variable so a test can make it fail).
+var dialEmbedded = func(ns *server.Server) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(ns), nats.Name("policypush"))
 }
 
 func describe(url string) string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,6 +31,7 @@ type Config struct {
 	NATS     NATS     `yaml:"nats"`
 	HTTP     HTTP     `yaml:"http"`
 	Console  Console  `yaml:"console"`
+	Policy   Policy   `yaml:"policy"`
 	Matcher  Matcher  `yaml:"matcher"`
 	Registry Registry `yaml:"registry"`
 	Relay    Relay    `yaml:"relay"`
@@ -70,6 +72,17 @@ type Console struct {
 	SecureCookies    string        `yaml:"secure_cookies"`
 	LoginMaxFailures int           `yaml:"login_max_failures"`
 	LoginWindow      time.Duration `yaml:"login_window"`
+	LoginDelay       time.Duration `yaml:"login_delay"`
+	LoginMaxDelay    time.Duration `yaml:"login_max_delay"`
+	TrustedProxies   []string      `yaml:"trusted_proxies"`
+}
+
+// Policy configures the policy lifecycle outside the console.
+type Policy struct {
+	// Review: once staff accounts exist, `policy apply` saves each changed policy as a version in
+	// review that a second person publishes (as the console does). false: apply publishes directly
+	// (rules reviewed elsewhere, e.g. in git), still only by a reviewer account.
+	Review bool `yaml:"review"`
 }
 
 type Matcher struct {
@@ -115,6 +128,7 @@ type Notify struct {
 	QuotaPause    time.Duration   `yaml:"quota_pause"`
 	InDoubt       string          `yaml:"in_doubt"`
 	InDoubtGrace  time.Duration   `yaml:"in_doubt_grace"`
+	ReceiptWindow time.Duration   `yaml:"receipt_window"`
 	ReceiptToken  string          `yaml:"receipt_token"`
 }
 
@@ -236,7 +250,9 @@ func Default() Config {
 			DuplicateWindow: 20 * time.Minute},
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
-			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute},
+			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute,
+			LoginDelay: 5 * time.Second, LoginMaxDelay: 5 * time.Minute, TrustedProxies: []string{}},
+		Policy:   Policy{Review: true},
 		Matcher:  Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Registry: Registry{Source: RegistrySource{Interval: 15 * time.Minute, PageSize: 1000}},
 		Relay:    Relay{Interval: 200 * time.Millisecond, BatchSize: 500},
@@ -245,7 +261,8 @@ func Default() Config {
 			MaxAckPending: 1000, SendTimeout: 10 * time.Second, BatchSize: 100, MaxAttempts: 12, DigestWindow: 10 * time.Minute,
 			QuietHours: QuietHours{Start: "22:00", End: "08:00", Channels: []string{"sms"}},
 			Throttle:   Throttle{MinInterval: time.Minute, PerDay: 5},
-			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute},
+			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute,
+			ReceiptWindow: time.Hour},
 		WeChat: WeChat{Enabled: true, AppID: "wx-sandbox-app", AppSecret: "sandbox-secret", TemplateID: "TPL-POLICY-MATCH"},
 		SMS: SMS{Enabled: true, Providers: []string{"tencent", "aliyun"},
 			Failover: Failover{Threshold: 5, Cooldown: time.Minute},
@@ -466,6 +483,13 @@ func (c *Config) Validate() error {
 	if c.Console.LoginWindow < time.Minute {
 		return bad("console.login_window", "must be at least 1m")
 	}
+	if c.Console.LoginDelay < 100*time.Millisecond || c.Console.LoginMaxDelay < c.Console.LoginDelay || c.Console.LoginMaxDelay > time.Hour {
+		return bad("console.login_delay", "login_delay must be at least 100ms and login_max_delay between it and 1h (got %s, %s)",
+			c.Console.LoginDelay, c.Console.LoginMaxDelay)
+	}
+	if _, err := ParseTrustedProxies(c.Console.TrustedProxies); err != nil {
+		return bad("console.trusted_proxies", "%v", err)
+	}
 	if c.Matcher.Workers < 0 {
 		return bad("matcher.workers", "must be 0 (one per core) or more")
 	}
@@ -584,6 +608,8 @@ func (c *Config) validateDelivery(bad func(key, msg string, args ...any) error) 
 		return bad("notify.in_doubt", "%q is not lookup or resend", n.InDoubt)
 	case n.InDoubtGrace < 0:
 		return bad("notify.in_doubt_grace", "must not be negative")
+	case n.ReceiptWindow < time.Minute:
+		return bad("notify.receipt_window", "must be at least 1m")
 	case c.SMS.Failover.Threshold < 0 || c.SMS.Failover.Cooldown < 0:
 		return bad("sms.failover", "threshold and cooldown must not be negative (threshold 0 never fails over)")
 	}
@@ -647,4 +673,22 @@ func (s RegistrySource) validate(bad func(key, msg string, args ...any) error) e
 		return bad("registry.source.page_size", "%d must be between 1 and 10000", s.PageSize)
 	}
 	return nil
+}
+
+// ParseTrustedProxies reads config console.trusted_proxies: IP addresses or CIDR prefixes.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR prefix", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

@@ -43,7 +43,10 @@ type Engine struct {
 	pl        *planner
 	frame     *frame
 	watermark time.Time // firms updated before this are reflected in the snapshot and matches
-	fieldsFor string    // the policy set and date whose fields the snapshot is known to hold
+	// The policy set and date whose fields the snapshot is known to hold. The slice itself is kept
+	// (not its address as text): while it is referenced its memory cannot be reused by a later set.
+	fieldsAll []*rules.Policy
+	fieldsDay time.Time
 }
 
 // EngineOptions configure an Engine.
@@ -202,16 +205,20 @@ func (e *Engine) active() []*rules.Policy {
 
 // ensureFields loads the columns the active policies read and are not held yet.
 func (e *Engine) ensureFields(ctx context.Context) error {
-	key := fmt.Sprintf("%p|%s", e.all, e.asOf)
-	if key == e.fieldsFor {
+	if sameSlice(e.all, e.fieldsAll) && e.asOf.Equal(e.fieldsDay) {
 		return nil
 	}
 	fields, extras := fieldsOf(e.active())
 	if err := e.snap.addFields(ctx, e.db, fields, extras); err != nil {
 		return err
 	}
-	e.fieldsFor = key
+	e.fieldsAll, e.fieldsDay = e.all, e.asOf
 	return nil
+}
+
+// sameSlice reports whether a and b are the same slice (not merely equal elements).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // evaluateStale evaluates, for the whole population, the active policies whose last evaluation

@@ -716,10 +716,12 @@ func (s *Snapshot) addFields(ctx context.Context, db *gorm.DB, fields, extras []
 			missing = append(missing, k)
 		}
 	}
-	if err := s.ensureColumns(missing); err != nil {
-		return err
-	}
+	// ensureColumns(nil) would add every column, empty: a policy reading one of them would then
+	// see zeros instead of the firms' data.
 	if len(missing) > 0 {
+		if err := s.ensureColumns(missing); err != nil {
+			return err
+		}
 		cols := append([]string{creditKey, statusKey}, missing...)
 		err := readFirms(ctx, db, cols, s.lo, s.hi, func(batch []store.Enterprise) error {
 			for i := range batch {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +126,40 @@ func transportUnsure(err error) bool {
 	}
 	msg := err.Error()
 	return !strings.Contains(msg, "connection refused") && !strings.Contains(msg, "no such host")
+}
+
+// transportError is the one classification of a failure that carries no provider code, for every
+// provider: the request failed on the way (refused, reset, timed out, cancelled) or the SDK failed
+// in a way it does not name. Both are retried (Transient): a notice must not be dead-lettered
+// because a connection dropped, and an error nobody recognises is not proof the message can never
+// be delivered; the retry budget still ends in the dead-letter log. A network failure other than a
+// refused connection leaves the send in doubt (it may have been accepted).
+func transportError(provider string, err error) *SendError {
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		se := newSendError(provider, "network", transportCause(err), Transient)
+		se.InDoubt = transportUnsure(err)
+		return se
+	}
+	return newSendError(provider, "client", transportCause(err), Transient)
+}
+
+// httpStatusClass classifies an HTTP answer without a provider code (a gateway's error page):
+// 5xx and 429 are the platform and retried; any other status is this request and will not change.
+func httpStatusClass(status int) ErrorClass {
+	if status >= 500 || status == http.StatusTooManyRequests || status == 0 {
+		return Transient
+	}
+	return Permanent
+}
+
+// transportCause drops the *url.Error wrapper, whose text is the full signed request URL.
+func transportCause(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // pooledTransport is the HTTP transport of every sender: a copy of the default with room for as

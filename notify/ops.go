@@ -67,7 +67,7 @@ type FailedQuery struct {
 func (o Ops) Failed(ctx context.Context, q FailedQuery) ([]FailedDelivery, int64, error) {
 	states := q.States
 	if len(states) == 0 {
-		states = []string{store.DeliveryDead, store.DeliveryFailed, store.DeliveryUndelivered}
+		states = []string{store.DeliveryDead, store.DeliveryFailed, store.DeliveryUndelivered, store.DeliveryUnknown}
 	}
 	limit := q.Limit
 	if limit <= 0 {

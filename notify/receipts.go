@@ -165,7 +165,7 @@ func findDelivery(tx *gorm.DB, r Receipt) (*store.Delivery, error) {
 // a delivery not yet recorded as sent waits (Applied false) for applyWaiting.
 func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.DeliveryReceipt, now time.Time) error {
 	switch d.State {
-	case store.DeliverySent, store.DeliveryDelivered, store.DeliveryUndelivered:
+	case store.DeliverySent, store.DeliveryDelivered, store.DeliveryUndelivered, store.DeliveryUnknown:
 	default:
 		return nil
 	}
@@ -176,11 +176,11 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 	var res *gorm.DB
 	if r.Delivered {
 		ev.Kind = store.EventDelivered
-		res = tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", d.ID, []string{store.DeliverySent, store.DeliveryUndelivered}).
+		res = tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", d.ID, []string{store.DeliverySent, store.DeliveryUndelivered, store.DeliveryUnknown}).
 			Updates(map[string]any{"state": store.DeliveryDelivered, "delivered_at": r.ReportedAt, "updated_at": now})
 	} else {
 		ev.Kind = store.EventUndelivered
-		res = tx.Model(&store.Delivery{}).Where("id = ? AND state = ?", d.ID, store.DeliverySent).
+		res = tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", d.ID, []string{store.DeliverySent, store.DeliveryUnknown}).
 			Updates(map[string]any{"state": store.DeliveryUndelivered, "last_code": r.Code, "last_error": clip(r.Detail, 480), "updated_at": now})
 	}
 	if res.Error != nil {

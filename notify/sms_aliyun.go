@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -86,13 +84,37 @@ var aliyunDay = time.FixedZone("CST", 8*3600)
 // since the attempt, looked up by the OutId the send carried. Aliyun lists a message as soon as it
 // accepted it (SendStatus 1, waiting for the report), so "not found" is reliable.
 func (a *AliyunSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Result, bool, error) {
+	d, err := a.lookup(ctx, n, since)
+	if err != nil || d == nil {
+		return Result{}, false, err
+	}
+	return Result{Provider: ProviderAliyun}, true, nil
+}
+
+// QueryStatus implements StatusQuerier with QuerySendDetails: SendStatus 3 is received, 2 failed,
+// 1 still waiting for the handset's report (not found yet).
+func (a *AliyunSMS) QueryStatus(ctx context.Context, n Notice, since time.Time) (Receipt, bool, error) {
+	d, err := a.lookup(ctx, n, since)
+	if err != nil || d == nil || (d.SendStatus != 2 && d.SendStatus != 3) {
+		return Receipt{}, false, err
+	}
+	at, perr := time.ParseInLocation("2006-01-02 15:04:05", d.ReceiveDate, aliyunDay)
+	if perr != nil {
+		at = time.Now()
+	}
+	return Receipt{Provider: ProviderAliyun, Recipient: n.Phone, Delivered: d.SendStatus == 3, Code: d.ErrCode,
+		Detail: "QuerySendDetails", ReportedAt: at}, true, nil
+}
+
+// lookup finds the message sent for n.DeliveryID (its OutId) since a time; nil when Aliyun has none.
+func (a *AliyunSMS) lookup(ctx context.Context, n Notice, since time.Time) (*dysmsapi.SmsSendDetailDTO, error) {
 	phone := strings.TrimSpace(n.Phone)
 	if phone == "" {
-		return Result{}, false, nil
+		return nil, nil
 	}
 	client, err := a.client(ctx)
 	if err != nil {
-		return Result{}, false, err
+		return nil, err
 	}
 	s := since.In(aliyunDay)
 	today := time.Now().In(aliyunDay).Format("20060102")
@@ -107,15 +129,15 @@ func (a *AliyunSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Res
 			req.CurrentPage = requests.NewInteger(page)
 			resp, err := client.QuerySendDetails(req)
 			if err != nil {
-				return Result{}, false, aliyunError(err)
+				return nil, aliyunError(err)
 			}
 			if resp.Code != "OK" {
-				return Result{}, false, newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
+				return nil, newSendError(ProviderAliyun, resp.Code, resp.Message, classifyAliyun(resp.Code))
 			}
 			details := resp.SmsSendDetailDTOs.SmsSendDetailDTO
-			for _, d := range details {
-				if d.OutId == n.DeliveryID {
-					return Result{Provider: ProviderAliyun}, true, nil
+			for i := range details {
+				if details[i].OutId == n.DeliveryID {
+					return &details[i], nil
 				}
 			}
 			if len(details) < 50 {
@@ -123,7 +145,7 @@ func (a *AliyunSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Res
 			}
 		}
 	}
-	return Result{}, false, nil
+	return nil, nil
 }
 
 // ctxTransport binds one call's context to the SDK's requests, which it builds without one. The
@@ -197,7 +219,7 @@ func aliyunError(err error) error {
 		code := serverErr.ErrorCode()
 		if code == "" {
 			return newSendError(ProviderAliyun, fmt.Sprintf("http_%d", serverErr.HttpStatus()),
-				"unexpected response", Transient)
+				"unexpected response", httpStatusClass(serverErr.HttpStatus()))
 		}
 		se := newSendError(ProviderAliyun, code, serverErr.Message(), classifyAliyun(code))
 		se.RetryAfter = aliyunRetryAfter(code)
@@ -221,18 +243,7 @@ func aliyunError(err error) error {
 		se.InDoubt = class == Transient && (orig == nil || transportUnsure(orig))
 		return se
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
-		se.InDoubt = true
-		return se
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		se := newSendError(ProviderAliyun, "network", transportCause(err), Transient)
-		se.InDoubt = transportUnsure(err)
-		return se
-	}
-	return newSendError(ProviderAliyun, "client", err.Error(), Transient)
+	return transportError(ProviderAliyun, err)
 }
 
 // aliyunRetryAfter is how long a per-number flow control lasts (Aliyun's defaults for
@@ -245,15 +256,6 @@ func aliyunRetryAfter(code string) time.Duration {
 		return 24 * time.Hour
 	}
 	return 0
-}
-
-// transportCause drops the *url.Error wrapper, whose text is the full signed request URL.
-func transportCause(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Op + ": " + ue.Err.Error()
-	}
-	return err.Error()
 }
 
 // classifyAliyun maps an Aliyun SMS code to an ErrorClass. Unknown isv.* codes are about this

@@ -81,9 +81,34 @@ func (t *TencentSMS) Idempotent() bool { return t.cfg.Dedupes }
 // its report arrived (usually seconds, at most a few minutes), so "not found" is trusted only after
 // a grace period (notify.in_doubt_grace).
 func (t *TencentSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Result, bool, error) {
+	st, err := t.lookup(ctx, n, since)
+	if err != nil || st == nil {
+		return Result{}, false, err
+	}
+	return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, true, nil
+}
+
+// QueryStatus implements StatusQuerier with PullSmsSendStatusByPhoneNumber: the report of the
+// message, SUCCESS or not.
+func (t *TencentSMS) QueryStatus(ctx context.Context, n Notice, since time.Time) (Receipt, bool, error) {
+	st, err := t.lookup(ctx, n, since)
+	if err != nil || st == nil {
+		return Receipt{}, false, err
+	}
+	at := time.Now()
+	if st.UserReceiveTime != nil && *st.UserReceiveTime > 0 {
+		at = time.Unix(int64(*st.UserReceiveTime), 0)
+	}
+	return Receipt{Provider: ProviderTencent, ProviderID: deref(st.SerialNo), Recipient: n.Phone,
+		Delivered: deref(st.ReportStatus) == "SUCCESS", Code: deref(st.ReportStatus), Detail: deref(st.Description), ReportedAt: at}, true, nil
+}
+
+// lookup finds the status report of the message sent for n.DeliveryID (its SessionContext) since a
+// time; nil when Tencent has none.
+func (t *TencentSMS) lookup(ctx context.Context, n Notice, since time.Time) (*sms.PullSmsSendStatus, error) {
 	phone := e164CN(n.Phone)
 	if phone == "" {
-		return Result{}, false, nil
+		return nil, nil
 	}
 	req := sms.NewPullSmsSendStatusByPhoneNumberRequest()
 	req.PhoneNumber = common.StringPtr(phone)
@@ -95,18 +120,18 @@ func (t *TencentSMS) Resolve(ctx context.Context, n Notice, since time.Time) (Re
 		req.Offset = common.Uint64Ptr(offset)
 		resp, err := t.client.PullSmsSendStatusByPhoneNumberWithContext(ctx, req)
 		if err != nil {
-			return Result{}, false, tencentError(err)
+			return nil, tencentError(err)
 		}
 		if resp.Response == nil {
-			return Result{}, false, nil
+			return nil, nil
 		}
 		for _, st := range resp.Response.PullSmsSendStatusSet {
 			if st != nil && deref(st.SessionContext) == n.DeliveryID {
-				return Result{Provider: ProviderTencent, ProviderID: deref(st.SerialNo)}, true, nil
+				return st, nil
 			}
 		}
 		if len(resp.Response.PullSmsSendStatusSet) < 100 {
-			return Result{}, false, nil
+			return nil, nil
 		}
 	}
 }
@@ -189,13 +214,7 @@ func tencentError(err error) error {
 		}
 		return se
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		se := newSendError(ProviderTencent, "network", err.Error(), Transient)
-		se.InDoubt = transportUnsure(err)
-		return se
-	}
-	return newSendError(ProviderTencent, "client", err.Error(), Permanent)
+	return transportError(ProviderTencent, err)
 }
 
 // tencentRetryAfter is how long a per-number limit lasts (Tencent's defaults: one message per 30 s,
@@ -221,9 +240,8 @@ var httpStatusRe = regexp.MustCompile(`status code: (\d{3})`)
 func classifyTencentSDK(e *tcerr.TencentCloudSDKError) ErrorClass {
 	if e.Code == "ClientError.HttpStatusCodeError" {
 		if m := httpStatusRe.FindStringSubmatch(e.Message); m != nil {
-			if status, _ := strconv.Atoi(m[1]); status < 500 && status != 429 {
-				return Permanent
-			}
+			status, _ := strconv.Atoi(m[1])
+			return httpStatusClass(status)
 		}
 		return Transient
 	}

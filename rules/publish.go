@@ -16,12 +16,21 @@ import (
 type ApplyResult struct {
 	PolicyID string
 	Version  int
-	Changed  bool // false: the published version already had this content
+	Changed  bool   // false: the published version already had this content
+	Pending  string // Propose: the state of the version waiting for a second person (in_review, approved)
 }
 
 // Apply publishes a definition as a new immutable version when its content differs from the
 // published one (rules as code: the review happened in git). actor is recorded in the audit log.
 func Apply(ctx context.Context, db *gorm.DB, def *Definition, sourceFile, actor string) (ApplyResult, error) {
+	return ApplyBy(ctx, db, def, sourceFile, Actor{Name: actor}, "")
+}
+
+// ApplyBy is Apply on behalf of by (its role goes into the audit record); noReview, when set, says
+// in the audit record why no second person reviewed the version (a single-operator deployment,
+// review switched off in config).
+func ApplyBy(ctx context.Context, db *gorm.DB, def *Definition, sourceFile string, by Actor, noReview string) (ApplyResult, error) {
+	actor := by.Name
 	if _, err := def.Compile(); err != nil {
 		return ApplyResult{}, err
 	}
@@ -62,14 +71,61 @@ func Apply(ctx context.Context, db *gorm.DB, def *Definition, sourceFile, actor 
 		if _, err := promote(tx, def, v.Version); err != nil {
 			return err
 		}
-		if err := audit(tx, Actor{Name: actor}, "policy.publish", def.ID, map[string]any{"old_version": cur.Version,
-			"new_version": v.Version, "file": sourceFile, "hash": hash, "via": "apply"}); err != nil {
+		detail := map[string]any{"old_version": cur.Version, "new_version": v.Version, "file": sourceFile, "hash": hash, "via": "apply"}
+		if noReview != "" {
+			detail["review"] = noReview
+		}
+		if err := audit(tx, by, "policy.publish", def.ID, detail); err != nil {
 			return err
 		}
 		res.Version, res.Changed = v.Version, true
 		return nil
 	})
 	return res, err
+}
+
+// Propose puts a definition through the review lifecycle, as the console does: when its content
+// differs from the published version it is saved as a draft by by (an author of the policy's
+// department) and submitted for review — its tests must pass; a second person approves and
+// publishes it. Version is 0 and Changed false when the published version already has the content.
+func Propose(ctx context.Context, db *gorm.DB, def *Definition, sourceFile string, by Actor) (ApplyResult, error) {
+	res := ApplyResult{PolicyID: def.ID}
+	var pol store.Policy
+	err := db.WithContext(ctx).Where("id = ?", def.ID).Take(&pol).Error
+	switch {
+	case err == nil && pol.PublishedVersion > 0 && !pol.Retired:
+		var cur store.PolicyVersion
+		if err := db.WithContext(ctx).Where("policy_id = ? AND version = ?", def.ID, pol.PublishedVersion).Take(&cur).Error; err != nil {
+			return res, fmt.Errorf("load published version of %s: %w", def.ID, err)
+		}
+		if cur.ContentHash == def.Hash() {
+			res.Version = cur.Version
+			return res, nil
+		}
+	case err != nil && !errors.Is(err, gorm.ErrRecordNotFound):
+		return res, fmt.Errorf("load policy %s: %w", def.ID, err)
+	}
+	// The same content already in review or approved: nothing to do (running apply twice must not
+	// withdraw the version a reviewer is reading).
+	var open []store.PolicyVersion
+	if err := db.WithContext(ctx).Where("policy_id = ? AND state IN ? AND content_hash = ?", def.ID,
+		[]string{store.VersionInReview, store.VersionApproved}, def.Hash()).Find(&open).Error; err != nil {
+		return res, fmt.Errorf("load open versions of %s: %w", def.ID, err)
+	}
+	if len(open) > 0 {
+		res.Version, res.Pending = open[0].Version, open[0].State
+		return res, nil
+	}
+	draft, err := SaveDraft(ctx, db, def, by, sourceFile)
+	if err != nil {
+		return res, err
+	}
+	v, err := Submit(ctx, db, def.ID, draft.Version, by)
+	if err != nil {
+		return res, err
+	}
+	res.Version, res.Changed, res.Pending = v.Version, true, v.State
+	return res, nil
 }
 
 // VersionRow is the stored form of a definition as a version (state and people left to the caller).

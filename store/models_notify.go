@@ -9,6 +9,10 @@ import "time"
 const (
 	DeliverySending     = "sending"     // claimed by a notifier and handed to a provider; in doubt if the lease ran out
 	DeliveryUndelivered = "undelivered" // the provider accepted it but reported that it did not reach the handset/user
+	// DeliveryUnknown: accepted, but no report came within the receipt window and the provider
+	// could not say (no status query, or no record): the firm may or may not have it. A late report
+	// still moves it on.
+	DeliveryUnknown = "unknown"
 )
 
 // Item states. An item with an empty state follows its delivery.
@@ -49,6 +53,7 @@ const (
 	EventResend      = "resend"
 	EventDelivered   = "delivered"
 	EventUndelivered = "undelivered"
+	EventUnknown     = "unknown" // no report within the receipt window; the provider could not say
 )
 
 // DeliveryEvent is one step of a delivery's timeline: queued → sent → delivered / failed, with every

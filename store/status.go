@@ -20,23 +20,42 @@ type Status struct {
 }
 
 // ReadStatus counts what is in the database. A policy is active when it is published, not retired
-// and asOf lies in its effective window.
-func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time) (Status, error) {
+// and asOf lies in its effective window (the evaluation date, which need not be today). firms, when
+// not nil, narrows every firm count to the firms a caller may see: it is given a query joined on
+// enterprises under the alias "e" (the console passes a principal's park or region scope). A
+// scoped status has no outbox count (OutboxPending is -1): the outbox is the pipeline's, not a
+// park's.
+func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, firms func(q *gorm.DB, alias string) *gorm.DB) (Status, error) {
 	s := Status{Deliveries: map[string]map[string]int64{}}
 	db = db.WithContext(ctx)
+	scope := func(q *gorm.DB) *gorm.DB {
+		if firms == nil {
+			return q
+		}
+		return firms(q, "e")
+	}
 	steps := []struct {
 		what string
 		q    *gorm.DB
 		dst  *int64
 	}{
-		{"enterprises", db.Model(&Enterprise{}), &s.Enterprises},
-		{"active enterprises", db.Model(&Enterprise{}).Where("status = ?", StatusActive), &s.EnterprisesActive},
+		{"enterprises", scope(db.Table("enterprises AS e")), &s.Enterprises},
+		{"active enterprises", scope(db.Table("enterprises AS e").Where("e.status = ?", StatusActive)), &s.EnterprisesActive},
 		{"published policies", db.Model(&Policy{}).Where("published_version > 0 AND retired = ?", false), &s.PoliciesPublished},
 		{"active policies", db.Table("policy_versions AS v").
 			Joins("JOIN policies p ON p.id = v.policy_id AND p.published_version = v.version").
 			Where("p.retired = ? AND v.effective_from <= ? AND (v.effective_to IS NULL OR v.effective_to >= ?)", false, asOf, asOf), &s.PoliciesActive},
-		{"active matches", db.Model(&Match{}).Where("state = ?", MatchActive), &s.MatchesActive},
-		{"pending outbox", db.Model(&Outbox{}).Where("published_at IS NULL"), &s.OutboxPending},
+		{"active matches", scope(db.Table("matches AS m").Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
+			Where("m.state = ?", MatchActive)), &s.MatchesActive},
+	}
+	if firms == nil {
+		steps = append(steps, struct {
+			what string
+			q    *gorm.DB
+			dst  *int64
+		}{"pending outbox", db.Model(&Outbox{}).Where("published_at IS NULL"), &s.OutboxPending})
+	} else {
+		s.OutboxPending = -1
 	}
 	for _, st := range steps {
 		if err := st.q.Count(st.dst).Error; err != nil {
@@ -48,7 +67,12 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time) (Status, error
 		State   string
 		N       int64
 	}
-	if err := db.Model(&Delivery{}).Select("channel, state, COUNT(*) AS n").Group("channel, state").Scan(&rows).Error; err != nil {
+	q := scope(db.Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code")).
+		Select("d.channel AS channel, d.state AS state, COUNT(*) AS n").Group("d.channel, d.state")
+	if firms == nil {
+		q = db.Model(&Delivery{}).Select("channel, state, COUNT(*) AS n").Group("channel, state")
+	}
+	if err := q.Scan(&rows).Error; err != nil {
 		return s, fmt.Errorf("count deliveries: %w", err)
 	}
 	for _, r := range rows {

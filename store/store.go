@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -51,6 +53,9 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 		}
 		dial = sqlite.Open(o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_txlock=immediate")
 	case "mysql":
+		if err := reachMySQL(ctx, o.DSN); err != nil {
+			return nil, err
+		}
 		dial = mysql.Open(mysqlDSN(o.DSN))
 	default:
 		return nil, fmt.Errorf("database.driver %q: must be sqlite or mysql", o.Driver)
@@ -116,6 +121,48 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
 	return nil
+}
+
+// reachTimeout bounds the first connection to MySQL: an unreachable server is reported in seconds,
+// not after the operating system's TCP timeout.
+const reachTimeout = 5 * time.Second
+
+// reachMySQL connects once to the server a DSN names, within reachTimeout (or ctx's deadline), and
+// says which host, port and user it could not reach; the password never appears in the error.
+func reachMySQL(ctx context.Context, dsn string) error {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return fmt.Errorf("database.dsn is not a MySQL DSN (user:password@tcp(host:port)/db): %v", maskPassword(err.Error(), dsn))
+	}
+	if cfg.Timeout == 0 || cfg.Timeout > reachTimeout {
+		cfg.Timeout = reachTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	conn, err := gomysql.NewConnector(cfg)
+	if err == nil {
+		db := sql.OpenDB(conn)
+		err = db.PingContext(ctx)
+		_ = db.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot reach MySQL at %s %s as user %q (database %q): %s", cfg.Net, cfg.Addr, cfg.User, cfg.DBName,
+			maskPassword(err.Error(), dsn))
+	}
+	return nil
+}
+
+// maskPassword removes the DSN's password from a message.
+func maskPassword(msg, dsn string) string {
+	if cfg, err := gomysql.ParseDSN(dsn); err == nil && cfg.Passwd != "" {
+		return strings.ReplaceAll(msg, cfg.Passwd, "***")
+	}
+	if at := strings.LastIndex(dsn, "@"); at > 0 {
+		if colon := strings.Index(dsn[:at], ":"); colon >= 0 && colon+1 < at {
+			return strings.ReplaceAll(msg, dsn[colon+1:at], "***")
+		}
+	}
+	return msg
 }
 
 // mysqlDSN makes sure times come back as time.Time in UTC and text is utf8mb4.

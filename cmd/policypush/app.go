@@ -228,11 +228,29 @@ func (a *app) startNotifier(ctx context.Context) (wait func(), err error) {
 	}
 	a.notifier = notify.New(db, b, senders, opts)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := a.notifier.Run(ctx); err != nil {
 			a.log.Error("notifier stopped", "err", err)
+		}
+	}()
+	go func() { // deliveries left sent without a report (deliveries.go)
+		defer wg.Done()
+		t := time.NewTicker(a.cfg.Notify.ReceiptWindow / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if sum, err := a.reconcile(ctx, db, 10000); err != nil && ctx.Err() == nil {
+					a.log.Warn("reconcile deliveries", "err", err)
+				} else if sum.Checked > 0 {
+					a.log.Info("reconciled deliveries without a report", "checked", sum.Checked, "delivered", sum.Delivered,
+						"undelivered", sum.Undelivered, "unknown", sum.Unknown, "errors", sum.Errors)
+				}
+			}
 		}
 	}()
 	return wg.Wait, nil

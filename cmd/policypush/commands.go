@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
@@ -53,8 +54,10 @@ and docs/registry.md.`,
 				return err
 			}
 			defer a.close()
-			sum, err := registry.ImportFile(cmd.Context(), db, args[0], o)
-			return reportImport(os.Stdout, os.Stderr, args[0], sum, err)
+			return tracked(cmd.Context(), db, os.Stderr, "import", args[0], func([]store.CommandRun) error {
+				sum, err := registry.ImportFile(cmd.Context(), db, args[0], o)
+				return reportImport(os.Stdout, os.Stderr, args[0], sum, err)
+			})
 		},
 	}
 	ent.Flags().StringVar(&mappingPath, "mapping", "", "YAML file binding source headers to catalog keys, with units and thousands separators (docs/registry.md)")
@@ -114,6 +117,56 @@ func actorName(flag string) string {
 	return "cli"
 }
 
+// applyMode is how `policy apply` puts a changed policy into effect.
+type applyMode struct {
+	note  string // said once before the files, when there is no second person
+	apply func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error)
+}
+
+// applyModeOf picks the lifecycle of `policy apply`: without staff accounts one operator publishes
+// directly (said in the output and the audit log); with them a changed policy becomes a version in
+// review, unless the deployment switched review off — then a reviewer publishes at once.
+func applyModeOf(actor rules.Actor, review bool) applyMode {
+	direct := func(why string) func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
+		return func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
+			return rules.ApplyBy(ctx, db, def, file, by, why)
+		}
+	}
+	switch {
+	case actor.Role == rules.RoleOperator:
+		return applyMode{note: "单人运维模式（尚无员工账号）：政策直接发布，未经第二人审核；创建员工账号后 apply 改为提交审核。",
+			apply: direct("none: single-operator deployment without staff accounts")}
+	case !review:
+		return applyMode{note: "配置 policy.review: false：政策由审核人直接发布（审核在本系统之外进行）。",
+			apply: func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
+				if by.Role != store.RoleReviewer {
+					return rules.ApplyResult{}, fmt.Errorf("%s has role %q; with policy.review: false only a reviewer publishes through apply: %w",
+						by.Name, by.Role, rules.ErrForbidden)
+				}
+				return rules.ApplyBy(ctx, db, def, file, by, "switched off in config (policy.review: false)")
+			}}
+	}
+	return applyMode{apply: rules.Propose}
+}
+
+// cliActor is who a CLI command runs as: --by (default the OS user), checked against the staff
+// accounts once any exist (admin.CLIActor).
+func cliActor(ctx context.Context, db *gorm.DB, by string, need admin.Perm) (string, error) {
+	name, _, err := admin.CLIActor(ctx, db, actorName(by), need)
+	return name, err
+}
+
+// asActor opens the database and runs fn as the --by account, which must hold permission need.
+func (g *globals) asActor(ctx context.Context, by string, need admin.Perm, fn func(db *gorm.DB, actor string) error) error {
+	return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+		actor, err := cliActor(ctx, db, by, need)
+		if err != nil {
+			return err
+		}
+		return fn(db, actor)
+	})
+}
+
 func policyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "政策：发布、测试、列表"}
 	var by string
@@ -121,8 +174,13 @@ func policyCmd(g *globals) *cobra.Command {
 		Use:   "apply FILE|DIR",
 		Short: "Compile policy YAML files and publish each changed one as a new immutable version",
 		Long: `Parses every .yaml/.yml policy (one per file), type-checks its expressions against the field catalog
-and publishes it as a new version when its content changed. Errors name the file, policy id, line and
-column; a bad file never stops the good ones from being applied. Exits non-zero if any file failed.`,
+and, when its content changed, follows the same lifecycle as the console: once staff accounts exist,
+--by must be an author of the policy's department and the change becomes a version in review, which a
+second person approves and publishes (policy review / policy publish, or the console). With
+policy.review: false in the config, apply publishes at once and --by must be a reviewer. Without any
+staff account (the single-operator default) apply publishes directly, and says so in its output and
+the audit log. Errors name the file, policy id, line and column; a bad file never stops the good ones
+from being applied. Exits non-zero if any file failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, db, err := g.openDB(cmd.Context())
@@ -134,7 +192,14 @@ column; a bad file never stops the good ones from being applied. Exits non-zero 
 			for _, e := range errs {
 				fmt.Fprintln(os.Stderr, e)
 			}
-			actor := actorName(by)
+			actor, err := rules.ResolveActor(cmd.Context(), db, actorName(by))
+			if err != nil {
+				return err
+			}
+			mode := applyModeOf(actor, a.cfg.Policy.Review)
+			if mode.note != "" {
+				fmt.Println(mode.note)
+			}
 			for _, d := range defs {
 				p, _ := d.Compile()
 				if failed := failedTests(p); failed != "" {
@@ -142,15 +207,21 @@ column; a bad file never stops the good ones from being applied. Exits non-zero 
 					fmt.Fprintln(os.Stderr, errs[len(errs)-1])
 					continue
 				}
-				res, err := rules.Apply(cmd.Context(), db, d, args[0], actor)
+				res, err := mode.apply(cmd.Context(), db, d, args[0], actor)
 				if err != nil {
 					errs = append(errs, err)
 					fmt.Fprintf(os.Stderr, "policy %s: %v\n", d.ID, err)
 					continue
 				}
-				if res.Changed {
+				switch {
+				case res.Pending != "" && res.Changed:
+					fmt.Printf("%s: version %d in review; a reviewer other than %s publishes it (policy review %s --approve, policy publish %s)\n",
+						res.PolicyID, res.Version, actor.Name, res.PolicyID, res.PolicyID)
+				case res.Pending != "":
+					fmt.Printf("%s: unchanged, version %d is already %s\n", res.PolicyID, res.Version, res.Pending)
+				case res.Changed:
 					fmt.Printf("%s: published version %d\n", res.PolicyID, res.Version)
-				} else {
+				default:
 					fmt.Printf("%s: unchanged (version %d)\n", res.PolicyID, res.Version)
 				}
 			}
@@ -160,7 +231,7 @@ column; a bad file never stops the good ones from being applied. Exits non-zero 
 			return nil
 		},
 	}
-	apply.Flags().StringVar(&by, "by", "", "who applies (recorded in the audit log; default the OS user)")
+	apply.Flags().StringVar(&by, "by", "", "who applies: once staff accounts exist, an author of the policy's department (a reviewer with policy.review: false); default the OS user")
 	test := &cobra.Command{
 		Use:   "test FILE|DIR",
 		Short: "Run the test cases of policy files (no database needed)",
@@ -260,7 +331,11 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 			if err != nil {
 				return err
 			}
-			sum, err := a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
+			var sum matcher.Summary
+			err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
+				sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -399,7 +474,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.ReadStatus(cmd.Context(), db, day)
+			st, err := store.ReadStatus(cmd.Context(), db, day, nil)
 			if err != nil {
 				return err
 			}

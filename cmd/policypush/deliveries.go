@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/notify/sandbox"
 )
@@ -170,15 +172,19 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 			if err != nil {
 				return err
 			}
+			actor, err := cliActor(cmd.Context(), ops.DB, by, admin.PermResend)
+			if err != nil {
+				return err
+			}
 			var res []notify.ResendResult
 			if allDead {
-				res, err = ops.ResendDead(cmd.Context(), channel, actorName(by))
+				res, err = ops.ResendDead(cmd.Context(), channel, actor)
 			} else {
 				ids, perr := parseIDs(args)
 				if perr != nil {
 					return perr
 				}
-				res, err = ops.Resend(cmd.Context(), ids, actorName(by))
+				res, err = ops.Resend(cmd.Context(), ids, actor)
 			}
 			ok := 0
 			for _, r := range res {
@@ -252,7 +258,37 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 	unsub.Flags().BoolVar(&undo, "undo", false, "subscribe again")
 	_ = unsub.MarkFlagRequired("channel")
 
-	cmd.AddCommand(failed, resend, show, unsub)
+	var reconcileLimit int
+	reconcile := &cobra.Command{
+		Use:   "reconcile",
+		Short: "Settle deliveries still 'sent' past notify.receipt_window with the providers (or mark them unknown)",
+		Long: `Deliveries the provider accepted but never reported on (lost callbacks, a database stall while the
+reports arrived) stay "sent". reconcile asks the provider that accepted each one older than
+notify.receipt_window (Tencent PullSmsSendStatusByPhoneNumber, Aliyun QuerySendDetails) and records
+its answer as a report would be; where the provider cannot say (WeChat has no status query, or no
+record) the delivery becomes "unknown", listed by "deliveries failed" and on the console's failed-
+delivery page. serve and demo do this on their own every quarter of the window.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, db, err := g.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			if err := a.startSandbox(cmd.Context()); err != nil {
+				return err
+			}
+			sum, err := a.reconcile(cmd.Context(), db, reconcileLimit)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("检查 %d 条：已送达 %d，未送达 %d，标记为未知 %d，查询失败 %d（下次再试）\n",
+				sum.Checked, sum.Delivered, sum.Undelivered, sum.Unknown, sum.Errors)
+			return nil
+		},
+	}
+	reconcile.Flags().IntVar(&reconcileLimit, "limit", 10000, "at most this many deliveries, oldest first")
+	cmd.AddCommand(failed, resend, show, unsub, reconcile)
 	return cmd
 }
 
@@ -398,4 +434,19 @@ sms.tencent.endpoint=ADDR, sms.aliyun.endpoint=ADDR and sandbox.enabled=false.`,
 	cmd.Flags().IntVar(&expireEvery, "expire-token-every", 0, "revoke the WeChat token every Nth send")
 	cmd.Flags().IntVar(&seed, "seed", 0, "seed of the fault sequence")
 	return cmd
+}
+
+// reconcile settles deliveries left sent past notify.receipt_window (notify.Reconcile).
+func (a *app) reconcile(ctx context.Context, db *gorm.DB, limit int) (notify.ReconcileSummary, error) {
+	senders, err := a.senders()
+	if err != nil {
+		return notify.ReconcileSummary{}, err
+	}
+	var all []notify.Sender
+	for _, ss := range senders {
+		all = append(all, ss...)
+	}
+	rc := a.receiptConfig()
+	rc.DB = db
+	return notify.Reconcile(ctx, rc, all, a.cfg.Notify.ReceiptWindow, limit)
 }

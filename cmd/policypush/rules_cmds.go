@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -102,12 +103,16 @@ The read is recorded in the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
+				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
+				if err != nil {
+					return err
+				}
 				ex, err := rules.ExplainFirm(cmd.Context(), db, rules.ExplainRequest{PolicyID: policyID, Version: version,
 					CreditCode: firm, AsOf: day, MatchID: matchID})
 				if err != nil {
 					return err
 				}
-				if err := auditRead(cmd.Context(), db, actorName(by), "firm.explain", ex.CreditCode,
+				if err := auditRead(cmd.Context(), db, actor, "firm.explain", ex.CreditCode,
 					map[string]any{"policy_id": ex.PolicyID, "version": ex.Version, "as_of": ex.AsOf}); err != nil {
 					return err
 				}
@@ -254,6 +259,10 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
+				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
+				if err != nil {
+					return err
+				}
 				firms, err := rules.ActiveFirms(cmd.Context(), db, day)
 				if err != nil {
 					return err
@@ -262,7 +271,7 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				if err := auditRead(cmd.Context(), db, actorName(by), "firm.near_misses", policyID,
+				if err := auditRead(cmd.Context(), db, actor, "firm.near_misses", policyID,
 					map[string]any{"version": p.Version, "as_of": day.Format(time.DateOnly), "firms": total}); err != nil {
 					return err
 				}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +27,7 @@ const DemoAsOf = "2022-09-30"
 func demoCmd(g *globals) *cobra.Command {
 	var httpAddr, asOf, demoPassword string
 	var firms int
+	var seedOnly bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole flow on the embedded default and serve the console",
@@ -32,7 +35,8 @@ func demoCmd(g *globals) *cobra.Command {
 sandbox servers. On first start it seeds a deterministic synthetic registry of Jiangsu firms (with a
 few bad rows, reported and skipped) and the six real 2022 policies, matches them as of ` + DemoAsOf + `
 (the real 2022 policies have expired), delivers the notices, prints a summary and serves the console
-until interrupted. Started again on the same data dir it resumes: no reseeding, nothing sent twice.`,
+until interrupted. Started again on the same data dir it resumes: no reseeding, nothing sent twice. A
+seeding that was killed is reported and done again on the next start (never a silently partial registry).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := g.load()
@@ -62,6 +66,11 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 			if err != nil {
 				return err
 			}
+			if seedOnly {
+				fmt.Println("演示数据已就绪（--seed-only）。")
+				printDemoAccounts(os.Stdout, password)
+				return nil
+			}
 			demoDelivery(cmd, &a.cfg) // demo_delivery.go
 			wait, err := a.startPipeline(ctx)
 			if err != nil {
@@ -87,7 +96,7 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 			if err := a.waitIdle(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
 				a.log.Warn("delivery not finished yet; it goes on in the background", "err", err)
 			}
-			st, err := store.ReadStatus(ctx, db, day.Time)
+			st, err := store.ReadStatus(ctx, db, day.Time, nil)
 			if err == nil {
 				fmt.Println()
 				printStatus(os.Stdout, st, day.Time)
@@ -109,36 +118,77 @@ until interrupted. Started again on the same data dir it resumes: no reseeding, 
 	cmd.Flags().StringVar(&httpAddr, "http", "", "console address (default http.addr, 127.0.0.1:8080)")
 	cmd.Flags().StringVar(&asOf, "as-of", DemoAsOf, "evaluation date of the demo")
 	cmd.Flags().IntVar(&firms, "firms", 20000, "size of the synthetic registry on first start")
+	cmd.Flags().BoolVar(&seedOnly, "seed-only", false, "seed the data dir (registry, policies, accounts) and exit")
 	addDemoDeliveryFlags(cmd)
 	cmd.Flags().StringVar(&demoPassword, "demo-password", "", "password of the demo accounts (default: a new random one, printed at start)")
 	return cmd
 }
 
-// seedDemo imports the synthetic registry (once) and applies the demo catalog (a no-op when unchanged).
+// seedDemo imports the synthetic registry (until one seeding has finished) and applies the demo
+// catalog (a no-op when unchanged). Seeding is a recorded run (command_runs, "demo.seed"): a seed
+// that was killed leaves its run open, and the next start reports it and imports the same
+// deterministic registry again — an upsert by credit code, so the firms already imported are
+// rewritten, not doubled — with the size the killed run was asked for. A data dir with firms but
+// no finished seed (killed before runs were recorded) is seeded again the same way, and says so.
 func seedDemo(ctx context.Context, a *app, firms int) error {
 	db := a.db
-	var n int64
-	if err := db.WithContext(ctx).Model(&store.Enterprise{}).Count(&n).Error; err != nil {
+	done, err := store.LastRun(ctx, db, demoSeed)
+	if err != nil {
 		return err
 	}
-	if n == 0 {
-		path := filepath.Join(a.cfg.DataDir, "seed", "enterprises.csv")
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if done == nil {
+		var n int64
+		if err := db.WithContext(ctx).Model(&store.Enterprise{}).Count(&n).Error; err != nil {
 			return err
 		}
-		if err := registry.SynthCSVFile(path, firms, 2022, true); err != nil {
-			return fmt.Errorf("write synthetic registry: %w", err)
-		}
-		fmt.Printf("生成演示企业名录 %s（%d 家，含少量错误行）\n", path, firms)
-		sum, err := registry.ImportFile(ctx, db, path, registry.ImportOptions{Progress: os.Stderr})
+		err := tracked(ctx, db, os.Stdout, demoSeed, "firms="+strconv.Itoa(firms), func(interrupted []store.CommandRun) error {
+			for _, r := range interrupted {
+				if asked, ok := strings.CutPrefix(r.Detail, "firms="); ok {
+					if k, err := strconv.Atoi(asked); err == nil && k != firms {
+						fmt.Printf("按被中断的播种继续：%d 家（本次 --firms %d 不适用于未完成的名录）\n", k, firms)
+						firms = k
+					}
+				}
+			}
+			if n > 0 {
+				fmt.Printf("企业名录不完整：已有 %d 家，演示播种没有完成；重新导入演示名录（按信用代码覆盖，不会重复）。\n", n)
+			}
+			return importDemoRegistry(ctx, a, firms)
+		})
 		if err != nil {
 			return err
 		}
-		for _, is := range sum.Issues {
-			fmt.Println("  " + is.String())
-		}
-		fmt.Println(sum.String())
 	}
+	return applyDemoCatalog(ctx, a)
+}
+
+// demoSeed names the demo's seeding in command_runs.
+const demoSeed = "demo.seed"
+
+// importDemoRegistry writes the deterministic synthetic registry and imports it.
+func importDemoRegistry(ctx context.Context, a *app, firms int) error {
+	path := filepath.Join(a.cfg.DataDir, "seed", "enterprises.csv")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := registry.SynthCSVFile(path, firms, 2022, true); err != nil {
+		return fmt.Errorf("write synthetic registry: %w", err)
+	}
+	fmt.Printf("生成演示企业名录 %s（%d 家，含少量错误行）\n", path, firms)
+	sum, err := registry.ImportFile(ctx, a.db, path, registry.ImportOptions{Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	for _, is := range sum.Issues {
+		fmt.Println("  " + is.String())
+	}
+	fmt.Println(sum.String())
+	return nil
+}
+
+// applyDemoCatalog publishes the demo's policies (a no-op when unchanged).
+func applyDemoCatalog(ctx context.Context, a *app) error {
+	db := a.db
 	dir, err := rules.WriteDemoCatalog(filepath.Join(a.cfg.DataDir, "policies"))
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/config"
 )
 
 // Console accounts and keys: `policypush users add`, the demo accounts, the enterprise link key.
@@ -24,6 +25,7 @@ func usersCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "users", Short: "控制台账号"}
 	var nu admin.NewUser
 	var fromStdin bool
+	var by string
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Create a console account (the password is read from stdin)",
@@ -46,17 +48,15 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 				return err
 			}
 			nu.Password = pw
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			u, err := admin.CreateUser(cmd.Context(), db, nu, actorName(""))
-			if err != nil {
-				return err
-			}
-			fmt.Printf("created %s (%s)\n", u.Username, u.Role)
-			return nil
+			// The first account bootstraps the deployment; later ones are created by an admin.
+			return g.asActor(cmd.Context(), by, admin.PermUserAdmin, func(db *gorm.DB, actor string) error {
+				u, err := admin.CreateUser(cmd.Context(), db, nu, actor)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("created %s (%s)\n", u.Username, u.Role)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&nu.Username, "username", "", "login name (lowercase letters, digits, _ . -)")
@@ -65,9 +65,40 @@ Example: printf '%s\n' "$PASSWORD" | policypush users add --username zhang --pas
 	add.Flags().StringVar(&nu.ParkID, "park", "", "park id (park_manager)")
 	add.Flags().StringVar(&nu.RegionPrefix, "region", "", "region code prefix, 2-6 digits (district)")
 	add.Flags().StringVar(&nu.Department, "department", "", "department (author)")
+	add.Flags().StringVar(&by, "by", "", "admin account creating it, once accounts exist (default the OS user)")
 	_ = add.MarkFlagRequired("username")
 	_ = add.MarkFlagRequired("role")
-	cmd.AddCommand(add)
+	cmd.AddCommand(add, unlockCmd(g))
+	return cmd
+}
+
+// unlockCmd clears failed sign-ins so an account (or a client address) is not held any longer.
+func unlockCmd(g *globals) *cobra.Command {
+	var addr, by string
+	cmd := &cobra.Command{
+		Use:   "unlock [USERNAME]",
+		Short: "Clear the failed sign-ins of an account or a client address (the wait they cause ends)",
+		Long: `Failed sign-ins make an account, and the address guessing from, wait before the next try (see
+console.login_max_failures, login_delay, login_max_delay). unlock clears them so the next try is
+checked at once. Name the account, --addr, or both; --by names an admin once accounts exist.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			user := ""
+			if len(args) == 1 {
+				user = args[0]
+			}
+			return g.asActor(cmd.Context(), by, admin.PermUserAdmin, func(db *gorm.DB, actor string) error {
+				n, err := admin.UnlockLogin(cmd.Context(), db, user, addr, actor)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cleared %d failed sign-ins\n", n)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "client address whose failures to clear")
+	cmd.Flags().StringVar(&by, "by", "", "admin account doing this (default $USER)")
 	return cmd
 }
 
@@ -131,9 +162,13 @@ func (a *app) consoleOptions() (admin.Options, error) {
 		sandboxDir = filepath.Join(a.cfg.DataDir, "sandbox")
 	}
 	c := a.cfg.Console
+	proxies, err := config.ParseTrustedProxies(c.TrustedProxies)
+	if err != nil {
+		return admin.Options{}, fmt.Errorf("console.trusted_proxies: %w", err)
+	}
 	return admin.Options{DB: a.db, Bus: a.bus, Matcher: a.matcher, SubjectPrefix: a.cfg.NATS.SubjectPrefix,
 		SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location(),
 		LinkSecret: secret, LinkTTL: c.LinkTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
 		SecureCookies: c.SecureCookies, PublicURL: a.cfg.HTTP.PublicURL, LoginMaxFailures: c.LoginMaxFailures,
-		LoginWindow: c.LoginWindow}, nil
+		LoginWindow: c.LoginWindow, LoginDelay: c.LoginDelay, LoginMaxDelay: c.LoginMaxDelay, TrustedProxies: proxies}, nil
 }

@@ -22,7 +22,17 @@ func TestUsersAdd(t *testing.T) {
 		err := cmd.Run()
 		return out.String(), err
 	}
-	out, err := add("a-long-password-1\n", "--username", "zhang", "--password-stdin", "--role", "park_manager", "--park", "SIP")
+	// The first account bootstraps the deployment; later ones name an admin with --by.
+	if out, err := add("a-long-password-1\n", "--username", "root", "--password-stdin", "--role", "admin"); err != nil {
+		t.Fatalf("users add the first admin: %v\n%s", err, out)
+	}
+	for _, by := range [][]string{nil, {"--by", "ghost"}} {
+		out, err := add("a-long-password-1\n", append([]string{"--username", "eve", "--password-stdin", "--role", "admin"}, by...)...)
+		if err == nil || !strings.Contains(out, "--by") {
+			t.Fatalf("users add %v once an account exists: %v\n%s", by, err, out)
+		}
+	}
+	out, err := add("a-long-password-1\n", "--username", "zhang", "--password-stdin", "--role", "park_manager", "--park", "SIP", "--by", "root")
 	if err != nil || !strings.Contains(out, "created zhang") {
 		t.Fatalf("users add: %v\n%s", err, out)
 	}
@@ -44,7 +54,7 @@ func TestUsersAdd(t *testing.T) {
 		{"a-long-password-1\n", []string{"--username", "zhang", "--password-stdin", "--role", "auditor"}, "已存在"},
 		{"a-long-password-1\n", []string{"--username", "wang", "--password-stdin", "--role", "district", "--region", "32AB"}, "--region"},
 	} {
-		out, err := add(bad.stdin, bad.args...)
+		out, err := add(bad.stdin, append(bad.args, "--by", "root")...)
 		if err == nil || !strings.Contains(out, bad.want) {
 			t.Errorf("users add %v: err=%v, want a message about %s:\n%s", bad.args, err, bad.want, out)
 		}

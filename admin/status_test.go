@@ -1,0 +1,51 @@
+package admin
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/policypush/policypush/store"
+)
+
+// /api/v1/status counts what the caller may see (a park manager its park, a district its region
+// prefix) and counts active policies on the evaluation date, not today.
+func TestStatusIsScopedAndDated(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	count := func(q string, args ...any) int64 {
+		var n int64
+		if err := f.db.Raw(q, args...).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	firms := "SELECT COUNT(*) FROM enterprises e WHERE "
+	matches := "SELECT COUNT(*) FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code WHERE m.state = 'active' AND "
+	for _, tc := range []struct {
+		user, where string
+		arg         any
+	}{
+		{"admin", "1 = ?", 1},
+		{"park_sip", "e.park_id = ?", "SIP"},
+		{"park_njjb", "e.park_id = ?", "NJ-JB"},
+		{"region_3205", "e.region_code LIKE ?", "3205%"},
+	} {
+		var st store.Status
+		res := f.do(f.session(tc.user), http.MethodGet, "/api/v1/status", nil)
+		res.json(t, &st)
+		if res.status != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.user, res.status, res.body)
+		}
+		want := store.Status{Enterprises: count(firms+tc.where, tc.arg), MatchesActive: count(matches+tc.where, tc.arg)}
+		if st.Enterprises != want.Enterprises || st.MatchesActive != want.MatchesActive {
+			t.Errorf("%s: %d firms, %d matches; want %d, %d", tc.user, st.Enterprises, st.MatchesActive, want.Enterprises, want.MatchesActive)
+		}
+		if tc.user != "admin" && (st.Enterprises >= count(firms+"1 = 1") || st.OutboxPending != -1) {
+			t.Errorf("%s sees province-wide totals: %+v", tc.user, st)
+		}
+		// The demo's 2022 policies are in effect on the evaluation date (2022-09-30), not today.
+		if st.PoliciesActive != 6 {
+			t.Errorf("%s: %d active policies on the evaluation date, want 6", tc.user, st.PoliciesActive)
+		}
+	}
+}
