@@ -43,6 +43,10 @@ type Engine struct {
 	pl        *planner
 	frame     *frame
 	watermark time.Time // firms updated before this are reflected in the snapshot and matches
+	// cursorSaved is when the watermark was last stored; bulkPending, that a catch-up round put
+	// many changed firms into the snapshot but did not finish evaluating every policy over them.
+	cursorSaved time.Time
+	bulkPending bool
 	// The policy set and date whose fields the snapshot is known to hold. The slice itself is kept
 	// (not its address as text): while it is referenced its memory cannot be reused by a later set.
 	fieldsAll []*rules.Policy
@@ -538,10 +542,12 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 			return res, fmt.Errorf("read changed firms: %w", err)
 		}
 		if bulk {
-			if err := e.putAll(ctx, batch); err != nil {
+			changed, err := e.putAll(ctx, batch)
+			if err != nil {
 				return res, err
 			}
 			res.Firms += len(batch)
+			res.Changed += changed
 		} else if len(batch) > 0 {
 			r, err := e.reconcile(ctx, batch, force)
 			if err != nil {
@@ -555,16 +561,21 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 		last := batch[len(batch)-1]
 		after, afterCode = last.UpdatedAt, last.CreditCode
 	}
-	if bulk {
-		e.o.Log.Info("many firms changed: evaluating every policy", "firms", many)
+	// Only firms whose data differs from the snapshot count: the rows of the overlap, or of an
+	// import the previous round already evaluated, are read again but change nothing. A round
+	// whose evaluation failed leaves bulkPending set, so the next one evaluates although the
+	// snapshot already holds the data.
+	if bulk && (res.Changed > 0 || e.bulkPending) {
+		e.bulkPending = true
+		e.o.Log.Info("many firms changed: evaluating every policy", "firms", res.Changed)
 		results, err := matchPolicies(ctx, e.db, e.snap, e.pl, e.active(), e.options(), "", "", &Phases{})
 		if err != nil {
 			return res, err
 		}
+		e.bulkPending = false
 		for _, r := range results {
 			res.New, res.Revoked, res.Updated, res.Errors = res.New+r.New, res.Revoked+r.Revoked, res.Updated+r.Updated, res.Errors+r.Errors
 		}
-		res.Changed = int(many)
 	}
 	codes, err := factsChangedSince(ctx, e.db, e.snap.extras, from, "", "")
 	if err != nil {
@@ -582,6 +593,10 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 		res.add(r)
 	}
 	e.watermark = started
+	if res.Changed == 0 && time.Since(e.cursorSaved) < catchUpOverlap {
+		return res, nil // nothing changed: an idle round writes nothing (the stored cursor is recent enough)
+	}
+	e.cursorSaved = time.Now()
 	err = e.db.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "name"}}, DoUpdates: clause.AssignmentColumns([]string{"at", "updated_at"})}).
 		Create(&store.MatcherCursor{Name: cursorRegistry, At: started, UpdatedAt: started}).Error
 	if err != nil {
@@ -593,22 +608,27 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 	return res, nil
 }
 
-// putAll puts firms read from the database into the snapshot without re-matching them.
-func (e *Engine) putAll(ctx context.Context, firms []store.Enterprise) error {
+// putAll puts firms read from the database into the snapshot without re-matching them, and
+// says how many differed from what the snapshot held.
+func (e *Engine) putAll(ctx context.Context, firms []store.Enterprise) (int, error) {
 	codes := make([]string, len(firms))
 	for i := range firms {
 		codes[i] = firms[i].CreditCode
 	}
 	facts, err := factsOf(ctx, e.db, e.snap.extras, codes)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	changed := 0
 	for i := range firms {
 		if e.snap.inRange(firms[i].CreditCode) && len(firms[i].CreditCode) <= codeLen {
-			e.snap.put(&firms[i], facts[firms[i].CreditCode])
+			// An inactive firm the snapshot never held changes nothing: no evaluation matched it.
+			if img, ok := e.snap.put(&firms[i], facts[firms[i].CreditCode]); ok && img.row >= 0 {
+				changed++
+			}
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // reconcile puts firms read from the database into the snapshot and re-matches those that changed

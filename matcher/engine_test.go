@@ -1,9 +1,11 @@
 package matcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sort"
 	"strings"
@@ -574,5 +576,50 @@ func TestDailySweepRematchesOnlyFirmsWhoseAnswerCanChange(t *testing.T) {
 	db.Model(&store.Match{}).Where("policy_id = ? AND state = ?", "from-october-2nd", store.MatchActive).Count(&n)
 	if n == 0 {
 		t.Fatal("from-october-2nd matched nobody after its boundary")
+	}
+}
+
+// An idle catch-up is idle: after a bulk edit has been evaluated once, later rounds re-read the
+// overlap but evaluate nothing and write nothing (the probe saw "evaluating every policy" every
+// 10–50 s on an unchanged registry).
+func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	seedRegistry(t, db, registry.Synth(900, 9), demoDefs(t))
+	asOf := testAsOf
+	var logs bytes.Buffer
+	e := NewEngine(db, EngineOptions{SubjectPrefix: "t", AsOf: func() time.Time { return asOf },
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := e.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bulk := db.Model(&store.Enterprise{}).Where("employees % 2 = 0").
+		Updates(map[string]any{"employees": gorm.Expr("employees + 3"), "updated_at": time.Now().UTC()})
+	if bulk.Error != nil || bulk.RowsAffected < bulkFloor {
+		t.Fatalf("bulk edit: %v, %d rows", bulk.Error, bulk.RowsAffected)
+	}
+	if err := e.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "evaluating every policy"); n != 1 {
+		t.Fatalf("the bulk edit was evaluated %d times, want once:\n%s", n, logs.String())
+	}
+	noDifference(t, db, asOf)
+	var writes int
+	countWrites := func(tx *gorm.DB) { writes++ }
+	db.Callback().Create().Before("gorm:create").Register("test:count-create", countWrites)
+	db.Callback().Update().Before("gorm:update").Register("test:count-update", countWrites)
+	db.Callback().Delete().Before("gorm:delete").Register("test:count-delete", countWrites)
+	logs.Reset()
+	for range 3 { // the rows of the bulk edit are still inside the overlap window
+		if err := e.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Contains(logs.String(), "evaluating every policy") || strings.Contains(logs.String(), "re-matched") {
+		t.Fatalf("idle rounds evaluated again:\n%s", logs.String())
+	}
+	if writes != 0 {
+		t.Fatalf("idle rounds wrote %d times", writes)
 	}
 }
