@@ -155,6 +155,7 @@ const policyGroup = 64
 func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string, ph *Phases) ([]PolicyResult, error) {
 	log := o.logger()
 	out := make([]PolicyResult, 0, len(policies))
+	bar := newBar(o.Progress, int64(len(policies)), "比对并写入匹配结果（项政策）")
 	for g := 0; g < len(policies); g += policyGroup {
 		group := policies[g:min(g+policyGroup, len(policies))]
 		t := time.Now()
@@ -179,7 +180,13 @@ func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner
 			}
 			log.Info("matched", "policy", p.Def.ID, "version", p.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
 			out = append(out, res)
+			if bar != nil {
+				_ = bar.Add(1)
+			}
 		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
 	}
 	return out, nil
 }

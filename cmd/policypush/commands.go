@@ -354,6 +354,7 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 
 func printMatchSummary(w io.Writer, sum matcher.Summary) {
 	fmt.Fprintf(w, "评估日期 %s，在册正常经营企业 %d 家，用时 %.2f 秒\n", sum.AsOf, sum.Firms, sum.Seconds)
+	fmt.Fprintf(w, "各阶段用时：%s\n", sum.Phases)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POLICY\tVERSION\tELIGIBLE\tNEW\tREVOKED\tUPDATED\tUNCHANGED\tERRORS\tNOTE")
 	for _, p := range sum.Policies {
