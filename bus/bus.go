@@ -234,4 +234,8 @@ type NoticeJob struct {
 	// DeliveryID, instead of MatchID, asks for an attempt at an existing delivery (a digest whose
 	// window closed, a retry, a resend, the end of quiet hours).
 	DeliveryID uint64 `json:"delivery_id,omitempty"`
+	// Kind is what the notice announces: empty for a match, or a payout step (payout.Notice*);
+	// Ref is then the payout line it is about.
+	Kind string `json:"kind,omitempty"`
+	Ref  uint64 `json:"ref,omitempty"`
 }
