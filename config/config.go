@@ -37,6 +37,14 @@ type Config struct {
 	SMS      SMS      `yaml:"sms"`
 	Sandbox  Sandbox  `yaml:"sandbox"`
 	Fields   Fields   `yaml:"fields"`
+	Payout   Payout   `yaml:"payout"`
+}
+
+// Payout configures the payout stage (docs/payout.md).
+type Payout struct {
+	// Holidays are public holidays (YYYY-MM-DD) not counted as working days of a 公示, on top of
+	// Saturdays and Sundays.
+	Holidays []string `yaml:"holidays"`
 }
 
 type Database struct {
@@ -239,6 +247,7 @@ func Default() Config {
 				Aliyun: ProviderFaults{Codes: []string{}}},
 			Receipts: SandboxReceipts{Enabled: true, Delay: time.Second}},
 		Fields: Fields{Extra: []ExtraField{}},
+		Payout: Payout{Holidays: []string{}},
 	}
 }
 
@@ -396,6 +405,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		return bad("timezone", "unknown time zone %q (use an IANA name such as Asia/Shanghai)", c.Timezone)
+	}
+	for i, d := range c.Payout.Holidays {
+		if _, err := time.Parse(time.DateOnly, d); err != nil {
+			return bad(fmt.Sprintf("payout.holidays[%d]", i), "%q is not a date (YYYY-MM-DD)", d)
+		}
 	}
 	switch c.Database.Driver {
 	case "sqlite":

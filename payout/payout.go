@@ -69,6 +69,9 @@ func New(db *gorm.DB, o Options) *Service {
 	return &Service{db: db, opts: o}
 }
 
+// Location is the time zone the service counts days in.
+func (s *Service) Location() *time.Location { return s.opts.Location }
+
 func (s *Service) now() time.Time { return s.opts.Now().UTC() }
 
 // Actor is who performs a step: a console user or the CLI operator (--by).
