@@ -21,6 +21,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -33,11 +34,11 @@ var (
 	ErrInvalid   = errors.New("invalid input")
 )
 
-// Notice kinds a payout step queues for the firm (bus.NoticeJob.Kind).
+// Notice kinds a payout step queues for the firm.
 const (
-	NoticePublicized = "publicized"
-	NoticePaid       = "paid"
-	NoticeFailed     = "failed"
+	NoticePublicized = bus.NoticePublicized
+	NoticePaid       = bus.NoticePaid
+	NoticeFailed     = bus.NoticeFailed
 )
 
 // Options configure the service.

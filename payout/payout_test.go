@@ -236,7 +236,6 @@ func TestFlow(t *testing.T) {
 	}
 }
 
-
 // countNotices counts queued notices by kind, checking each names its match and line.
 func countNotices(t *testing.T, db *gorm.DB) map[string]int {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -378,4 +379,22 @@ func printPayoutFigures(w io.Writer, fs []payout.PolicyFigures) {
 	for _, f := range fs {
 		fmt.Fprintf(w, "拨付 %s: 入批 %d，审核 %d，公示 %d，已拨付 %d（%s 元），失败 %d\n", f.PolicyID, f.Batched, f.Approved, f.Publicized, f.Paid, f.PaidAmount, f.Failed)
 	}
+}
+
+// wechatTemplates maps wechat.templates onto the sender's templates.
+func wechatTemplates(cfg config.Config) map[string]notify.Template {
+	out := make(map[string]notify.Template, len(cfg.WeChat.Templates))
+	for kind, t := range cfg.WeChat.Templates {
+		out[kind] = notify.Template{ID: t.TemplateID, Fields: t.Fields}
+	}
+	return out
+}
+
+// smsTemplates maps sms.templates onto the senders' templates.
+func smsTemplates(cfg config.Config) map[string]notify.SMSTemplate {
+	out := make(map[string]notify.SMSTemplate, len(cfg.SMS.Templates))
+	for kind, t := range cfg.SMS.Templates {
+		out[kind] = notify.SMSTemplate{Tencent: t.Tencent, Aliyun: t.Aliyun, Params: t.Params}
+	}
+	return out
 }
