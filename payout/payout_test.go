@@ -285,3 +285,36 @@ func TestResultsFileErrors(t *testing.T) {
 		t.Errorf("rows %v issues %v", rows, issues)
 	}
 }
+
+func TestFeedbackOncePerPaidLine(t *testing.T) {
+	ctx := context.Background()
+	e := seed(t, []float64{100, 200}, nil)
+	c, err := e.svc.Create(ctx, CreateRequest{PolicyID: "p1", By: alice})
+	must(t, err)
+	must(t, e.svc.Approve(ctx, c.BatchID, bob, nil))
+	must(t, e.svc.Publicize(ctx, c.BatchID, 0, alice))
+	_, err = e.svc.Export(ctx, c.BatchID, FormatCSV, &bytes.Buffer{}, alice)
+	must(t, err)
+	d, err := e.svc.Get(ctx, c.BatchID, nil)
+	must(t, err)
+	if err := e.svc.Feedback(ctx, d.Lines[0].ID, e.codes[0], 5, "很快"); !errors.Is(err, ErrState) {
+		t.Fatalf("feedback before payment: %v", err)
+	}
+	_, err = e.svc.ImportResults(ctx, c.BatchID, "r.csv", strings.NewReader("credit_code,status,paid_at\n"+e.codes[0]+",paid,2022-10-07\n"), alice)
+	must(t, err)
+	if err := e.svc.Feedback(ctx, d.Lines[0].ID, e.codes[1], 5, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("another firm's line: %v", err)
+	}
+	if err := e.svc.Feedback(ctx, d.Lines[0].ID, e.codes[0], 6, ""); !errors.Is(err, ErrInvalid) {
+		t.Errorf("rating 6: %v", err)
+	}
+	must(t, e.svc.Feedback(ctx, d.Lines[0].ID, e.codes[0], 4, "到账及时"))
+	if err := e.svc.Feedback(ctx, d.Lines[0].ID, e.codes[0], 5, ""); !errors.Is(err, ErrState) {
+		t.Errorf("second rating: %v", err)
+	}
+	fs, err := e.svc.FeedbackByPolicy(ctx, nil)
+	must(t, err)
+	if len(fs) != 1 || fs[0].Ratings != 1 || fs[0].Average != 4 || len(fs[0].Comments) != 1 {
+		t.Errorf("feedback %+v", fs)
+	}
+}

@@ -135,5 +135,5 @@ func (a *app) consoleOptions() (admin.Options, error) {
 		SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location(),
 		LinkSecret: secret, LinkTTL: c.LinkTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
 		SecureCookies: c.SecureCookies, PublicURL: a.cfg.HTTP.PublicURL, LoginMaxFailures: c.LoginMaxFailures,
-		LoginWindow: c.LoginWindow}, nil
+		LoginWindow: c.LoginWindow, PayoutHolidays: a.cfg.Payout.Holidays}, nil
 }
