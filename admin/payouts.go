@@ -527,6 +527,14 @@ type firmPayoutView struct {
 
 func (v firmPayoutView) StateLabel() string { return payoutLineLabels[v.Line.State] }
 
+// LastDay is the last day of the 公示 (it ends at the following midnight).
+func (v firmPayoutView) LastDay() time.Time {
+	if v.Batch.PublicizeUntil == nil {
+		return time.Time{}
+	}
+	return v.Batch.PublicizeUntil.Add(-time.Second)
+}
+
 var payoutLineLabels = map[string]string{
 	store.LinePending: "公示中", store.LineHeld: "异议处理中", store.LineRemoved: "已移出", store.LineExported: "拨付办理中",
 	store.LinePaid: "已到账", store.LineFailed: "拨付未成功",
