@@ -147,6 +147,47 @@ func TestPayoutConsoleFlow(t *testing.T) {
 		t.Fatalf("results: %d %+v", req.status, sum)
 	}
 
+	// The dashboard's payout funnel equals a recount of the lines, for the province and a park.
+	for _, who := range []caller{reviewer, park} {
+		var db struct {
+			Payout payoutFunnel `json:"payout"`
+		}
+		f.do(who, "GET", "/api/v1/dashboard?policy_id="+policy, nil).json(t, &db)
+		var lines []store.PayoutLine
+		f.db.Where("batch_id = ?", c.BatchID).Find(&lines)
+		var want payoutFunnel
+		for _, l := range lines {
+			var e store.Enterprise
+			f.db.Where("credit_code = ?", l.CreditCode).Take(&e)
+			if who.name == "park_sip" && e.ParkID != "SIP" {
+				continue
+			}
+			switch l.State {
+			case store.LineRemoved:
+			case store.LineFailed:
+				want.Failed++
+			default:
+				want.Approved++
+				want.ApprovedFen += l.AmountFen
+			}
+			if l.State == store.LinePaid {
+				want.Paid++
+				want.PaidFen += l.AmountFen
+			}
+		}
+		got := db.Payout
+		if got.Approved != want.Approved || got.ApprovedFen != want.ApprovedFen || got.Paid != want.Paid || got.PaidFen != want.PaidFen || got.Failed != want.Failed {
+			t.Errorf("%s: dashboard payout %+v, recount %+v", who.name, got, want)
+		}
+		var cities int64
+		for _, g := range got.ByCity {
+			cities += g.ApprovedFen
+		}
+		if cities != want.ApprovedFen {
+			t.Errorf("%s: amounts by city add up to %d, total %d", who.name, cities, want.ApprovedFen)
+		}
+	}
+
 	// The firm sees its payment and rates it once.
 	var ev struct {
 		Payouts []struct {
