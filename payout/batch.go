@@ -485,3 +485,50 @@ func (s *Service) queueNotices(ctx context.Context, tx *gorm.DB, policyID string
 	}
 	return nil
 }
+
+// VersionBudget reads the budget (元) a stored policy version declares; nil when it declares none.
+func VersionBudget(ctx context.Context, db *gorm.DB, policyID string, version int) (*float64, error) {
+	var v store.PolicyVersion
+	if err := db.WithContext(ctx).Select("source").Where("policy_id = ? AND version = ?", policyID, version).Take(&v).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, nil // a candidate file not stored yet: its caller has the definition
+		}
+		return nil, fmt.Errorf("load policy %s v%d: %w", policyID, version, err)
+	}
+	def, err := rules.FromCanonical([]byte(v.Source))
+	if err != nil {
+		return nil, fmt.Errorf("policy %s v%d: %w", policyID, version, err)
+	}
+	return def.Budget, nil
+}
+
+// BudgetCheck is a preview's total amount against the policy's budget.
+type BudgetCheck struct {
+	Budget       *float64 `json:"budget"`        // 元; nil: none declared
+	BudgetAmount string   `json:"budget_amount"` // the budget as a two-decimal 元 text
+	Total        string   `json:"total"`         // the preview's total amount after publishing, 元
+	Shortfall    string   `json:"shortfall"`     // how much the total exceeds the budget, 元; "" when within
+	Over         bool     `json:"over_budget"`
+}
+
+// CheckBudget compares a total amount (元, the preview's sum of amounts) with a budget.
+func CheckBudget(budget *float64, total float64) BudgetCheck {
+	c := BudgetCheck{Budget: budget}
+	t, err := Fen(total)
+	if err != nil {
+		return c
+	}
+	c.Total = Yuan(t)
+	if budget == nil {
+		return c
+	}
+	b, err := Fen(*budget)
+	if err != nil {
+		return c
+	}
+	c.BudgetAmount = Yuan(b)
+	if t > b {
+		c.Over, c.Shortfall = true, Yuan(t-b)
+	}
+	return c
+}

@@ -266,6 +266,17 @@ func TestBudget(t *testing.T) {
 	if !b.Declared || b.RemainingFen != 300000 {
 		t.Errorf("budget %+v", b)
 	}
+	if c := CheckBudget(&budget, 3500.004); !c.Over || c.Shortfall != "500.00" || c.BudgetAmount != "3000.00" {
+		t.Errorf("preview check %+v", c)
+	}
+	if c := CheckBudget(nil, 10); c.Over || c.Total != "10.00" {
+		t.Errorf("no budget %+v", c)
+	}
+	neg := -5.0
+	def := rules.Definition{ID: "x", Title: "x", Eligibility: "true", Channels: []string{"sms"}, Budget: &neg}
+	if err := def.Validate(); err == nil || !strings.Contains(err.Error(), "budget") {
+		t.Errorf("negative budget accepted: %v", err)
+	}
 }
 
 func TestResultsFileErrors(t *testing.T) {

@@ -398,3 +398,20 @@ func smsTemplates(cfg config.Config) map[string]notify.SMSTemplate {
 	}
 	return out
 }
+
+// previewWithBudget is `policy preview --json`: the preview and its total against the budget.
+type previewWithBudget struct {
+	rules.PreviewReport
+	Budget payout.BudgetCheck `json:"budget_check"`
+}
+
+func printBudgetCheck(w io.Writer, c payout.BudgetCheck) {
+	switch {
+	case c.Budget == nil:
+		fmt.Fprintln(w, "预算：未声明（policy 的 budget 字段）")
+	case c.Over:
+		fmt.Fprintf(w, "预算 %s 元，发布后金额合计 %s 元，超出 %s 元\n", c.BudgetAmount, c.Total, c.Shortfall)
+	default:
+		fmt.Fprintf(w, "预算 %s 元，发布后金额合计 %s 元，在预算内\n", c.BudgetAmount, c.Total)
+	}
+}
