@@ -312,14 +312,8 @@ type Removal struct {
 func (s *Service) Approve(ctx context.Context, id uint64, by Actor, removals []Removal) error {
 	now := s.now()
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		b, err := load(tx, id)
+		b, err := begin(tx, id, StepApprove, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepApprove, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		if strings.EqualFold(by.Name, b.CreatedBy) {
@@ -348,14 +342,8 @@ func (s *Service) Remove(ctx context.Context, id uint64, by Actor, removals []Re
 		return fmt.Errorf("%w: name at least one firm to remove", ErrInvalid)
 	}
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		b, err := load(tx, id)
+		b, err := begin(tx, id, StepRemove, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepRemove, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		return s.remove(tx, b, by, removals, s.now())
@@ -428,14 +416,8 @@ func (s *Service) Publicize(ctx context.Context, id uint64, days int, by Actor) 
 	}
 	now := s.now()
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		b, err := load(tx, id)
+		b, err := begin(tx, id, StepPublicize, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepPublicize, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		until := s.publicizeUntil(now, days)

@@ -44,14 +44,8 @@ func (s *Service) Export(ctx context.Context, id uint64, format string, w io.Wri
 	}
 	now := s.now()
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		b, err := load(tx, id)
+		b, err := begin(tx, id, StepExport, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepExport, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		if b.PublicizeUntil != nil && now.Before(*b.PublicizeUntil) {

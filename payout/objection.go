@@ -90,14 +90,8 @@ func (s *Service) Decide(ctx context.Context, objectionID uint64, decision, note
 		if o.Decision != "" {
 			return fmt.Errorf("%w: objection %d was already decided (%s by %s)", ErrState, objectionID, o.Decision, o.DecidedBy)
 		}
-		b, err := load(tx, o.BatchID)
+		b, err := begin(tx, o.BatchID, StepDecide, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepDecide, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		if strings.EqualFold(by.Name, b.CreatedBy) {

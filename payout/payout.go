@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -146,22 +147,14 @@ func Yuan(fen int64) string {
 	return fmt.Sprintf("%s%d.%02d", sign, fen/100, fen%100)
 }
 
-// YuanGrouped renders fen with thousands separators: 1234567 → "12,345.67" (pages and notices).
+// YuanGrouped renders fen with thousands separators: 1234567 → "12,345.67" (pages and notices,
+// in the notices' own format).
 func YuanGrouped(fen int64) string {
-	s := Yuan(fen)
-	sign := ""
-	if strings.HasPrefix(s, "-") {
-		sign, s = "-", s[1:]
+	if fen < 0 {
+		return "-" + YuanGrouped(-fen)
 	}
-	ip, fp, _ := strings.Cut(s, ".")
-	var b strings.Builder
-	for i, c := range ip {
-		if i > 0 && (len(ip)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return sign + b.String() + "." + fp
+	y := float64(fen) / 100 // exact to the fen below 2^53 fen
+	return strings.TrimSuffix(notify.FormatAmount(&y), "元")
 }
 
 // MaskCode shows a credit code on the public 公示 page: the first 6 (registration authority and

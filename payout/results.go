@@ -178,14 +178,8 @@ func (s *Service) ImportResults(ctx context.Context, id uint64, name string, r i
 	now := s.now()
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		sum.Paid, sum.Failed, sum.Unchanged, sum.PaidFen, sum.Issues = 0, 0, 0, 0, append([]Issue(nil), issues...)
-		b, err := load(tx, id)
+		b, err := begin(tx, id, StepResults, by)
 		if err != nil {
-			return err
-		}
-		if err := check(StepResults, b); err != nil {
-			return err
-		}
-		if err := mayWrite(by, b.Department); err != nil {
 			return err
 		}
 		var lines []store.PayoutLine

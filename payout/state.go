@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/policypush/policypush/store"
 )
 
@@ -48,6 +50,22 @@ func check(step Step, b *store.PayoutBatch) error {
 		return fmt.Errorf("%w: batch %d is %s; %s", ErrState, b.ID, b.State, t.hint)
 	}
 	return nil
+}
+
+// begin loads a batch for a step by a person: it must exist, be in a state the step allows, and
+// belong to a department the person may act for.
+func begin(tx *gorm.DB, id uint64, step Step, by Actor) (*store.PayoutBatch, error) {
+	b, err := load(tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(step, b); err != nil {
+		return nil, err
+	}
+	if err := mayWrite(by, b.Department); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Working days: Monday to Friday, minus configured holidays.

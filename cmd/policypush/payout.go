@@ -36,6 +36,18 @@ func withPayout(ctx context.Context, g *globals, fn func(*payout.Service) error)
 	return g.withDB(ctx, func(a *app, _ *gorm.DB) error { return fn(newPayoutService(a, a.cfg)) })
 }
 
+// onBatch is the RunE of a command whose first argument is a batch id: it parses the id and
+// opens the service; args are the arguments after the id.
+func onBatch(g *globals, run func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		id, err := batchArg(args[0])
+		if err != nil {
+			return err
+		}
+		return withPayout(cmd.Context(), g, func(s *payout.Service) error { return run(cmd, s, id, args[1:]) })
+	}
+}
+
 func operator(by string) payout.Actor { return payout.Actor{Name: by, Role: rules.RoleOperator} }
 
 func batchArg(s string) (uint64, error) {
@@ -103,23 +115,17 @@ amount_total (--json for machines).`,
 		Use:   "approve ID --by USER [--remove CODE=REASON]…",
 		Short: "Approve a batch (not its creator), removing lines with a reason",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
-			if err != nil {
-				return err
-			}
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
 			rm, err := parseRemovals(removes)
 			if err != nil {
 				return err
 			}
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				if err := s.Approve(cmd.Context(), id, operator(by), rm); err != nil {
-					return err
-				}
-				fmt.Printf("batch %d approved by %s (%d removed)\n", id, by, len(rm))
-				return nil
-			})
-		},
+			if err := s.Approve(cmd.Context(), id, operator(by), rm); err != nil {
+				return err
+			}
+			fmt.Printf("batch %d approved by %s (%d removed)\n", id, by, len(rm))
+			return nil
+		}),
 	})
 	approve.Flags().StringArrayVar(&removes, "remove", nil, "take a firm out: CREDIT_CODE=REASON (repeatable)")
 
@@ -127,19 +133,13 @@ amount_total (--json for machines).`,
 		Use:   "remove ID CODE=REASON… --by USER",
 		Short: "Remove lines from a batch before its 公示, each with a reason",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
+			rm, err := parseRemovals(args)
 			if err != nil {
 				return err
 			}
-			rm, err := parseRemovals(args[1:])
-			if err != nil {
-				return err
-			}
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				return s.Remove(cmd.Context(), id, operator(by), rm)
-			})
-		},
+			return s.Remove(cmd.Context(), id, operator(by), rm)
+		}),
 	})
 
 	var days int
@@ -147,23 +147,17 @@ amount_total (--json for machines).`,
 		Use:   "publicize ID --days N --by USER",
 		Short: "Start the 公示 for N working days (0: none) and notify the firms",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
+			if err := s.Publicize(cmd.Context(), id, days, operator(by)); err != nil {
+				return err
+			}
+			d, err := s.Get(cmd.Context(), id, nil)
 			if err != nil {
 				return err
 			}
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				if err := s.Publicize(cmd.Context(), id, days, operator(by)); err != nil {
-					return err
-				}
-				d, err := s.Get(cmd.Context(), id, nil)
-				if err != nil {
-					return err
-				}
-				fmt.Printf("batch %d publicized until %s\n", id, d.Batch.PublicizeUntil.In(s.Location()).Format("2006-01-02 15:04"))
-				return nil
-			})
-		},
+			fmt.Printf("batch %d publicized until %s\n", id, d.Batch.PublicizeUntil.In(s.Location()).Format("2006-01-02 15:04"))
+			return nil
+		}),
 	})
 	publicize.Flags().IntVar(&days, "days", -1, "working days of the 公示 (Mon–Fri minus payout.holidays); 0 when the policy needs none")
 	_ = publicize.MarkFlagRequired("days")
@@ -191,35 +185,29 @@ amount_total (--json for machines).`,
 		Use:   "export ID --format xlsx|csv -o FILE --by USER",
 		Short: "Write the payment file for finance (after the 公示, no objection undecided)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
-			if err != nil {
-				return err
-			}
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
 			if format == "" {
 				format = strings.TrimPrefix(filepath.Ext(outPath), ".")
 			}
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				tmp := outPath + ".part"
-				f, err := os.Create(tmp)
-				if err != nil {
-					return fmt.Errorf("create %s: %w", tmp, err)
-				}
-				sum, err := s.Export(cmd.Context(), id, format, f, operator(by))
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					os.Remove(tmp)
-					return err
-				}
-				if err := os.Rename(tmp, outPath); err != nil {
-					return fmt.Errorf("write %s: %w", outPath, err)
-				}
-				fmt.Printf("%s: %d rows, total %s 元 (columns %s)\n", outPath, sum.Rows, sum.AmountTotal, strings.Join(sum.Columns, ","))
-				return nil
-			})
-		},
+			tmp := outPath + ".part"
+			f, err := os.Create(tmp)
+			if err != nil {
+				return fmt.Errorf("create %s: %w", tmp, err)
+			}
+			sum, err := s.Export(cmd.Context(), id, format, f, operator(by))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(tmp)
+				return err
+			}
+			if err := os.Rename(tmp, outPath); err != nil {
+				return fmt.Errorf("write %s: %w", outPath, err)
+			}
+			fmt.Printf("%s: %d rows, total %s 元 (columns %s)\n", outPath, sum.Rows, sum.AmountTotal, strings.Join(sum.Columns, ","))
+			return nil
+		}),
 	})
 	export.Flags().StringVar(&format, "format", "", "xlsx or csv (default: from the file name)")
 	export.Flags().StringVarP(&outPath, "output", "o", "", "file to write")
@@ -234,32 +222,26 @@ reported with line, column and credit code and skipped; the rest are applied. Im
 file again changes nothing. Paid and failed firms get their notice; failed firms come back in the
 policy's next batch.`,
 		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
-			if err != nil {
-				return err
-			}
-			f, err := os.Open(args[1])
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
+			f, err := os.Open(args[0])
 			if err != nil {
 				return fmt.Errorf("open results file: %w", err)
 			}
 			defer f.Close()
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				sum, err := s.ImportResults(cmd.Context(), id, args[1], f, operator(by))
-				if err != nil {
-					return err
-				}
-				if resultsJSON {
-					return writeJSON(os.Stdout, sum)
-				}
-				for _, is := range sum.Issues {
-					fmt.Fprintln(os.Stderr, args[1]+": "+is.String())
-				}
-				fmt.Printf("batch %d: %d paid (%s 元), %d failed, %d unchanged, %d lines with errors; closed %v\n",
-					id, sum.Paid, payout.Yuan(sum.PaidFen), sum.Failed, sum.Unchanged, len(sum.Issues), sum.Closed)
-				return nil
-			})
-		},
+			sum, err := s.ImportResults(cmd.Context(), id, args[0], f, operator(by))
+			if err != nil {
+				return err
+			}
+			if resultsJSON {
+				return writeJSON(os.Stdout, sum)
+			}
+			for _, is := range sum.Issues {
+				fmt.Fprintln(os.Stderr, args[0]+": "+is.String())
+			}
+			fmt.Printf("batch %d: %d paid (%s 元), %d failed, %d unchanged, %d lines with errors; closed %v\n",
+				id, sum.Paid, payout.Yuan(sum.PaidFen), sum.Failed, sum.Unchanged, len(sum.Issues), sum.Closed)
+			return nil
+		}),
 	})
 	results.Flags().BoolVar(&resultsJSON, "json", false, "print JSON")
 
@@ -291,23 +273,17 @@ policy's next batch.`,
 		Use:   "show ID",
 		Short: "A batch: lines, objections and its history",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := batchArg(args[0])
+		RunE: onBatch(g, func(cmd *cobra.Command, s *payout.Service, id uint64, args []string) error {
+			d, err := s.Get(cmd.Context(), id, nil)
 			if err != nil {
 				return err
 			}
-			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
-				d, err := s.Get(cmd.Context(), id, nil)
-				if err != nil {
-					return err
-				}
-				if showJSON {
-					return writeJSON(os.Stdout, d)
-				}
-				printBatch(os.Stdout, d, s.Location())
-				return nil
-			})
-		},
+			if showJSON {
+				return writeJSON(os.Stdout, d)
+			}
+			printBatch(os.Stdout, d, s.Location())
+			return nil
+		}),
 	}
 	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
 
