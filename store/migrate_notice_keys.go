@@ -8,48 +8,26 @@ import (
 
 // Payout notices (docs/payout.md) made the notice keys wider: a delivery item is unique per
 // (match, channel, kind, payout line) and a delivery per (match, channel, recipient, kind, line).
-// AutoMigrate adds the columns but keeps an existing primary key and index, so a database created
-// before is widened here, once.
+// AutoMigrate can neither add a primary-key column to a table that has a primary key nor widen an
+// existing index, so a database created before is brought to the new keys here, before it runs.
 
 func init() { RegisterFixup(widenNoticeKeys) }
 
 func widenNoticeKeys(db *gorm.DB) error {
-	var itemKey, deliveryKey int64
+	m := db.Migrator()
 	mysql := db.Dialector.Name() == "mysql"
-	if mysql {
-		if err := db.Raw(`SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE
-			WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'delivery_items' AND CONSTRAINT_NAME = 'PRIMARY'`).Scan(&itemKey).Error; err != nil {
-			return fmt.Errorf("read the key of delivery_items: %w", err)
-		}
-		if err := db.Raw(`SELECT COUNT(*) FROM information_schema.STATISTICS
-			WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'deliveries' AND INDEX_NAME = 'ux_delivery'`).Scan(&deliveryKey).Error; err != nil {
-			return fmt.Errorf("read the key of deliveries: %w", err)
-		}
-	} else {
-		if err := db.Raw(`SELECT COUNT(*) FROM pragma_table_info('delivery_items') WHERE pk > 0`).Scan(&itemKey).Error; err != nil {
-			return fmt.Errorf("read the key of delivery_items: %w", err)
-		}
-		if err := db.Raw(`SELECT COUNT(*) FROM pragma_index_info('ux_delivery')`).Scan(&deliveryKey).Error; err != nil {
-			return fmt.Errorf("read the key of deliveries: %w", err)
-		}
-	}
-	if deliveryKey == 3 {
-		drop := "DROP INDEX ux_delivery"
-		if mysql {
-			drop = "ALTER TABLE deliveries DROP INDEX ux_delivery"
-		}
-		if err := db.Exec(drop).Error; err != nil {
-			return fmt.Errorf("widen the key of deliveries: %w", err)
-		}
-		if err := db.Migrator().CreateIndex(&Delivery{}, "ux_delivery"); err != nil {
+	if m.HasTable(&Delivery{}) && !m.HasColumn(&Delivery{}, "kind") && m.HasIndex(&Delivery{}, "ux_delivery") {
+		// AutoMigrate then adds kind and ref and creates the index with all five columns.
+		if err := m.DropIndex(&Delivery{}, "ux_delivery"); err != nil {
 			return fmt.Errorf("widen the key of deliveries: %w", err)
 		}
 	}
-	if itemKey != 2 {
+	if !m.HasTable(&DeliveryItem{}) || m.HasColumn(&DeliveryItem{}, "kind") {
 		return nil
 	}
 	if mysql {
-		if err := db.Exec("ALTER TABLE delivery_items DROP PRIMARY KEY, ADD PRIMARY KEY (match_id, channel, kind, ref)").Error; err != nil {
+		if err := db.Exec(`ALTER TABLE delivery_items ADD COLUMN kind varchar(16) NOT NULL DEFAULT '',
+			ADD COLUMN ref bigint unsigned NOT NULL DEFAULT 0, DROP PRIMARY KEY, ADD PRIMARY KEY (match_id, channel, kind, ref)`).Error; err != nil {
 			return fmt.Errorf("widen the key of delivery_items: %w", err)
 		}
 		return nil
@@ -67,7 +45,7 @@ func widenNoticeKeys(db *gorm.DB) error {
 		if err := tx.Migrator().CreateTable(&DeliveryItem{}); err != nil {
 			return fmt.Errorf("widen the key of delivery_items: %w", err)
 		}
-		const cols = "match_id, channel, kind, ref, delivery_id, credit_code, policy_id, state, note, fallback, queued_at"
+		const cols = "match_id, channel, delivery_id, credit_code, policy_id, state, note, fallback, queued_at"
 		for _, stmt := range []string{
 			"INSERT INTO delivery_items (" + cols + ") SELECT " + cols + " FROM delivery_items_narrow",
 			"DROP TABLE delivery_items_narrow",

@@ -9,38 +9,50 @@ import (
 	"github.com/policypush/policypush/store"
 )
 
-// A database made before payout notices (narrow notice keys) is widened on start, keeping its rows,
-// so a match's payout notice can be queued next to its match notice.
+// The notice tables as they were before payout notices: narrow keys, no kind or ref.
+type narrowItem struct {
+	MatchID    uint64    `gorm:"primaryKey;autoIncrement:false"`
+	Channel    string    `gorm:"primaryKey;size:16"`
+	DeliveryID uint64    `gorm:"not null;default:0;index"`
+	CreditCode string    `gorm:"size:18;not null"`
+	PolicyID   string    `gorm:"size:64;not null"`
+	State      string    `gorm:"size:16;not null;default:''"`
+	Note       string    `gorm:"size:200;not null;default:''"`
+	Fallback   bool      `gorm:"not null;default:false"`
+	QueuedAt   time.Time `gorm:"not null"`
+}
+
+func (narrowItem) TableName() string { return "delivery_items" }
+
+type narrowDelivery struct {
+	ID         uint64 `gorm:"primaryKey;autoIncrement"`
+	MatchID    uint64 `gorm:"not null;uniqueIndex:ux_delivery,priority:1"`
+	Channel    string `gorm:"size:16;not null;uniqueIndex:ux_delivery,priority:2"`
+	Recipient  string `gorm:"size:64;not null;uniqueIndex:ux_delivery,priority:3"`
+	CreditCode string `gorm:"size:18;not null"`
+	PolicyID   string `gorm:"size:64;not null"`
+	State      string `gorm:"size:16;not null"`
+}
+
+func (narrowDelivery) TableName() string { return "deliveries" }
+
+// A database made before payout notices is brought to the wider notice keys on start, keeping its
+// rows, so a match's payout notice can be queued next to its match notice.
 func TestWidenNoticeKeys(t *testing.T) {
-	tdb := testenv.OpenDB(t)
-	db := tdb.DB
+	db := testenv.OpenDB(t).DB
+	m := db.Migrator()
+	if err := m.DropTable(&store.DeliveryItem{}, &store.Delivery{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CreateTable(&narrowItem{}, &narrowDelivery{}); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().UTC()
-	if err := db.Create(&store.DeliveryItem{MatchID: 1, Channel: "sms", DeliveryID: 5, CreditCode: "X", PolicyID: "p", QueuedAt: now}).Error; err != nil {
+	if err := db.Create(&narrowItem{MatchID: 1, Channel: "sms", DeliveryID: 5, CreditCode: "X", PolicyID: "p", QueuedAt: now}).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Create(&store.Delivery{MatchID: 1, Channel: "sms", Recipient: "138", CreditCode: "X", PolicyID: "p", State: "sent"}).Error; err != nil {
+	if err := db.Create(&narrowDelivery{MatchID: 1, Channel: "sms", Recipient: "138", CreditCode: "X", PolicyID: "p", State: "sent"}).Error; err != nil {
 		t.Fatal(err)
-	}
-	// Narrow the keys back to what the old schema had.
-	var stmts []string
-	if tdb.Driver == "mysql" {
-		stmts = []string{"ALTER TABLE delivery_items DROP PRIMARY KEY, ADD PRIMARY KEY (match_id, channel)",
-			"ALTER TABLE deliveries DROP INDEX ux_delivery, ADD UNIQUE INDEX ux_delivery (match_id, channel, recipient)"}
-	} else {
-		stmts = []string{"ALTER TABLE delivery_items RENAME TO old_items", "DROP INDEX IF EXISTS idx_delivery_items_delivery_id",
-			`CREATE TABLE delivery_items (match_id integer, channel text, kind text DEFAULT '', ref integer DEFAULT 0, delivery_id integer NOT NULL DEFAULT 0,
-				credit_code text NOT NULL, policy_id text NOT NULL, state text NOT NULL DEFAULT '', note text NOT NULL DEFAULT '',
-				fallback numeric NOT NULL DEFAULT false, queued_at datetime NOT NULL, PRIMARY KEY (match_id, channel))`,
-			"INSERT INTO delivery_items SELECT * FROM old_items", "DROP TABLE old_items",
-			"DROP INDEX ux_delivery", "CREATE UNIQUE INDEX ux_delivery ON deliveries (match_id, channel, recipient)"}
-	}
-	for _, s := range stmts {
-		if err := db.Exec(s).Error; err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-	if err := db.Create(&store.DeliveryItem{MatchID: 1, Channel: "sms", Kind: "paid", Ref: 9, CreditCode: "X", PolicyID: "p", QueuedAt: now}).Error; err == nil {
-		t.Fatal("the narrowed key accepted a second item of the match: the test does not reproduce the old schema")
 	}
 	for range 2 { // the second run finds nothing to do
 		if err := store.Migrate(context.Background(), db); err != nil {
@@ -56,9 +68,12 @@ func TestWidenNoticeKeys(t *testing.T) {
 	if err := db.Create(&store.DeliveryItem{MatchID: 1, Channel: "sms", Kind: "paid", Ref: 9, CreditCode: "X", PolicyID: "p", QueuedAt: now}).Error; err == nil {
 		t.Fatal("the widened key accepted the same payout item twice")
 	}
+	if err := db.Create(&store.Delivery{MatchID: 1, Channel: "sms", Recipient: "138", CreditCode: "X", PolicyID: "p", State: "queued", Kind: "paid", Ref: 9}).Error; err == nil {
+		t.Fatal("the widened index accepted the same payout delivery twice")
+	}
 	var items []store.DeliveryItem
 	db.Where("match_id = 1").Order("kind").Find(&items)
-	if len(items) != 2 || items[0].DeliveryID != 5 {
+	if len(items) != 2 || items[0].DeliveryID != 5 || items[0].Kind != "" {
 		t.Fatalf("rows after widening: %+v", items)
 	}
 }
