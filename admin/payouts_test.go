@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +226,24 @@ func TestPayoutConsoleFlow(t *testing.T) {
 	noCSRF.csrf = ""
 	if r := f.do(noCSRF, "POST", fmt.Sprintf("/payouts/%d/publicize", c.BatchID), url.Values{"days": {"1"}}); r.status != http.StatusForbidden {
 		t.Errorf("form without CSRF: %d", r.status)
+	}
+}
+
+// The sandbox page shows, next to what was sent, what WeChat displays and which fields it cut;
+// enterprise links stay hidden in both.
+func TestSandboxPageShowsWeChatDisplay(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	rec := `{"provider":"wechat","delivery_id":"7","to":"o-abcdefgh12","template":"TPL-PAYOUT-PAID",` +
+		`"params":{"thing1":"失业保险稳岗返还、一次性留工培训补助、一次性扩岗补助","thing5":"https://x/e/abc.def"},` +
+		`"shown":{"thing1":"失业保险稳岗返还、一次性留工培训补助、…","thing5":"https://x/e/abc.def"},"truncated":["thing1"],"provider_id":"1","at":"2026-03-02T02:00:00Z"}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "wechat.jsonl"), []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.opts.SandboxDir = dir
+	page := f.do(f.session("admin"), "GET", "/sandbox", nil)
+	body := string(page.body)
+	if page.status != http.StatusOK || !strings.Contains(body, "已截断：thing1") || !strings.Contains(body, "一次性留工培训补助、…") || strings.Contains(body, "abc.def") {
+		t.Fatalf("sandbox page %d:\n%s", page.status, body)
 	}
 }
