@@ -14,7 +14,6 @@ import (
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/payout"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -32,11 +31,7 @@ func (c *cli) refused(args ...string) string {
 // environment says so.
 func TestPayoutEndToEnd(t *testing.T) {
 	c := newCLI(t)
-	csvPath := filepath.Join(t.TempDir(), "firms.csv")
-	if err := registry.SynthCSVFile(csvPath, 400, 5, false); err != nil {
-		t.Fatal(err)
-	}
-	c.run("import", "enterprises", csvPath)
+	c.importSynth(400, 5)
 	polDir, err := rules.WriteDemoCatalog(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
