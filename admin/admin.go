@@ -69,6 +69,8 @@ type Options struct {
 	SubjectPrefix string
 	// Now is the clock; nil = time.Now. Tests move it.
 	Now func() time.Time
+	// PayoutHolidays are the public holidays a 公示 does not count (config payout.holidays).
+	PayoutHolidays []string
 }
 
 func (o *Options) defaults() {

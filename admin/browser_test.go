@@ -45,9 +45,9 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// artifactsDir is where screenshots go: $POLICYPUSH_ARTIFACTS/browser, or artifacts/browser at the
-// module root (ignored by git).
-func artifactsDir(t *testing.T) string {
+// artifactsDir is where a browser test's screenshots go: $POLICYPUSH_ARTIFACTS/NAME, or
+// artifacts/NAME at the module root (ignored by git). It holds the screenshots of the last run only.
+func artifactsDir(t *testing.T, name string) string {
 	dir := os.Getenv("POLICYPUSH_ARTIFACTS")
 	if dir == "" {
 		root, err := filepath.Abs("..")
@@ -56,8 +56,7 @@ func artifactsDir(t *testing.T) string {
 		}
 		dir = filepath.Join(root, "artifacts")
 	}
-	dir = filepath.Join(dir, "browser")
-	// The directory holds the screenshots of the last run only.
+	dir = filepath.Join(dir, name)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +191,16 @@ func (b *browser) shot(name string) {
 	}
 }
 
+// phone opens a second tab emulating a phone (a firm opening its link).
+func (b *browser) phone() *browser {
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Emulate(device.IPhone12)); err != nil {
+		b.t.Fatalf("open a second tab: %v", err)
+	}
+	return &browser{t: b.t, ctx: ctx, f: b.f, dir: b.dir, screen: true}
+}
+
 func (b *browser) login(user string) {
 	b.t.Helper()
 	b.do("login as "+user,
@@ -270,9 +279,8 @@ func TestBrowserJourney(t *testing.T) {
 	t.Parallel()
 	exe := chromium(t)
 	f := newFixture(t)
-	dir := artifactsDir(t)
-	b := startBrowser(t, exe, f, dir, 4*time.Minute)
-	ctx := b.ctx
+	b := startBrowser(t, exe, f, artifactsDir(t, "browser"), 4*time.Minute)
+	dir := b.dir
 	pol := authorPolicy
 	countSIP := func() int64 { return f.countActive("e.park_id = ? AND m.policy_id = ?", "SIP", pol) }
 	before := countSIP()
@@ -368,14 +376,9 @@ func TestBrowserJourney(t *testing.T) {
 		Order("e.credit_code").Limit(1).Scan(&firm).Error; err != nil || firm.CreditCode == "" {
 		t.Fatalf("no firm matched by version 2: %v", err)
 	}
-	phone, cancelPhone := chromedp.NewContext(ctx)
-	defer cancelPhone()
-	if err := chromedp.Do(phone, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("open a second tab: %v", err)
-	}
-	pb := &browser{t: t, ctx: phone, f: f, dir: dir, screen: true}
+	pb := b.phone()
 	link := f.ts.URL + "/e/" + f.link(firm.CreditCode, pol, time.Hour)
-	pb.do("open the enterprise link", chromedp.Emulate(device.IPhone12), chromedp.Navigate(link),
+	pb.do("open the enterprise link", chromedp.Navigate(link),
 		chromedp.WaitVisible(chromedp.ID("confirm-"+pol)))
 	page := pb.text("main")
 	if !strings.Contains(page, firm.Name) || !strings.Contains(page, "为什么贵单位符合") || !strings.Contains(page, "元") {

@@ -36,14 +36,15 @@ type amountRow struct {
 }
 
 type dashboard struct {
-	PolicyID string      `json:"policy_id,omitempty"`
-	Scope    string      `json:"scope"`
-	Funnel   funnel      `json:"funnel"`
-	ByPolicy []amountRow `json:"by_policy"`
-	ByCity   []amountRow `json:"by_city"`
-	ByPark   []amountRow `json:"by_park"`
-	ByDay    []amountRow `json:"by_day"` // matches made per day (local time), with their amounts
-	Failed   int64       `json:"failed_deliveries"`
+	PolicyID string       `json:"policy_id,omitempty"`
+	Scope    string       `json:"scope"`
+	Funnel   funnel       `json:"funnel"`
+	ByPolicy []amountRow  `json:"by_policy"`
+	ByCity   []amountRow  `json:"by_city"`
+	ByPark   []amountRow  `json:"by_park"`
+	ByDay    []amountRow  `json:"by_day"` // matches made per day (local time), with their amounts
+	Failed   int64        `json:"failed_deliveries"`
+	Payout   payoutFunnel `json:"payout"` // approved → paid (dashboard_payout.go)
 
 	Charts   map[string]template.HTML `json:"-"`
 	Policies []policyOpt              `json:"-"`
@@ -119,7 +120,8 @@ func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (
 	if err := p.scopeFirms(fq, "e").Count(&d.Failed).Error; err != nil {
 		return d, err
 	}
-	return d, nil
+	d.Payout, err = s.payoutFunnel(ctx, p, policyID)
+	return d, err
 }
 
 func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {

@@ -33,6 +33,7 @@ type enterpriseView struct {
 	Channels   []enterpriseChanel `json:"channels"`
 	Commitment string             `json:"commitment"`
 	Expires    time.Time          `json:"link_expires"`
+	Payouts    []firmPayoutView   `json:"payouts"` // the firm's lines in publicized payout batches (payouts.go)
 }
 
 type enterpriseFirm struct {
@@ -126,6 +127,10 @@ func (s *Server) enterpriseView(ctx context.Context, token string, c linkClaims,
 		} else if em.Active {
 			v.Others = append(v.Others, em)
 		}
+	}
+	var err error
+	if v.Payouts, err = s.firmPayouts(ctx, token, e.CreditCode); err != nil {
+		return v, err
 	}
 	var outs []string
 	if err := db.Model(&store.ChannelOptOut{}).Where("credit_code = ?", e.CreditCode).Pluck("channel", &outs).Error; err != nil {

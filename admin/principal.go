@@ -31,6 +31,9 @@ const (
 	PermUserAdmin    Perm = "user:admin"      // accounts and API tokens
 	PermRegistry     Perm = "registry:write"  // push registry changes (integrations)
 	PermSandbox      Perm = "sandbox:read"    // what the sandbox providers received (demo)
+	PermPayoutRead   Perm = "payout:read"     // payout batches (lines narrowed to the scope)
+	PermPayoutWrite  Perm = "payout:write"    // create, publicize, export, import results (own department)
+	PermPayoutReview Perm = "payout:review"   // approve (not one's own batch), remove lines, decide objections
 )
 
 // Role labels shown in the console.
@@ -48,14 +51,14 @@ var roleLabels = map[string]string{
 // contact phone, and only of firms in the own park.
 var rolePerms = map[string][]Perm{
 	store.RoleAdmin: {PermSignedIn, PermPolicyRead, PermFirmRead, PermFirmExport, PermDashboard, PermDeliveryRead,
-		PermResend, PermAuditRead, PermUserAdmin, PermRegistry, PermSandbox},
-	store.RoleAuthor:   {PermSignedIn, PermPolicyRead, PermPolicyAuthor, PermPreview, PermDashboard},
-	store.RoleReviewer: {PermSignedIn, PermPolicyRead, PermPolicyReview, PermPreview, PermDashboard},
+		PermResend, PermAuditRead, PermUserAdmin, PermRegistry, PermSandbox, PermPayoutRead},
+	store.RoleAuthor:   {PermSignedIn, PermPolicyRead, PermPolicyAuthor, PermPreview, PermDashboard, PermPayoutRead, PermPayoutWrite},
+	store.RoleReviewer: {PermSignedIn, PermPolicyRead, PermPolicyReview, PermPreview, PermDashboard, PermPayoutRead, PermPayoutReview},
 	store.RolePark: {PermSignedIn, PermPolicyRead, PermFirmRead, PermFirmNote, PermFirmExport, PermContact,
-		PermDashboard, PermDeliveryRead},
+		PermDashboard, PermDeliveryRead, PermPayoutRead},
 	store.RoleDistrict: {PermSignedIn, PermPolicyRead, PermFirmRead, PermFirmNote, PermFirmExport, PermDashboard,
-		PermDeliveryRead},
-	store.RoleAuditor: {PermSignedIn, PermPolicyRead, PermFirmRead, PermDashboard, PermDeliveryRead, PermAuditRead},
+		PermDeliveryRead, PermPayoutRead},
+	store.RoleAuditor: {PermSignedIn, PermPolicyRead, PermFirmRead, PermDashboard, PermDeliveryRead, PermAuditRead, PermPayoutRead},
 }
 
 // tokenPerms are the permissions an API token may carry: integrations read and push data, they

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/policypush/policypush/notify"
+	"github.com/policypush/policypush/payout"
 )
 
 // view is what every staff page template receives: the page's own data under .Data, the rest
@@ -40,6 +41,7 @@ var nav = []struct {
 	{"/firms", "匹配企业", PermFirmRead},
 	{"/near-misses", "差一点符合", PermFirmRead},
 	{"/deliveries/failed", "发送失败", PermDeliveryRead},
+	{"/payouts", "拨付", PermPayoutRead},
 	{"/audit", "审计日志", PermAuditRead},
 	{"/users", "账号与令牌", PermUserAdmin},
 	{"/sandbox", "沙箱消息", PermSandbox},
@@ -51,6 +53,16 @@ func (s *Server) parseTemplates() error {
 		"amount": notify.FormatAmount,
 		"day":    func(t time.Time) string { return t.In(s.opts.Location).Format("2006-01-02") },
 		"clock":  func(t time.Time) string { return t.In(s.opts.Location).Format("2006-01-02 15:04") },
+		"when": func(t *time.Time) string { // an optional time (payout steps); empty when it did not happen
+			if t == nil {
+				return ""
+			}
+			return t.In(s.opts.Location).Format("2006-01-02 15:04")
+		},
+		"yuan":          payout.YuanGrouped,
+		"batchState":    func(st string) string { return batchLabels[st] },
+		"lineState":     func(st string) string { return payoutLineLabels[st] },
+		"decisionLabel": func(d string) string { return decisionLabels[d] },
 		"stateLabel": func(state string) string {
 			if l, ok := stateLabels[state]; ok {
 				return l

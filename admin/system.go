@@ -337,11 +337,13 @@ func (s *Server) sandboxPage(w http.ResponseWriter, r *http.Request, p *Principa
 		} else {
 			recs[i].To = MaskPhone(recs[i].To)
 		}
-		params := map[string]string{}
-		for k, v := range recs[i].Params {
-			params[k] = linkInText.ReplaceAllString(v, "/e/（企业专属链接已隐藏）")
+		for _, m := range []*map[string]string{&recs[i].Params, &recs[i].Shown} {
+			hidden := map[string]string{}
+			for k, v := range *m {
+				hidden[k] = linkInText.ReplaceAllString(v, "/e/（企业专属链接已隐藏）")
+			}
+			*m = hidden
 		}
-		recs[i].Params = params
 	}
 	if err := s.audit(r, p, "sandbox.view", "sandbox", map[string]any{"rows": len(recs)}); err != nil {
 		s.failErr(w, r, err)

@@ -233,6 +233,14 @@ func (b *Bus) Close() {
 	}
 }
 
+// Notice kinds (NoticeJob.Kind): what a notice tells the firm. Each has its own template.
+const (
+	NoticeMatched    = ""           // the firm qualifies (免申即享): the match notice
+	NoticePublicized = "publicized" // the firm is listed in a payout 公示 and may object
+	NoticePaid       = "paid"       // the money was paid: amount and date
+	NoticeFailed     = "failed"     // the bank could not pay: why and what to do
+)
+
 // NoticeJob is the payload of a notice message: which match to announce on which channel. The
 // notifier reads everything else from the database, so a message never carries stale firm data.
 type NoticeJob struct {
@@ -243,6 +251,9 @@ type NoticeJob struct {
 	// DeliveryID, instead of MatchID, asks for an attempt at an existing delivery (a digest whose
 	// window closed, a retry, a resend, the end of quiet hours).
 	DeliveryID uint64 `json:"delivery_id,omitempty"`
+	// Kind is what the notice announces (Notice*); for a payout step Ref is the payout line.
+	Kind string `json:"kind,omitempty"`
+	Ref  uint64 `json:"ref,omitempty"`
 }
 
 // NoticeBatch is the payload of an outbox row that announces many new matches on one channel

@@ -40,6 +40,14 @@ type Config struct {
 	SMS      SMS      `yaml:"sms"`
 	Sandbox  Sandbox  `yaml:"sandbox"`
 	Fields   Fields   `yaml:"fields"`
+	Payout   Payout   `yaml:"payout"`
+}
+
+// Payout configures the payout stage (docs/payout.md).
+type Payout struct {
+	// Holidays are public holidays (YYYY-MM-DD) not counted as working days of a 公示, on top of
+	// Saturdays and Sundays.
+	Holidays []string `yaml:"holidays"`
 }
 
 type Database struct {
@@ -153,6 +161,22 @@ type WeChat struct {
 	BaseURL        string `yaml:"base_url"`
 	CallbackToken  string `yaml:"callback_token"`
 	EncodingAESKey string `yaml:"encoding_aes_key"`
+	// Templates per notice kind (matched, publicized, paid, failed): template id and key → content
+	// field. docs/payout.md lists the content fields.
+	Templates map[string]WeChatTemplate `yaml:"templates"`
+}
+
+// WeChatTemplate is the category template of one notice kind.
+type WeChatTemplate struct {
+	TemplateID string            `yaml:"template_id"`
+	Fields     map[string]string `yaml:"fields"`
+}
+
+// SMSTemplate is the SMS template of one notice kind at each provider, with its parameters.
+type SMSTemplate struct {
+	Tencent string   `yaml:"tencent"`
+	Aliyun  string   `yaml:"aliyun"`
+	Params  []string `yaml:"params"`
 }
 
 type SMS struct {
@@ -161,6 +185,8 @@ type SMS struct {
 	Failover  Failover  `yaml:"failover"`
 	Tencent   TencentSM `yaml:"tencent"`
 	Aliyun    AliyunSMS `yaml:"aliyun"`
+	// Templates per payout notice kind (publicized, paid, failed; matched may be given too).
+	Templates map[string]SMSTemplate `yaml:"templates"`
 }
 
 // Failover is the circuit breaker that moves SMS to the next provider.
@@ -263,18 +289,30 @@ func Default() Config {
 			Throttle:   Throttle{MinInterval: time.Minute, PerDay: 5},
 			QuotaPause: 10 * time.Minute, InDoubt: "lookup", InDoubtGrace: 5 * time.Minute,
 			ReceiptWindow: time.Hour},
-		WeChat: WeChat{Enabled: true, AppID: "wx-sandbox-app", AppSecret: "sandbox-secret", TemplateID: "TPL-POLICY-MATCH"},
+		WeChat: WeChat{Enabled: true, AppID: "wx-sandbox-app", AppSecret: "sandbox-secret", TemplateID: "TPL-POLICY-MATCH",
+			Templates: map[string]WeChatTemplate{
+				"matched":    {Fields: map[string]string{"thing1": "summary", "amount2": "amount", "time3": "deadline", "thing4": "action"}},
+				"publicized": {TemplateID: "TPL-PAYOUT-PUBLICIZED", Fields: map[string]string{"thing1": "summary", "amount2": "amount", "time3": "date", "thing4": "action"}},
+				"paid":       {TemplateID: "TPL-PAYOUT-PAID", Fields: map[string]string{"thing1": "summary", "amount2": "amount", "time3": "date", "phrase4": "status"}},
+				"failed":     {TemplateID: "TPL-PAYOUT-FAILED", Fields: map[string]string{"thing1": "summary", "amount2": "amount", "thing3": "reason", "thing4": "action"}},
+			}},
 		SMS: SMS{Enabled: true, Providers: []string{"tencent", "aliyun"},
 			Failover: Failover{Threshold: 5, Cooldown: time.Minute},
 			Tencent: TencentSM{SecretID: "sandbox-id", SecretKey: "sandbox-key", Region: "ap-guangzhou",
 				SdkAppID: "1400000000", SignName: "政策直达", TemplateID: "100001"},
 			Aliyun: AliyunSMS{AccessKeyID: "sandbox-id", AccessKeySecret: "sandbox-secret", Region: "cn-hangzhou",
-				SignName: "政策直达", TemplateCode: "SMS_100001"}},
+				SignName: "政策直达", TemplateCode: "SMS_100001"},
+			Templates: map[string]SMSTemplate{
+				"publicized": {Tencent: "100002", Aliyun: "SMS_100002", Params: []string{"summary", "amount", "date", "url"}},
+				"paid":       {Tencent: "100003", Aliyun: "SMS_100003", Params: []string{"summary", "amount", "date", "url"}},
+				"failed":     {Tencent: "100004", Aliyun: "SMS_100004", Params: []string{"summary", "reason", "action", "url"}},
+			}},
 		Sandbox: Sandbox{Enabled: true, Addr: "127.0.0.1:0",
 			Faults: SandboxFaults{WeChat: ProviderFaults{Codes: []string{}}, Tencent: ProviderFaults{Codes: []string{}},
 				Aliyun: ProviderFaults{Codes: []string{}}},
 			Receipts: SandboxReceipts{Enabled: true, Delay: time.Second}},
 		Fields: Fields{Extra: []ExtraField{}},
+		Payout: Payout{Holidays: []string{}},
 	}
 }
 
@@ -432,6 +470,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		return bad("timezone", "unknown time zone %q (use an IANA name such as Asia/Shanghai)", c.Timezone)
+	}
+	for i, d := range c.Payout.Holidays {
+		if _, err := time.Parse(time.DateOnly, d); err != nil {
+			return bad(fmt.Sprintf("payout.holidays[%d]", i), "%q is not a date (YYYY-MM-DD)", d)
+		}
 	}
 	switch c.Database.Driver {
 	case "sqlite":

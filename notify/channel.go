@@ -32,6 +32,13 @@ type Notice struct {
 	// Policies is how many policies the notice announces: 1, or more for a digest, whose
 	// PolicyTitle, Amount and Deadline then summarise all of them.
 	Policies int
+	// Kind is what the notice announces: empty (or KindMatched) for matches, else a payout step
+	// (KindPublicized, KindPaid, KindFailed). Senders pick the template of the kind.
+	Kind string
+	// Short values written to fit one 20-character field of today's WeChat templates
+	// (content.go): Summary ("4项政策合计22,171.26元"), Status ("已拨付到账"), Date (公示截止,
+	// 到账 or 结果 date), Action (what to do next) and Reason (why a payment failed).
+	Summary, Status, Date, Action, Reason string
 }
 
 // Result is what a provider returns for an accepted message.

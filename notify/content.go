@@ -114,6 +114,8 @@ func composeNotice(deliveryID uint64, firm *store.Enterprise, matches []*store.M
 			n.Amount = "合计" + FormatAmount(&sum)
 		}
 	}
+	summarize(&n, "", titles, sum, amounts)
+	n.Date = n.Deadline
 	return n
 }
 

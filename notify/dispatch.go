@@ -246,7 +246,7 @@ func (n *Notifier) liveItems(ctx context.Context, ids []uint64) (map[uint64]int,
 	err := n.db.WithContext(ctx).Table("delivery_items AS i").
 		Select("i.delivery_id, COUNT(*) AS n").
 		Joins("JOIN matches m ON m.id = i.match_id").
-		Where("i.delivery_id IN ? AND i.state = '' AND m.state <> ?", ids, store.MatchRevoked).
+		Where("i.delivery_id IN ? AND i.state = '' AND (m.state <> ? OR i.kind <> '')", ids, store.MatchRevoked).
 		Group("i.delivery_id").Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("count items: %w", err)
@@ -543,7 +543,7 @@ func (n *Notifier) prepare(ctx context.Context, cands []*candidate) error {
 	for _, it := range items {
 		c := byDelivery[it.DeliveryID]
 		m := byID[it.MatchID]
-		if m == nil || m.State == store.MatchRevoked {
+		if m == nil || (m.State == store.MatchRevoked && it.Kind == "") {
 			c.dropped = append(c.dropped, it.MatchID)
 			continue
 		}
@@ -557,7 +557,7 @@ func (n *Notifier) prepare(ctx context.Context, cands []*candidate) error {
 		}
 		c.notice = composeNotice(c.d.ID, c.firm, c.matches, texts, n.opts.NoticeURL(c.d.CreditCode, c.matches[0].PolicyID))
 	}
-	return nil
+	return n.payoutContent(ctx, cands)
 }
 
 // send calls the providers, a lane's share of the workers at a time.
@@ -647,7 +647,7 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			}
 			guard := tx.Model(&store.Delivery{}).Where("id = ? AND claim = ?", c.d.ID, c.claim)
 			if len(c.dropped) > 0 {
-				if err := tx.Model(&store.DeliveryItem{}).Where("channel = ? AND match_id IN ?", ch, c.dropped).
+				if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND channel = ? AND match_id IN ? AND kind = ''", c.d.ID, ch, c.dropped).
 					Updates(map[string]any{"state": store.ItemSkipped, "note": "match_revoked"}).Error; err != nil {
 					return fmt.Errorf("drop revoked items: %w", err)
 				}
@@ -741,8 +741,8 @@ func (n *Notifier) outcome(c *candidate, now time.Time, outbox *[]store.Outbox) 
 		if ch != ChannelWeChat || n.routes[ChannelSMS] == nil {
 			return dead(msg + " (no SMS channel to fall back to)")
 		}
-		for _, m := range c.matches {
-			*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true}, nil, now))
+		for _, it := range c.items {
+			*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true, Kind: it.Kind, Ref: it.Ref}, nil, now))
 		}
 		deliveryOutcomes.WithLabelValues(ch, "fallback", se.Code).Inc()
 		return map[string]any{"state": store.DeliverySkipped, "last_code": se.Code, "last_error": clip("fell back to SMS: "+msg, 480)},

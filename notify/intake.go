@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -34,6 +35,7 @@ func (n *Notifier) takeIn(ctx context.Context, rt *route, envs []*envelope) (map
 // intakeGroup is the new items of one firm, channel and recipient in a batch.
 type intakeGroup struct {
 	key       string
+	kind      string // what the items announce (bus.NoticeJob.Kind)
 	firm      *store.Enterprise
 	recipient string
 	items     []*store.DeliveryItem
@@ -45,14 +47,16 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 	db := n.db.WithContext(ctx)
 	ch := rt.channel
 	now := n.now()
-	byMatch := map[uint64][]*envelope{}
+	byKey := map[noticeKey][]*envelope{}
 	ids := make([]uint64, 0, len(envs))
 	for _, e := range envs {
-		if _, ok := byMatch[e.job.MatchID]; !ok {
+		k := keyOfJob(e.job)
+		if _, ok := byKey[k]; !ok {
 			ids = append(ids, e.job.MatchID)
 		}
-		byMatch[e.job.MatchID] = append(byMatch[e.job.MatchID], e)
+		byKey[k] = append(byKey[k], e)
 	}
+	ids = dedupe(ids)
 	out := map[*envelope]uint64{}
 
 	// Notices already taken in (a redelivery, a republish past the duplicate window, a fallback for
@@ -79,22 +83,24 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 			dueNow[d.ID] = !terminal(d.State) && (d.DueAt == nil || !d.DueAt.After(now))
 		}
 		for _, it := range known {
+			k := keyOfItem(&it)
 			if dueNow[it.DeliveryID] {
-				for _, e := range byMatch[it.MatchID] {
+				for _, e := range byKey[k] {
 					out[e] = it.DeliveryID
 				}
 			}
-			delete(byMatch, it.MatchID)
+			delete(byKey, k)
 		}
 	}
-	if len(byMatch) == 0 {
+	if len(byKey) == 0 {
 		return out, nil, nil
 	}
 
-	fresh := make([]uint64, 0, len(byMatch))
-	for id := range byMatch {
-		fresh = append(fresh, id)
+	fresh := make([]uint64, 0, len(byKey))
+	for k := range byKey {
+		fresh = append(fresh, k.match)
 	}
+	fresh = dedupe(fresh)
 	var matches []store.Match
 	hints := map[uint64]*hint{}
 	if err := db.Where("id IN ?", fresh).Find(&matches).Error; err != nil {
@@ -119,10 +125,20 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 	var order []*intakeGroup
 	byID := map[uint64]*store.Match{}
 	for i := range matches {
-		m := &matches[i]
-		byID[m.ID] = m
-		es := byMatch[m.ID]
-		it := &store.DeliveryItem{MatchID: m.ID, Channel: ch, CreditCode: m.CreditCode, PolicyID: m.PolicyID,
+		byID[matches[i].ID] = &matches[i]
+	}
+	keys := make([]noticeKey, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	for _, k := range keys {
+		m := byID[k.match]
+		if m == nil {
+			continue
+		}
+		es := byKey[k]
+		it := &store.DeliveryItem{MatchID: m.ID, Channel: ch, Kind: k.kind, Ref: k.ref, CreditCode: m.CreditCode, PolicyID: m.PolicyID,
 			QueuedAt: now, Fallback: es[0].job.Fallback}
 		items = append(items, it)
 		firm := firms[m.CreditCode]
@@ -131,7 +147,8 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 			it.State, it.Note = store.ItemSkipped, "firm_unknown"
 		case firm.Status != store.StatusActive:
 			it.State, it.Note = store.ItemSkipped, "firm_"+firm.Status
-		case m.State == store.MatchRevoked:
+		case m.State == store.MatchRevoked && k.kind == "":
+			// A payout notice is about money already decided; it goes out whatever the match does now.
 			it.State, it.Note = store.ItemSkipped, "match_revoked"
 		case optedOut[m.CreditCode]:
 			it.State, it.Note = store.ItemSkipped, "opted_out"
@@ -141,19 +158,22 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 				break
 			}
 			it.State, it.Note = store.ItemFallback, "no_openid"
-			fallbacks = append(fallbacks, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true}, nil, now))
+			fallbacks = append(fallbacks, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true, Kind: k.kind, Ref: k.ref}, nil, now))
 		default:
 			recipient := firm.ContactPhone
 			if ch == ChannelWeChat {
 				recipient = firm.WechatOpenID
 			}
 			key := ch + "|" + firm.CreditCode + "|" + recipient
+			if k.kind != "" {
+				key = ch + "|" + k.kind + "|" + firm.CreditCode + "|" + recipient // a digest announces one kind of news
+			}
 			if n.opts.DigestWindow <= 0 {
-				key += "|" + strconv.FormatUint(m.ID, 10) // no digests: every match on its own
+				key += "|" + strconv.FormatUint(m.ID, 10) + "|" + strconv.FormatUint(k.ref, 10) // no digests: every notice on its own
 			}
 			g := groups[key]
 			if g == nil {
-				g = &intakeGroup{key: key, firm: firm, recipient: recipient, fallback: true}
+				g = &intakeGroup{key: key, kind: k.kind, firm: firm, recipient: recipient, fallback: true}
 				groups[key] = g
 				order = append(order, g)
 			}
@@ -165,11 +185,11 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 			noticesTakenIn.WithLabelValues(ch, it.State).Inc()
 		}
 	}
-	for id, es := range byMatch {
-		if byID[id] == nil {
-			n.opts.Log.Error("notice for unknown match", "match", id, "channel", ch)
+	for k, es := range byKey {
+		if byID[k.match] == nil {
+			n.opts.Log.Error("notice for unknown match", "match", k.match, "channel", ch)
 			for _, e := range es {
-				n.recordDeadLetter(ctx, e, fmt.Sprintf("match %d does not exist", id))
+				n.recordDeadLetter(ctx, e, fmt.Sprintf("match %d does not exist", k.match))
 			}
 		}
 	}
@@ -214,7 +234,8 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 				}
 			}
 			d := &store.Delivery{MatchID: g.items[0].MatchID, Channel: ch, Recipient: g.recipient, CreditCode: g.firm.CreditCode,
-				PolicyID: g.items[0].PolicyID, State: store.DeliveryQueued, Items: len(g.items), CreatedAt: now, UpdatedAt: now}
+				PolicyID: g.items[0].PolicyID, State: store.DeliveryQueued, Items: len(g.items), CreatedAt: now, UpdatedAt: now,
+				Kind: g.kind, Ref: g.items[0].Ref}
 			due := now
 			if n.opts.DigestWindow > 0 {
 				key := g.key
@@ -335,4 +356,24 @@ func dedupe[T comparable](xs []T) []T {
 		}
 	}
 	return out
+}
+
+// noticeKey identifies one notice of a match on a channel: the match itself (kind empty) or a
+// payout step of a payout line (ref).
+type noticeKey struct {
+	match uint64
+	kind  string
+	ref   uint64
+}
+
+func keyOfJob(j bus.NoticeJob) noticeKey         { return noticeKey{j.MatchID, j.Kind, j.Ref} }
+func keyOfItem(it *store.DeliveryItem) noticeKey { return noticeKey{it.MatchID, it.Kind, it.Ref} }
+func (k noticeKey) less(o noticeKey) bool {
+	if k.match != o.match {
+		return k.match < o.match
+	}
+	if k.kind != o.kind {
+		return k.kind < o.kind
+	}
+	return k.ref < o.ref
 }

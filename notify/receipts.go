@@ -206,7 +206,7 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 	}
 	jobs := make([]store.Outbox, len(items))
 	for i, it := range items {
-		jobs[i] = newOutboxJob(c.SubjectPrefix, bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true}, nil, now)
+		jobs[i] = newOutboxJob(c.SubjectPrefix, bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true, Kind: it.Kind, Ref: it.Ref}, nil, now)
 	}
 	if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND state = ''", d.ID).
 		Updates(map[string]any{"state": store.ItemFallback, "note": clip("wechat report: "+r.Code, 200)}).Error; err != nil {

@@ -30,6 +30,8 @@ type AliyunSMSConfig struct {
 	// Dedupes declares that the endpoint drops a repeated OutId (true for the sandbox, false for
 	// the real Aliyun, which sends a repeat again).
 	Dedupes bool
+	// Templates per notice kind (templates.go); a kind without one uses TemplateCode.
+	Templates map[string]SMSTemplate
 }
 
 // AliyunSMS sends template SMS through Aliyun.
@@ -181,8 +183,8 @@ func (a *AliyunSMS) Send(ctx context.Context, n Notice) (Result, error) {
 		return Result{}, &SendError{Provider: ProviderAliyun, Code: "no_phone",
 			Message: "recipient has no phone number", Class: Permanent}
 	}
-	p := smsParams(n)
-	params, err := json.Marshal(map[string]string{"policy": p[0], "amount": p[1], "deadline": p[2], "url": p[3]})
+	code, values := aliyunTemplate(a.cfg, n)
+	params, err := json.Marshal(values)
 	if err != nil {
 		return Result{}, fmt.Errorf("aliyun sms: encode template params: %w", err)
 	}
@@ -195,7 +197,7 @@ func (a *AliyunSMS) Send(ctx context.Context, n Notice) (Result, error) {
 	req.Domain = a.domain
 	req.PhoneNumbers = phone
 	req.SignName = a.cfg.SignName
-	req.TemplateCode = a.cfg.TemplateCode
+	req.TemplateCode = code
 	req.TemplateParam = string(params)
 	req.OutId = n.DeliveryID
 

@@ -32,6 +32,8 @@ type TencentSMSConfig struct {
 	// Dedupes declares that the endpoint drops a repeated SessionContext (true for the sandbox,
 	// false for the real Tencent Cloud, which sends a repeat again).
 	Dedupes bool
+	// Templates per notice kind (templates.go); a kind without one uses TemplateID.
+	Templates map[string]SMSTemplate
 }
 
 // TencentSMS sends template SMS through Tencent Cloud.
@@ -148,8 +150,9 @@ func (t *TencentSMS) Send(ctx context.Context, n Notice) (Result, error) {
 	req.PhoneNumberSet = common.StringPtrs([]string{phone})
 	req.SmsSdkAppId = common.StringPtr(t.cfg.SdkAppID)
 	req.SignName = common.StringPtr(t.cfg.SignName)
-	req.TemplateId = common.StringPtr(t.cfg.TemplateID)
-	req.TemplateParamSet = common.StringPtrs(smsParams(n))
+	id, params := tencentTemplate(t.cfg, n)
+	req.TemplateId = common.StringPtr(id)
+	req.TemplateParamSet = common.StringPtrs(params)
 	req.SessionContext = common.StringPtr(n.DeliveryID)
 
 	resp, err := t.client.SendSmsWithContext(ctx, req)

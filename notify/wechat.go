@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,60 @@ type WeChatConfig struct {
 	AppID, AppSecret, TemplateID string
 	// BaseURL replaces https://api.weixin.qq.com (for the local sandbox). Empty keeps the real API.
 	BaseURL string
+	// Templates maps a notice kind (KindName) to its category template: the template id (empty:
+	// TemplateID) and which content field (ContentFields) fills each key (thing1, amount2, time3 …).
+	// A kind without an entry is sent with the pre-2023 template (first, keyword1-3, remark).
+	Templates map[string]Template
+}
+
+// Template is one provider template of a notice kind: its id and, per template key (WeChat data
+// key, or an SMS parameter name or position), the content field that fills it.
+type Template struct {
+	ID     string
+	Fields map[string]string
+}
+
+// KindName names a notice kind in configuration: "matched" for match notices.
+func KindName(kind string) string {
+	if kind == "" {
+		return "matched"
+	}
+	return kind
+}
+
+// NoticeKinds are the configuration names of every notice kind.
+var NoticeKinds = []string{"matched", "publicized", "paid", "failed"}
+
+// CheckTemplates validates a kind → template mapping: known kinds, known content fields.
+func CheckTemplates(what string, ts map[string]Template) error {
+	for kind, t := range ts {
+		if !slices.Contains(NoticeKinds, kind) {
+			return fmt.Errorf("%s.%s: unknown notice kind (use %s)", what, kind, strings.Join(NoticeKinds, ", "))
+		}
+		for key, field := range t.Fields {
+			if strings.TrimSpace(key) == "" {
+				return fmt.Errorf("%s.%s.fields: empty template key", what, kind)
+			}
+			if _, ok := ContentFields[field]; !ok {
+				names := make([]string, 0, len(ContentFields))
+				for f := range ContentFields {
+					names = append(names, f)
+				}
+				slices.Sort(names)
+				return fmt.Errorf("%s.%s.fields.%s: unknown content field %q (use one of %s)", what, kind, key, field, strings.Join(names, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+// render fills a template's keys from the notice.
+func (t Template) render(n *Notice) map[string]string {
+	out := make(map[string]string, len(t.Fields))
+	for key, field := range t.Fields {
+		out[key] = ContentFields[field](n)
+	}
+	return out
 }
 
 // WeChat sends template messages through a WeChat official account.
@@ -72,6 +127,9 @@ type WeChat struct {
 func NewWeChat(cfg WeChatConfig) (*WeChat, error) {
 	if cfg.AppID == "" || cfg.AppSecret == "" || cfg.TemplateID == "" {
 		return nil, errors.New("wechat: app id, app secret and template id are required")
+	}
+	if err := CheckTemplates("wechat.templates", cfg.Templates); err != nil {
+		return nil, fmt.Errorf("wechat: %w", err)
 	}
 	if cfg.BaseURL != "" {
 		base, err := checkBaseURL(cfg.BaseURL)
@@ -147,6 +205,14 @@ func (w *WeChat) Send(ctx context.Context, n Notice) (Result, error) {
 }
 
 func (w *WeChat) message(n Notice) *message.TemplateMessage {
+	if t, ok := w.cfg.Templates[KindName(n.Kind)]; ok && len(t.Fields) > 0 {
+		data := map[string]*message.TemplateDataItem{}
+		for k, v := range t.render(&n) {
+			data[k] = &message.TemplateDataItem{Value: v}
+		}
+		return &message.TemplateMessage{ToUser: n.OpenID, TemplateID: orDefault(t.ID, w.cfg.TemplateID), URL: n.URL,
+			ClientMsgID: n.DeliveryID, Data: data}
+	}
 	first := wechatFirst
 	if n.Policies > 1 {
 		first = fmt.Sprintf(wechatFirstDigest, n.Policies)

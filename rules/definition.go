@@ -94,6 +94,9 @@ type Definition struct {
 	Excludes []string `yaml:"excludes" json:"excludes,omitempty"`
 	Priority int      `yaml:"priority" json:"priority,omitempty"`
 	OncePer  string   `yaml:"once_per" json:"once_per,omitempty"`
+	// Budget is the money (元) the policy may pay out in total; payout batches over what remains
+	// are refused (package payout). Nil: no budget declared.
+	Budget *float64 `yaml:"budget" json:"budget,omitempty"`
 
 	// pos maps a field name to its position in the source file, for error messages.
 	pos map[string]yamlPos
@@ -299,6 +302,9 @@ func (d *Definition) Validate() error {
 	}
 	if strings.TrimSpace(d.Eligibility) == "" {
 		return bad("eligibility", "is required (a condition that is true for eligible firms)")
+	}
+	if d.Budget != nil && (*d.Budget <= 0 || *d.Budget >= 1e13 || *d.Budget != *d.Budget) {
+		return bad("budget", "%v must be a positive amount in 元 (below 10,000 亿)", *d.Budget)
 	}
 	if len(d.Channels) == 0 {
 		return bad("channels", "list at least one of wechat, sms")

@@ -175,6 +175,10 @@ type Delivery struct {
 	AttemptedAt *time.Time `json:"attempted_at"`
 	InDoubt     bool       `gorm:"not null;default:false" json:"in_doubt"` // the last attempt may have reached the provider
 	DeliveredAt *time.Time `json:"delivered_at"`
+	// Kind and Ref: what the message announces (empty: matches; else a payout step of the payout
+	// line Ref, see DeliveryItem). Part of the unique key, so a firm gets each payout notice once.
+	Kind string `gorm:"size:16;not null;default:'';uniqueIndex:ux_delivery,priority:4" json:"kind,omitempty"`
+	Ref  uint64 `gorm:"not null;default:0;uniqueIndex:ux_delivery,priority:5" json:"ref,omitempty"`
 }
 
 // EvalError records a rule that failed for one firm (division by zero, bad data). The run goes on;

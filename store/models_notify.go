@@ -27,8 +27,12 @@ const (
 // delivery with several items. "Every match has exactly one accepted message per channel" is
 // checked by joining items to deliveries and the delivery id to the provider's records.
 type DeliveryItem struct {
-	MatchID    uint64    `gorm:"primaryKey;autoIncrement:false" json:"match_id"`
-	Channel    string    `gorm:"primaryKey;size:16" json:"channel"`
+	MatchID uint64 `gorm:"primaryKey;autoIncrement:false" json:"match_id"`
+	Channel string `gorm:"primaryKey;size:16" json:"channel"`
+	// Kind is what the item announces: empty for the match itself, or a payout step (publicized,
+	// paid, failed) of the payout line Ref. Each (match, channel, kind, line) is queued once.
+	Kind       string    `gorm:"primaryKey;size:16;default:''" json:"kind,omitempty"`
+	Ref        uint64    `gorm:"primaryKey;autoIncrement:false;default:0" json:"ref,omitempty"`
 	DeliveryID uint64    `gorm:"not null;default:0;index" json:"delivery_id"` // 0 when no message carries it (see State)
 	CreditCode string    `gorm:"size:18;not null;index:ix_item_firm_policy,priority:1" json:"credit_code"`
 	PolicyID   string    `gorm:"size:64;not null;index:ix_item_firm_policy,priority:2" json:"policy_id"`

@@ -117,6 +117,11 @@ func (w slogWriter) Printf(format string, args ...any) {
 
 // Migrate creates or updates every table. AutoMigrate only adds; it never drops a column.
 func Migrate(ctx context.Context, db *gorm.DB) error {
+	for _, fix := range fixups {
+		if err := fix(db.WithContext(ctx)); err != nil {
+			return fmt.Errorf("migrate schema: %w", err)
+		}
+	}
 	if err := db.WithContext(ctx).AutoMigrate(Models()...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
@@ -164,6 +169,12 @@ func maskPassword(msg, dsn string) string {
 	}
 	return msg
 }
+
+var fixups []func(*gorm.DB) error
+
+// RegisterFixup adds a schema change AutoMigrate cannot make (a wider primary key or unique
+// index), run before it on every start; a fixup checks whether it is needed. Call it from init.
+func RegisterFixup(fix func(*gorm.DB) error) { fixups = append(fixups, fix) }
 
 // mysqlDSN makes sure times come back as time.Time in UTC and text is utf8mb4.
 func mysqlDSN(dsn string) string {

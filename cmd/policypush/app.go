@@ -129,7 +129,7 @@ func (a *app) senders() (map[string][]notify.Sender, error) {
 	out := map[string][]notify.Sender{}
 	if a.cfg.WeChat.Enabled {
 		w, err := notify.NewWeChat(notify.WeChatConfig{AppID: a.cfg.WeChat.AppID, AppSecret: a.cfg.WeChat.AppSecret,
-			TemplateID: a.cfg.WeChat.TemplateID, BaseURL: a.cfg.WeChat.BaseURL})
+			TemplateID: a.cfg.WeChat.TemplateID, BaseURL: a.cfg.WeChat.BaseURL, Templates: wechatTemplates(a.cfg)})
 		if err != nil {
 			return nil, fmt.Errorf("wechat: %w", err)
 		}
@@ -138,16 +138,20 @@ func (a *app) senders() (map[string][]notify.Sender, error) {
 	if a.cfg.SMS.Enabled {
 		t, al := a.cfg.SMS.Tencent, a.cfg.SMS.Aliyun
 		dedupes := a.sandbox != nil
+		tpls := smsTemplates(a.cfg)
+		if err := notify.CheckSMSTemplates("sms.templates", tpls); err != nil {
+			return nil, err
+		}
 		for _, name := range a.cfg.SMS.Providers {
 			var s notify.Sender
 			var err error
 			switch name {
 			case notify.ProviderTencent:
 				s, err = notify.NewTencentSMS(notify.TencentSMSConfig{SecretID: t.SecretID, SecretKey: t.SecretKey, Region: t.Region,
-					SdkAppID: t.SdkAppID, SignName: t.SignName, TemplateID: t.TemplateID, Endpoint: t.Endpoint, Dedupes: dedupes})
+					SdkAppID: t.SdkAppID, SignName: t.SignName, TemplateID: t.TemplateID, Endpoint: t.Endpoint, Dedupes: dedupes, Templates: tpls})
 			case notify.ProviderAliyun:
 				s, err = notify.NewAliyunSMS(notify.AliyunSMSConfig{AccessKeyID: al.AccessKeyID, AccessKeySecret: al.AccessKeySecret,
-					Region: al.Region, SignName: al.SignName, TemplateCode: al.TemplateCode, Endpoint: al.Endpoint, Dedupes: dedupes})
+					Region: al.Region, SignName: al.SignName, TemplateCode: al.TemplateCode, Endpoint: al.Endpoint, Dedupes: dedupes, Templates: tpls})
 			}
 			if err != nil {
 				return nil, fmt.Errorf("sms %s: %w", name, err)

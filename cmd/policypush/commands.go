@@ -479,10 +479,15 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			payouts, err := newPayoutService(a, a.cfg).Figures(cmd.Context())
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				return writeJSON(os.Stdout, st)
+				return writeJSON(os.Stdout, statusWithPayouts{st, payouts})
 			}
 			printStatus(os.Stdout, st, day)
+			printPayoutFigures(os.Stdout, payouts)
 			return nil
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -480,6 +481,7 @@ written.`,
 					return err
 				}
 				var rep rules.PreviewReport
+				var budget *float64
 				if st, statErr := os.Stat(args[0]); statErr == nil && !st.IsDir() {
 					def, err := rules.ParseFile(args[0])
 					if err != nil {
@@ -489,13 +491,18 @@ written.`,
 					if err != nil {
 						return def.Locate(args[0], err)
 					}
+					budget = def.Budget
 				} else if rep, err = rules.PreviewVersion(cmd.Context(), db, args[0], previewVersion, day, samples); err != nil {
 					return err
+				} else if budget, err = payout.VersionBudget(cmd.Context(), db, rep.PolicyID, rep.Version); err != nil {
+					return err
 				}
+				check := payout.CheckBudget(budget, rep.AmountAfter)
 				if asJSON {
-					return printJSON(os.Stdout, rep)
+					return printJSON(os.Stdout, previewWithBudget{rep, check})
 				}
 				printPreview(os.Stdout, rep)
+				printBudgetCheck(os.Stdout, check)
 				return nil
 			})
 		},

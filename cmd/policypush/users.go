@@ -170,5 +170,6 @@ func (a *app) consoleOptions() (admin.Options, error) {
 		SandboxDir: sandboxDir, Log: a.log, Location: a.cfg.Location(),
 		LinkSecret: secret, LinkTTL: c.LinkTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
 		SecureCookies: c.SecureCookies, PublicURL: a.cfg.HTTP.PublicURL, LoginMaxFailures: c.LoginMaxFailures,
-		LoginWindow: c.LoginWindow, LoginDelay: c.LoginDelay, LoginMaxDelay: c.LoginMaxDelay, TrustedProxies: proxies}, nil
+		LoginWindow: c.LoginWindow, LoginDelay: c.LoginDelay, LoginMaxDelay: c.LoginMaxDelay, TrustedProxies: proxies,
+		PayoutHolidays: a.cfg.Payout.Holidays}, nil
 }

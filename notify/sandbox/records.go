@@ -24,7 +24,11 @@ type Record struct {
 	Template   string            `json:"template"`
 	Params     map[string]string `json:"params,omitempty"` // WeChat data keys; Tencent "1".."n"; Aliyun TemplateParam
 	ProviderID string            `json:"provider_id"`      // msgid, SerialNo or BizId
-	At         time.Time         `json:"at"`
+	// Shown is what WeChat displays of a template message since 2023-05-04: no first or remark,
+	// each value on one line cut to 20 characters with an ellipsis. Truncated names the keys cut.
+	Shown     map[string]string `json:"shown,omitempty"`
+	Truncated []string          `json:"truncated,omitempty"`
+	At        time.Time         `json:"at"`
 }
 
 // File names inside Options.Dir.

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,12 +177,15 @@ func (s *Server) wxTemplateSend(w http.ResponseWriter, r *http.Request) {
 	for k, v := range msg.Data {
 		params[k] = v.Value
 	}
+	shown, truncated := wechatDisplay(params)
 	rec, dup, err := s.store.accept(Record{
 		Provider:   ProviderWeChat,
 		DeliveryID: msg.ClientMsgID,
 		To:         msg.ToUser,
 		Template:   msg.TemplateID,
 		Params:     params,
+		Shown:      shown,
+		Truncated:  truncated,
 		ProviderID: strconv.FormatInt(s.newID(), 10),
 		At:         time.Now().UTC(),
 	})
@@ -212,4 +216,28 @@ func (s *Server) wxInjected(w http.ResponseWriter, token, code string) {
 		s.wx.revoke(token)
 	}
 	writeJSON(w, http.StatusOK, wxReply{ErrCode: n, ErrMsg: "sandbox injected error"})
+}
+
+// wechatFieldLimit is how many characters WeChat shows of a template field since 2023-05-04.
+const wechatFieldLimit = 20
+
+// wechatDisplay is what a firm sees of a template message today: first and remark are dropped,
+// line breaks folded, and every value longer than 20 characters cut with an ellipsis (WeChat cuts,
+// it does not reject). It returns the shown values and the keys it cut, sorted.
+func wechatDisplay(params map[string]string) (map[string]string, []string) {
+	shown := make(map[string]string, len(params))
+	var cut []string
+	for k, v := range params {
+		if k == "first" || k == "remark" {
+			continue
+		}
+		v = strings.Join(strings.Fields(v), " ")
+		if r := []rune(v); len(r) > wechatFieldLimit {
+			v = string(r[:wechatFieldLimit-1]) + "…"
+			cut = append(cut, k)
+		}
+		shown[k] = v
+	}
+	slices.Sort(cut)
+	return shown, cut
 }
