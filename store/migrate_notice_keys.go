@@ -34,11 +34,18 @@ func widenNoticeKeys(db *gorm.DB) error {
 	}
 	// SQLite cannot change a primary key: copy the rows into a table with the new one.
 	return db.Transaction(func(tx *gorm.DB) error {
-		for _, stmt := range []string{
-			"ALTER TABLE delivery_items RENAME TO delivery_items_narrow",
-			"DROP INDEX IF EXISTS idx_delivery_items_delivery_id",
-		} {
-			if err := tx.Exec(stmt).Error; err != nil {
+		if err := tx.Exec("ALTER TABLE delivery_items RENAME TO delivery_items_narrow").Error; err != nil {
+			return fmt.Errorf("widen the key of delivery_items: %w", err)
+		}
+		// The renamed table keeps its indexes and their names, which the new table's would clash
+		// with: drop every named one (whatever version of the schema created it).
+		var names []string
+		if err := tx.Raw("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'delivery_items_narrow' AND sql IS NOT NULL").
+			Scan(&names).Error; err != nil {
+			return fmt.Errorf("widen the key of delivery_items: %w", err)
+		}
+		for _, name := range names {
+			if err := tx.Exec(`DROP INDEX IF EXISTS "` + name + `"`).Error; err != nil {
 				return fmt.Errorf("widen the key of delivery_items: %w", err)
 			}
 		}

@@ -9,13 +9,14 @@ import (
 	"github.com/policypush/policypush/store"
 )
 
-// The notice tables as they were before payout notices: narrow keys, no kind or ref.
+// The notice tables as they were before payout notices: narrow keys, no kind or ref (and the
+// console's firm-and-policy index, which databases of that time may already have).
 type narrowItem struct {
 	MatchID    uint64    `gorm:"primaryKey;autoIncrement:false"`
 	Channel    string    `gorm:"primaryKey;size:16"`
 	DeliveryID uint64    `gorm:"not null;default:0;index"`
-	CreditCode string    `gorm:"size:18;not null"`
-	PolicyID   string    `gorm:"size:64;not null"`
+	CreditCode string    `gorm:"size:18;not null;index:ix_item_firm_policy,priority:1"`
+	PolicyID   string    `gorm:"size:64;not null;index:ix_item_firm_policy,priority:2"`
 	State      string    `gorm:"size:16;not null;default:''"`
 	Note       string    `gorm:"size:200;not null;default:''"`
 	Fallback   bool      `gorm:"not null;default:false"`

@@ -126,16 +126,28 @@ func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	env := append(os.Environ(), "POLICYPUSH_DATA_DIR="+o.dir)
+	// The commands run on a config of the benchmark's own, never on a config.yaml or POLICYPUSH_
+	// variables that happen to be around (they could name a production database).
+	conf := fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: sqlite\n", o.dir)
 	if o.mysqlDSN != "" {
 		res.Database = "mysql"
 		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
 			return res, err
 		}
-		env = append(env, "POLICYPUSH_DATABASE_DRIVER=mysql", "POLICYPUSH_DATABASE_DSN="+o.mysqlDSN)
+		conf = fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: mysql\n  dsn: %q\n", o.dir, o.mysqlDSN)
+	}
+	confPath := filepath.Join(o.dir, "bench-config.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return res, err
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "POLICYPUSH_") {
+			env = append(env, kv)
+		}
 	}
 	run := func(out io.Writer, args ...string) (time.Duration, error) {
-		c := exec.CommandContext(ctx, self, args...)
+		c := exec.CommandContext(ctx, self, append([]string{"--config", confPath}, args...)...)
 		c.Env, c.Stdout, c.Stderr = env, out, progress
 		start := time.Now()
 		err := c.Run()
