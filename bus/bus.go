@@ -36,7 +36,8 @@ type Bus struct {
 	server *server.Server
 }
 
-// Open starts or connects to NATS and makes sure the stream exists with the configured settings.
+// Open starts or connects to NATS and makes sure the notice stream exists with the configured
+// settings (topology.go).
 func Open(ctx context.Context, o Options) (*Bus, error) {
 	b := &Bus{opts: o}
 	var err error
@@ -74,7 +75,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		b.Close()
 		return nil, err
 	}
-	if err := b.ensureStream(ctx); err != nil {
+	if _, err := EnsureStream(ctx, b.JS, b.Topology().NoticeStream()); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -93,78 +94,11 @@ func describe(url string) string {
 	return url
 }
 
-// NotifySubject is the subject of notices for one channel.
-func (b *Bus) NotifySubject(channel string) string {
-	return NotifySubject(b.opts.SubjectPrefix, channel)
-}
-
-// NotifySubject is the subject of notices for one channel under a prefix.
-func NotifySubject(prefix, channel string) string { return prefix + ".notify." + channel }
-
 // Stream returns the name of the notice stream.
 func (b *Bus) Stream() string { return b.opts.Stream }
 
 // SubjectPrefix returns the prefix of every subject on this bus.
 func (b *Bus) SubjectPrefix() string { return b.opts.SubjectPrefix }
-
-// ensureStream creates or updates the notice stream (settings explained in docs/delivery.md).
-// Work-queue retention: a notice is removed once a notifier acks it, so the stream's size is the
-// backlog. The duplicate window absorbs the relay's republish after a crash between PubAck and
-// marking the outbox row. No MaxAge and no discard: a notice that nobody has handled yet must never
-// age out; the publisher is told (an error) instead when limits are hit.
-func (b *Bus) ensureStream(ctx context.Context) error {
-	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        b.opts.Stream,
-		Description: "policypush notices waiting for a notifier",
-		Subjects:    []string{b.opts.SubjectPrefix + ".notify.>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.opts.Replicas,
-		Duplicates:  b.opts.DuplicateWindow,
-		Discard:     jetstream.DiscardNew,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", b.opts.Stream, err)
-	}
-	return nil
-}
-
-// ConsumerOptions are the delivery settings of a channel's durable consumer.
-type ConsumerOptions struct {
-	// AckWait is how long a handed-out notice may stay unacknowledged before JetStream gives it to
-	// another notifier: it bounds how long a crashed notifier's work waits.
-	AckWait time.Duration
-	// MaxDeliver is a backstop against a message that crashes or stalls every notifier; provider
-	// retries are counted in the delivery row, not here.
-	MaxDeliver    int
-	MaxAckPending int
-}
-
-// ConsumerName is the durable name of a channel's consumer.
-func ConsumerName(channel string) string { return "notify-" + channel }
-
-// Consumer returns (creating or updating) the durable pull consumer of a channel. Several notifier
-// processes bound to the same durable share its messages.
-func (b *Bus) Consumer(ctx context.Context, channel string, o ConsumerOptions) (jetstream.Consumer, error) {
-	c, err := b.JS.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
-		Durable:       ConsumerName(channel),
-		FilterSubject: b.NotifySubject(channel),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    o.MaxDeliver,
-		MaxAckPending: o.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer for %s: %w", channel, err)
-	}
-	return c, nil
-}
-
-// MaxDeliveriesSubject is the advisory JetStream publishes when a consumer gives up on a message.
-func (b *Bus) MaxDeliveriesSubject(channel string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.opts.Stream + "." + ConsumerName(channel)
-}
 
 // MaxDeliveriesAdvisory is the body of a MAX_DELIVERIES advisory.
 type MaxDeliveriesAdvisory struct {

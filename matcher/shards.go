@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -39,7 +40,7 @@ type ShardOptions struct {
 	AckWait       time.Duration // how long a job may go without a heartbeat before another worker gets it
 }
 
-func (o ShardOptions) subject() string { return o.SubjectPrefix + ".match.shard" }
+func (o ShardOptions) subject() string { return bus.ShardSubject(o.SubjectPrefix) }
 
 // ShardJob is the message of one shard.
 type ShardJob struct {
@@ -52,34 +53,11 @@ type ShardJob struct {
 	Hi     string `json:"hi"` // empty: no upper bound
 }
 
-// shardConsumer creates (or updates) the job stream and the workers' shared durable consumer.
+// shardConsumer creates (or brings up to date) the job stream and the workers' shared durable
+// consumer (bus/topology.go).
 func shardConsumer(ctx context.Context, js jetstream.JetStream, o ShardOptions) (jetstream.Consumer, error) {
-	name := o.Stream + "_MATCH"
-	s, err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        name,
-		Description: "shard jobs of distributed matches, waiting for a matcher worker",
-		Subjects:    []string{o.subject()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(1, o.Replicas),
-		Duplicates:  time.Hour,
-		MaxAge:      7 * 24 * time.Hour,
-	})
-	if err != nil {
-		return nil, err
-	}
-	c, err := ensureConsumer(ctx, s, jetstream.ConsumerConfig{
-		Durable:       "matcher-shards",
-		FilterSubject: o.subject(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    -1, // a shard is retried until done; the coordinator's timeout bounds the wait
-		MaxAckPending: 1024,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return c, nil
+	t := bus.Topology{Stream: o.Stream, SubjectPrefix: o.SubjectPrefix, Replicas: o.Replicas}
+	return bus.Ensure(ctx, js, t.ShardStream(), t.ShardConsumer(o.AckWait))
 }
 
 // shardBounds cuts the active firms' credit codes into n ranges of about equal size: n+1 bounds,

@@ -3,13 +3,13 @@ package matcher
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/policypush/policypush/bus"
 )
 
 // Change events arrive on a subject (config matcher.change_subject under nats.subject_prefix) that
@@ -47,36 +47,14 @@ func (o *StreamOptions) defaults() {
 	}
 }
 
-// ChangeSubject is the subject of change events under a prefix.
-func ChangeSubject(prefix, subject string) string { return prefix + "." + subject }
+// ChangeSubject is the subject of change events under a prefix (bus.ChangeSubject).
+func ChangeSubject(prefix, subject string) string { return bus.ChangeSubject(prefix, subject) }
 
-// changeStream creates (or updates) the change stream and its durable consumer.
+// changeStream creates (or brings up to date) the change stream and its durable consumer
+// (bus/topology.go).
 func changeStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Consumer, error) {
-	name := o.Stream + "_REGISTRY"
-	s, err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        name,
-		Description: "registry changes from the data-sharing platform, waiting for a matcher",
-		Subjects:    []string{o.Subject},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(1, o.Replicas),
-		MaxAge:      30 * 24 * time.Hour,
-	})
-	if err != nil {
-		return nil, err
-	}
-	c, err := ensureConsumer(ctx, s, jetstream.ConsumerConfig{
-		Durable:       o.ConsumerName,
-		FilterSubject: o.Subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
-		MaxDeliver:    o.MaxDeliveries,
-		MaxAckPending: 64,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return c, nil
+	t := bus.Topology{Stream: o.Stream, Replicas: o.Replicas}
+	return bus.Ensure(ctx, js, t.ChangeStream(o.Subject), bus.ChangeConsumer(o.Subject, o.ConsumerName, o.MaxDeliveries))
 }
 
 // Run applies change events from JetStream and runs the catch-up every o.CatchUp until ctx ends.
@@ -165,71 +143,4 @@ func (e *Engine) handleChange(ctx context.Context, msg jetstream.Msg, retry time
 		}
 		_ = msg.DoubleAck(ctx)
 	}
-}
-
-// ensureStream makes sure a stream exists with cfg. It creates it, or updates it only when its
-// settings differ, so several processes starting together do not update one stream concurrently
-// (a clustered JetStream may take longer than the request timeout to settle that); any failure is
-// retried for about half a minute.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	var lastErr error
-	for attempt := range 30 {
-		if attempt > 0 {
-			sleep(ctx, time.Second)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		s, err := js.Stream(ctx, cfg.Name)
-		switch {
-		case err == nil:
-			have := s.CachedInfo().Config
-			if slices.Equal(have.Subjects, cfg.Subjects) && have.Replicas == cfg.Replicas && have.Retention == cfg.Retention &&
-				have.MaxAge == cfg.MaxAge && (cfg.Duplicates == 0 || have.Duplicates == cfg.Duplicates) {
-				return s, nil
-			}
-			if s, err = js.UpdateStream(ctx, cfg); err == nil {
-				return s, nil
-			}
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			if s, err = js.CreateStream(ctx, cfg); err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				if err == nil {
-					return s, nil
-				}
-			}
-		}
-		lastErr = err
-	}
-	return nil, fmt.Errorf("create stream %s: %w", cfg.Name, lastErr)
-}
-
-// ensureConsumer makes sure a durable consumer exists with cfg, like ensureStream.
-func ensureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	var lastErr error
-	for attempt := range 30 {
-		if attempt > 0 {
-			sleep(ctx, time.Second)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		c, err := s.Consumer(ctx, cfg.Durable)
-		switch {
-		case err == nil:
-			have := c.CachedInfo().Config
-			if have.AckWait == cfg.AckWait && have.MaxDeliver == cfg.MaxDeliver && have.FilterSubject == cfg.FilterSubject &&
-				have.MaxAckPending == cfg.MaxAckPending {
-				return c, nil
-			}
-			if c, err = s.UpdateConsumer(ctx, cfg); err == nil {
-				return c, nil
-			}
-		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			if c, err = s.CreateConsumer(ctx, cfg); err == nil {
-				return c, nil
-			}
-		}
-		lastErr = err
-	}
-	return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, lastErr)
 }

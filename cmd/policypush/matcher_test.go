@@ -157,8 +157,8 @@ func TestShardedMatchSurvivesKilledWorker(t *testing.T) {
 	c.env = append(c.env, "POLICYPUSH_NATS_URL="+natsCluster(t, 3), "POLICYPUSH_NATS_REPLICAS=3",
 		"POLICYPUSH_MATCHER_SHARDS=8", "POLICYPUSH_MATCHER_SHARD_ACK_WAIT=2s", "POLICYPUSH_MATCHER_WORKERS=1")
 
-	// Started one after the other: bus.Open updates the notice stream unconditionally, and a
-	// clustered JetStream answers concurrent updates of one stream slowly.
+	// Started one after the other: processes starting together all create the streams, and a
+	// clustered JetStream answers concurrent requests on one stream slowly.
 	workers := map[int]*exec.Cmd{}
 	logs := map[int]*syncBuffer{}
 	for range 3 {
