@@ -18,6 +18,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -29,21 +30,14 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, p *Principal) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reflects database and NATS connectivity.
+// readyz reflects database and NATS connectivity (stage.Readiness: the health `policypush status`
+// reports too).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, p *Principal) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"database": "ok", "nats": "ok"}
-	status := http.StatusOK
-	if sqlDB, err := s.opts.DB.DB(); err != nil || sqlDB.PingContext(ctx) != nil {
-		checks["database"], status = "unreachable", http.StatusServiceUnavailable
+	var nats stage.Checker
+	if s.opts.Bus != nil {
+		nats = s.opts.Bus
 	}
-	if s.opts.Bus == nil {
-		checks["nats"] = "not used by this process"
-	} else if err := s.opts.Bus.Healthy(); err != nil {
-		checks["nats"], status = err.Error(), http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, checks)
+	stage.Readiness(r.Context(), s.opts.DB, nats).ServeHTTP(w, r)
 }
 
 func (s *Server) today() time.Time { return rules.Day(s.now(), s.opts.Location) }

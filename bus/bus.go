@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/store"
 )
 
@@ -149,6 +150,17 @@ func (b *Bus) Healthy() error {
 		return errors.New("not connected to NATS")
 	}
 	return nil
+}
+
+// Ready is the NATS check of the process health; a nil bus is a process without NATS.
+func (b *Bus) Ready(context.Context) stage.Check {
+	if b == nil {
+		return stage.Unused("nats")
+	}
+	if err := b.Healthy(); err != nil {
+		return stage.Down("nats", err, nil)
+	}
+	return stage.OK("nats", nil)
 }
 
 // Close drains the connection and stops the embedded server.

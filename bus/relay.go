@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/store"
 )
 
@@ -31,6 +33,13 @@ const roundTimeout = time.Minute
 // Rows with an AvailableAt in the future wait until then: that is how digests, retries and quiet
 // hours are scheduled without holding messages unacknowledged in JetStream.
 type Relay struct {
+	RelayOptions
+
+	lastOK atomic.Int64 // unix nanos of the last round that reached both the database and NATS
+}
+
+// RelayOptions configure a relay.
+type RelayOptions struct {
 	DB        *gorm.DB
 	JS        jetstream.JetStream
 	Interval  time.Duration
@@ -38,29 +47,53 @@ type Relay struct {
 	Log       *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
-
-	lastOK atomic.Int64 // unix nanos of the last round that reached both the database and NATS
 }
 
-// Run relays until ctx is cancelled. Errors (NATS or database down) are logged and retried.
-func (r *Relay) Run(ctx context.Context) {
-	t := time.NewTicker(r.Interval)
-	defer t.Stop()
-	for {
-		n, err := r.Once(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.Log.Warn("outbox relay", "err", err)
-		}
-		if n > 0 && err == nil {
-			continue // there may be more waiting: don't sleep until a round finds nothing
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// NewRelay makes a relay (a stage: Run, Ready, Close).
+func NewRelay(o RelayOptions) *Relay {
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	return &Relay{RelayOptions: o}
+}
+
+// Run relays until ctx is cancelled: a round at once, then every Interval, each publishing until
+// nothing due is left. Errors (NATS or database down) are logged and retried; Run returns nil.
+func (r *Relay) Run(ctx context.Context) error {
+	drain := func(ctx context.Context) error {
+		for {
+			if n, err := r.Once(ctx); err != nil || n == 0 {
+				return err
+			}
 		}
 	}
+	logErr := func(err error) { r.Log.Warn("outbox relay", "err", err) }
+	if err := drain(ctx); err != nil && ctx.Err() == nil {
+		logErr(err)
+	}
+	stage.Every(ctx, r.Interval, drain, logErr)
+	return nil
 }
+
+// Ready reports the last successful round; a relay is never what makes a process unready (the
+// database and NATS checks say why a round fails).
+func (r *Relay) Ready(context.Context) stage.Check {
+	last := r.LastSuccess()
+	c := stage.OK("relay", map[string]any{"last_success": last})
+	if last.IsZero() {
+		c.Status = "no successful round yet"
+	}
+	return c
+}
+
+// Close has nothing to release: the relay uses the database and bus its owner opened.
+func (r *Relay) Close() error { return nil }
 
 // LastSuccess is when a round last completed without error (zero before the first).
 func (r *Relay) LastSuccess() time.Time {

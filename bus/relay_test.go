@@ -35,7 +35,7 @@ func TestRelayPublishesWhatIsDueOnce(t *testing.T) {
 	if err := db.Create(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
-	r := &bus.Relay{DB: db, JS: b.JS, Interval: time.Second, BatchSize: 10, Now: clock}
+	r := bus.NewRelay(bus.RelayOptions{DB: db, JS: b.JS, Interval: time.Second, BatchSize: 10, Now: clock})
 	if n, err := r.Once(ctx); err != nil || n != 2 {
 		t.Fatalf("first round published %d (%v), want the 2 immediate rows", n, err)
 	}
@@ -120,7 +120,7 @@ func TestRelayExpandsNoticeBatches(t *testing.T) {
 	if n, err := bus.Pending(ctx, db); err != nil || n != int64(len(ids)+1) {
 		t.Fatalf("pending %d %v, want %d messages", n, err, len(ids)+1)
 	}
-	r := &bus.Relay{DB: db, JS: b.JS, Interval: time.Second, BatchSize: 10, Now: func() time.Time { return now }}
+	r := bus.NewRelay(bus.RelayOptions{DB: db, JS: b.JS, Interval: time.Second, BatchSize: 10, Now: func() time.Time { return now }})
 	if n, err := r.Once(ctx); err != nil || n != 2 {
 		t.Fatalf("published %d rows (%v), want 2", n, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -188,15 +190,44 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 	return sum, nil
 }
 
-// Worker takes shard jobs from JetStream and matches them.
+// Worker takes shard jobs from JetStream and matches them (a stage: NewWorker, Run, Ready, Close).
 type Worker struct {
+	WorkerOptions
+
+	cache map[string]*shardSnapshot // snapshots of shards taken before, by range
+	bound atomic.Bool               // the shared consumer is bound
+}
+
+// WorkerOptions configure a Worker.
+type WorkerOptions struct {
 	DB      *gorm.DB
 	JS      jetstream.JetStream
 	Shards  ShardOptions
 	Options Options // workers, subject prefix of notices, log
 	Name    string  // recorded on the shards it takes; empty: host:pid
+}
 
-	cache map[string]*shardSnapshot // snapshots of shards taken before, by range
+// NewWorker makes a worker.
+func NewWorker(o WorkerOptions) *Worker {
+	if o.Name == "" {
+		host, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	return &Worker{WorkerOptions: o, cache: map[string]*shardSnapshot{}}
+}
+
+// Ready is down until the worker has bound the shard jobs' consumer.
+func (w *Worker) Ready(context.Context) stage.Check {
+	if !w.bound.Load() {
+		return stage.Check{Name: "matcher worker", Status: "shard consumer not bound yet", Down: true}
+	}
+	return stage.OK("matcher worker", map[string]string{"worker": w.Name})
+}
+
+// Close drops the cached shard snapshots.
+func (w *Worker) Close() error {
+	clear(w.cache)
+	return nil
 }
 
 // shardSnapshot is a shard's snapshot kept for the next job of the same range.
@@ -207,16 +238,13 @@ type shardSnapshot struct {
 
 // Run takes jobs until ctx ends. A job interrupted by ctx is given back for another worker.
 func (w *Worker) Run(ctx context.Context) error {
-	if w.Name == "" {
-		host, _ := os.Hostname()
-		w.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
-	}
-	w.cache = map[string]*shardSnapshot{}
 	log := w.Options.logger()
 	cons, err := shardConsumer(ctx, w.JS, w.Shards)
 	if err != nil {
 		return err
 	}
+	w.bound.Store(true)
+	defer w.bound.Store(false)
 	log.Info("matcher worker ready", "worker", w.Name, "subject", w.Shards.subject())
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
@@ -269,16 +297,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	hb.Add(1)
 	go func() {
 		defer hb.Done()
-		t := time.NewTicker(max(w.Shards.AckWait/3, 100*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
+		stage.Every(hbCtx, max(w.Shards.AckWait/3, 100*time.Millisecond), func(context.Context) error { return msg.InProgress() }, nil)
 	}()
 	sum, err := w.runShard(ctx, job)
 	stop()

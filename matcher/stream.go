@@ -3,13 +3,16 @@ package matcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/stage"
 )
 
 // Change events arrive on a subject (config matcher.change_subject under nats.subject_prefix) that
@@ -70,18 +73,7 @@ func (e *Engine) Run(ctx context.Context, js jetstream.JetStream, o StreamOption
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(o.CatchUp)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := e.CatchUp(ctx); err != nil && ctx.Err() == nil {
-					e.o.Log.Warn("matcher catch-up", "err", err)
-				}
-			}
-		}
+		stage.Every(ctx, o.CatchUp, e.CatchUp, func(err error) { e.o.Log.Warn("matcher catch-up", "err", err) })
 	}()
 	defer wg.Wait()
 	for ctx.Err() == nil {
@@ -144,3 +136,57 @@ func (e *Engine) handleChange(ctx context.Context, msg jetstream.Msg, retry time
 		_ = msg.DoubleAck(ctx)
 	}
 }
+
+// Service runs an engine as a stage of serve and demo: it loads the snapshot (the console answers
+// meanwhile, the engine saying ErrNotLoaded), then applies change events and runs the catch-up
+// until ctx ends.
+type Service struct {
+	e     *Engine
+	o     ServiceOptions
+	state atomic.Value // string: what Ready reports
+}
+
+// ServiceOptions configure a Service.
+type ServiceOptions struct {
+	JS     jetstream.JetStream
+	Stream StreamOptions
+}
+
+// NewService makes the service of an engine made by NewEngine.
+func NewService(e *Engine, o ServiceOptions) *Service {
+	s := &Service{e: e, o: o}
+	s.state.Store("not started")
+	return s
+}
+
+// Run loads the engine, then runs it (Engine.Run) until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	s.state.Store("loading the registry")
+	if err := s.e.Load(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.state.Store("not started: " + err.Error())
+		return fmt.Errorf("matcher not started: %w", err)
+	}
+	s.state.Store(stage.StatusOK)
+	err := s.e.Run(ctx, s.o.JS, s.o.Stream)
+	if err != nil {
+		s.state.Store("stopped: " + err.Error())
+	} else {
+		s.state.Store("stopped")
+	}
+	return err
+}
+
+// Ready reports whether the engine is loaded and running, with its snapshot. A loading engine does
+// not make the process unready (the console serves meanwhile); a failed one does.
+func (s *Service) Ready(context.Context) stage.Check {
+	st := s.state.Load().(string)
+	c := stage.Check{Name: "matcher", Status: st, Detail: s.e.Info()}
+	c.Down = strings.HasPrefix(st, "not started:") || strings.HasPrefix(st, "stopped:")
+	return c
+}
+
+// Close has nothing to release: the engine uses the database its owner opened.
+func (s *Service) Close() error { return nil }

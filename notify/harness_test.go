@@ -79,7 +79,7 @@ func newHarness(t *testing.T, sbo sandbox.Options, tweak func(*Options)) *harnes
 	if tweak != nil {
 		tweak(&h.opts)
 	}
-	h.relay = &bus.Relay{DB: h.db, JS: h.bus.JS, Interval: time.Second, BatchSize: 500, Log: h.opts.Log, Now: h.clock.Now}
+	h.relay = bus.NewRelay(bus.RelayOptions{DB: h.db, JS: h.bus.JS, Interval: time.Second, BatchSize: 500, Log: h.opts.Log, Now: h.clock.Now})
 	h.n = New(h.db, h.bus, h.senders(), h.opts)
 	for id, title := range policyTitles {
 		src, _ := json.Marshal(map[string]any{"id": id, "title": title, "deadline": "2026-06-30", "channels": []string{"wechat"}})

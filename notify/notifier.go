@@ -33,6 +33,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/store"
 )
 
@@ -441,10 +442,15 @@ func (n *Notifier) Health() Health {
 	return h
 }
 
-// Ready reports an error unless every channel is being consumed.
-func (n *Notifier) Ready() error {
+// Ready is the notifier's check of the process health: down unless every channel is being
+// consumed; its detail is Health (consumers, each provider's breaker and pause).
+func (n *Notifier) Ready(context.Context) stage.Check {
 	if got, want := int(n.consuming.Load()), len(n.routes); got < want {
-		return fmt.Errorf("%d of %d channel consumers bound", got, want)
+		return stage.Down("notifier", fmt.Errorf("%d of %d channel consumers bound", got, want), n.Health())
 	}
-	return nil
+	return stage.OK("notifier", n.Health())
 }
+
+// Close has nothing to release: the notifier uses the database and bus its owner opened, and Run
+// has finished its batches when it returns.
+func (n *Notifier) Close() error { return nil }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -18,6 +16,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/notify/sandbox"
@@ -35,7 +34,32 @@ type app struct {
 	notifier *notify.Notifier
 	matcher  *matcher.Engine // the running matcher engine (serve, demo); nil otherwise
 	closers  []func()
+
+	// stages are the long-running parts this process runs (relay, notifier, matcher service,
+	// console, sandbox; internal/stage); close stops them, waits for every one and closes them
+	// before the database and the bus.
+	stages  stage.Group
+	cancels []context.CancelFunc
 }
+
+// start runs a stage until ctx ends or close is called.
+func (a *app) start(ctx context.Context, name string, s stage.Stage) {
+	ctx, cancel := context.WithCancel(ctx)
+	a.cancels = append(a.cancels, cancel)
+	a.stages.Log = a.log
+	a.stages.Go(ctx, name, s)
+}
+
+// startFunc runs a loop of this process (one without a Ready or Close) like start.
+func (a *app) startFunc(ctx context.Context, name string, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(ctx)
+	a.cancels = append(a.cancels, cancel)
+	a.stages.Log = a.log
+	a.stages.GoFunc(ctx, name, fn)
+}
+
+// wait blocks until every stage started has stopped (their contexts ended); errors were logged.
+func (a *app) wait() { _ = a.stages.Wait() }
 
 func newApp(cfg config.Config) *app {
 	return &app{cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -99,12 +123,12 @@ func (a *app) startSandbox(ctx context.Context) error {
 	}
 	o := sandboxOptions(a.cfg)
 	o.Dir = filepath.Join(a.cfg.DataDir, "sandbox")
-	s, err := sandbox.Start(ctx, o)
+	s, err := sandbox.New(o)
 	if err != nil {
 		return fmt.Errorf("start sandbox providers: %w", err)
 	}
 	a.sandbox = s
-	a.closers = append(a.closers, func() { _ = s.Close() })
+	a.start(ctx, "sandbox", s)
 	a.cfg.WeChat.BaseURL = s.URL()
 	a.cfg.SMS.Tencent.Endpoint = s.HostPort()
 	a.cfg.SMS.Aliyun.Endpoint = s.HostPort()
@@ -192,7 +216,7 @@ func (a *app) notifierOptions() (notify.Options, error) {
 	return o, nil
 }
 
-// startRelay runs the outbox relay until ctx ends; wait blocks until it stopped.
+// startRelay runs the outbox relay until ctx ends; wait blocks until the process's stages stopped.
 func (a *app) startRelay(ctx context.Context) (wait func(), err error) {
 	db, err := a.openDB(ctx)
 	if err != nil {
@@ -202,14 +226,13 @@ func (a *app) startRelay(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.relay = &bus.Relay{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); a.relay.Run(ctx) }()
-	return wg.Wait, nil
+	a.relay = bus.NewRelay(bus.RelayOptions{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log})
+	a.start(ctx, "relay", a.relay)
+	return a.wait, nil
 }
 
-// startNotifier runs the channel consumers until ctx ends; wait blocks until they stopped.
+// startNotifier runs the channel consumers (and the reconciliation of deliveries without a report)
+// until ctx ends; wait blocks until the process's stages stopped.
 func (a *app) startNotifier(ctx context.Context) (wait func(), err error) {
 	db, err := a.openDB(ctx)
 	if err != nil {
@@ -231,46 +254,32 @@ func (a *app) startNotifier(ctx context.Context) (wait func(), err error) {
 		return nil, err
 	}
 	a.notifier = notify.New(db, b, senders, opts)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := a.notifier.Run(ctx); err != nil {
-			a.log.Error("notifier stopped", "err", err)
-		}
-	}()
-	go func() { // deliveries left sent without a report (deliveries.go)
-		defer wg.Done()
-		t := time.NewTicker(a.cfg.Notify.ReceiptWindow / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if sum, err := a.reconcile(ctx, db, 10000); err != nil && ctx.Err() == nil {
-					a.log.Warn("reconcile deliveries", "err", err)
-				} else if sum.Checked > 0 {
-					a.log.Info("reconciled deliveries without a report", "checked", sum.Checked, "delivered", sum.Delivered,
-						"undelivered", sum.Undelivered, "unknown", sum.Unknown, "errors", sum.Errors)
-				}
+	a.start(ctx, "notifier", a.notifier)
+	// Deliveries left sent without a report (deliveries.go).
+	a.startFunc(ctx, "reconcile", func(ctx context.Context) error {
+		stage.Every(ctx, a.cfg.Notify.ReceiptWindow/4, func(ctx context.Context) error {
+			sum, err := a.reconcile(ctx, db, 10000)
+			if err == nil && sum.Checked > 0 {
+				a.log.Info("reconciled deliveries without a report", "checked", sum.Checked, "delivered", sum.Delivered,
+					"undelivered", sum.Undelivered, "unknown", sum.Unknown, "errors", sum.Errors)
 			}
-		}
-	}()
-	return wg.Wait, nil
+			return err
+		}, func(err error) { a.log.Warn("reconcile deliveries", "err", err) })
+		return nil
+	})
+	return a.wait, nil
 }
 
-// startPipeline runs the outbox relay and the notifiers until ctx ends; wait blocks until both stopped.
+// startPipeline runs the outbox relay and the notifiers until ctx ends; wait blocks until the
+// process's stages stopped.
 func (a *app) startPipeline(ctx context.Context) (wait func(), err error) {
-	waitNotifier, err := a.startNotifier(ctx)
-	if err != nil {
+	if _, err := a.startNotifier(ctx); err != nil {
 		return nil, err
 	}
-	waitRelay, err := a.startRelay(ctx)
-	if err != nil {
+	if _, err := a.startRelay(ctx); err != nil {
 		return nil, err
 	}
-	return func() { waitRelay(); waitNotifier() }, nil
+	return a.wait, nil
 }
 
 func (a *app) publicURL() string {
@@ -313,38 +322,53 @@ func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
 	return mux
 }
 
-// deliveryReady reports the database, NATS, the relay's last round and the notifier's consumers and
-// providers; 503 when the database or NATS is unreachable or a channel is not consumed.
-func (a *app) deliveryReady(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	status := http.StatusOK
-	out := map[string]any{"database": "ok", "nats": "ok"}
-	if a.db == nil {
-		out["database"] = "not opened"
-	} else if s, err := a.db.DB(); err != nil || s.PingContext(ctx) != nil {
-		out["database"], status = "unreachable", http.StatusServiceUnavailable
-	}
-	if a.bus == nil {
-		out["nats"] = "not used by this process"
-	} else if err := a.bus.Healthy(); err != nil {
-		out["nats"], status = err.Error(), http.StatusServiceUnavailable
-	}
-	if a.relay != nil {
-		out["relay_last_success"] = a.relay.LastSuccess()
-	}
-	if a.notifier != nil {
-		out["notifier"] = a.notifier.Health()
-		if err := a.notifier.Ready(); err != nil {
-			out["notifier_error"], status = err.Error(), http.StatusServiceUnavailable
+// readiness is the health of this process's dependencies (stage.Readiness): the database and, when
+// nats.url is set, the external NATS (connected within 5 s; an embedded server lives only inside
+// serve, demo and the pipeline commands, so a one-shot command reports it as unused).
+func (a *app) readiness(ctx context.Context) stage.Health {
+	var nats stage.Checker
+	if a.cfg.NATS.URL != "" {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := a.openBus(bctx)
+		cancel()
+		if err != nil {
+			nats = stage.CheckFunc(func(context.Context) stage.Check { return stage.Down("nats", err, nil) })
+		} else {
+			nats = b
 		}
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(out)
+	return stage.Readiness(ctx, a.db, nats)
 }
 
+// deliveryHealth is the database, NATS, the relay's last round and the notifier's consumers and
+// providers; not ready when the database or NATS is unreachable or a channel is not consumed.
+func (a *app) deliveryHealth(ctx context.Context) stage.Health {
+	h := stage.Readiness(ctx, a.db, a.bus)
+	if a.relay != nil {
+		h = append(h, a.relay.Ready(ctx))
+	}
+	if a.notifier != nil {
+		h = append(h, a.notifier.Ready(ctx))
+	}
+	return h
+}
+
+// deliveryReady answers /readyz/delivery (deliveryHealth): 503 unless ready.
+func (a *app) deliveryReady(w http.ResponseWriter, r *http.Request) {
+	a.deliveryHealth(r.Context()).ServeHTTP(w, r)
+}
+
+// close stops the stages, waits for every one of them and closes them, then closes the bus and the
+// database (in reverse order of opening).
 func (a *app) close() {
+	for _, cancel := range a.cancels {
+		cancel()
+	}
+	a.cancels = nil
+	a.wait()
+	if err := a.stages.Close(); err != nil {
+		a.log.Warn("close", "err", err)
+	}
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		a.closers[i]()
 	}

@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
@@ -483,17 +484,35 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			health := a.readiness(cmd.Context())
 			if asJSON {
-				return writeJSON(os.Stdout, statusWithPayouts{st, payouts})
+				return writeJSON(os.Stdout, statusWithPayouts{st, payouts, health})
 			}
 			printStatus(os.Stdout, st, day)
 			printPayoutFigures(os.Stdout, payouts)
+			printHealth(os.Stdout, health)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&asOf, "as-of", "", "date for counting active policies (default today)")
 	return cmd
+}
+
+// printHealth prints the checks of stage.Readiness, the same as /readyz answers.
+func printHealth(w io.Writer, h stage.Health) {
+	ready := "是"
+	if !h.Ready() {
+		ready = "否"
+	}
+	fmt.Fprintf(w, "就绪 %s：", ready)
+	for i, c := range h {
+		if i > 0 {
+			fmt.Fprint(w, "，")
+		}
+		fmt.Fprintf(w, "%s %s", c.Name, c.Status)
+	}
+	fmt.Fprintln(w)
 }
 
 func printStatus(w io.Writer, st store.Status, day time.Time) {

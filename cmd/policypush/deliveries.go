@@ -414,13 +414,12 @@ sms.tencent.endpoint=ADDR, sms.aliyun.endpoint=ADDR and sandbox.enabled=false.`,
 			if o.Dir == "" {
 				o.Dir = filepath.Join(cfg.DataDir, "sandbox")
 			}
-			s, err := sandbox.Start(cmd.Context(), o)
+			s, err := sandbox.New(o)
 			if err != nil {
 				return err
 			}
 			fmt.Printf("sandbox listening on %s (records in %s)\n", s.HostPort(), o.Dir)
-			<-cmd.Context().Done()
-			return s.Close()
+			return s.Run(cmd.Context()) // until interrupted; closes the records
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "", "listen address (default sandbox.addr)")

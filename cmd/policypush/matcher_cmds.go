@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,33 +44,19 @@ func (a *app) newMatcher(db *gorm.DB, asOf func() time.Time) *matcher.Engine {
 	return a.matcher
 }
 
-// runMatcher runs the engine made by newMatcher until ctx ends or stop is called: it loads the
-// snapshot in the background (the console starts at once), then applies change events from the
-// change subject and runs the catch-up and the daily sweep.
-func (a *app) runMatcher(ctx context.Context) (stop func(), err error) {
+// runMatcher runs the engine made by newMatcher as a stage of this process (matcher.Service) until
+// ctx ends or the app is closed: it loads the snapshot in the background (the console starts at
+// once), then applies change events from the change subject and runs the catch-up and the daily
+// sweep.
+func (a *app) runMatcher(ctx context.Context) error {
 	b, err := a.openBus(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	e := a.matcher
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := e.Load(ctx); err != nil {
-			if ctx.Err() == nil {
-				a.log.Error("matcher not started", "err", err)
-			}
-			return
-		}
-		err := e.Run(ctx, b.JS, matcher.StreamOptions{Stream: a.cfg.NATS.Stream, Replicas: a.cfg.NATS.Replicas,
-			Subject: matcher.ChangeSubject(a.cfg.NATS.SubjectPrefix, a.cfg.Matcher.ChangeSubject), CatchUp: a.cfg.Matcher.CatchUpInterval})
-		if err != nil {
-			a.log.Error("matcher stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); wg.Wait() }, nil
+	a.start(ctx, "matcher", matcher.NewService(a.matcher, matcher.ServiceOptions{JS: b.JS, Stream: matcher.StreamOptions{
+		Stream: a.cfg.NATS.Stream, Replicas: a.cfg.NATS.Replicas,
+		Subject: matcher.ChangeSubject(a.cfg.NATS.SubjectPrefix, a.cfg.Matcher.ChangeSubject), CatchUp: a.cfg.Matcher.CatchUpInterval}}))
+	return nil
 }
 
 func matcherCmd(g *globals) *cobra.Command {
@@ -100,8 +85,9 @@ sending progress, and JetStream gives its shard to another worker after matcher.
 			if err != nil {
 				return err
 			}
-			w := &matcher.Worker{DB: db, JS: b.JS, Shards: a.shardOptions(),
-				Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log}}
+			w := matcher.NewWorker(matcher.WorkerOptions{DB: db, JS: b.JS, Shards: a.shardOptions(),
+				Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log}})
+			defer w.Close()
 			return w.Run(ctx)
 		},
 	})

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/rules"
@@ -345,10 +346,12 @@ func printBatch(w io.Writer, d *payout.Detail, loc *time.Location) {
 	}
 }
 
-// statusWithPayouts is `status --json`: the store's counts plus payouts per policy.
+// statusWithPayouts is `status --json`: the store's counts plus payouts per policy and the
+// readiness checks (/readyz's).
 type statusWithPayouts struct {
 	store.Status
 	Payouts []payout.PolicyFigures `json:"payouts"`
+	Health  stage.Health           `json:"health"`
 }
 
 func printPayoutFigures(w io.Writer, fs []payout.PolicyFigures) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -103,26 +102,22 @@ func (s *matchingSink) Write(ctx context.Context, recs []registry.Record) (regis
 }
 
 // runSourceSync syncs the registry source every registry.source.interval through the running
-// matcher engine, until ctx ends or stop is called; it does nothing without a source or with
-// interval 0. A sync that fails is logged (with the DSN's password masked) and tried again at the
-// next interval.
-func (a *app) runSourceSync(ctx context.Context) (stop func()) {
+// matcher engine, as a loop of this process's stages, until ctx ends or the app is closed; it does
+// nothing without a source or with interval 0. A sync that fails is logged (with the DSN's password
+// masked) and tried again at the next interval.
+func (a *app) runSourceSync(ctx context.Context) {
 	cfg := a.cfg.Registry.Source
 	if cfg.Driver == "" || cfg.Interval == 0 {
-		return func() {}
+		return
 	}
 	src := a.registrySource()
 	db := a.db
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	a.startFunc(ctx, "registry source sync", func(ctx context.Context) error {
 		wait := time.Duration(0)
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-time.After(wait):
 			}
 			sum, err := registry.Sync(ctx, db, src, registry.SyncOptions{DeregisterVanished: cfg.DeregisterVanished, Sink: a.matcher})
@@ -138,6 +133,5 @@ func (a *app) runSourceSync(ctx context.Context) (stop func()) {
 			}
 			wait = cfg.Interval
 		}
-	}()
-	return func() { cancel(); wg.Wait() }
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
@@ -72,12 +72,11 @@ seeding that was killed is reported and done again on the next start (never a si
 				return nil
 			}
 			demoDelivery(cmd, &a.cfg) // demo_delivery.go
-			wait, err := a.startPipeline(ctx)
-			if err != nil {
+			if _, err := a.startPipeline(ctx); err != nil {
 				return err
 			}
 			a.newMatcher(db, func() time.Time { return day.Time }) // matcher_cmds.go
-			srv, err := a.serveHTTP(ctx)
+			console, err := a.serveHTTP(ctx)
 			if err != nil {
 				return err
 			}
@@ -88,11 +87,9 @@ seeding that was killed is reported and done again on the next start (never a si
 				return err
 			}
 			printMatchSummary(os.Stdout, sum)
-			stopMatcher, err := a.runMatcher(ctx) // change events and catch-up from here on
-			if err != nil {
+			if err := a.runMatcher(ctx); err != nil { // change events and catch-up from here on
 				return err
 			}
-			defer stopMatcher()
 			if err := a.waitIdle(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
 				a.log.Warn("delivery not finished yet; it goes on in the background", "err", err)
 			}
@@ -106,12 +103,11 @@ seeding that was killed is reported and done again on the next start (never a si
 				fmt.Printf("沙箱记录: %s （微信 %d 条，短信 %d 条）\n", filepath.Join(cfg.DataDir, "sandbox"),
 					a.sandbox.Counts()["wechat"], a.sandbox.Counts()["tencent"]+a.sandbox.Counts()["aliyun"])
 			}
-			fmt.Printf("\n控制台: http://%s/  （Ctrl-C 退出）\n", srv.Addr)
+			fmt.Printf("\n控制台: http://%s/  （Ctrl-C 退出）\n", console.Addr())
 			printDemoAccounts(os.Stdout, password)
 			waitForSignal(ctx)
 			fmt.Fprintln(os.Stderr, "正在停止…")
-			shutdown(srv)
-			wait()
+			a.wait() // console, matcher, relay, notifiers, sandbox: every stage stops with ctx
 			return nil
 		},
 	}
@@ -221,8 +217,7 @@ func serveCmd(g *globals) *cobra.Command {
 			}
 			defer a.close()
 			ctx := cmd.Context()
-			wait, err := a.startPipeline(ctx)
-			if err != nil {
+			if _, err := a.startPipeline(ctx); err != nil {
 				return err
 			}
 			db, err := a.openDB(ctx)
@@ -230,20 +225,17 @@ func serveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			a.newMatcher(db, nil) // matcher_cmds.go
-			stopMatcher, err := a.runMatcher(ctx)
+			if err := a.runMatcher(ctx); err != nil {
+				return err
+			}
+			a.runSourceSync(ctx) // registry_cmds.go
+			console, err := a.serveHTTP(ctx)
 			if err != nil {
 				return err
 			}
-			defer stopMatcher()
-			defer a.runSourceSync(ctx)() // registry_cmds.go; stops before the matcher
-			srv, err := a.serveHTTP(ctx)
-			if err != nil {
-				return err
-			}
-			a.log.Info("serving", "http", srv.Addr, "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+			a.log.Info("serving", "http", console.Addr(), "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
 			waitForSignal(ctx)
-			shutdown(srv)
-			wait()
+			a.wait() // console, matcher, relay, notifiers, sandbox: every stage stops with ctx
 			return nil
 		},
 	}
@@ -328,8 +320,9 @@ func (a *app) idle(ctx context.Context) (bool, error) {
 	return n == 0, err
 }
 
-// serveHTTP starts the console on http.addr.
-func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
+// serveHTTP runs the console on http.addr (behind the delivery routes) as a stage of this process
+// until ctx ends or the app is closed; the stage is returned for its address.
+func (a *app) serveHTTP(ctx context.Context) (*stage.HTTP, error) {
 	opts, err := a.consoleOptions()
 	if err != nil {
 		return nil, err
@@ -338,21 +331,10 @@ func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	console, err := stage.NewHTTP("console", a.cfg.HTTP.Addr, func(addr string) http.Handler { return a.deliveryRoutes(h, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
 	}
-	srv := &http.Server{Addr: ln.Addr().String(), Handler: a.deliveryRoutes(h, ln.Addr().String()), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("console stopped", "err", err)
-		}
-	}()
-	return srv, nil
-}
-
-func shutdown(srv *http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(ctx)
+	a.start(ctx, "console", console)
+	return console, nil
 }

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/policypush/policypush/internal/stage"
 )
 
 // Provider names, as used in Options, SetFaults, Counts and Record.Provider.
@@ -75,6 +77,8 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 	served    chan error
+	serveOnce sync.Once
+	serving   bool // Serve was started (under handlersMu)
 
 	faultsMu sync.Mutex
 	faults   map[string]*faultState
@@ -96,8 +100,20 @@ var defaultCodes = map[string]string{
 	ProviderAliyun:  "isp.SYSTEM_ERROR",
 }
 
-// Start listens on o.Addr and serves until Close is called or ctx ends.
+// Start listens on o.Addr and serves until Close is called or ctx ends (New, then Run in the
+// background).
 func Start(ctx context.Context, o Options) (*Server, error) {
+	s, err := New(o)
+	if err != nil {
+		return nil, err
+	}
+	s.serve()
+	go func() { _ = s.Run(ctx) }() // ends with ctx or Close; Close's error is the owner's to fetch
+	return s, nil
+}
+
+// New opens the records in o.Dir and listens on o.Addr; Run serves.
+func New(o Options) (*Server, error) {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
@@ -125,15 +141,40 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	s.SetFaults(ProviderAliyun, o.Aliyun)
 	s.receipts = newReporter(o.Receipts, s.stop)
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	go func() { s.served <- s.http.Serve(ln) }()
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = s.Close() // the owner of ctx asked for the stop; Close's error is theirs to fetch
-		case <-s.stop:
-		}
-	}()
 	return s, nil
+}
+
+// serve starts serving once (Start serves before it returns, Run when it has not).
+func (s *Server) serve() {
+	s.serveOnce.Do(func() {
+		s.handlersMu.Lock()
+		closing := s.closing
+		s.serving = !closing
+		s.handlersMu.Unlock()
+		if !closing {
+			go func() { s.served <- s.http.Serve(s.ln) }()
+		}
+	})
+}
+
+// Run serves until ctx ends or Close is called, then closes the server and returns Close's error.
+func (s *Server) Run(ctx context.Context) error {
+	s.serve()
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	return s.Close()
+}
+
+// Ready is OK while the sandbox serves.
+func (s *Server) Ready(context.Context) stage.Check {
+	s.handlersMu.Lock()
+	defer s.handlersMu.Unlock()
+	if s.closing {
+		return stage.Check{Name: "sandbox", Status: "closed", Down: true}
+	}
+	return stage.OK("sandbox", map[string]any{"addr": s.HostPort(), "records": s.Counts()})
 }
 
 // URL is the base URL for the WeChat client, e.g. "http://127.0.0.1:PORT".
@@ -164,8 +205,12 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("sandbox: close connections: %w", err))
 			}
 		}
-		if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("sandbox: serve: %w", err))
+		if s.serving {
+			if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs = append(errs, fmt.Errorf("sandbox: serve: %w", err))
+			}
+		} else {
+			_ = s.ln.Close()
 		}
 		s.handlers.Wait()
 		s.receipts.wait()
