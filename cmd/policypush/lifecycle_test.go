@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,7 +25,7 @@ func TestServeStopsEveryGoroutineItStarted(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	dir := t.TempDir()
 	sfx := testenv.Suffix()
-	addr := freeAddr(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // fault_test.go
 	for k, v := range map[string]string{
 		"POLICYPUSH_CONFIG": os.DevNull, "POLICYPUSH_DATABASE_DRIVER": "sqlite", "POLICYPUSH_DATABASE_DSN": "",
 		"POLICYPUSH_NATS_URL": testenv.NATSURL(t), "POLICYPUSH_NATS_STREAM": "PPLIFE_" + sfx,
@@ -90,16 +90,6 @@ func TestServeStopsEveryGoroutineItStarted(t *testing.T) {
 	// Idle keep-alive connections of this test's own HTTP client are not serve's.
 	http.DefaultClient.CloseIdleConnections()
 	goleak.VerifyNone(t, before)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // deleteStreams removes a test's streams from an external NATS.
