@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -59,7 +60,7 @@ func presentExplanation(ex rules.Explanation, holdingOnly bool) explained {
 // explainMatch explains a stored match exactly as the matcher decided it (its version and as-of
 // date). An explanation that cannot be made is said so; the page still shows everything else.
 func (s *Server) explainMatch(ctx context.Context, matchID uint64, holdingOnly bool) explained {
-	ex, err := rules.ExplainFirm(ctx, s.opts.DB, rules.ExplainRequest{MatchID: matchID})
+	ex, err := policies.ExplainFirm(ctx, s.opts.DB, policies.ExplainRequest{MatchID: matchID})
 	if err != nil {
 		s.opts.Log.Warn("explain match", "match", matchID, "err", err)
 		return explained{Summary: "暂时无法生成说明"}
@@ -123,7 +124,7 @@ func parseNearMissFilter(r *http.Request, p *Principal) (nearMissFilter, error) 
 func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (nearMissView, error) {
 	ctx := r.Context()
 	v := nearMissView{PolicyID: f.PolicyID, Filter: f, Scope: p.ScopeLabel()}
-	pol, err := rules.LinkedVersion(ctx, s.opts.DB, f.PolicyID, 0)
+	pol, err := policies.LinkedVersion(ctx, s.opts.DB, f.PolicyID, 0)
 	if err != nil {
 		return v, lifecycleError(err)
 	}
@@ -156,7 +157,7 @@ func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (ne
 	for i := range firms {
 		envs[i] = rules.EnvOf(&firms[i], asOf)
 	}
-	if err := rules.AttachExtraFacts(ctx, s.opts.DB, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, s.opts.DB, envs); err != nil {
 		return v, err
 	}
 	v.Firms = len(envs)
@@ -281,7 +282,7 @@ func (s *Server) calcPage(w http.ResponseWriter, r *http.Request, p *Principal) 
 			s.failErr(w, r, err)
 			return
 		}
-		rep, err := rules.CalculateActive(r.Context(), s.opts.DB, facts, asOf)
+		rep, err := policies.CalculateActive(r.Context(), s.opts.DB, facts, asOf)
 		if err != nil {
 			s.failErr(w, r, err)
 			return
@@ -314,7 +315,7 @@ func (s *Server) apiCalc(w http.ResponseWriter, r *http.Request, p *Principal) {
 		s.failErr(w, r, err)
 		return
 	}
-	rep, err := rules.CalculateActive(r.Context(), s.opts.DB, in.Facts, asOf)
+	rep, err := policies.CalculateActive(r.Context(), s.opts.DB, in.Facts, asOf)
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, "无法计算："+err.Error(), nil)
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -77,7 +78,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(errs)
 	}
 	for _, d := range defs {
-		if _, err := rules.Apply(ctx, db, d, dir, "test"); err != nil {
+		if _, err := policies.Apply(ctx, db, d, dir, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}

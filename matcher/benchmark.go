@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -241,7 +242,7 @@ func baselineSample(ctx context.Context, db *gorm.DB, snap *Snapshot, n int) ([]
 			envs = append(envs, rules.EnvOf(&batch[i], benchAsOf))
 		}
 	}
-	if err := rules.AttachExtraFacts(ctx, db, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, envs); err != nil {
 		return nil, nil, err
 	}
 	return sample, envs, nil

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -184,7 +185,7 @@ func (e *Engine) lastMatched(ctx context.Context) (time.Time, error) {
 
 // readPolicies loads the published policies and their combination rules.
 func (e *Engine) readPolicies(ctx context.Context) error {
-	all, err := rules.LoadPublished(ctx, e.db, "")
+	all, err := policies.LoadPublished(ctx, e.db, "")
 	if err != nil {
 		return err
 	}

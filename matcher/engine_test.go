@@ -16,6 +16,7 @@ import (
 
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -28,7 +29,7 @@ func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*r
 		t.Fatal(err)
 	}
 	for _, d := range defs {
-		if _, err := rules.Apply(ctx, db, d, "test", "tester"); err != nil {
+		if _, err := policies.Apply(ctx, db, d, "test", "tester"); err != nil {
 			t.Fatalf("apply %s: %v", d.ID, err)
 		}
 	}
@@ -368,7 +369,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		}
 	}
 	def.Params = map[string]any{"per_graduate": 2000}
-	if _, err := rules.Apply(ctx, db, def, "test", "tester"); err != nil {
+	if _, err := policies.Apply(ctx, db, def, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.CatchUp(ctx); err != nil {
@@ -475,7 +476,7 @@ func TestExtraFieldsMatchLikePlain(t *testing.T) {
 	engineDB, plainDB := testenv.OpenDB(t).DB, testenv.OpenDB(t).DB
 	for _, db := range []*gorm.DB{engineDB, plainDB} {
 		seedRegistry(t, db, firms, []*rules.Definition{def})
-		if _, err := rules.ImportFacts(ctx, db, strings.NewReader(csv.String())); err != nil {
+		if _, err := policies.ImportFacts(ctx, db, strings.NewReader(csv.String())); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -520,7 +521,7 @@ func TestCombinationRulesMatchLikePlain(t *testing.T) {
 	}
 	// Fewer firms get new-jobs: those that lose it get stable-jobs back.
 	b.Params = map[string]any{"min": 3}
-	if _, err := rules.Apply(ctx, engineDB, b, "test", "tester"); err != nil {
+	if _, err := policies.Apply(ctx, engineDB, b, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.PolicyChanged(ctx, b.ID); err != nil {

@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -95,7 +96,7 @@ func since(phase *float64, start time.Time) time.Time {
 func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Options) (Summary, error) {
 	start := time.Now()
 	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
-	policies, err := rules.LoadPublished(ctx, db, policyID)
+	policies, err := policies.LoadPublished(ctx, db, policyID)
 	if err != nil {
 		return sum, err
 	}
@@ -380,7 +381,7 @@ func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress 
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	if err := rules.AttachExtraFacts(ctx, db, out); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, out); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -116,7 +117,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 	start := time.Now()
 	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
 	if policyID != "" {
-		if ps, err := rules.LoadPublished(ctx, db, policyID); err != nil {
+		if ps, err := policies.LoadPublished(ctx, db, policyID); err != nil {
 			return sum, err
 		} else if len(ps) == 0 {
 			return sum, fmt.Errorf("policy %s is not published (apply it first, or check `policypush policy list`)", policyID)
@@ -197,7 +198,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 		return sum, fmt.Errorf("record match run end: %w", err)
 	}
 	// Whole-population evaluations are recorded once every shard has stored its part.
-	if ps, err := rules.LoadPublished(ctx, db, policyID); err == nil {
+	if ps, err := policies.LoadPublished(ctx, db, policyID); err == nil {
 		for _, p := range ps {
 			if r, ok := byPolicy[p.Def.ID]; ok && r.Skipped == "" && r.Version == p.Version {
 				if err := recordEvaluation(ctx, db, p, asOf, sum.Firms, r.Eligible); err != nil {
@@ -337,7 +338,7 @@ func (w *Worker) runShard(ctx context.Context, job ShardJob) (Summary, error) {
 		return Summary{}, err
 	}
 	sum := Summary{AsOf: job.AsOf}
-	policies, err := rules.LoadPublished(ctx, w.DB, job.Policy)
+	policies, err := policies.LoadPublished(ctx, w.DB, job.Policy)
 	if err != nil {
 		return sum, err
 	}

@@ -1,14 +1,11 @@
 package rules
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // The policy calculator (政策计算器): a firm — or anyone on its behalf — states the facts it knows
@@ -261,14 +258,4 @@ func calcSummary(r *CalcResult) string {
 	var failed []string
 	collectFailed(r.Conditions, &failed)
 	return "不符合：" + strings.Join(failed, "；")
-}
-
-// CalculateActive runs the calculator against the published catalog (the console's 政策计算器 and
-// `policypush calc`).
-func CalculateActive(ctx context.Context, db *gorm.DB, facts map[string]any, asOf time.Time) (CalcReport, error) {
-	policies, err := LoadPublished(ctx, db, "")
-	if err != nil {
-		return CalcReport{}, err
-	}
-	return Calculate(policies, facts, asOf)
 }

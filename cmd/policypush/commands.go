@@ -20,6 +20,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -120,33 +121,33 @@ func actorName(flag string) string {
 // applyMode is how `policy apply` puts a changed policy into effect.
 type applyMode struct {
 	note  string // said once before the files, when there is no second person
-	apply func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error)
+	apply func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor) (policies.ApplyResult, error)
 }
 
 // applyModeOf picks the lifecycle of `policy apply`: without staff accounts one operator publishes
 // directly (said in the output and the audit log); with them a changed policy becomes a version in
 // review, unless the deployment switched review off — then a reviewer publishes at once.
-func applyModeOf(actor rules.Actor, review bool) applyMode {
-	direct := func(why string) func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
-		return func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
-			return rules.ApplyBy(ctx, db, def, file, by, why)
+func applyModeOf(actor policies.Actor, review bool) applyMode {
+	direct := func(why string) func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor) (policies.ApplyResult, error) {
+		return func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor) (policies.ApplyResult, error) {
+			return policies.ApplyBy(ctx, db, def, file, by, why)
 		}
 	}
 	switch {
-	case actor.Role == rules.RoleOperator:
+	case actor.Role == policies.RoleOperator:
 		return applyMode{note: "单人运维模式（尚无员工账号）：政策直接发布，未经第二人审核；创建员工账号后 apply 改为提交审核。",
 			apply: direct("none: single-operator deployment without staff accounts")}
 	case !review:
 		return applyMode{note: "配置 policy.review: false：政策由审核人直接发布（审核在本系统之外进行）。",
-			apply: func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
+			apply: func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor) (policies.ApplyResult, error) {
 				if by.Role != store.RoleReviewer {
-					return rules.ApplyResult{}, fmt.Errorf("%s has role %q; with policy.review: false only a reviewer publishes through apply: %w",
-						by.Name, by.Role, rules.ErrForbidden)
+					return policies.ApplyResult{}, fmt.Errorf("%s has role %q; with policy.review: false only a reviewer publishes through apply: %w",
+						by.Name, by.Role, policies.ErrForbidden)
 				}
-				return rules.ApplyBy(ctx, db, def, file, by, "switched off in config (policy.review: false)")
+				return policies.ApplyBy(ctx, db, def, file, by, "switched off in config (policy.review: false)")
 			}}
 	}
-	return applyMode{apply: rules.Propose}
+	return applyMode{apply: policies.Propose}
 }
 
 // cliActor is who a CLI command runs as: --by (default the OS user), checked against the staff
@@ -192,7 +193,7 @@ from being applied. Exits non-zero if any file failed.`,
 			for _, e := range errs {
 				fmt.Fprintln(os.Stderr, e)
 			}
-			actor, err := rules.ResolveActor(cmd.Context(), db, actorName(by))
+			actor, err := policies.ResolveActor(cmd.Context(), db, actorName(by))
 			if err != nil {
 				return err
 			}
@@ -270,7 +271,7 @@ from being applied. Exits non-zero if any file failed.`,
 				return err
 			}
 			defer a.close()
-			ps, err := rules.LoadPublished(cmd.Context(), db, "")
+			ps, err := policies.LoadPublished(cmd.Context(), db, "")
 			if err != nil {
 				return err
 			}

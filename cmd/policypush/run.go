@@ -17,6 +17,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -198,7 +199,7 @@ func applyDemoCatalog(ctx context.Context, a *app) error {
 		return errors.Join(errs...)
 	}
 	for _, d := range defs {
-		res, err := rules.Apply(ctx, db, d, filepath.Join(dir, d.ID+".yaml"), "demo")
+		res, err := policies.Apply(ctx, db, d, filepath.Join(dir, d.ID+".yaml"), "demo")
 		if err != nil {
 			return err
 		}

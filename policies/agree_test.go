@@ -1,4 +1,4 @@
-package rules_test
+package policies_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -35,7 +36,7 @@ func applyDir(t *testing.T, db *gorm.DB, dir string) []*rules.Definition {
 		t.Fatal(errs)
 	}
 	for _, d := range defs {
-		if _, err := rules.Apply(context.Background(), db, d, dir, "test"); err != nil {
+		if _, err := policies.Apply(context.Background(), db, d, dir, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,13 +100,13 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	matched := activeMatches(t, db)
-	policies, err := rules.LoadPublished(ctx, db, "")
+	published, err := policies.LoadPublished(ctx, db, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	envs := allEnvs(t, db, demoAsOf)
 	pairs, eligible := 0, 0
-	for _, p := range policies {
+	for _, p := range published {
 		for i := range envs {
 			ex, err := rules.Explain(p, &envs[i])
 			if err != nil {
@@ -133,8 +134,8 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	if err := db.Where("state = ?", store.MatchActive).Order("id").Take(&m).Error; err != nil {
 		t.Fatal(err)
 	}
-	for _, req := range []rules.ExplainRequest{{PolicyID: m.PolicyID, CreditCode: m.CreditCode, AsOf: demoAsOf}, {MatchID: m.ID}} {
-		ex, err := rules.ExplainFirm(ctx, db, req)
+	for _, req := range []policies.ExplainRequest{{PolicyID: m.PolicyID, CreditCode: m.CreditCode, AsOf: demoAsOf}, {MatchID: m.ID}} {
+		ex, err := policies.ExplainFirm(ctx, db, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +143,7 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 			t.Fatalf("ExplainFirm(%+v): %+v, match %+v", req, ex, m)
 		}
 	}
-	if _, err := rules.ExplainFirm(ctx, db, rules.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
+	if _, err := policies.ExplainFirm(ctx, db, policies.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
 		!strings.Contains(err.Error(), "not in the registry") {
 		t.Fatalf("unknown firm: %v", err)
 	}
@@ -151,15 +152,15 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 // TestExplainAgainstIndependentComputation: on a held-out registry (a seed no other test uses),
 // every condition of every demo policy, the verdict and the amount agree with plain Go.
 func TestExplainAgainstIndependentComputation(t *testing.T) {
-	policies := demoCatalog(t)
-	rules.Link(policies)
+	demo := demoCatalog(t)
+	rules.Link(demo)
 	firms := registry.Synth(1200, 20220930)
 	eligible := map[string]int{}
 	texts := map[string]*policytext.Policy{}
 	for i := range policytext.Policies {
 		texts[policytext.Policies[i].ID] = &policytext.Policies[i]
 	}
-	for _, p := range policies {
+	for _, p := range demo {
 		want, ok := texts[p.Def.ID]
 		if !ok {
 			t.Fatalf("no expectation for %s", p.Def.ID)

@@ -1,4 +1,4 @@
-package rules
+package policies
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
@@ -104,7 +105,7 @@ var openStates = []string{store.VersionDraft, store.VersionInReview, store.Versi
 
 // SaveDraft stores a definition as a new draft version (unchanged content of the open draft is a
 // no-op). It must compile; its tests may still fail (Submit requires them to pass).
-func SaveDraft(ctx context.Context, db *gorm.DB, def *Definition, by Actor, sourceFile string) (store.PolicyVersion, error) {
+func SaveDraft(ctx context.Context, db *gorm.DB, def *rules.Definition, by Actor, sourceFile string) (store.PolicyVersion, error) {
 	if _, err := def.Compile(); err != nil {
 		return store.PolicyVersion{}, err
 	}
@@ -217,7 +218,7 @@ type PublishResult struct {
 	PolicyID   string        `json:"policy_id"`
 	Version    int           `json:"version"`
 	OldVersion int           `json:"old_version"` // 0: first publication
-	Preview    PreviewReport `json:"preview"`
+	Preview    rules.PreviewReport `json:"preview"`
 }
 
 // Publish makes an approved version the published one. Its tests must pass; the preview on the
@@ -239,7 +240,7 @@ func Publish(ctx context.Context, db *gorm.DB, policyID string, version int, by 
 		return PublishResult{}, fmt.Errorf("preview before publishing: %w", err)
 	}
 	res := PublishResult{PolicyID: policyID, Version: row.Version, Preview: preview}
-	def, err := FromCanonical([]byte(row.Source))
+	def, err := rules.FromCanonical([]byte(row.Source))
 	if err != nil {
 		return res, err
 	}
@@ -397,7 +398,7 @@ func maxVersion(tx *gorm.DB, policyID string) (int, error) {
 
 // promote makes version the published one of def's policy: the previous published version is
 // superseded and the policy row points at the new one. It returns the previous version (0: none).
-func promote(tx *gorm.DB, def *Definition, version int) (int, error) {
+func promote(tx *gorm.DB, def *rules.Definition, version int) (int, error) {
 	var pol store.Policy
 	if err := tx.Where("id = ?", def.ID).Take(&pol).Error; err != nil {
 		return 0, fmt.Errorf("load policy %s: %w", def.ID, err)
