@@ -60,11 +60,11 @@ func pathVersion(r *http.Request) (string, int, error) {
 func (s *Server) saveDraft(ctx context.Context, p *Principal, in draftInput) (store.PolicyVersion, checkResult, error) {
 	in.Department = p.Department
 	in.RunTests = true
-	def, res := check(in)
+	def, res := check(in, s.vocab())
 	if len(res.Problems) > 0 {
 		return store.PolicyVersion{}, res, &httpError{http.StatusUnprocessableEntity, "草稿有 " + strconv.Itoa(len(res.Problems)) + " 处问题，未保存：" + res.Problems[0].Message}
 	}
-	v, err := policies.SaveDraft(ctx, s.opts.DB, def, actorOf(p), "console")
+	v, err := policies.SaveDraft(ctx, s.opts.DB, def, actorOf(p), "console", s.vocab())
 	return v, res, lifecycleError(err)
 }
 
@@ -120,7 +120,7 @@ func versionPath(id string, v int) string {
 type step func(ctx context.Context, p *Principal, id string, version int, reason string) error
 
 func (s *Server) submitStep(ctx context.Context, p *Principal, id string, v int, _ string) error {
-	_, err := policies.Submit(ctx, s.opts.DB, id, v, actorOf(p))
+	_, err := policies.Submit(ctx, s.opts.DB, id, v, actorOf(p), s.vocab())
 	return err
 }
 
@@ -142,7 +142,7 @@ func (s *Server) publishStep(ctx context.Context, p *Principal, id string, v int
 	if err != nil {
 		return err
 	}
-	_, err = policies.Publish(ctx, s.opts.DB, id, v, actorOf(p), asOf)
+	_, err = policies.Publish(ctx, s.opts.DB, id, v, actorOf(p), asOf, s.vocab())
 	return err
 }
 
@@ -230,13 +230,13 @@ func (s *Server) apiRetire(w http.ResponseWriter, r *http.Request, p *Principal)
 // versionDetail is a version with what a reviewer needs: the definition, its test results, and
 // the changes against the published version.
 type versionDetail struct {
-	Version   store.PolicyVersion  `json:"version"`
-	Def       *rules.Definition    `json:"definition"`
-	Tests     []testOutcome        `json:"tests"`
-	Diff      *policies.VersionDiff   `json:"diff_from_published,omitempty"`
-	Reviews   []store.PolicyReview `json:"reviews"`
-	Published int                  `json:"published_version"`
-	Retired   bool                 `json:"retired"`
+	Version   store.PolicyVersion   `json:"version"`
+	Def       *rules.Definition     `json:"definition"`
+	Tests     []testOutcome         `json:"tests"`
+	Diff      *policies.VersionDiff `json:"diff_from_published,omitempty"`
+	Reviews   []store.PolicyReview  `json:"reviews"`
+	Published int                   `json:"published_version"`
+	Retired   bool                  `json:"retired"`
 
 	CanSubmit, CanReview, CanPublish, CanPreview, CanEdit, CanRetire bool `json:"-"`
 }
@@ -259,7 +259,7 @@ func (s *Server) readVersion(ctx context.Context, p *Principal, id string, versi
 		return d, err
 	}
 	d.Def = def
-	if cp, err := def.Compile(); err == nil {
+	if cp, err := def.Compile(s.vocab()); err == nil {
 		for _, t := range cp.RunTests() {
 			d.Tests = append(d.Tests, testOutcome{Name: t.Name, Passed: t.Passed, Problem: t.Problem})
 		}
@@ -332,7 +332,7 @@ func (s *Server) preview(r *http.Request, p *Principal) (rules.PreviewReport, er
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
-	rep, err := policies.PreviewVersion(r.Context(), s.opts.DB, id, v, asOf, 10)
+	rep, err := policies.PreviewVersion(r.Context(), s.opts.DB, id, v, asOf, 10, s.vocab())
 	if err != nil {
 		return rep, lifecycleError(err)
 	}

@@ -13,8 +13,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -239,7 +239,7 @@ func baselineSample(ctx context.Context, db *gorm.DB, snap *Snapshot, n int) ([]
 			return nil, nil, fmt.Errorf("read sample firms: %w", err)
 		}
 		for i := range batch {
-			envs = append(envs, rules.EnvOf(&batch[i], benchAsOf))
+			envs = append(envs, policies.EnvOf(&batch[i], benchAsOf))
 		}
 	}
 	if err := policies.AttachExtraFacts(ctx, db, envs); err != nil {

@@ -15,21 +15,21 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/internal/testenv"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
 // seedRegistry writes firms and publishes policies.
-func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*rules.Definition) {
+func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*rules.Definition, opts ...rules.Option) {
 	t.Helper()
 	ctx := context.Background()
 	if err := db.WithContext(ctx).CreateInBatches(firms, 25).Error; err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range defs {
-		if _, err := policies.Apply(ctx, db, d, "test", "tester"); err != nil {
+		if _, err := policies.Apply(ctx, db, d, "test", "tester", opts...); err != nil {
 			t.Fatalf("apply %s: %v", d.ID, err)
 		}
 	}
@@ -459,10 +459,10 @@ func TestFailedChangeLeavesSnapshotAsItWas(t *testing.T) {
 // plain path.
 func TestExtraFieldsMatchLikePlain(t *testing.T) {
 	ctx := context.Background()
-	if err := rules.SetExtraFields([]registry.Field{{Key: "rd_staff", Label: "研发人员数", Type: registry.TypeInt}}); err != nil {
+	voc, err := rules.NewVocabulary(registry.Field{Key: "rd_staff", Label: "研发人员数", Type: registry.TypeInt})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rules.SetExtraFields(nil) })
 	firms := registry.Synth(500, 8)
 	var csv strings.Builder
 	csv.WriteString("credit_code,rd_staff\n")
@@ -475,15 +475,15 @@ func TestExtraFieldsMatchLikePlain(t *testing.T) {
 		Eligibility: "rd_staff >= 10 && employees > 5", Amount: "rd_staff * 100.0"}
 	engineDB, plainDB := testenv.OpenDB(t).DB, testenv.OpenDB(t).DB
 	for _, db := range []*gorm.DB{engineDB, plainDB} {
-		seedRegistry(t, db, firms, []*rules.Definition{def})
-		if _, err := policies.ImportFacts(ctx, db, strings.NewReader(csv.String())); err != nil {
+		seedRegistry(t, db, firms, []*rules.Definition{def}, rules.WithVocabulary(voc))
+		if _, err := policies.ImportFacts(ctx, db, strings.NewReader(csv.String()), rules.WithVocabulary(voc)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := Run(ctx, engineDB, testAsOf, "", Options{}); err != nil {
+	if _, err := Run(ctx, engineDB, testAsOf, "", Options{Vocabulary: voc}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Run(ctx, plainDB, testAsOf, "", Options{Plain: true}); err != nil {
+	if _, err := Run(ctx, plainDB, testAsOf, "", Options{Plain: true, Vocabulary: voc}); err != nil {
 		t.Fatal(err)
 	}
 	want := storedState(t, plainDB)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/policypush/policypush/internal/testenv"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -26,7 +26,7 @@ func fieldRule(r *rand.Rand, firm *store.Enterprise) string {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	env := rules.EnvOf(firm, testAsOf)
+	env := policies.EnvOf(firm, testAsOf)
 	v := reflect.ValueOf(env)
 	var parts []string
 	for range 1 + r.IntN(3) {

@@ -38,6 +38,8 @@ type ShardOptions struct {
 	SubjectPrefix string        // nats.subject_prefix; jobs go to <prefix>.match.shard
 	Replicas      int           // stream replicas
 	AckWait       time.Duration // how long a job may go without a heartbeat before another worker gets it
+	// Vocabulary is what the published rules are compiled against; nil: the standard catalog.
+	Vocabulary *rules.Vocabulary
 }
 
 func (o ShardOptions) subject() string { return o.SubjectPrefix + ".match.shard" }
@@ -117,7 +119,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 	start := time.Now()
 	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
 	if policyID != "" {
-		if ps, err := policies.LoadPublished(ctx, db, policyID); err != nil {
+		if ps, err := policies.LoadPublished(ctx, db, policyID, rules.WithVocabulary(o.Vocabulary)); err != nil {
 			return sum, err
 		} else if len(ps) == 0 {
 			return sum, fmt.Errorf("policy %s is not published (apply it first, or check `policypush policy list`)", policyID)
@@ -198,7 +200,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 		return sum, fmt.Errorf("record match run end: %w", err)
 	}
 	// Whole-population evaluations are recorded once every shard has stored its part.
-	if ps, err := policies.LoadPublished(ctx, db, policyID); err == nil {
+	if ps, err := policies.LoadPublished(ctx, db, policyID, rules.WithVocabulary(o.Vocabulary)); err == nil {
 		for _, p := range ps {
 			if r, ok := byPolicy[p.Def.ID]; ok && r.Skipped == "" && r.Version == p.Version {
 				if err := recordEvaluation(ctx, db, p, asOf, sum.Firms, r.Eligible); err != nil {
@@ -338,7 +340,7 @@ func (w *Worker) runShard(ctx context.Context, job ShardJob) (Summary, error) {
 		return Summary{}, err
 	}
 	sum := Summary{AsOf: job.AsOf}
-	policies, err := policies.LoadPublished(ctx, w.DB, job.Policy)
+	policies, err := policies.LoadPublished(ctx, w.DB, job.Policy, rules.WithVocabulary(w.Options.Vocabulary))
 	if err != nil {
 		return sum, err
 	}
@@ -372,7 +374,7 @@ func (w *Worker) snapshot(ctx context.Context, job ShardJob, policies []*rules.P
 		}
 		return c.snap, nil
 	}
-	snap, err := LoadSnapshot(ctx, w.DB, LoadOptions{Fields: fields, Extras: extras, Lo: job.Lo, Hi: job.Hi})
+	snap, err := LoadSnapshot(ctx, w.DB, LoadOptions{Fields: fields, Extras: extras, Lo: job.Lo, Hi: job.Hi, Vocabulary: w.Options.Vocabulary})
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +404,7 @@ func (c *shardSnapshot) refresh(ctx context.Context, db *gorm.DB, now time.Time)
 	for i := range firms {
 		codes[i] = firms[i].CreditCode
 	}
-	facts, err := factsOf(ctx, db, c.snap.extras, codes)
+	facts, err := factsOf(ctx, db, c.snap.voc, c.snap.extras, codes)
 	if err != nil {
 		return err
 	}

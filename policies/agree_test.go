@@ -11,8 +11,8 @@ import (
 	"github.com/policypush/policypush/internal/policytext"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -76,7 +76,7 @@ func allEnvs(t *testing.T, db *gorm.DB, asOf time.Time) []rules.Env {
 	}
 	envs := make([]rules.Env, len(firms))
 	for i := range firms {
-		envs[i] = rules.EnvOf(&firms[i], asOf)
+		envs[i] = policies.EnvOf(&firms[i], asOf)
 	}
 	return envs
 }
@@ -166,7 +166,7 @@ func TestExplainAgainstIndependentComputation(t *testing.T) {
 			t.Fatalf("no expectation for %s", p.Def.ID)
 		}
 		for _, f := range firms {
-			env := rules.EnvOf(&f, demoAsOf)
+			env := policies.EnvOf(&f, demoAsOf)
 			ex, err := rules.Explain(p, &env)
 			if err != nil {
 				t.Fatal(err)

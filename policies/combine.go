@@ -36,4 +36,3 @@ func loadReceived(ctx context.Context, db *gorm.DB, p *rules.Policy) error {
 	p.SetReceived(received)
 	return nil
 }
-

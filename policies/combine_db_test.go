@@ -10,8 +10,8 @@ import (
 
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )

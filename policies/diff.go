@@ -11,9 +11,9 @@ import (
 
 // VersionDiff is what changed from one version of a policy to another.
 type VersionDiff struct {
-	PolicyID string   `json:"policy_id"`
-	From     int      `json:"from"`
-	To       int      `json:"to"`
+	PolicyID string         `json:"policy_id"`
+	From     int            `json:"from"`
+	To       int            `json:"to"`
 	Changes  []rules.Change `json:"changes"`
 }
 
@@ -36,4 +36,3 @@ func Diff(ctx context.Context, db *gorm.DB, policyID string, from, to int) (Vers
 	d.Changes = rules.DiffDefinitions(defs[0], defs[1])
 	return d, nil
 }
-

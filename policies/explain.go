@@ -29,7 +29,7 @@ type ExplainRequest struct {
 // ExplainFirm explains a stored firm against a stored policy version, linked to the published
 // catalog's combination rules, exactly as `match` decides it on that date. Replaying an older
 // version uses the registry as it is now: the registry keeps no history of firm data.
-func ExplainFirm(ctx context.Context, db *gorm.DB, req ExplainRequest) (rules.Explanation, error) {
+func ExplainFirm(ctx context.Context, db *gorm.DB, req ExplainRequest, opts ...rules.Option) (rules.Explanation, error) {
 	if req.MatchID != 0 {
 		var m store.Match
 		if err := db.WithContext(ctx).Where("id = ?", req.MatchID).Take(&m).Error; err != nil {
@@ -40,11 +40,11 @@ func ExplainFirm(ctx context.Context, db *gorm.DB, req ExplainRequest) (rules.Ex
 		}
 		req.PolicyID, req.Version, req.CreditCode, req.AsOf = m.PolicyID, m.PolicyVersion, m.CreditCode, m.AsOf
 	}
-	p, err := LinkedVersion(ctx, db, req.PolicyID, req.Version)
+	p, err := LinkedVersion(ctx, db, req.PolicyID, req.Version, opts...)
 	if err != nil {
 		return rules.Explanation{}, err
 	}
-	env, err := FirmEnv(ctx, db, req.CreditCode, req.AsOf)
+	env, err := FirmEnv(ctx, db, req.CreditCode, req.AsOf, opts...)
 	if err != nil {
 		return rules.Explanation{}, err
 	}
@@ -53,8 +53,8 @@ func ExplainFirm(ctx context.Context, db *gorm.DB, req ExplainRequest) (rules.Ex
 
 // LinkedVersion compiles a version of a policy (0: the published one) and links it to the
 // published catalog's combination rules, the way the matcher evaluates it.
-func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version int) (*rules.Policy, error) {
-	published, err := LoadPublished(ctx, db, "")
+func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version int, opts ...rules.Option) (*rules.Policy, error) {
+	published, err := LoadPublished(ctx, db, "", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version in
 			}
 			return nil, fmt.Errorf("load policy %s v%d: %w", policyID, version, err)
 		}
-		if p, err = compileVersion(row); err != nil {
+		if p, err = compileVersion(row, opts...); err != nil {
 			return nil, err
 		}
 	}
@@ -92,7 +92,7 @@ func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version in
 }
 
 // FirmEnv loads one firm of the registry (whatever its status) with its extra fields.
-func FirmEnv(ctx context.Context, db *gorm.DB, creditCode string, asOf time.Time) (rules.Env, error) {
+func FirmEnv(ctx context.Context, db *gorm.DB, creditCode string, asOf time.Time, opts ...rules.Option) (rules.Env, error) {
 	var e store.Enterprise
 	if err := db.WithContext(ctx).Where("credit_code = ?", strings.ToUpper(strings.TrimSpace(creditCode))).Take(&e).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -100,10 +100,9 @@ func FirmEnv(ctx context.Context, db *gorm.DB, creditCode string, asOf time.Time
 		}
 		return rules.Env{}, fmt.Errorf("load firm %s: %w", creditCode, err)
 	}
-	envs := []rules.Env{rules.EnvOf(&e, asOf)}
-	if err := AttachExtraFacts(ctx, db, envs); err != nil {
+	envs := []rules.Env{EnvOf(&e, asOf)}
+	if err := AttachExtraFacts(ctx, db, envs, opts...); err != nil {
 		return rules.Env{}, err
 	}
 	return envs[0], nil
 }
-

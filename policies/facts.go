@@ -20,8 +20,8 @@ import (
 // AttachExtraFacts fills Env.Extra of each firm from the enterprise_facts table. It does nothing
 // when the deployment declares no extra fields. Values that no longer parse (a field's type was
 // changed in config after import) read as missing, the same as a firm without the fact.
-func AttachExtraFacts(ctx context.Context, db *gorm.DB, envs []rules.Env) error {
-	fields := rules.ExtraFields()
+func AttachExtraFacts(ctx context.Context, db *gorm.DB, envs []rules.Env, opts ...rules.Option) error {
+	fields := rules.VocabularyOf(opts...).Extra()
 	if len(fields) == 0 || len(envs) == 0 {
 		return nil
 	}
@@ -75,7 +75,8 @@ type FactsSummary struct {
 // or their Chinese labels) and upserts them. An empty cell removes the firm's value, so the file
 // can also correct mistakes. Malformed cells are reported by line and column and skipped; the rest
 // is imported.
-func ImportFacts(ctx context.Context, db *gorm.DB, r io.Reader) (FactsSummary, error) {
+func ImportFacts(ctx context.Context, db *gorm.DB, r io.Reader, opts ...rules.Option) (FactsSummary, error) {
+	voc := rules.VocabularyOf(opts...)
 	var sum FactsSummary
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
@@ -91,7 +92,7 @@ func ImportFacts(ctx context.Context, db *gorm.DB, r io.Reader) (FactsSummary, e
 			codeCol = i
 			continue
 		}
-		for _, f := range rules.ExtraFields() {
+		for _, f := range voc.Extra() {
 			if h == f.Key || h == f.Label {
 				cols[i] = &f
 				break
@@ -99,7 +100,7 @@ func ImportFacts(ctx context.Context, db *gorm.DB, r io.Reader) (FactsSummary, e
 		}
 		if cols[i] == nil {
 			return sum, fmt.Errorf("header column %d %q is not an extra field declared in config fields.extra (declared: %s)",
-				i+1, h, strings.Join(extraKeys(), ", "))
+				i+1, h, strings.Join(extraKeys(voc), ", "))
 		}
 	}
 	if codeCol < 0 {
@@ -164,9 +165,9 @@ func ImportFacts(ctx context.Context, db *gorm.DB, r io.Reader) (FactsSummary, e
 	}
 }
 
-func extraKeys() []string {
+func extraKeys(voc *rules.Vocabulary) []string {
 	var out []string
-	for _, f := range rules.ExtraFields() {
+	for _, f := range voc.Extra() {
 		out = append(out, f.Key)
 	}
 	if len(out) == 0 {
@@ -174,4 +175,3 @@ func extraKeys() []string {
 	}
 	return out
 }
-

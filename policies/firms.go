@@ -14,7 +14,7 @@ import (
 // ActiveFirms reads every firm in business (存续) with its extra fields, by keyset pagination on
 // the credit code, as rule environments on asOf: the population previews and near-miss lists
 // evaluate, the same one `match` evaluates.
-func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time) ([]rules.Env, error) {
+func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, opts ...rules.Option) ([]rules.Env, error) {
 	var out []rules.Env
 	after := ""
 	const page = 5000
@@ -25,14 +25,14 @@ func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time) ([]rules.Env,
 			return nil, fmt.Errorf("load firms after %q: %w", after, err)
 		}
 		for i := range batch {
-			out = append(out, rules.EnvOf(&batch[i], asOf))
+			out = append(out, EnvOf(&batch[i], asOf))
 		}
 		if len(batch) < page {
 			break
 		}
 		after = batch[len(batch)-1].CreditCode
 	}
-	if err := AttachExtraFacts(ctx, db, out); err != nil {
+	if err := AttachExtraFacts(ctx, db, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

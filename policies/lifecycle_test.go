@@ -10,8 +10,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/internal/testenv"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -305,11 +305,12 @@ func TestPreviewCounts(t *testing.T) {
 func TestFactsImport(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	t.Cleanup(func() { _ = rules.SetExtraFields(nil) })
-	if err := rules.SetExtraFields([]registry.Field{{Key: "rd_staff", Label: "研发人员数", Type: "int"},
-		{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B"}}}); err != nil {
+	voc, err := rules.NewVocabulary(registry.Field{Key: "rd_staff", Label: "研发人员数", Type: "int"},
+		registry.Field{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B"}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	withVoc := rules.WithVocabulary(voc)
 	firms := registry.Synth(3, 1)
 	seedFirms(t, db, firms)
 	csv := "credit_code,rd_staff,园区信用评级\n" +
@@ -317,7 +318,7 @@ func TestFactsImport(t *testing.T) {
 		firms[1].CreditCode + ",abc,C\n" +
 		firms[2].CreditCode + ",3,\n" +
 		"NOTACODE,1,A\n"
-	sum, err := policies.ImportFacts(ctx, db, strings.NewReader(csv))
+	sum, err := policies.ImportFacts(ctx, db, strings.NewReader(csv), withVoc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +326,7 @@ func TestFactsImport(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 	envs := allEnvs(t, db, demoAsOf)
-	if err := policies.AttachExtraFacts(ctx, db, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, envs, withVoc); err != nil {
 		t.Fatal(err)
 	}
 	byCode := map[string]rules.Env{}
@@ -338,7 +339,7 @@ func TestFactsImport(t *testing.T) {
 	if e := byCode[firms[2].CreditCode]; e.Extra["rd_staff"] != 3 || e.Extra["park_rating"] != nil {
 		t.Errorf("firm 2 facts %v", e.Extra)
 	}
-	if _, err := policies.ImportFacts(ctx, db, strings.NewReader("credit_code,unknown\n")); err == nil || !strings.Contains(err.Error(), "not an extra field") {
+	if _, err := policies.ImportFacts(ctx, db, strings.NewReader("credit_code,unknown\n"), withVoc); err == nil || !strings.Contains(err.Error(), "not an extra field") {
 		t.Errorf("unknown column: %v", err)
 	}
 }

@@ -14,8 +14,8 @@ import (
 
 // Preview compares a candidate definition with the published version of the same policy on the
 // firms in business as of asOf. samples caps each sample list.
-func Preview(ctx context.Context, db *gorm.DB, def *rules.Definition, asOf time.Time, samples int) (rules.PreviewReport, error) {
-	cand, err := def.Compile()
+func Preview(ctx context.Context, db *gorm.DB, def *rules.Definition, asOf time.Time, samples int, opts ...rules.Option) (rules.PreviewReport, error) {
+	cand, err := def.Compile(opts...)
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
@@ -25,24 +25,24 @@ func Preview(ctx context.Context, db *gorm.DB, def *rules.Definition, asOf time.
 		return rules.PreviewReport{}, fmt.Errorf("versions of %s: %w", def.ID, err)
 	}
 	cand.Version = next + 1
-	return previewCompiled(ctx, db, cand, asOf, samples)
+	return previewCompiled(ctx, db, cand, asOf, samples, opts...)
 }
 
 // PreviewVersion previews a stored version (a draft, one in review or an approved one).
-func PreviewVersion(ctx context.Context, db *gorm.DB, policyID string, version int, asOf time.Time, samples int) (rules.PreviewReport, error) {
+func PreviewVersion(ctx context.Context, db *gorm.DB, policyID string, version int, asOf time.Time, samples int, opts ...rules.Option) (rules.PreviewReport, error) {
 	row, err := loadVersionRow(ctx, db, policyID, version)
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
-	cand, err := compileVersion(row)
+	cand, err := compileVersion(row, opts...)
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
-	return previewCompiled(ctx, db, cand, asOf, samples)
+	return previewCompiled(ctx, db, cand, asOf, samples, opts...)
 }
 
-func previewCompiled(ctx context.Context, db *gorm.DB, cand *rules.Policy, asOf time.Time, samples int) (rules.PreviewReport, error) {
-	published, err := LoadPublished(ctx, db, "")
+func previewCompiled(ctx context.Context, db *gorm.DB, cand *rules.Policy, asOf time.Time, samples int, opts ...rules.Option) (rules.PreviewReport, error) {
+	published, err := LoadPublished(ctx, db, "", opts...)
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
@@ -60,7 +60,7 @@ func previewCompiled(ctx context.Context, db *gorm.DB, cand *rules.Policy, asOf 
 	if err := loadReceived(ctx, db, cand); err != nil {
 		return rules.PreviewReport{}, err
 	}
-	firms, err := ActiveFirms(ctx, db, asOf)
+	firms, err := ActiveFirms(ctx, db, asOf, opts...)
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}

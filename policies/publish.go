@@ -23,16 +23,16 @@ type ApplyResult struct {
 
 // Apply publishes a definition as a new immutable version when its content differs from the
 // published one (rules as code: the review happened in git). actor is recorded in the audit log.
-func Apply(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile, actor string) (ApplyResult, error) {
-	return ApplyBy(ctx, db, def, sourceFile, Actor{Name: actor}, "")
+func Apply(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile, actor string, opts ...rules.Option) (ApplyResult, error) {
+	return ApplyBy(ctx, db, def, sourceFile, Actor{Name: actor}, "", opts...)
 }
 
 // ApplyBy is Apply on behalf of by (its role goes into the audit record); noReview, when set, says
 // in the audit record why no second person reviewed the version (a single-operator deployment,
 // review switched off in config).
-func ApplyBy(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor, noReview string) (ApplyResult, error) {
+func ApplyBy(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor, noReview string, opts ...rules.Option) (ApplyResult, error) {
 	actor := by.Name
-	if _, err := def.Compile(); err != nil {
+	if _, err := def.Compile(opts...); err != nil {
 		return ApplyResult{}, err
 	}
 	res := ApplyResult{PolicyID: def.ID}
@@ -89,7 +89,7 @@ func ApplyBy(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile
 // differs from the published version it is saved as a draft by by (an author of the policy's
 // department) and submitted for review — its tests must pass; a second person approves and
 // publishes it. Version is 0 and Changed false when the published version already has the content.
-func Propose(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor) (ApplyResult, error) {
+func Propose(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor, opts ...rules.Option) (ApplyResult, error) {
 	res := ApplyResult{PolicyID: def.ID}
 	var pol store.Policy
 	err := db.WithContext(ctx).Where("id = ?", def.ID).Take(&pol).Error
@@ -117,11 +117,11 @@ func Propose(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile
 		res.Version, res.Pending = open[0].Version, open[0].State
 		return res, nil
 	}
-	draft, err := SaveDraft(ctx, db, def, by, sourceFile)
+	draft, err := SaveDraft(ctx, db, def, by, sourceFile, opts...)
 	if err != nil {
 		return res, err
 	}
-	v, err := Submit(ctx, db, def.ID, draft.Version, by)
+	v, err := Submit(ctx, db, def.ID, draft.Version, by, opts...)
 	if err != nil {
 		return res, err
 	}
@@ -148,7 +148,7 @@ func VersionRow(def *rules.Definition, version int) store.PolicyVersion {
 // policy, still linked to the rest of the catalog (a policy that no longer compiles is then left
 // out of the links instead of failing the call). Policies outside their window are included;
 // callers filter with ActiveOn.
-func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*rules.Policy, error) {
+func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string, opts ...rules.Option) ([]*rules.Policy, error) {
 	q := db.WithContext(ctx).Table("policy_versions AS v").
 		Select("v.*").
 		Joins("JOIN policies p ON p.id = v.policy_id AND p.published_version = v.version").
@@ -160,7 +160,7 @@ func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*rules.Po
 	all := make([]*rules.Policy, 0, len(rows))
 	var only *rules.Policy
 	for _, r := range rows {
-		p, err := compileVersion(r)
+		p, err := compileVersion(r, opts...)
 		if err != nil {
 			if onlyID == "" || r.PolicyID == onlyID {
 				return nil, err
@@ -191,17 +191,13 @@ func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*rules.Po
 // compiledVersions caches compiled stored versions by content hash: explanations, previews and the
 // calculator load the published catalog per request, and a version's content never changes.
 // Programs are immutable and shared; each caller gets its own Policy to link. The key includes the
-// declared extra fields, since they change what a rule compiles to.
-var compiledVersions sync.Map // content hash + extra fields → *rules.Policy (unlinked template)
-
-// versionKey is the cache key of a stored version under the declared extra fields.
-func versionKey(r store.PolicyVersion) string {
-	return r.ContentHash + "\x00" + fmt.Sprint(rules.ExtraFields())
-}
+// vocabulary (its extra fields change what a rule compiles to). It is a memo of pure compilation,
+// not configuration: every caller still says which vocabulary it compiles against.
+var compiledVersions sync.Map // content hash + vocabulary key → *rules.Policy (unlinked template)
 
 // compileVersion compiles a stored version.
-func compileVersion(r store.PolicyVersion) (*rules.Policy, error) {
-	key := versionKey(r)
+func compileVersion(r store.PolicyVersion, opts ...rules.Option) (*rules.Policy, error) {
+	key := r.ContentHash + "\x00" + rules.VocabularyOf(opts...).Key()
 	if t, ok := compiledVersions.Load(key); ok && r.ContentHash != "" {
 		p := *t.(*rules.Policy)
 		p.Version = r.Version
@@ -211,7 +207,7 @@ func compileVersion(r store.PolicyVersion) (*rules.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s v%d: %w", r.PolicyID, r.Version, err)
 	}
-	p, err := def.Compile()
+	p, err := def.Compile(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s v%d no longer compiles: %w", r.PolicyID, r.Version, err)
 	}

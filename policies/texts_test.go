@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/policypush/policypush/internal/policytext"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -146,7 +147,7 @@ func TestCatalogAgainstTheTexts(t *testing.T) {
 				}
 				e := textBase(id)
 				c.firm(&e)
-				env := rules.EnvOf(&e, asOf)
+				env := policies.EnvOf(&e, asOf)
 				out, err := p.EvaluateRule(&env)
 				if err != nil {
 					t.Fatal(err)

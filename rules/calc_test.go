@@ -140,10 +140,10 @@ func TestCalculatorAgreesWhenAllKnown(t *testing.T) {
 	asOf := mustDate(t, "2022-09-30")
 	for _, e := range registry.Synth(300, 5) {
 		facts := map[string]any{}
-		env := EnvOf(&e, asOf)
-		for _, f := range Vocabulary() {
+		env := envOf(&e, asOf)
+		for _, f := range StandardVocabulary().Fields() {
 			if f.Key != "as_of" {
-				facts[f.Key] = fieldValue(&env, f.Key)
+				facts[f.Key] = StandardVocabulary().fieldValue(&env, f.Key)
 			}
 		}
 		rep, err := Calculate(policies, facts, asOf)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/expr-lang/expr/ast"
 
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // Condition is one condition of a rule, decided for one firm.
@@ -54,7 +54,7 @@ type Explanation struct {
 func Explain(p *Policy, env *Env) (Explanation, error) {
 	ex := Explanation{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title, CreditCode: env.CreditCode,
 		FirmName: env.Name, AsOf: env.AsOf.Format(dateLayout), InEffect: p.Def.ActiveOn(env.AsOf),
-		FirmActive: env.Status == store.StatusActive, OncePer: p.Def.OncePer}
+		FirmActive: env.Status == fields.StatusActive, OncePer: p.Def.OncePer}
 	root, err := p.Eligibility.conditions()
 	if err != nil {
 		return ex, err
@@ -111,7 +111,7 @@ func decide(n *condNode, env *Env) Condition {
 		}
 		return c
 	}
-	c.Values = valuesOf(env, n.reads)
+	c.Values = n.voc.valuesOf(env, n.reads)
 	out, err := run(n.prog, env)
 	if err != nil {
 		c.Error = err.Error()
@@ -161,19 +161,20 @@ func groupLabel(c Condition) string {
 
 // leafLabel states a decided condition with the firm's values: 参保人数 9 < 10.
 func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string {
-	if key, ok := isBoolField(n.node); ok {
+	voc := n.voc
+	if key, ok := voc.isBoolField(n.node); ok {
 		if holds {
-			return fieldLabel(key) + "：是"
+			return voc.fieldLabel(key) + "：是"
 		}
-		return fieldLabel(key) + "：否（要求为是）"
+		return voc.fieldLabel(key) + "：否（要求为是）"
 	}
 	if s, ok := negatedBoolLabel(n, holds); ok {
 		return s
 	}
 	if call, negated, ok := prefixCallOf(n.node); ok {
 		field := fieldOf(call.Arguments[0])
-		return strings.Replace(renderPrefixCall(call, holds != negated), fieldLabel(field),
-			fieldLabel(field)+" "+formatValue(values[field], field)+" ", 1)
+		return strings.Replace(voc.renderPrefixCall(call, holds != negated), voc.fieldLabel(field),
+			voc.fieldLabel(field)+" "+voc.formatValue(values[field], field)+" ", 1)
 	}
 	if n.cmp != nil {
 		if s, err := n.cmp.label(env, holds); err == nil {
@@ -184,7 +185,7 @@ func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string 
 	if !holds {
 		verdict = "不满足"
 	}
-	return n.rule + "：" + verdict + valuesText(n.reads, values)
+	return n.rule + "：" + verdict + voc.valuesText(n.reads, values)
 }
 
 // sizeReasons says why a size() call of the condition could not size the firm: （规模未能判定：缺少营业收入）.
@@ -218,38 +219,40 @@ func negatedBoolLabel(n *condNode, holds bool) (string, bool) {
 	if !ok || (u.Operator != "!" && u.Operator != "not") {
 		return "", false
 	}
-	key, ok := isBoolField(u.Node)
+	voc := n.voc
+	key, ok := voc.isBoolField(u.Node)
 	if !ok {
 		return "", false
 	}
 	if holds {
-		return fieldLabel(key) + "：否", true
+		return voc.fieldLabel(key) + "：否", true
 	}
-	return fieldLabel(key) + "：是（要求为否）", true
+	return voc.fieldLabel(key) + "：是（要求为否）", true
 }
 
-func valuesText(keys []string, values map[string]any) string {
+func (voc *Vocabulary) valuesText(keys []string, values map[string]any) string {
 	if len(keys) == 0 {
 		return ""
 	}
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, fieldLabel(k)+" "+formatValue(values[k], k))
+		parts = append(parts, voc.fieldLabel(k)+" "+voc.formatValue(values[k], k))
 	}
 	return "（" + strings.Join(parts, "；") + "）"
 }
 
 // label states a comparison with the operands' values; a failed one with the opposite operator.
 func (c *comparison) label(env *Env, holds bool) (string, error) {
+	voc := c.voc
 	side := func(o operand) (string, bool, error) {
 		if o.prog == nil {
-			return formatValue(o.value, o.hint), true, nil
+			return voc.formatValue(o.value, o.hint), true, nil
 		}
 		v, err := run(o.prog, env)
 		if err != nil {
 			return "", false, err
 		}
-		return o.text + " " + formatValue(v, o.hint), false, nil
+		return o.text + " " + voc.formatValue(v, o.hint), false, nil
 	}
 	l, lConst, err := side(c.left)
 	if err != nil {
@@ -273,10 +276,10 @@ func (c *comparison) label(env *Env, holds bool) (string, error) {
 }
 
 // valuesOf reads the firm's values of fields (dates as 2006-01-02, for JSON).
-func valuesOf(env *Env, keys []string) map[string]any {
+func (voc *Vocabulary) valuesOf(env *Env, keys []string) map[string]any {
 	out := make(map[string]any, len(keys))
 	for _, k := range keys {
-		v := fieldValue(env, k)
+		v := voc.fieldValue(env, k)
 		if t, ok := v.(time.Time); ok {
 			if t.IsZero() {
 				v = nil
@@ -290,7 +293,7 @@ func valuesOf(env *Env, keys []string) map[string]any {
 }
 
 // fieldValue is the value of a field in env: a catalog field, an extra field or as_of.
-func fieldValue(env *Env, key string) any {
+func (voc *Vocabulary) fieldValue(env *Env, key string) any {
 	if key == asOfField.Key {
 		return env.AsOf
 	}
@@ -300,7 +303,7 @@ func fieldValue(env *Env, key string) any {
 	if v, ok := env.Extra[key]; ok {
 		return v
 	}
-	if f, ok := extraField(key); ok { // a firm without the fact reads the type's zero value
+	if f, ok := voc.extraField(key); ok { // a firm without the fact reads the type's zero value
 		switch f.Type {
 		case "int":
 			return 0
@@ -319,9 +322,10 @@ func fieldValue(env *Env, key string) any {
 // amountLabel shows an amount formula with the firm's values.
 func amountLabel(prog *Program, env *Env, amount *float64) string {
 	all, _, _ := reads(prog.Tree.Node)
-	s := render(prog.Tree.Node, "")
+	voc := prog.voc
+	s := voc.render(prog.Tree.Node, "")
 	if len(all) > 0 {
-		s += valuesText(all, valuesOf(env, all))
+		s += voc.valuesText(all, voc.valuesOf(env, all))
 	}
 	if amount != nil {
 		s += fmt.Sprintf(" = %.2f元", *amount)
@@ -395,7 +399,7 @@ func NearMisses(p *Policy, firms []Env, limit int) (total int, out []NearMiss, e
 	}
 	for i := range firms {
 		env := &firms[i]
-		if env.Status != store.StatusActive || !p.Def.ActiveOn(env.AsOf) {
+		if env.Status != fields.StatusActive || !p.Def.ActiveOn(env.AsOf) {
 			continue
 		}
 		c := decide(root, env)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/store"
 )
 
@@ -82,16 +81,7 @@ func oddFirms(asOf time.Time) []Env {
 	}
 	out := make([]Env, len(firms))
 	for i := range firms {
-		out[i] = EnvOf(&firms[i], asOf)
-	}
-	return out
-}
-
-func synthEnvs(n int, seed int64, asOf time.Time) []Env {
-	firms := registry.Synth(n, seed)
-	out := make([]Env, len(firms))
-	for i := range firms {
-		out[i] = EnvOf(&firms[i], asOf)
+		out[i] = envOf(&firms[i], asOf)
 	}
 	return out
 }

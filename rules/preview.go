@@ -3,7 +3,7 @@ package rules
 import (
 	"sort"
 
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // A preview shows, before a version is published, what it would do on the live registry: how many
@@ -89,7 +89,7 @@ func PreviewFirms(cur, cand *Policy, firms []Env, samples int) PreviewReport {
 		bump(g)
 	}
 	decide := func(p *Policy, env *Env) (Outcome, error) {
-		if p == nil || !p.Def.ActiveOn(env.AsOf) || env.Status != store.StatusActive {
+		if p == nil || !p.Def.ActiveOn(env.AsOf) || env.Status != fields.StatusActive {
 			return Outcome{}, nil
 		}
 		return p.Evaluate(env)

@@ -15,9 +15,10 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/config"
 	"github.com/policypush/policypush/payout"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -33,20 +34,40 @@ func init() {
 	addCommand(factsCmd)
 }
 
-// declareFields makes the deployment's extra fields (config fields.extra) part of the rule
-// vocabulary before any command compiles a rule.
-func (g *globals) declareFields() error {
-	cfg, err := g.load()
-	if err != nil {
-		return err
-	}
+// vocabularyOf is the rule vocabulary of a configuration: the field catalog plus the deployment's
+// extra fields (config fields.extra).
+func vocabularyOf(cfg config.Config) (*rules.Vocabulary, error) {
 	fields := make([]registry.Field, len(cfg.Fields.Extra))
 	for i, f := range cfg.Fields.Extra {
 		fields[i] = registry.Field{Key: f.Key, Label: f.Label, Type: f.Type, Unit: f.Unit, Source: f.Source,
 			Description: f.Description, Enum: f.Enum}
 	}
-	return rules.SetExtraFields(fields)
+	return rules.NewVocabulary(fields...)
 }
+
+// declareFields checks the deployment's extra fields (config fields.extra) before any command
+// compiles a rule, so a bad declaration stops every command with its config key.
+func (g *globals) declareFields() error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	_, err = vocabularyOf(cfg)
+	return err
+}
+
+// vocabulary is what the deployment's rules compile against. declareFields rejected a config whose
+// extra fields do not build one before any command ran, so the error case does not occur here.
+func (a *app) vocabulary() *rules.Vocabulary {
+	v, err := vocabularyOf(a.cfg)
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// vocab is the compile option of the deployment's vocabulary, for rules and policies calls.
+func (a *app) vocab() rules.Option { return rules.WithVocabulary(a.vocabulary()) }
 
 // withDB runs fn with the configured database.
 func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
@@ -110,7 +131,7 @@ The read is recorded in the audit log under --by (default the OS user).`,
 					return err
 				}
 				ex, err := policies.ExplainFirm(cmd.Context(), db, policies.ExplainRequest{PolicyID: policyID, Version: version,
-					CreditCode: firm, AsOf: day, MatchID: matchID})
+					CreditCode: firm, AsOf: day, MatchID: matchID}, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -193,7 +214,7 @@ amount's inputs are known), not_eligible, or undecided with the fields that woul
 				if err != nil {
 					return err
 				}
-				rep, err := policies.CalculateActive(cmd.Context(), db, facts, day)
+				rep, err := policies.CalculateActive(cmd.Context(), db, facts, day, a.vocab())
 				if err != nil {
 					return fmt.Errorf("%s: %w", args[0], err)
 				}
@@ -257,7 +278,7 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				p, err := policies.LinkedVersion(cmd.Context(), db, policyID, 0)
+				p, err := policies.LinkedVersion(cmd.Context(), db, policyID, 0, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -265,7 +286,7 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				firms, err := policies.ActiveFirms(cmd.Context(), db, day)
+				firms, err := policies.ActiveFirms(cmd.Context(), db, day, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -315,7 +336,7 @@ the firm's value. Bad cells are reported by line and column and skipped.`,
 			}
 			defer f.Close()
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				sum, err := policies.ImportFacts(cmd.Context(), db, f)
+				sum, err := policies.ImportFacts(cmd.Context(), db, f, a.vocab())
 				for _, p := range sum.Problems {
 					fmt.Fprintln(os.Stderr, args[0]+": "+p)
 				}
@@ -359,15 +380,15 @@ func policySubcommands(g *globals) []*cobra.Command {
 A draft of the same content is not stored twice; saving a new draft withdraws any unpublished version
 of the same policy. With staff accounts, --by must be an author of the policy's department.`,
 		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
-			def, err := rules.ParseFile(args[0])
+			def, err := rules.ParseFile(args[0], a.vocab())
 			if err != nil {
 				return err
 			}
-			p, err := def.Compile()
+			p, err := def.Compile(a.vocab())
 			if err != nil {
 				return def.Locate(args[0], err)
 			}
-			v, err := policies.SaveDraft(cmd.Context(), db, def, actor, args[0])
+			v, err := policies.SaveDraft(cmd.Context(), db, def, actor, args[0], a.vocab())
 			if err != nil {
 				return err
 			}
@@ -381,7 +402,7 @@ of the same policy. With staff accounts, --by must be an author of the policy's 
 		})
 	submit := lifecycle("submit ID", "Send the draft to review (author); its tests must pass", "",
 		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
-			v, err := policies.Submit(cmd.Context(), db, args[0], version, actor)
+			v, err := policies.Submit(cmd.Context(), db, args[0], version, actor, a.vocab())
 			if err != nil {
 				return err
 			}
@@ -410,7 +431,7 @@ not match by itself: the next "match" evaluates the registry against the new ver
 			if err != nil {
 				return err
 			}
-			res, err := policies.Publish(cmd.Context(), db, args[0], version, actor, day)
+			res, err := policies.Publish(cmd.Context(), db, args[0], version, actor, day, a.vocab())
 			if err != nil {
 				return err
 			}
@@ -484,16 +505,16 @@ written.`,
 				var rep rules.PreviewReport
 				var budget *float64
 				if st, statErr := os.Stat(args[0]); statErr == nil && !st.IsDir() {
-					def, err := rules.ParseFile(args[0])
+					def, err := rules.ParseFile(args[0], a.vocab())
 					if err != nil {
 						return err
 					}
-					rep, err = policies.Preview(cmd.Context(), db, def, day, samples)
+					rep, err = policies.Preview(cmd.Context(), db, def, day, samples, a.vocab())
 					if err != nil {
 						return def.Locate(args[0], err)
 					}
 					budget = def.Budget
-				} else if rep, err = policies.PreviewVersion(cmd.Context(), db, args[0], previewVersion, day, samples); err != nil {
+				} else if rep, err = policies.PreviewVersion(cmd.Context(), db, args[0], previewVersion, day, samples, a.vocab()); err != nil {
 					return err
 				} else if budget, err = payout.VersionBudget(cmd.Context(), db, rep.PolicyID, rep.Version); err != nil {
 					return err
