@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
@@ -28,24 +29,7 @@ func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*r
 	if err := db.WithContext(ctx).CreateInBatches(firms, 25).Error; err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range defs {
-		if _, err := policies.Apply(ctx, db, d, "test", "tester", opts...); err != nil {
-			t.Fatalf("apply %s: %v", d.ID, err)
-		}
-	}
-}
-
-func demoDefs(t *testing.T) []*rules.Definition {
-	t.Helper()
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := rules.LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	return defs
+	fixture.Publish(t, db, defs, "test", "tester", opts...)
 }
 
 // storedState renders the stored matches and evaluation errors, for comparing databases.
@@ -121,7 +105,7 @@ func TestRunStoresWhatPlainRunStores(t *testing.T) {
 		}
 	}
 	g := &ruleGen{}
-	defs := append(demoDefs(t), SynthCatalog(40, 2)...)
+	defs := append(fixture.DemoDefinitions(t), SynthCatalog(40, 2)...)
 	for i, src := range []string{`employees % graduates_hired == 0 || is_high_tech`, `int(industry_code) > 0 || in_region("3205")`} {
 		g.params = map[string]any{}
 		defs = append(defs, &rules.Definition{ID: fmt.Sprintf("odd-%d", i), Title: "odd", EffectiveFrom: rules.Date{Time: testAsOf},
@@ -210,7 +194,7 @@ func outboxCount(db *gorm.DB) int64 {
 func TestApplyChangesRematchesTheFirm(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(1500, 4), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(1500, 4), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	noDifference(t, db, asOf)
@@ -295,7 +279,7 @@ func TestApplyChangeJSONMergesFields(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
 	firms := registry.Synth(800, 5)
-	seedRegistry(t, db, firms, demoDefs(t))
+	seedRegistry(t, db, firms, fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	var f store.Enterprise
@@ -351,7 +335,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		Channels: []string{"wechat"}, Eligibility: "years_since(registered_at) < 3", Amount: "1000 * (3 - years_since(registered_at))"}
 	later := &rules.Definition{ID: "starts-tomorrow", Title: "明日生效", EffectiveFrom: rules.Date{Time: testAsOf.AddDate(0, 0, 1)},
 		Channels: []string{"wechat"}, Eligibility: "employees >= 10"}
-	seedRegistry(t, db, firms, append(demoDefs(t), young, later))
+	seedRegistry(t, db, firms, append(fixture.DemoDefinitions(t), young, later))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	noDifference(t, db, asOf)
@@ -363,7 +347,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		db.Model(&store.Enterprise{}).Where("credit_code = ?", v.CreditCode).Updates(map[string]any{"tax_credit_rating": "D", "updated_at": time.Now().UTC()})
 	}
 	var def *rules.Definition // a new version of one policy
-	for _, d := range demoDefs(t) {
+	for _, d := range fixture.DemoDefinitions(t) {
 		if d.ID == "kuogang-buzhu-2022" {
 			def = d
 		}
@@ -416,7 +400,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 func TestFailedChangeLeavesSnapshotAsItWas(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(600, 7), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(600, 7), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	var f store.Enterprise
@@ -586,7 +570,7 @@ func TestDailySweepRematchesOnlyFirmsWhoseAnswerCanChange(t *testing.T) {
 func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(900, 9), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(900, 9), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	var logs bytes.Buffer
 	e := NewEngine(db, EngineOptions{SubjectPrefix: "t", AsOf: func() time.Time { return asOf },

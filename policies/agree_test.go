@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/policytext"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
@@ -35,21 +36,8 @@ func applyDir(t *testing.T, db *gorm.DB, dir string) []*rules.Definition {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	for _, d := range defs {
-		if _, err := policies.Apply(context.Background(), db, d, dir, "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fixture.Publish(t, db, defs, dir, "test")
 	return defs
-}
-
-func applyDemo(t *testing.T, db *gorm.DB) {
-	t.Helper()
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	applyDir(t, db, dir)
 }
 
 type pair struct{ policy, firm string }
@@ -95,7 +83,7 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
 	seedFirms(t, db, registry.Synth(1500, 11))
-	applyDemo(t, db)
+	fixture.PublishDemo(t, db)
 	if _, err := matcher.Run(ctx, db, demoAsOf, "", matcher.Options{}); err != nil {
 		t.Fatal(err)
 	}

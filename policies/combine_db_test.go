@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/policies"
@@ -53,7 +54,7 @@ func TestExclusionsInMatching(t *testing.T) {
 			ctx := context.Background()
 			db := testenv.OpenDB(t).DB
 			seedFirms(t, db, registry.Synth(1500, 11))
-			applyDemo(t, db)
+			fixture.PublishDemo(t, db)
 			applyDir(t, db, writePolicy(t, xinaPolicy))
 			runMatch(t, db, path.o)
 			matched := activeMatches(t, db)

@@ -23,6 +23,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify/sandbox"
@@ -106,10 +107,7 @@ func seedMatchData(t *testing.T, c *cli, firms int) {
 		t.Fatal(err)
 	}
 	c.run("import", "enterprises", csvPath)
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	c.run("policy", "apply", polDir)
 	for _, d := range matcher.SynthCatalog(30, 21) {
 		d.EffectiveFrom = rules.Date{Time: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)}
