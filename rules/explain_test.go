@@ -50,19 +50,21 @@ func TestConditionLabels(t *testing.T) {
 		{`layoff_rate <= 0.055`, Env{LayoffRate: 0.056}, "裁员率 0.056 > 0.055", false},
 	}
 	for _, c := range cases {
-		p := policyOf(t, c.src, "", params)
-		c.env.AsOf, c.env.Status = asOf, fields.StatusActive
-		ex, err := Explain(p, &c.env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ex.Conditions) != 1 {
-			t.Fatalf("%s: %d conditions", c.src, len(ex.Conditions))
-		}
-		got := ex.Conditions[0]
-		if got.Label != c.label || got.Holds == nil || *got.Holds != c.holds || got.Text != c.src {
-			t.Errorf("%s:\n got %q holds=%v text=%q\nwant %q holds=%v", c.src, got.Label, got.Holds, got.Text, c.label, c.holds)
-		}
+		t.Run(c.label, func(t *testing.T) {
+			p := policyOf(t, c.src, "", params)
+			c.env.AsOf, c.env.Status = asOf, fields.StatusActive
+			ex, err := Explain(p, &c.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ex.Conditions) != 1 {
+				t.Fatalf("%s: %d conditions", c.src, len(ex.Conditions))
+			}
+			got := ex.Conditions[0]
+			if got.Label != c.label || got.Holds == nil || *got.Holds != c.holds || got.Text != c.src {
+				t.Errorf("%s:\n got %q holds=%v text=%q\nwant %q holds=%v", c.src, got.Label, got.Holds, got.Text, c.label, c.holds)
+			}
+		})
 	}
 }
 
@@ -208,9 +210,11 @@ func TestExtraFields(t *testing.T) {
 		`subsidy_paid < "1000元"`:    "mismatched types",
 		`len(park_rating) > 0 && 1`: "mismatched types",
 	} {
-		if _, err := Compile("eligibility", src, nil, reflect.Bool, withVoc); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want %q", src, err, want)
-		}
+		t.Run(src, func(t *testing.T) {
+			if _, err := Compile("eligibility", src, nil, reflect.Bool, withVoc); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", src, err, want)
+			}
+		})
 	}
 	if _, err := EnvFromFacts(map[string]any{"park_rating": "Z"}, time.Now(), withVoc); err == nil {
 		t.Error("an enum value outside the declared list was accepted")
@@ -236,9 +240,11 @@ func TestEnvFromFactsChecks(t *testing.T) {
 		"unknown field":  {"insured_employes": 1},
 		"whole number":   {"employees": 1.5},
 	} {
-		if _, err := EnvFromFacts(want, time.Now()); err == nil || !strings.Contains(err.Error(), facts) {
-			t.Errorf("%v: %v, want %q", want, err, facts)
-		}
+		t.Run(facts, func(t *testing.T) {
+			if _, err := EnvFromFacts(want, time.Now()); err == nil || !strings.Contains(err.Error(), facts) {
+				t.Errorf("%v: %v, want %q", want, err, facts)
+			}
+		})
 	}
 }
 
@@ -249,16 +255,18 @@ func TestExplainSaysWhySizeIsUndecided(t *testing.T) {
 		"C3911": "（规模未能判定：缺少营业收入）",
 		"J6620": "银发〔2015〕309号",
 	} {
-		env, err := EnvFromFacts(map[string]any{"industry_code": facts, "employees": 500}, mustDate(t, "2022-06-30"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ex, err := Explain(p, &env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ex.Conditions) != 1 || !strings.Contains(ex.Conditions[0].Label, want) {
-			t.Errorf("%s: %+v, want a label with %q", facts, ex.Conditions, want)
-		}
+		t.Run(facts, func(t *testing.T) {
+			env, err := EnvFromFacts(map[string]any{"industry_code": facts, "employees": 500}, mustDate(t, "2022-06-30"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex, err := Explain(p, &env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ex.Conditions) != 1 || !strings.Contains(ex.Conditions[0].Label, want) {
+				t.Errorf("%s: %+v, want a label with %q", facts, ex.Conditions, want)
+			}
+		})
 	}
 }
