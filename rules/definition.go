@@ -1,7 +1,9 @@
 // Package rules owns what a policy is and how its rule is understood: the policy definition (YAML
-// files or the console), compiling and type-checking its expressions against the field catalog,
-// the sandboxed language and its helpers, evaluation for one firm, test cases and publishing
-// immutable versions. It does not decide who gets notified; the matcher does.
+// files or the console), compiling and type-checking its expressions against a vocabulary passed
+// in (Vocabulary: the field catalog plus a deployment's extra fields), the sandboxed language and
+// its helpers, evaluation for one firm, explanations, the calculator and test cases. It has no
+// database and no package state: storing, reviewing and publishing versions is package policies.
+// It does not decide who gets notified; the matcher does.
 package rules
 
 import (
