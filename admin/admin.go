@@ -26,6 +26,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/rules"
 )
 
 //go:embed templates/*.html
@@ -71,6 +72,9 @@ type Options struct {
 	Now func() time.Time
 	// PayoutHolidays are the public holidays a 公示 does not count (config payout.holidays).
 	PayoutHolidays []string
+	// Vocabulary is what rules compile against: the field catalog and the deployment's extra fields
+	// (config fields.extra); nil: the standard catalog.
+	Vocabulary *rules.Vocabulary
 }
 
 func (o *Options) defaults() {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -59,7 +60,7 @@ func presentExplanation(ex rules.Explanation, holdingOnly bool) explained {
 // explainMatch explains a stored match exactly as the matcher decided it (its version and as-of
 // date). An explanation that cannot be made is said so; the page still shows everything else.
 func (s *Server) explainMatch(ctx context.Context, matchID uint64, holdingOnly bool) explained {
-	ex, err := rules.ExplainFirm(ctx, s.opts.DB, rules.ExplainRequest{MatchID: matchID})
+	ex, err := policies.ExplainFirm(ctx, s.opts.DB, policies.ExplainRequest{MatchID: matchID}, s.vocab())
 	if err != nil {
 		s.opts.Log.Warn("explain match", "match", matchID, "err", err)
 		return explained{Summary: "暂时无法生成说明"}
@@ -123,7 +124,7 @@ func parseNearMissFilter(r *http.Request, p *Principal) (nearMissFilter, error) 
 func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (nearMissView, error) {
 	ctx := r.Context()
 	v := nearMissView{PolicyID: f.PolicyID, Filter: f, Scope: p.ScopeLabel()}
-	pol, err := rules.LinkedVersion(ctx, s.opts.DB, f.PolicyID, 0)
+	pol, err := policies.LinkedVersion(ctx, s.opts.DB, f.PolicyID, 0, s.vocab())
 	if err != nil {
 		return v, lifecycleError(err)
 	}
@@ -154,9 +155,9 @@ func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (ne
 	}
 	envs := make([]rules.Env, len(firms))
 	for i := range firms {
-		envs[i] = rules.EnvOf(&firms[i], asOf)
+		envs[i] = policies.EnvOf(&firms[i], asOf)
 	}
-	if err := rules.AttachExtraFacts(ctx, s.opts.DB, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, s.opts.DB, envs, s.vocab()); err != nil {
 		return v, err
 	}
 	v.Firms = len(envs)
@@ -247,10 +248,10 @@ type calcView struct {
 }
 
 // calcFacts reads the facts a firm stated: empty fields are unknown, not zero.
-func calcFacts(get func(string) string) (map[string]any, []calcField, error) {
+func calcFacts(voc *rules.Vocabulary, get func(string) string) (map[string]any, []calcField, error) {
 	facts := map[string]any{}
 	var fields []calcField
-	for _, f := range rules.Vocabulary() {
+	for _, f := range voc.Fields() {
 		if slices.Contains(calcHidden, f.Key) {
 			continue
 		}
@@ -271,7 +272,7 @@ func calcFacts(get func(string) string) (map[string]any, []calcField, error) {
 // calcPage is the 政策计算器: anyone states what they know about a firm and learns, for every
 // policy in effect, whether it would qualify, and what is missing to tell. Nothing is stored.
 func (s *Server) calcPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	facts, fields, err := calcFacts(r.URL.Query().Get)
+	facts, fields, err := calcFacts(s.opts.Vocabulary, r.URL.Query().Get)
 	v := calcView{Fields: fields}
 	if err != nil {
 		v.Error = err.Error()
@@ -281,7 +282,7 @@ func (s *Server) calcPage(w http.ResponseWriter, r *http.Request, p *Principal) 
 			s.failErr(w, r, err)
 			return
 		}
-		rep, err := rules.CalculateActive(r.Context(), s.opts.DB, facts, asOf)
+		rep, err := policies.CalculateActive(r.Context(), s.opts.DB, facts, asOf, s.vocab())
 		if err != nil {
 			s.failErr(w, r, err)
 			return
@@ -304,7 +305,7 @@ func (s *Server) apiCalc(w http.ResponseWriter, r *http.Request, p *Principal) {
 		return
 	}
 	for k := range in.Facts {
-		if _, ok := rules.LookupField(k); !ok || (slices.Contains(calcHidden, k) && k != "status") {
+		if _, ok := s.opts.Vocabulary.Lookup(k); !ok || (slices.Contains(calcHidden, k) && k != "status") {
 			s.fail(w, r, http.StatusBadRequest, "facts."+k+"：不是计算器可用的字段（见 GET /api/v1/fields）", nil)
 			return
 		}
@@ -314,10 +315,14 @@ func (s *Server) apiCalc(w http.ResponseWriter, r *http.Request, p *Principal) {
 		s.failErr(w, r, err)
 		return
 	}
-	rep, err := rules.CalculateActive(r.Context(), s.opts.DB, in.Facts, asOf)
+	rep, err := policies.CalculateActive(r.Context(), s.opts.DB, in.Facts, asOf, s.vocab())
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, "无法计算："+err.Error(), nil)
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
 }
+
+// vocab is the compile option of the deployment's vocabulary (Options.Vocabulary), for rules and
+// policies calls.
+func (s *Server) vocab() rules.Option { return rules.WithVocabulary(s.opts.Vocabulary) }

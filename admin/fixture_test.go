@@ -18,6 +18,7 @@ import (
 
 	"gorm.io/gorm"
 
+	demofixture "github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
@@ -68,19 +69,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := db.CreateInBatches(firms, 300).Error; err != nil {
 		t.Fatal(err)
 	}
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := rules.LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	for _, d := range defs {
-		if _, err := rules.Apply(ctx, db, d, dir, "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	demofixture.PublishDemo(t, db)
 	day, _ := rules.ParseDate(demoAsOf)
 	if _, err := matcher.Run(ctx, db, day.Time, "", matcher.Options{Workers: 2}); err != nil {
 		t.Fatal(err)
@@ -97,6 +86,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, db: db, secret: []byte("test-link-secret-0123456789abcdef")}
+	var err error
 	f.srv, err = New(Options{DB: db, LinkSecret: f.secret, Location: time.FixedZone("CST", 8*3600), Matcher: engine,
 		Now: func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }})
 	if err != nil {

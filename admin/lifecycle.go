@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -18,8 +19,8 @@ import (
 // console checks the route's permission; rules checks department and authorship again and keeps
 // the audit trail of every step.
 
-func actorOf(p *Principal) rules.Actor {
-	return rules.Actor{Name: p.Name, Role: p.Role, Department: p.Department}
+func actorOf(p *Principal) policies.Actor {
+	return policies.Actor{Name: p.Name, Role: p.Role, Department: p.Department}
 }
 
 // lifecycleError maps an error of a lifecycle step to an answer.
@@ -30,11 +31,11 @@ func lifecycleError(err error) error {
 		return nil
 	case errors.As(err, &ce):
 		return &httpError{http.StatusUnprocessableEntity, fmt.Sprintf("规则无法编译（%s 第 %d 行第 %d 列）：%s", ce.Field, ce.Line, ce.Column, ce.Message)}
-	case errors.Is(err, rules.ErrForbidden):
+	case errors.Is(err, policies.ErrForbidden):
 		return forbidden("不允许：%v", err)
-	case errors.Is(err, rules.ErrState):
+	case errors.Is(err, policies.ErrState):
 		return conflict("状态不符：%v", err)
-	case errors.Is(err, rules.ErrNotFound):
+	case errors.Is(err, policies.ErrNotFound):
 		return notFound("没有找到：%v", err)
 	case strings.Contains(err.Error(), "test case"):
 		return &httpError{http.StatusUnprocessableEntity, "测试用例未通过，请修改规则或测试后保存新草稿：" + err.Error()}
@@ -59,11 +60,11 @@ func pathVersion(r *http.Request) (string, int, error) {
 func (s *Server) saveDraft(ctx context.Context, p *Principal, in draftInput) (store.PolicyVersion, checkResult, error) {
 	in.Department = p.Department
 	in.RunTests = true
-	def, res := check(in)
+	def, res := check(in, s.vocab())
 	if len(res.Problems) > 0 {
 		return store.PolicyVersion{}, res, &httpError{http.StatusUnprocessableEntity, "草稿有 " + strconv.Itoa(len(res.Problems)) + " 处问题，未保存：" + res.Problems[0].Message}
 	}
-	v, err := rules.SaveDraft(ctx, s.opts.DB, def, actorOf(p), "console")
+	v, err := policies.SaveDraft(ctx, s.opts.DB, def, actorOf(p), "console", s.vocab())
 	return v, res, lifecycleError(err)
 }
 
@@ -119,12 +120,12 @@ func versionPath(id string, v int) string {
 type step func(ctx context.Context, p *Principal, id string, version int, reason string) error
 
 func (s *Server) submitStep(ctx context.Context, p *Principal, id string, v int, _ string) error {
-	_, err := rules.Submit(ctx, s.opts.DB, id, v, actorOf(p))
+	_, err := policies.Submit(ctx, s.opts.DB, id, v, actorOf(p), s.vocab())
 	return err
 }
 
 func (s *Server) approveStep(ctx context.Context, p *Principal, id string, v int, reason string) error {
-	_, err := rules.Review(ctx, s.opts.DB, id, v, actorOf(p), true, reason)
+	_, err := policies.Review(ctx, s.opts.DB, id, v, actorOf(p), true, reason)
 	return err
 }
 
@@ -132,7 +133,7 @@ func (s *Server) rejectStep(ctx context.Context, p *Principal, id string, v int,
 	if strings.TrimSpace(reason) == "" {
 		return badRequest("退回须写明理由，告诉起草人要改什么")
 	}
-	_, err := rules.Review(ctx, s.opts.DB, id, v, actorOf(p), false, reason)
+	_, err := policies.Review(ctx, s.opts.DB, id, v, actorOf(p), false, reason)
 	return err
 }
 
@@ -141,7 +142,7 @@ func (s *Server) publishStep(ctx context.Context, p *Principal, id string, v int
 	if err != nil {
 		return err
 	}
-	_, err = rules.Publish(ctx, s.opts.DB, id, v, actorOf(p), asOf)
+	_, err = policies.Publish(ctx, s.opts.DB, id, v, actorOf(p), asOf, s.vocab())
 	return err
 }
 
@@ -193,14 +194,14 @@ func (s *Server) apiStep(st step) handler {
 	}
 }
 
-func (s *Server) retire(ctx context.Context, p *Principal, id, reason string) (rules.RetireResult, error) {
+func (s *Server) retire(ctx context.Context, p *Principal, id, reason string) (policies.RetireResult, error) {
 	if !policyIDPattern.MatchString(id) {
-		return rules.RetireResult{}, badRequest("政策编号 %q 无效", id)
+		return policies.RetireResult{}, badRequest("政策编号 %q 无效", id)
 	}
 	if strings.TrimSpace(reason) == "" {
-		return rules.RetireResult{}, badRequest("下线须写明理由（如：政策到期、被新文件替代）")
+		return policies.RetireResult{}, badRequest("下线须写明理由（如：政策到期、被新文件替代）")
 	}
-	res, err := rules.Retire(ctx, s.opts.DB, id, actorOf(p), reason)
+	res, err := policies.Retire(ctx, s.opts.DB, id, actorOf(p), reason)
 	return res, lifecycleError(err)
 }
 
@@ -229,13 +230,13 @@ func (s *Server) apiRetire(w http.ResponseWriter, r *http.Request, p *Principal)
 // versionDetail is a version with what a reviewer needs: the definition, its test results, and
 // the changes against the published version.
 type versionDetail struct {
-	Version   store.PolicyVersion  `json:"version"`
-	Def       *rules.Definition    `json:"definition"`
-	Tests     []testOutcome        `json:"tests"`
-	Diff      *rules.VersionDiff   `json:"diff_from_published,omitempty"`
-	Reviews   []store.PolicyReview `json:"reviews"`
-	Published int                  `json:"published_version"`
-	Retired   bool                 `json:"retired"`
+	Version   store.PolicyVersion   `json:"version"`
+	Def       *rules.Definition     `json:"definition"`
+	Tests     []testOutcome         `json:"tests"`
+	Diff      *policies.VersionDiff `json:"diff_from_published,omitempty"`
+	Reviews   []store.PolicyReview  `json:"reviews"`
+	Published int                   `json:"published_version"`
+	Retired   bool                  `json:"retired"`
 
 	CanSubmit, CanReview, CanPublish, CanPreview, CanEdit, CanRetire bool `json:"-"`
 }
@@ -246,7 +247,7 @@ func (s *Server) readVersion(ctx context.Context, p *Principal, id string, versi
 	db := s.opts.DB.WithContext(ctx)
 	var d versionDetail
 	if err := db.Where("policy_id = ? AND version = ?", id, version).Take(&d.Version).Error; err != nil {
-		return d, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, version, rules.ErrNotFound))
+		return d, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, version, policies.ErrNotFound))
 	}
 	var pol store.Policy
 	if err := db.Where("id = ?", id).Take(&pol).Error; err != nil {
@@ -258,13 +259,13 @@ func (s *Server) readVersion(ctx context.Context, p *Principal, id string, versi
 		return d, err
 	}
 	d.Def = def
-	if cp, err := def.Compile(); err == nil {
+	if cp, err := def.Compile(s.vocab()); err == nil {
 		for _, t := range cp.RunTests() {
 			d.Tests = append(d.Tests, testOutcome{Name: t.Name, Passed: t.Passed, Problem: t.Problem})
 		}
 	}
 	if pol.PublishedVersion > 0 && pol.PublishedVersion != version {
-		diff, err := rules.Diff(ctx, s.opts.DB, id, pol.PublishedVersion, version)
+		diff, err := policies.Diff(ctx, s.opts.DB, id, pol.PublishedVersion, version)
 		if err != nil {
 			return d, lifecycleError(err)
 		}
@@ -322,7 +323,7 @@ func (s *Server) preview(r *http.Request, p *Principal) (rules.PreviewReport, er
 	}
 	var row store.PolicyVersion
 	if err := s.opts.DB.WithContext(r.Context()).Where("policy_id = ? AND version = ?", id, v).Take(&row).Error; err != nil {
-		return rules.PreviewReport{}, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, v, rules.ErrNotFound))
+		return rules.PreviewReport{}, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, v, policies.ErrNotFound))
 	}
 	if !p.Can(PermPolicyReview) && p.Department != row.Department {
 		return rules.PreviewReport{}, forbidden("只能预览本部门（%s）的政策", p.Department)
@@ -331,7 +332,7 @@ func (s *Server) preview(r *http.Request, p *Principal) (rules.PreviewReport, er
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
-	rep, err := rules.PreviewVersion(r.Context(), s.opts.DB, id, v, asOf, 10)
+	rep, err := policies.PreviewVersion(r.Context(), s.opts.DB, id, v, asOf, 10, s.vocab())
 	if err != nil {
 		return rep, lifecycleError(err)
 	}

@@ -148,14 +148,14 @@ func yamlText(v any) string {
 	return b.String()
 }
 
-// check compiles a draft and, when asked, runs its test cases.
-func check(in draftInput) (*rules.Definition, checkResult) {
+// check compiles a draft (against the options' vocabulary) and, when asked, runs its test cases.
+func check(in draftInput, opts ...rules.Option) (*rules.Definition, checkResult) {
 	def, probs := in.definition()
 	res := checkResult{Problems: append([]problem{}, probs...)} // [] rather than null: clients iterate it
 	if len(probs) > 0 {
 		return def, res
 	}
-	p, err := def.Compile()
+	p, err := def.Compile(opts...)
 	var ce *rules.CompileError
 	switch {
 	case errors.As(err, &ce):
@@ -189,7 +189,7 @@ func (s *Server) apiCheck(w http.ResponseWriter, r *http.Request, p *Principal) 
 	if p.Role == store.RoleAuthor {
 		in.Department = p.Department
 	}
-	_, res := check(in)
+	_, res := check(in, s.vocab())
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -209,9 +209,9 @@ type vocabulary struct {
 	Helpers map[string]string `json:"helpers"`
 }
 
-func readVocabulary() vocabulary {
+func readVocabulary(voc *rules.Vocabulary) vocabulary {
 	v := vocabulary{Helpers: rules.Helpers()}
-	for _, f := range rules.Vocabulary() {
+	for _, f := range voc.Fields() {
 		v.Fields = append(v.Fields, fieldInfo(registryField(f)))
 	}
 	return v
@@ -223,7 +223,7 @@ func registryField(f registry.Field) fieldInfo {
 }
 
 func (s *Server) apiFields(w http.ResponseWriter, r *http.Request, p *Principal) {
-	writeJSON(w, http.StatusOK, readVocabulary())
+	writeJSON(w, http.StatusOK, readVocabulary(s.opts.Vocabulary))
 }
 
 // policyRow is one policy of the library.
@@ -358,7 +358,7 @@ type choice struct {
 
 func (s *Server) newEditorView(p *Principal, in draftInput) editorView {
 	in.Department = p.Department
-	v := editorView{Draft: in, Categories: rules.Categories, Vocabulary: readVocabulary()}
+	v := editorView{Draft: in, Categories: rules.Categories, Vocabulary: readVocabulary(s.opts.Vocabulary)}
 	for _, ch := range []string{"wechat", "sms"} {
 		v.Channels = append(v.Channels, choice{Value: ch, Label: channelLabels[ch], Checked: slices.Contains(in.Channels, ch)})
 	}
@@ -384,7 +384,7 @@ func (s *Server) editorPage(w http.ResponseWriter, r *http.Request, p *Principal
 	v.Existing = existing
 	if existing {
 		v.Draft.RunTests = true
-		_, v.Check = check(v.Draft)
+		_, v.Check = check(v.Draft, s.vocab())
 	}
 	s.render(w, r, p, "editor", "编写政策", v)
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -55,7 +56,7 @@ func BenchmarkPlainFullMatch(b *testing.B) {
 	var envs []rules.Env
 	for i := range d.firms[:20000] {
 		if d.firms[i].Status == store.StatusActive {
-			envs = append(envs, rules.EnvOf(&d.firms[i], testAsOf))
+			envs = append(envs, policies.EnvOf(&d.firms[i], testAsOf))
 		}
 	}
 	b.ResetTimer()

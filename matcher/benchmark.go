@@ -13,6 +13,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -238,10 +239,10 @@ func baselineSample(ctx context.Context, db *gorm.DB, snap *Snapshot, n int) ([]
 			return nil, nil, fmt.Errorf("read sample firms: %w", err)
 		}
 		for i := range batch {
-			envs = append(envs, rules.EnvOf(&batch[i], benchAsOf))
+			envs = append(envs, policies.EnvOf(&batch[i], benchAsOf))
 		}
 	}
-	if err := rules.AttachExtraFacts(ctx, db, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, envs); err != nil {
 		return nil, nil, err
 	}
 	return sample, envs, nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 )
@@ -30,14 +31,7 @@ func TestEngineMatchesExprOnGeneratedRules(t *testing.T) {
 
 // The benchmark's catalog and the demo's real 2022 policies, on a synthetic province.
 func TestEngineMatchesExprOnCatalogs(t *testing.T) {
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, errs := rules.LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
+	demo := fixture.DemoDefinitions(t)
 	policies, byID := compile(t, append(SynthCatalog(300, 5), demo...))
 	firms := registry.Synth(12000, 5)
 	want := plainDecisions(firms, policies, testAsOf)
@@ -106,11 +100,7 @@ func FuzzEngineMatchesExpr(f *testing.F) {
 // The plans decide the benchmark's catalog and the demo's policies without the VM: conditions and
 // amounts of real policies are within what the kernels and tables cover.
 func TestCatalogsNeedNoVM(t *testing.T) {
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo, _ := rules.LoadDir(dir)
+	demo := fixture.DemoDefinitions(t)
 	policies, _ := compile(t, append(SynthCatalog(300, 5), demo...))
 	snap, err := NewSnapshot(registry.Synth(5000, 1), nil)
 	if err != nil {

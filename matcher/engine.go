@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -62,6 +63,8 @@ type EngineOptions struct {
 	Location *time.Location
 	Progress io.Writer // progress bar of the snapshot load; nil: none
 	Log      *slog.Logger
+	// Vocabulary is what the published rules are compiled against; nil: the standard catalog.
+	Vocabulary *rules.Vocabulary
 }
 
 // ErrNotLoaded is returned by an engine whose snapshot is still loading (or failed to load).
@@ -139,7 +142,7 @@ func (e *Engine) Load(ctx context.Context) error {
 	}
 	e.asOf = e.today()
 	fields, extras := fieldsOf(e.active())
-	snap, err := LoadSnapshot(ctx, e.db, LoadOptions{Fields: fields, Extras: extras, Progress: e.o.Progress})
+	snap, err := LoadSnapshot(ctx, e.db, LoadOptions{Fields: fields, Extras: extras, Progress: e.o.Progress, Vocabulary: e.o.Vocabulary})
 	if err != nil {
 		return err
 	}
@@ -184,7 +187,7 @@ func (e *Engine) lastMatched(ctx context.Context) (time.Time, error) {
 
 // readPolicies loads the published policies and their combination rules.
 func (e *Engine) readPolicies(ctx context.Context) error {
-	all, err := rules.LoadPublished(ctx, e.db, "")
+	all, err := policies.LoadPublished(ctx, e.db, "", rules.WithVocabulary(e.o.Vocabulary))
 	if err != nil {
 		return err
 	}
@@ -615,7 +618,7 @@ func (e *Engine) putAll(ctx context.Context, firms []store.Enterprise) (int, err
 	for i := range firms {
 		codes[i] = firms[i].CreditCode
 	}
-	facts, err := factsOf(ctx, e.db, e.snap.extras, codes)
+	facts, err := factsOf(ctx, e.db, e.snap.voc, e.snap.extras, codes)
 	if err != nil {
 		return 0, err
 	}
@@ -792,7 +795,7 @@ func (e *Engine) putAndRematch(ctx context.Context, tx *gorm.DB, firms []store.E
 			codes = append(codes, f.CreditCode)
 		}
 	}
-	facts, err := factsOf(ctx, tx, e.snap.extras, codes)
+	facts, err := factsOf(ctx, tx, e.snap.voc, e.snap.extras, codes)
 	if err != nil {
 		return res, err
 	}

@@ -14,37 +14,22 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
 // seedRegistry writes firms and publishes policies.
-func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*rules.Definition) {
+func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*rules.Definition, opts ...rules.Option) {
 	t.Helper()
 	ctx := context.Background()
 	if err := db.WithContext(ctx).CreateInBatches(firms, 25).Error; err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range defs {
-		if _, err := rules.Apply(ctx, db, d, "test", "tester"); err != nil {
-			t.Fatalf("apply %s: %v", d.ID, err)
-		}
-	}
-}
-
-func demoDefs(t *testing.T) []*rules.Definition {
-	t.Helper()
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defs, errs := rules.LoadDir(dir)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	return defs
+	fixture.Publish(t, db, defs, "test", "tester", opts...)
 }
 
 // storedState renders the stored matches and evaluation errors, for comparing databases.
@@ -120,7 +105,7 @@ func TestRunStoresWhatPlainRunStores(t *testing.T) {
 		}
 	}
 	g := &ruleGen{}
-	defs := append(demoDefs(t), SynthCatalog(40, 2)...)
+	defs := append(fixture.DemoDefinitions(t), SynthCatalog(40, 2)...)
 	for i, src := range []string{`employees % graduates_hired == 0 || is_high_tech`, `int(industry_code) > 0 || in_region("3205")`} {
 		g.params = map[string]any{}
 		defs = append(defs, &rules.Definition{ID: fmt.Sprintf("odd-%d", i), Title: "odd", EffectiveFrom: rules.Date{Time: testAsOf},
@@ -209,7 +194,7 @@ func outboxCount(db *gorm.DB) int64 {
 func TestApplyChangesRematchesTheFirm(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(1500, 4), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(1500, 4), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	noDifference(t, db, asOf)
@@ -294,7 +279,7 @@ func TestApplyChangeJSONMergesFields(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
 	firms := registry.Synth(800, 5)
-	seedRegistry(t, db, firms, demoDefs(t))
+	seedRegistry(t, db, firms, fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	var f store.Enterprise
@@ -350,7 +335,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		Channels: []string{"wechat"}, Eligibility: "years_since(registered_at) < 3", Amount: "1000 * (3 - years_since(registered_at))"}
 	later := &rules.Definition{ID: "starts-tomorrow", Title: "明日生效", EffectiveFrom: rules.Date{Time: testAsOf.AddDate(0, 0, 1)},
 		Channels: []string{"wechat"}, Eligibility: "employees >= 10"}
-	seedRegistry(t, db, firms, append(demoDefs(t), young, later))
+	seedRegistry(t, db, firms, append(fixture.DemoDefinitions(t), young, later))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	noDifference(t, db, asOf)
@@ -362,13 +347,13 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 		db.Model(&store.Enterprise{}).Where("credit_code = ?", v.CreditCode).Updates(map[string]any{"tax_credit_rating": "D", "updated_at": time.Now().UTC()})
 	}
 	var def *rules.Definition // a new version of one policy
-	for _, d := range demoDefs(t) {
+	for _, d := range fixture.DemoDefinitions(t) {
 		if d.ID == "kuogang-buzhu-2022" {
 			def = d
 		}
 	}
 	def.Params = map[string]any{"per_graduate": 2000}
-	if _, err := rules.Apply(ctx, db, def, "test", "tester"); err != nil {
+	if _, err := policies.Apply(ctx, db, def, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.CatchUp(ctx); err != nil {
@@ -415,7 +400,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 func TestFailedChangeLeavesSnapshotAsItWas(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(600, 7), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(600, 7), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	var f store.Enterprise
@@ -458,10 +443,10 @@ func TestFailedChangeLeavesSnapshotAsItWas(t *testing.T) {
 // plain path.
 func TestExtraFieldsMatchLikePlain(t *testing.T) {
 	ctx := context.Background()
-	if err := rules.SetExtraFields([]registry.Field{{Key: "rd_staff", Label: "研发人员数", Type: registry.TypeInt}}); err != nil {
+	voc, err := rules.NewVocabulary(registry.Field{Key: "rd_staff", Label: "研发人员数", Type: registry.TypeInt})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rules.SetExtraFields(nil) })
 	firms := registry.Synth(500, 8)
 	var csv strings.Builder
 	csv.WriteString("credit_code,rd_staff\n")
@@ -474,15 +459,15 @@ func TestExtraFieldsMatchLikePlain(t *testing.T) {
 		Eligibility: "rd_staff >= 10 && employees > 5", Amount: "rd_staff * 100.0"}
 	engineDB, plainDB := testenv.OpenDB(t).DB, testenv.OpenDB(t).DB
 	for _, db := range []*gorm.DB{engineDB, plainDB} {
-		seedRegistry(t, db, firms, []*rules.Definition{def})
-		if _, err := rules.ImportFacts(ctx, db, strings.NewReader(csv.String())); err != nil {
+		seedRegistry(t, db, firms, []*rules.Definition{def}, rules.WithVocabulary(voc))
+		if _, err := policies.ImportFacts(ctx, db, strings.NewReader(csv.String()), rules.WithVocabulary(voc)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := Run(ctx, engineDB, testAsOf, "", Options{}); err != nil {
+	if _, err := Run(ctx, engineDB, testAsOf, "", Options{Vocabulary: voc}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Run(ctx, plainDB, testAsOf, "", Options{Plain: true}); err != nil {
+	if _, err := Run(ctx, plainDB, testAsOf, "", Options{Plain: true, Vocabulary: voc}); err != nil {
 		t.Fatal(err)
 	}
 	want := storedState(t, plainDB)
@@ -520,7 +505,7 @@ func TestCombinationRulesMatchLikePlain(t *testing.T) {
 	}
 	// Fewer firms get new-jobs: those that lose it get stable-jobs back.
 	b.Params = map[string]any{"min": 3}
-	if _, err := rules.Apply(ctx, engineDB, b, "test", "tester"); err != nil {
+	if _, err := policies.Apply(ctx, engineDB, b, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.PolicyChanged(ctx, b.ID); err != nil {
@@ -585,7 +570,7 @@ func TestDailySweepRematchesOnlyFirmsWhoseAnswerCanChange(t *testing.T) {
 func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	seedRegistry(t, db, registry.Synth(900, 9), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(900, 9), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	var logs bytes.Buffer
 	e := NewEngine(db, EngineOptions{SubjectPrefix: "t", AsOf: func() time.Time { return asOf },

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -253,14 +254,14 @@ func describe(eligible bool, amount *float64, err error) decision {
 }
 
 // plainDecisions evaluates with expr alone.
-func plainDecisions(firms []store.Enterprise, policies []*rules.Policy, asOf time.Time) map[decKey]decision {
+func plainDecisions(firms []store.Enterprise, compiled []*rules.Policy, asOf time.Time) map[decKey]decision {
 	out := map[decKey]decision{}
 	for i := range firms {
 		if firms[i].Status != store.StatusActive {
 			continue
 		}
-		env := rules.EnvOf(&firms[i], asOf)
-		for _, p := range policies {
+		env := policies.EnvOf(&firms[i], asOf)
+		for _, p := range compiled {
 			res, err := p.Evaluate(&env)
 			if err != nil || res.Eligible {
 				out[decKey{p.Def.ID, firms[i].CreditCode}] = describe(err == nil, res.Amount, err)

@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	// Plain evaluates every firm with the policies' expr programs on rules.Env values loaded
 	// through GORM, without snapshot or plans: the differential baseline of the engine.
 	Plain bool
+	// Vocabulary is what the published rules are compiled against (the deployment's extra fields);
+	// nil: the standard field catalog.
+	Vocabulary *rules.Vocabulary
 }
 
 func (o Options) logger() *slog.Logger {
@@ -95,7 +99,7 @@ func since(phase *float64, start time.Time) time.Time {
 func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Options) (Summary, error) {
 	start := time.Now()
 	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
-	policies, err := rules.LoadPublished(ctx, db, policyID)
+	policies, err := policies.LoadPublished(ctx, db, policyID, rules.WithVocabulary(o.Vocabulary))
 	if err != nil {
 		return sum, err
 	}
@@ -109,7 +113,7 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 		fields, extras := fieldsOf(active)
 		var snap *Snapshot
 		t := time.Now()
-		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: fields, Extras: extras, Progress: o.Progress})
+		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: fields, Extras: extras, Progress: o.Progress, Vocabulary: o.Vocabulary})
 		if err != nil {
 			return sum, err
 		}
@@ -295,8 +299,8 @@ func fieldsOf(policies []*rules.Policy) (fields, extras []string) {
 	for _, p := range policies {
 		walk(p)
 	}
-	if readsExtra {
-		for _, f := range rules.ExtraFields() {
+	if readsExtra { // the policies of one run share their vocabulary
+		for _, f := range policies[0].Vocabulary().Extra() {
 			extras = append(extras, f.Key)
 		}
 	}
@@ -329,7 +333,7 @@ func dependsOnDate(p *rules.Policy) bool {
 // runPlain is the plain path: every policy over every firm with its expr programs.
 func runPlain(ctx context.Context, db *gorm.DB, asOf time.Time, policies []*rules.Policy, o Options) ([]PolicyResult, int, error) {
 	log := o.logger()
-	firms, err := LoadActiveFirms(ctx, db, asOf, o.Progress)
+	firms, err := LoadActiveFirms(ctx, db, asOf, o.Progress, rules.WithVocabulary(o.Vocabulary))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -350,8 +354,8 @@ func runPlain(ctx context.Context, db *gorm.DB, asOf time.Time, policies []*rule
 }
 
 // LoadActiveFirms reads every active firm by keyset pagination on the credit code, as rules.Env
-// values with their extra fields (the plain path).
-func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress io.Writer) ([]rules.Env, error) {
+// values with their extra fields (those of the options' vocabulary; the plain path).
+func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress io.Writer, opts ...rules.Option) ([]rules.Env, error) {
 	var total int64
 	if err := db.WithContext(ctx).Model(&store.Enterprise{}).Where("status = ?", store.StatusActive).Count(&total).Error; err != nil {
 		return nil, fmt.Errorf("count firms: %w", err)
@@ -367,7 +371,7 @@ func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress 
 			return nil, fmt.Errorf("load firms after %q: %w", after, err)
 		}
 		for i := range batch {
-			out = append(out, rules.EnvOf(&batch[i], asOf))
+			out = append(out, policies.EnvOf(&batch[i], asOf))
 		}
 		if bar != nil {
 			_ = bar.Add(len(batch))
@@ -380,7 +384,7 @@ func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress 
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	if err := rules.AttachExtraFacts(ctx, db, out); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

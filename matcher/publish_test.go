@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -25,7 +26,7 @@ func fieldRule(r *rand.Rand, firm *store.Enterprise) string {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	env := rules.EnvOf(firm, testAsOf)
+	env := policies.EnvOf(firm, testAsOf)
 	v := reflect.ValueOf(env)
 	var parts []string
 	for range 1 + r.IntN(3) {
@@ -80,7 +81,7 @@ func TestPublishedPoliciesMatchAtOnceInARunningEngine(t *testing.T) {
 		switch {
 		case len(published) > 2 && r.IntN(4) == 0:
 			id = published[r.IntN(len(published))]
-			if _, err := rules.Retire(ctx, db, id, rules.Actor{Name: "test", Role: rules.RoleOperator}, "test"); err != nil {
+			if _, err := policies.Retire(ctx, db, id, policies.Actor{Name: "test", Role: policies.RoleOperator}, "test"); err != nil {
 				t.Fatal(err)
 			}
 			published = slices.DeleteFunc(published, func(s string) bool { return s == id })
@@ -91,7 +92,7 @@ func TestPublishedPoliciesMatchAtOnceInARunningEngine(t *testing.T) {
 			if r.IntN(2) == 0 {
 				def.Amount = "1000"
 			}
-			if _, err := rules.Apply(ctx, db, def, "test", "tester"); err != nil {
+			if _, err := policies.Apply(ctx, db, def, "test", "tester"); err != nil {
 				t.Fatalf("apply %s: %v", def.Eligibility, err)
 			}
 			if !slices.Contains(published, id) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/internal/stage"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -40,6 +41,8 @@ type ShardOptions struct {
 	SubjectPrefix string        // nats.subject_prefix; jobs go to <prefix>.match.shard
 	Replicas      int           // stream replicas
 	AckWait       time.Duration // how long a job may go without a heartbeat before another worker gets it
+	// Vocabulary is what the published rules are compiled against; nil: the standard catalog.
+	Vocabulary *rules.Vocabulary
 }
 
 func (o ShardOptions) subject() string { return bus.ShardSubject(o.SubjectPrefix) }
@@ -96,7 +99,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 	start := time.Now()
 	sum := Summary{AsOf: asOf.Format(time.DateOnly)}
 	if policyID != "" {
-		if ps, err := rules.LoadPublished(ctx, db, policyID); err != nil {
+		if ps, err := policies.LoadPublished(ctx, db, policyID, rules.WithVocabulary(o.Vocabulary)); err != nil {
 			return sum, err
 		} else if len(ps) == 0 {
 			return sum, fmt.Errorf("policy %s is not published (apply it first, or check `policypush policy list`)", policyID)
@@ -177,7 +180,7 @@ func RunSharded(ctx context.Context, db *gorm.DB, js jetstream.JetStream, asOf t
 		return sum, fmt.Errorf("record match run end: %w", err)
 	}
 	// Whole-population evaluations are recorded once every shard has stored its part.
-	if ps, err := rules.LoadPublished(ctx, db, policyID); err == nil {
+	if ps, err := policies.LoadPublished(ctx, db, policyID, rules.WithVocabulary(o.Vocabulary)); err == nil {
 		for _, p := range ps {
 			if r, ok := byPolicy[p.Def.ID]; ok && r.Skipped == "" && r.Version == p.Version {
 				if err := recordEvaluation(ctx, db, p, asOf, sum.Firms, r.Eligible); err != nil {
@@ -334,7 +337,7 @@ func (w *Worker) runShard(ctx context.Context, job ShardJob) (Summary, error) {
 		return Summary{}, err
 	}
 	sum := Summary{AsOf: job.AsOf}
-	policies, err := rules.LoadPublished(ctx, w.DB, job.Policy)
+	policies, err := policies.LoadPublished(ctx, w.DB, job.Policy, rules.WithVocabulary(w.Options.Vocabulary))
 	if err != nil {
 		return sum, err
 	}
@@ -368,7 +371,7 @@ func (w *Worker) snapshot(ctx context.Context, job ShardJob, policies []*rules.P
 		}
 		return c.snap, nil
 	}
-	snap, err := LoadSnapshot(ctx, w.DB, LoadOptions{Fields: fields, Extras: extras, Lo: job.Lo, Hi: job.Hi})
+	snap, err := LoadSnapshot(ctx, w.DB, LoadOptions{Fields: fields, Extras: extras, Lo: job.Lo, Hi: job.Hi, Vocabulary: w.Options.Vocabulary})
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +401,7 @@ func (c *shardSnapshot) refresh(ctx context.Context, db *gorm.DB, now time.Time)
 	for i := range firms {
 		codes[i] = firms[i].CreditCode
 	}
-	facts, err := factsOf(ctx, db, c.snap.extras, codes)
+	facts, err := factsOf(ctx, db, c.snap.voc, c.snap.extras, codes)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -343,6 +344,7 @@ type Snapshot struct {
 	cols   map[string]*column
 	facts  map[int32]map[string]any // extra fields, of the rows that have any
 	extras []string                 // extra field keys held
+	voc    *rules.Vocabulary        // the types of the extra fields
 	lo, hi string                   // credit-code range held ([lo, hi); empty: open)
 }
 
@@ -503,7 +505,7 @@ func (s *Snapshot) restore(img rowImage) {
 // row and whether any held value, the status or the extra fields changed.
 func (s *Snapshot) put(e *store.Enterprise, facts map[string]any) (img rowImage, changed bool) {
 	row, ok := s.row(e.CreditCode)
-	env := rules.EnvOf(e, time.Time{})
+	env := policies.EnvOf(e, time.Time{})
 	env.Extra = facts
 	active := e.Status == store.StatusActive
 	if !ok {
@@ -643,6 +645,8 @@ type LoadOptions struct {
 	Extras   []string  // extra field keys to hold
 	Lo, Hi   string    // credit-code range [Lo, Hi); empty: open
 	Progress io.Writer // progress bar; nil: none
+	// Vocabulary declares the extra fields' types (nil: the standard one, which has none).
+	Vocabulary *rules.Vocabulary
 }
 
 // LoadSnapshot reads the active firms (of a credit-code range) by keyset pagination on the credit
@@ -653,6 +657,7 @@ func LoadSnapshot(ctx context.Context, db *gorm.DB, o LoadOptions) (*Snapshot, e
 		return nil, err
 	}
 	s.extras = slices.Clone(o.Extras)
+	s.voc = o.Vocabulary
 	q := db.WithContext(ctx).Model(&store.Enterprise{}).Where("status = ?", store.StatusActive)
 	q = rangeWhere(q, o.Lo, o.Hi)
 	var total int64
@@ -687,7 +692,7 @@ func LoadSnapshot(ctx context.Context, db *gorm.DB, o LoadOptions) (*Snapshot, e
 				}
 			}
 			row := s.appendRow(code)
-			env := rules.EnvOf(&batch[i], time.Time{})
+			env := policies.EnvOf(&batch[i], time.Time{})
 			s.store(row, &env, true)
 		}
 		if bar != nil {
@@ -729,7 +734,7 @@ func (s *Snapshot) addFields(ctx context.Context, db *gorm.DB, fields, extras []
 				if !ok {
 					continue
 				}
-				env := rules.EnvOf(&batch[i], time.Time{})
+				env := policies.EnvOf(&batch[i], time.Time{})
 				v := reflect.ValueOf(&env).Elem()
 				for _, k := range missing {
 					c := s.cols[k]
@@ -885,9 +890,9 @@ func scanPage(ctx context.Context, db *gorm.DB, query string, args []any, cols [
 
 // parseFacts adds stored extra field values to by (credit code → key → value) as the plain path
 // parses them: a value that no longer parses (the field's type changed in config) reads as missing.
-func parseFacts(rows []store.EnterpriseFact, by map[string]map[string]any) {
+func parseFacts(voc *rules.Vocabulary, rows []store.EnterpriseFact, by map[string]map[string]any) {
 	fields := map[string]registry.Field{}
-	for _, f := range rules.ExtraFields() {
+	for _, f := range voc.Extra() {
 		fields[f.Key] = f
 	}
 	for _, f := range rows {
@@ -918,7 +923,7 @@ func (s *Snapshot) loadFacts(ctx context.Context, db *gorm.DB, keys []string) er
 			return fmt.Errorf("load extra fields: %w", err)
 		}
 		by := map[string]map[string]any{}
-		parseFacts(batch, by)
+		parseFacts(s.voc, batch, by)
 		for code, values := range by {
 			row, ok := s.row(code)
 			if !ok {
@@ -939,7 +944,7 @@ func (s *Snapshot) loadFacts(ctx context.Context, db *gorm.DB, keys []string) er
 }
 
 // factsOf reads the extra fields of some firms (a change event's firms).
-func factsOf(ctx context.Context, db *gorm.DB, keys, codes []string) (map[string]map[string]any, error) {
+func factsOf(ctx context.Context, db *gorm.DB, voc *rules.Vocabulary, keys, codes []string) (map[string]map[string]any, error) {
 	out := map[string]map[string]any{}
 	if len(keys) == 0 || len(codes) == 0 {
 		return out, nil
@@ -948,7 +953,7 @@ func factsOf(ctx context.Context, db *gorm.DB, keys, codes []string) (map[string
 	if err := db.WithContext(ctx).Where("field IN ? AND credit_code IN ?", keys, codes).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("load extra fields: %w", err)
 	}
-	parseFacts(rows, out)
+	parseFacts(voc, rows, out)
 	return out, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/store"
@@ -18,7 +19,7 @@ import (
 func TestRunAppliesChangeEventsFromJetStream(t *testing.T) {
 	db := testenv.OpenDB(t).DB
 	b := testenv.OpenBus(t)
-	seedRegistry(t, db, registry.Synth(600, 9), demoDefs(t))
+	seedRegistry(t, db, registry.Synth(600, 9), fixture.DemoDefinitions(t))
 	asOf := testAsOf
 	e := loadedEngine(t, db, &asOf)
 	sfx := testenv.Suffix()

@@ -23,7 +23,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/notify"
-	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/store"
 )
 
@@ -77,7 +77,7 @@ func (s *Service) Location() *time.Location { return s.opts.Location }
 func (s *Service) now() time.Time { return s.opts.Now().UTC() }
 
 // Actor is who performs a step: a console user or the CLI operator (--by).
-type Actor = rules.Actor
+type Actor = policies.Actor
 
 // mayWrite reports whether the actor may change payouts of a policy of the given department:
 // authors only for their own department; reviewers, admins and the CLI operator for every one.

@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm/schema"
 
+	"github.com/policypush/policypush/registry/fields"
 	"github.com/policypush/policypush/store"
 )
 
@@ -73,6 +74,19 @@ func TestCatalogMatchesEnterprise(t *testing.T) {
 	}
 	if _, err := bindColumns(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The status values the field catalog spells out (package fields imports nothing of the project)
+// are the store's.
+func TestCatalogStatusValues(t *testing.T) {
+	f, _ := Lookup("status")
+	want := []string{store.StatusActive, store.StatusRevoked, store.StatusDeregistered, store.StatusMovedOut}
+	if !slices.Equal(f.Enum, want) {
+		t.Fatalf("status enum %v, store has %v", f.Enum, want)
+	}
+	if fields.StatusActive != store.StatusActive {
+		t.Fatalf("fields.StatusActive %q, store.StatusActive %q", fields.StatusActive, store.StatusActive)
 	}
 }
 

@@ -1,14 +1,11 @@
 package rules
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // The policy calculator (政策计算器): a firm — or anyone on its behalf — states the facts it knows
@@ -54,8 +51,13 @@ type CalcReport struct {
 // Calculate evaluates the policies in effect on asOf for a partial set of facts (catalog key →
 // value, as JSON gives them; absent or null means unknown). Policies are expected linked (Link) so
 // that combination rules apply: a firm that qualifies for two exclusive policies is told which one
-// it gets.
-func Calculate(policies []*Policy, facts map[string]any, asOf time.Time) (CalcReport, error) {
+// it gets. Facts are read with the vocabulary of the options, or without options the one the
+// policies were compiled against.
+func Calculate(policies []*Policy, facts map[string]any, asOf time.Time, opts ...Option) (CalcReport, error) {
+	voc := VocabularyOf(opts...)
+	if len(opts) == 0 && len(policies) > 0 {
+		voc = policies[0].Vocabulary()
+	}
 	// A firm checking itself is in business: status is known (active) unless stated.
 	known := map[string]bool{asOfField.Key: true, "status": true}
 	given := map[string]any{}
@@ -63,12 +65,12 @@ func Calculate(policies []*Policy, facts map[string]any, asOf time.Time) (CalcRe
 		if v == nil {
 			continue
 		}
-		if !isFactKey(k) {
+		if !voc.isFactKey(k) {
 			return CalcReport{}, fmt.Errorf("unknown field %s (see `policypush fields`)", k)
 		}
 		known[k], given[k] = true, v
 	}
-	env, err := EnvFromFacts(given, asOf)
+	env, err := EnvFromFacts(given, asOf, WithVocabulary(voc))
 	if err != nil {
 		return CalcReport{}, err
 	}
@@ -111,7 +113,7 @@ func calcOne(p *Policy, env *Env, known map[string]bool) (CalcResult, error) {
 	switch {
 	case c.Holds == nil:
 		r.Outcome = CalcUndecided
-		r.Missing = fieldRefs(c.Missing)
+		r.Missing = p.Vocabulary().fieldRefs(c.Missing)
 	case !*c.Holds:
 		r.Outcome = CalcNotEligible
 	default:
@@ -121,7 +123,7 @@ func calcOne(p *Policy, env *Env, known map[string]bool) (CalcResult, error) {
 		}
 		all, direct, sizes := reads(p.Amount.Tree.Node)
 		if missing := unknownNeeds(all, direct, sizes, env, known); len(missing) > 0 {
-			r.Missing = fieldRefs(missing)
+			r.Missing = p.Vocabulary().fieldRefs(missing)
 			break
 		}
 		out, err := p.EvaluateRule(env)
@@ -204,9 +206,9 @@ func decideKnown(n *condNode, env *Env, known map[string]bool) Condition {
 	}
 	labels := make([]string, len(missing))
 	for i, k := range missing {
-		labels[i] = fieldLabel(k)
+		labels[i] = n.voc.fieldLabel(k)
 	}
-	return Condition{Text: n.text, Rule: n.rule, Values: valuesOf(env, have), Missing: missing,
+	return Condition{Text: n.text, Rule: n.rule, Values: n.voc.valuesOf(env, have), Missing: missing,
 		Label: n.rule + "：无法判断，缺少" + strings.Join(labels, "、")}
 }
 
@@ -230,10 +232,10 @@ func unknownNeeds(all, direct []string, sizes []sizeCall, env *Env, known map[st
 	return missing
 }
 
-func fieldRefs(keys []string) []FieldRef {
+func (voc *Vocabulary) fieldRefs(keys []string) []FieldRef {
 	out := make([]FieldRef, len(keys))
 	for i, k := range keys {
-		out[i] = FieldRef{Key: k, Label: fieldLabel(k)}
+		out[i] = FieldRef{Key: k, Label: voc.fieldLabel(k)}
 	}
 	return out
 }
@@ -261,14 +263,4 @@ func calcSummary(r *CalcResult) string {
 	var failed []string
 	collectFailed(r.Conditions, &failed)
 	return "不符合：" + strings.Join(failed, "；")
-}
-
-// CalculateActive runs the calculator against the published catalog (the console's 政策计算器 and
-// `policypush calc`).
-func CalculateActive(ctx context.Context, db *gorm.DB, facts map[string]any, asOf time.Time) (CalcReport, error) {
-	policies, err := LoadPublished(ctx, db, "")
-	if err != nil {
-		return CalcReport{}, err
-	}
-	return Calculate(policies, facts, asOf)
 }

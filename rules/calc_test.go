@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -77,27 +78,29 @@ func TestCalculatorThreeOutcomes(t *testing.T) {
 			"annual_revenue": 2e8}, "wengang-fanhuan-2022", CalcEligible, 149.27, nil},
 	}
 	for _, c := range cases {
-		rep, err := Calculate(policies, c.facts, asOf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got *CalcResult
-		for i := range rep.Results {
-			if rep.Results[i].PolicyID == c.policy {
-				got = &rep.Results[i]
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Calculate(policies, c.facts, asOf)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if got == nil {
-			t.Fatalf("%s: %s not in the results", c.name, c.policy)
-		}
-		amount := 0.0
-		if got.Amount != nil {
-			amount = *got.Amount
-		}
-		if got.Outcome != c.outcome || amount != c.amount || !reflect.DeepEqual(keys(got.Missing), c.missing) {
-			t.Errorf("%s: %s %v missing %v (%s); want %s %v missing %v", c.name, got.Outcome, amount, keys(got.Missing),
-				got.Summary, c.outcome, c.amount, c.missing)
-		}
+			var got *CalcResult
+			for i := range rep.Results {
+				if rep.Results[i].PolicyID == c.policy {
+					got = &rep.Results[i]
+				}
+			}
+			if got == nil {
+				t.Fatalf("%s: %s not in the results", c.name, c.policy)
+			}
+			amount := 0.0
+			if got.Amount != nil {
+				amount = *got.Amount
+			}
+			if got.Outcome != c.outcome || amount != c.amount || !reflect.DeepEqual(keys(got.Missing), c.missing) {
+				t.Errorf("%s: %s %v missing %v (%s); want %s %v missing %v", c.name, got.Outcome, amount, keys(got.Missing),
+					got.Summary, c.outcome, c.amount, c.missing)
+			}
+		})
 	}
 }
 
@@ -116,14 +119,16 @@ func TestCalculatorSizeNeeds(t *testing.T) {
 		{map[string]any{"employees": 12}, CalcUndecided, []string{"industry_code", "annual_revenue", "total_assets"}},
 	}
 	for _, c := range cases {
-		rep, err := Calculate([]*Policy{p}, c.facts, asOf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := rep.Results[0]
-		if r.Outcome != c.outcome || !reflect.DeepEqual(keys(r.Missing), c.missing) {
-			t.Errorf("%v: %s missing %v, want %s %v", c.facts, r.Outcome, keys(r.Missing), c.outcome, c.missing)
-		}
+		t.Run(fmt.Sprint(c.facts), func(t *testing.T) {
+			rep, err := Calculate([]*Policy{p}, c.facts, asOf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rep.Results[0]
+			if r.Outcome != c.outcome || !reflect.DeepEqual(keys(r.Missing), c.missing) {
+				t.Errorf("%v: %s missing %v, want %s %v", c.facts, r.Outcome, keys(r.Missing), c.outcome, c.missing)
+			}
+		})
 	}
 }
 
@@ -140,10 +145,10 @@ func TestCalculatorAgreesWhenAllKnown(t *testing.T) {
 	asOf := mustDate(t, "2022-09-30")
 	for _, e := range registry.Synth(300, 5) {
 		facts := map[string]any{}
-		env := EnvOf(&e, asOf)
-		for _, f := range Vocabulary() {
+		env := envOf(&e, asOf)
+		for _, f := range StandardVocabulary().Fields() {
 			if f.Key != "as_of" {
-				facts[f.Key] = fieldValue(&env, f.Key)
+				facts[f.Key] = StandardVocabulary().fieldValue(&env, f.Key)
 			}
 		}
 		rep, err := Calculate(policies, facts, asOf)

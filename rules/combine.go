@@ -1,13 +1,8 @@
 package rules
 
 import (
-	"context"
 	"fmt"
 	"sort"
-
-	"gorm.io/gorm"
-
-	"github.com/policypush/policypush/store"
 )
 
 // Combination rules. Benefits are stackable (可叠加) unless a policy says otherwise:
@@ -81,6 +76,11 @@ func Link(policies []*Policy) {
 // Partners lists the policies this one cannot be combined with, best first.
 func (p *Policy) Partners() []*Policy { return p.partners }
 
+// SetReceived records, for a once_per: firm policy, the firms that received an earlier version
+// (credit code → the version they received) and hold no active match now; package policies reads
+// them from the matches table. Exclusion then keeps those firms out (每个单位一次).
+func (p *Policy) SetReceived(received map[string]int) { p.received = received }
+
 // HasCombination reports whether a combination rule can take an eligible firm away from this
 // policy: a fast evaluation path must then ask Exclusion (or Evaluate) for each eligible firm.
 func (p *Policy) HasCombination() bool {
@@ -139,30 +139,4 @@ func (q *Policy) grants(env *Env, granted map[*Policy]bool) bool {
 	}
 	granted[q] = ok
 	return ok
-}
-
-// loadReceived reads, for a once_per: firm policy at version, the firms that were matched by an
-// earlier version and hold no active match now.
-func loadReceived(ctx context.Context, db *gorm.DB, p *Policy) error {
-	if p.Def.OncePer != OncePerFirm {
-		return nil
-	}
-	var rows []struct {
-		CreditCode string
-		Version    int
-	}
-	err := db.WithContext(ctx).Model(&store.Match{}).
-		Select("credit_code, MIN(policy_version) AS version").
-		Where("policy_id = ? AND policy_version < ?", p.Def.ID, p.Version).
-		Where("credit_code NOT IN (?)", db.Model(&store.Match{}).Select("credit_code").
-			Where("policy_id = ? AND state = ?", p.Def.ID, store.MatchActive)).
-		Group("credit_code").Scan(&rows).Error
-	if err != nil {
-		return fmt.Errorf("load earlier matches of %s: %w", p.Def.ID, err)
-	}
-	p.received = make(map[string]int, len(rows))
-	for _, r := range rows {
-		p.received[r.CreditCode] = r.Version
-	}
-	return nil
 }

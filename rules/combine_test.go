@@ -30,24 +30,26 @@ func TestExcludesTieBreak(t *testing.T) {
 		{"declared on one side only still binds both", combPolicy(t, "x", "2022-01-01", 0), combPolicy(t, "y", "2022-01-01", 1, "x"), "y"},
 	}
 	for _, c := range cases {
-		Link([]*Policy{c.a, c.b})
-		for _, p := range []*Policy{c.a, c.b} {
-			out, err := p.Evaluate(&env)
-			if err != nil {
-				t.Fatal(err)
+		t.Run(c.name, func(t *testing.T) {
+			Link([]*Policy{c.a, c.b})
+			for _, p := range []*Policy{c.a, c.b} {
+				out, err := p.Evaluate(&env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantEligible := p.Def.ID == c.winner
+				if out.Eligible != wantEligible {
+					t.Errorf("%s: %s eligible=%v", c.name, p.Def.ID, out.Eligible)
+				}
+				if !wantEligible && (out.Excluded == nil || out.Excluded.PolicyID != c.winner || out.Excluded.Rule != RuleExcludes ||
+					!strings.Contains(out.Excluded.Reason, "不得与「政策"+c.winner+"」重复享受")) {
+					t.Errorf("%s: %s excluded by %+v", c.name, p.Def.ID, out.Excluded)
+				}
+				if ex, _ := Explain(p, &env); ex.Eligible != wantEligible || (!wantEligible && ex.Excluded == nil) {
+					t.Errorf("%s: explanation of %s disagrees: %+v", c.name, p.Def.ID, ex)
+				}
 			}
-			wantEligible := p.Def.ID == c.winner
-			if out.Eligible != wantEligible {
-				t.Errorf("%s: %s eligible=%v", c.name, p.Def.ID, out.Eligible)
-			}
-			if !wantEligible && (out.Excluded == nil || out.Excluded.PolicyID != c.winner || out.Excluded.Rule != RuleExcludes ||
-				!strings.Contains(out.Excluded.Reason, "不得与「政策"+c.winner+"」重复享受")) {
-				t.Errorf("%s: %s excluded by %+v", c.name, p.Def.ID, out.Excluded)
-			}
-			if ex, _ := Explain(p, &env); ex.Eligible != wantEligible || (!wantEligible && ex.Excluded == nil) {
-				t.Errorf("%s: explanation of %s disagrees: %+v", c.name, p.Def.ID, ex)
-			}
-		}
+		})
 	}
 }
 
@@ -110,9 +112,11 @@ func TestCombinationValidation(t *testing.T) {
 		"excludes: [\"Not An Id\"]": "not a policy id",
 		"once_per: year":            "not firm",
 	} {
-		_, err := Parse("t.yaml", []byte(goodPolicy+body+"\n"))
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want %q", body, err, want)
-		}
+		t.Run(want, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(goodPolicy+body+"\n"))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", body, err, want)
+			}
+		})
 	}
 }

@@ -53,6 +53,7 @@ type Program struct {
 	Cost int
 	prog *vm.Program
 	cfg  *conf.Config // the checked configuration, for compiling parts of Tree (explanations)
+	voc  *Vocabulary  // what the program was checked against: labels of explanations, extra facts
 
 	condOnce sync.Once // builds cond, the condition tree, on first use
 	cond     *condNode
@@ -92,10 +93,11 @@ func Helpers() map[string]string {
 	return out
 }
 
-// Compile type-checks one expression of a policy against the field catalog with the policy's
-// params substituted, and returns a program. kind is reflect.Bool for eligibility and
-// reflect.Float64 for amounts.
-func Compile(field, source string, params map[string]any, want reflect.Kind) (*Program, error) {
+// Compile type-checks one expression of a policy against a vocabulary (WithVocabulary; the standard
+// one without options) with the policy's params substituted, and returns a program. kind is
+// reflect.Bool for eligibility and reflect.Float64 for amounts.
+func Compile(field, source string, params map[string]any, want reflect.Kind, opts ...Option) (*Program, error) {
+	voc := VocabularyOf(opts...)
 	if err := precheck(field, source); err != nil {
 		return nil, err
 	}
@@ -103,18 +105,18 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 	cfg.MaxNodes = MaxNodes
 	tree, err := parser.ParseWithConfig(source, cfg)
 	if err != nil {
-		return nil, toCompileError(field, source, err)
+		return nil, toCompileError(voc, field, source, err)
 	}
 	facts := map[string]string{}
-	for _, f := range ExtraFields() {
+	for _, f := range voc.extra {
 		facts[f.Key] = factFunc(f.Type)
 	}
 	v := &validator{params: params, facts: facts}
 	ast.Walk(&tree.Node, v)
 	if v.err != nil {
-		return nil, toCompileError(field, source, v.err.Bind(tree.Source))
+		return nil, toCompileError(voc, field, source, v.err.Bind(tree.Source))
 	}
-	opts := []expr.Option{
+	exprOpts := []expr.Option{
 		expr.Env(Env{}),
 		expr.Timezone("UTC"),
 		expr.MaxNodes(MaxNodes),
@@ -122,34 +124,34 @@ func Compile(field, source string, params map[string]any, want reflect.Kind) (*P
 	}
 	for name := range cfg.Builtins {
 		if !allowedBuiltins[name] {
-			opts = append(opts, expr.DisableBuiltin(name))
+			exprOpts = append(exprOpts, expr.DisableBuiltin(name))
 		}
 	}
-	opts = append(opts, helperOptions()...)
-	opts = append(opts, factOptions()...)
+	exprOpts = append(exprOpts, helperOptions()...)
+	exprOpts = append(exprOpts, factOptions()...)
 	// parts compiles pieces of the checked tree for explanations: the same options, no expected type.
-	parts := newConfig(opts)
+	parts := newConfig(exprOpts)
 	switch want {
 	case reflect.Bool:
-		opts = append(opts, expr.AsBool())
+		exprOpts = append(exprOpts, expr.AsBool())
 	case reflect.Float64:
-		opts = append(opts, expr.AsFloat64())
+		exprOpts = append(exprOpts, expr.AsFloat64())
 	}
 	// Type-check and bound the cost before expr.Compile, whose optimizer already evaluates
 	// constant parts of the rule.
-	checkedTree, err := checker.ParseCheck(source, newConfig(opts))
+	checkedTree, err := checker.ParseCheck(source, newConfig(exprOpts))
 	if err != nil {
-		return nil, toCompileError(field, source, err)
+		return nil, toCompileError(voc, field, source, err)
 	}
-	cost, limitErr := checkLimits(checkedTree.Node)
+	cost, limitErr := checkLimits(checkedTree.Node, voc)
 	if limitErr != nil {
-		return nil, toCompileError(field, source, limitErr.Bind(checkedTree.Source))
+		return nil, toCompileError(voc, field, source, limitErr.Bind(checkedTree.Source))
 	}
-	prog, err := expr.Compile(source, opts...)
+	prog, err := expr.Compile(source, exprOpts...)
 	if err != nil {
-		return nil, toCompileError(field, source, err)
+		return nil, toCompileError(voc, field, source, err)
 	}
-	return &Program{Source: source, Tree: checkedTree, Cost: cost, prog: prog, cfg: parts}, nil
+	return &Program{Source: source, Tree: checkedTree, Cost: cost, prog: prog, cfg: parts, voc: voc}, nil
 }
 
 // newConfig builds a checked expr configuration from options, as expr.Compile does.
@@ -224,7 +226,7 @@ func precheck(field, source string) error {
 	return nil
 }
 
-func toCompileError(field, source string, err error) error {
+func toCompileError(voc *Vocabulary, field, source string, err error) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
 		msg := fe.Message
@@ -233,7 +235,7 @@ func toCompileError(field, source string, err error) error {
 		}
 		if name, ok := strings.CutPrefix(msg, "unknown name "); ok {
 			msg += " (see `policypush fields`)"
-			if near := nearestField(name); near != "" {
+			if near := voc.nearestField(name); near != "" {
 				msg += "; did you mean " + near + "?"
 			}
 		}
@@ -243,9 +245,9 @@ func toCompileError(field, source string, err error) error {
 }
 
 // nearestField suggests the vocabulary key closest to a misspelt name (at most 2 edits away).
-func nearestField(name string) string {
+func (voc *Vocabulary) nearestField(name string) string {
 	best, bestDist := "", 3
-	for _, f := range Vocabulary() {
+	for _, f := range voc.or().all {
 		if d := editDistance(name, f.Key); d < bestDist {
 			best, bestDist = f.Key, d
 		}
@@ -498,6 +500,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Vocabulary returns the vocabulary the program was compiled against.
+func (p *Program) Vocabulary() *Vocabulary { return p.voc }
 
 // Run evaluates the program for one firm. A panic inside the VM (which expr converts to errors for
 // most cases) is turned into an error so that one firm can never stop a run.

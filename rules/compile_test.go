@@ -45,17 +45,19 @@ func TestCompileAndRun(t *testing.T) {
 		{`insured_employees <= params.cut ? 1 : 2`, reflect.Float64, 1.0},
 	}
 	for _, c := range cases {
-		p, err := Compile("eligibility", c.src, params, c.kind)
-		if err != nil {
-			t.Fatalf("%s: %v", c.src, err)
-		}
-		got, err := p.Run(&env)
-		if err != nil {
-			t.Fatalf("%s: run: %v", c.src, err)
-		}
-		if got != c.want {
-			t.Errorf("%s = %v (%T), want %v", c.src, got, got, c.want)
-		}
+		t.Run(c.src, func(t *testing.T) {
+			p, err := Compile("eligibility", c.src, params, c.kind)
+			if err != nil {
+				t.Fatalf("%s: %v", c.src, err)
+			}
+			got, err := p.Run(&env)
+			if err != nil {
+				t.Fatalf("%s: run: %v", c.src, err)
+			}
+			if got != c.want {
+				t.Errorf("%s = %v (%T), want %v", c.src, got, got, c.want)
+			}
+		})
 	}
 }
 
@@ -79,18 +81,20 @@ func TestCompileRejects(t *testing.T) {
 		{`os_exec("rm")`, "not available", 1, 1},
 	}
 	for _, c := range cases {
-		_, err := Compile("eligibility", c.src, map[string]any{"rate": 1}, reflect.Bool)
-		var ce *CompileError
-		if !errors.As(err, &ce) {
-			t.Errorf("%q: expected CompileError, got %v", c.src, err)
-			continue
-		}
-		if !strings.Contains(ce.Message, c.want) {
-			t.Errorf("%q: message %q does not mention %q", c.src, ce.Message, c.want)
-		}
-		if ce.Line != c.line || (c.col != 0 && ce.Column != c.col) {
-			t.Errorf("%q: at %d:%d, want %d:%d (%s)", c.src, ce.Line, ce.Column, c.line, c.col, ce.Message)
-		}
+		t.Run(c.src, func(t *testing.T) {
+			_, err := Compile("eligibility", c.src, map[string]any{"rate": 1}, reflect.Bool)
+			var ce *CompileError
+			if !errors.As(err, &ce) {
+				t.Errorf("%q: expected CompileError, got %v", c.src, err)
+				return
+			}
+			if !strings.Contains(ce.Message, c.want) {
+				t.Errorf("%q: message %q does not mention %q", c.src, ce.Message, c.want)
+			}
+			if ce.Line != c.line || (c.col != 0 && ce.Column != c.col) {
+				t.Errorf("%q: at %d:%d, want %d:%d (%s)", c.src, ce.Line, ce.Column, c.line, c.col, ce.Message)
+			}
+		})
 	}
 }
 

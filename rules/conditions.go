@@ -32,6 +32,7 @@ type condNode struct {
 	sizes    []sizeCall
 	prog     *vm.Program
 	cmp      *comparison // set when the condition is a comparison whose operands are worth showing
+	voc      *Vocabulary // the program's: labels and units of the fields
 }
 
 // sizeCall is a size() call inside a condition: its variant decides which fields it needs.
@@ -44,6 +45,7 @@ type sizeCall struct {
 type comparison struct {
 	op          string
 	left, right operand
+	voc         *Vocabulary
 }
 
 type operand struct {
@@ -61,7 +63,7 @@ func (p *Program) conditions() (*condNode, error) {
 			p.condErr = fmt.Errorf("re-parse rule: %w", err)
 			return
 		}
-		b := &condBuilder{cfg: p.cfg, src: []rune(p.Source)}
+		b := &condBuilder{voc: p.voc, cfg: p.cfg, src: []rune(p.Source)}
 		p.cond = b.build(p.Tree.Node, parsed.Node)
 		p.condErr = b.err
 	})
@@ -69,6 +71,7 @@ func (p *Program) conditions() (*condNode, error) {
 }
 
 type condBuilder struct {
+	voc *Vocabulary
 	cfg *conf.Config
 	src []rune
 	err error
@@ -107,13 +110,13 @@ func (b *condBuilder) build(checked, parsed ast.Node) *condNode {
 		if len(ps) != len(cs) {
 			ps = make([]ast.Node, len(cs))
 		}
-		g := &condNode{op: op, node: checked, text: b.text(checked, parsed), rule: render(checked, "")}
+		g := &condNode{op: op, node: checked, text: b.text(checked, parsed), rule: b.voc.render(checked, ""), voc: b.voc}
 		for i := range cs {
 			g.children = append(g.children, b.build(cs[i], ps[i]))
 		}
 		return g
 	}
-	c := &condNode{node: checked, text: b.text(checked, parsed), rule: render(checked, "")}
+	c := &condNode{node: checked, text: b.text(checked, parsed), rule: b.voc.render(checked, ""), voc: b.voc}
 	c.reads, c.direct, c.sizes = reads(checked)
 	c.prog = b.compile(checked)
 	c.cmp = b.comparison(checked)
@@ -141,7 +144,7 @@ func (b *condBuilder) comparison(n ast.Node) *comparison {
 		hint = fieldOf(bin.Right)
 	}
 	side := func(x ast.Node) operand {
-		o := operand{text: render(x, hint), hint: hint}
+		o := operand{text: b.voc.render(x, hint), hint: hint}
 		if v, ok := literal(x); ok {
 			o.value = v
 		} else {
@@ -149,7 +152,7 @@ func (b *condBuilder) comparison(n ast.Node) *comparison {
 		}
 		return o
 	}
-	return &comparison{op: bin.Operator, left: side(bin.Left), right: side(bin.Right)}
+	return &comparison{op: bin.Operator, left: side(bin.Left), right: side(bin.Right), voc: b.voc}
 }
 
 // literal is the value of a constant operand, including array literals of constants.
@@ -176,7 +179,7 @@ func literal(n ast.Node) (any, bool) {
 func fieldOf(n ast.Node) string {
 	switch x := n.(type) {
 	case *ast.IdentifierNode:
-		if _, ok := LookupField(x.Value); ok {
+		if _, ok := standardVocabulary().Lookup(x.Value); ok { // identifiers are catalog fields or as_of; extra fields are fact_ calls
 			return x.Value
 		}
 	case *ast.CallNode:
@@ -212,7 +215,7 @@ func reads(n ast.Node) (all, direct []string, sizes []sizeCall) {
 		}
 		switch x := n.(type) {
 		case *ast.IdentifierNode:
-			if _, ok := LookupField(x.Value); ok {
+			if _, ok := standardVocabulary().Lookup(x.Value); ok { // identifiers are catalog fields or as_of; extra fields are fact_ calls
 				add(&all, x.Value)
 				if !inSize {
 					add(&direct, x.Value)

@@ -1,7 +1,9 @@
 // Package rules owns what a policy is and how its rule is understood: the policy definition (YAML
-// files or the console), compiling and type-checking its expressions against the field catalog,
-// the sandboxed language and its helpers, evaluation for one firm, test cases and publishing
-// immutable versions. It does not decide who gets notified; the matcher does.
+// files or the console), compiling and type-checking its expressions against a vocabulary passed
+// in (Vocabulary: the field catalog plus a deployment's extra fields), the sandboxed language and
+// its helpers, evaluation for one firm, explanations, the calculator and test cases. It has no
+// database and no package state: storing, reviewing and publishing versions is package policies.
+// It does not decide who gets notified; the matcher does.
 package rules
 
 import (
@@ -23,7 +25,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // Date is a calendar day (UTC midnight). YAML and JSON use 2006-01-02.
@@ -147,16 +149,17 @@ type yamlPos struct {
 }
 
 // ParseFile reads one policy from a YAML file.
-func ParseFile(path string) (*Definition, error) {
+func ParseFile(path string, opts ...Option) (*Definition, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &FileError{File: path, Message: err.Error()}
 	}
-	return Parse(path, b)
+	return Parse(path, b, opts...)
 }
 
-// Parse reads one policy from YAML bytes; name is used in errors.
-func Parse(name string, b []byte) (*Definition, error) {
+// Parse reads one policy from YAML bytes; name is used in errors. Test facts are checked against
+// the options' vocabulary.
+func Parse(name string, b []byte, opts ...Option) (*Definition, error) {
 	var def Definition
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -172,7 +175,7 @@ func Parse(name string, b []byte) (*Definition, error) {
 	if err := yaml.Unmarshal(b, &root); err == nil {
 		def.pos = positions(&root, b)
 	}
-	if err := def.Validate(); err != nil {
+	if err := def.Validate(opts...); err != nil {
 		return &def, def.located(name, err)
 	}
 	return &def, nil
@@ -283,8 +286,10 @@ type fieldError struct{ field, msg string }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 
-// Validate checks the definition's fields (not its expressions: Compile does that).
-func (d *Definition) Validate() error {
+// Validate checks the definition's fields (not its expressions: Compile does that); test facts are
+// checked against the vocabulary of the options (the standard one without).
+func (d *Definition) Validate(opts ...Option) error {
+	voc := VocabularyOf(opts...)
 	bad := func(field, format string, args ...any) error {
 		return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
 	}
@@ -329,7 +334,7 @@ func (d *Definition) Validate() error {
 	}
 	for i, tc := range d.Tests {
 		for k := range tc.Firm {
-			if !isFactKey(k) {
+			if !voc.isFactKey(k) {
 				return bad(fmt.Sprintf("tests[%d].firm.%s", i, k), "unknown field (see `policypush fields`)")
 			}
 		}
@@ -465,18 +470,20 @@ var envFields = func() map[string]int {
 
 // isFactKey reports whether a firm fact can be given under key: a catalog field or a declared
 // extra field.
-func isFactKey(k string) bool {
+func (voc *Vocabulary) isFactKey(k string) bool {
 	if _, ok := envFields[k]; ok {
 		return true
 	}
-	_, ok := extraField(k)
+	_, ok := voc.extraField(k)
 	return ok
 }
 
-// EnvFromFacts builds an Env from catalog key → value (as written in YAML or JSON; extra fields
-// too). Unlisted keys keep their zero value; status defaults to active. Values are checked like an
-// import checks them: enum values must be listed, text must fit its column.
-func EnvFromFacts(facts map[string]any, asOf time.Time) (Env, error) {
+// EnvFromFacts builds an Env from catalog key → value (as written in YAML or JSON; extra fields of
+// the options' vocabulary too). Unlisted keys keep their zero value; status defaults to active.
+// Values are checked like an import checks them: enum values must be listed, text must fit its
+// column.
+func EnvFromFacts(facts map[string]any, asOf time.Time, opts ...Option) (Env, error) {
+	voc := VocabularyOf(opts...)
 	env := Env{Status: "active", SpecializedLevel: "none", AsOf: asOf}
 	v := reflect.ValueOf(&env).Elem()
 	keys := make([]string, 0, len(facts))
@@ -485,7 +492,7 @@ func EnvFromFacts(facts map[string]any, asOf time.Time) (Env, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if f, ok := extraField(k); ok {
+		if f, ok := voc.extraField(k); ok {
 			raw, isText := facts[k].(string)
 			if !isText {
 				raw = fmt.Sprint(facts[k])
@@ -520,11 +527,11 @@ func checkText(key string, f reflect.Value) error {
 	if f.Kind() != reflect.String || f.String() == "" {
 		return nil
 	}
-	cat, _ := registry.Lookup(key)
+	cat, _ := fields.Lookup(key)
 	if len(cat.Enum) > 0 && !slices.Contains(cat.Enum, f.String()) {
 		return fmt.Errorf("%q is not one of %s", f.String(), strings.Join(cat.Enum, ", "))
 	}
-	if limit := textLimits()[key]; limit > 0 && len([]rune(f.String())) > limit {
+	if limit := textLimits[key]; limit > 0 && len([]rune(f.String())) > limit {
 		return fmt.Errorf("has %d characters, at most %d fit", len([]rune(f.String())), limit)
 	}
 	return nil
@@ -587,8 +594,9 @@ func setFact(f reflect.Value, val any) error {
 }
 
 // LoadDir parses every *.yaml / *.yml file of a directory (or one file). It returns the policies
-// that parsed and one error per file that did not; a bad file never hides the good ones.
-func LoadDir(path string) ([]*Definition, []error) {
+// that parsed and one error per file that did not; a bad file never hides the good ones. Rules are
+// compiled against the options' vocabulary.
+func LoadDir(path string, opts ...Option) ([]*Definition, []error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, []error{&FileError{File: path, Message: err.Error()}}
@@ -613,9 +621,9 @@ func LoadDir(path string) ([]*Definition, []error) {
 	var errs []error
 	ids := map[string]string{}
 	for _, f := range files {
-		d, err := ParseFile(f)
+		d, err := ParseFile(f, opts...)
 		if err == nil {
-			_, err = d.Compile()
+			_, err = d.Compile(opts...)
 			if err != nil {
 				err = d.located(f, err)
 			}

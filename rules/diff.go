@@ -1,13 +1,10 @@
 package rules
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
-
-	"gorm.io/gorm"
 )
 
 // DiffLine is one line of a line-by-line comparison: Op is " " (both), "-" (only the old) or "+".
@@ -23,34 +20,6 @@ type Change struct {
 	Old   string     `json:"old"`
 	New   string     `json:"new"`
 	Lines []DiffLine `json:"lines,omitempty"`
-}
-
-// VersionDiff is what changed from one version of a policy to another.
-type VersionDiff struct {
-	PolicyID string   `json:"policy_id"`
-	From     int      `json:"from"`
-	To       int      `json:"to"`
-	Changes  []Change `json:"changes"`
-}
-
-// Diff compares two stored versions of a policy.
-func Diff(ctx context.Context, db *gorm.DB, policyID string, from, to int) (VersionDiff, error) {
-	d := VersionDiff{PolicyID: policyID, From: from, To: to}
-	var defs [2]*Definition
-	for i, v := range []int{from, to} {
-		if v <= 0 {
-			return d, fmt.Errorf("give two version numbers (see `policypush policy versions %s`)", policyID)
-		}
-		row, err := loadVersionRow(ctx, db, policyID, v)
-		if err != nil {
-			return d, err
-		}
-		if defs[i], err = FromCanonical([]byte(row.Source)); err != nil {
-			return d, err
-		}
-	}
-	d.Changes = DiffDefinitions(defs[0], defs[1])
-	return d, nil
 }
 
 // DiffDefinitions lists the fields that differ, in field order.

@@ -2,13 +2,10 @@ package rules
 
 import (
 	"reflect"
-	"sync"
 	"time"
 	"unicode/utf8"
 
-	"gorm.io/gorm/schema"
-
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // Env is what a rule sees: the firm's catalog fields under their catalog keys, plus the evaluation
@@ -51,71 +48,29 @@ type Env struct {
 	Extra map[string]any `expr:"extra"`
 }
 
-// EnvOf builds the rule environment of a firm at an evaluation date. Text longer than its
-// database column (MySQL enforces the size, SQLite does not) is cut to it: the sandbox's static
-// bounds on string work assume these sizes.
-func EnvOf(e *store.Enterprise, asOf time.Time) Env {
-	env := Env{
-		CreditCode:                e.CreditCode,
-		Name:                      e.Name,
-		RegionCode:                e.RegionCode,
-		IndustryCode:              e.IndustryCode,
-		Status:                    e.Status,
-		Employees:                 e.Employees,
-		InsuredEmployees:          e.InsuredEmployees,
-		AnnualRevenue:             e.AnnualRevenue,
-		TotalAssets:               e.TotalAssets,
-		VATSales:                  e.VATSales,
-		TaxCreditRating:           e.TaxCreditRating,
-		TaxpayerType:              e.TaxpayerType,
-		IsHighTech:                e.IsHighTech,
-		SpecializedLevel:          e.SpecializedLevel,
-		ParkID:                    e.ParkID,
-		LayoffRate:                e.LayoffRate,
-		UnemploymentInsurancePaid: e.UnemploymentInsurancePaid,
-		GraduatesHired:            e.GraduatesHired,
-		TaxViolations36m:          e.TaxViolations36m,
-		RefundFraud36m:            e.RefundFraud36m,
-		ImmediateRefundSince2019:  e.ImmediateRefundSince2019,
-		ContactPhone:              e.ContactPhone,
-		WechatOpenID:              e.WechatOpenID,
-		EntityType:                e.EntityType,
-		TaxableIncome:             e.TaxableIncome,
-		RentsStateProperty:        e.RentsStateProperty,
-		InsuredMonths:             e.InsuredMonths,
-		AsOf:                      asOf,
-	}
-	if e.RegisteredAt != nil {
-		env.RegisteredAt = e.RegisteredAt.UTC()
-	}
-	clampText(&env)
-	return env
-}
-
-// textLimits is the size in characters of each text column of store.Enterprise, by catalog key.
-var textLimits = sync.OnceValue(func() map[string]int {
+// textLimits is the size in characters of each text field of the catalog (its database column),
+// by key.
+var textLimits = func() map[string]int {
 	out := map[string]int{}
-	sch, err := schema.Parse(&store.Enterprise{}, &sync.Map{}, schema.NamingStrategy{})
-	if err != nil { // a static struct: parsing cannot fail unless the model is broken
-		return out
-	}
-	for _, f := range sch.Fields {
-		if f.FieldType.Kind() == reflect.String && f.Size > 0 {
-			out[f.DBName] = f.Size
+	for _, f := range fields.Catalog {
+		if f.MaxLen > 0 {
+			out[f.Key] = f.MaxLen
 		}
 	}
 	return out
-})
+}()
 
-// clampText cuts every text field to its column size.
-func clampText(env *Env) {
+// ClampText cuts every text field to its column size (MySQL enforces the size, SQLite does not):
+// the sandbox's static bounds on string work assume these sizes. Whoever builds an Env from stored
+// or outside data calls it (policies.EnvOf does).
+func (env *Env) ClampText() {
 	v := reflect.ValueOf(env).Elem()
 	for key, i := range envFields {
 		f := v.Field(i)
 		if f.Kind() != reflect.String {
 			continue
 		}
-		if limit := textLimits()[key]; limit > 0 && utf8.RuneCountInString(f.String()) > limit {
+		if limit := textLimits[key]; limit > 0 && utf8.RuneCountInString(f.String()) > limit {
 			f.SetString(string([]rune(f.String())[:limit]))
 		}
 	}

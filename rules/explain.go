@@ -1,8 +1,6 @@
 package rules
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -10,9 +8,8 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/ast"
-	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // Condition is one condition of a rule, decided for one firm.
@@ -57,7 +54,7 @@ type Explanation struct {
 func Explain(p *Policy, env *Env) (Explanation, error) {
 	ex := Explanation{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title, CreditCode: env.CreditCode,
 		FirmName: env.Name, AsOf: env.AsOf.Format(dateLayout), InEffect: p.Def.ActiveOn(env.AsOf),
-		FirmActive: env.Status == store.StatusActive, OncePer: p.Def.OncePer}
+		FirmActive: env.Status == fields.StatusActive, OncePer: p.Def.OncePer}
 	root, err := p.Eligibility.conditions()
 	if err != nil {
 		return ex, err
@@ -114,7 +111,7 @@ func decide(n *condNode, env *Env) Condition {
 		}
 		return c
 	}
-	c.Values = valuesOf(env, n.reads)
+	c.Values = n.voc.valuesOf(env, n.reads)
 	out, err := run(n.prog, env)
 	if err != nil {
 		c.Error = err.Error()
@@ -164,19 +161,20 @@ func groupLabel(c Condition) string {
 
 // leafLabel states a decided condition with the firm's values: 参保人数 9 < 10.
 func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string {
-	if key, ok := isBoolField(n.node); ok {
+	voc := n.voc
+	if key, ok := voc.isBoolField(n.node); ok {
 		if holds {
-			return fieldLabel(key) + "：是"
+			return voc.fieldLabel(key) + "：是"
 		}
-		return fieldLabel(key) + "：否（要求为是）"
+		return voc.fieldLabel(key) + "：否（要求为是）"
 	}
 	if s, ok := negatedBoolLabel(n, holds); ok {
 		return s
 	}
 	if call, negated, ok := prefixCallOf(n.node); ok {
 		field := fieldOf(call.Arguments[0])
-		return strings.Replace(renderPrefixCall(call, holds != negated), fieldLabel(field),
-			fieldLabel(field)+" "+formatValue(values[field], field)+" ", 1)
+		return strings.Replace(voc.renderPrefixCall(call, holds != negated), voc.fieldLabel(field),
+			voc.fieldLabel(field)+" "+voc.formatValue(values[field], field)+" ", 1)
 	}
 	if n.cmp != nil {
 		if s, err := n.cmp.label(env, holds); err == nil {
@@ -187,7 +185,7 @@ func leafLabel(n *condNode, env *Env, holds bool, values map[string]any) string 
 	if !holds {
 		verdict = "不满足"
 	}
-	return n.rule + "：" + verdict + valuesText(n.reads, values)
+	return n.rule + "：" + verdict + voc.valuesText(n.reads, values)
 }
 
 // sizeReasons says why a size() call of the condition could not size the firm: （规模未能判定：缺少营业收入）.
@@ -221,38 +219,40 @@ func negatedBoolLabel(n *condNode, holds bool) (string, bool) {
 	if !ok || (u.Operator != "!" && u.Operator != "not") {
 		return "", false
 	}
-	key, ok := isBoolField(u.Node)
+	voc := n.voc
+	key, ok := voc.isBoolField(u.Node)
 	if !ok {
 		return "", false
 	}
 	if holds {
-		return fieldLabel(key) + "：否", true
+		return voc.fieldLabel(key) + "：否", true
 	}
-	return fieldLabel(key) + "：是（要求为否）", true
+	return voc.fieldLabel(key) + "：是（要求为否）", true
 }
 
-func valuesText(keys []string, values map[string]any) string {
+func (voc *Vocabulary) valuesText(keys []string, values map[string]any) string {
 	if len(keys) == 0 {
 		return ""
 	}
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, fieldLabel(k)+" "+formatValue(values[k], k))
+		parts = append(parts, voc.fieldLabel(k)+" "+voc.formatValue(values[k], k))
 	}
 	return "（" + strings.Join(parts, "；") + "）"
 }
 
 // label states a comparison with the operands' values; a failed one with the opposite operator.
 func (c *comparison) label(env *Env, holds bool) (string, error) {
+	voc := c.voc
 	side := func(o operand) (string, bool, error) {
 		if o.prog == nil {
-			return formatValue(o.value, o.hint), true, nil
+			return voc.formatValue(o.value, o.hint), true, nil
 		}
 		v, err := run(o.prog, env)
 		if err != nil {
 			return "", false, err
 		}
-		return o.text + " " + formatValue(v, o.hint), false, nil
+		return o.text + " " + voc.formatValue(v, o.hint), false, nil
 	}
 	l, lConst, err := side(c.left)
 	if err != nil {
@@ -276,10 +276,10 @@ func (c *comparison) label(env *Env, holds bool) (string, error) {
 }
 
 // valuesOf reads the firm's values of fields (dates as 2006-01-02, for JSON).
-func valuesOf(env *Env, keys []string) map[string]any {
+func (voc *Vocabulary) valuesOf(env *Env, keys []string) map[string]any {
 	out := make(map[string]any, len(keys))
 	for _, k := range keys {
-		v := fieldValue(env, k)
+		v := voc.fieldValue(env, k)
 		if t, ok := v.(time.Time); ok {
 			if t.IsZero() {
 				v = nil
@@ -293,7 +293,7 @@ func valuesOf(env *Env, keys []string) map[string]any {
 }
 
 // fieldValue is the value of a field in env: a catalog field, an extra field or as_of.
-func fieldValue(env *Env, key string) any {
+func (voc *Vocabulary) fieldValue(env *Env, key string) any {
 	if key == asOfField.Key {
 		return env.AsOf
 	}
@@ -303,7 +303,7 @@ func fieldValue(env *Env, key string) any {
 	if v, ok := env.Extra[key]; ok {
 		return v
 	}
-	if f, ok := extraField(key); ok { // a firm without the fact reads the type's zero value
+	if f, ok := voc.extraField(key); ok { // a firm without the fact reads the type's zero value
 		switch f.Type {
 		case "int":
 			return 0
@@ -322,9 +322,10 @@ func fieldValue(env *Env, key string) any {
 // amountLabel shows an amount formula with the firm's values.
 func amountLabel(prog *Program, env *Env, amount *float64) string {
 	all, _, _ := reads(prog.Tree.Node)
-	s := render(prog.Tree.Node, "")
+	voc := prog.voc
+	s := voc.render(prog.Tree.Node, "")
 	if len(all) > 0 {
-		s += valuesText(all, valuesOf(env, all))
+		s += voc.valuesText(all, voc.valuesOf(env, all))
 	}
 	if amount != nil {
 		s += fmt.Sprintf(" = %.2f元", *amount)
@@ -398,7 +399,7 @@ func NearMisses(p *Policy, firms []Env, limit int) (total int, out []NearMiss, e
 	}
 	for i := range firms {
 		env := &firms[i]
-		if env.Status != store.StatusActive || !p.Def.ActiveOn(env.AsOf) {
+		if env.Status != fields.StatusActive || !p.Def.ActiveOn(env.AsOf) {
 			continue
 		}
 		c := decide(root, env)
@@ -457,98 +458,4 @@ func distance(c Condition) (int, *Condition) {
 		return best, bestF
 	}
 	return 1, &c
-}
-
-// ErrNotFound is returned when a policy version or firm does not exist.
-var ErrNotFound = errors.New("not found")
-
-// ExplainRequest names what to explain. Version 0 is the published version; a match id replays a
-// stored decision (its policy, version, firm and as-of date).
-type ExplainRequest struct {
-	PolicyID   string
-	Version    int
-	CreditCode string
-	AsOf       time.Time
-	MatchID    uint64
-}
-
-// ExplainFirm explains a stored firm against a stored policy version, linked to the published
-// catalog's combination rules, exactly as `match` decides it on that date. Replaying an older
-// version uses the registry as it is now: the registry keeps no history of firm data.
-func ExplainFirm(ctx context.Context, db *gorm.DB, req ExplainRequest) (Explanation, error) {
-	if req.MatchID != 0 {
-		var m store.Match
-		if err := db.WithContext(ctx).Where("id = ?", req.MatchID).Take(&m).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return Explanation{}, fmt.Errorf("match %d: %w", req.MatchID, ErrNotFound)
-			}
-			return Explanation{}, fmt.Errorf("load match %d: %w", req.MatchID, err)
-		}
-		req.PolicyID, req.Version, req.CreditCode, req.AsOf = m.PolicyID, m.PolicyVersion, m.CreditCode, m.AsOf
-	}
-	p, err := LinkedVersion(ctx, db, req.PolicyID, req.Version)
-	if err != nil {
-		return Explanation{}, err
-	}
-	env, err := FirmEnv(ctx, db, req.CreditCode, req.AsOf)
-	if err != nil {
-		return Explanation{}, err
-	}
-	return Explain(p, &env)
-}
-
-// LinkedVersion compiles a version of a policy (0: the published one) and links it to the
-// published catalog's combination rules, the way the matcher evaluates it.
-func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version int) (*Policy, error) {
-	published, err := LoadPublished(ctx, db, "")
-	if err != nil {
-		return nil, err
-	}
-	var p *Policy
-	set := make([]*Policy, 0, len(published)+1)
-	for _, q := range published {
-		if q.Def.ID == policyID {
-			if version == 0 || version == q.Version {
-				p = q
-			}
-			continue
-		}
-		set = append(set, q)
-	}
-	if p == nil {
-		if version == 0 {
-			return nil, fmt.Errorf("policy %s is not published (give --version, or see `policypush policy versions %s`): %w", policyID, policyID, ErrNotFound)
-		}
-		var row store.PolicyVersion
-		if err := db.WithContext(ctx).Where("policy_id = ? AND version = ?", policyID, version).Take(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return nil, fmt.Errorf("policy %s has no version %d: %w", policyID, version, ErrNotFound)
-			}
-			return nil, fmt.Errorf("load policy %s v%d: %w", policyID, version, err)
-		}
-		if p, err = compileVersion(row); err != nil {
-			return nil, err
-		}
-	}
-	Link(append(set, p))
-	if err := loadReceived(ctx, db, p); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// FirmEnv loads one firm of the registry (whatever its status) with its extra fields.
-func FirmEnv(ctx context.Context, db *gorm.DB, creditCode string, asOf time.Time) (Env, error) {
-	var e store.Enterprise
-	if err := db.WithContext(ctx).Where("credit_code = ?", strings.ToUpper(strings.TrimSpace(creditCode))).Take(&e).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return Env{}, fmt.Errorf("firm %s is not in the registry: %w", creditCode, ErrNotFound)
-		}
-		return Env{}, fmt.Errorf("load firm %s: %w", creditCode, err)
-	}
-	envs := []Env{EnvOf(&e, asOf)}
-	if err := AttachExtraFacts(ctx, db, envs); err != nil {
-		return Env{}, err
-	}
-	return envs[0], nil
 }

@@ -6,15 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policypush/policypush/registry"
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
-func policyOf(t *testing.T, eligibility, amount string, params map[string]any) *Policy {
+func policyOf(t *testing.T, eligibility, amount string, params map[string]any, opts ...Option) *Policy {
 	t.Helper()
 	d := &Definition{ID: "p", Title: "测试政策", EffectiveFrom: Date{mustDate(t, "2022-01-01")}, Params: params,
 		Eligibility: eligibility, Amount: amount, Channels: []string{"wechat"}}
-	p, err := d.Compile()
+	p, err := d.Compile(opts...)
 	if err != nil {
 		t.Fatalf("%s: %v", eligibility, err)
 	}
@@ -51,19 +50,21 @@ func TestConditionLabels(t *testing.T) {
 		{`layoff_rate <= 0.055`, Env{LayoffRate: 0.056}, "裁员率 0.056 > 0.055", false},
 	}
 	for _, c := range cases {
-		p := policyOf(t, c.src, "", params)
-		c.env.AsOf, c.env.Status = asOf, store.StatusActive
-		ex, err := Explain(p, &c.env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ex.Conditions) != 1 {
-			t.Fatalf("%s: %d conditions", c.src, len(ex.Conditions))
-		}
-		got := ex.Conditions[0]
-		if got.Label != c.label || got.Holds == nil || *got.Holds != c.holds || got.Text != c.src {
-			t.Errorf("%s:\n got %q holds=%v text=%q\nwant %q holds=%v", c.src, got.Label, got.Holds, got.Text, c.label, c.holds)
-		}
+		t.Run(c.label, func(t *testing.T) {
+			p := policyOf(t, c.src, "", params)
+			c.env.AsOf, c.env.Status = asOf, fields.StatusActive
+			ex, err := Explain(p, &c.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ex.Conditions) != 1 {
+				t.Fatalf("%s: %d conditions", c.src, len(ex.Conditions))
+			}
+			got := ex.Conditions[0]
+			if got.Label != c.label || got.Holds == nil || *got.Holds != c.holds || got.Text != c.src {
+				t.Errorf("%s:\n got %q holds=%v text=%q\nwant %q holds=%v", c.src, got.Label, got.Holds, got.Text, c.label, c.holds)
+			}
+		})
 	}
 }
 
@@ -72,7 +73,7 @@ func TestConditionLabels(t *testing.T) {
 func TestConditionsSplitAndValues(t *testing.T) {
 	src := "tax_credit_rating in params.ratings\n  && !refund_fraud_36m\n  && (vat_sales < params.small || in_industry(params.industries))"
 	p := policyOf(t, src, "", map[string]any{"ratings": []any{"A", "B"}, "small": 20000000, "industries": []any{"C", "M"}})
-	env := Env{TaxCreditRating: "B", VATSales: 3e7, IndustryCode: "K7010", AsOf: mustDate(t, "2022-06-30"), Status: store.StatusActive}
+	env := Env{TaxCreditRating: "B", VATSales: 3e7, IndustryCode: "K7010", AsOf: mustDate(t, "2022-06-30"), Status: fields.StatusActive}
 	ex, err := Explain(p, &env)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestConditionsSplitAndValues(t *testing.T) {
 func TestExplainWindowStatusAndAmount(t *testing.T) {
 	p := policyOf(t, "insured_employees > 0", "500 * insured_employees", nil)
 	p.Def.EffectiveTo = &Date{mustDate(t, "2022-12-31")}
-	env := Env{CreditCode: "X", InsuredEmployees: 40, Status: store.StatusActive, AsOf: mustDate(t, "2022-06-30")}
+	env := Env{CreditCode: "X", InsuredEmployees: 40, Status: fields.StatusActive, AsOf: mustDate(t, "2022-06-30")}
 	ex, _ := Explain(p, &env)
 	if !ex.Eligible || ex.Amount == nil || *ex.Amount != 20000 || ex.AmountLabel != "500 × 参保人数（参保人数 40） = 20000.00元" {
 		t.Fatalf("eligible firm: %+v", ex)
@@ -109,12 +110,12 @@ func TestExplainWindowStatusAndAmount(t *testing.T) {
 	if ex, _ = Explain(p, &env); ex.Eligible || ex.Amount != nil || !strings.Contains(ex.Summary, "不在有效期内") || !*ex.RuleHolds {
 		t.Errorf("outside the window: %+v", ex)
 	}
-	env.AsOf, env.Status = mustDate(t, "2022-06-30"), store.StatusRevoked
+	env.AsOf, env.Status = mustDate(t, "2022-06-30"), fields.StatusRevoked
 	if ex, _ = Explain(p, &env); ex.Eligible || !strings.Contains(ex.Summary, "登记状态") {
 		t.Errorf("revoked firm: %+v", ex)
 	}
 	bad := policyOf(t, "insured_employees % (employees - employees) == 0", "", nil)
-	env.Status = store.StatusActive
+	env.Status = fields.StatusActive
 	if ex, _ = Explain(bad, &env); ex.Eligible || ex.Error == "" || ex.RuleHolds != nil || ex.Conditions[0].Error == "" {
 		t.Errorf("runtime error: %+v", ex)
 	}
@@ -125,7 +126,7 @@ func TestNearMisses(t *testing.T) {
 	asOf := mustDate(t, "2022-06-30")
 	firm := func(code string, insured int64, rating, region string, grads int64) Env {
 		return Env{CreditCode: code, InsuredEmployees: insured, TaxCreditRating: rating, RegionCode: region,
-			GraduatesHired: grads, Status: store.StatusActive, AsOf: asOf}
+			GraduatesHired: grads, Status: fields.StatusActive, AsOf: asOf}
 	}
 	firms := []Env{
 		firm("A", 12, "B", "320571", 0), // eligible
@@ -136,7 +137,7 @@ func TestNearMisses(t *testing.T) {
 		firm("F", 12, "D", "320102", 3), // near miss: rating
 	}
 	inactive := firm("G", 9, "B", "320571", 0)
-	inactive.Status = store.StatusRevoked
+	inactive.Status = fields.StatusRevoked
 	firms = append(firms, inactive)
 	total, list, err := NearMisses(p, firms, 0)
 	if err != nil {
@@ -158,8 +159,7 @@ func TestNearMisses(t *testing.T) {
 // Deployment-declared extra fields are typed variables: they compile, type-check, explain with
 // their labels and read as zero for a firm without the fact.
 func TestExtraFields(t *testing.T) {
-	t.Cleanup(func() { _ = SetExtraFields(nil) })
-	for _, bad := range [][]registry.Field{
+	for _, bad := range [][]fields.Field{
 		{{Key: "employees", Label: "x", Type: "int"}},
 		{{Key: "params", Label: "x", Type: "int"}},
 		{{Key: "size", Label: "x", Type: "int"}},
@@ -167,19 +167,21 @@ func TestExtraFields(t *testing.T) {
 		{{Key: "a", Label: "x", Type: "money"}},
 		{{Key: "a", Label: "x", Type: "int"}, {Key: "a", Label: "y", Type: "int"}},
 	} {
-		if err := SetExtraFields(bad); err == nil || !strings.Contains(err.Error(), "fields.extra[") {
+		if _, err := NewVocabulary(bad...); err == nil || !strings.Contains(err.Error(), "fields.extra[") {
 			t.Errorf("%+v: %v", bad, err)
 		}
 	}
-	if err := SetExtraFields([]registry.Field{
-		{Key: "rd_staff", Label: "研发人员数", Type: "int", Unit: "人"},
-		{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B", "C"}},
-		{Key: "subsidy_paid", Label: "已获补贴", Type: "float", Unit: "元"},
-	}); err != nil {
+	voc, err := NewVocabulary(
+		fields.Field{Key: "rd_staff", Label: "研发人员数", Type: "int", Unit: "人"},
+		fields.Field{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B", "C"}},
+		fields.Field{Key: "subsidy_paid", Label: "已获补贴", Type: "float", Unit: "元"},
+	)
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := policyOf(t, `rd_staff >= 5 && park_rating != "C"`, "subsidy_paid * 0 + 1000 * rd_staff", nil)
-	env, err := EnvFromFacts(map[string]any{"rd_staff": 3, "park_rating": "A"}, mustDate(t, "2022-06-30"))
+	withVoc := WithVocabulary(voc)
+	p := policyOf(t, `rd_staff >= 5 && park_rating != "C"`, "subsidy_paid * 0 + 1000 * rd_staff", nil, withVoc)
+	env, err := EnvFromFacts(map[string]any{"rd_staff": 3, "park_rating": "A"}, mustDate(t, "2022-06-30"), withVoc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,14 +210,24 @@ func TestExtraFields(t *testing.T) {
 		`subsidy_paid < "1000元"`:    "mismatched types",
 		`len(park_rating) > 0 && 1`: "mismatched types",
 	} {
-		if _, err := Compile("eligibility", src, nil, reflect.Bool); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want %q", src, err, want)
-		}
+		t.Run(src, func(t *testing.T) {
+			if _, err := Compile("eligibility", src, nil, reflect.Bool, withVoc); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", src, err, want)
+			}
+		})
 	}
-	if _, err := EnvFromFacts(map[string]any{"park_rating": "Z"}, time.Now()); err == nil {
+	if _, err := EnvFromFacts(map[string]any{"park_rating": "Z"}, time.Now(), withVoc); err == nil {
 		t.Error("an enum value outside the declared list was accepted")
 	}
-	if got := Vocabulary(); got[len(got)-2].Key != "subsidy_paid" || got[len(got)-1].Key != "as_of" {
+	// The vocabulary is a value: the standard one, and a program compiled without it, do not know
+	// the extra fields.
+	if _, ok := StandardVocabulary().Lookup("rd_staff"); ok {
+		t.Error("the standard vocabulary has an extra field")
+	}
+	if _, err := Compile("eligibility", "rd_staff >= 5", nil, reflect.Bool); err == nil || !strings.Contains(err.Error(), "unknown name rd_staff") {
+		t.Errorf("compiled an extra field without its vocabulary: %v", err)
+	}
+	if got := voc.Fields(); got[len(got)-2].Key != "subsidy_paid" || got[len(got)-1].Key != "as_of" {
 		t.Errorf("vocabulary order: %v", got[len(got)-4:])
 	}
 }
@@ -228,9 +240,11 @@ func TestEnvFromFactsChecks(t *testing.T) {
 		"unknown field":  {"insured_employes": 1},
 		"whole number":   {"employees": 1.5},
 	} {
-		if _, err := EnvFromFacts(want, time.Now()); err == nil || !strings.Contains(err.Error(), facts) {
-			t.Errorf("%v: %v, want %q", want, err, facts)
-		}
+		t.Run(facts, func(t *testing.T) {
+			if _, err := EnvFromFacts(want, time.Now()); err == nil || !strings.Contains(err.Error(), facts) {
+				t.Errorf("%v: %v, want %q", want, err, facts)
+			}
+		})
 	}
 }
 
@@ -241,16 +255,18 @@ func TestExplainSaysWhySizeIsUndecided(t *testing.T) {
 		"C3911": "（规模未能判定：缺少营业收入）",
 		"J6620": "银发〔2015〕309号",
 	} {
-		env, err := EnvFromFacts(map[string]any{"industry_code": facts, "employees": 500}, mustDate(t, "2022-06-30"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ex, err := Explain(p, &env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ex.Conditions) != 1 || !strings.Contains(ex.Conditions[0].Label, want) {
-			t.Errorf("%s: %+v, want a label with %q", facts, ex.Conditions, want)
-		}
+		t.Run(facts, func(t *testing.T) {
+			env, err := EnvFromFacts(map[string]any{"industry_code": facts, "employees": 500}, mustDate(t, "2022-06-30"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex, err := Explain(p, &env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ex.Conditions) != 1 || !strings.Contains(ex.Conditions[0].Label, want) {
+				t.Errorf("%s: %+v, want a label with %q", facts, ex.Conditions, want)
+			}
+		})
 	}
 }

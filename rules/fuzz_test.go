@@ -50,7 +50,7 @@ func seedExpressions(t testing.TB) []string {
 
 func fuzzFirms(asOf time.Time) []Env {
 	reg := time.Date(2019, 7, 1, 0, 0, 0, 0, time.UTC)
-	firms := append(oddFirms(asOf), EnvOf(&store.Enterprise{CreditCode: "91320571MA1FL0007C", Name: "苏州餐饮有限公司",
+	firms := append(oddFirms(asOf), envOf(&store.Enterprise{CreditCode: "91320571MA1FL0007C", Name: "苏州餐饮有限公司",
 		RegionCode: "320571", IndustryCode: "H6210", Status: store.StatusActive, RegisteredAt: &reg, Employees: 12,
 		InsuredEmployees: 9, AnnualRevenue: 3e6, TotalAssets: 1e6, VATSales: 2.5e6, TaxCreditRating: "B",
 		TaxpayerType: "small_scale", SpecializedLevel: "none", GraduatesHired: 2, UnemploymentInsurancePaid: 8000}, asOf))
@@ -166,7 +166,7 @@ func FuzzEvaluate(f *testing.F) {
 			Status: store.StatusActive, TaxCreditRating: rating, TaxpayerType: taxpayer, Employees: employees,
 			InsuredEmployees: insured, AnnualRevenue: revenue, TotalAssets: revenue / 2, VATSales: revenue,
 			LayoffRate: layoff, UnemploymentInsurancePaid: revenue / 100, GraduatesHired: grads}
-		env := EnvOf(&e, asOf)
+		env := envOf(&e, asOf)
 		for _, p := range policies {
 			out, err := p.Evaluate(&env)
 			ex, xerr := Explain(p, &env)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/store"
 )
 
@@ -82,16 +81,7 @@ func oddFirms(asOf time.Time) []Env {
 	}
 	out := make([]Env, len(firms))
 	for i := range firms {
-		out[i] = EnvOf(&firms[i], asOf)
-	}
-	return out
-}
-
-func synthEnvs(n int, seed int64, asOf time.Time) []Env {
-	firms := registry.Synth(n, seed)
-	out := make([]Env, len(firms))
-	for i := range firms {
-		out[i] = EnvOf(&firms[i], asOf)
+		out[i] = envOf(&firms[i], asOf)
 	}
 	return out
 }
@@ -115,20 +105,22 @@ func TestHostileCorpus(t *testing.T) {
 		accepted[strings.TrimPrefix(d.ID, "hostile-")+".yaml"] = d
 	}
 	for name, c := range cases {
-		fe, isRejected := rejected[name]
-		def := accepted[name]
-		switch {
-		case c.reject && !isRejected:
-			t.Errorf("%s: accepted, want it rejected (%s)", name, c.mention)
-		case c.reject && !strings.Contains(fe.Error(), c.mention):
-			t.Errorf("%s: error %q does not say %q", name, fe.Error(), c.mention)
-		case c.reject && (fe.Line < 1 || fe.PolicyID == ""):
-			t.Errorf("%s: error %q has no position or policy id", name, fe.Error())
-		case !c.reject && isRejected:
-			t.Errorf("%s: rejected (%v), want it accepted", name, fe)
-		case !c.reject && def == nil:
-			t.Errorf("%s: not loaded", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			fe, isRejected := rejected[name]
+			def := accepted[name]
+			switch {
+			case c.reject && !isRejected:
+				t.Errorf("%s: accepted, want it rejected (%s)", name, c.mention)
+			case c.reject && !strings.Contains(fe.Error(), c.mention):
+				t.Errorf("%s: error %q does not say %q", name, fe.Error(), c.mention)
+			case c.reject && (fe.Line < 1 || fe.PolicyID == ""):
+				t.Errorf("%s: error %q has no position or policy id", name, fe.Error())
+			case !c.reject && isRejected:
+				t.Errorf("%s: rejected (%v), want it accepted", name, fe)
+			case !c.reject && def == nil:
+				t.Errorf("%s: not loaded", name)
+			}
+		})
 	}
 }
 
@@ -213,10 +205,12 @@ func TestHostileGenerated(t *testing.T) {
 		`"` + strings.Repeat(`\"`, 1999):    "literal not terminated",
 	}
 	for src, want := range cases {
-		_, err := Compile("eligibility", src, nil, reflect.Bool)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%.40s…: %v, want %q", src, err, want)
-		}
+		t.Run(want, func(t *testing.T) {
+			_, err := Compile("eligibility", src, nil, reflect.Bool)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%.40s…: %v, want %q", src, err, want)
+			}
+		})
 	}
 }
 

@@ -49,15 +49,17 @@ func TestRoundFenHalfFenCases(t *testing.T) {
 		{"0", "0.9", 0},
 	}
 	for _, c := range cases {
-		a, _ := strconv.ParseFloat(c.a, 64)
-		b, _ := strconv.ParseFloat(c.b, 64)
-		got, err := RoundAmount(a * b)
-		if err != nil || got != c.want {
-			t.Errorf("%s × %s: got %v (%v), want %v", c.a, c.b, got, err, c.want)
-		}
-		if want := decimalFen(t, c.a, c.b); want != c.want {
-			t.Errorf("oracle %s × %s = %v, table says %v", c.a, c.b, want, c.want)
-		}
+		t.Run(c.a+"×"+c.b, func(t *testing.T) {
+			a, _ := strconv.ParseFloat(c.a, 64)
+			b, _ := strconv.ParseFloat(c.b, 64)
+			got, err := RoundAmount(a * b)
+			if err != nil || got != c.want {
+				t.Errorf("%s × %s: got %v (%v), want %v", c.a, c.b, got, err, c.want)
+			}
+			if want := decimalFen(t, c.a, c.b); want != c.want {
+				t.Errorf("oracle %s × %s = %v, table says %v", c.a, c.b, want, c.want)
+			}
+		})
 	}
 	if got := RoundFen(-165.85 * 0.9); got != -149.27 {
 		t.Errorf("negative half fen: %v", got)
@@ -118,22 +120,24 @@ amount: |
 		{10, 165.85, 149.27, "= 149.27元"},
 		{500, 385013.31, 192506.66, "= 192506.66元"},
 	} {
-		facts := map[string]any{"employees": c.employees, "unemployment_insurance_paid": c.paid}
-		env, err := EnvFromFacts(facts, asOf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := p.Evaluate(&env)
-		if err != nil || out.Amount == nil || *out.Amount != c.want {
-			t.Errorf("evaluate %v: %v %v", c.paid, out.Amount, err)
-		}
-		ex, err := Explain(p, &env)
-		if err != nil || ex.Amount == nil || *ex.Amount != c.want || !strings.HasSuffix(ex.AmountLabel, c.label) {
-			t.Errorf("explain %v: %v %q %v", c.paid, ex.Amount, ex.AmountLabel, err)
-		}
-		rep, err := Calculate([]*Policy{p}, facts, asOf)
-		if err != nil || len(rep.Results) != 1 || rep.Results[0].Amount == nil || *rep.Results[0].Amount != c.want {
-			t.Errorf("calc %v: %+v %v", c.paid, rep.Results, err)
-		}
+		t.Run(c.label, func(t *testing.T) {
+			facts := map[string]any{"employees": c.employees, "unemployment_insurance_paid": c.paid}
+			env, err := EnvFromFacts(facts, asOf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := p.Evaluate(&env)
+			if err != nil || out.Amount == nil || *out.Amount != c.want {
+				t.Errorf("evaluate %v: %v %v", c.paid, out.Amount, err)
+			}
+			ex, err := Explain(p, &env)
+			if err != nil || ex.Amount == nil || *ex.Amount != c.want || !strings.HasSuffix(ex.AmountLabel, c.label) {
+				t.Errorf("explain %v: %v %q %v", c.paid, ex.Amount, ex.AmountLabel, err)
+			}
+			rep, err := Calculate([]*Policy{p}, facts, asOf)
+			if err != nil || len(rep.Results) != 1 || rep.Results[0].Amount == nil || *rep.Results[0].Amount != c.want {
+				t.Errorf("calc %v: %+v %v", c.paid, rep.Results, err)
+			}
+		})
 	}
 }

@@ -28,23 +28,27 @@ type Outcome struct {
 	Excluded *Exclusion
 }
 
-// Compile type-checks both expressions. The error is a *CompileError naming the expression.
-func (d *Definition) Compile() (*Policy, error) {
-	if err := d.Validate(); err != nil {
+// Compile type-checks both expressions against the options' vocabulary (the standard one without).
+// The error is a *CompileError naming the expression.
+func (d *Definition) Compile(opts ...Option) (*Policy, error) {
+	if err := d.Validate(opts...); err != nil {
 		return nil, err
 	}
 	p := &Policy{Def: d}
 	var err error
-	if p.Eligibility, err = Compile("eligibility", d.Eligibility, d.Params, reflect.Bool); err != nil {
+	if p.Eligibility, err = Compile("eligibility", d.Eligibility, d.Params, reflect.Bool, opts...); err != nil {
 		return nil, err
 	}
 	if d.Amount != "" {
-		if p.Amount, err = Compile("amount", d.Amount, d.Params, reflect.Float64); err != nil {
+		if p.Amount, err = Compile("amount", d.Amount, d.Params, reflect.Float64, opts...); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
+
+// Vocabulary returns the vocabulary the policy was compiled against.
+func (p *Policy) Vocabulary() *Vocabulary { return p.Eligibility.voc }
 
 // Evaluate decides one firm: the rule, then the combination rules of a linked policy (see Link).
 // The amount is computed only for eligible firms and rounded to the fen. This is the decision the
@@ -109,7 +113,7 @@ func (p *Policy) RunTests() []TestResult {
 			asOf = tc.AsOf.Time
 		}
 		r := TestResult{Name: name}
-		env, err := EnvFromFacts(tc.Firm, asOf)
+		env, err := EnvFromFacts(tc.Firm, asOf, WithVocabulary(p.Vocabulary()))
 		if err != nil {
 			r.Problem = err.Error()
 			out = append(out, r)

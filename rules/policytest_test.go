@@ -57,12 +57,14 @@ func TestTestDateIsInsideTheWindow(t *testing.T) {
 		{"effective_to: 2022-12-31\n", "2022-12-31"},
 		{"", "2022-01-01"},
 	} {
-		d, err := Parse("d.yaml", []byte("id: d\ntitle: d\neligibility: true\n"+c.yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := d.TestDate(); got.Format(dateLayout) != c.want || !d.ActiveOn(got) {
-			t.Errorf("%q: test date %s, want %s inside the window", c.yaml, got.Format(dateLayout), c.want)
-		}
+		t.Run(c.want, func(t *testing.T) {
+			d, err := Parse("d.yaml", []byte("id: d\ntitle: d\neligibility: true\n"+c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.TestDate(); got.Format(dateLayout) != c.want || !d.ActiveOn(got) {
+				t.Errorf("%q: test date %s, want %s inside the window", c.yaml, got.Format(dateLayout), c.want)
+			}
+		})
 	}
 }

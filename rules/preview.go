@@ -1,15 +1,9 @@
 package rules
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"sort"
-	"time"
 
-	"gorm.io/gorm"
-
-	"github.com/policypush/policypush/store"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // A preview shows, before a version is published, what it would do on the live registry: how many
@@ -70,61 +64,6 @@ type PreviewReport struct {
 	TestsPassed    bool           `json:"tests_passed"`
 }
 
-// Preview compares a candidate definition with the published version of the same policy on the
-// firms in business as of asOf. samples caps each sample list.
-func Preview(ctx context.Context, db *gorm.DB, def *Definition, asOf time.Time, samples int) (PreviewReport, error) {
-	cand, err := def.Compile()
-	if err != nil {
-		return PreviewReport{}, err
-	}
-	var next int
-	if err := db.WithContext(ctx).Model(&store.PolicyVersion{}).Where("policy_id = ?", def.ID).
-		Select("COALESCE(MAX(version), 0)").Scan(&next).Error; err != nil {
-		return PreviewReport{}, fmt.Errorf("versions of %s: %w", def.ID, err)
-	}
-	cand.Version = next + 1
-	return previewCompiled(ctx, db, cand, asOf, samples)
-}
-
-// PreviewVersion previews a stored version (a draft, one in review or an approved one).
-func PreviewVersion(ctx context.Context, db *gorm.DB, policyID string, version int, asOf time.Time, samples int) (PreviewReport, error) {
-	row, err := loadVersionRow(ctx, db, policyID, version)
-	if err != nil {
-		return PreviewReport{}, err
-	}
-	cand, err := compileVersion(row)
-	if err != nil {
-		return PreviewReport{}, err
-	}
-	return previewCompiled(ctx, db, cand, asOf, samples)
-}
-
-func previewCompiled(ctx context.Context, db *gorm.DB, cand *Policy, asOf time.Time, samples int) (PreviewReport, error) {
-	published, err := LoadPublished(ctx, db, "")
-	if err != nil {
-		return PreviewReport{}, err
-	}
-	var cur *Policy
-	others := make([]*Policy, 0, len(published)+1)
-	for _, p := range published {
-		if p.Def.ID == cand.Def.ID {
-			cur = p
-			continue
-		}
-		cp := *p // the published set stays linked to cur; the copies link to the candidate
-		others = append(others, &cp)
-	}
-	Link(append(others, cand))
-	if err := loadReceived(ctx, db, cand); err != nil {
-		return PreviewReport{}, err
-	}
-	firms, err := ActiveFirms(ctx, db, asOf)
-	if err != nil {
-		return PreviewReport{}, err
-	}
-	return PreviewFirms(cur, cand, firms, samples), nil
-}
-
 // PreviewFirms compares two versions (cur nil: not published yet) on a set of firms.
 func PreviewFirms(cur, cand *Policy, firms []Env, samples int) PreviewReport {
 	rep := PreviewReport{PolicyID: cand.Def.ID, Title: cand.Def.Title, Version: cand.Version, Firms: len(firms)}
@@ -150,7 +89,7 @@ func PreviewFirms(cur, cand *Policy, firms []Env, samples int) PreviewReport {
 		bump(g)
 	}
 	decide := func(p *Policy, env *Env) (Outcome, error) {
-		if p == nil || !p.Def.ActiveOn(env.AsOf) || env.Status != store.StatusActive {
+		if p == nil || !p.Def.ActiveOn(env.AsOf) || env.Status != fields.StatusActive {
 			return Outcome{}, nil
 		}
 		return p.Evaluate(env)
@@ -237,23 +176,4 @@ func industryGroups(code string) (section, division string) {
 		return letter, letter + digits[:2]
 	}
 	return letter, letter
-}
-
-// loadVersionRow reads a stored version (0: the latest).
-func loadVersionRow(ctx context.Context, db *gorm.DB, policyID string, version int) (store.PolicyVersion, error) {
-	var row store.PolicyVersion
-	q := db.WithContext(ctx).Where("policy_id = ?", policyID)
-	if version > 0 {
-		q = q.Where("version = ?", version)
-	}
-	if err := q.Order("version DESC").Take(&row).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			if version > 0 {
-				return row, fmt.Errorf("policy %s has no version %d (see `policypush policy versions %s`): %w", policyID, version, policyID, ErrNotFound)
-			}
-			return row, fmt.Errorf("policy %s has no versions: %w", policyID, ErrNotFound)
-		}
-		return row, fmt.Errorf("load policy %s: %w", policyID, err)
-	}
-	return row, nil
 }

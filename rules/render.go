@@ -10,7 +10,7 @@ import (
 
 	"github.com/expr-lang/expr/ast"
 
-	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // Rendering a rule in business language: catalog labels instead of keys, ≥ instead of >=, money in
@@ -37,19 +37,19 @@ var negatedSymbols = map[string]string{
 }
 
 // fieldLabel is a field's Chinese label.
-func fieldLabel(key string) string {
-	if f, ok := LookupField(key); ok {
+func (voc *Vocabulary) fieldLabel(key string) string {
+	if f, ok := voc.Lookup(key); ok {
 		return f.Label
 	}
 	return key
 }
 
-func fieldUnit(key string) string {
-	f, _ := LookupField(key)
+func (voc *Vocabulary) fieldUnit(key string) string {
+	f, _ := voc.Lookup(key)
 	return f.Unit
 }
 
-func isBoolField(n ast.Node) (string, bool) {
+func (voc *Vocabulary) isBoolField(n ast.Node) (string, bool) {
 	key := fieldOf(n)
 	if key == "" || key == "size()" {
 		return "", false
@@ -57,66 +57,66 @@ func isBoolField(n ast.Node) (string, bool) {
 	if _, ok := n.(*ast.BinaryNode); ok {
 		return "", false
 	}
-	f, _ := LookupField(key)
-	return key, f.Type == registry.TypeBool
+	f, _ := voc.Lookup(key)
+	return key, f.Type == fields.TypeBool
 }
 
 // renderCondition renders a condition: a bare boolean field reads as "高新技术企业：是".
-func renderCondition(n ast.Node) string {
-	if key, ok := isBoolField(n); ok {
-		return fieldLabel(key) + "：是"
+func (voc *Vocabulary) renderCondition(n ast.Node) string {
+	if key, ok := voc.isBoolField(n); ok {
+		return voc.fieldLabel(key) + "：是"
 	}
-	return render(n, "")
+	return voc.render(n, "")
 }
 
 // render turns a checked node into Chinese; hint is the field whose unit and enum labels format
 // constants next to it.
-func render(n ast.Node, hint string) string {
+func (voc *Vocabulary) render(n ast.Node, hint string) string {
 	switch x := n.(type) {
 	case nil:
 		return ""
 	case *ast.IdentifierNode:
-		return fieldLabel(x.Value)
+		return voc.fieldLabel(x.Value)
 	case *ast.NilNode:
 		return "空"
 	case *ast.StringNode, *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.ConstantNode:
 		v, _ := constValue(n)
-		return formatValue(v, hint)
+		return voc.formatValue(v, hint)
 	case *ast.ArrayNode:
 		if v, ok := literal(n); ok {
-			return formatValue(v, hint)
+			return voc.formatValue(v, hint)
 		}
 		parts := make([]string, len(x.Nodes))
 		for i, e := range x.Nodes {
-			parts[i] = render(e, hint)
+			parts[i] = voc.render(e, hint)
 		}
 		return strings.Join(parts, "、")
 	case *ast.ChainNode:
-		return render(x.Node, hint)
+		return voc.render(x.Node, hint)
 	case *ast.UnaryNode:
 		switch x.Operator {
 		case "!", "not":
-			if key, ok := isBoolField(x.Node); ok {
-				return fieldLabel(key) + "：否"
+			if key, ok := voc.isBoolField(x.Node); ok {
+				return voc.fieldLabel(key) + "：否"
 			}
 			if c, ok := x.Node.(*ast.CallNode); ok && isPrefixCall(c) {
-				return renderPrefixCall(c, false)
+				return voc.renderPrefixCall(c, false)
 			}
-			return "并非（" + render(x.Node, "") + "）"
+			return "并非（" + voc.render(x.Node, "") + "）"
 		case "-":
-			return "−" + render(x.Node, hint)
+			return "−" + voc.render(x.Node, hint)
 		}
-		return x.Operator + render(x.Node, hint)
+		return x.Operator + voc.render(x.Node, hint)
 	case *ast.BinaryNode:
-		return renderBinary(x, hint)
+		return voc.renderBinary(x, hint)
 	case *ast.ConditionalNode:
-		return "若" + renderCondition(x.Cond) + "，则" + render(x.Exp1, hint) + "；否则" + render(x.Exp2, hint)
+		return "若" + voc.renderCondition(x.Cond) + "，则" + voc.render(x.Exp1, hint) + "；否则" + voc.render(x.Exp2, hint)
 	case *ast.CallNode:
-		return renderCall(x)
+		return voc.renderCall(x)
 	case *ast.BuiltinNode:
 		args := make([]string, len(x.Arguments))
 		for i, a := range x.Arguments {
-			args[i] = render(a, hint)
+			args[i] = voc.render(a, hint)
 		}
 		switch x.Name {
 		case "len":
@@ -128,20 +128,20 @@ func render(n ast.Node, hint string) string {
 		}
 		return x.Name + "(" + strings.Join(args, ", ") + ")"
 	case *ast.MemberNode:
-		return render(x.Node, hint) + "[" + render(x.Property, "") + "]"
+		return voc.render(x.Node, hint) + "[" + voc.render(x.Property, "") + "]"
 	case *ast.SliceNode:
-		return render(x.Node, hint) + "[" + render(x.From, "") + ":" + render(x.To, "") + "]"
+		return voc.render(x.Node, hint) + "[" + voc.render(x.From, "") + ":" + voc.render(x.To, "") + "]"
 	}
 	return n.String()
 }
 
-func renderBinary(x *ast.BinaryNode, hint string) string {
+func (voc *Vocabulary) renderBinary(x *ast.BinaryNode, hint string) string {
 	if op := boolOp(x); op != "" {
 		var parts []ast.Node
 		flatten(x, op, &parts)
 		out := make([]string, len(parts))
 		for i, p := range parts {
-			out[i] = renderCondition(p)
+			out[i] = voc.renderCondition(p)
 			if boolOp(p) != "" {
 				out[i] = "（" + out[i] + "）"
 			}
@@ -158,7 +158,7 @@ func renderBinary(x *ast.BinaryNode, hint string) string {
 		hint = fieldOf(x)
 	}
 	side := func(n ast.Node) string {
-		s := render(n, hint)
+		s := voc.render(n, hint)
 		switch y := n.(type) {
 		case *ast.BinaryNode:
 			if !slices.Contains(comparisonOps, y.Operator) {
@@ -182,34 +182,34 @@ func isPrefixCall(c *ast.CallNode) bool {
 }
 
 // renderPrefixCall renders in_region / in_industry, or their negation when holds is false.
-func renderPrefixCall(c *ast.CallNode, holds bool) string {
+func (voc *Vocabulary) renderPrefixCall(c *ast.CallNode, holds bool) string {
 	field := fieldOf(c.Arguments[0])
 	var prefixes []string
 	for _, a := range c.Arguments[1:] {
-		prefixes = append(prefixes, render(a, ""))
+		prefixes = append(prefixes, voc.render(a, ""))
 	}
 	list := strings.Join(prefixes, "、")
 	if calleeName(c) == "in_region" {
 		if holds {
-			return fieldLabel(field) + "以 " + list + " 开头"
+			return voc.fieldLabel(field) + "以 " + list + " 开头"
 		}
-		return fieldLabel(field) + "不以 " + list + " 开头"
+		return voc.fieldLabel(field) + "不以 " + list + " 开头"
 	}
 	if holds {
-		return fieldLabel(field) + "属于行业 " + list
+		return voc.fieldLabel(field) + "属于行业 " + list
 	}
-	return fieldLabel(field) + "不属于行业 " + list
+	return voc.fieldLabel(field) + "不属于行业 " + list
 }
 
-func renderCall(c *ast.CallNode) string {
+func (voc *Vocabulary) renderCall(c *ast.CallNode) string {
 	name := calleeName(c)
 	switch {
 	case isPrefixCall(c):
-		return renderPrefixCall(c, true)
+		return voc.renderPrefixCall(c, true)
 	case name == "years_since" && len(c.Arguments) == 2:
-		return render(c.Arguments[1], "") + "至评估日期的整年数"
+		return voc.render(c.Arguments[1], "") + "至评估日期的整年数"
 	case name == "months_since" && len(c.Arguments) == 2:
-		return render(c.Arguments[1], "") + "至评估日期的整月数"
+		return voc.render(c.Arguments[1], "") + "至评估日期的整月数"
 	case name == "size":
 		implicit := len(helperFuncs["size"].implicit)
 		var vals []any
@@ -221,12 +221,12 @@ func renderCall(c *ast.CallNode) string {
 		return sizeVariantLabel(variant, cut, time.Time{})
 	case slices.Contains(factFuncs, name) && len(c.Arguments) == 2:
 		if key, ok := c.Arguments[1].(*ast.StringNode); ok {
-			return fieldLabel(key.Value)
+			return voc.fieldLabel(key.Value)
 		}
 	}
 	args := make([]string, len(c.Arguments))
 	for i, a := range c.Arguments {
-		args[i] = render(a, "")
+		args[i] = voc.render(a, "")
 	}
 	return name + "(" + strings.Join(args, ", ") + ")"
 }
@@ -236,8 +236,8 @@ const maxListShown = 8
 
 // formatValue shows a value the way a department writes it: money in 元/万元 when the field is
 // money, enum values by their Chinese names, dates as 2006-01-02, true/false as 是/否.
-func formatValue(v any, hint string) string {
-	unit := fieldUnit(hint)
+func (voc *Vocabulary) formatValue(v any, hint string) string {
+	unit := voc.fieldUnit(hint)
 	switch x := v.(type) {
 	case nil:
 		return "（空）"
@@ -272,7 +272,7 @@ func formatValue(v any, hint string) string {
 				parts = append(parts, fmt.Sprintf("…等 %d 项", len(x)))
 				break
 			}
-			parts = append(parts, formatValue(item, hint))
+			parts = append(parts, voc.formatValue(item, hint))
 		}
 		return strings.Join(parts, "、")
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 
-	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/registry/fields"
 )
 
 // The sandbox. A rule is untrusted input, so the language is cut down until its cost is a function
@@ -45,7 +45,10 @@ type estimate struct {
 	items int // elements when it is a list or map
 }
 
-type limiter struct{ err *file.Error }
+type limiter struct {
+	err *file.Error
+	voc *Vocabulary // the enum values of fields
+}
 
 func (l *limiter) fail(n ast.Node, format string, args ...any) {
 	if l.err == nil {
@@ -54,8 +57,8 @@ func (l *limiter) fail(n ast.Node, format string, args ...any) {
 }
 
 // checkLimits estimates the cost of a checked tree and enforces the limits above.
-func checkLimits(root ast.Node) (int, *file.Error) {
-	l := &limiter{}
+func checkLimits(root ast.Node, voc *Vocabulary) (int, *file.Error) {
+	l := &limiter{voc: voc}
 	e := l.walk(root)
 	if l.err != nil {
 		return 0, l.err
@@ -260,10 +263,10 @@ func (l *limiter) checkSizeArgs(n *ast.CallNode, args []ast.Node) {
 // checkEnum rejects comparing an enum field (or size()) with a value it can never take: a typo
 // such as taxpayer_type == "generl" would otherwise be false for every firm.
 func (l *limiter) checkEnum(n *ast.BinaryNode) {
-	field, values := enumSide(n.Left)
+	field, values := l.enumSide(n.Left)
 	other := n.Right
 	if field == "" && n.Operator != "in" && n.Operator != "not in" {
-		field, values = enumSide(n.Right)
+		field, values = l.enumSide(n.Right)
 		other = n.Left
 	}
 	if field == "" {
@@ -300,10 +303,10 @@ func (l *limiter) checkEnum(n *ast.BinaryNode) {
 }
 
 // enumSide tells whether a node reads an enum: an enum catalog or extra field, or size().
-func enumSide(n ast.Node) (string, []string) {
+func (l *limiter) enumSide(n ast.Node) (string, []string) {
 	switch x := n.(type) {
 	case *ast.IdentifierNode:
-		if f, ok := LookupField(x.Value); ok && f.Type == registry.TypeEnum {
+		if f, ok := l.voc.Lookup(x.Value); ok && f.Type == fields.TypeEnum {
 			return x.Value, f.Enum
 		}
 	case *ast.CallNode:
@@ -312,7 +315,7 @@ func enumSide(n ast.Node) (string, []string) {
 			return "size()", []string{SizeLarge, SizeMedium, SizeSmall, SizeMicro, SizeUndecided}
 		case name == "fact_string" && len(x.Arguments) == 2:
 			if key, ok := x.Arguments[1].(*ast.StringNode); ok {
-				if f, ok := extraField(key.Value); ok && f.Type == registry.TypeEnum {
+				if f, ok := l.voc.extraField(key.Value); ok && f.Type == fields.TypeEnum {
 					return key.Value, f.Enum
 				}
 			}
@@ -363,7 +366,7 @@ func constEstimate(v any) estimate {
 // identBytes bounds the byte length of a field's text: its column size in UTF-8 (EnvOf and
 // EnvFromFacts keep values within it).
 func identBytes(name string) int {
-	if limit, ok := textLimits()[name]; ok {
+	if limit, ok := textLimits[name]; ok {
 		return limit * 4
 	}
 	return 32

@@ -89,34 +89,38 @@ func TestSizeBoundaries(t *testing.T) {
 		t.Fatalf("only %d boundary cases", len(cases))
 	}
 	for _, c := range cases {
-		got, err := ClassifySize(c.in, asOf, "", 0)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		if got.Tier != c.want {
-			t.Errorf("%s: %s (row %s), want %s", c.name, got.Tier, got.Row, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ClassifySize(c.in, asOf, "", 0)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if got.Tier != c.want {
+				t.Errorf("%s: %s (row %s), want %s", c.name, got.Tier, got.Row, c.want)
+			}
+		})
 	}
 }
 
 func TestSizeRowOfIndustry(t *testing.T) {
 	for _, r := range sizeTable {
-		for _, code := range r.codes {
-			got, err := ClassifySize(SizeInput{IndustryCode: code}, time.Now(), "", 0)
-			if err != nil {
-				t.Fatal(err)
+		t.Run(r.row, func(t *testing.T) {
+			for _, code := range r.codes {
+				got, err := ClassifySize(SizeInput{IndustryCode: code}, time.Now(), "", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := r.row
+				if r.row == "交通运输业" {
+					want = "交通运输业（不含铁路运输业）"
+				}
+				if got.Row != want {
+					t.Errorf("%q is classified under %s, want %s", code, got.Row, want)
+				}
+				if got.Standard != "工信部联企业〔2011〕300号" || got.Version != "2011" {
+					t.Errorf("%q: standard %s %s", code, got.Standard, got.Version)
+				}
 			}
-			want := r.row
-			if r.row == "交通运输业" {
-				want = "交通运输业（不含铁路运输业）"
-			}
-			if got.Row != want {
-				t.Errorf("%q is classified under %s, want %s", code, got.Row, want)
-			}
-			if got.Standard != "工信部联企业〔2011〕300号" || got.Version != "2011" {
-				t.Errorf("%q: standard %s %s", code, got.Standard, got.Version)
-			}
-		}
+		})
 	}
 }
 
@@ -150,13 +154,15 @@ func TestSizeVATVariant(t *testing.T) {
 		{"VAT sales not reported", SizeInput{IndustryCode: "C3911", Employees: 5, Revenue: 1e6}, SizeUndecided},
 	}
 	for _, c := range cases {
-		got, err := ClassifySize(c.in, asOf, SizeVariantVAT, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Tier != c.want {
-			t.Errorf("%s: %s (row %s), want %s", c.name, got.Tier, got.Row, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ClassifySize(c.in, asOf, SizeVariantVAT, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Tier != c.want {
+				t.Errorf("%s: %s (row %s), want %s", c.name, got.Tier, got.Row, c.want)
+			}
+		})
 	}
 }
 
@@ -186,17 +192,19 @@ func TestSizeUndecided(t *testing.T) {
 		{"headcount rule, no employees", SizeInput{IndustryCode: "M7320"}, SizeVariantHeadcount, SizeUndecided, "缺少从业人员"},
 	}
 	for _, c := range cases {
-		cut := 0
-		if c.variant == SizeVariantHeadcount {
-			cut = 300
-		}
-		got, err := ClassifySize(c.in, asOf, c.variant, cut)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Tier != c.want || !strings.Contains(got.Reason, c.reason) || (c.reason == "") != (got.Reason == "") {
-			t.Errorf("%s: %s (%q), want %s (%q)", c.name, got.Tier, got.Reason, c.want, c.reason)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			cut := 0
+			if c.variant == SizeVariantHeadcount {
+				cut = 300
+			}
+			got, err := ClassifySize(c.in, asOf, c.variant, cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Tier != c.want || !strings.Contains(got.Reason, c.reason) || (c.reason == "") != (got.Reason == "") {
+				t.Errorf("%s: %s (%q), want %s (%q)", c.name, got.Tier, got.Reason, c.want, c.reason)
+			}
+		})
 	}
 }
 
@@ -211,13 +219,15 @@ func TestSizeHeadcountVariant(t *testing.T) {
 		{"large by the standard, but under the cut", SizeInput{IndustryCode: "K7010", Employees: 10, Revenue: 3e9, Assets: 2e9}, SizeMedium},
 	}
 	for _, c := range cases {
-		got, err := ClassifySize(c.in, asOf, SizeVariantHeadcount, 300)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Tier != c.want || got.Variant != "headcount:300" {
-			t.Errorf("%s: %s (%s), want %s", c.name, got.Tier, got.Variant, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ClassifySize(c.in, asOf, SizeVariantHeadcount, 300)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Tier != c.want || got.Variant != "headcount:300" {
+				t.Errorf("%s: %s (%s), want %s", c.name, got.Tier, got.Variant, c.want)
+			}
+		})
 	}
 	if _, err := ClassifySize(SizeInput{}, asOf, SizeVariantHeadcount, 0); err == nil {
 		t.Error("a headcount rule without a cut was accepted")
@@ -245,14 +255,16 @@ func TestSizeInRules(t *testing.T) {
 		{`size() != "medium"`, true},
 	}
 	for _, c := range cases {
-		p, err := Compile("eligibility", c.src, params, reflect.Bool)
-		if err != nil {
-			t.Fatalf("%s: %v", c.src, err)
-		}
-		got, err := p.Run(&env)
-		if err != nil || got != c.want {
-			t.Errorf("%s = %v, %v; want %v", c.src, got, err, c.want)
-		}
+		t.Run(c.src, func(t *testing.T) {
+			p, err := Compile("eligibility", c.src, params, reflect.Bool)
+			if err != nil {
+				t.Fatalf("%s: %v", c.src, err)
+			}
+			got, err := p.Run(&env)
+			if err != nil || got != c.want {
+				t.Errorf("%s = %v, %v; want %v", c.src, got, err, c.want)
+			}
+		})
 	}
 	for src, want := range map[string]string{
 		`size("turnover") == "small"`:     "unknown size variant",
@@ -264,10 +276,12 @@ func TestSizeInRules(t *testing.T) {
 		`size("headcount", 1.5) == "x"`:   "whole number",
 		`size("headcount", "300") == "x"`: "must be a number",
 	} {
-		_, err := Compile("eligibility", src, params, reflect.Bool)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: error %v, want it to mention %q", src, err, want)
-		}
+		t.Run(src, func(t *testing.T) {
+			_, err := Compile("eligibility", src, params, reflect.Bool)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error %v, want it to mention %q", src, err, want)
+			}
+		})
 	}
 }
 
@@ -309,10 +323,12 @@ func TestSizeNeeds(t *testing.T) {
 		{"", false, "", "industry_code employees annual_revenue total_assets"},
 	}
 	for _, c := range cases {
-		got := fmt.Sprint(sizeNeeds(c.industry, c.known, c.variant, asOf))
-		if got != "["+c.want+"]" {
-			t.Errorf("%s %q: needs %s, want [%s]", c.industry, c.variant, got, c.want)
-		}
+		t.Run(c.industry+"/"+c.variant, func(t *testing.T) {
+			got := fmt.Sprint(sizeNeeds(c.industry, c.known, c.variant, asOf))
+			if got != "["+c.want+"]" {
+				t.Errorf("%s %q: needs %s, want [%s]", c.industry, c.variant, got, c.want)
+			}
+		})
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -246,7 +247,7 @@ func writeDefinitions(dir string, defs []*rules.Definition) error {
 // evaluates every policy for every active firm with plain expr on a struct env, in one goroutine,
 // and writes "policy_id,credit_code,amount" lines. It returns the matches it wrote.
 func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPath string) (map[string]string, error) {
-	policies := make([]*rules.Policy, 0, len(defs))
+	compiled := make([]*rules.Policy, 0, len(defs))
 	for _, d := range defs {
 		if !d.ActiveOn(asOf) {
 			continue
@@ -255,7 +256,7 @@ func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPa
 		if err != nil {
 			return nil, err
 		}
-		policies = append(policies, p)
+		compiled = append(compiled, p)
 	}
 	in, err := os.Open(csvPath)
 	if err != nil {
@@ -289,8 +290,8 @@ func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPa
 		if !ok || e.Status != store.StatusActive {
 			continue
 		}
-		env := rules.EnvOf(&e, asOf)
-		for _, p := range policies {
+		env := policies.EnvOf(&e, asOf)
+		for _, p := range compiled {
 			oc, err := p.Evaluate(&env)
 			if err != nil || !oc.Eligible {
 				continue

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/store"
 )
 
@@ -19,10 +19,7 @@ import (
 func TestPolicyApplyFollowsTheLifecycle(t *testing.T) {
 	c := newCLI(t)
 	c.importSynth(100, 4)
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	const id = "kuogang-buzhu-2022"
 	file := filepath.Join(polDir, id+".yaml")
 	published := func() int {

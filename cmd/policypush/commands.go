@@ -20,6 +20,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -121,33 +122,33 @@ func actorName(flag string) string {
 // applyMode is how `policy apply` puts a changed policy into effect.
 type applyMode struct {
 	note  string // said once before the files, when there is no second person
-	apply func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error)
+	apply func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor, opts ...rules.Option) (policies.ApplyResult, error)
 }
 
 // applyModeOf picks the lifecycle of `policy apply`: without staff accounts one operator publishes
 // directly (said in the output and the audit log); with them a changed policy becomes a version in
 // review, unless the deployment switched review off — then a reviewer publishes at once.
-func applyModeOf(actor rules.Actor, review bool) applyMode {
-	direct := func(why string) func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
-		return func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
-			return rules.ApplyBy(ctx, db, def, file, by, why)
+func applyModeOf(actor policies.Actor, review bool) applyMode {
+	direct := func(why string) func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor, opts ...rules.Option) (policies.ApplyResult, error) {
+		return func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor, opts ...rules.Option) (policies.ApplyResult, error) {
+			return policies.ApplyBy(ctx, db, def, file, by, why, opts...)
 		}
 	}
 	switch {
-	case actor.Role == rules.RoleOperator:
+	case actor.Role == policies.RoleOperator:
 		return applyMode{note: "单人运维模式（尚无员工账号）：政策直接发布，未经第二人审核；创建员工账号后 apply 改为提交审核。",
 			apply: direct("none: single-operator deployment without staff accounts")}
 	case !review:
 		return applyMode{note: "配置 policy.review: false：政策由审核人直接发布（审核在本系统之外进行）。",
-			apply: func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by rules.Actor) (rules.ApplyResult, error) {
+			apply: func(ctx context.Context, db *gorm.DB, def *rules.Definition, file string, by policies.Actor, opts ...rules.Option) (policies.ApplyResult, error) {
 				if by.Role != store.RoleReviewer {
-					return rules.ApplyResult{}, fmt.Errorf("%s has role %q; with policy.review: false only a reviewer publishes through apply: %w",
-						by.Name, by.Role, rules.ErrForbidden)
+					return policies.ApplyResult{}, fmt.Errorf("%s has role %q; with policy.review: false only a reviewer publishes through apply: %w",
+						by.Name, by.Role, policies.ErrForbidden)
 				}
-				return rules.ApplyBy(ctx, db, def, file, by, "switched off in config (policy.review: false)")
+				return policies.ApplyBy(ctx, db, def, file, by, "switched off in config (policy.review: false)", opts...)
 			}}
 	}
-	return applyMode{apply: rules.Propose}
+	return applyMode{apply: policies.Propose}
 }
 
 // cliActor is who a CLI command runs as: --by (default the OS user), checked against the staff
@@ -189,11 +190,11 @@ from being applied. Exits non-zero if any file failed.`,
 				return err
 			}
 			defer a.close()
-			defs, errs := rules.LoadDir(args[0])
+			defs, errs := rules.LoadDir(args[0], a.vocab())
 			for _, e := range errs {
 				fmt.Fprintln(os.Stderr, e)
 			}
-			actor, err := rules.ResolveActor(cmd.Context(), db, actorName(by))
+			actor, err := policies.ResolveActor(cmd.Context(), db, actorName(by))
 			if err != nil {
 				return err
 			}
@@ -202,13 +203,13 @@ from being applied. Exits non-zero if any file failed.`,
 				fmt.Println(mode.note)
 			}
 			for _, d := range defs {
-				p, _ := d.Compile()
+				p, _ := d.Compile(a.vocab())
 				if failed := failedTests(p); failed != "" {
 					errs = append(errs, fmt.Errorf("policy %s: tests fail, not published:\n%s", d.ID, failed))
 					fmt.Fprintln(os.Stderr, errs[len(errs)-1])
 					continue
 				}
-				res, err := mode.apply(cmd.Context(), db, d, args[0], actor)
+				res, err := mode.apply(cmd.Context(), db, d, args[0], actor, a.vocab())
 				if err != nil {
 					errs = append(errs, err)
 					fmt.Fprintf(os.Stderr, "policy %s: %v\n", d.ID, err)
@@ -238,13 +239,21 @@ from being applied. Exits non-zero if any file failed.`,
 		Short: "Run the test cases of policy files (no database needed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			defs, errs := rules.LoadDir(args[0])
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			voc, err := vocabularyOf(cfg)
+			if err != nil {
+				return err
+			}
+			defs, errs := rules.LoadDir(args[0], rules.WithVocabulary(voc))
 			for _, e := range errs {
 				fmt.Fprintln(os.Stderr, e)
 			}
 			passed, failed := 0, len(errs)
 			for _, d := range defs {
-				p, _ := d.Compile()
+				p, _ := d.Compile(rules.WithVocabulary(voc))
 				for _, r := range p.RunTests() {
 					if r.Passed {
 						passed++
@@ -271,7 +280,7 @@ from being applied. Exits non-zero if any file failed.`,
 				return err
 			}
 			defer a.close()
-			ps, err := rules.LoadPublished(cmd.Context(), db, "")
+			ps, err := policies.LoadPublished(cmd.Context(), db, "", a.vocab())
 			if err != nil {
 				return err
 			}
@@ -541,12 +550,20 @@ func fieldsCmd(g *globals) *cobra.Command {
 		Short: "List the field catalog: the variables a rule can use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			voc, err := vocabularyOf(cfg)
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				return writeJSON(os.Stdout, rules.Vocabulary())
+				return writeJSON(os.Stdout, voc.Fields())
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tLABEL\tTYPE\tUNIT\tSOURCE")
-			for _, f := range rules.Vocabulary() {
+			for _, f := range voc.Fields() {
 				typ := f.Type
 				if len(f.Enum) > 0 {
 					typ += " (" + strings.Join(f.Enum, "|") + ")"

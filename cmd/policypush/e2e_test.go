@@ -16,35 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/policytext"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/registry"
-	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
-
-var binary string
-
-// TestMain builds the real binary once: these tests drive the CLI contract exactly as an operator
-// (or an outside checker) would.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "policypush-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "policypush")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build policypush:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // cli is one deployment (data dir + database + bus names) that commands run against.
 type cli struct {
@@ -58,18 +36,9 @@ func newCLI(t *testing.T) *cli {
 	db := testenv.OpenDB(t)
 	c := &cli{t: t, dataDir: t.TempDir(), db: db}
 	sfx := testenv.Suffix()
-	c.env = append(os.Environ(),
-		"POLICYPUSH_DATABASE_DRIVER="+db.Driver, "POLICYPUSH_DATABASE_DSN="+db.DSN,
-		"POLICYPUSH_NATS_STREAM=PPE2E_"+sfx, "POLICYPUSH_NATS_SUBJECT_PREFIX=ppe2e"+sfx,
+	c.env = processEnv(db.Driver, db.DSN, testenv.NATSURL(t), "PPE2E_"+sfx, "ppe2e"+sfx,
 		"POLICYPUSH_NOTIFY_ACK_WAIT=3s", "POLICYPUSH_NOTIFY_SEND_TIMEOUT=2s",
-		"POLICYPUSH_NOTIFY_BACKOFF=100ms,200ms", "POLICYPUSH_CONFIG=/dev/null",
-		// Digests on a short window; no quiet hours or pacing, so that the run does not depend on the
-		// time of day.
-		"POLICYPUSH_NOTIFY_DIGEST_WINDOW=1s", "POLICYPUSH_NOTIFY_QUIET_HOURS_CHANNELS=",
-		"POLICYPUSH_NOTIFY_THROTTLE_MIN_INTERVAL=0s", "POLICYPUSH_NOTIFY_THROTTLE_PER_DAY=0")
-	if url := testenv.NATSURL(t); url != "" {
-		c.env = append(c.env, "POLICYPUSH_NATS_URL="+url)
-	}
+		"POLICYPUSH_NOTIFY_BACKOFF=100ms,200ms", "POLICYPUSH_NOTIFY_DIGEST_WINDOW=1s")
 	return c
 }
 
@@ -114,10 +83,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "拒绝 5") || !strings.Contains(out, "警告 2") {
 		t.Fatalf("import summary does not report the 5 bad and 2 warned rows: %s", out)
 	}
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	out = c.run("policy", "apply", polDir)
 	if strings.Count(out, "published version 1") != 6 {
 		t.Fatalf("want 6 policies published: %s", out)
@@ -350,7 +316,7 @@ func TestKillMidDeliveryResendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.run("import", "enterprises", csvPath)
-	polDir, _ := rules.WriteDemoCatalog(t.TempDir())
+	polDir := fixture.DemoDir(t)
 	c.run("policy", "apply", polDir)
 	c.run("match", "--as-of", DemoAsOf)
 	want := expectedMatches(t, c.db, DemoAsOf)

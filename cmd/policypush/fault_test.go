@@ -411,7 +411,7 @@ func (f *faultRun) startSandbox() {
 	port := freePort(t)
 	f.sandboxAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	f.sandboxDir = filepath.Join(f.dir, "sandbox")
-	f.sandbox = &proc{name: "sandbox", log: filepath.Join(f.dir, "sandbox.log"), env: append(os.Environ(), "POLICYPUSH_CONFIG=/dev/null"),
+	f.sandbox = &proc{name: "sandbox", log: filepath.Join(f.dir, "sandbox.log"), env: append(os.Environ(), noConfig),
 		argv: []string{binary, "sandbox", "--addr", f.sandboxAddr, "--dir", f.sandboxDir,
 			"--wechat-error-rate", "0.2", "--wechat-codes", "-1,5xx",
 			"--tencent-error-rate", "0.2", "--tencent-codes", "InternalError,5xx",
@@ -423,15 +423,12 @@ func (f *faultRun) startSandbox() {
 
 // component starts the policypush binary in one role (relay, notifier) against the shared services.
 func (f *faultRun) component(name, role string) *proc {
-	env := append(os.Environ(),
-		"POLICYPUSH_CONFIG=/dev/null", "POLICYPUSH_DATABASE_DRIVER="+f.driver, "POLICYPUSH_DATABASE_DSN="+f.dsn,
+	env := processEnv(f.driver, f.dsn, f.natsURL, f.stream, f.prefix,
 		"POLICYPUSH_DATABASE_MAX_OPEN=16",
-		"POLICYPUSH_NATS_URL="+f.natsURL, "POLICYPUSH_NATS_STREAM="+f.stream, "POLICYPUSH_NATS_SUBJECT_PREFIX="+f.prefix,
 		"POLICYPUSH_SANDBOX_ENABLED=false", "POLICYPUSH_WECHAT_BASE_URL=http://"+f.sandboxAddr,
 		"POLICYPUSH_SMS_TENCENT_ENDPOINT="+f.sandboxAddr, "POLICYPUSH_SMS_ALIYUN_ENDPOINT="+f.sandboxAddr,
 		"POLICYPUSH_RELAY_INTERVAL=100ms", "POLICYPUSH_NOTIFY_ACK_WAIT=4s", "POLICYPUSH_NOTIFY_SEND_TIMEOUT=1s",
 		"POLICYPUSH_NOTIFY_BACKOFF=200ms,500ms,1s", "POLICYPUSH_NOTIFY_MAX_ATTEMPTS=40", "POLICYPUSH_NOTIFY_DIGEST_WINDOW=2s",
-		"POLICYPUSH_NOTIFY_QUIET_HOURS_CHANNELS=", "POLICYPUSH_NOTIFY_THROTTLE_MIN_INTERVAL=0s", "POLICYPUSH_NOTIFY_THROTTLE_PER_DAY=0",
 		"POLICYPUSH_NOTIFY_IN_DOUBT=lookup", "POLICYPUSH_NOTIFY_IN_DOUBT_GRACE=2s",
 		"POLICYPUSH_SMS_FAILOVER_THRESHOLD=5", "POLICYPUSH_SMS_FAILOVER_COOLDOWN=2s")
 	p := &proc{name: name, log: filepath.Join(f.dir, name+".log"), env: env,

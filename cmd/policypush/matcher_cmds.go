@@ -27,12 +27,12 @@ func (a *app) match(ctx context.Context, db *gorm.DB, day time.Time, policyID st
 		return matcher.RunSharded(ctx, db, b.JS, day, policyID, a.cfg.Matcher.Shards, a.shardOptions(), os.Stderr)
 	}
 	return matcher.Run(ctx, db, day, policyID, matcher.Options{Workers: a.cfg.Matcher.Workers,
-		SubjectPrefix: a.cfg.NATS.SubjectPrefix, Progress: os.Stderr, Log: a.log})
+		SubjectPrefix: a.cfg.NATS.SubjectPrefix, Progress: os.Stderr, Log: a.log, Vocabulary: a.vocabulary()})
 }
 
 func (a *app) shardOptions() matcher.ShardOptions {
 	return matcher.ShardOptions{Stream: a.cfg.NATS.Stream, SubjectPrefix: a.cfg.NATS.SubjectPrefix,
-		Replicas: a.cfg.NATS.Replicas, AckWait: a.cfg.Matcher.ShardAckWait}
+		Replicas: a.cfg.NATS.Replicas, AckWait: a.cfg.Matcher.ShardAckWait, Vocabulary: a.vocabulary()}
 }
 
 // newMatcher makes the matcher engine (kept in a.matcher for the console's change endpoint). asOf
@@ -40,7 +40,7 @@ func (a *app) shardOptions() matcher.ShardOptions {
 // has loaded it.
 func (a *app) newMatcher(db *gorm.DB, asOf func() time.Time) *matcher.Engine {
 	a.matcher = matcher.NewEngine(db, matcher.EngineOptions{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix,
-		AsOf: asOf, Location: a.cfg.Location(), Log: a.log})
+		AsOf: asOf, Location: a.cfg.Location(), Log: a.log, Vocabulary: a.vocabulary()})
 	return a.matcher
 }
 
@@ -86,7 +86,7 @@ sending progress, and JetStream gives its shard to another worker after matcher.
 				return err
 			}
 			w := matcher.NewWorker(matcher.WorkerOptions{DB: db, JS: b.JS, Shards: a.shardOptions(),
-				Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log}})
+				Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log, Vocabulary: a.vocabulary()}})
 			defer w.Close()
 			return w.Run(ctx)
 		},

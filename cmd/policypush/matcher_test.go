@@ -23,9 +23,11 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify/sandbox"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -105,14 +107,11 @@ func seedMatchData(t *testing.T, c *cli, firms int) {
 		t.Fatal(err)
 	}
 	c.run("import", "enterprises", csvPath)
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	c.run("policy", "apply", polDir)
 	for _, d := range matcher.SynthCatalog(30, 21) {
 		d.EffectiveFrom = rules.Date{Time: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)}
-		if _, err := rules.Apply(context.Background(), c.db.DB, d, "synthetic", "test"); err != nil {
+		if _, err := policies.Apply(context.Background(), c.db.DB, d, "synthetic", "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -342,7 +341,7 @@ func TestChangeEventReachesTheFirm(t *testing.T) {
 	def := &rules.Definition{ID: "graduates-open", Title: "招用高校毕业生补助", EffectiveFrom: rules.Date{Time: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)},
 		Params: map[string]any{"per_graduate": 1500}, Eligibility: `graduates_hired > 0 && insured_employees >= graduates_hired && tax_credit_rating != "D"`,
 		Amount: "params.per_graduate * graduates_hired", Channels: []string{"wechat"}}
-	if _, err := rules.Apply(context.Background(), c.db.DB, def, "test", "tester"); err != nil {
+	if _, err := policies.Apply(context.Background(), c.db.DB, def, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
 	c.run("match")

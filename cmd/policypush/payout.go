@@ -18,6 +18,7 @@ import (
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/payout"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -49,7 +50,7 @@ func onBatch(g *globals, run func(cmd *cobra.Command, s *payout.Service, id uint
 	}
 }
 
-func operator(by string) payout.Actor { return payout.Actor{Name: by, Role: rules.RoleOperator} }
+func operator(by string) payout.Actor { return payout.Actor{Name: by, Role: policies.RoleOperator} }
 
 func batchArg(s string) (uint64, error) {
 	id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)

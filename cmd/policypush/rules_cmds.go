@@ -15,7 +15,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/config"
 	"github.com/policypush/policypush/payout"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -32,20 +34,40 @@ func init() {
 	addCommand(factsCmd)
 }
 
-// declareFields makes the deployment's extra fields (config fields.extra) part of the rule
-// vocabulary before any command compiles a rule.
-func (g *globals) declareFields() error {
-	cfg, err := g.load()
-	if err != nil {
-		return err
-	}
+// vocabularyOf is the rule vocabulary of a configuration: the field catalog plus the deployment's
+// extra fields (config fields.extra).
+func vocabularyOf(cfg config.Config) (*rules.Vocabulary, error) {
 	fields := make([]registry.Field, len(cfg.Fields.Extra))
 	for i, f := range cfg.Fields.Extra {
 		fields[i] = registry.Field{Key: f.Key, Label: f.Label, Type: f.Type, Unit: f.Unit, Source: f.Source,
 			Description: f.Description, Enum: f.Enum}
 	}
-	return rules.SetExtraFields(fields)
+	return rules.NewVocabulary(fields...)
 }
+
+// declareFields checks the deployment's extra fields (config fields.extra) before any command
+// compiles a rule, so a bad declaration stops every command with its config key.
+func (g *globals) declareFields() error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	_, err = vocabularyOf(cfg)
+	return err
+}
+
+// vocabulary is what the deployment's rules compile against. declareFields rejected a config whose
+// extra fields do not build one before any command ran, so the error case does not occur here.
+func (a *app) vocabulary() *rules.Vocabulary {
+	v, err := vocabularyOf(a.cfg)
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// vocab is the compile option of the deployment's vocabulary, for rules and policies calls.
+func (a *app) vocab() rules.Option { return rules.WithVocabulary(a.vocabulary()) }
 
 // withDB runs fn with the configured database.
 func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
@@ -108,8 +130,8 @@ The read is recorded in the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				ex, err := rules.ExplainFirm(cmd.Context(), db, rules.ExplainRequest{PolicyID: policyID, Version: version,
-					CreditCode: firm, AsOf: day, MatchID: matchID})
+				ex, err := policies.ExplainFirm(cmd.Context(), db, policies.ExplainRequest{PolicyID: policyID, Version: version,
+					CreditCode: firm, AsOf: day, MatchID: matchID}, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -192,7 +214,7 @@ amount's inputs are known), not_eligible, or undecided with the fields that woul
 				if err != nil {
 					return err
 				}
-				rep, err := rules.CalculateActive(cmd.Context(), db, facts, day)
+				rep, err := policies.CalculateActive(cmd.Context(), db, facts, day, a.vocab())
 				if err != nil {
 					return fmt.Errorf("%s: %w", args[0], err)
 				}
@@ -256,7 +278,7 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				p, err := rules.LinkedVersion(cmd.Context(), db, policyID, 0)
+				p, err := policies.LinkedVersion(cmd.Context(), db, policyID, 0, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -264,7 +286,7 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				firms, err := rules.ActiveFirms(cmd.Context(), db, day)
+				firms, err := policies.ActiveFirms(cmd.Context(), db, day, a.vocab())
 				if err != nil {
 					return err
 				}
@@ -314,7 +336,7 @@ the firm's value. Bad cells are reported by line and column and skipped.`,
 			}
 			defer f.Close()
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				sum, err := rules.ImportFacts(cmd.Context(), db, f)
+				sum, err := policies.ImportFacts(cmd.Context(), db, f, a.vocab())
 				for _, p := range sum.Problems {
 					fmt.Fprintln(os.Stderr, args[0]+": "+p)
 				}
@@ -333,11 +355,11 @@ the firm's value. Bad cells are reported by line and column and skipped.`,
 func policySubcommands(g *globals) []*cobra.Command {
 	var by string
 	lifecycle := func(use, short, long string, args cobra.PositionalArgs,
-		run func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error) *cobra.Command {
+		run func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error) *cobra.Command {
 		c := &cobra.Command{Use: use, Short: short, Long: long, Args: args,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-					actor, err := rules.ResolveActor(cmd.Context(), db, by)
+					actor, err := policies.ResolveActor(cmd.Context(), db, by)
 					if err != nil {
 						return err
 					}
@@ -357,16 +379,16 @@ func policySubcommands(g *globals) []*cobra.Command {
 		`Compiles the policy and stores it as a draft: the next version number, state draft, author --by.
 A draft of the same content is not stored twice; saving a new draft withdraws any unpublished version
 of the same policy. With staff accounts, --by must be an author of the policy's department.`,
-		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error {
-			def, err := rules.ParseFile(args[0])
+		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
+			def, err := rules.ParseFile(args[0], a.vocab())
 			if err != nil {
 				return err
 			}
-			p, err := def.Compile()
+			p, err := def.Compile(a.vocab())
 			if err != nil {
 				return def.Locate(args[0], err)
 			}
-			v, err := rules.SaveDraft(cmd.Context(), db, def, actor, args[0])
+			v, err := policies.SaveDraft(cmd.Context(), db, def, actor, args[0], a.vocab())
 			if err != nil {
 				return err
 			}
@@ -379,8 +401,8 @@ of the same policy. With staff accounts, --by must be an author of the policy's 
 			return nil
 		})
 	submit := lifecycle("submit ID", "Send the draft to review (author); its tests must pass", "",
-		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error {
-			v, err := rules.Submit(cmd.Context(), db, args[0], version, actor)
+		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
+			v, err := policies.Submit(cmd.Context(), db, args[0], version, actor, a.vocab())
 			if err != nil {
 				return err
 			}
@@ -389,11 +411,11 @@ of the same policy. With staff accounts, --by must be an author of the policy's 
 		})
 	review := lifecycle("review ID --approve|--reject", "Approve or reject the version in review (a reviewer other than its author)",
 		`The two-person rule: the author of a version can never approve it. A rejection needs --reason.`,
-		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error {
+		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
 			if approve == reject {
 				return errors.New("give exactly one of --approve or --reject")
 			}
-			v, err := rules.Review(cmd.Context(), db, args[0], version, actor, approve, reason)
+			v, err := policies.Review(cmd.Context(), db, args[0], version, actor, approve, reason)
 			if err != nil {
 				return err
 			}
@@ -404,12 +426,12 @@ of the same policy. With staff accounts, --by must be an author of the policy's 
 		`Runs the policy's tests and a preview on the registry as of --as-of (printed and recorded in the
 audit log), then makes the version the published one; the previous one is superseded. Publishing does
 not match by itself: the next "match" evaluates the registry against the new version.`,
-		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error {
+		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
 			day, err := parseAsOf(asOf, a.cfg)
 			if err != nil {
 				return err
 			}
-			res, err := rules.Publish(cmd.Context(), db, args[0], version, actor, day)
+			res, err := policies.Publish(cmd.Context(), db, args[0], version, actor, day, a.vocab())
 			if err != nil {
 				return err
 			}
@@ -421,8 +443,8 @@ not match by itself: the next "match" evaluates the registry against the new ver
 			return nil
 		})
 	retire := lifecycle("retire ID", "Withdraw a published policy and revoke its active matches (reviewer)", "",
-		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor rules.Actor) error {
-			res, err := rules.Retire(cmd.Context(), db, args[0], actor, reason)
+		cobra.ExactArgs(1), func(cmd *cobra.Command, args []string, a *app, db *gorm.DB, actor policies.Actor) error {
+			res, err := policies.Retire(cmd.Context(), db, args[0], actor, reason)
 			if err != nil {
 				return err
 			}
@@ -452,7 +474,7 @@ not match by itself: the next "match" evaluates the registry against the new ver
 				}
 			}
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				d, err := rules.Diff(cmd.Context(), db, args[0], v[0], v[1])
+				d, err := policies.Diff(cmd.Context(), db, args[0], v[0], v[1])
 				if err != nil {
 					return err
 				}
@@ -483,16 +505,16 @@ written.`,
 				var rep rules.PreviewReport
 				var budget *float64
 				if st, statErr := os.Stat(args[0]); statErr == nil && !st.IsDir() {
-					def, err := rules.ParseFile(args[0])
+					def, err := rules.ParseFile(args[0], a.vocab())
 					if err != nil {
 						return err
 					}
-					rep, err = rules.Preview(cmd.Context(), db, def, day, samples)
+					rep, err = policies.Preview(cmd.Context(), db, def, day, samples, a.vocab())
 					if err != nil {
 						return def.Locate(args[0], err)
 					}
 					budget = def.Budget
-				} else if rep, err = rules.PreviewVersion(cmd.Context(), db, args[0], previewVersion, day, samples); err != nil {
+				} else if rep, err = policies.PreviewVersion(cmd.Context(), db, args[0], previewVersion, day, samples, a.vocab()); err != nil {
 					return err
 				} else if budget, err = payout.VersionBudget(cmd.Context(), db, rep.PolicyID, rep.Version); err != nil {
 					return err
@@ -518,7 +540,7 @@ written.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				vs, err := rules.Versions(cmd.Context(), db, args[0])
+				vs, err := policies.Versions(cmd.Context(), db, args[0])
 				if err != nil {
 					return err
 				}
@@ -591,7 +613,7 @@ func printPreview(w io.Writer, r rules.PreviewReport) {
 	fmt.Fprintf(w, "政策自带测试：%d/%d 通过\n", passed, len(r.Tests))
 }
 
-func printDiff(w io.Writer, d rules.VersionDiff) {
+func printDiff(w io.Writer, d policies.VersionDiff) {
 	fmt.Fprintf(w, "%s 第 %d 版 → 第 %d 版：%d 处改动\n", d.PolicyID, d.From, d.To, len(d.Changes))
 	for _, c := range d.Changes {
 		if len(c.Lines) > 0 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -157,10 +158,7 @@ type explainJSON struct {
 func TestExplainAndCalcCLI(t *testing.T) {
 	c := newCLI(t)
 	c.importSynth(600, 21)
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	c.run("policy", "apply", polDir)
 	c.run("match", "--as-of", DemoAsOf)
 	exportPath := filepath.Join(t.TempDir(), "m.csv")
@@ -234,10 +232,7 @@ func TestExplainAndCalcCLI(t *testing.T) {
 func TestLifecycleCLI(t *testing.T) {
 	c := newCLI(t)
 	c.importSynth(400, 5)
-	polDir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	polDir := fixture.DemoDir(t)
 	file := filepath.Join(polDir, "kuogang-buzhu-2022.yaml")
 	c.run("policy", "apply", file)
 	b, _ := os.ReadFile(file)

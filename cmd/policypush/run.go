@@ -16,6 +16,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -82,7 +83,7 @@ seeding that was killed is reported and done again on the next start (never a si
 			}
 			fmt.Printf("评估日期 %s（2022 年政策已到期，演示按政策有效期内的日期匹配）\n", day)
 			sum, err := matcher.Run(ctx, db, day.Time, "", matcher.Options{Workers: cfg.Matcher.Workers,
-				SubjectPrefix: cfg.NATS.SubjectPrefix, Progress: os.Stderr, Log: a.log})
+				SubjectPrefix: cfg.NATS.SubjectPrefix, Progress: os.Stderr, Log: a.log, Vocabulary: a.vocabulary()})
 			if err != nil {
 				return err
 			}
@@ -189,12 +190,12 @@ func applyDemoCatalog(ctx context.Context, a *app) error {
 	if err != nil {
 		return err
 	}
-	defs, errs := rules.LoadDir(dir)
+	defs, errs := rules.LoadDir(dir, a.vocab())
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	for _, d := range defs {
-		res, err := rules.Apply(ctx, db, d, filepath.Join(dir, d.ID+".yaml"), "demo")
+		res, err := policies.Apply(ctx, db, d, filepath.Join(dir, d.ID+".yaml"), "demo", a.vocab())
 		if err != nil {
 			return err
 		}

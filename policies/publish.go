@@ -1,4 +1,4 @@
-package rules
+package policies
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
@@ -22,16 +23,16 @@ type ApplyResult struct {
 
 // Apply publishes a definition as a new immutable version when its content differs from the
 // published one (rules as code: the review happened in git). actor is recorded in the audit log.
-func Apply(ctx context.Context, db *gorm.DB, def *Definition, sourceFile, actor string) (ApplyResult, error) {
-	return ApplyBy(ctx, db, def, sourceFile, Actor{Name: actor}, "")
+func Apply(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile, actor string, opts ...rules.Option) (ApplyResult, error) {
+	return ApplyBy(ctx, db, def, sourceFile, Actor{Name: actor}, "", opts...)
 }
 
 // ApplyBy is Apply on behalf of by (its role goes into the audit record); noReview, when set, says
 // in the audit record why no second person reviewed the version (a single-operator deployment,
 // review switched off in config).
-func ApplyBy(ctx context.Context, db *gorm.DB, def *Definition, sourceFile string, by Actor, noReview string) (ApplyResult, error) {
+func ApplyBy(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor, noReview string, opts ...rules.Option) (ApplyResult, error) {
 	actor := by.Name
-	if _, err := def.Compile(); err != nil {
+	if _, err := def.Compile(opts...); err != nil {
 		return ApplyResult{}, err
 	}
 	res := ApplyResult{PolicyID: def.ID}
@@ -88,7 +89,7 @@ func ApplyBy(ctx context.Context, db *gorm.DB, def *Definition, sourceFile strin
 // differs from the published version it is saved as a draft by by (an author of the policy's
 // department) and submitted for review — its tests must pass; a second person approves and
 // publishes it. Version is 0 and Changed false when the published version already has the content.
-func Propose(ctx context.Context, db *gorm.DB, def *Definition, sourceFile string, by Actor) (ApplyResult, error) {
+func Propose(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile string, by Actor, opts ...rules.Option) (ApplyResult, error) {
 	res := ApplyResult{PolicyID: def.ID}
 	var pol store.Policy
 	err := db.WithContext(ctx).Where("id = ?", def.ID).Take(&pol).Error
@@ -116,11 +117,11 @@ func Propose(ctx context.Context, db *gorm.DB, def *Definition, sourceFile strin
 		res.Version, res.Pending = open[0].Version, open[0].State
 		return res, nil
 	}
-	draft, err := SaveDraft(ctx, db, def, by, sourceFile)
+	draft, err := SaveDraft(ctx, db, def, by, sourceFile, opts...)
 	if err != nil {
 		return res, err
 	}
-	v, err := Submit(ctx, db, def.ID, draft.Version, by)
+	v, err := Submit(ctx, db, def.ID, draft.Version, by, opts...)
 	if err != nil {
 		return res, err
 	}
@@ -129,7 +130,7 @@ func Propose(ctx context.Context, db *gorm.DB, def *Definition, sourceFile strin
 }
 
 // VersionRow is the stored form of a definition as a version (state and people left to the caller).
-func VersionRow(def *Definition, version int) store.PolicyVersion {
+func VersionRow(def *rules.Definition, version int) store.PolicyVersion {
 	v := store.PolicyVersion{
 		PolicyID: def.ID, Version: version, ContentHash: def.Hash(), Source: string(def.Canonical()),
 		Title: def.Title, DocNo: def.DocNo, Department: def.Department, Category: def.Category,
@@ -147,7 +148,7 @@ func VersionRow(def *Definition, version int) store.PolicyVersion {
 // policy, still linked to the rest of the catalog (a policy that no longer compiles is then left
 // out of the links instead of failing the call). Policies outside their window are included;
 // callers filter with ActiveOn.
-func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*Policy, error) {
+func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string, opts ...rules.Option) ([]*rules.Policy, error) {
 	q := db.WithContext(ctx).Table("policy_versions AS v").
 		Select("v.*").
 		Joins("JOIN policies p ON p.id = v.policy_id AND p.published_version = v.version").
@@ -156,10 +157,10 @@ func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*Policy, 
 	if err := q.Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("load published policies: %w", err)
 	}
-	all := make([]*Policy, 0, len(rows))
-	var only *Policy
+	all := make([]*rules.Policy, 0, len(rows))
+	var only *rules.Policy
 	for _, r := range rows {
-		p, err := compileVersion(r)
+		p, err := compileVersion(r, opts...)
 		if err != nil {
 			if onlyID == "" || r.PolicyID == onlyID {
 				return nil, err
@@ -171,12 +172,12 @@ func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*Policy, 
 			only = p
 		}
 	}
-	Link(all)
+	rules.Link(all)
 	out := all
 	if onlyID != "" {
 		out = nil
 		if only != nil {
-			out = []*Policy{only}
+			out = []*rules.Policy{only}
 		}
 	}
 	for _, p := range out {
@@ -189,27 +190,29 @@ func LoadPublished(ctx context.Context, db *gorm.DB, onlyID string) ([]*Policy, 
 
 // compiledVersions caches compiled stored versions by content hash: explanations, previews and the
 // calculator load the published catalog per request, and a version's content never changes.
-// Programs are immutable and shared; each caller gets its own Policy to link. SetExtraFields clears
-// it, since extra fields change what a rule compiles to.
-var compiledVersions sync.Map // content hash → *Policy (unlinked template)
+// Programs are immutable and shared; each caller gets its own Policy to link. The key includes the
+// vocabulary (its extra fields change what a rule compiles to). It is a memo of pure compilation,
+// not configuration: every caller still says which vocabulary it compiles against.
+var compiledVersions sync.Map // content hash + vocabulary key → *rules.Policy (unlinked template)
 
 // compileVersion compiles a stored version.
-func compileVersion(r store.PolicyVersion) (*Policy, error) {
-	if t, ok := compiledVersions.Load(r.ContentHash); ok && r.ContentHash != "" {
-		p := *t.(*Policy)
+func compileVersion(r store.PolicyVersion, opts ...rules.Option) (*rules.Policy, error) {
+	key := r.ContentHash + "\x00" + rules.VocabularyOf(opts...).Key()
+	if t, ok := compiledVersions.Load(key); ok && r.ContentHash != "" {
+		p := *t.(*rules.Policy)
 		p.Version = r.Version
 		return &p, nil
 	}
-	def, err := FromCanonical([]byte(r.Source))
+	def, err := rules.FromCanonical([]byte(r.Source))
 	if err != nil {
 		return nil, fmt.Errorf("policy %s v%d: %w", r.PolicyID, r.Version, err)
 	}
-	p, err := def.Compile()
+	p, err := def.Compile(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s v%d no longer compiles: %w", r.PolicyID, r.Version, err)
 	}
 	if r.ContentHash != "" {
-		compiledVersions.Store(r.ContentHash, p)
+		compiledVersions.Store(key, p)
 		cp := *p
 		p = &cp
 	}

@@ -1,4 +1,4 @@
-package rules_test
+package policies_test
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/policytext"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -34,21 +36,8 @@ func applyDir(t *testing.T, db *gorm.DB, dir string) []*rules.Definition {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	for _, d := range defs {
-		if _, err := rules.Apply(context.Background(), db, d, dir, "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fixture.Publish(t, db, defs, dir, "test")
 	return defs
-}
-
-func applyDemo(t *testing.T, db *gorm.DB) {
-	t.Helper()
-	dir, err := rules.WriteDemoCatalog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	applyDir(t, db, dir)
 }
 
 type pair struct{ policy, firm string }
@@ -75,7 +64,7 @@ func allEnvs(t *testing.T, db *gorm.DB, asOf time.Time) []rules.Env {
 	}
 	envs := make([]rules.Env, len(firms))
 	for i := range firms {
-		envs[i] = rules.EnvOf(&firms[i], asOf)
+		envs[i] = policies.EnvOf(&firms[i], asOf)
 	}
 	return envs
 }
@@ -94,18 +83,18 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
 	seedFirms(t, db, registry.Synth(1500, 11))
-	applyDemo(t, db)
+	fixture.PublishDemo(t, db)
 	if _, err := matcher.Run(ctx, db, demoAsOf, "", matcher.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	matched := activeMatches(t, db)
-	policies, err := rules.LoadPublished(ctx, db, "")
+	published, err := policies.LoadPublished(ctx, db, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	envs := allEnvs(t, db, demoAsOf)
 	pairs, eligible := 0, 0
-	for _, p := range policies {
+	for _, p := range published {
 		for i := range envs {
 			ex, err := rules.Explain(p, &envs[i])
 			if err != nil {
@@ -133,8 +122,8 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	if err := db.Where("state = ?", store.MatchActive).Order("id").Take(&m).Error; err != nil {
 		t.Fatal(err)
 	}
-	for _, req := range []rules.ExplainRequest{{PolicyID: m.PolicyID, CreditCode: m.CreditCode, AsOf: demoAsOf}, {MatchID: m.ID}} {
-		ex, err := rules.ExplainFirm(ctx, db, req)
+	for _, req := range []policies.ExplainRequest{{PolicyID: m.PolicyID, CreditCode: m.CreditCode, AsOf: demoAsOf}, {MatchID: m.ID}} {
+		ex, err := policies.ExplainFirm(ctx, db, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +131,7 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 			t.Fatalf("ExplainFirm(%+v): %+v, match %+v", req, ex, m)
 		}
 	}
-	if _, err := rules.ExplainFirm(ctx, db, rules.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
+	if _, err := policies.ExplainFirm(ctx, db, policies.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
 		!strings.Contains(err.Error(), "not in the registry") {
 		t.Fatalf("unknown firm: %v", err)
 	}
@@ -151,21 +140,21 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 // TestExplainAgainstIndependentComputation: on a held-out registry (a seed no other test uses),
 // every condition of every demo policy, the verdict and the amount agree with plain Go.
 func TestExplainAgainstIndependentComputation(t *testing.T) {
-	policies := demoCatalog(t)
-	rules.Link(policies)
+	demo := demoCatalog(t)
+	rules.Link(demo)
 	firms := registry.Synth(1200, 20220930)
 	eligible := map[string]int{}
 	texts := map[string]*policytext.Policy{}
 	for i := range policytext.Policies {
 		texts[policytext.Policies[i].ID] = &policytext.Policies[i]
 	}
-	for _, p := range policies {
+	for _, p := range demo {
 		want, ok := texts[p.Def.ID]
 		if !ok {
 			t.Fatalf("no expectation for %s", p.Def.ID)
 		}
 		for _, f := range firms {
-			env := rules.EnvOf(&f, demoAsOf)
+			env := policies.EnvOf(&f, demoAsOf)
 			ex, err := rules.Explain(p, &env)
 			if err != nil {
 				t.Fatal(err)

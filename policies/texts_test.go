@@ -1,9 +1,10 @@
-package rules_test
+package policies_test
 
 import (
 	"testing"
 
 	"github.com/policypush/policypush/internal/policytext"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -121,19 +122,19 @@ func textBase(policy string) store.Enterprise {
 }
 
 func TestCatalogAgainstTheTexts(t *testing.T) {
-	policies := map[string]*rules.Policy{}
+	byID := map[string]*rules.Policy{}
 	for _, p := range demoCatalog(t) {
-		policies[p.Def.ID] = p
+		byID[p.Def.ID] = p
 	}
 	oracle := map[string]*policytext.Policy{}
 	for i := range policytext.Policies {
 		oracle[policytext.Policies[i].ID] = &policytext.Policies[i]
 	}
-	if len(textCases) != len(policies) || len(oracle) != len(policies) {
-		t.Fatalf("%d policies, %d with text cases, %d in the oracle", len(policies), len(textCases), len(oracle))
+	if len(textCases) != len(byID) || len(oracle) != len(byID) {
+		t.Fatalf("%d policies, %d with text cases, %d in the oracle", len(byID), len(textCases), len(oracle))
 	}
 	for id, cases := range textCases {
-		p, text := policies[id], oracle[id]
+		p, text := byID[id], oracle[id]
 		for _, c := range cases {
 			t.Run(id+"/"+c.name, func(t *testing.T) {
 				asOf := demoAsOf
@@ -146,7 +147,7 @@ func TestCatalogAgainstTheTexts(t *testing.T) {
 				}
 				e := textBase(id)
 				c.firm(&e)
-				env := rules.EnvOf(&e, asOf)
+				env := policies.EnvOf(&e, asOf)
 				out, err := p.EvaluateRule(&env)
 				if err != nil {
 					t.Fatal(err)
@@ -174,9 +175,9 @@ func TestCatalogAgainstTheTexts(t *testing.T) {
 
 func demoCatalog(t *testing.T) []*rules.Policy {
 	t.Helper()
-	policies, err := rules.DemoPolicies()
+	demo, err := rules.DemoPolicies()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return policies
+	return demo
 }

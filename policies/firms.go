@@ -1,4 +1,4 @@
-package rules
+package policies
 
 import (
 	"context"
@@ -7,14 +7,15 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
 // ActiveFirms reads every firm in business (存续) with its extra fields, by keyset pagination on
 // the credit code, as rule environments on asOf: the population previews and near-miss lists
 // evaluate, the same one `match` evaluates.
-func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time) ([]Env, error) {
-	var out []Env
+func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, opts ...rules.Option) ([]rules.Env, error) {
+	var out []rules.Env
 	after := ""
 	const page = 5000
 	for {
@@ -31,7 +32,7 @@ func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time) ([]Env, error
 		}
 		after = batch[len(batch)-1].CreditCode
 	}
-	if err := AttachExtraFacts(ctx, db, out); err != nil {
+	if err := AttachExtraFacts(ctx, db, out, opts...); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -1,4 +1,4 @@
-package rules
+package policies
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
@@ -104,8 +105,8 @@ var openStates = []string{store.VersionDraft, store.VersionInReview, store.Versi
 
 // SaveDraft stores a definition as a new draft version (unchanged content of the open draft is a
 // no-op). It must compile; its tests may still fail (Submit requires them to pass).
-func SaveDraft(ctx context.Context, db *gorm.DB, def *Definition, by Actor, sourceFile string) (store.PolicyVersion, error) {
-	if _, err := def.Compile(); err != nil {
+func SaveDraft(ctx context.Context, db *gorm.DB, def *rules.Definition, by Actor, sourceFile string, opts ...rules.Option) (store.PolicyVersion, error) {
+	if _, err := def.Compile(opts...); err != nil {
 		return store.PolicyVersion{}, err
 	}
 	if err := by.mayAuthor(def.Department); err != nil {
@@ -161,7 +162,7 @@ func SaveDraft(ctx context.Context, db *gorm.DB, def *Definition, by Actor, sour
 }
 
 // Submit sends a draft to review. Its tests must pass. Version 0 means the open draft.
-func Submit(ctx context.Context, db *gorm.DB, policyID string, version int, by Actor) (store.PolicyVersion, error) {
+func Submit(ctx context.Context, db *gorm.DB, policyID string, version int, by Actor, opts ...rules.Option) (store.PolicyVersion, error) {
 	row, err := versionIn(ctx, db, policyID, version, store.VersionDraft)
 	if err != nil {
 		return row, err
@@ -169,7 +170,7 @@ func Submit(ctx context.Context, db *gorm.DB, policyID string, version int, by A
 	if err := by.mayAuthor(row.Department); err != nil {
 		return row, err
 	}
-	if err := mustPassTests(row); err != nil {
+	if err := mustPassTests(row, opts...); err != nil {
 		return row, err
 	}
 	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -214,16 +215,16 @@ func Review(ctx context.Context, db *gorm.DB, policyID string, version int, by A
 
 // PublishResult is what publishing did.
 type PublishResult struct {
-	PolicyID   string        `json:"policy_id"`
-	Version    int           `json:"version"`
-	OldVersion int           `json:"old_version"` // 0: first publication
-	Preview    PreviewReport `json:"preview"`
+	PolicyID   string              `json:"policy_id"`
+	Version    int                 `json:"version"`
+	OldVersion int                 `json:"old_version"` // 0: first publication
+	Preview    rules.PreviewReport `json:"preview"`
 }
 
 // Publish makes an approved version the published one. Its tests must pass; the preview on the
 // registry as of asOf is computed first and recorded in the audit log. Version 0 means the approved
 // version.
-func Publish(ctx context.Context, db *gorm.DB, policyID string, version int, by Actor, asOf time.Time) (PublishResult, error) {
+func Publish(ctx context.Context, db *gorm.DB, policyID string, version int, by Actor, asOf time.Time, opts ...rules.Option) (PublishResult, error) {
 	row, err := versionIn(ctx, db, policyID, version, store.VersionApproved)
 	if err != nil {
 		return PublishResult{}, err
@@ -231,15 +232,15 @@ func Publish(ctx context.Context, db *gorm.DB, policyID string, version int, by 
 	if err := by.mayReview(row.Author); err != nil {
 		return PublishResult{}, err
 	}
-	if err := mustPassTests(row); err != nil {
+	if err := mustPassTests(row, opts...); err != nil {
 		return PublishResult{}, err
 	}
-	preview, err := PreviewVersion(ctx, db, policyID, row.Version, asOf, 5)
+	preview, err := PreviewVersion(ctx, db, policyID, row.Version, asOf, 5, opts...)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("preview before publishing: %w", err)
 	}
 	res := PublishResult{PolicyID: policyID, Version: row.Version, Preview: preview}
-	def, err := FromCanonical([]byte(row.Source))
+	def, err := rules.FromCanonical([]byte(row.Source))
 	if err != nil {
 		return res, err
 	}
@@ -368,8 +369,8 @@ func transition(tx *gorm.DB, row *store.PolicyVersion, from, to string, extra ma
 }
 
 // mustPassTests compiles a stored version and runs its test cases.
-func mustPassTests(row store.PolicyVersion) error {
-	p, err := compileVersion(row)
+func mustPassTests(row store.PolicyVersion, opts ...rules.Option) error {
+	p, err := compileVersion(row, opts...)
 	if err != nil {
 		return err
 	}
@@ -397,7 +398,7 @@ func maxVersion(tx *gorm.DB, policyID string) (int, error) {
 
 // promote makes version the published one of def's policy: the previous published version is
 // superseded and the policy row points at the new one. It returns the previous version (0: none).
-func promote(tx *gorm.DB, def *Definition, version int) (int, error) {
+func promote(tx *gorm.DB, def *rules.Definition, version int) (int, error) {
 	var pol store.Policy
 	if err := tx.Where("id = ?", def.ID).Take(&pol).Error; err != nil {
 		return 0, fmt.Errorf("load policy %s: %w", def.ID, err)

@@ -1,4 +1,4 @@
-package rules_test
+package policies_test
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -52,11 +54,11 @@ func TestExclusionsInMatching(t *testing.T) {
 			ctx := context.Background()
 			db := testenv.OpenDB(t).DB
 			seedFirms(t, db, registry.Synth(1500, 11))
-			applyDemo(t, db)
+			fixture.PublishDemo(t, db)
 			applyDir(t, db, writePolicy(t, xinaPolicy))
 			runMatch(t, db, path.o)
 			matched := activeMatches(t, db)
-			kuogang, err := rules.LoadPublished(ctx, db, "kuogang-buzhu-2022")
+			kuogang, err := policies.LoadPublished(ctx, db, "kuogang-buzhu-2022")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,7 +147,7 @@ func TestOncePerFirmAcrossVersions(t *testing.T) {
 	if err := db.Where("policy_id = ? AND credit_code = ? AND state = ?", "once-2022", kept, store.MatchActive).Take(&m).Error; err != nil || m.PolicyVersion != 2 {
 		t.Errorf("a firm that kept qualifying should hold its match under version 2: %+v %v", m, err)
 	}
-	ex, err := rules.ExplainFirm(ctx, db, rules.ExplainRequest{PolicyID: "once-2022", CreditCode: lost, AsOf: demoAsOf})
+	ex, err := policies.ExplainFirm(ctx, db, policies.ExplainRequest{PolicyID: "once-2022", CreditCode: lost, AsOf: demoAsOf})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package rules_test
+package policies_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -62,9 +63,9 @@ func users(t *testing.T, db *gorm.DB, list ...store.User) {
 	}
 }
 
-func actor(t *testing.T, db *gorm.DB, name string) rules.Actor {
+func actor(t *testing.T, db *gorm.DB, name string) policies.Actor {
 	t.Helper()
-	a, err := rules.ResolveActor(context.Background(), db, name)
+	a, err := policies.ResolveActor(context.Background(), db, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,46 +82,46 @@ func TestLifecycle(t *testing.T) {
 		store.User{Username: "bob", Role: store.RoleReviewer},
 		store.User{Username: "root", Role: store.RoleAdmin})
 	alice, bob, carol, root := actor(t, db, "alice"), actor(t, db, "bob"), actor(t, db, "carol"), actor(t, db, "root")
-	if _, err := rules.ResolveActor(ctx, db, "mallory"); !errors.Is(err, rules.ErrForbidden) {
+	if _, err := policies.ResolveActor(ctx, db, "mallory"); !errors.Is(err, policies.ErrForbidden) {
 		t.Fatalf("an unknown user: %v", err)
 	}
 
 	def := parseDef(t, lifecyclePolicy)
-	for _, who := range []rules.Actor{bob, carol, root} {
-		if _, err := rules.SaveDraft(ctx, db, def, who, "policy.yaml"); !errors.Is(err, rules.ErrForbidden) {
+	for _, who := range []policies.Actor{bob, carol, root} {
+		if _, err := policies.SaveDraft(ctx, db, def, who, "policy.yaml"); !errors.Is(err, policies.ErrForbidden) {
 			t.Errorf("%s (%s) saved a draft: %v", who.Name, who.Role, err)
 		}
 	}
-	v1, err := rules.SaveDraft(ctx, db, def, alice, "policy.yaml")
+	v1, err := policies.SaveDraft(ctx, db, def, alice, "policy.yaml")
 	if err != nil || v1.Version != 1 || v1.State != store.VersionDraft || v1.Author != "alice" {
 		t.Fatalf("draft: %+v %v", v1, err)
 	}
-	if again, err := rules.SaveDraft(ctx, db, def, alice, "policy.yaml"); err != nil || again.Version != 1 {
+	if again, err := policies.SaveDraft(ctx, db, def, alice, "policy.yaml"); err != nil || again.Version != 1 {
 		t.Fatalf("the same draft again must be a no-op: %+v %v", again, err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, bob, true, ""); !errors.Is(err, rules.ErrNotFound) {
+	if _, err := policies.Review(ctx, db, def.ID, 0, bob, true, ""); !errors.Is(err, policies.ErrNotFound) {
 		t.Fatalf("reviewing a draft that was not submitted: %v", err)
 	}
-	if _, err := rules.Submit(ctx, db, def.ID, 0, alice); err != nil {
+	if _, err := policies.Submit(ctx, db, def.ID, 0, alice); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, alice, true, ""); !errors.Is(err, rules.ErrForbidden) {
+	if _, err := policies.Review(ctx, db, def.ID, 0, alice, true, ""); !errors.Is(err, policies.ErrForbidden) {
 		t.Fatalf("the author approved her own draft: %v", err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, bob, false, ""); err == nil || !strings.Contains(err.Error(), "--reason") {
+	if _, err := policies.Review(ctx, db, def.ID, 0, bob, false, ""); err == nil || !strings.Contains(err.Error(), "--reason") {
 		t.Fatalf("a rejection without a reason: %v", err)
 	}
-	if v, err := rules.Review(ctx, db, def.ID, 0, bob, true, "符合文件"); err != nil || v.State != store.VersionApproved || v.Reviewer != "bob" {
+	if v, err := policies.Review(ctx, db, def.ID, 0, bob, true, "符合文件"); err != nil || v.State != store.VersionApproved || v.Reviewer != "bob" {
 		t.Fatalf("approve: %+v %v", v, err)
 	}
-	if _, err := rules.Publish(ctx, db, def.ID, 0, alice, demoAsOf); !errors.Is(err, rules.ErrForbidden) {
+	if _, err := policies.Publish(ctx, db, def.ID, 0, alice, demoAsOf); !errors.Is(err, policies.ErrForbidden) {
 		t.Fatalf("the author published: %v", err)
 	}
-	res, err := rules.Publish(ctx, db, def.ID, 0, bob, demoAsOf)
+	res, err := policies.Publish(ctx, db, def.ID, 0, bob, demoAsOf)
 	if err != nil || res.Version != 1 || res.OldVersion != 0 || res.Preview.New == 0 || !res.Preview.TestsPassed {
 		t.Fatalf("publish: %+v %v", res, err)
 	}
-	published, err := rules.LoadPublished(ctx, db, def.ID)
+	published, err := policies.LoadPublished(ctx, db, def.ID)
 	if err != nil || len(published) != 1 || published[0].Version != 1 {
 		t.Fatalf("published: %v %v", published, err)
 	}
@@ -129,39 +130,39 @@ func TestLifecycle(t *testing.T) {
 	// is never edited.
 	v1Row := loadVersion(t, db, def.ID, 1)
 	def2 := parseDef(t, strings.Replace(lifecyclePolicy, "cut: 10", "cut: 20", 1))
-	if _, err := rules.SaveDraft(ctx, db, def2, alice, "policy.yaml"); err != nil {
+	if _, err := policies.SaveDraft(ctx, db, def2, alice, "policy.yaml"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Submit(ctx, db, def.ID, 0, alice); err == nil || !strings.Contains(err.Error(), "test case(s) fail") {
+	if _, err := policies.Submit(ctx, db, def.ID, 0, alice); err == nil || !strings.Contains(err.Error(), "test case(s) fail") {
 		t.Fatalf("a draft whose tests fail was submitted: %v", err)
 	}
 	def3 := parseDef(t, strings.NewReplacer("cut: 10", "cut: 20", "insured_employees: 10,", "insured_employees: 20,", "amount: 1000", "amount: 2000").Replace(lifecyclePolicy))
-	v3, err := rules.SaveDraft(ctx, db, def3, alice, "policy.yaml")
+	v3, err := policies.SaveDraft(ctx, db, def3, alice, "policy.yaml")
 	if err != nil || v3.Version != 3 || loadVersion(t, db, def.ID, 2).State != store.VersionWithdrawn {
 		t.Fatalf("a new draft withdraws the open one: %+v %v", v3, err)
 	}
-	if _, err := rules.Submit(ctx, db, def.ID, 0, alice); err != nil {
+	if _, err := policies.Submit(ctx, db, def.ID, 0, alice); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, bob, false, "请注明依据"); err != nil {
+	if _, err := policies.Review(ctx, db, def.ID, 0, bob, false, "请注明依据"); err != nil {
 		t.Fatal(err)
 	}
 	if loadVersion(t, db, def.ID, 3).State != store.VersionRejected {
 		t.Fatal("rejected version not marked")
 	}
 	def4 := parseDef(t, strings.Replace(def3Body(), "title: 稳岗返还（测试）", "title: 稳岗返还（测试，依据 23 号文）", 1))
-	if _, err := rules.SaveDraft(ctx, db, def4, alice, "policy.yaml"); err != nil {
+	if _, err := policies.SaveDraft(ctx, db, def4, alice, "policy.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []func() error{
-		func() error { _, err := rules.Submit(ctx, db, def.ID, 0, alice); return err },
-		func() error { _, err := rules.Review(ctx, db, def.ID, 0, bob, true, ""); return err },
+		func() error { _, err := policies.Submit(ctx, db, def.ID, 0, alice); return err },
+		func() error { _, err := policies.Review(ctx, db, def.ID, 0, bob, true, ""); return err },
 	} {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	res, err = rules.Publish(ctx, db, def.ID, 0, bob, demoAsOf)
+	res, err = policies.Publish(ctx, db, def.ID, 0, bob, demoAsOf)
 	if err != nil || res.Version != 4 || res.OldVersion != 1 || res.Preview.Dropped == 0 || res.Preview.CurrentVersion != 1 {
 		t.Fatalf("publish v4: %+v %v", res, err)
 	}
@@ -169,7 +170,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("version 1 changed: %+v", got)
 	}
 
-	diff, err := rules.Diff(ctx, db, def.ID, 1, 4)
+	diff, err := policies.Diff(ctx, db, def.ID, 1, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,22 +181,22 @@ func TestLifecycle(t *testing.T) {
 	if strings.Join(fields, ",") != "title,params.cut,tests[0]" {
 		t.Errorf("diff fields %v", fields)
 	}
-	reviews, _ := rules.Reviews(ctx, db, def.ID)
+	reviews, _ := policies.Reviews(ctx, db, def.ID)
 	if len(reviews) != 3 || reviews[1].Decision != store.VersionRejected || reviews[1].Reason != "请注明依据" {
 		t.Errorf("reviews %+v", reviews)
 	}
 
-	if _, err := rules.Retire(ctx, db, def.ID, alice, ""); !errors.Is(err, rules.ErrForbidden) {
+	if _, err := policies.Retire(ctx, db, def.ID, alice, ""); !errors.Is(err, policies.ErrForbidden) {
 		t.Fatalf("an author retired: %v", err)
 	}
 	if err := db.Create(&store.Match{PolicyID: def.ID, PolicyVersion: 4, CreditCode: "X", State: store.MatchActive, AsOf: demoAsOf, MatchedAt: demoAsOf}).Error; err != nil {
 		t.Fatal(err)
 	}
-	ret, err := rules.Retire(ctx, db, def.ID, bob, "政策到期")
+	ret, err := policies.Retire(ctx, db, def.ID, bob, "政策到期")
 	if err != nil || ret.MatchesRevoked != 1 {
 		t.Fatalf("retire: %+v %v", ret, err)
 	}
-	if ps, _ := rules.LoadPublished(ctx, db, def.ID); len(ps) != 0 {
+	if ps, _ := policies.LoadPublished(ctx, db, def.ID); len(ps) != 0 {
 		t.Error("a retired policy is still loaded for matching")
 	}
 
@@ -231,23 +232,23 @@ func TestLifecycleOperatorMode(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
 	ops := actor(t, db, "ops")
-	if ops.Role != rules.RoleOperator {
+	if ops.Role != policies.RoleOperator {
 		t.Fatalf("role %q", ops.Role)
 	}
 	def := parseDef(t, lifecyclePolicy)
-	if _, err := rules.SaveDraft(ctx, db, def, ops, ""); err != nil {
+	if _, err := policies.SaveDraft(ctx, db, def, ops, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Submit(ctx, db, def.ID, 0, ops); err != nil {
+	if _, err := policies.Submit(ctx, db, def.ID, 0, ops); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, ops, true, ""); !errors.Is(err, rules.ErrForbidden) || !strings.Contains(err.Error(), "two-person rule") {
+	if _, err := policies.Review(ctx, db, def.ID, 0, ops, true, ""); !errors.Is(err, policies.ErrForbidden) || !strings.Contains(err.Error(), "two-person rule") {
 		t.Fatalf("self-review in operator mode: %v", err)
 	}
-	if _, err := rules.Review(ctx, db, def.ID, 0, actor(t, db, "ops2"), true, ""); err != nil {
+	if _, err := policies.Review(ctx, db, def.ID, 0, actor(t, db, "ops2"), true, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.ResolveActor(ctx, db, " "); err == nil {
+	if _, err := policies.ResolveActor(ctx, db, " "); err == nil {
 		t.Fatal("an empty --by was accepted")
 	}
 }
@@ -259,7 +260,7 @@ func TestPreviewCounts(t *testing.T) {
 	seedFirms(t, db, registry.Synth(800, 9))
 	applyDir(t, db, writePolicy(t, lifecyclePolicy))
 	cand := parseDef(t, def3Body())
-	rep, err := rules.Preview(ctx, db, cand, demoAsOf, 3)
+	rep, err := policies.Preview(ctx, db, cand, demoAsOf, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,11 +305,12 @@ func TestPreviewCounts(t *testing.T) {
 func TestFactsImport(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.OpenDB(t).DB
-	t.Cleanup(func() { _ = rules.SetExtraFields(nil) })
-	if err := rules.SetExtraFields([]registry.Field{{Key: "rd_staff", Label: "研发人员数", Type: "int"},
-		{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B"}}}); err != nil {
+	voc, err := rules.NewVocabulary(registry.Field{Key: "rd_staff", Label: "研发人员数", Type: "int"},
+		registry.Field{Key: "park_rating", Label: "园区信用评级", Type: "enum", Enum: []string{"A", "B"}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	withVoc := rules.WithVocabulary(voc)
 	firms := registry.Synth(3, 1)
 	seedFirms(t, db, firms)
 	csv := "credit_code,rd_staff,园区信用评级\n" +
@@ -316,7 +318,7 @@ func TestFactsImport(t *testing.T) {
 		firms[1].CreditCode + ",abc,C\n" +
 		firms[2].CreditCode + ",3,\n" +
 		"NOTACODE,1,A\n"
-	sum, err := rules.ImportFacts(ctx, db, strings.NewReader(csv))
+	sum, err := policies.ImportFacts(ctx, db, strings.NewReader(csv), withVoc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +326,7 @@ func TestFactsImport(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 	envs := allEnvs(t, db, demoAsOf)
-	if err := rules.AttachExtraFacts(ctx, db, envs); err != nil {
+	if err := policies.AttachExtraFacts(ctx, db, envs, withVoc); err != nil {
 		t.Fatal(err)
 	}
 	byCode := map[string]rules.Env{}
@@ -337,7 +339,7 @@ func TestFactsImport(t *testing.T) {
 	if e := byCode[firms[2].CreditCode]; e.Extra["rd_staff"] != 3 || e.Extra["park_rating"] != nil {
 		t.Errorf("firm 2 facts %v", e.Extra)
 	}
-	if _, err := rules.ImportFacts(ctx, db, strings.NewReader("credit_code,unknown\n")); err == nil || !strings.Contains(err.Error(), "not an extra field") {
+	if _, err := policies.ImportFacts(ctx, db, strings.NewReader("credit_code,unknown\n"), withVoc); err == nil || !strings.Contains(err.Error(), "not an extra field") {
 		t.Errorf("unknown column: %v", err)
 	}
 }
