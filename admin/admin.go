@@ -25,6 +25,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/matcher"
 )
 
@@ -115,6 +116,7 @@ type Server struct {
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	routes []route
+	core   *core.Service // the operations the CLI offers too (export, near-misses, readiness)
 
 	evalMu  sync.Mutex
 	evalAt  time.Time // when evalDay was read
@@ -128,7 +130,8 @@ func New(o Options) (*Server, error) {
 	if len(o.LinkSecret) < 32 {
 		return nil, errLinkSecret
 	}
-	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
+		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now})}
 	if err := s.parseTemplates(); err != nil {
 		return nil, err
 	}

@@ -1,38 +1,26 @@
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
-// writeAudit appends one audit row. detail never holds contact data: callers pass filters, ids
-// and counts, not phone numbers or openids.
-func writeAudit(db *gorm.DB, actor, action, object string, detail map[string]any) error {
-	row := auditRow(time.Now().UTC(), actor, action, object, detail)
-	return db.Create(&row).Error
-}
-
-// auditRow is one audit row, not yet written.
-func auditRow(at time.Time, actor, action, object string, detail map[string]any) store.AuditLog {
-	d := ""
-	if len(detail) > 0 {
-		b, _ := json.Marshal(detail)
-		d = string(b)
-	}
-	return store.AuditLog{At: at, Actor: truncate(actor, 64), Action: action, Object: truncate(object, 200), Detail: d}
+// writeAudit appends one audit row (package core/audit). detail never holds contact data: callers
+// pass filters, ids and counts, not phone numbers or openids.
+func writeAudit(db *gorm.DB, actor string, action audit.Action, object string, detail map[string]any) error {
+	return audit.Write(db, audit.Entry{Actor: actor, Action: action, Object: object, Detail: detail})
 }
 
 // audit records a staff read or change; a failure to write the audit row fails the request, so
 // nothing is read unrecorded.
-func (s *Server) audit(r *http.Request, p *Principal, action, object string, detail map[string]any) error {
+func (s *Server) audit(r *http.Request, p *Principal, action audit.Action, object string, detail map[string]any) error {
 	return writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, action, object, detail)
 }
 

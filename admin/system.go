@@ -18,6 +18,8 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -29,21 +31,14 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, p *Principal) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reflects database and NATS connectivity.
+// readyz reflects database and NATS connectivity (core.CheckReady, as /readyz/delivery).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, p *Principal) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"database": "ok", "nats": "ok"}
-	status := http.StatusOK
-	if sqlDB, err := s.opts.DB.DB(); err != nil || sqlDB.PingContext(ctx) != nil {
-		checks["database"], status = "unreachable", http.StatusServiceUnavailable
+	var b core.Health
+	if s.opts.Bus != nil {
+		b = s.opts.Bus
 	}
-	if s.opts.Bus == nil {
-		checks["nats"] = "not used by this process"
-	} else if err := s.opts.Bus.Healthy(); err != nil {
-		checks["nats"], status = err.Error(), http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, checks)
+	rd := core.CheckReady(r.Context(), s.opts.DB, b)
+	writeJSON(w, rd.Status(), rd)
 }
 
 func (s *Server) today() time.Time { return rules.Day(s.now(), s.opts.Location) }
@@ -345,7 +340,7 @@ func (s *Server) sandboxPage(w http.ResponseWriter, r *http.Request, p *Principa
 			*m = hidden
 		}
 	}
-	if err := s.audit(r, p, "sandbox.view", "sandbox", map[string]any{"rows": len(recs)}); err != nil {
+	if err := s.audit(r, p, audit.SandboxView, "sandbox", map[string]any{"rows": len(recs)}); err != nil {
 		s.failErr(w, r, err)
 		return
 	}

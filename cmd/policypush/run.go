@@ -317,11 +317,11 @@ func (a *app) waitIdle(ctx context.Context, timeout time.Duration) error {
 }
 
 func (a *app) idle(ctx context.Context) (bool, error) {
-	var pending int64
-	if err := a.db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").Count(&pending).Error; err != nil {
+	pending, err := store.PendingOutbox(ctx, a.db)
+	if err != nil {
 		return false, err
 	}
-	if pending > 0 {
+	if pending.Rows > 0 {
 		return false, nil
 	}
 	n, err := a.backlog(ctx)
