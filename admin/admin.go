@@ -72,6 +72,20 @@ type Options struct {
 	Now func() time.Time
 	// PayoutHolidays are the public holidays a 公示 does not count (config payout.holidays).
 	PayoutHolidays []string
+	// Delivery are the delivery path's endpoints, served from the same route table (and OpenAPI
+	// document) as everything else; serve sets them, other processes leave them nil.
+	Delivery DeliveryHandlers
+}
+
+// DeliveryHandlers are the endpoints of the delivery path (package notify and the serve process):
+// provider callbacks, which are public but check the provider's signature or token themselves,
+// and the operators' /metrics and /readyz/delivery. A nil handler leaves its route out.
+type DeliveryHandlers struct {
+	WeChatCallback http.Handler // GET: URL verification; POST: delivery reports (signed)
+	TencentReceipt http.Handler // POST: SMS status reports (token)
+	AliyunReceipt  http.Handler // POST: SMS status reports (token)
+	Metrics        http.Handler // GET: Prometheus metrics
+	Ready          http.Handler // GET: relay, notifier and provider readiness
 }
 
 func (o *Options) defaults() {
@@ -135,9 +149,12 @@ func New(o Options) (*Server, error) {
 	if err := s.parseTemplates(); err != nil {
 		return nil, err
 	}
-	s.routes = s.routeTable()
-	for _, rt := range s.routes {
-		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+	for _, rt := range s.routeTable() {
+		if rt.h == nil { // a delivery endpoint this process does not serve
+			continue
+		}
+		s.routes = append(s.routes, rt)
+		s.mux.Handle(rt.pattern(), s.wrap(rt))
 	}
 	return s, nil
 }

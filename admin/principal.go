@@ -15,6 +15,7 @@ type Perm string
 
 const (
 	permPublic       Perm = ""                // anyone, no sign-in (login, health, enterprise links)
+	permSigned       Perm = "signed"          // a provider's callback: public, the handler checks its signature or token
 	PermSignedIn     Perm = "session"         // any signed-in staff member
 	PermPolicyRead   Perm = "policy:read"     // policy library, versions, field catalog
 	PermPolicyAuthor Perm = "policy:author"   // write drafts of the own department, test, submit

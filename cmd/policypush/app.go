@@ -18,6 +18,7 @@ import (
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/notify/sandbox"
@@ -287,18 +288,22 @@ func (a *app) receiptConfig() notify.ReceiptConfig {
 		FallbackToSMS: a.cfg.SMS.Enabled, Log: a.log}
 }
 
-// deliveryRoutes puts the delivery path's endpoints in front of the console: provider callbacks
-// (receipts), /metrics and /readyz/delivery. addr is where the console listens; the sandbox, when
-// it runs, sends its reports there.
-func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
+// deliveryHandlers are the delivery path's endpoints the console serves from its route table
+// (admin.DeliveryHandlers): provider callbacks (receipts), /metrics and /readyz/delivery.
+func (a *app) deliveryHandlers() admin.DeliveryHandlers {
 	rc := a.receiptConfig()
-	mux := http.NewServeMux()
-	mux.Handle(notify.WeChatCallbackPath, notify.WeChatCallbackHandler(rc))
-	mux.Handle(notify.TencentReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderTencent))
-	mux.Handle(notify.AliyunReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderAliyun))
-	mux.Handle("GET /metrics", notify.MetricsHandler())
-	mux.HandleFunc("GET /readyz/delivery", a.deliveryReady)
-	mux.Handle("/", console)
+	return admin.DeliveryHandlers{
+		WeChatCallback: notify.WeChatCallbackHandler(rc),
+		TencentReceipt: notify.SMSReceiptHandler(rc, notify.ProviderTencent),
+		AliyunReceipt:  notify.SMSReceiptHandler(rc, notify.ProviderAliyun),
+		Metrics:        notify.MetricsHandler(),
+		Ready:          http.HandlerFunc(a.deliveryReady),
+	}
+}
+
+// sandboxReceipts points the sandbox's delivery reports, when it runs, at the callbacks of the
+// console listening on addr.
+func (a *app) sandboxReceipts(addr string) {
 	if a.sandbox != nil && a.cfg.Sandbox.Receipts.Enabled {
 		base := "http://" + addr
 		r := a.cfg.Sandbox.Receipts
@@ -310,26 +315,18 @@ func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
 			Delay: r.Delay, FailRate: r.FailRate, DuplicateRate: r.DuplicateRate, Seed: int64(a.cfg.Sandbox.Faults.Seed),
 		})
 	}
-	return mux
 }
 
 // deliveryReady reports the database, NATS, the relay's last round and the notifier's consumers and
 // providers; 503 when the database or NATS is unreachable or a channel is not consumed.
 func (a *app) deliveryReady(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	status := http.StatusOK
-	out := map[string]any{"database": "ok", "nats": "ok"}
-	if a.db == nil {
-		out["database"] = "not opened"
-	} else if s, err := a.db.DB(); err != nil || s.PingContext(ctx) != nil {
-		out["database"], status = "unreachable", http.StatusServiceUnavailable
+	var b core.Health
+	if a.bus != nil {
+		b = a.bus
 	}
-	if a.bus == nil {
-		out["nats"] = "not used by this process"
-	} else if err := a.bus.Healthy(); err != nil {
-		out["nats"], status = err.Error(), http.StatusServiceUnavailable
-	}
+	rd := core.CheckReady(r.Context(), a.db, b)
+	status := rd.Status()
+	out := map[string]any{"database": rd.Database, "nats": rd.NATS}
 	if a.relay != nil {
 		out["relay_last_success"] = a.relay.LastSuccess()
 	}

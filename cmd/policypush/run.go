@@ -334,6 +334,7 @@ func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Delivery = a.deliveryHandlers()
 	h, err := admin.New(opts)
 	if err != nil {
 		return nil, err
@@ -342,7 +343,8 @@ func (a *app) serveHTTP(ctx context.Context) (*http.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
 	}
-	srv := &http.Server{Addr: ln.Addr().String(), Handler: a.deliveryRoutes(h, ln.Addr().String()), ReadHeaderTimeout: 10 * time.Second}
+	a.sandboxReceipts(ln.Addr().String())
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("console stopped", "err", err)
