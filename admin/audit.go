@@ -68,33 +68,23 @@ type auditList struct {
 }
 
 func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
-	q := s.opts.DB.WithContext(r.Context()).Model(&store.AuditLog{})
-	if f.Actor != "" {
-		q = q.Where("actor = ?", f.Actor)
-	}
-	if f.Action != "" {
-		q = q.Where("action LIKE ? ESCAPE '!'", likePrefix(f.Action))
-	}
-	if f.Object != "" {
-		q = q.Where("object LIKE ? ESCAPE '!'", likeContains(f.Object))
-	}
+	ctx := r.Context()
+	q := audit.Filter{Actor: f.Actor, Action: f.Action, Object: f.Object, Limit: f.PerPage, Offset: f.offset()}
 	if f.From != "" {
 		d, _ := rules.ParseDate(f.From)
-		q = q.Where("at >= ?", d.Time)
+		q.From = d.Time
 	}
 	if f.To != "" {
 		d, _ := rules.ParseDate(f.To)
-		q = q.Where("at < ?", d.Time.AddDate(0, 0, 1))
+		q.Before = d.Time.AddDate(0, 0, 1)
 	}
 	out := auditList{Filter: f, Page: f.Page, PerPage: f.PerPage}
-	if err := q.Count(&out.Total).Error; err != nil {
+	page, err := audit.List(ctx, s.opts.DB, q)
+	if err != nil {
 		return out, err
 	}
-	if err := q.Order("id DESC").Limit(f.PerPage).Offset(f.offset()).Find(&out.Rows).Error; err != nil {
-		return out, err
-	}
-	if err := s.opts.DB.WithContext(r.Context()).Model(&store.AuditLog{}).Distinct("action").Order("action").
-		Pluck("action", &out.Actions).Error; err != nil {
+	out.Rows, out.Total = page.Rows, page.Total
+	if out.Actions, err = audit.Recorded(ctx, s.opts.DB); err != nil {
 		return out, err
 	}
 	out.Pager = newPager(r.URL.Path, f.query(), f.page, out.Total)

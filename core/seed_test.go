@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -71,3 +72,5 @@ func seedMatches(tb testing.TB, db *gorm.DB, firms, policies int) {
 
 func code(i int) string   { return fmt.Sprintf("91320500%010d", i) }
 func policy(p int) string { return fmt.Sprintf("p%02d", p) }
+
+func getenv(k string) string { return os.Getenv(k) }
