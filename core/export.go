@@ -108,12 +108,24 @@ func (s *Service) ExportMatches(ctx context.Context, w io.Writer, req MatchExpor
 }
 
 // ActiveMatches selects every active match (of one policy when policyID is not empty) with its
-// firm, ordered by policy and credit code: the rows of the CLI's export.
+// firm, ordered by policy, version and credit code: the rows of the CLI's export.
+//
+// The order is the unique index ux_match's, and the query names that index: walking it yields
+// rows in order from the first one, where the planner (without ANALYZE statistics) would read
+// every active match through ix_match_recent and sort them first — 3.5× slower at 200,000 matches
+// on SQLite, and a sort whose memory grows with the export (docs/console.md, Exports).
 func (s *Service) ActiveMatches(ctx context.Context, policyID string) *gorm.DB {
-	q := s.db.WithContext(ctx).Table("matches AS m").
+	from := "matches AS m"
+	switch s.db.Dialector.Name() {
+	case "sqlite":
+		from += " INDEXED BY ux_match"
+	case "mysql":
+		from += " FORCE INDEX FOR ORDER BY (ux_match)"
+	}
+	q := s.db.WithContext(ctx).Table(from).
 		Select("m.policy_id, m.credit_code, m.amount, m.policy_version, m.as_of, e.name, e.region_code, e.park_id, m.matched_at").
 		Joins("LEFT JOIN enterprises e ON e.credit_code = m.credit_code").
-		Where("m.state = ?", store.MatchActive).Order("m.policy_id, m.credit_code")
+		Where("m.state = ?", store.MatchActive).Order("m.policy_id, m.policy_version, m.credit_code")
 	if policyID != "" {
 		q = q.Where("m.policy_id = ?", policyID)
 	}

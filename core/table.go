@@ -1,6 +1,7 @@
 package core
 
 import (
+	"archive/zip"
 	"bufio"
 	"encoding/csv"
 	"encoding/json"
@@ -205,7 +206,11 @@ func (x *xlsxWriter) close() error {
 	if err := x.sw.Flush(); err != nil {
 		return err
 	}
-	_, err := x.f.WriteTo(x.w)
+	// excelize builds the whole zip in a bytes.Buffer before writing it out; a zip writer on w
+	// instead streams it (the buffer stays empty). The workbook's parts are far below the 4 GiB
+	// that would need excelize's zip64 header fix-up on that buffer.
+	x.f.SetZipWriter(func(io.Writer) excelize.ZipWriter { return zip.NewWriter(x.w) })
+	_, err := x.f.WriteTo(io.Discard)
 	return err
 }
 
