@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -68,7 +67,7 @@ func (s *Service) NearMisses(ctx context.Context, req NearMissRequest) (NearMiss
 			q = q.Where("e.park_id = ?", req.ParkID)
 		}
 		if req.Region != "" {
-			q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(req.Region))
+			q = q.Where("e.region_code LIKE ? ESCAPE '!'", store.LikePrefix(req.Region))
 		}
 		return q
 	}
@@ -107,8 +106,3 @@ func (s *Service) NearMisses(ctx context.Context, req NearMissRequest) (NearMiss
 		Object: req.PolicyID, Detail: map[string]any{"version": pol.Version, "as_of": req.AsOf.Format(time.DateOnly),
 			"park_id": req.ParkID, "region": req.Region, "firms": out.Firms, "near_misses": out.Total}})
 }
-
-// likePrefix is a LIKE pattern (used with ESCAPE '!') matching values that start with v.
-func likePrefix(v string) string { return likeEscaper.Replace(v) + "%" }
-
-var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")

@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -36,10 +35,10 @@ func List(ctx context.Context, db *gorm.DB, f Filter) (Page, error) {
 		q = q.Where("actor = ?", f.Actor)
 	}
 	if f.Action != "" {
-		q = q.Where("action LIKE ? ESCAPE '!'", likeEscaper.Replace(f.Action)+"%")
+		q = q.Where("action LIKE ? ESCAPE '!'", store.LikePrefix(f.Action))
 	}
 	if f.Object != "" {
-		q = q.Where("object LIKE ? ESCAPE '!'", "%"+likeEscaper.Replace(f.Object)+"%")
+		q = q.Where("object LIKE ? ESCAPE '!'", store.LikeContains(f.Object))
 	}
 	if !f.From.IsZero() {
 		q = q.Where("at >= ?", f.From)
@@ -68,6 +67,3 @@ func Recorded(ctx context.Context, db *gorm.DB) ([]string, error) {
 	}
 	return out, nil
 }
-
-// likeEscaper escapes LIKE wildcards with "!", which SQLite and MySQL both accept as ESCAPE.
-var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
