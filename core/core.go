@@ -30,7 +30,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Service runs the operations against one database.
+// Service runs the operations against one database. It is built like payout.Service on purpose
+// (database, Options with Location and Now, defaults in New): every operations package is
+// constructed the same way.
 type Service struct {
 	db   *gorm.DB
 	opts Options
