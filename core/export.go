@@ -110,17 +110,16 @@ func (s *Service) ExportMatches(ctx context.Context, w io.Writer, req MatchExpor
 // ActiveMatches selects every active match (of one policy when policyID is not empty) with its
 // firm, ordered by policy, version and credit code: the rows of the CLI's export.
 //
-// The order is the unique index ux_match's, and the query names that index: walking it yields
-// rows in order from the first one, where the planner (without ANALYZE statistics) would read
-// every active match through ix_match_recent and sort them first — 3.5× slower at 200,000 matches
-// on SQLite, and a sort whose memory grows with the export (docs/console.md, Exports).
+// The order is the unique index ux_match's. On SQLite the query names that index: walking it
+// yields rows in order from the first one, where the planner (without ANALYZE statistics) would
+// read every active match through ix_match_recent and sort them first — 3.5× slower at 200,000
+// matches, and a sort held in this process's memory (temp_store=MEMORY) that grows with the
+// export. MySQL gets no hint: there the forced index walk (a primary-key lookup per row) was
+// slower than the server's own scan and filesort, which it keeps on the server (docs/console.md).
 func (s *Service) ActiveMatches(ctx context.Context, policyID string) *gorm.DB {
 	from := "matches AS m"
-	switch s.db.Dialector.Name() {
-	case "sqlite":
+	if s.db.Dialector.Name() == "sqlite" {
 		from += " INDEXED BY ux_match"
-	case "mysql":
-		from += " FORCE INDEX FOR ORDER BY (ux_match)"
 	}
 	q := s.db.WithContext(ctx).Table(from).
 		Select("m.policy_id, m.credit_code, m.amount, m.policy_version, m.as_of, e.name, e.region_code, e.park_id, m.matched_at").
