@@ -25,6 +25,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/rules"
 )
@@ -75,6 +76,20 @@ type Options struct {
 	// Vocabulary is what rules compile against: the field catalog and the deployment's extra fields
 	// (config fields.extra); nil: the standard catalog.
 	Vocabulary *rules.Vocabulary
+	// Delivery are the delivery path's endpoints, served from the same route table (and OpenAPI
+	// document) as everything else; serve sets them, other processes leave them nil.
+	Delivery DeliveryHandlers
+}
+
+// DeliveryHandlers are the endpoints of the delivery path (package notify and the serve process):
+// provider callbacks, which are public but check the provider's signature or token themselves,
+// and the operators' /metrics and /readyz/delivery. A nil handler leaves its route out.
+type DeliveryHandlers struct {
+	WeChatCallback http.Handler // GET: URL verification; POST: delivery reports (signed)
+	TencentReceipt http.Handler // POST: SMS status reports (token)
+	AliyunReceipt  http.Handler // POST: SMS status reports (token)
+	Metrics        http.Handler // GET: Prometheus metrics
+	Ready          http.Handler // GET: relay, notifier and provider readiness
 }
 
 func (o *Options) defaults() {
@@ -119,6 +134,7 @@ type Server struct {
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	routes []route
+	core   *core.Service // the operations the CLI offers too (export, near-misses, readiness)
 
 	evalMu  sync.Mutex
 	evalAt  time.Time // when evalDay was read
@@ -132,13 +148,17 @@ func New(o Options) (*Server, error) {
 	if len(o.LinkSecret) < 32 {
 		return nil, errLinkSecret
 	}
-	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
+		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary})}
 	if err := s.parseTemplates(); err != nil {
 		return nil, err
 	}
-	s.routes = s.routeTable()
-	for _, rt := range s.routes {
-		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+	for _, rt := range s.routeTable() {
+		if rt.h == nil { // a delivery endpoint this process does not serve
+			continue
+		}
+		s.routes = append(s.routes, rt)
+		s.mux.Handle(rt.pattern(), s.wrap(rt))
 	}
 	return s, nil
 }

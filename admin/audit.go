@@ -1,38 +1,26 @@
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
-// writeAudit appends one audit row. detail never holds contact data: callers pass filters, ids
-// and counts, not phone numbers or openids.
-func writeAudit(db *gorm.DB, actor, action, object string, detail map[string]any) error {
-	row := auditRow(time.Now().UTC(), actor, action, object, detail)
-	return db.Create(&row).Error
-}
-
-// auditRow is one audit row, not yet written.
-func auditRow(at time.Time, actor, action, object string, detail map[string]any) store.AuditLog {
-	d := ""
-	if len(detail) > 0 {
-		b, _ := json.Marshal(detail)
-		d = string(b)
-	}
-	return store.AuditLog{At: at, Actor: truncate(actor, 64), Action: action, Object: truncate(object, 200), Detail: d}
+// writeAudit appends one audit row (package core/audit). detail never holds contact data: callers
+// pass filters, ids and counts, not phone numbers or openids.
+func writeAudit(db *gorm.DB, actor string, action audit.Action, object string, detail map[string]any) error {
+	return audit.Write(db, audit.Entry{Actor: actor, Action: action, Object: object, Detail: detail})
 }
 
 // audit records a staff read or change; a failure to write the audit row fails the request, so
 // nothing is read unrecorded.
-func (s *Server) audit(r *http.Request, p *Principal, action, object string, detail map[string]any) error {
+func (s *Server) audit(r *http.Request, p *Principal, action audit.Action, object string, detail map[string]any) error {
 	return writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, action, object, detail)
 }
 
@@ -80,33 +68,23 @@ type auditList struct {
 }
 
 func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
-	q := s.opts.DB.WithContext(r.Context()).Model(&store.AuditLog{})
-	if f.Actor != "" {
-		q = q.Where("actor = ?", f.Actor)
-	}
-	if f.Action != "" {
-		q = q.Where("action LIKE ? ESCAPE '!'", likePrefix(f.Action))
-	}
-	if f.Object != "" {
-		q = q.Where("object LIKE ? ESCAPE '!'", likeContains(f.Object))
-	}
+	ctx := r.Context()
+	q := audit.Filter{Actor: f.Actor, Action: f.Action, Object: f.Object, Limit: f.PerPage, Offset: f.offset()}
 	if f.From != "" {
 		d, _ := rules.ParseDate(f.From)
-		q = q.Where("at >= ?", d.Time)
+		q.From = d.Time
 	}
 	if f.To != "" {
 		d, _ := rules.ParseDate(f.To)
-		q = q.Where("at < ?", d.Time.AddDate(0, 0, 1))
+		q.Before = d.Time.AddDate(0, 0, 1)
 	}
 	out := auditList{Filter: f, Page: f.Page, PerPage: f.PerPage}
-	if err := q.Count(&out.Total).Error; err != nil {
+	page, err := audit.List(ctx, s.opts.DB, q)
+	if err != nil {
 		return out, err
 	}
-	if err := q.Order("id DESC").Limit(f.PerPage).Offset(f.offset()).Find(&out.Rows).Error; err != nil {
-		return out, err
-	}
-	if err := s.opts.DB.WithContext(r.Context()).Model(&store.AuditLog{}).Distinct("action").Order("action").
-		Pluck("action", &out.Actions).Error; err != nil {
+	out.Rows, out.Total = page.Rows, page.Total
+	if out.Actions, err = audit.Recorded(ctx, s.opts.DB); err != nil {
 		return out, err
 	}
 	out.Pager = newPager(r.URL.Path, f.query(), f.page, out.Total)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -115,7 +116,7 @@ func CreateUser(ctx context.Context, db *gorm.DB, nu NewUser, actor string) (sto
 			}
 			return fmt.Errorf("create user %s: %w", nu.Username, err)
 		}
-		return writeAudit(tx, actor, "user.create", u.Username, map[string]any{"role": u.Role, "department": u.Department,
+		return writeAudit(tx, actor, audit.UserCreate, u.Username, map[string]any{"role": u.Role, "department": u.Department,
 			"park_id": u.ParkID, "region_prefix": u.RegionPrefix})
 	})
 	return u, err
@@ -141,7 +142,7 @@ func SetPassword(ctx context.Context, db *gorm.DB, username, password, actor str
 		if err := tx.Where("user_id = ?", u.ID).Delete(&store.Session{}).Error; err != nil {
 			return err
 		}
-		return writeAudit(tx, actor, "user.password", username, nil)
+		return writeAudit(tx, actor, audit.UserPassword, username, nil)
 	})
 }
 
@@ -189,7 +190,7 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 		return nil, nil, "", err
 	}
 	if wait > 0 {
-		_ = writeAudit(db, truncate(username, 64), "login.throttled", truncate(username, 64), map[string]any{"addr": addr, "wait_seconds": int(wait.Seconds()) + 1})
+		_ = writeAudit(db, truncate(username, 64), audit.LoginThrottled, truncate(username, 64), map[string]any{"addr": addr, "wait_seconds": int(wait.Seconds()) + 1})
 		return nil, nil, "", errThrottled{retry: wait}
 	}
 	var u store.User
@@ -205,7 +206,7 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 		return nil, nil, "", err
 	}
 	if !ok {
-		_ = writeAudit(db, truncate(username, 64), "login.failed", truncate(username, 64), map[string]any{"addr": addr})
+		_ = writeAudit(db, truncate(username, 64), audit.LoginFailed, truncate(username, 64), map[string]any{"addr": addr})
 		return nil, nil, "", errBadLogin
 	}
 	token := randomToken(32)
@@ -217,7 +218,7 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 	// Expired sessions and old attempts go when someone signs in: no background job needed.
 	db.Where("expires_at < ?", now).Delete(&store.Session{})
 	forgetAttempts(db, now)
-	_ = writeAudit(db, u.Username, "login", u.Username, map[string]any{"addr": addr})
+	_ = writeAudit(db, u.Username, audit.Login, u.Username, map[string]any{"addr": addr})
 	return &u, &sess, token, nil
 }
 
@@ -293,7 +294,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, p *Principal) {
 		s.opts.DB.WithContext(r.Context()).Where("id_hash = ?", sha256Hex(c.Value)).Delete(&store.Session{})
 	}
 	if p != nil {
-		_ = writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, "logout", p.Name, nil)
+		_ = writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, audit.Logout, p.Name, nil)
 	}
 	s.clearSessionCookie(w, r)
 }
@@ -381,7 +382,7 @@ func CreateAPIToken(ctx context.Context, db *gorm.DB, nt NewAPIToken, actor stri
 		if err := tx.Create(&t).Error; err != nil {
 			return err
 		}
-		return writeAudit(tx, actor, "token.create", t.Name, map[string]any{"permissions": t.Permissions, "park_id": t.ParkID,
+		return writeAudit(tx, actor, audit.TokenCreate, t.Name, map[string]any{"permissions": t.Permissions, "park_id": t.ParkID,
 			"region_prefix": t.RegionPrefix, "prefix": t.Prefix})
 	})
 	return t, secret, err

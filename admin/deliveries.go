@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/store"
 )
@@ -92,7 +93,7 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter)
 		}
 	}
 	out.Pager = newPager(r.URL.Path, f.values(), f.page, out.Total)
-	return out, s.audit(r, p, "delivery.list", "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
+	return out, s.audit(r, p, audit.DeliveryList, "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
 }
 
 func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
@@ -139,7 +140,7 @@ func (s *Server) timeline(r *http.Request, p *Principal) (notify.Timeline, error
 	if _, err := s.loadFirm(r.Context(), p, t.CreditCode); err != nil {
 		return notify.Timeline{}, notFound("没有编号为 %d 的投递，或它不在您的查看范围内", id)
 	}
-	return t, s.audit(r, p, "delivery.view", strconv.FormatUint(id, 10), map[string]any{"credit_code": t.CreditCode})
+	return t, s.audit(r, p, audit.DeliveryView, strconv.FormatUint(id, 10), map[string]any{"credit_code": t.CreditCode})
 }
 
 type timelineView struct {
@@ -180,7 +181,7 @@ func (s *Server) resend(r *http.Request, p *Principal, ids []uint64) ([]notify.R
 			ok++
 		}
 	}
-	return res, s.audit(r, p, "delivery.resend", "deliveries", map[string]any{"ids": ids, "queued": ok})
+	return res, s.audit(r, p, audit.DeliveryResend, "deliveries", map[string]any{"ids": ids, "queued": ok})
 }
 
 func (s *Server) resendPost(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -11,6 +11,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -297,7 +298,7 @@ func (s *Server) respond(r *http.Request, token string, in responseInput) error 
 			}
 			return err
 		}
-		return writeAudit(tx, "enterprise:"+e.CreditCode, "enterprise."+in.Kind, m.PolicyID,
+		return writeAudit(tx, "enterprise:"+e.CreditCode, enterpriseAction(in.Kind), m.PolicyID,
 			map[string]any{"match": m.ID, "version": m.PolicyVersion, "link_policy": c.PolicyID})
 	})
 }
@@ -346,9 +347,9 @@ func (s *Server) setChannel(r *http.Request, token string, in channelInput) erro
 	}
 	// notify owns what an opt-out means for sends; the console records who asked.
 	ops := s.ops()
-	action := "enterprise.unsubscribe"
+	action := audit.EnterpriseUnsubscribe
 	if in.Subscribed {
-		action = "enterprise.resubscribe"
+		action = audit.EnterpriseResubscribe
 		err = ops.Resubscribe(r.Context(), e.CreditCode, in.Channel)
 	} else {
 		err = ops.Unsubscribe(r.Context(), e.CreditCode, in.Channel, "link")
@@ -384,4 +385,12 @@ func (s *Server) apiEnterpriseChannel(w http.ResponseWriter, r *http.Request, p 
 		return
 	}
 	writeJSON(w, http.StatusOK, in)
+}
+
+// enterpriseAction is the audit action of a firm's answer (kind confirm or object).
+func enterpriseAction(kind string) audit.Action {
+	if kind == store.ResponseObject {
+		return audit.EnterpriseObject
+	}
+	return audit.EnterpriseConfirm
 }

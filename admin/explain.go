@@ -2,15 +2,16 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
-	"github.com/policypush/policypush/store"
 )
 
 // Explanations ("why / why not") come from rules: each condition of a rule decided for the firm,
@@ -120,59 +121,33 @@ func parseNearMissFilter(r *http.Request, p *Principal) (nearMissFilter, error) 
 	return nearMissFilter{PolicyID: f.PolicyID, ParkID: f.ParkID, Region: f.Region}, nil
 }
 
-// nearMisses evaluates the published policy on the firms in the principal's scope (and filter).
+// nearMisses evaluates the published policy on the firms in the principal's scope (and filter)
+// through core.NearMisses, which records the read.
 func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (nearMissView, error) {
 	ctx := r.Context()
 	v := nearMissView{PolicyID: f.PolicyID, Filter: f, Scope: p.ScopeLabel()}
-	pol, err := policies.LinkedVersion(ctx, s.opts.DB, f.PolicyID, 0, s.vocab())
-	if err != nil {
-		return v, lifecycleError(err)
-	}
-	v.Title = pol.Def.Title
 	asOf, err := s.evalDate(ctx)
 	if err != nil {
 		return v, err
 	}
 	v.AsOf = asOf.Format(time.DateOnly)
-	q := s.opts.DB.WithContext(ctx).Table("enterprises AS e").Where("e.status = ?", store.StatusActive)
-	q = p.scopeFirms(q, "e")
-	if f.ParkID != "" {
-		q = q.Where("e.park_id = ?", f.ParkID)
-	}
-	if f.Region != "" {
-		q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
-	}
-	var n int64
-	if err := q.Count(&n).Error; err != nil {
-		return v, err
-	}
-	if n > maxNearMissFirms {
-		return v, badRequest("范围内有 %d 家企业，超过一次计算上限 %d 家：请按园区或区划缩小范围", n, maxNearMissFirms)
-	}
-	var firms []store.Enterprise
-	if err := q.Select("e.*").Find(&firms).Error; err != nil {
-		return v, err
-	}
-	envs := make([]rules.Env, len(firms))
-	for i := range firms {
-		envs[i] = policies.EnvOf(&firms[i], asOf)
-	}
-	if err := policies.AttachExtraFacts(ctx, s.opts.DB, envs, s.vocab()); err != nil {
-		return v, err
-	}
-	v.Firms = len(envs)
-	total, list, err := rules.NearMisses(pol, envs, nearMissLimit)
-	if err != nil {
+	res, err := s.core.NearMisses(ctx, core.NearMissRequest{Actor: p.Name, PolicyID: f.PolicyID, AsOf: asOf, Firms: p.scopeFirms,
+		ParkID: f.ParkID, Region: f.Region, Limit: nearMissLimit, MaxFirms: maxNearMissFirms})
+	var many *core.TooManyFirmsError
+	switch {
+	case errors.As(err, &many):
+		return v, badRequest("范围内有 %d 家企业，超过一次计算上限 %d 家：请按园区或区划缩小范围", many.Firms, many.Max)
+	case err != nil:
 		return v, lifecycleError(err)
 	}
-	v.Total = total
-	for _, nm := range list {
+	v.Title = res.Policy.Def.Title
+	v.Firms, v.Total = res.Firms, res.Total
+	for _, nm := range res.Items {
 		v.Items = append(v.Items, nearMissRow{CreditCode: nm.CreditCode, Name: nm.Name, RegionCode: nm.RegionCode,
 			ParkID: nm.ParkID, Failed: reasonText(nm.Failed)})
 	}
-	v.Truncated = total > len(v.Items)
-	return v, s.audit(r, p, "firm.near_miss", f.PolicyID, map[string]any{"park_id": f.ParkID, "region": f.Region,
-		"firms": v.Firms, "near_misses": total})
+	v.Truncated = res.Total > len(v.Items)
+	return v, nil
 }
 
 func (s *Server) nearMissPage(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -1,22 +1,18 @@
 package admin
 
 import (
-	"encoding/csv"
+	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 
-	"github.com/xuri/excelize/v2"
+	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/store"
 )
-
-// maxExportRows caps one export; a larger selection must be narrowed by the filter first.
-const maxExportRows = 100000
 
 var exportHeader = []string{"统一社会信用代码", "企业名称", "行政区划", "行业代码", "园区", "规模", "联系电话",
 	"政策编号", "政策", "版本", "金额（元）", "匹配时间", "通知状态", "已打开链接", "企业回复"}
 
-func (s *Server) exportRecord(m matchRow) []any {
+func (s *Server) exportRecord(m *matchRow) []any {
 	opened := "否"
 	if m.Opened {
 		opened = "是"
@@ -30,14 +26,15 @@ func (s *Server) exportRecord(m matchRow) []any {
 		m.NotifyLabel(), opened, m.ResponseLabel()}
 }
 
-// exportMatches writes what the filter shows (every page) as CSV or XLSX, in the principal's
-// scope with the same masking as the list, and records the export in the audit log first.
+// exportMatches streams what the filter shows (every page) as CSV or XLSX, in the principal's
+// scope with the same masking as the list, through core.ExportMatches: the audit entry first,
+// then the rows straight from the database cursor (constant memory; docs/console.md).
 func (s *Server) exportMatches(w http.ResponseWriter, r *http.Request, p *Principal) {
-	format := r.URL.Query().Get("format")
+	format := core.Format(r.URL.Query().Get("format"))
 	if format == "" {
-		format = "xlsx"
+		format = core.FormatXLSX
 	}
-	if format != "xlsx" && format != "csv" {
+	if format != core.FormatXLSX && format != core.FormatCSV {
 		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("参数 format=%q 无效：可选 xlsx, csv", format), nil)
 		return
 	}
@@ -46,94 +43,73 @@ func (s *Server) exportMatches(w http.ResponseWriter, r *http.Request, p *Princi
 		s.failErr(w, r, err)
 		return
 	}
-	var total int64
-	if err := s.matchQuery(r.Context(), p, f).Count(&total).Error; err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	if total > maxExportRows {
-		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("筛选结果有 %d 行，超过一次导出上限 %d 行：请按政策、区划或行业缩小范围", total, maxExportRows), nil)
-		return
-	}
-	rows, _, err := s.readMatchRows(r.Context(), p, f, 0, 0)
+	ctx := r.Context()
+	asOf, err := s.evalDate(ctx)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	detail := f.audited()
-	detail["format"], detail["rows"] = format, len(rows)
-	if err := s.audit(r, p, "firm.export", "matches", detail); err != nil {
-		s.failErr(w, r, err)
-		return
+	name := "matches-" + s.now().In(s.opts.Location).Format("20060102-1504") + "." + string(format)
+	ctype := "text/csv; charset=utf-8"
+	if format == core.FormatXLSX {
+		ctype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 	}
-	name := "matches-" + s.now().In(s.opts.Location).Format("20060102-1504")
-	if format == "csv" {
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
-		_, _ = w.Write([]byte("\uFEFF")) // Excel opens UTF-8 CSV correctly only with a BOM
-		cw := csv.NewWriter(w)
-		_ = cw.Write(exportHeader)
-		for _, m := range rows {
-			rec := s.exportRecord(m)
-			out := make([]string, len(rec))
-			for i, v := range rec {
-				switch x := v.(type) {
-				case float64:
-					out[i] = strconv.FormatFloat(x, 'f', 2, 64)
-				case string:
-					out[i] = csvSafe(x)
-				default:
-					out[i] = fmt.Sprint(x)
-				}
+	dw := &download{w: w, contentType: ctype, filename: name}
+	var row matchRow
+	var firm store.Enterprise
+	_, err = s.core.ExportMatches(ctx, dw, core.MatchExport{
+		Actor: p.Name, Format: format, Filter: f.audited(),
+		Table: core.Table{Header: exportHeader, Sheet: "匹配企业", BOM: format == core.FormatCSV},
+		Query: s.selectMatches(s.matchQuery(ctx, p, f)),
+		Record: func(m *core.MatchLine) ([]any, bool) {
+			row = matchRow{MatchID: m.MatchID, CreditCode: m.CreditCode, Name: m.Name, RegionCode: m.RegionCode,
+				IndustryCode: m.IndustryCode, ParkID: m.ParkID, ContactPhone: m.ContactPhone, PolicyID: m.PolicyID,
+				PolicyVersion: int(m.PolicyVersion), PolicyTitle: m.PolicyTitle, Amount: m.Amount, MatchedAt: m.MatchedAt,
+				Notify: m.Notify, Opened: m.Opened, Response: m.Response}
+			row.Size = sizeOf(m.IndustryCode, m.Employees, m.AnnualRevenue, m.TotalAssets, asOf)
+			if f.Size != "" && row.Size != f.Size {
+				return nil, false
 			}
-			_ = cw.Write(out)
-		}
-		cw.Flush()
-		return
-	}
-	if err := s.writeXLSX(w, name, rows); err != nil {
-		s.opts.Log.Error("write xlsx export", "err", err)
+			if firm.ParkID = m.ParkID; !p.seesContact(&firm) {
+				row.ContactPhone = MaskPhone(row.ContactPhone)
+			}
+			return s.exportRecord(&row), true
+		},
+	})
+	switch {
+	case err == nil:
+	case !dw.started:
+		s.failErr(w, r, exportError(err))
+	default:
+		// Part of the file is out: abort the response so the client sees a broken download rather
+		// than a short file.
+		s.opts.Log.Error("export interrupted", "path", r.URL.Path, "actor", p.Name, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 }
 
-func (s *Server) writeXLSX(w http.ResponseWriter, name string, rows []matchRow) error {
-	f := excelize.NewFile()
-	defer f.Close()
-	sheet := "匹配企业"
-	if err := f.SetSheetName("Sheet1", sheet); err != nil {
-		return err
+// exportError maps an export's refusal to an answer.
+func exportError(err error) error {
+	if errors.Is(err, core.ErrInvalid) {
+		return badRequest("无法导出：%v", err)
 	}
-	sw, err := f.NewStreamWriter(sheet)
-	if err != nil {
-		return err
-	}
-	header := make([]any, len(exportHeader))
-	for i, h := range exportHeader {
-		header[i] = h
-	}
-	if err := sw.SetRow("A1", header); err != nil {
-		return err
-	}
-	for i, m := range rows {
-		cell, _ := excelize.CoordinatesToCellName(1, i+2)
-		if err := sw.SetRow(cell, s.exportRecord(m)); err != nil {
-			return err
-		}
-	}
-	if err := sw.Flush(); err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.xlsx"`)
-	_, err = f.WriteTo(w)
 	return err
 }
 
-// csvSafe keeps a spreadsheet from reading a cell as a formula (CSV injection through a firm name
-// that starts with =, +, - or @).
-func csvSafe(v string) string {
-	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-		return "'" + v
+// download sends the attachment headers with the first byte of the file, so an error before it
+// can still answer with an error page or JSON.
+type download struct {
+	w                     http.ResponseWriter
+	contentType, filename string
+	started               bool
+}
+
+func (d *download) Write(b []byte) (int, error) {
+	if !d.started {
+		d.started = true
+		h := d.w.Header()
+		h.Set("Content-Type", d.contentType)
+		h.Set("Content-Disposition", `attachment; filename="`+d.filename+`"`)
 	}
-	return v
+	return d.w.Write(b)
 }

@@ -13,6 +13,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -333,7 +334,7 @@ func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matc
 	out.ExportCSV = "/firms/export?" + exp.Encode()
 	detail := f.audited()
 	detail["page"], detail["rows"] = f.Page, len(out.Items)
-	return out, s.audit(r, p, "firm.list", "matches", detail)
+	return out, s.audit(r, p, audit.FirmList, "matches", detail)
 }
 
 func (s *Server) firmsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
@@ -488,7 +489,7 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 			d.Policies = append(d.Policies, policyOpt{m.PolicyID, m.Title})
 		}
 	}
-	return d, s.audit(r, p, "firm.view", e.CreditCode, map[string]any{"matches": len(d.Matches), "phone_unmasked": !d.Firm.PhoneMasked})
+	return d, s.audit(r, p, audit.FirmView, e.CreditCode, map[string]any{"matches": len(d.Matches), "phone_unmasked": !d.Firm.PhoneMasked})
 }
 
 // firmStatusLabels name the registration states (登记状态).
@@ -654,7 +655,7 @@ func (s *Server) addNote(r *http.Request, p *Principal, code string, in noteInpu
 		if err := tx.Create(&n).Error; err != nil {
 			return err
 		}
-		return writeAudit(tx, p.Name, "firm.note", e.CreditCode, map[string]any{"note": n.ID, "policy_id": n.PolicyID})
+		return writeAudit(tx, p.Name, audit.FirmNote, e.CreditCode, map[string]any{"note": n.ID, "policy_id": n.PolicyID})
 	})
 	return n, err
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/policypush/policypush/policies"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -336,7 +337,7 @@ func (s *Server) preview(r *http.Request, p *Principal) (rules.PreviewReport, er
 	if err != nil {
 		return rep, lifecycleError(err)
 	}
-	return rep, s.audit(r, p, "policy.preview", id, map[string]any{"version": v, "new": rep.New, "kept": rep.Kept, "dropped": rep.Dropped})
+	return rep, s.audit(r, p, audit.PolicyPreview, id, map[string]any{"version": v, "new": rep.New, "kept": rep.Kept, "dropped": rep.Dropped})
 }
 
 func (s *Server) previewPage(w http.ResponseWriter, r *http.Request, p *Principal) {

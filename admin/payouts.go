@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -200,7 +201,7 @@ func (s *Server) viewPayout(r *http.Request, p *Principal) (payoutView, error) {
 	if d.Batch.PublicizedAt != nil {
 		v.PublicURL = "/publicity/" + strconv.FormatUint(id, 10)
 	}
-	return v, s.audit(r, p, "payout.view", "payout:"+strconv.FormatUint(id, 10), map[string]any{"lines": len(d.Lines)})
+	return v, s.audit(r, p, audit.PayoutView, "payout:"+strconv.FormatUint(id, 10), map[string]any{"lines": len(d.Lines)})
 }
 
 func (s *Server) payoutPage(w http.ResponseWriter, r *http.Request, p *Principal) {

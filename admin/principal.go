@@ -15,6 +15,7 @@ type Perm string
 
 const (
 	permPublic       Perm = ""                // anyone, no sign-in (login, health, enterprise links)
+	permSigned       Perm = "signed"          // a provider's callback: public, the handler checks its signature or token
 	PermSignedIn     Perm = "session"         // any signed-in staff member
 	PermPolicyRead   Perm = "policy:read"     // policy library, versions, field catalog
 	PermPolicyAuthor Perm = "policy:author"   // write drafts of the own department, test, submit
@@ -187,15 +188,11 @@ func (p *Principal) seesContact(e *store.Enterprise) bool {
 	return p.Can(PermContact) && p.ParkID != "" && e.ParkID == p.ParkID
 }
 
-// likeEscaper escapes LIKE wildcards with "!", which both SQLite and MySQL accept as the
-// ESCAPE character without quoting trouble (a backslash means different things to each).
-var likeEscaper = strings.NewReplacer(`!`, `!!`, `%`, `!%`, `_`, `!_`)
-
 // likePrefix is a LIKE pattern (used with ESCAPE '!') matching values that start with s.
-func likePrefix(s string) string { return likeEscaper.Replace(s) + "%" }
+func likePrefix(s string) string { return store.LikePrefix(s) }
 
 // likeContains is a LIKE pattern (used with ESCAPE '!') matching values that contain s.
-func likeContains(s string) string { return "%" + likeEscaper.Replace(s) + "%" }
+func likeContains(s string) string { return store.LikeContains(s) }
 
 // MaskPhone keeps the first three and last four digits: 138****1234.
 func MaskPhone(p string) string {

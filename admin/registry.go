@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/store"
@@ -96,12 +97,12 @@ func (s *Server) auditRegistryChanges(r *http.Request, p *Principal, res matcher
 		codes[i] = c.CreditCode
 	}
 	now := time.Now().UTC()
-	rows := []store.AuditLog{auditRow(now, p.Name, "registry.change", "enterprises", map[string]any{
+	rows := []audit.Entry{{At: now, Actor: p.Name, Action: audit.RegistryChange, Object: "enterprises", Detail: map[string]any{
 		"firms": res.Firms, "written": codes, "changed": res.Changed, "new": res.New, "revoked": res.Revoked,
-		"rejected": res.Rejected})}
+		"rejected": res.Rejected}}}
 	for _, c := range changes {
-		rows = append(rows, auditRow(now, p.Name, "registry.firm", "enterprise:"+c.CreditCode,
-			map[string]any{"new": c.New, "fields": c.Fields}))
+		rows = append(rows, audit.Entry{At: now, Actor: p.Name, Action: audit.RegistryFirm, Object: "enterprise:" + c.CreditCode,
+			Detail: map[string]any{"new": c.New, "fields": c.Fields}})
 	}
-	return s.opts.DB.WithContext(r.Context()).CreateInBatches(rows, 200).Error
+	return audit.WriteAll(s.opts.DB.WithContext(r.Context()), rows)
 }

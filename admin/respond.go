@@ -31,6 +31,9 @@ type route struct {
 
 func (rt route) api() bool { return strings.HasPrefix(rt.path, "/api/") }
 
+// pattern is the route's http.ServeMux pattern.
+func (rt route) pattern() string { return rt.method + " " + rt.path }
+
 func (rt route) unsafe() bool {
 	return rt.method != http.MethodGet && rt.method != http.MethodHead
 }
@@ -39,6 +42,10 @@ func (rt route) unsafe() bool {
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 2<<20)
+		if rt.perm == permSigned { // a provider's callback: no session, no browser; the handler checks the signature
+			rt.h(w, r, nil)
+			return
+		}
 		p := s.authenticate(r)
 		if rt.unsafe() && (p == nil || p.viaSession) && !sameOrigin(r) {
 			s.fail(w, r, http.StatusForbidden, "请求来自其他网站，已拒绝（跨站请求）", nil)

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+
+	"github.com/policypush/policypush/notify"
 )
 
 // routeTable lists every page and API endpoint with the permission it needs. Pages and their API
@@ -123,7 +125,24 @@ func (s *Server) routeTable() []route {
 		{p, "/api/v1/e/{token}/channels", permPublic, "企业退订或恢复通知渠道", nil, "channel, subscribed", s.apiEnterpriseChannel},
 		{p, "/api/v1/e/{token}/payout-objections", permPublic, "企业对公示中的本单位拨付提出异议", nil, "batch_id, reason", s.apiEnterpriseObject},
 		{p, "/api/v1/e/{token}/payout-feedback", permPublic, "企业评价已到账的拨付（rating 1–5，每笔一次）", nil, "line_id, rating, comment", s.apiEnterpriseFeedback},
+
+		// Delivery path (serve only): provider callbacks, signature- or token-checked by their
+		// handlers, and the operators' endpoints.
+		{g, notify.WeChatCallbackPath, permSigned, "微信服务器地址验证（signature、timestamp、nonce、echostr）", []string{"signature", "timestamp", "nonce", "echostr"}, "", s.delivery(s.opts.Delivery.WeChatCallback)},
+		{p, notify.WeChatCallbackPath, permSigned, "微信模板消息送达事件（签名校验；支持安全模式 encrypt_type=aes）", []string{"signature", "timestamp", "nonce", "encrypt_type", "msg_signature"}, "", s.delivery(s.opts.Delivery.WeChatCallback)},
+		{p, notify.TencentReceiptPath, permSigned, "腾讯云短信状态回执（token 校验）", []string{"token"}, "", s.delivery(s.opts.Delivery.TencentReceipt)},
+		{p, notify.AliyunReceiptPath, permSigned, "阿里云短信状态回执（token 校验）", []string{"token"}, "", s.delivery(s.opts.Delivery.AliyunReceipt)},
+		{g, "/metrics", permPublic, "Prometheus 指标（投递、回执、outbox）", nil, "", s.delivery(s.opts.Delivery.Metrics)},
+		{g, "/readyz/delivery", permPublic, "投递链路就绪：数据库、NATS、relay 最近一轮、各渠道消费者与服务商", nil, "", s.delivery(s.opts.Delivery.Ready)},
 	}
+}
+
+// delivery adapts a delivery endpoint to the route table; nil (not served here) stays nil.
+func (s *Server) delivery(h http.Handler) handler {
+	if h == nil {
+		return nil
+	}
+	return func(w http.ResponseWriter, r *http.Request, _ *Principal) { h.ServeHTTP(w, r) }
 }
 
 // draftBody documents the fields of a draft.
@@ -131,14 +150,13 @@ const draftBody = "id, title, doc_no, category, effective_from, effective_to, ch
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\$?\}`)
 
-// apiOpenAPI serves the OpenAPI 3.1 document of the JSON API, generated from the route table so it
-// cannot drift from what the server does.
+// apiOpenAPI serves the OpenAPI 3.1 document of every route this server answers, generated from the
+// route table so it cannot drift from what the server does: the JSON API (tag API), the pages
+// (tag 页面, HTML), the providers' callbacks (tag 回调, signature-checked) and the operators'
+// endpoints (tag 运维).
 func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request, p *Principal) {
 	paths := map[string]map[string]any{}
 	for _, rt := range s.routes {
-		if !rt.api() {
-			continue
-		}
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]string{"type": "string"}})
@@ -148,15 +166,10 @@ func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request, p *Principal
 		}
 		op := map[string]any{
 			"summary":      rt.summary,
-			"operationId":  strings.ToLower(rt.method) + strings.NewReplacer("/api/v1", "", "/", "_", "{", "", "}", "", ".", "_").Replace(rt.path),
+			"operationId":  operationID(rt),
+			"tags":         []string{rt.tag()},
 			"x-permission": string(rt.perm),
-			"responses": map[string]any{
-				"200": map[string]any{"description": "成功（JSON）"},
-				"400": map[string]any{"description": "参数错误", "content": errorContent},
-				"401": map[string]any{"description": "未登录", "content": errorContent},
-				"403": map[string]any{"description": "无权限或超出权限范围", "content": errorContent},
-				"404": map[string]any{"description": "不存在或不在权限范围内", "content": errorContent},
-			},
+			"responses":    rt.responses(),
 		}
 		if len(params) > 0 {
 			op["parameters"] = params
@@ -174,8 +187,11 @@ func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request, p *Principal
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
 				"application/json": map[string]any{"schema": map[string]any{"type": "object", "properties": props}}}}
 		}
-		if rt.perm == permPublic {
+		switch {
+		case rt.perm == permPublic || rt.perm == permSigned:
 			op["security"] = []any{}
+		case !rt.api():
+			op["security"] = []map[string][]string{{"session": {}}} // pages: the session cookie only
 		}
 		if paths[rt.path] == nil {
 			paths[rt.path] = map[string]any{}
@@ -186,8 +202,12 @@ func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request, p *Principal
 		"openapi": "3.1.0",
 		"info": map[string]any{"title": "policypush 免申即享 API", "version": "1",
 			"description": "会话接口需先 POST /api/v1/session 登录，之后的写操作带 X-CSRF-Token 头；集成方用 API 令牌（Authorization: Bearer）。" +
-				"所有企业数据按调用者的权限范围（园区、行政区划）过滤；错误为 {\"error\":{\"code\",\"message\"}}。"},
+				"所有企业数据按调用者的权限范围（园区、行政区划）过滤；错误为 {\"error\":{\"code\",\"message\"}}。" +
+				"本文档列出服务器的全部路由：API、页面（HTML）、服务商回调（签名校验）与运维端点。"},
 		"servers": []map[string]string{{"url": "/"}},
+		"tags": []map[string]string{{"name": "API", "description": "JSON 接口"}, {"name": "页面", "description": "控制台与企业页面（HTML）"},
+			{"name": "回调", "description": "短信、微信服务商的回执回调：无需登录，由处理程序校验签名或 token"},
+			{"name": "运维", "description": "健康检查、就绪与指标"}},
 		"components": map[string]any{"securitySchemes": map[string]any{
 			"session": map[string]string{"type": "apiKey", "in": "cookie", "name": sessionCookie},
 			"token":   map[string]string{"type": "http", "scheme": "bearer"},
@@ -195,6 +215,63 @@ func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request, p *Principal
 		"security": []map[string][]string{{"session": {}}, {"token": {}}},
 		"paths":    paths,
 	})
+}
+
+// operationID names an operation: method and path, e.g. get_matches_export for GET /api/v1/matches/export.
+func operationID(rt route) string {
+	id := strings.ToLower(rt.method) + strings.NewReplacer("/api/v1", "", "/", "_", "{", "", "}", "", ".", "_", "$", "").Replace(rt.path)
+	if !rt.api() {
+		id = "page_" + id
+	}
+	return id
+}
+
+// opsPaths are the operators' endpoints.
+var opsPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/readyz/delivery": true}
+
+// tag groups a route in the OpenAPI document.
+func (rt route) tag() string {
+	switch {
+	case opsPaths[rt.path]:
+		return "运维"
+	case rt.perm == permSigned:
+		return "回调"
+	case rt.api():
+		return "API"
+	}
+	return "页面"
+}
+
+func (rt route) responses() map[string]any {
+	switch rt.tag() {
+	case "API":
+		return map[string]any{
+			"200": map[string]any{"description": "成功（JSON）"},
+			"400": map[string]any{"description": "参数错误", "content": errorContent},
+			"401": map[string]any{"description": "未登录", "content": errorContent},
+			"403": map[string]any{"description": "无权限或超出权限范围", "content": errorContent},
+			"404": map[string]any{"description": "不存在或不在权限范围内", "content": errorContent},
+		}
+	case "回调":
+		return map[string]any{
+			"200": map[string]any{"description": "已接收（服务商要求的应答格式）"},
+			"403": map[string]any{"description": "签名、时间戳或 token 无效"},
+		}
+	case "运维":
+		return map[string]any{
+			"200": map[string]any{"description": "正常"},
+			"503": map[string]any{"description": "依赖不可用（JSON 说明哪一项）"},
+		}
+	}
+	html := map[string]any{"text/html": map[string]any{"schema": map[string]string{"type": "string"}}}
+	out := map[string]any{
+		"200": map[string]any{"description": "页面（HTML）", "content": html},
+		"303": map[string]any{"description": "表单提交后跳转；未登录时跳转到登录页"},
+		"400": map[string]any{"description": "参数错误（错误页）", "content": html},
+		"403": map[string]any{"description": "无权限或跨站请求（错误页）", "content": html},
+		"404": map[string]any{"description": "不存在或不在权限范围内（错误页）", "content": html},
+	}
+	return out
 }
 
 var errorContent = map[string]any{"application/json": map[string]any{"schema": map[string]any{

@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/internal/stage"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -339,7 +340,7 @@ func (s *Server) sandboxPage(w http.ResponseWriter, r *http.Request, p *Principa
 			*m = hidden
 		}
 	}
-	if err := s.audit(r, p, "sandbox.view", "sandbox", map[string]any{"rows": len(recs)}); err != nil {
+	if err := s.audit(r, p, audit.SandboxView, "sandbox", map[string]any{"rows": len(recs)}); err != nil {
 		s.failErr(w, r, err)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -145,7 +146,7 @@ func UnlockLogin(ctx context.Context, db *gorm.DB, username, addr, by string) (i
 		if object == "" {
 			object = addr
 		}
-		return writeAudit(tx, by, "login.unlock", object, map[string]any{"username": username, "addr": addr, "cleared": n})
+		return writeAudit(tx, by, audit.LoginUnlock, object, map[string]any{"username": username, "addr": addr, "cleared": n})
 	})
 	return n, err
 }

@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -209,7 +210,7 @@ func (s *Server) revokeToken(r *http.Request, p *Principal, idText string) error
 		if err := tx.Model(&t).Update("revoked_at", s.now()).Error; err != nil {
 			return err
 		}
-		return writeAudit(tx, p.Name, "token.revoke", t.Name, map[string]any{"id": t.ID, "prefix": t.Prefix})
+		return writeAudit(tx, p.Name, audit.TokenRevoke, t.Name, map[string]any{"id": t.ID, "prefix": t.Prefix})
 	})
 }
 

@@ -318,10 +318,8 @@ func (r *Relay) due(ctx context.Context, now time.Time) ([]store.Outbox, error) 
 
 // Pending counts the messages of outbox rows not yet published, including those scheduled for later.
 func Pending(ctx context.Context, db *gorm.DB) (int64, error) {
-	var n int64
-	err := db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").
-		Select("COALESCE(SUM(notices), 0)").Scan(&n).Error
-	return n, err
+	p, err := store.PendingOutbox(ctx, db)
+	return p.Notices, err
 }
 
 // NextDue is the earliest AvailableAt of the rows scheduled for later, or nil when none is.

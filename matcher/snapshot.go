@@ -23,7 +23,7 @@ import (
 )
 
 // The snapshot is the matcher's in-memory copy of the registry: one row per active firm, one
-// column per field that the active rules read, stored the way rules see it (rules.EnvOf is applied
+// column per field that the active rules read, stored the way rules see it (policies.EnvOf is applied
 // on the way in, so text clamping and time zones are exactly those of the plain path).
 //
 //   - credit codes: 18 bytes per firm in one byte slice, rows in credit-code order as loaded (a
@@ -117,7 +117,7 @@ var envIndex = sync.OnceValue(func() map[string]int {
 })
 
 // timeKey identifies a time value exactly: its instant and whether it is the zero time.Time of a
-// NULL date (rules.EnvOf leaves that one without a location).
+// NULL date (policies.EnvOf leaves that one without a location).
 type timeKey struct {
 	sec  int64
 	nsec int32

@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -264,7 +265,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Created, erro
 		if err := event(tx, b.ID, 0, "created", req.By.Name, detail, now); err != nil {
 			return err
 		}
-		return audit(tx, req.By, "payout.create", batchObject(b.ID), map[string]any{"policy_id": req.PolicyID, "round": b.Round,
+		return audit(tx, req.By, auditlog.PayoutCreate, batchObject(b.ID), map[string]any{"policy_id": req.PolicyID, "round": b.Round,
 			"firms": len(lines), "amount_fen": out.AmountFen, "confirmed_only": req.ConfirmedOnly, "excluded": out.Excluded}, now)
 	})
 	if err != nil {
@@ -331,7 +332,7 @@ func (s *Service) Approve(ctx context.Context, id uint64, by Actor, removals []R
 		if err := event(tx, id, 0, "approved", by.Name, fmt.Sprintf("%d 家，合计 %s 元", b.Firms, Yuan(b.AmountFen)), now); err != nil {
 			return err
 		}
-		return audit(tx, by, "payout.approve", batchObject(id), map[string]any{"state": store.BatchApproved, "firms": b.Firms,
+		return audit(tx, by, auditlog.PayoutApprove, batchObject(id), map[string]any{"state": store.BatchApproved, "firms": b.Firms,
 			"amount_fen": b.AmountFen, "removed": len(removals)}, now)
 	})
 }
@@ -376,7 +377,7 @@ func (s *Service) remove(tx *gorm.DB, b *store.PayoutBatch, by Actor, removals [
 		if err := event(tx, b.ID, l.ID, "removed", by.Name, code+"："+reason, now); err != nil {
 			return err
 		}
-		if err := audit(tx, by, "payout.remove", batchObject(b.ID), map[string]any{"credit_code": code, "state": store.LineRemoved,
+		if err := audit(tx, by, auditlog.PayoutRemove, batchObject(b.ID), map[string]any{"credit_code": code, "state": store.LineRemoved,
 			"reason": reason, "amount_fen": l.AmountFen}, now); err != nil {
 			return err
 		}
@@ -436,7 +437,7 @@ func (s *Service) Publicize(ctx context.Context, id uint64, days int, by Actor) 
 		if err := event(tx, id, 0, "publicized", by.Name, detail, now); err != nil {
 			return err
 		}
-		return audit(tx, by, "payout.publicize", batchObject(id), map[string]any{"state": store.BatchPublicized, "days": days,
+		return audit(tx, by, auditlog.PayoutPublicize, batchObject(id), map[string]any{"state": store.BatchPublicized, "days": days,
 			"publicize_until": until}, now)
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/xuri/excelize/v2"
 	"gorm.io/gorm"
 
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -71,7 +72,7 @@ func (s *Service) Export(ctx context.Context, id uint64, format string, w io.Wri
 		if err := event(tx, id, 0, "exported", by.Name, fmt.Sprintf("%s，%d 行，合计 %s 元", format, b.Firms, Yuan(b.AmountFen)), now); err != nil {
 			return err
 		}
-		return audit(tx, by, "payout.export", batchObject(id), map[string]any{"format": format, "rows": b.Firms, "amount_fen": b.AmountFen}, now)
+		return audit(tx, by, auditlog.PayoutExport, batchObject(id), map[string]any{"format": format, "rows": b.Firms, "amount_fen": b.AmountFen}, now)
 	})
 	if err != nil {
 		return sum, err

@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -44,7 +45,7 @@ func (s *Service) Feedback(ctx context.Context, lineID uint64, creditCode string
 		if err := event(tx, l.BatchID, l.ID, "feedback", actor, fmt.Sprintf("%d 星 %s", rating, comment), now); err != nil {
 			return err
 		}
-		return audit(tx, Actor{Name: actor}, "payout.feedback", batchObject(l.BatchID), map[string]any{"line_id": l.ID, "rating": rating}, now)
+		return audit(tx, Actor{Name: actor}, auditlog.PayoutFeedback, batchObject(l.BatchID), map[string]any{"line_id": l.ID, "rating": rating}, now)
 	})
 }
 

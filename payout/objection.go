@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -59,7 +60,7 @@ func (s *Service) Object(ctx context.Context, batchID uint64, creditCode, reason
 		if err := event(tx, batchID, l.ID, "objected", actor, reason, now); err != nil {
 			return err
 		}
-		return audit(tx, Actor{Name: actor}, "payout.object", batchObject(batchID), map[string]any{"line_id": l.ID,
+		return audit(tx, Actor{Name: actor}, auditlog.PayoutObject, batchObject(batchID), map[string]any{"line_id": l.ID,
 			"state": store.LineHeld, "objection_id": o.ID}, now)
 	})
 	if err != nil {
@@ -127,7 +128,7 @@ func (s *Service) Decide(ctx context.Context, objectionID uint64, decision, note
 		if err := event(tx, b.ID, l.ID, "objection_"+decision, by.Name, note, now); err != nil {
 			return err
 		}
-		return audit(tx, by, "payout.decide", batchObject(b.ID), map[string]any{"objection_id": o.ID, "decision": decision,
+		return audit(tx, by, auditlog.PayoutDecide, batchObject(b.ID), map[string]any{"objection_id": o.ID, "decision": decision,
 			"line_id": l.ID, "line_state": state, "note": note}, now)
 	})
 }

@@ -11,7 +11,6 @@
 package payout
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -22,6 +21,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/store"
@@ -175,18 +175,11 @@ func event(tx *gorm.DB, batch, line uint64, kind, actor, detail string, at time.
 }
 
 // audit appends the audit record of a payout write: who, what, which record and which fields.
-func audit(tx *gorm.DB, by Actor, action, object string, detail map[string]any, at time.Time) error {
+func audit(tx *gorm.DB, by Actor, action auditlog.Action, object string, detail map[string]any, at time.Time) error {
 	if by.Role != "" {
 		detail["role"] = by.Role
 	}
-	b, err := json.Marshal(detail)
-	if err != nil {
-		return fmt.Errorf("encode audit detail: %w", err)
-	}
-	if err := tx.Create(&store.AuditLog{At: at, Actor: by.Name, Action: action, Object: object, Detail: string(b)}).Error; err != nil {
-		return fmt.Errorf("write audit record: %w", err)
-	}
-	return nil
+	return auditlog.Write(tx, auditlog.Entry{At: at, Actor: by.Name, Action: action, Object: object, Detail: detail})
 }
 
 func clip(s string, n int) string {

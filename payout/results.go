@@ -13,6 +13,7 @@ import (
 	"github.com/xuri/excelize/v2"
 	"gorm.io/gorm"
 
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -258,7 +259,7 @@ func (s *Service) ImportResults(ctx context.Context, id uint64, name string, r i
 		if sum.Paid+sum.Failed == 0 {
 			return nil
 		}
-		return audit(tx, by, "payout.results", batchObject(id), map[string]any{"file": filepath.Base(name), "paid": sum.Paid,
+		return audit(tx, by, auditlog.PayoutResults, batchObject(id), map[string]any{"file": filepath.Base(name), "paid": sum.Paid,
 			"failed": sum.Failed, "unchanged": sum.Unchanged, "issues": len(sum.Issues), "paid_fen": sum.PaidFen}, now)
 	})
 	return sum, err

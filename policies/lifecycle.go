@@ -2,7 +2,6 @@ package policies
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/rules"
+	auditlog "github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/store"
 )
 
@@ -422,12 +422,5 @@ func audit(tx *gorm.DB, by Actor, action, object string, detail map[string]any) 
 	if by.Role != "" {
 		detail["role"] = by.Role
 	}
-	b, err := json.Marshal(detail)
-	if err != nil {
-		return err
-	}
-	if err := tx.Create(&store.AuditLog{At: time.Now().UTC(), Actor: by.Name, Action: action, Object: object, Detail: string(b)}).Error; err != nil {
-		return fmt.Errorf("write audit record: %w", err)
-	}
-	return nil
+	return auditlog.Write(tx, auditlog.Entry{Actor: by.Name, Action: auditlog.Action(action), Object: object, Detail: detail})
 }

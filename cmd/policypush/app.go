@@ -296,18 +296,22 @@ func (a *app) receiptConfig() notify.ReceiptConfig {
 		FallbackToSMS: a.cfg.SMS.Enabled, Log: a.log}
 }
 
-// deliveryRoutes puts the delivery path's endpoints in front of the console: provider callbacks
-// (receipts), /metrics and /readyz/delivery. addr is where the console listens; the sandbox, when
-// it runs, sends its reports there.
-func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
+// deliveryHandlers are the delivery path's endpoints the console serves from its route table
+// (admin.DeliveryHandlers): provider callbacks (receipts), /metrics and /readyz/delivery.
+func (a *app) deliveryHandlers() admin.DeliveryHandlers {
 	rc := a.receiptConfig()
-	mux := http.NewServeMux()
-	mux.Handle(notify.WeChatCallbackPath, notify.WeChatCallbackHandler(rc))
-	mux.Handle(notify.TencentReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderTencent))
-	mux.Handle(notify.AliyunReceiptPath, notify.SMSReceiptHandler(rc, notify.ProviderAliyun))
-	mux.Handle("GET /metrics", notify.MetricsHandler())
-	mux.HandleFunc("GET /readyz/delivery", a.deliveryReady)
-	mux.Handle("/", console)
+	return admin.DeliveryHandlers{
+		WeChatCallback: notify.WeChatCallbackHandler(rc),
+		TencentReceipt: notify.SMSReceiptHandler(rc, notify.ProviderTencent),
+		AliyunReceipt:  notify.SMSReceiptHandler(rc, notify.ProviderAliyun),
+		Metrics:        notify.MetricsHandler(),
+		Ready:          http.HandlerFunc(a.deliveryReady),
+	}
+}
+
+// sandboxReceipts points the sandbox's delivery reports, when it runs, at the callbacks of the
+// console listening on addr.
+func (a *app) sandboxReceipts(addr string) {
 	if a.sandbox != nil && a.cfg.Sandbox.Receipts.Enabled {
 		base := "http://" + addr
 		r := a.cfg.Sandbox.Receipts
@@ -319,7 +323,6 @@ func (a *app) deliveryRoutes(console http.Handler, addr string) http.Handler {
 			Delay: r.Delay, FailRate: r.FailRate, DuplicateRate: r.DuplicateRate, Seed: int64(a.cfg.Sandbox.Faults.Seed),
 		})
 	}
-	return mux
 }
 
 // readiness is the health of this process's dependencies (stage.Readiness): the database and, when

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/user"
+	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/internal/stage"
+	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
@@ -376,89 +376,62 @@ func printMatchSummary(w io.Writer, sum matcher.Summary) {
 
 func matchesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "matches", Short: "匹配结果"}
-	var format, policyID, out string
+	var format, policyID, out, by string
 	export := &cobra.Command{
 		Use:   "export",
-		Short: "Write active matches as CSV or JSON (stdout without -o)",
+		Short: "Write active matches as CSV, JSON or XLSX (stdout without -o)",
 		Long: `Writes every active match with the columns policy_id, credit_code, amount (empty when the policy
-has no amount formula), policy_version, as_of, name, region_code, park_id, matched_at.`,
+has no amount formula), policy_version, as_of, name, region_code, park_id, matched_at. Rows stream
+from the database (constant memory); a text cell starting with =, +, - or @ gets a leading ' so a
+spreadsheet does not run it as a formula. The export is recorded in the audit log under --by
+(default the OS user), as the console's is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "csv" && format != "json" {
-				return fmt.Errorf("--format %q: use csv or json", format)
+			f := core.Format(format)
+			if f != core.FormatCSV && f != core.FormatJSON && f != core.FormatXLSX {
+				return fmt.Errorf("--format %q: use csv, json or xlsx", format)
 			}
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			q := db.WithContext(cmd.Context()).Table("matches AS m").
-				Select("m.policy_id, m.credit_code, m.amount, m.policy_version, m.as_of, e.name, e.region_code, e.park_id, m.matched_at").
-				Joins("LEFT JOIN enterprises e ON e.credit_code = m.credit_code").
-				Where("m.state = ?", store.MatchActive).Order("m.policy_id, m.credit_code")
-			if policyID != "" {
-				q = q.Where("m.policy_id = ?", policyID)
-			}
-			var rows []exportRow
-			if err := q.Scan(&rows).Error; err != nil {
-				return fmt.Errorf("read matches: %w", err)
-			}
-			w := io.Writer(os.Stdout)
-			if out != "" {
-				f, err := os.Create(out)
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmExport)
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				w = f
-			}
-			if format == "json" {
-				return writeJSON(w, rows)
-			}
-			return writeMatchesCSV(w, rows)
+				w, file := io.Writer(os.Stdout), (*os.File)(nil)
+				if out != "" {
+					if file, err = os.Create(out); err != nil {
+						return err
+					}
+					defer file.Close()
+					w = file
+				}
+				svc := core.New(db, core.Options{Location: a.cfg.Location(), Vocabulary: a.vocabulary()})
+				filter := map[string]any{}
+				if policyID != "" {
+					filter["policy_id"] = policyID
+				}
+				if out != "" {
+					filter["output"] = filepath.Base(out)
+				}
+				if _, err := svc.ExportMatches(cmd.Context(), w, core.MatchExport{Actor: actor, Format: f, Table: core.DataTable,
+					Query: svc.ActiveMatches(cmd.Context(), policyID), Record: core.DataRecord, Filter: filter}); err != nil {
+					return fmt.Errorf("export matches: %w", err)
+				}
+				if file != nil {
+					return file.Close()
+				}
+				return nil
+			})
 		},
 	}
-	export.Flags().StringVar(&format, "format", "csv", "csv or json")
+	export.Flags().StringVar(&format, "format", "csv", "csv, json or xlsx")
 	export.Flags().StringVar(&policyID, "policy", "", "only this policy id")
 	export.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of stdout")
+	export.Flags().StringVar(&by, "by", "", "who exports (recorded in the audit log; default the OS user)")
 	cmd.AddCommand(export)
 	return cmd
 }
 
-type exportRow struct {
-	PolicyID      string    `json:"policy_id"`
-	CreditCode    string    `json:"credit_code"`
-	Amount        *float64  `json:"amount"`
-	PolicyVersion int       `json:"policy_version"`
-	AsOf          time.Time `json:"-"`
-	AsOfDate      string    `json:"as_of" gorm:"-"`
-	Name          string    `json:"name"`
-	RegionCode    string    `json:"region_code"`
-	ParkID        string    `json:"park_id"`
-	MatchedAt     time.Time `json:"matched_at"`
-}
-
-func writeMatchesCSV(w io.Writer, rows []exportRow) error {
-	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"policy_id", "credit_code", "amount", "policy_version", "as_of", "name", "region_code", "park_id", "matched_at"})
-	for _, r := range rows {
-		amount := ""
-		if r.Amount != nil {
-			amount = strconv.FormatFloat(*r.Amount, 'f', 2, 64)
-		}
-		_ = cw.Write([]string{r.PolicyID, r.CreditCode, amount, strconv.Itoa(r.PolicyVersion), r.AsOf.Format("2006-01-02"),
-			r.Name, r.RegionCode, r.ParkID, r.MatchedAt.UTC().Format(time.RFC3339)})
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
 func writeJSON(w io.Writer, v any) error {
-	if rows, ok := v.([]exportRow); ok {
-		for i := range rows {
-			rows[i].AsOfDate = rows[i].AsOf.Format("2006-01-02")
-		}
-	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

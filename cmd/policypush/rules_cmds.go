@@ -16,11 +16,12 @@ import (
 
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
-	"github.com/policypush/policypush/store"
 )
 
 // Commands of the rules area: explanations, the calculator, near misses, extra-field import and
@@ -91,16 +92,6 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// auditRead records a staff read of firm data (invariant: every read by staff is audited).
-func auditRead(ctx context.Context, db *gorm.DB, actor, action, object string, detail map[string]any) error {
-	b, err := json.Marshal(detail)
-	if err != nil {
-		return err
-	}
-	return db.WithContext(ctx).Create(&store.AuditLog{At: time.Now().UTC(), Actor: actor, Action: action, Object: object,
-		Detail: string(b)}).Error
-}
-
 func explainCmd(g *globals) *cobra.Command {
 	var policyID, firm, asOf, by string
 	var version int
@@ -135,8 +126,8 @@ The read is recorded in the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				if err := auditRead(cmd.Context(), db, actor, "firm.explain", ex.CreditCode,
-					map[string]any{"policy_id": ex.PolicyID, "version": ex.Version, "as_of": ex.AsOf}); err != nil {
+				if err := audit.Write(db.WithContext(cmd.Context()), audit.Entry{Actor: actor, Action: audit.FirmExplain, Object: ex.CreditCode,
+					Detail: map[string]any{"policy_id": ex.PolicyID, "version": ex.Version, "as_of": ex.AsOf}}); err != nil {
 					return err
 				}
 				if asJSON {
@@ -278,26 +269,16 @@ the audit log under --by (default the OS user).`,
 				if err != nil {
 					return err
 				}
-				p, err := policies.LinkedVersion(cmd.Context(), db, policyID, 0, a.vocab())
-				if err != nil {
-					return err
-				}
 				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
 				if err != nil {
 					return err
 				}
-				firms, err := policies.ActiveFirms(cmd.Context(), db, day, a.vocab())
+				res, err := core.New(db, core.Options{Location: a.cfg.Location(), Vocabulary: a.vocabulary()}).NearMisses(cmd.Context(),
+					core.NearMissRequest{Actor: actor, PolicyID: policyID, AsOf: day, Limit: limit})
 				if err != nil {
 					return err
 				}
-				total, list, err := rules.NearMisses(p, firms, limit)
-				if err != nil {
-					return err
-				}
-				if err := auditRead(cmd.Context(), db, actor, "firm.near_misses", policyID,
-					map[string]any{"version": p.Version, "as_of": day.Format(time.DateOnly), "firms": total}); err != nil {
-					return err
-				}
+				p, total, list := res.Policy, res.Total, res.Items
 				if asJSON {
 					return printJSON(os.Stdout, map[string]any{"policy_id": policyID, "version": p.Version,
 						"as_of": day.Format(time.DateOnly), "total": total, "firms": list})

@@ -310,29 +310,34 @@ func (a *app) waitIdle(ctx context.Context, timeout time.Duration) error {
 }
 
 func (a *app) idle(ctx context.Context) (bool, error) {
-	var pending int64
-	if err := a.db.WithContext(ctx).Model(&store.Outbox{}).Where("published_at IS NULL").Count(&pending).Error; err != nil {
+	pending, err := store.PendingOutbox(ctx, a.db)
+	if err != nil {
 		return false, err
 	}
-	if pending > 0 {
+	if pending.Rows > 0 {
 		return false, nil
 	}
 	n, err := a.backlog(ctx)
 	return n == 0, err
 }
 
-// serveHTTP runs the console on http.addr (behind the delivery routes) as a stage of this process
+// serveHTTP runs the console (and the delivery routes in its route table) on http.addr as a stage of this process
 // until ctx ends or the app is closed; the stage is returned for its address.
 func (a *app) serveHTTP(ctx context.Context) (*stage.HTTP, error) {
 	opts, err := a.consoleOptions()
 	if err != nil {
 		return nil, err
 	}
+	opts.Delivery = a.deliveryHandlers()
+	opts.Delivery = a.deliveryHandlers()
 	h, err := admin.New(opts)
 	if err != nil {
 		return nil, err
 	}
-	console, err := stage.NewHTTP("console", a.cfg.HTTP.Addr, func(addr string) http.Handler { return a.deliveryRoutes(h, addr) })
+	console, err := stage.NewHTTP("console", a.cfg.HTTP.Addr, func(addr string) http.Handler {
+		a.sandboxReceipts(addr)
+		return h
+	})
 	if err != nil {
 		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
 	}
