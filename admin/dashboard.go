@@ -100,7 +100,8 @@ const countSums = "COALESCE(SUM(e.n), 0) AS n, COALESCE(SUM(e.amounts), 0) AS am
 
 func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
 	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
-	if err := s.scopedCounts(ctx, p, policyID).Select("COALESCE(SUM(e.n), 0)").Scan(&d.Funnel.Matched).Error; err != nil {
+	var matched int64
+	if err := s.scopedCounts(ctx, p, policyID).Select("COALESCE(SUM(e.n), 0)").Scan(&matched).Error; err != nil {
 		return d, err
 	}
 	err := s.scopedMatches(ctx, p, policyID).Select(`COALESCE(SUM(CASE WHEN ` + notifySQL + ` IN ('sent', 'delivered') THEN 1 ELSE 0 END), 0) AS notified,
@@ -111,6 +112,7 @@ func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (
 	if err != nil {
 		return d, err
 	}
+	d.Funnel.Matched = matched
 	groups := []struct {
 		dst  *[]amountRow
 		key  string
