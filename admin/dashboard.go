@@ -67,6 +67,45 @@ func (s *Server) scopedMatches(ctx context.Context, p *Principal, policyID strin
 	return p.scopeFirms(q, "e")
 }
 
+// funnelStages counts the active matches in scope that reached each stage after "matched". These
+// are not maintained (docs/console.md, "Maintained aggregates"): they are counted from the notify
+// side. A firm's link opening and its response are unique per (firm, policy), so opened, confirmed
+// and objected join those tables, the few firms that acted, to the active matches (by credit code
+// and policy), instead of probing them once per match. Notified and delivered remain one indexed
+// semi-join (delivery_items by firm and policy) per active match in scope: a match is notified when
+// a message carrying it was sent or delivered, as notifySQL decides.
+func (s *Server) funnelStages(ctx context.Context, p *Principal, policyID string) (funnel, error) {
+	var f funnel
+	sent := func(states string) string {
+		return "EXISTS (SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code" +
+			" AND i.policy_id = m.policy_id AND d.state IN (" + states + "))"
+	}
+	if err := s.scopedMatches(ctx, p, policyID).Select(`COALESCE(SUM(CASE WHEN ` + sent("'sent', 'delivered'") + ` THEN 1 ELSE 0 END), 0) AS notified,
+		COALESCE(SUM(CASE WHEN ` + sent("'delivered'") + ` THEN 1 ELSE 0 END), 0) AS delivered`).Scan(&f).Error; err != nil {
+		return f, err
+	}
+	acted := func(table string) *gorm.DB {
+		q := s.opts.DB.WithContext(ctx).Table(table).
+			Joins("JOIN matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", store.MatchActive).
+			Joins("JOIN enterprises e ON e.credit_code = x.credit_code")
+		if policyID != "" {
+			q = q.Where("x.policy_id = ?", policyID)
+		}
+		return p.scopeFirms(q, "e")
+	}
+	if err := acted("link_opens x").Count(&f.Opened).Error; err != nil {
+		return f, err
+	}
+	var resp struct{ Confirmed, Objected int64 }
+	if err := acted("enterprise_responses x").Select("COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS confirmed, "+
+		"COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS objected", store.ResponseConfirm, store.ResponseObject).
+		Scan(&resp).Error; err != nil {
+		return f, err
+	}
+	f.Confirmed, f.Objected = resp.Confirmed, resp.Objected
+	return f, nil
+}
+
 // scopedCounts is the maintained counts (store.MatchCount) of the active matches in scope. The
 // counter rows carry the firm's region_code and park_id, so the principal's firm scope applies to
 // them under the alias "e" as it does to enterprises.
@@ -101,15 +140,11 @@ const countSums = "COALESCE(SUM(e.n), 0) AS n, COALESCE(SUM(e.amounts), 0) AS am
 func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
 	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
 	var matched int64
+	var err error
 	if err := s.scopedCounts(ctx, p, policyID).Select("COALESCE(SUM(e.n), 0)").Scan(&matched).Error; err != nil {
 		return d, err
 	}
-	err := s.scopedMatches(ctx, p, policyID).Select(`COALESCE(SUM(CASE WHEN ` + notifySQL + ` IN ('sent', 'delivered') THEN 1 ELSE 0 END), 0) AS notified,
-		COALESCE(SUM(CASE WHEN ` + notifySQL + ` = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
-		COALESCE(SUM(CASE WHEN ` + openedSQL + ` THEN 1 ELSE 0 END), 0) AS opened,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'confirm' THEN 1 ELSE 0 END), 0) AS confirmed,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'object' THEN 1 ELSE 0 END), 0) AS objected`).Scan(&d.Funnel).Error
-	if err != nil {
+	if d.Funnel, err = s.funnelStages(ctx, p, policyID); err != nil {
 		return d, err
 	}
 	d.Funnel.Matched = matched
