@@ -156,3 +156,65 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 	}
 	check(-1, "the repair")
 }
+
+// BenchmarkWriteFresh is the hot path of a full match, new matches with their notices in
+// transactions of txMatches, with the match counts kept (counted) and without (plain: the same
+// statements minus the counting), interleaved in each iteration (alternating which goes first):
+//
+//	go test ./matcher -run '^$' -bench WriteFresh -count 6 -benchtime 3x
+func BenchmarkWriteFresh(b *testing.B) {
+	tdb := testenv.OpenDB(b)
+	db := tdb.DB
+	ctx := context.Background()
+	const n = 20000
+	firms := registry.Synth(n, 3)
+	if err := db.CreateInBatches(firms, 500).Error; err != nil {
+		b.Fatal(err)
+	}
+	version := 0
+	rowsOf := func(w writer) [][]store.Match {
+		version++
+		var out [][]store.Match
+		for lo := 0; lo < n; lo += txMatches {
+			rows := make([]store.Match, 0, txMatches)
+			for _, f := range firms[lo:min(lo+txMatches, n)] {
+				a := 1500.0
+				rows = append(rows, store.Match{PolicyID: "bench", PolicyVersion: version, CreditCode: f.CreditCode, State: store.MatchActive,
+					Amount: &a, AsOf: w.asOf, Notified: true, MatchedAt: w.now, UpdatedAt: w.now})
+			}
+			out = append(out, rows)
+		}
+		return out
+	}
+	channels := map[string][]string{"bench": {"sms"}}
+	w := writer{asOf: time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC), prefix: "b", now: time.Now().UTC()}
+	var spent, cpu [2]time.Duration // counted, plain
+	for i := 0; b.Loop(); i++ {
+		for k := range 2 {
+			counted := (i+k)%2 == 0 // alternate which goes first
+			batches := rowsOf(w)
+			start, startCPU := time.Now(), cpuTime()
+			for _, rows := range batches {
+				err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+					if counted {
+						return w.insertFresh(tx, rows, channels)
+					}
+					if err := insertMatches(tx, rows); err != nil {
+						return err
+					}
+					return tx.Create(noticeRows(rows, channels, w.prefix, w.now)).Error
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			spent[map[bool]int{true: 0, false: 1}[counted]] += time.Since(start)
+			cpu[map[bool]int{true: 0, false: 1}[counted]] += cpuTime() - startCPU
+		}
+	}
+	b.ReportMetric(float64(spent[0].Nanoseconds())/float64(b.N*n), "ns/counted-match")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/float64(b.N*n), "ns/plain-match")
+	// CPU time of the process: on SQLite the database's work too, and less inflated by other load.
+	b.ReportMetric(float64(cpu[0].Nanoseconds())/float64(b.N*n), "cpu-ns/counted-match")
+	b.ReportMetric(float64(cpu[1].Nanoseconds())/float64(b.N*n), "cpu-ns/plain-match")
+}

@@ -125,10 +125,10 @@ func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[str
 	if len(matches) == 0 {
 		return nil
 	}
-	if err := countedWrite(tx, nil, func() ([]uint64, error) {
-		err := insertMatches(tx, matches)
-		return insertedIDs(matches), err
-	}); err != nil {
+	if err := insertMatches(tx, matches); err != nil {
+		return err
+	}
+	if err := store.CountInserted(tx, matches); err != nil {
 		return err
 	}
 	var outbox []store.Outbox

@@ -76,10 +76,19 @@ func Fen(amount float64) int64 { return int64(math.Round(amount * 100)) }
 
 // Add adds (sign 1) or subtracts (sign -1) one match.
 func (c Counts) Add(m CountedMatch, sign int64) {
+	hour := ""
+	if m.State == MatchActive {
+		hour = HourOf(m.MatchedAt)
+	}
+	c.add(m, hour, sign)
+}
+
+// add is Add with the match's hour key given.
+func (c Counts) add(m CountedMatch, hour string, sign int64) {
 	k := CountKey{PolicyID: m.PolicyID, RegionCode: m.RegionCode, ParkID: m.ParkID, State: m.State}
 	v := c[k]
 	if m.State == MatchActive {
-		k.Hour = HourOf(m.MatchedAt)
+		k.Hour = hour
 		v = c[k]
 		if m.Amount != nil {
 			v.Amounts += sign
@@ -220,6 +229,79 @@ func scanCounted(q *gorm.DB, out Counts) error {
 		return fmt.Errorf("count matches: %w", err)
 	}
 	return nil
+}
+
+// CountInserted adds matches just inserted in tx (rows with ID 0 were not inserted and are
+// skipped) to the counts. Their policy, state, amount and time are taken from the rows; only
+// their firms' region code and park are read, in tx, by credit code (one indexed lookup per firm).
+// A match of a firm not in the registry counts nowhere, as in RecountMatches.
+func CountInserted(tx *gorm.DB, ms []Match) error {
+	codes := make([]any, 0, len(ms))
+	seen := make(map[string]bool, len(ms))
+	for i := range ms {
+		if ms[i].ID != 0 && !seen[ms[i].CreditCode] {
+			seen[ms[i].CreditCode] = true
+			codes = append(codes, ms[i].CreditCode)
+		}
+	}
+	if len(codes) == 0 {
+		return nil
+	}
+	type place struct{ region, park string }
+	firms := make(map[string]place, len(codes))
+	sqlite := tx.Dialector.Name() == "sqlite"
+	const sel = "SELECT credit_code, region_code, park_id FROM enterprises WHERE credit_code IN "
+	for lo := 0; lo < len(codes); lo += countIDsPer {
+		part := codes[lo:min(lo+countIDsPer, len(codes))]
+		var q *gorm.DB
+		if sqlite {
+			b, err := json.Marshal(part)
+			if err != nil {
+				return err
+			}
+			q = tx.Raw(sel+"(SELECT value FROM json_each(?))", string(b))
+		} else {
+			q = tx.Raw(sel+"(?"+strings.Repeat(",?", len(part)-1)+")", part...)
+		}
+		rows, err := q.Rows()
+		if err != nil {
+			return fmt.Errorf("count matches: %w", err)
+		}
+		for rows.Next() {
+			var code string
+			var p place
+			if err := rows.Scan(&code, &p.region, &p.park); err != nil {
+				rows.Close()
+				return fmt.Errorf("count matches: %w", err)
+			}
+			firms[code] = p
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("count matches: %w", err)
+		}
+	}
+	delta := Counts{}
+	var at time.Time
+	hour := ""
+	for i := range ms {
+		m := &ms[i]
+		p, ok := firms[m.CreditCode]
+		if m.ID == 0 || !ok {
+			continue
+		}
+		if !m.MatchedAt.Equal(at) || hour == "" { // a batch's matches share their time
+			at, hour = m.MatchedAt, HourOf(m.MatchedAt)
+		}
+		h := hour
+		if m.State != MatchActive {
+			h = ""
+		}
+		delta.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
+			RegionCode: p.region, ParkID: p.park}, h, 1)
+	}
+	return ApplyCounts(tx, delta)
 }
 
 // CountChange measures what a write does to the counts: Before reads the counts of the rows it
