@@ -215,12 +215,15 @@ func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
 	return nil
 }
 
-// byDay groups matches by the local day they were made. The counts are kept by UTC hour (the
-// hour key of store.MatchCount); folding hours into local days happens here.
+// byDay groups matches by the local day they were made. The counts are kept by UTC hour
+// (store.MatchHour); folding hours into local days happens here.
 func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]amountRow, error) {
 	var hours []countGroup
-	if err := s.scopedCounts(ctx, p, policyID).Select("e.hour AS `key`, " + countSums).
-		Group("e.hour").Scan(&hours).Error; err != nil {
+	q := s.opts.DB.WithContext(ctx).Table("match_hours AS e")
+	if policyID != "" {
+		q = q.Where("e.policy_id = ?", policyID)
+	}
+	if err := p.scopeFirms(q, "e").Select("e.hour AS `key`, " + countSums).Group("e.hour").Scan(&hours).Error; err != nil {
 		return nil, err
 	}
 	days := map[string]*countGroup{}

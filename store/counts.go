@@ -15,7 +15,8 @@ import (
 // Maintained match counts (docs/console.md, "Maintained aggregates"). The console's dashboard and
 // status count matches per policy, city, park and day inside a principal's scope; at millions of
 // matches a GROUP BY over matches joined to enterprises cannot answer in time. MatchCount holds
-// those figures per (policy, firm's region code, firm's park, match state, hour made), updated in
+// those figures per (policy, firm's region code, firm's park, match state), and MatchHour the active
+// ones per (policy, region code, park, hour made) for the chart by day, both updated in
 // the same transaction as the rows it counts: every writer of matches (the matcher's diff,
 // retiring a policy) and of a firm's region or park (registry imports) computes the change of
 // the counts it causes and applies it with ApplyCounts, a few UPSERTs per transaction.
@@ -23,26 +24,37 @@ import (
 // Like the console's old queries, a match counts only while its firm is in the registry (the
 // count joins enterprises); firms are never deleted, so this is every match in practice.
 
-func init() { Register(&MatchCount{}) }
+func init() { Register(&MatchCount{}, &MatchHour{}) }
 
-// MatchCount is the number of matches (and their amount) of one policy, region code, park, state
-// and hour. Hour is the UTC hour the match was made ("2006-01-02T15") for active matches and
-// empty for the others: only active matches are charted by day, and an empty hour keeps the
-// revoked and superseded rows few. Amounts are summed for active matches only, in fen so that
-// adding and subtracting stays exact; Amounts counts the active matches that have an amount (a
-// sum over none is no amount, as SQL's SUM is NULL).
+// MatchCount is the number of matches (and their amount) of one policy, region code, park and
+// state. Amounts are summed for active matches only, in fen so that adding and subtracting stays
+// exact; Amounts counts the active matches that have an amount (a sum over none is no amount, as
+// SQL's SUM is NULL).
 type MatchCount struct {
 	PolicyID   string `gorm:"primaryKey;size:64" json:"policy_id"`
 	RegionCode string `gorm:"primaryKey;size:6;index:ix_count_region" json:"region_code"`
 	ParkID     string `gorm:"primaryKey;size:32;index:ix_count_park" json:"park_id"`
 	State      string `gorm:"primaryKey;size:16" json:"state"`
-	Hour       string `gorm:"primaryKey;size:13" json:"hour"`
 	N          int64  `gorm:"not null;default:0" json:"n"`
 	Amounts    int64  `gorm:"not null;default:0" json:"amounts"`
 	AmountFen  int64  `gorm:"not null;default:0" json:"amount_fen"`
 }
 
-// CountKey is the key of a MatchCount row.
+// MatchHour is the active matches of one policy, region code and park made in one UTC hour
+// ("2006-01-02T15"): the chart by day folds hours into local days. Its own table keeps the rows
+// the other figures sum over few.
+type MatchHour struct {
+	PolicyID   string `gorm:"primaryKey;size:64" json:"policy_id"`
+	RegionCode string `gorm:"primaryKey;size:6;index:ix_hour_region" json:"region_code"`
+	ParkID     string `gorm:"primaryKey;size:32;index:ix_hour_park" json:"park_id"`
+	Hour       string `gorm:"primaryKey;size:13;index:ix_hour_hour" json:"hour"`
+	N          int64  `gorm:"not null;default:0" json:"n"`
+	Amounts    int64  `gorm:"not null;default:0" json:"amounts"`
+	AmountFen  int64  `gorm:"not null;default:0" json:"amount_fen"`
+}
+
+// CountKey is the key of a MatchCount row (Hour empty) or of a MatchHour row (Hour set, State
+// active).
 type CountKey struct {
 	PolicyID, RegionCode, ParkID, State, Hour string
 }
@@ -74,7 +86,8 @@ func HourOf(t time.Time) string { return t.UTC().Format("2006-01-02T15") }
 // Fen is an amount in 元 as whole fen.
 func Fen(amount float64) int64 { return int64(math.Round(amount * 100)) }
 
-// Add adds (sign 1) or subtracts (sign -1) one match.
+// Add adds (sign 1) or subtracts (sign -1) one match: to its MatchCount row and, if it is active,
+// to its MatchHour row.
 func (c Counts) Add(m CountedMatch, sign int64) {
 	hour := ""
 	if m.State == MatchActive {
@@ -86,16 +99,22 @@ func (c Counts) Add(m CountedMatch, sign int64) {
 // add is Add with the match's hour key given.
 func (c Counts) add(m CountedMatch, hour string, sign int64) {
 	k := CountKey{PolicyID: m.PolicyID, RegionCode: m.RegionCode, ParkID: m.ParkID, State: m.State}
-	v := c[k]
+	d := CountVal{N: sign}
+	if m.State == MatchActive && m.Amount != nil {
+		d.Amounts, d.AmountFen = sign, sign*Fen(*m.Amount)
+	}
+	c.plus(k, d)
 	if m.State == MatchActive {
 		k.Hour = hour
-		v = c[k]
-		if m.Amount != nil {
-			v.Amounts += sign
-			v.AmountFen += sign * Fen(*m.Amount)
-		}
+		c.plus(k, d)
 	}
-	v.N += sign
+}
+
+func (c Counts) plus(k CountKey, d CountVal) {
+	v := c[k]
+	v.N += d.N
+	v.Amounts += d.Amounts
+	v.AmountFen += d.AmountFen
 	c[k] = v
 }
 
@@ -130,31 +149,47 @@ func (c Counts) nonZero() []CountKey {
 const countUpsertRows = 200
 
 // ApplyCounts adds changes to the stored counts in tx: a multi-row UPSERT per countUpsertRows
-// changed keys (MySQL INSERT … ON DUPLICATE KEY UPDATE, SQLite INSERT … ON CONFLICT DO UPDATE).
+// changed keys of each table (MySQL INSERT … ON DUPLICATE KEY UPDATE, SQLite INSERT … ON CONFLICT
+// DO UPDATE).
 func ApplyCounts(tx *gorm.DB, changes Counts) error {
-	keys := changes.nonZero()
+	var counts, hours []CountKey
+	for _, k := range changes.nonZero() {
+		if k.Hour == "" {
+			counts = append(counts, k)
+		} else {
+			hours = append(hours, k)
+		}
+	}
+	if err := upsertCounts(tx, "match_counts", "state", counts, changes, func(k CountKey) string { return k.State }); err != nil {
+		return err
+	}
+	return upsertCounts(tx, "match_hours", "hour", hours, changes, func(k CountKey) string { return k.Hour })
+}
+
+// upsertCounts adds changes to the rows keys of table, whose last key column is col (valued by last).
+func upsertCounts(tx *gorm.DB, table, col string, keys []CountKey, changes Counts, last func(CountKey) string) error {
 	mysql := tx.Dialector.Name() == "mysql"
 	for lo := 0; lo < len(keys); lo += countUpsertRows {
 		part := keys[lo:min(lo+countUpsertRows, len(keys))]
 		var b strings.Builder
-		b.WriteString("INSERT INTO match_counts (policy_id, region_code, park_id, state, hour, n, amounts, amount_fen) VALUES ")
-		args := make([]any, 0, len(part)*8)
+		b.WriteString("INSERT INTO " + table + " (policy_id, region_code, park_id, " + col + ", n, amounts, amount_fen) VALUES ")
+		args := make([]any, 0, len(part)*7)
 		for i, k := range part {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString("(?,?,?,?,?,?,?,?)")
+			b.WriteString("(?,?,?,?,?,?,?)")
 			v := changes[k]
-			args = append(args, k.PolicyID, k.RegionCode, k.ParkID, k.State, k.Hour, v.N, v.Amounts, v.AmountFen)
+			args = append(args, k.PolicyID, k.RegionCode, k.ParkID, last(k), v.N, v.Amounts, v.AmountFen)
 		}
 		if mysql {
 			b.WriteString(" ON DUPLICATE KEY UPDATE n = n + VALUES(n), amounts = amounts + VALUES(amounts), amount_fen = amount_fen + VALUES(amount_fen)")
 		} else {
-			b.WriteString(" ON CONFLICT (policy_id, region_code, park_id, state, hour) DO UPDATE SET n = match_counts.n + excluded.n," +
-				" amounts = match_counts.amounts + excluded.amounts, amount_fen = match_counts.amount_fen + excluded.amount_fen")
+			b.WriteString(" ON CONFLICT (policy_id, region_code, park_id, " + col + ") DO UPDATE SET n = " + table + ".n + excluded.n," +
+				" amounts = " + table + ".amounts + excluded.amounts, amount_fen = " + table + ".amount_fen + excluded.amount_fen")
 		}
 		if err := tx.Exec(b.String(), args...).Error; err != nil {
-			return fmt.Errorf("update match counts: %w", err)
+			return fmt.Errorf("update %s: %w", table, err)
 		}
 	}
 	return nil
@@ -342,10 +377,17 @@ func RevokePolicyCounts(tx *gorm.DB, policyID string) error {
 	if err := tx.Where("policy_id = ? AND state = ?", policyID, MatchActive).Find(&rows).Error; err != nil {
 		return fmt.Errorf("read match counts of %s: %w", policyID, err)
 	}
+	var hours []MatchHour
+	if err := tx.Where("policy_id = ?", policyID).Find(&hours).Error; err != nil {
+		return fmt.Errorf("read match counts of %s: %w", policyID, err)
+	}
 	delta := Counts{}
 	for _, r := range rows {
-		delta.Merge(Counts{{r.PolicyID, r.RegionCode, r.ParkID, r.State, r.Hour}: {r.N, r.Amounts, r.AmountFen}}, -1)
-		delta.Merge(Counts{{r.PolicyID, r.RegionCode, r.ParkID, MatchRevoked, ""}: {N: r.N}}, 1)
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchRevoked, ""}, CountVal{N: r.N})
+	}
+	for _, r := range hours {
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
 	}
 	return ApplyCounts(tx, delta)
 }
@@ -387,10 +429,19 @@ func StoredCounts(ctx context.Context, db *gorm.DB) (Counts, error) {
 	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read match counts: %w", err)
 	}
+	var hours []MatchHour
+	if err := db.WithContext(ctx).Find(&hours).Error; err != nil {
+		return nil, fmt.Errorf("read match counts: %w", err)
+	}
 	out := Counts{}
 	for _, r := range rows {
 		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
-			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, r.Hour}] = v
+			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}] = v
+		}
+	}
+	for _, r := range hours {
+		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
+			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}] = v
 		}
 	}
 	return out, nil
@@ -433,8 +484,10 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 	run := func(tx *gorm.DB) error {
 		if fix && tx.Dialector.Name() == "mysql" {
 			var n int64
-			if err := tx.Raw("SELECT COUNT(*) FROM match_counts FOR UPDATE").Scan(&n).Error; err != nil {
-				return fmt.Errorf("lock match counts: %w", err)
+			for _, table := range []string{"match_counts", "match_hours"} {
+				if err := tx.Raw("SELECT COUNT(*) FROM " + table + " FOR UPDATE").Scan(&n).Error; err != nil {
+					return fmt.Errorf("lock match counts: %w", err)
+				}
 			}
 		}
 		recount, err := RecountMatches(ctx, tx)
@@ -446,15 +499,19 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 			return err
 		}
 		rep.Diffs = CompareCounts(stored, recount)
-		for _, v := range recount {
-			rep.Matches += v.N
+		for k, v := range recount {
+			if k.Hour == "" {
+				rep.Matches += v.N
+			}
 		}
 		rep.Rows = len(recount)
 		if !fix || len(rep.Diffs) == 0 {
 			return nil
 		}
-		if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(&MatchCount{}).Error; err != nil {
-			return fmt.Errorf("clear match counts: %w", err)
+		for _, table := range []any{&MatchCount{}, &MatchHour{}} {
+			if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
+				return fmt.Errorf("clear match counts: %w", err)
+			}
 		}
 		if err := ApplyCounts(tx, recount); err != nil {
 			return err
@@ -471,14 +528,17 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 func init() { RegisterFixup(backfillMatchCounts) }
 
 // backfillMatchCounts counts the matches of a database made before the counts existed, once: when
-// matches exist and match_counts does not.
+// matches exist and match_counts does not (match_hours comes with it).
 func backfillMatchCounts(db *gorm.DB) error {
 	m := db.Migrator()
 	if m.HasTable(&MatchCount{}) || !m.HasTable(&Match{}) || !m.HasTable(&Enterprise{}) {
 		return nil
 	}
 	return db.Transaction(func(tx *gorm.DB) error {
-		if err := tx.Migrator().CreateTable(&MatchCount{}); err != nil {
+		if err := tx.Migrator().DropTable(&MatchHour{}); err != nil { // no match_hours without match_counts
+			return fmt.Errorf("create match_hours: %w", err)
+		}
+		if err := tx.Migrator().CreateTable(&MatchCount{}, &MatchHour{}); err != nil {
 			return fmt.Errorf("create match_counts: %w", err)
 		}
 		ctx := tx.Statement.Context

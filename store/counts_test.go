@@ -11,7 +11,7 @@ import (
 )
 
 // A database made before the counts existed gets them at migrate time: match_counts is created
-// and filled from the matches once, equal to a recount; an existing match_counts is left alone.
+// and filled from the matches once, equal to a recount; existing counts are left alone.
 func TestMigrateBackfillsMatchCounts(t *testing.T) {
 	tdb := testenv.OpenDB(t)
 	db := tdb.DB
@@ -41,7 +41,7 @@ func TestMigrateBackfillsMatchCounts(t *testing.T) {
 		AsOf: at, MatchedAt: at, UpdatedAt: at}).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Migrator().DropTable(&store.MatchCount{}); err != nil {
+	if err := db.Migrator().DropTable(&store.MatchCount{}, &store.MatchHour{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Migrate(ctx, db); err != nil {
