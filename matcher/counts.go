@@ -6,11 +6,13 @@ import (
 	"github.com/policypush/policypush/store"
 )
 
-// The writer keeps store.MatchCount in step with the rows it writes, in the same transaction
-// (docs/console.md, "Maintained aggregates"): it reads what the rows it is about to change
-// contribute to the counts, what they and the rows it inserted contribute afterwards, and applies
-// the difference as a few UPSERTs. The firm's region and park are read in the transaction, never
-// taken from the evaluation's snapshot, so a firm that moved meanwhile is counted where it is.
+// The writer keeps store.MatchCount and store.MatchHour in step with the rows it writes, in the
+// same transaction (docs/console.md, "Maintained aggregates"). New matches are counted from the
+// rows in memory (store.CountInserted, in insertFresh); a write that changes stored rows
+// (supersede, revive, amount, revoke) reads what the rows contribute to the counts before and
+// after it and applies the difference as a few UPSERTs. The firm's region and park are always read
+// in the transaction, never taken from the evaluation's snapshot, so a firm that moved meanwhile is
+// counted where it is.
 
 // countedWrite runs write, which changes the rows with the ids touched and may insert rows, whose
 // ids it returns, and applies the change to the match counts.
