@@ -67,34 +67,109 @@ func (s *Server) scopedMatches(ctx context.Context, p *Principal, policyID strin
 	return p.scopeFirms(q, "e")
 }
 
+// funnelStages counts the active matches in scope that reached each stage after "matched". These
+// are not maintained (docs/console.md, "Maintained aggregates"): they are counted from the notify
+// side. A firm's link opening and its response are unique per (firm, policy), so opened, confirmed
+// and objected join those tables, the few firms that acted, to the active matches (by credit code
+// and policy), instead of probing them once per match. Notified and delivered remain one indexed
+// semi-join (delivery_items by firm and policy) per active match in scope: a match is notified when
+// a message carrying it was sent or delivered, as notifySQL decides.
+func (s *Server) funnelStages(ctx context.Context, p *Principal, policyID string) (funnel, error) {
+	var f funnel
+	sent := func(states string) string {
+		return "EXISTS (SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code" +
+			" AND i.policy_id = m.policy_id AND d.state IN (" + states + "))"
+	}
+	if err := s.scopedMatches(ctx, p, policyID).Select(`COALESCE(SUM(CASE WHEN ` + sent("'sent', 'delivered'") + ` THEN 1 ELSE 0 END), 0) AS notified,
+		COALESCE(SUM(CASE WHEN ` + sent("'delivered'") + ` THEN 1 ELSE 0 END), 0) AS delivered`).Scan(&f).Error; err != nil {
+		return f, err
+	}
+	acted := func(table string) *gorm.DB {
+		q := s.opts.DB.WithContext(ctx).Table(table).
+			Joins("JOIN matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", store.MatchActive).
+			Joins("JOIN enterprises e ON e.credit_code = x.credit_code")
+		if policyID != "" {
+			q = q.Where("x.policy_id = ?", policyID)
+		}
+		return p.scopeFirms(q, "e")
+	}
+	if err := acted("link_opens x").Count(&f.Opened).Error; err != nil {
+		return f, err
+	}
+	var resp struct{ Confirmed, Objected int64 }
+	if err := acted("enterprise_responses x").Select("COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS confirmed, "+
+		"COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS objected", store.ResponseConfirm, store.ResponseObject).
+		Scan(&resp).Error; err != nil {
+		return f, err
+	}
+	f.Confirmed, f.Objected = resp.Confirmed, resp.Objected
+	return f, nil
+}
+
+// scopedCounts is the maintained counts (store.MatchCount) of the active matches in scope. The
+// counter rows carry the firm's region_code and park_id, so the principal's firm scope applies to
+// them under the alias "e" as it does to enterprises.
+func (s *Server) scopedCounts(ctx context.Context, p *Principal, policyID string) *gorm.DB {
+	q := s.opts.DB.WithContext(ctx).Table("match_counts AS e").Where("e.state = ?", store.MatchActive)
+	if policyID != "" {
+		q = q.Where("e.policy_id = ?", policyID)
+	}
+	return p.scopeFirms(q, "e")
+}
+
+// countGroup is a group of counter rows: matches, how many have an amount, the amounts in fen.
+type countGroup struct {
+	Key       string
+	N         int64
+	Amounts   int64
+	AmountFen int64
+}
+
+func (g countGroup) row() amountRow {
+	r := amountRow{Key: g.Key, Firms: g.N}
+	if g.Amounts > 0 {
+		a := float64(g.AmountFen) / 100
+		r.Amount = &a
+	}
+	return r
+}
+
+// countSums is the SELECT list of a countGroup.
+const countSums = "COALESCE(SUM(e.n), 0) AS n, COALESCE(SUM(e.amounts), 0) AS amounts, COALESCE(SUM(e.amount_fen), 0) AS amount_fen"
+
 func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
 	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
-	err := s.scopedMatches(ctx, p, policyID).Select(`COUNT(*) AS matched,
-		COALESCE(SUM(CASE WHEN ` + notifySQL + ` IN ('sent', 'delivered') THEN 1 ELSE 0 END), 0) AS notified,
-		COALESCE(SUM(CASE WHEN ` + notifySQL + ` = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
-		COALESCE(SUM(CASE WHEN ` + openedSQL + ` THEN 1 ELSE 0 END), 0) AS opened,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'confirm' THEN 1 ELSE 0 END), 0) AS confirmed,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'object' THEN 1 ELSE 0 END), 0) AS objected`).Scan(&d.Funnel).Error
-	if err != nil {
+	var matched int64
+	var err error
+	if err := s.scopedCounts(ctx, p, policyID).Select("COALESCE(SUM(e.n), 0)").Scan(&matched).Error; err != nil {
 		return d, err
 	}
+	if d.Funnel, err = s.funnelStages(ctx, p, policyID); err != nil {
+		return d, err
+	}
+	d.Funnel.Matched = matched
 	groups := []struct {
 		dst  *[]amountRow
 		key  string
 		cond string
 	}{
-		{&d.ByPolicy, "m.policy_id", ""},
+		{&d.ByPolicy, "e.policy_id", ""},
 		{&d.ByCity, "SUBSTR(e.region_code, 1, 4)", ""},
 		{&d.ByPark, "e.park_id", "e.park_id <> ''"},
 	}
 	for _, g := range groups {
-		q := s.scopedMatches(ctx, p, policyID).Select(g.key + " AS `key`, COUNT(*) AS firms, SUM(m.amount) AS amount").
-			Group(g.key).Order("firms DESC")
+		q := s.scopedCounts(ctx, p, policyID).Select(g.key + " AS `key`, " + countSums).
+			Group(g.key).Having("SUM(e.n) > 0").Order("n DESC").Order("`key`")
 		if g.cond != "" {
 			q = q.Where(g.cond)
 		}
-		if err := q.Limit(30).Scan(g.dst).Error; err != nil {
+		var rows []countGroup
+		if err := q.Limit(30).Scan(&rows).Error; err != nil {
 			return d, err
+		}
+		*g.dst = make([]amountRow, len(rows))
+		for i, r := range rows {
+			(*g.dst)[i] = r.row()
 		}
 	}
 	if err := s.labelPolicies(ctx, d.ByPolicy); err != nil {
@@ -140,42 +215,38 @@ func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
 	return nil
 }
 
-// byDay groups matches by the local day they were made. The database groups by UTC hour (the same
-// SQL on SQLite and MySQL); folding hours into local days happens here.
+// byDay groups matches by the local day they were made. The counts are kept by UTC hour
+// (store.MatchHour); folding hours into local days happens here.
 func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]amountRow, error) {
-	var hours []struct {
-		Hour   string
-		Firms  int64
-		Amount *float64
+	var hours []countGroup
+	q := s.opts.DB.WithContext(ctx).Table("match_hours AS e")
+	if policyID != "" {
+		q = q.Where("e.policy_id = ?", policyID)
 	}
-	if err := s.scopedMatches(ctx, p, policyID).Select("SUBSTR(m.matched_at, 1, 13) AS hour, COUNT(*) AS firms, SUM(m.amount) AS amount").
-		Group("SUBSTR(m.matched_at, 1, 13)").Scan(&hours).Error; err != nil {
+	if err := p.scopeFirms(q, "e").Select("e.hour AS `key`, " + countSums).Group("e.hour").Scan(&hours).Error; err != nil {
 		return nil, err
 	}
-	days := map[string]*amountRow{}
+	days := map[string]*countGroup{}
 	for _, h := range hours {
-		t, err := time.ParseInLocation("2006-01-02 15", strings.Replace(h.Hour, "T", " ", 1), time.UTC)
-		if err != nil {
+		t, err := time.ParseInLocation("2006-01-02T15", h.Key, time.UTC)
+		if err != nil || h.N == 0 {
 			continue
 		}
 		key := t.In(s.opts.Location).Format("2006-01-02")
 		r := days[key]
 		if r == nil {
-			r = &amountRow{Key: key, Label: key[5:]}
+			r = &countGroup{Key: key}
 			days[key] = r
 		}
-		r.Firms += h.Firms
-		if h.Amount != nil {
-			sum := *h.Amount
-			if r.Amount != nil {
-				sum += *r.Amount
-			}
-			r.Amount = &sum
-		}
+		r.N += h.N
+		r.Amounts += h.Amounts
+		r.AmountFen += h.AmountFen
 	}
 	out := make([]amountRow, 0, len(days))
-	for _, r := range days {
-		out = append(out, *r)
+	for _, g := range days {
+		r := g.row()
+		r.Label = g.Key[5:]
+		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b amountRow) int { return strings.Compare(a.Key, b.Key) })
 	if len(out) > 60 {

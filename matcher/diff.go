@@ -128,6 +128,9 @@ func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[str
 	if err := insertMatches(tx, matches); err != nil {
 		return err
 	}
+	if err := store.CountInserted(tx, matches); err != nil {
+		return err
+	}
 	var outbox []store.Outbox
 	for lo := 0; lo < len(matches); lo += noticeBatch {
 		outbox = append(outbox, noticeRows(matches[lo:min(lo+noticeBatch, len(matches))], channels, w.prefix, w.now)...)
@@ -146,6 +149,10 @@ func (w writer) supersede(tx *gorm.DB, p *rules.Policy, batch []*store.Match, am
 	if len(batch) == 0 {
 		return nil
 	}
+	return countedWrite(tx, matchIDs(batch), func() ([]uint64, error) { return w.supersedeRows(tx, p, batch, amounts) })
+}
+
+func (w writer) supersedeRows(tx *gorm.DB, p *rules.Policy, batch []*store.Match, amounts map[string]*float64) ([]uint64, error) {
 	ids := make([]uint64, len(batch))
 	rows := make([]store.Match, len(batch))
 	for i, m := range batch {
@@ -156,17 +163,24 @@ func (w writer) supersede(tx *gorm.DB, p *rules.Policy, batch []*store.Match, am
 	for lo := 0; lo < len(ids); lo += writeBatch {
 		if err := tx.Model(&store.Match{}).Where("id IN ?", ids[lo:min(lo+writeBatch, len(ids))]).
 			Updates(map[string]any{"state": store.MatchSuperseded, "updated_at": w.now}).Error; err != nil {
-			return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
+			return nil, fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
 		}
 	}
 	if err := insertMatches(tx, rows); err != nil {
-		return fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
+		return nil, fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
 	}
-	return nil
+	return insertedIDs(rows), nil
 }
 
 // reactivate makes rows active with their (new) amounts: firms that qualify again, or whose amount changed.
 func (w writer) reactivate(tx *gorm.DB, ms []*store.Match) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	return countedWrite(tx, matchIDs(ms), func() ([]uint64, error) { return nil, w.reactivateRows(tx, ms) })
+}
+
+func (w writer) reactivateRows(tx *gorm.DB, ms []*store.Match) error {
 	for _, m := range ms {
 		if err := tx.Model(&store.Match{}).Where("id = ?", m.ID).Updates(map[string]any{
 			"state": store.MatchActive, "amount": m.Amount, "as_of": w.asOf, "revoked_at": nil, "updated_at": w.now,
@@ -179,6 +193,13 @@ func (w writer) reactivate(tx *gorm.DB, ms []*store.Match) error {
 
 // revoke marks rows of firms that no longer qualify.
 func (w writer) revoke(tx *gorm.DB, ids []uint64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return countedWrite(tx, ids, func() ([]uint64, error) { return nil, w.revokeRows(tx, ids) })
+}
+
+func (w writer) revokeRows(tx *gorm.DB, ids []uint64) error {
 	for lo := 0; lo < len(ids); lo += writeBatch {
 		if err := tx.Model(&store.Match{}).Where("id IN ?", ids[lo:min(lo+writeBatch, len(ids))]).
 			Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": w.now, "updated_at": w.now}).Error; err != nil {

@@ -769,7 +769,7 @@ func (e *Engine) ApplyRecords(ctx context.Context, recs []registry.Record, guard
 			return err
 		}
 		write, unchanged, wr := registry.Merge(recs, stored, guard)
-		if err := registry.Upsert(tx, write); err != nil {
+		if err := registry.UpsertCounted(tx, stored, write); err != nil {
 			return err
 		}
 		res.write = wr

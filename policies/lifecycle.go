@@ -300,6 +300,9 @@ func Retire(ctx context.Context, db *gorm.DB, policyID string, by Actor, reason 
 			return fmt.Errorf("revoke matches of %s: %w", policyID, revoked.Error)
 		}
 		res.MatchesRevoked = int(revoked.RowsAffected)
+		if err := store.RevokePolicyCounts(tx, policyID); err != nil {
+			return err
+		}
 		return audit(tx, by, "policy.retire", policyID, map[string]any{"old_version": pol.PublishedVersion,
 			"matches_revoked": res.MatchesRevoked, "reason": reason})
 	})

@@ -192,9 +192,19 @@ func TestLifecycle(t *testing.T) {
 	if err := db.Create(&store.Match{PolicyID: def.ID, PolicyVersion: 4, CreditCode: "X", State: store.MatchActive, AsOf: demoAsOf, MatchedAt: demoAsOf}).Error; err != nil {
 		t.Fatal(err)
 	}
+	// The firm in the registry and the match counted (store.MatchCount), so retiring moves a count.
+	if err := db.Create(&store.Enterprise{CreditCode: "X", RegionCode: "320505", ParkID: "SIP"}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Recount(ctx, db, true); err != nil {
+		t.Fatal(err)
+	}
 	ret, err := policies.Retire(ctx, db, def.ID, bob, "政策到期")
 	if err != nil || ret.MatchesRevoked != 1 {
 		t.Fatalf("retire: %+v %v", ret, err)
+	}
+	if rep, err := store.Recount(ctx, db, false); err != nil || len(rep.Diffs) > 0 || rep.Matches != 1 {
+		t.Fatalf("match counts after retiring: %+v %v", rep, err)
 	}
 	if ps, _ := policies.LoadPublished(ctx, db, def.ID); len(ps) != 0 {
 		t.Error("a retired policy is still loaded for matching")

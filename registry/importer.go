@@ -486,7 +486,7 @@ func (d DBSink) Write(ctx context.Context, recs []Record) (WriteResult, error) {
 		}
 		write, _, r := Merge(recs, stored, nil)
 		res = r
-		return Upsert(tx, write)
+		return UpsertCounted(tx, stored, write)
 	})
 	if err != nil {
 		return WriteResult{}, err

@@ -24,7 +24,8 @@ type Status struct {
 // not nil, narrows every firm count to the firms a caller may see: it is given a query joined on
 // enterprises under the alias "e" (the console passes a principal's park or region scope). A
 // scoped status has no outbox count (OutboxPending is -1): the outbox is the pipeline's, not a
-// park's.
+// park's. The active matches are read from the maintained counts (MatchCount, under the alias
+// "e" too, so firms may only filter on region_code and park_id).
 func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, firms func(q *gorm.DB, alias string) *gorm.DB) (Status, error) {
 	s := Status{Deliveries: map[string]map[string]int64{}}
 	db = db.WithContext(ctx)
@@ -45,8 +46,6 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, firms func(q *
 		{"active policies", db.Table("policy_versions AS v").
 			Joins("JOIN policies p ON p.id = v.policy_id AND p.published_version = v.version").
 			Where("p.retired = ? AND v.effective_from <= ? AND (v.effective_to IS NULL OR v.effective_to >= ?)", false, asOf, asOf), &s.PoliciesActive},
-		{"active matches", scope(db.Table("matches AS m").Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
-			Where("m.state = ?", MatchActive)), &s.MatchesActive},
 	}
 	if firms == nil {
 		steps = append(steps, struct {
@@ -61,6 +60,10 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, firms func(q *
 		if err := st.q.Count(st.dst).Error; err != nil {
 			return s, fmt.Errorf("count %s: %w", st.what, err)
 		}
+	}
+	if err := scope(db.Table("match_counts AS e").Where("e.state = ?", MatchActive)).
+		Select("COALESCE(SUM(e.n), 0)").Scan(&s.MatchesActive).Error; err != nil {
+		return s, fmt.Errorf("count active matches: %w", err)
 	}
 	var rows []struct {
 		Channel string

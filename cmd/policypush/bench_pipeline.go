@@ -330,7 +330,7 @@ func resetMatches(ctx context.Context, o pipelineBench) error {
 		return err
 	}
 	defer closeGorm(db)
-	for _, m := range []any{&store.Match{}, &store.Outbox{}, &store.EvalError{}, &store.PolicyEvaluation{}} {
+	for _, m := range []any{&store.Match{}, &store.MatchCount{}, &store.MatchHour{}, &store.Outbox{}, &store.EvalError{}, &store.PolicyEvaluation{}} {
 		if err := db.WithContext(ctx).Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(m).Error; err != nil {
 			return fmt.Errorf("empty the benchmark's matches: %w", err)
 		}

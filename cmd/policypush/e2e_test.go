@@ -109,7 +109,10 @@ func TestPipelineEndToEnd(t *testing.T) {
 	// Running match and deliver again sends nothing twice.
 	out = c.run("match", "--as-of", DemoAsOf, "--json")
 	var sum struct {
-		Policies []struct{ New, Revoked int }
+		Policies []struct {
+			PolicyID     string `json:"policy_id"`
+			New, Revoked int
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {
 		t.Fatalf("match --json: %v\n%s", err, out)
@@ -152,6 +155,19 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if active != 0 {
 		t.Fatalf("deregistered firm still has %d active matches", active)
 	}
+
+	// The maintained match counts agree with a recount; one put out of step is found and repaired.
+	c.run("status", "recount", "--check")
+	if err := c.db.DB.Exec("UPDATE match_counts SET n = n + 2 WHERE state = 'active' AND policy_id = ?", sum.Policies[0].PolicyID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.command("status", "recount", "--check").CombinedOutput(); err == nil || !strings.Contains(string(out), "不一致") {
+		t.Fatalf("recount --check missed a counter out of step: %v\n%s", err, out)
+	}
+	if out := c.run("status", "recount"); !strings.Contains(out, "已按重新统计的结果修复") {
+		t.Fatalf("recount did not repair: %s", out)
+	}
+	c.run("status", "recount", "--check")
 }
 
 // expectedMatches computes the demo catalog's matches from the texts in plain Go (policytext),

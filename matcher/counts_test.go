@@ -1,0 +1,220 @@
+package matcher
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+// The maintained match counts equal a recount from the raw tables after every round of random
+// writes through the writer's paths: new matches, revocations, firms qualifying again, amounts
+// changing, new policy versions superseding, firms moving region or park, a policy retired.
+// A fixed seed; SQLite by default, MySQL when the environment says so.
+func TestMatchCountsEqualRecount(t *testing.T) {
+	tdb := testenv.OpenDB(t)
+	db := tdb.DB
+	ctx := context.Background()
+	firms := registry.Synth(240, 5)
+	if err := db.CreateInBatches(firms, 60).Error; err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 17))
+	policies := []*rules.Policy{
+		{Def: &rules.Definition{ID: "cnt-a", Channels: []string{"sms"}}, Version: 1},
+		{Def: &rules.Definition{ID: "cnt-b", Channels: []string{"sms", "wechat"}}, Version: 1},
+		{Def: &rules.Definition{ID: "cnt-c"}, Version: 1},
+	}
+	asOf := time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC)
+	base := time.Date(2026, 3, 1, 22, 30, 0, 0, time.UTC)
+	outcomes := func() []Outcome {
+		var out []Outcome
+		for _, f := range firms {
+			if rng.IntN(3) == 0 {
+				continue
+			}
+			oc := Outcome{CreditCode: f.CreditCode}
+			if rng.IntN(4) != 0 {
+				a := float64(rng.IntN(5)) * 1234.56
+				oc.Amount = &a
+			}
+			out = append(out, oc)
+		}
+		return out
+	}
+	check := func(round int, what string) {
+		t.Helper()
+		rep, err := store.Recount(ctx, db, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Diffs) > 0 {
+			t.Fatalf("round %d, after %s: %d counter rows differ from the recount, first %+v", round, what, len(rep.Diffs), rep.Diffs[0])
+		}
+	}
+	var kinds [4]int
+	for round := range 24 {
+		w := writer{asOf: asOf, prefix: "t", now: base.Add(time.Duration(round) * 5 * time.Hour)}
+		switch k := rng.IntN(8); {
+		case k < 4: // a policy evaluated again, sometimes as a new version
+			p := policies[rng.IntN(len(policies))]
+			if rng.IntN(3) == 0 {
+				p.Version++
+			}
+			stored, err := loadStored(ctx, db, p, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := stored.diff(p, outcomes())
+			if rng.IntN(2) == 0 {
+				err = w.writeBatched(ctx, db, p, cs)
+			} else {
+				err = db.Transaction(func(tx *gorm.DB) error { return w.writeAll(tx, []policyChanges{{p, cs}}) })
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds[0]++
+			check(round, fmt.Sprintf("%s v%d: %d new, %d revived, %d superseded, %d amounts, %d revoked", p.Def.ID, p.Version,
+				len(cs.fresh), len(cs.revive), len(cs.supersede), len(cs.reamount), len(cs.lost)))
+		case k < 7: // firms move to another region or park
+			var recs []registry.Record
+			for range 1 + rng.IntN(30) {
+				recs = append(recs, registry.Record{CreditCode: firms[rng.IntN(len(firms))].CreditCode})
+			}
+			err := db.Transaction(func(tx *gorm.DB) error {
+				stored, err := registry.LockStored(tx, recs)
+				if err != nil {
+					return err
+				}
+				var write []store.Enterprise
+				for _, e := range stored {
+					next := *e
+					switch rng.IntN(3) {
+					case 0:
+						next.RegionCode = []string{"320102", "320505", "320211", "321281"}[rng.IntN(4)]
+					case 1:
+						next.ParkID = []string{"", "SIP", "NJ-JB", "WX-HT"}[rng.IntN(4)]
+					}
+					write = append(write, next)
+				}
+				return registry.UpsertCounted(tx, stored, write)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds[1]++
+			check(round, "moving firms")
+		default: // a policy retired: every active match revoked
+			p := policies[rng.IntN(len(policies))]
+			err := db.Transaction(func(tx *gorm.DB) error {
+				if err := tx.Model(&store.Match{}).Where("policy_id = ? AND state = ?", p.Def.ID, store.MatchActive).
+					Updates(map[string]any{"state": store.MatchRevoked, "revoked_at": w.now, "updated_at": w.now}).Error; err != nil {
+					return err
+				}
+				return store.RevokePolicyCounts(tx, p.Def.ID)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds[2]++
+			check(round, "retiring "+p.Def.ID)
+		}
+	}
+	var active, counted int64
+	if err := db.Model(&store.Match{}).Where("state = ?", store.MatchActive).Count(&active).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Model(&store.MatchCount{}).Where("state = ?", store.MatchActive).Select("COALESCE(SUM(n), 0)").Scan(&counted).Error; err != nil {
+		t.Fatal(err)
+	}
+	if active == 0 || counted != active || kinds[0] == 0 || kinds[1] == 0 || kinds[2] == 0 {
+		t.Fatalf("%d active matches, %d counted; rounds by kind %v: the test did not exercise every path", active, counted, kinds)
+	}
+	// A counter row out of step is found, and repaired.
+	var one store.MatchCount
+	if err := db.Where("state = ? AND n > 0", store.MatchActive).Take(&one).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Model(&store.MatchCount{}).Where("policy_id = ? AND region_code = ? AND park_id = ? AND state = ?",
+		one.PolicyID, one.RegionCode, one.ParkID, one.State).Update("n", gorm.Expr("n + 3")).Error; err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := store.Recount(ctx, db, false); err != nil || len(rep.Diffs) != 1 {
+		t.Fatalf("a counter off by 3: recount found %d differences (%v), want 1", len(rep.Diffs), err)
+	}
+	if rep, err := store.Recount(ctx, db, true); err != nil || !rep.Fixed {
+		t.Fatalf("repair: %+v, %v", rep, err)
+	}
+	check(-1, "the repair")
+}
+
+// BenchmarkWriteFresh is the hot path of a full match, new matches with their notices in
+// transactions of txMatches, with the match counts kept (counted) and without (plain: the same
+// statements minus the counting), interleaved in each iteration (alternating which goes first):
+//
+//	go test ./matcher -run '^$' -bench WriteFresh -count 6 -benchtime 3x
+func BenchmarkWriteFresh(b *testing.B) {
+	tdb := testenv.OpenDB(b)
+	db := tdb.DB
+	ctx := context.Background()
+	const n = 20000
+	firms := registry.Synth(n, 3)
+	if err := db.CreateInBatches(firms, 500).Error; err != nil {
+		b.Fatal(err)
+	}
+	version := 0
+	rowsOf := func(w writer) [][]store.Match {
+		version++
+		var out [][]store.Match
+		for lo := 0; lo < n; lo += txMatches {
+			rows := make([]store.Match, 0, txMatches)
+			for _, f := range firms[lo:min(lo+txMatches, n)] {
+				a := 1500.0
+				rows = append(rows, store.Match{PolicyID: "bench", PolicyVersion: version, CreditCode: f.CreditCode, State: store.MatchActive,
+					Amount: &a, AsOf: w.asOf, Notified: true, MatchedAt: w.now, UpdatedAt: w.now})
+			}
+			out = append(out, rows)
+		}
+		return out
+	}
+	channels := map[string][]string{"bench": {"sms"}}
+	w := writer{asOf: time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC), prefix: "b", now: time.Now().UTC()}
+	var spent, cpu [2]time.Duration // counted, plain
+	for i := 0; b.Loop(); i++ {
+		for k := range 2 {
+			counted := (i+k)%2 == 0 // alternate which goes first
+			batches := rowsOf(w)
+			start, startCPU := time.Now(), cpuTime()
+			for _, rows := range batches {
+				err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+					if counted {
+						return w.insertFresh(tx, rows, channels)
+					}
+					if err := insertMatches(tx, rows); err != nil {
+						return err
+					}
+					return tx.Create(noticeRows(rows, channels, w.prefix, w.now)).Error
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			spent[map[bool]int{true: 0, false: 1}[counted]] += time.Since(start)
+			cpu[map[bool]int{true: 0, false: 1}[counted]] += cpuTime() - startCPU
+		}
+	}
+	b.ReportMetric(float64(spent[0].Nanoseconds())/float64(b.N*n), "ns/counted-match")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/float64(b.N*n), "ns/plain-match")
+	// CPU time of the process: on SQLite the database's work too, and less inflated by other load.
+	b.ReportMetric(float64(cpu[0].Nanoseconds())/float64(b.N*n), "cpu-ns/counted-match")
+	b.ReportMetric(float64(cpu[1].Nanoseconds())/float64(b.N*n), "cpu-ns/plain-match")
+}

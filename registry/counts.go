@@ -1,0 +1,36 @@
+package registry
+
+import (
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/store"
+)
+
+// UpsertCounted is Upsert that also moves the match counts (store.MatchCount) of firms whose
+// region code or park changes, in the same transaction: the counts of their matches are read
+// before the write (under the old region and park) and after it, and the difference applied.
+// stored holds the firms' rows as they were (LockStored). New firms have no matches to move.
+func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []store.Enterprise) error {
+	var moved []string
+	for i := range firms {
+		if old := stored[firms[i].CreditCode]; old != nil && (old.RegionCode != firms[i].RegionCode || old.ParkID != firms[i].ParkID) {
+			moved = append(moved, firms[i].CreditCode)
+		}
+	}
+	if len(moved) == 0 {
+		return Upsert(tx, firms)
+	}
+	before, err := store.CountFirmMatches(tx, moved)
+	if err != nil {
+		return err
+	}
+	if err := Upsert(tx, firms); err != nil {
+		return err
+	}
+	after, err := store.CountFirmMatches(tx, moved)
+	if err != nil {
+		return err
+	}
+	after.Merge(before, -1)
+	return store.ApplyCounts(tx, after)
+}

@@ -1,0 +1,554 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Maintained match counts (docs/console.md, "Maintained aggregates"). The console's dashboard and
+// status count matches per policy, city, park and day inside a principal's scope; at millions of
+// matches a GROUP BY over matches joined to enterprises cannot answer in time. MatchCount holds
+// those figures per (policy, firm's region code, firm's park, match state), and MatchHour the active
+// ones per (policy, region code, park, hour made) for the chart by day, both updated in
+// the same transaction as the rows it counts: every writer of matches (the matcher's diff,
+// retiring a policy) and of a firm's region or park (registry imports) computes the change of
+// the counts it causes and applies it with ApplyCounts, a few UPSERTs per transaction.
+//
+// Like the console's old queries, a match counts only while its firm is in the registry (the
+// count joins enterprises); firms are never deleted, so this is every match in practice.
+
+func init() { Register(&MatchCount{}, &MatchHour{}) }
+
+// MatchCount is the number of matches (and their amount) of one policy, region code, park and
+// state. Amounts are summed for active matches only, in fen so that adding and subtracting stays
+// exact; Amounts counts the active matches that have an amount (a sum over none is no amount, as
+// SQL's SUM is NULL).
+type MatchCount struct {
+	PolicyID   string `gorm:"primaryKey;size:64" json:"policy_id"`
+	RegionCode string `gorm:"primaryKey;size:6;index:ix_count_region" json:"region_code"`
+	ParkID     string `gorm:"primaryKey;size:32;index:ix_count_park" json:"park_id"`
+	State      string `gorm:"primaryKey;size:16" json:"state"`
+	N          int64  `gorm:"not null;default:0" json:"n"`
+	Amounts    int64  `gorm:"not null;default:0" json:"amounts"`
+	AmountFen  int64  `gorm:"not null;default:0" json:"amount_fen"`
+}
+
+// MatchHour is the active matches of one policy, region code and park made in one UTC hour
+// ("2006-01-02T15"): the chart by day folds hours into local days. Its own table keeps the rows
+// the other figures sum over few.
+type MatchHour struct {
+	PolicyID   string `gorm:"primaryKey;size:64" json:"policy_id"`
+	RegionCode string `gorm:"primaryKey;size:6;index:ix_hour_region" json:"region_code"`
+	ParkID     string `gorm:"primaryKey;size:32;index:ix_hour_park" json:"park_id"`
+	Hour       string `gorm:"primaryKey;size:13;index:ix_hour_hour" json:"hour"`
+	N          int64  `gorm:"not null;default:0" json:"n"`
+	Amounts    int64  `gorm:"not null;default:0" json:"amounts"`
+	AmountFen  int64  `gorm:"not null;default:0" json:"amount_fen"`
+}
+
+// CountKey is the key of a MatchCount row (Hour empty) or of a MatchHour row (Hour set, State
+// active).
+type CountKey struct {
+	PolicyID, RegionCode, ParkID, State, Hour string
+}
+
+// CountVal is the figures of a MatchCount row (or a change of them).
+type CountVal struct {
+	N         int64 `json:"n"`
+	Amounts   int64 `json:"amounts"`
+	AmountFen int64 `json:"amount_fen"`
+}
+
+// Counts is a set of MatchCount figures (or of changes to them) by key.
+type Counts map[CountKey]CountVal
+
+// CountedMatch is what a match contributes to the counts: its policy, state, amount and time, and
+// its firm's region code and park.
+type CountedMatch struct {
+	PolicyID   string
+	State      string
+	Amount     *float64
+	MatchedAt  time.Time
+	RegionCode string
+	ParkID     string
+}
+
+// HourOf is the hour key of a match made at t.
+func HourOf(t time.Time) string { return t.UTC().Format("2006-01-02T15") }
+
+// Fen is an amount in 元 as whole fen.
+func Fen(amount float64) int64 { return int64(math.Round(amount * 100)) }
+
+// Add adds (sign 1) or subtracts (sign -1) one match: to its MatchCount row and, if it is active,
+// to its MatchHour row.
+func (c Counts) Add(m CountedMatch, sign int64) {
+	hour := ""
+	if m.State == MatchActive {
+		hour = HourOf(m.MatchedAt)
+	}
+	c.add(m, hour, sign)
+}
+
+// add is Add with the match's hour key given.
+func (c Counts) add(m CountedMatch, hour string, sign int64) {
+	k := CountKey{PolicyID: m.PolicyID, RegionCode: m.RegionCode, ParkID: m.ParkID, State: m.State}
+	d := CountVal{N: sign}
+	if m.State == MatchActive && m.Amount != nil {
+		d.Amounts, d.AmountFen = sign, sign*Fen(*m.Amount)
+	}
+	c.plus(k, d)
+	if m.State == MatchActive {
+		k.Hour = hour
+		c.plus(k, d)
+	}
+}
+
+func (c Counts) plus(k CountKey, d CountVal) {
+	v := c[k]
+	v.N += d.N
+	v.Amounts += d.Amounts
+	v.AmountFen += d.AmountFen
+	c[k] = v
+}
+
+// Merge adds every figure of o, times sign.
+func (c Counts) Merge(o Counts, sign int64) {
+	for k, v := range o {
+		w := c[k]
+		w.N += sign * v.N
+		w.Amounts += sign * v.Amounts
+		w.AmountFen += sign * v.AmountFen
+		c[k] = w
+	}
+}
+
+// nonZero are the keys with a figure other than zero, in key order (so that concurrent writers
+// lock counter rows in the same order).
+func (c Counts) nonZero() []CountKey {
+	keys := make([]CountKey, 0, len(c))
+	for k, v := range c {
+		if v != (CountVal{}) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b CountKey) int {
+		return strings.Compare(a.PolicyID+"\x00"+a.RegionCode+"\x00"+a.ParkID+"\x00"+a.State+"\x00"+a.Hour,
+			b.PolicyID+"\x00"+b.RegionCode+"\x00"+b.ParkID+"\x00"+b.State+"\x00"+b.Hour)
+	})
+	return keys
+}
+
+// countUpsertRows is how many counter rows one UPSERT carries.
+const countUpsertRows = 200
+
+// ApplyCounts adds changes to the stored counts in tx: a multi-row UPSERT per countUpsertRows
+// changed keys of each table (MySQL INSERT … ON DUPLICATE KEY UPDATE, SQLite INSERT … ON CONFLICT
+// DO UPDATE).
+func ApplyCounts(tx *gorm.DB, changes Counts) error {
+	var counts, hours []CountKey
+	for _, k := range changes.nonZero() {
+		if k.Hour == "" {
+			counts = append(counts, k)
+		} else {
+			hours = append(hours, k)
+		}
+	}
+	if err := upsertCounts(tx, "match_counts", "state", counts, changes, func(k CountKey) string { return k.State }); err != nil {
+		return err
+	}
+	return upsertCounts(tx, "match_hours", "hour", hours, changes, func(k CountKey) string { return k.Hour })
+}
+
+// upsertCounts adds changes to the rows keys of table, whose last key column is col (valued by last).
+func upsertCounts(tx *gorm.DB, table, col string, keys []CountKey, changes Counts, last func(CountKey) string) error {
+	mysql := tx.Dialector.Name() == "mysql"
+	for lo := 0; lo < len(keys); lo += countUpsertRows {
+		part := keys[lo:min(lo+countUpsertRows, len(keys))]
+		var b strings.Builder
+		b.WriteString("INSERT INTO " + table + " (policy_id, region_code, park_id, " + col + ", n, amounts, amount_fen) VALUES ")
+		args := make([]any, 0, len(part)*7)
+		for i, k := range part {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(?,?,?,?,?,?,?)")
+			v := changes[k]
+			args = append(args, k.PolicyID, k.RegionCode, k.ParkID, last(k), v.N, v.Amounts, v.AmountFen)
+		}
+		if mysql {
+			b.WriteString(" ON DUPLICATE KEY UPDATE n = n + VALUES(n), amounts = amounts + VALUES(amounts), amount_fen = amount_fen + VALUES(amount_fen)")
+		} else {
+			b.WriteString(" ON CONFLICT (policy_id, region_code, park_id, " + col + ") DO UPDATE SET n = " + table + ".n + excluded.n," +
+				" amounts = " + table + ".amounts + excluded.amounts, amount_fen = " + table + ".amount_fen + excluded.amount_fen")
+		}
+		if err := tx.Exec(b.String(), args...).Error; err != nil {
+			return fmt.Errorf("update %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// countedSelect reads what matches contribute to the counts; the caller adds the WHERE clause.
+const countedSelect = "SELECT m.policy_id, m.state, m.amount, m.matched_at, e.region_code, e.park_id " +
+	"FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code"
+
+// countIDsPer is how many ids or credit codes one counting query names.
+const countIDsPer = 1000
+
+// CountMatchIDs reads the counts of the matches with the given ids, as they stand in tx.
+func CountMatchIDs(tx *gorm.DB, ids []uint64) (Counts, error) {
+	vals := make([]any, len(ids))
+	for i, id := range ids {
+		vals[i] = id
+	}
+	return countIn(tx, "m.id", vals)
+}
+
+// CountFirmMatches reads the counts of every match of the given firms, as they stand in tx.
+func CountFirmMatches(tx *gorm.DB, codes []string) (Counts, error) {
+	vals := make([]any, len(codes))
+	for i, c := range codes {
+		vals[i] = c
+	}
+	return countIn(tx, "m.credit_code", vals)
+}
+
+// countIn counts the matches whose column is one of vals. SQLite takes the values as one JSON
+// array through json_each (the pure-Go driver binds parameters in time quadratic in their number);
+// MySQL as an IN list.
+func countIn(tx *gorm.DB, col string, vals []any) (Counts, error) {
+	out := Counts{}
+	sqlite := tx.Dialector.Name() == "sqlite"
+	for lo := 0; lo < len(vals); lo += countIDsPer {
+		part := vals[lo:min(lo+countIDsPer, len(vals))]
+		var q string
+		var args []any
+		if sqlite {
+			b, err := json.Marshal(part)
+			if err != nil {
+				return nil, err
+			}
+			q, args = countedSelect+" WHERE "+col+" IN (SELECT value FROM json_each(?))", []any{string(b)}
+		} else {
+			q, args = countedSelect+" WHERE "+col+" IN (?"+strings.Repeat(",?", len(part)-1)+")", part
+		}
+		if err := scanCounted(tx.Raw(q, args...), out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// scanCounted adds the rows of a countedSelect query to out.
+func scanCounted(q *gorm.DB, out Counts) error {
+	rows, err := q.Rows()
+	if err != nil {
+		return fmt.Errorf("count matches: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m CountedMatch
+		if err := rows.Scan(&m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.RegionCode, &m.ParkID); err != nil {
+			return fmt.Errorf("count matches: %w", err)
+		}
+		out.Add(m, 1)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count matches: %w", err)
+	}
+	return nil
+}
+
+// CountInserted adds matches just inserted in tx (rows with ID 0 were not inserted and are
+// skipped) to the counts. Their policy, state, amount and time are taken from the rows; only
+// their firms' region code and park are read, in tx, by credit code (one indexed lookup per firm).
+// A match of a firm not in the registry counts nowhere, as in RecountMatches.
+func CountInserted(tx *gorm.DB, ms []Match) error {
+	codes := make([]any, 0, len(ms))
+	seen := make(map[string]bool, len(ms))
+	for i := range ms {
+		if ms[i].ID != 0 && !seen[ms[i].CreditCode] {
+			seen[ms[i].CreditCode] = true
+			codes = append(codes, ms[i].CreditCode)
+		}
+	}
+	if len(codes) == 0 {
+		return nil
+	}
+	type place struct{ region, park string }
+	firms := make(map[string]place, len(codes))
+	sqlite := tx.Dialector.Name() == "sqlite"
+	const sel = "SELECT credit_code, region_code, park_id FROM enterprises WHERE credit_code IN "
+	for lo := 0; lo < len(codes); lo += countIDsPer {
+		part := codes[lo:min(lo+countIDsPer, len(codes))]
+		var q *gorm.DB
+		if sqlite {
+			b, err := json.Marshal(part)
+			if err != nil {
+				return err
+			}
+			q = tx.Raw(sel+"(SELECT value FROM json_each(?))", string(b))
+		} else {
+			q = tx.Raw(sel+"(?"+strings.Repeat(",?", len(part)-1)+")", part...)
+		}
+		rows, err := q.Rows()
+		if err != nil {
+			return fmt.Errorf("count matches: %w", err)
+		}
+		for rows.Next() {
+			var code string
+			var p place
+			if err := rows.Scan(&code, &p.region, &p.park); err != nil {
+				rows.Close()
+				return fmt.Errorf("count matches: %w", err)
+			}
+			firms[code] = p
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("count matches: %w", err)
+		}
+	}
+	delta := Counts{}
+	var at time.Time
+	hour := ""
+	for i := range ms {
+		m := &ms[i]
+		p, ok := firms[m.CreditCode]
+		if m.ID == 0 || !ok {
+			continue
+		}
+		if !m.MatchedAt.Equal(at) || hour == "" { // a batch's matches share their time
+			at, hour = m.MatchedAt, HourOf(m.MatchedAt)
+		}
+		h := hour
+		if m.State != MatchActive {
+			h = ""
+		}
+		delta.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
+			RegionCode: p.region, ParkID: p.park}, h, 1)
+	}
+	return ApplyCounts(tx, delta)
+}
+
+// CountChange measures what a write does to the counts: Before reads the counts of the rows it
+// will touch, After those of the rows it touched, and Apply stores the difference, all in the
+// write's transaction. The ids of rows it inserts go to After only.
+type CountChange struct{ delta Counts }
+
+// BeginCountChange starts measuring a write to the matches with the given ids.
+func BeginCountChange(tx *gorm.DB, ids []uint64) (*CountChange, error) {
+	c := &CountChange{delta: Counts{}}
+	if len(ids) == 0 {
+		return c, nil
+	}
+	before, err := CountMatchIDs(tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	c.delta.Merge(before, -1)
+	return c, nil
+}
+
+// Finish adds the counts of the rows with the given ids as they stand now, and applies the change.
+func (c *CountChange) Finish(tx *gorm.DB, ids []uint64) error {
+	if len(ids) > 0 {
+		after, err := CountMatchIDs(tx, ids)
+		if err != nil {
+			return err
+		}
+		c.delta.Merge(after, 1)
+	}
+	return ApplyCounts(tx, c.delta)
+}
+
+// RevokePolicyCounts moves the counts of a policy's active matches to revoked, as revoking all of
+// them (retiring the policy) does to the rows; it reads only the counter rows.
+func RevokePolicyCounts(tx *gorm.DB, policyID string) error {
+	var rows []MatchCount
+	if err := tx.Where("policy_id = ? AND state = ?", policyID, MatchActive).Find(&rows).Error; err != nil {
+		return fmt.Errorf("read match counts of %s: %w", policyID, err)
+	}
+	var hours []MatchHour
+	if err := tx.Where("policy_id = ?", policyID).Find(&hours).Error; err != nil {
+		return fmt.Errorf("read match counts of %s: %w", policyID, err)
+	}
+	delta := Counts{}
+	for _, r := range rows {
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchRevoked, ""}, CountVal{N: r.N})
+	}
+	for _, r := range hours {
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
+	}
+	return ApplyCounts(tx, delta)
+}
+
+// RecountMatches counts every match from the raw tables (a keyset scan over matches by id).
+func RecountMatches(ctx context.Context, db *gorm.DB) (Counts, error) {
+	out := Counts{}
+	var after uint64
+	for {
+		rows, err := db.WithContext(ctx).Raw("SELECT m.id, m.policy_id, m.state, m.amount, m.matched_at, e.region_code, e.park_id "+
+			"FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code WHERE m.id > ? ORDER BY m.id LIMIT 50000", after).Rows()
+		if err != nil {
+			return nil, fmt.Errorf("recount matches: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var m CountedMatch
+			if err := rows.Scan(&after, &m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.RegionCode, &m.ParkID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("recount matches: %w", err)
+			}
+			out.Add(m, 1)
+			n++
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("recount matches: %w", err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+}
+
+// StoredCounts reads the stored counts (rows with every figure zero left out).
+func StoredCounts(ctx context.Context, db *gorm.DB) (Counts, error) {
+	var rows []MatchCount
+	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read match counts: %w", err)
+	}
+	var hours []MatchHour
+	if err := db.WithContext(ctx).Find(&hours).Error; err != nil {
+		return nil, fmt.Errorf("read match counts: %w", err)
+	}
+	out := Counts{}
+	for _, r := range rows {
+		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
+			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}] = v
+		}
+	}
+	for _, r := range hours {
+		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
+			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}] = v
+		}
+	}
+	return out, nil
+}
+
+// CountDiff is one key whose stored figures differ from a recount.
+type CountDiff struct {
+	Key     CountKey
+	Stored  CountVal
+	Recount CountVal
+}
+
+// CompareCounts lists the keys where stored and recounted figures differ, in key order.
+func CompareCounts(stored, recount Counts) []CountDiff {
+	all := Counts{}
+	all.Merge(stored, 1)
+	all.Merge(recount, -1)
+	var out []CountDiff
+	for _, k := range all.nonZero() {
+		out = append(out, CountDiff{Key: k, Stored: stored[k], Recount: recount[k]})
+	}
+	return out
+}
+
+// RecountReport says what a recount found and did.
+type RecountReport struct {
+	Matches int64       `json:"matches"` // matches counted (of firms in the registry)
+	Rows    int         `json:"rows"`    // counter rows after the recount
+	Diffs   []CountDiff `json:"-"`
+	Fixed   bool        `json:"fixed"`
+}
+
+// Recount counts every match again and compares with the stored counts; with fix it replaces the
+// stored counts by the recount in one transaction. No write of matches slips between counting and
+// storing: on SQLite the transaction holds the one write lock from its start; on MySQL it first
+// locks every counter row and the gaps between them (a locking read), so a writer whose change the
+// recount's snapshot does not see waits, and adds its change after the recount is stored.
+func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) {
+	var rep RecountReport
+	run := func(tx *gorm.DB) error {
+		if fix && tx.Dialector.Name() == "mysql" {
+			var n int64
+			for _, table := range []string{"match_counts", "match_hours"} {
+				if err := tx.Raw("SELECT COUNT(*) FROM " + table + " FOR UPDATE").Scan(&n).Error; err != nil {
+					return fmt.Errorf("lock match counts: %w", err)
+				}
+			}
+		}
+		recount, err := RecountMatches(ctx, tx)
+		if err != nil {
+			return err
+		}
+		stored, err := StoredCounts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rep.Diffs = CompareCounts(stored, recount)
+		for k, v := range recount {
+			if k.Hour == "" {
+				rep.Matches += v.N
+			}
+		}
+		rep.Rows = len(recount)
+		if !fix || len(rep.Diffs) == 0 {
+			return nil
+		}
+		for _, table := range []any{&MatchCount{}, &MatchHour{}} {
+			if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
+				return fmt.Errorf("clear match counts: %w", err)
+			}
+		}
+		if err := ApplyCounts(tx, recount); err != nil {
+			return err
+		}
+		rep.Fixed = true
+		return nil
+	}
+	if !fix {
+		return rep, run(db.WithContext(ctx))
+	}
+	return rep, db.WithContext(ctx).Transaction(run)
+}
+
+func init() { RegisterFixup(backfillMatchCounts) }
+
+// backfillMatchCounts counts the matches of a database made before the counts existed, once: when
+// matches exist and match_counts does not (match_hours comes with it).
+func backfillMatchCounts(db *gorm.DB) error {
+	m := db.Migrator()
+	if m.HasTable(&MatchCount{}) || !m.HasTable(&Match{}) || !m.HasTable(&Enterprise{}) {
+		return nil
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Migrator().DropTable(&MatchHour{}); err != nil { // no match_hours without match_counts
+			return fmt.Errorf("create match_hours: %w", err)
+		}
+		if err := tx.Migrator().CreateTable(&MatchCount{}, &MatchHour{}); err != nil {
+			return fmt.Errorf("create match_counts: %w", err)
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		counts, err := RecountMatches(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return ApplyCounts(tx, counts)
+	})
+}
