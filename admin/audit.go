@@ -70,13 +70,17 @@ func (f auditFilter) query() url.Values {
 }
 
 type auditList struct {
-	Filter  auditFilter      `json:"-"`
-	Rows    []store.AuditLog `json:"items"`
-	Total   int64            `json:"total"`
-	Page    int              `json:"page"`
-	PerPage int              `json:"per_page"`
-	Pager   pager            `json:"-"`
-	Actions []string         `json:"-"`
+	Filter auditFilter      `json:"-"`
+	Rows   []store.AuditLog `json:"items"`
+	Total  int64            `json:"total"`
+	// TotalCapped: more than countCap rows; Total is countCap.
+	TotalCapped bool     `json:"total_capped"`
+	Page        int      `json:"page"`
+	PerPage     int      `json:"per_page"`
+	NextCursor  string   `json:"next_cursor"`
+	PrevCursor  string   `json:"prev_cursor"`
+	Pager       pager    `json:"-"`
+	Actions     []string `json:"-"`
 }
 
 func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
@@ -98,18 +102,27 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 		d, _ := rules.ParseDate(f.To)
 		q = q.Where("at < ?", d.Time.AddDate(0, 0, 1))
 	}
-	out := auditList{Filter: f, Page: f.Page, PerPage: f.PerPage}
-	if err := q.Count(&out.Total).Error; err != nil {
+	out := auditList{Filter: f, PerPage: f.PerPage}
+	total, err := countUpTo(q, countCap)
+	if err != nil {
 		return out, err
 	}
-	if err := q.Order("id DESC").Limit(f.PerPage).Offset(f.offset()).Find(&out.Rows).Error; err != nil {
+	w, err := keysetWindow(q, "", "id", f.page)
+	if err != nil {
 		return out, err
+	}
+	if len(w.keys) > 0 {
+		if err := s.opts.DB.WithContext(r.Context()).Where("id IN ?", w.ids()).Order("id DESC").Find(&out.Rows).Error; err != nil {
+			return out, err
+		}
 	}
 	if err := s.opts.DB.WithContext(r.Context()).Model(&store.AuditLog{}).Distinct("action").Order("action").
 		Pluck("action", &out.Actions).Error; err != nil {
 		return out, err
 	}
-	out.Pager = newPager(r.URL.Path, f.query(), f.page, out.Total)
+	out.Pager = newPager(r.URL.Path, f.query(), f.page, w, total)
+	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
+	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
 	return out, nil
 }
 
