@@ -71,6 +71,9 @@ type Options struct {
 	Now func() time.Time
 	// PayoutHolidays are the public holidays a 公示 does not count (config payout.holidays).
 	PayoutHolidays []string
+	// QueryTimeout is the deadline of a GET request's database work (config console.query_timeout;
+	// default 5s); see deadline.go.
+	QueryTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -106,6 +109,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 5 * time.Second
 	}
 }
 
