@@ -40,6 +40,8 @@ var (
 	policyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	industryPattern = regexp.MustCompile(`^[A-Za-z]?[0-9]{0,4}$`)
 	codePattern     = regexp.MustCompile(`^[0-9A-Z]{18}$`)
+	// codePrefixPattern is a search for the start of a credit code.
+	codePrefixPattern = regexp.MustCompile(`^[0-9][0-9A-Z]{3,16}$`)
 )
 
 // filterParams are the query parameters of the matched-firms list, for the OpenAPI document.
@@ -160,9 +162,16 @@ func (s *Server) matchQuery(ctx context.Context, p *Principal, f matchFilter) *g
 		q = q.Where(responseSQL+" = ?", f.Response)
 	}
 	if f.Q != "" {
-		if codePattern.MatchString(strings.ToUpper(f.Q)) {
+		switch {
+		case codePattern.MatchString(strings.ToUpper(f.Q)):
 			q = q.Where("m.credit_code = ?", strings.ToUpper(f.Q))
-		} else {
+		case codePrefixPattern.MatchString(f.Q):
+			// the start of a credit code (codes begin with a digit; names of only digits and
+			// capitals are not a thing): a range on the code index, not a scan of every name
+			q = q.Where("m.credit_code LIKE ? ESCAPE '!'", likePrefix(f.Q))
+		default:
+			// a name contains the text: no index serves it (a FULLTEXT ngram index would); the
+			// list walks the newest matches and stops at its page, the count at countCap
 			q = q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", likeContains(f.Q), likePrefix(strings.ToUpper(f.Q)))
 		}
 	}
