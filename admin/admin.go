@@ -26,6 +26,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/store"
 )
 
 //go:embed templates/*.html
@@ -133,6 +134,13 @@ func New(o Options) (*Server, error) {
 	o.defaults()
 	if len(o.LinkSecret) < 32 {
 		return nil, errLinkSecret
+	}
+	if o.DB != nil { // MySQL: the server, too, stops a console statement at its deadline
+		db, err := store.BoundStatements(context.Background(), o.DB)
+		if err != nil {
+			return nil, err
+		}
+		o.DB = db
 	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
 	if err := s.parseTemplates(); err != nil {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gosqlite "github.com/glebarez/go-sqlite"
+	"gorm.io/gorm"
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -219,3 +223,60 @@ func (r *watchedRows) ColumnTypeScanType(i int) reflect.Type {
 
 // InterruptedQueries counts the SQLite statements interrupted because their context ended.
 var InterruptedQueries atomic.Int64
+
+// MySQL and MariaDB: go-sql-driver/mysql gives up on a query whose context ends by closing the
+// connection, but the server does not notice a closed connection while a statement computes: the
+// statement ran on (issue 9: a dashboard past 900 s, until KILL QUERY). BoundStatements makes the
+// server itself stop it: every SELECT run with a context deadline carries the time left as its
+// own limit (MariaDB: SET STATEMENT max_statement_time=… FOR …; MySQL: the MAX_EXECUTION_TIME
+// optimizer hint). A client that goes away before the deadline still leaves the statement running
+// until the deadline, never longer.
+
+// BoundStatements returns db (a MySQL or MariaDB handle; others are returned as they are) whose
+// SELECTs under a context deadline are bounded on the server as well.
+func BoundStatements(ctx context.Context, db *gorm.DB) (*gorm.DB, error) {
+	if db.Dialector.Name() != "mysql" {
+		return db, nil
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	var version string
+	if err := sqlDB.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return nil, fmt.Errorf("read the server version: %w", err)
+	}
+	tx := db.Session(&gorm.Session{})
+	tx.Statement.ConnPool = boundPool{DB: sqlDB, mariaDB: strings.Contains(strings.ToLower(version), "mariadb")}
+	return tx, nil
+}
+
+// boundPool is a connection pool that adds the server-side limit to SELECTs.
+type boundPool struct {
+	*sql.DB
+	mariaDB bool
+}
+
+func (p boundPool) bound(ctx context.Context, query string) string {
+	deadline, ok := ctx.Deadline()
+	trimmed := strings.TrimLeft(query, " \t\r\n")
+	if !ok || len(trimmed) < 7 || !strings.EqualFold(trimmed[:7], "SELECT ") {
+		return query
+	}
+	ms := max(time.Until(deadline).Milliseconds(), 1)
+	if p.mariaDB {
+		return fmt.Sprintf("SET STATEMENT max_statement_time=%.3f FOR %s", float64(ms)/1000, trimmed)
+	}
+	return fmt.Sprintf("SELECT /*+ MAX_EXECUTION_TIME(%d) */ %s", ms, trimmed[7:])
+}
+
+func (p boundPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return p.DB.QueryContext(ctx, p.bound(ctx, query), args...)
+}
+
+func (p boundPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return p.DB.QueryRowContext(ctx, p.bound(ctx, query), args...)
+}
+
+// GetDBConn lets gorm's DB() find the pool.
+func (p boundPool) GetDBConn() (*sql.DB, error) { return p.DB, nil }
