@@ -38,7 +38,7 @@ func (s *Server) timedOut(r *http.Request, status int, msg string) (int, string,
 	}
 	switch err := r.Context().Err(); {
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, fmt.Sprintf("查询超时：本次请求超过 %s 仍未完成，已取消。请缩小筛选范围（政策、区划、园区）后重试，或稍后再试",
+		return http.StatusServiceUnavailable, fmt.Sprintf("查询超时：本次请求超过 %s仍未完成，已取消。请缩小筛选范围（政策、区划、园区）后重试，或稍后再试",
 			roundDuration(s.opts.QueryTimeout)), "timeout", true
 	case errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "请求已取消（客户端已断开）", "canceled", true

@@ -224,10 +224,10 @@ func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
 // millions of rows on every page.
 const countCap = 10000
 
-// countUpTo counts the rows of q, stopping at max+1.
+// countUpTo counts the rows of q, stopping at max+1. q is left as it was.
 func countUpTo(q *gorm.DB, max int) (int64, error) {
 	var n int64
-	err := q.Session(&gorm.Session{}).Raw("SELECT COUNT(*) FROM (?) AS capped", q.Select("1").Limit(max+1)).Scan(&n).Error
+	err := q.Session(&gorm.Session{}).Raw("SELECT COUNT(*) FROM (?) AS capped", q.Session(&gorm.Session{}).Select("1").Limit(max+1)).Scan(&n).Error
 	return n, err
 }
 

@@ -202,6 +202,8 @@ type benchRole struct {
 	targets []vegeta.Target
 	names   map[string]string // URL → endpoint label
 	perms   []string
+	// planErrors are the answers that kept plan from a firm or a second page
+	planErrors []string
 }
 
 func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult, error) {
@@ -298,6 +300,11 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	lwg.Wait()
 	if err := errors.Join(loginErrs...); err != nil {
 		return res, err
+	}
+	for _, r := range roles {
+		for _, e := range r.planErrors {
+			fmt.Fprintf(progress, "%s: %s\n", r.name, e)
+		}
 	}
 
 	sent := func() int64 {
@@ -440,18 +447,26 @@ func (r *benchRole) get(ctx context.Context, base, path string) (int, []byte, er
 // plan picks the role's targets: its pages and GET endpoints, with a firm and a second page from
 // its own scope; endpoints its role lacks the permission of are left out.
 func (r *benchRole) plan(ctx context.Context, base string) error {
-	code, body, err := r.get(ctx, base, "/api/v1/matches?per_page=50")
-	if err != nil || code != http.StatusOK {
-		return fmt.Errorf("GET /api/v1/matches as %s: %d %v %.200s", r.name, code, err, body)
-	}
 	var first struct {
 		Items []struct {
 			CreditCode string `json:"credit_code"`
 		} `json:"items"`
 		NextCursor string `json:"next_cursor"`
 	}
-	if err := json.Unmarshal(body, &first); err != nil {
-		return fmt.Errorf("GET /api/v1/matches as %s: %w", r.name, err)
+	// The first page gives a firm and the second page's cursor; a busy server may time out on it
+	// (503): a few tries, then the role goes without those two targets.
+	for try := 0; try < 3; try++ {
+		code, body, err := r.get(ctx, base, "/api/v1/matches?per_page=50")
+		if err != nil {
+			return fmt.Errorf("GET /api/v1/matches as %s: %w", r.name, err)
+		}
+		if code == http.StatusOK {
+			if err := json.Unmarshal(body, &first); err != nil {
+				return fmt.Errorf("GET /api/v1/matches as %s: %w", r.name, err)
+			}
+			break
+		}
+		r.planErrors = append(r.planErrors, fmt.Sprintf("GET /api/v1/matches: %d %.120s", code, body))
 	}
 	type target struct{ label, path, perm string }
 	paths := []target{
