@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -45,6 +46,7 @@ type apiBench struct {
 	duration time.Duration
 	export   bool
 	timeout  time.Duration // console.query_timeout of the server under test
+	natsURL  string        // empty: NATS inside the process
 }
 
 // apiEndpoint is one line of the result: one role's requests to one page or API endpoint.
@@ -122,6 +124,7 @@ per second of GET /api/v1/matches/export?format=csv as admin), as a table or wit
 	f.DurationVar(&o.duration, "duration", 30*time.Second, "how long to attack")
 	f.BoolVar(&o.export, "export", true, "measure the export rate after the attack")
 	f.DurationVar(&o.timeout, "query-timeout", 5*time.Second, "console.query_timeout of the server")
+	f.StringVar(&o.natsURL, "nats-url", "", "external NATS (a stream and subjects of the benchmark's own); default: inside the process")
 	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
 	return cmd
 }
@@ -237,6 +240,10 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	cfg.DataDir, cfg.HTTP.Addr, cfg.Console.QueryTimeout = o.dir, "127.0.0.1:0", o.timeout
 	// notices go out as they come, at any hour, as in bench deliver (no digest window, no quiet hours)
 	cfg.Notify.DigestWindow, cfg.Notify.QuietHours.Channels = 0, nil
+	if o.natsURL != "" {
+		sfx := strconv.FormatInt(time.Now().UnixNano(), 36)
+		cfg.NATS.URL, cfg.NATS.Stream, cfg.NATS.SubjectPrefix = o.natsURL, "PPBENCHAPI_"+sfx, "ppbenchapi"+sfx
+	}
 	if o.mysqlDSN != "" {
 		cfg.Database.Driver, cfg.Database.DSN = "mysql", o.mysqlDSN
 	}
