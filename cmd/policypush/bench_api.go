@@ -241,8 +241,8 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	// notices go out as they come, at any hour, as in bench deliver (no digest window, no quiet hours)
 	cfg.Notify.DigestWindow, cfg.Notify.QuietHours.Channels = 0, nil
 	if o.natsURL != "" {
-		sfx := strconv.FormatInt(time.Now().UnixNano(), 36)
-		cfg.NATS.URL, cfg.NATS.Stream, cfg.NATS.SubjectPrefix = o.natsURL, "PPBENCHAPI_"+sfx, "ppbenchapi"+sfx
+		// a stream of its own; the subject prefix stays the one the match wrote into the outbox
+		cfg.NATS.URL, cfg.NATS.Stream = o.natsURL, "PPBENCHAPI_"+strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
 	if o.mysqlDSN != "" {
 		cfg.Database.Driver, cfg.Database.DSN = "mysql", o.mysqlDSN
