@@ -42,6 +42,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		r, cancel := s.withDeadline(rt, r)
 		defer cancel()
 		p := s.authenticate(r)
+		if p == nil && r.Context().Err() != nil { // the session could not be read in time: not "signed out"
+			s.fail(w, r, http.StatusServiceUnavailable, "数据库暂时无法访问，请稍后重试", r.Context().Err())
+			return
+		}
 		if rt.unsafe() && (p == nil || p.viaSession) && !sameOrigin(r) {
 			s.fail(w, r, http.StatusForbidden, "请求来自其他网站，已拒绝（跨站请求）", nil)
 			return
