@@ -28,6 +28,7 @@ import (
 	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
 )
 
 //go:embed templates/*.html
@@ -79,6 +80,9 @@ type Options struct {
 	// Delivery are the delivery path's endpoints, served from the same route table (and OpenAPI
 	// document) as everything else; serve sets them, other processes leave them nil.
 	Delivery DeliveryHandlers
+	// QueryTimeout is the deadline of a GET request's database work (config console.query_timeout;
+	// default 5s); see deadline.go.
+	QueryTimeout time.Duration
 }
 
 // DeliveryHandlers are the endpoints of the delivery path (package notify and the serve process):
@@ -126,6 +130,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 5 * time.Second
+	}
 }
 
 // Server is the console's HTTP handler.
@@ -147,6 +154,13 @@ func New(o Options) (*Server, error) {
 	o.defaults()
 	if len(o.LinkSecret) < 32 {
 		return nil, errLinkSecret
+	}
+	if o.DB != nil { // MySQL: the server, too, stops a console statement at its deadline
+		db, err := store.BoundStatements(context.Background(), o.DB)
+		if err != nil {
+			return nil, err
+		}
+		o.DB = db
 	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
 		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary})}

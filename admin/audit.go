@@ -58,18 +58,22 @@ func (f auditFilter) query() url.Values {
 }
 
 type auditList struct {
-	Filter  auditFilter      `json:"-"`
-	Rows    []store.AuditLog `json:"items"`
-	Total   int64            `json:"total"`
-	Page    int              `json:"page"`
-	PerPage int              `json:"per_page"`
-	Pager   pager            `json:"-"`
-	Actions []string         `json:"-"`
+	Filter auditFilter      `json:"-"`
+	Rows   []store.AuditLog `json:"items"`
+	Total  int64            `json:"total"`
+	// TotalCapped: more than countCap rows; Total is countCap.
+	TotalCapped bool     `json:"total_capped"`
+	Page        int      `json:"page"`
+	PerPage     int      `json:"per_page"`
+	NextCursor  string   `json:"next_cursor"`
+	PrevCursor  string   `json:"prev_cursor"`
+	Pager       pager    `json:"-"`
+	Actions     []string `json:"-"`
 }
 
 func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 	ctx := r.Context()
-	q := audit.Filter{Actor: f.Actor, Action: f.Action, Object: f.Object, Limit: f.PerPage, Offset: f.offset()}
+	q := audit.Filter{Actor: f.Actor, Action: f.Action, Object: f.Object}
 	if f.From != "" {
 		d, _ := rules.ParseDate(f.From)
 		q.From = d.Time
@@ -78,16 +82,27 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 		d, _ := rules.ParseDate(f.To)
 		q.Before = d.Time.AddDate(0, 0, 1)
 	}
-	out := auditList{Filter: f, Page: f.Page, PerPage: f.PerPage}
-	page, err := audit.List(ctx, s.opts.DB, q)
+	out := auditList{Filter: f, PerPage: f.PerPage}
+	sel := audit.Query(ctx, s.opts.DB, q)
+	total, err := countUpTo(sel, countCap)
 	if err != nil {
 		return out, err
 	}
-	out.Rows, out.Total = page.Rows, page.Total
+	w, err := keysetWindow(sel, "", "id", f.page)
+	if err != nil {
+		return out, err
+	}
+	if len(w.keys) > 0 {
+		if err := s.opts.DB.WithContext(ctx).Where("id IN ?", w.ids()).Order("id DESC").Find(&out.Rows).Error; err != nil {
+			return out, err
+		}
+	}
 	if out.Actions, err = audit.Recorded(ctx, s.opts.DB); err != nil {
 		return out, err
 	}
-	out.Pager = newPager(r.URL.Path, f.query(), f.page, out.Total)
+	out.Pager = newPager(r.URL.Path, f.query(), f.page, w, total)
+	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
+	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
 	return out, nil
 }
 

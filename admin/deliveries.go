@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/policypush/policypush/core/audit"
+	"gorm.io/gorm"
+
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/store"
 )
@@ -53,46 +55,57 @@ func (f deliveryFilter) values() url.Values {
 }
 
 type deliveryList struct {
-	Items     []notify.FailedDelivery `json:"items"`
-	Total     int64                   `json:"total"`
-	Page      int                     `json:"page"`
-	PerPage   int                     `json:"per_page"`
-	Pager     pager                   `json:"-"`
-	Filter    deliveryFilter          `json:"-"`
-	CanResend bool                    `json:"-"`
+	Items []notify.FailedDelivery `json:"items"`
+	Total int64                   `json:"total"`
+	// TotalCapped: more than countCap rows; Total is countCap.
+	TotalCapped bool           `json:"total_capped"`
+	Page        int            `json:"page"`
+	PerPage     int            `json:"per_page"`
+	NextCursor  string         `json:"next_cursor"`
+	PrevCursor  string         `json:"prev_cursor"`
+	Pager       pager          `json:"-"`
+	Filter      deliveryFilter `json:"-"`
+	CanResend   bool           `json:"-"`
 }
 
-// scopeCodes lists the firms in a scoped principal's scope that have deliveries in the states:
-// the failed-delivery log is then asked for exactly those (nil and true: nothing in scope).
-func (s *Server) scopeCodes(ctx context.Context, p *Principal, states []string) ([]string, bool, error) {
-	if !p.scoped() {
-		return nil, false, nil
+// failedQuery selects the failed deliveries the filter and the principal's scope allow.
+func (s *Server) failedQuery(ctx context.Context, p *Principal, f deliveryFilter, states []string) *gorm.DB {
+	q := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Where("d.state IN ?", states)
+	if f.Channel != "" {
+		q = q.Where("d.channel = ?", f.Channel)
 	}
-	var codes []string
-	q := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code").
-		Where("d.state IN ?", states)
-	err := p.scopeFirms(q, "e").Distinct("d.credit_code").Pluck("d.credit_code", &codes).Error
-	return codes, len(codes) == 0, err
+	if p.scoped() {
+		q = p.scopeFirms(q.Joins("JOIN enterprises e ON e.credit_code = d.credit_code"), "e")
+	}
+	return q
 }
 
+// listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go):
+// the page's ids here, in the principal's scope, the lines from notify.Ops.
 func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
-	out := deliveryList{Page: f.Page, PerPage: f.PerPage, Filter: f, CanResend: p.Can(PermResend)}
+	ctx := r.Context()
+	out := deliveryList{PerPage: f.PerPage, Filter: f, CanResend: p.Can(PermResend)}
 	states := failedStates
 	if f.State != "" {
 		states = []string{f.State}
 	}
-	codes, none, err := s.scopeCodes(r.Context(), p, states)
+	total, err := countUpTo(s.failedQuery(ctx, p, f, states), countCap)
 	if err != nil {
 		return out, err
 	}
-	if !none {
-		out.Items, out.Total, err = s.ops().Failed(r.Context(), notify.FailedQuery{Channel: f.Channel, States: states,
-			CreditCodes: codes, Limit: f.PerPage, Offset: f.offset()})
+	w, err := keysetWindow(s.failedQuery(ctx, p, f, states), "d.updated_at", "d.id", f.page)
+	if err != nil {
+		return out, err
+	}
+	if len(w.keys) > 0 {
+		out.Items, _, err = s.ops().Failed(ctx, notify.FailedQuery{Channel: f.Channel, States: states, IDs: w.ids(), Limit: len(w.keys)})
 		if err != nil {
 			return out, err
 		}
 	}
-	out.Pager = newPager(r.URL.Path, f.values(), f.page, out.Total)
+	out.Pager = newPager(r.URL.Path, f.values(), f.page, w, total)
+	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
+	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
 	return out, s.audit(r, p, audit.DeliveryList, "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
 }
 

@@ -1,27 +1,87 @@
 package admin
 
 import (
+	"encoding/base64"
+	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
 )
 
-// page is the pagination of a list: ?page=1&per_page=50 (at most 200).
+// Lists that can grow large (matches, failed deliveries, the audit log) page by keyset, newest
+// first: a page is the rows after (or before) a key of the previous page, never an OFFSET, so the
+// database walks an index from that key and stops at the page's LIMIT, whatever page it is.
+//
+//   - ?after=<cursor> is the page after a row (the "下一页" link); ?cursor= is the same parameter.
+//   - ?before=<cursor> is the page before a row (the "上一页" link).
+//   - ?page=N still works for the first pages, as a jump: the server finds the key that starts
+//     page N with a light query of keys only, bounded by countCap rows; a page further in is
+//     refused (400) with a message to follow the links instead.
+//
+// A cursor is opaque to callers: base64url of "v1.<unix nanoseconds>.<id>.<page number>". The
+// page number only labels the page ("第 N 页"); rows inserted meanwhile never shift a page, so
+// following next links neither repeats nor skips a row.
+
+// page is the pagination of a list: ?page=1&per_page=50 (at most 200), or a cursor.
 type page struct {
 	Page    int `json:"page"`
 	PerPage int `json:"per_page"`
+	// After and Before are the decoded ?after= / ?before= cursors (at most one is set).
+	After  *cursor `json:"-"`
+	Before *cursor `json:"-"`
 }
 
 const maxPerPage = 200
 
+// cursor is a row's key in a newest-first list: its time (matched_at, updated_at; zero for lists
+// ordered by id alone) and id, and the number of the page it leads to.
+type cursor struct {
+	At   time.Time
+	ID   uint64
+	Page int
+}
+
+func (c cursor) String() string {
+	raw := fmt.Sprintf("v1.%d.%d.%d", c.At.UnixNano(), c.ID, c.Page)
+	if c.At.IsZero() {
+		raw = fmt.Sprintf("v1.z.%d.%d", c.ID, c.Page)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeCursor(param, s string) (*cursor, error) {
+	bad := badRequest("参数 %s 无效：翻页标记已损坏、被修改或来自旧版本，请回到第一页重新翻页", param)
+	if len(s) > 120 {
+		return nil, bad
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, bad
+	}
+	parts := strings.Split(string(raw), ".")
+	if len(parts) != 4 || parts[0] != "v1" {
+		return nil, bad
+	}
+	var c cursor
+	if parts[1] != "z" {
+		ns, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || ns <= 0 {
+			return nil, bad
+		}
+		c.At = time.Unix(0, ns).UTC()
+	}
+	if c.ID, err = strconv.ParseUint(parts[2], 10, 64); err != nil || c.ID == 0 {
+		return nil, bad
+	}
+	if c.Page, err = strconv.Atoi(parts[3]); err != nil || c.Page < 1 {
+		return nil, bad
+	}
+	return &c, nil
+}
+
 func parsePage(q url.Values) (page, error) {
 	p := page{Page: 1, PerPage: 50}
-	if v := q.Get("page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100000 {
-			return p, badRequest("参数 page=%q 无效：须为从 1 开始的页码", v)
-		}
-		p.Page = n
-	}
 	if v := q.Get("per_page"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxPerPage {
@@ -29,40 +89,114 @@ func parsePage(q url.Values) (page, error) {
 		}
 		p.PerPage = n
 	}
+	after, before := q.Get("after"), q.Get("before")
+	if after == "" {
+		after = q.Get("cursor")
+	}
+	switch {
+	case after != "" && before != "":
+		return p, badRequest("参数 after 与 before 只能给一个")
+	case (after != "" || before != "") && q.Get("page") != "":
+		return p, badRequest("参数 page 不能与 after/before 同时使用")
+	case after != "":
+		c, err := decodeCursor("after", after)
+		if err != nil {
+			return p, err
+		}
+		p.After, p.Page = c, c.Page
+		return p, nil
+	case before != "":
+		c, err := decodeCursor("before", before)
+		if err != nil {
+			return p, err
+		}
+		p.Before, p.Page = c, c.Page
+		return p, nil
+	}
+	if v := q.Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return p, badRequest("参数 page=%q 无效：须为从 1 开始的页码", v)
+		}
+		p.Page = n
+	}
 	return p, nil
 }
 
-func (p page) offset() int { return (p.Page - 1) * p.PerPage }
+// jumpOffset is the number of rows before page Page when it was asked for by number (no cursor):
+// at most countCap, so finding where the page starts reads a bounded number of keys.
+func (p page) jumpOffset() (int, error) {
+	off := (p.Page - 1) * p.PerPage
+	if off > countCap {
+		return 0, badRequest("参数 page=%d 超出可直接跳转的范围（前 %d 条）：请用“下一页”链接翻页（after 参数）", p.Page, countCap)
+	}
+	return off, nil
+}
+
+// window is one page of a keyset list: the rows' keys newest first, and whether rows exist
+// beyond either end.
+type window struct {
+	keys             []cursor
+	hasNext, hasPrev bool
+	page             int
+}
+
+// next and prev are the cursors of the links; empty at the ends.
+func (w window) next() string {
+	if !w.hasNext || len(w.keys) == 0 {
+		return ""
+	}
+	c := w.keys[len(w.keys)-1]
+	c.Page = w.page + 1
+	return c.String()
+}
+
+func (w window) prev() string {
+	if !w.hasPrev || len(w.keys) == 0 {
+		return ""
+	}
+	c := w.keys[0]
+	c.Page = max(w.page-1, 1)
+	return c.String()
+}
 
 // pager is what the list templates show below a table.
 type pager struct {
-	Page, Pages int
-	Total       int64
-	Prev, Next  string // links, empty at the ends
+	Page       int
+	Total      int64
+	Capped     bool   // more than Total rows
+	First      string // link to the first page, empty on it
+	Prev, Next string // links, empty at the ends
+	NextCursor string
+	PrevCursor string
 }
 
-func newPager(path string, filter url.Values, p page, total int64) pager {
-	pages := int((total + int64(p.PerPage) - 1) / int64(p.PerPage))
-	if pages == 0 {
-		pages = 1
-	}
-	link := func(n int) string {
-		v := url.Values{}
-		for k, vs := range filter {
-			v[k] = vs
+func newPager(path string, filter url.Values, p page, w window, total int64) pager {
+	link := func(k, v string) string {
+		q := url.Values{}
+		for key, vs := range filter {
+			q[key] = vs
 		}
-		v.Set("page", strconv.Itoa(n))
+		if k != "" {
+			q.Set(k, v)
+		}
 		if p.PerPage != 50 {
-			v.Set("per_page", strconv.Itoa(p.PerPage))
+			q.Set("per_page", strconv.Itoa(p.PerPage))
 		}
-		return path + "?" + v.Encode()
+		if len(q) == 0 {
+			return path
+		}
+		return path + "?" + q.Encode()
 	}
-	out := pager{Page: p.Page, Pages: pages, Total: total}
-	if p.Page > 1 {
-		out.Prev = link(p.Page - 1)
+	out := pager{Page: w.page, Total: min(total, countCap), Capped: total > countCap, NextCursor: w.next(), PrevCursor: w.prev()}
+	if out.NextCursor != "" {
+		out.Next = link("after", out.NextCursor)
 	}
-	if p.Page < pages {
-		out.Next = link(p.Page + 1)
+	if out.PrevCursor != "" {
+		out.Prev = link("before", out.PrevCursor)
+	}
+	if w.page > 1 {
+		out.First = link("", "")
 	}
 	return out
 }

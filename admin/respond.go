@@ -46,7 +46,13 @@ func (s *Server) wrap(rt route) http.Handler {
 			rt.h(w, r, nil)
 			return
 		}
+		r, cancel := s.withDeadline(rt, r)
+		defer cancel()
 		p := s.authenticate(r)
+		if p == nil && r.Context().Err() != nil { // the session could not be read in time: not "signed out"
+			s.fail(w, r, http.StatusServiceUnavailable, "数据库暂时无法访问，请稍后重试", r.Context().Err())
+			return
+		}
 		if rt.unsafe() && (p == nil || p.viaSession) && !sameOrigin(r) {
 			s.fail(w, r, http.StatusForbidden, "请求来自其他网站，已拒绝（跨站请求）", nil)
 			return
@@ -96,12 +102,23 @@ var statusCodes = map[int]string{
 // fail reports an error as JSON on API paths and as a page elsewhere. err (logged, never shown)
 // is the cause of a 5xx.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg string, err error) {
-	if err != nil {
+	status, msg, code, ended := s.timedOut(r, status, msg)
+	switch {
+	case ended && code == "canceled":
+		s.opts.Log.Info("request cancelled: the client went away", "path", r.URL.Path, "err", err)
+		return
+	case ended:
+		s.opts.Log.Warn("request past console.query_timeout: cancelled", "path", r.URL.Path, "timeout", s.opts.QueryTimeout, "err", err)
+		w.Header().Set("Retry-After", "5")
+	case err != nil:
 		s.opts.Log.Error(msg, "path", r.URL.Path, "err", err)
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		var e apiError
 		e.Error.Code, e.Error.Message = statusCodes[status], msg
+		if code != "" {
+			e.Error.Code = code
+		}
 		if e.Error.Code == "" {
 			e.Error.Code = "error"
 		}

@@ -33,6 +33,17 @@ func firmSize(e *store.Enterprise, asOf time.Time) string {
 
 // sizeFilteredIDs lists, in list order, the ids of the matches the filter selects, size included.
 func (s *Server) sizeFilteredIDs(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]uint64, error) {
+	keys, err := s.sizeFilteredKeys(ctx, p, f, asOf)
+	ids := make([]uint64, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	return ids, err
+}
+
+// sizeFilteredKeys lists, in list order, the keys (matched_at, id) of the matches the filter
+// selects, size included.
+func (s *Server) sizeFilteredKeys(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]cursor, error) {
 	var n int64
 	if err := s.matchQuery(ctx, p, f).Count(&n).Error; err != nil {
 		return nil, err
@@ -42,22 +53,23 @@ func (s *Server) sizeFilteredIDs(ctx context.Context, p *Principal, f matchFilte
 	}
 	var rows []struct {
 		ID            uint64
+		MatchedAt     time.Time
 		IndustryCode  string
 		Employees     int64
 		AnnualRevenue float64
 		TotalAssets   float64
 	}
-	if err := s.matchQuery(ctx, p, f).Select("m.id, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
+	if err := s.matchQuery(ctx, p, f).Select("m.id, m.matched_at, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
 		Order("m.matched_at DESC, m.id DESC").Scan(&rows).Error; err != nil {
 		return nil, err
 	}
-	ids := make([]uint64, 0, len(rows))
+	keys := make([]cursor, 0, len(rows))
 	for _, r := range rows {
 		if sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf) == f.Size {
-			ids = append(ids, r.ID)
+			keys = append(keys, cursor{At: r.MatchedAt.UTC(), ID: r.ID})
 		}
 	}
-	return ids, nil
+	return keys, nil
 }
 
 // sizeTierOK reports whether a filter value is a tier.

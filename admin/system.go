@@ -57,8 +57,10 @@ func (s *Server) evalDate(ctx context.Context) (time.Time, error) {
 	if !s.evalAt.IsZero() && s.now().Sub(s.evalAt) < time.Minute {
 		return s.evalDay, nil
 	}
+	// the date of the newest active match: ix_match_recent finds it without reading every match
 	var m store.Match
-	err := s.opts.DB.WithContext(ctx).Select("as_of").Order("as_of DESC").Limit(1).Take(&m).Error
+	err := s.opts.DB.WithContext(ctx).Select("as_of").Where("state = ?", store.MatchActive).
+		Order("matched_at DESC").Limit(1).Take(&m).Error
 	switch {
 	case errors.Is(err, gorm.ErrRecordNotFound):
 		s.evalDay = s.today()

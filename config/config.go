@@ -83,6 +83,9 @@ type Console struct {
 	LoginDelay       time.Duration `yaml:"login_delay"`
 	LoginMaxDelay    time.Duration `yaml:"login_max_delay"`
 	TrustedProxies   []string      `yaml:"trusted_proxies"`
+	// QueryTimeout bounds the database work of one console page or GET API request (exports
+	// excepted); past it the request answers 503 and its queries are cancelled.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
 // Policy configures the policy lifecycle outside the console.
@@ -277,7 +280,8 @@ func Default() Config {
 		HTTP: HTTP{Addr: "127.0.0.1:8080"},
 		Console: Console{LinkTTL: 30 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SessionIdle: 2 * time.Hour,
 			SecureCookies: "auto", LoginMaxFailures: 5, LoginWindow: 15 * time.Minute,
-			LoginDelay: 5 * time.Second, LoginMaxDelay: 5 * time.Minute, TrustedProxies: []string{}},
+			LoginDelay: 5 * time.Second, LoginMaxDelay: 5 * time.Minute, TrustedProxies: []string{},
+			QueryTimeout: 5 * time.Second},
 		Policy:   Policy{Review: true},
 		Matcher:  Matcher{Workers: 0, Shards: 0, ShardAckWait: 30 * time.Second, CatchUpInterval: 10 * time.Second, ChangeSubject: "registry.changed"},
 		Registry: Registry{Source: RegistrySource{Interval: 15 * time.Minute, PageSize: 1000}},
@@ -529,6 +533,9 @@ func (c *Config) Validate() error {
 	if c.Console.LoginDelay < 100*time.Millisecond || c.Console.LoginMaxDelay < c.Console.LoginDelay || c.Console.LoginMaxDelay > time.Hour {
 		return bad("console.login_delay", "login_delay must be at least 100ms and login_max_delay between it and 1h (got %s, %s)",
 			c.Console.LoginDelay, c.Console.LoginMaxDelay)
+	}
+	if c.Console.QueryTimeout < 100*time.Millisecond || c.Console.QueryTimeout > 10*time.Minute {
+		return bad("console.query_timeout", "must be between 100ms and 10m (got %s)", c.Console.QueryTimeout)
 	}
 	if _, err := ParseTrustedProxies(c.Console.TrustedProxies); err != nil {
 		return bad("console.trusted_proxies", "%v", err)

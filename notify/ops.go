@@ -61,6 +61,8 @@ type FailedQuery struct {
 	CreditCodes []string
 	Limit       int // default 100
 	Offset      int
+	// IDs narrows it to these deliveries (a page the console chose by keyset).
+	IDs []uint64
 }
 
 // Failed lists failed deliveries, most recently changed first, and how many match in all.
@@ -79,6 +81,9 @@ func (o Ops) Failed(ctx context.Context, q FailedQuery) ([]FailedDelivery, int64
 	}
 	if len(q.CreditCodes) > 0 {
 		base = base.Where("credit_code IN ?", q.CreditCodes)
+	}
+	if len(q.IDs) > 0 {
+		base = base.Where("id IN ?", q.IDs)
 	}
 	var total int64
 	if err := base.Session(&gorm.Session{}).Count(&total).Error; err != nil {

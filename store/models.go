@@ -157,7 +157,7 @@ type Delivery struct {
 	Recipient  string     `gorm:"size:64;not null;uniqueIndex:ux_delivery,priority:3" json:"recipient"`
 	CreditCode string     `gorm:"size:18;not null;index" json:"credit_code"`
 	PolicyID   string     `gorm:"size:64;not null" json:"policy_id"`
-	State      string     `gorm:"size:16;not null;index:ix_delivery_state,priority:2" json:"state"`
+	State      string     `gorm:"size:16;not null;index:ix_delivery_state,priority:2;index:ix_delivery_failed,priority:1" json:"state"`
 	Provider   string     `gorm:"size:32;not null;default:''" json:"provider"`
 	ProviderID string     `gorm:"size:128;not null;default:'';index" json:"provider_id"`
 	Attempts   int        `gorm:"not null;default:0" json:"attempts"`
@@ -165,7 +165,10 @@ type Delivery struct {
 	LastError  string     `gorm:"size:500;not null;default:''" json:"last_error"`
 	CreatedAt  time.Time  `json:"created_at"`
 	SentAt     *time.Time `json:"sent_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
+	// ix_delivery_failed serves the console's failed-delivery log: the rows in the failed states,
+	// newest change first (a range per state and a sort of those rows, never a scan of every
+	// delivery).
+	UpdatedAt time.Time `gorm:"index:ix_delivery_failed,priority:2" json:"updated_at"`
 	// Digests, scheduling and attempts (package notify, docs/delivery.md).
 	Items       int        `gorm:"not null;default:1" json:"items"` // matches this message announces (DeliveryItem)
 	DueAt       *time.Time `json:"due_at"`                          // not attempted before (digest window, quiet hours, throttle, backoff)

@@ -51,7 +51,8 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 				return nil, fmt.Errorf("create database directory: %w", err)
 			}
 		}
-		dial = sqlite.Open(o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_txlock=immediate")
+		registerInterruptible()
+		dial = &sqlite.Dialector{DriverName: interruptibleDriver, DSN: o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_txlock=immediate"}
 	case "mysql":
 		if err := reachMySQL(ctx, o.DSN); err != nil {
 			return nil, err

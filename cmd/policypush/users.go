@@ -171,5 +171,5 @@ func (a *app) consoleOptions() (admin.Options, error) {
 		LinkSecret: secret, LinkTTL: c.LinkTTL, SessionTTL: c.SessionTTL, SessionIdle: c.SessionIdle,
 		SecureCookies: c.SecureCookies, PublicURL: a.cfg.HTTP.PublicURL, LoginMaxFailures: c.LoginMaxFailures,
 		LoginWindow: c.LoginWindow, LoginDelay: c.LoginDelay, LoginMaxDelay: c.LoginMaxDelay, TrustedProxies: proxies,
-		PayoutHolidays: a.cfg.Payout.Holidays, Vocabulary: a.vocabulary()}, nil
+		PayoutHolidays: a.cfg.Payout.Holidays, Vocabulary: a.vocabulary(), QueryTimeout: c.QueryTimeout}, nil
 }

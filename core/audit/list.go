@@ -17,19 +17,11 @@ type Filter struct {
 	Object string    // contains
 	From   time.Time // at or after (zero: no bound)
 	Before time.Time // before (zero: no bound)
-	Limit  int       // page size (0: 50)
-	Offset int
 }
 
-// Page is one page of records, newest first, with the count of all that match.
-type Page struct {
-	Rows  []store.AuditLog
-	Total int64
-}
-
-// List reads one page of the audit log.
-func List(ctx context.Context, db *gorm.DB, f Filter) (Page, error) {
-	var out Page
+// Query is the audit records f selects, unordered and unpaged: the viewer pages it by id, newest
+// first, with a keyset (admin/keyset.go), and caps its count.
+func Query(ctx context.Context, db *gorm.DB, f Filter) *gorm.DB {
 	q := db.WithContext(ctx).Model(&store.AuditLog{})
 	if f.Actor != "" {
 		q = q.Where("actor = ?", f.Actor)
@@ -46,17 +38,7 @@ func List(ctx context.Context, db *gorm.DB, f Filter) (Page, error) {
 	if !f.Before.IsZero() {
 		q = q.Where("at < ?", f.Before)
 	}
-	if err := q.Count(&out.Total).Error; err != nil {
-		return out, fmt.Errorf("count audit records: %w", err)
-	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	if err := q.Order("id DESC").Limit(limit).Offset(f.Offset).Find(&out.Rows).Error; err != nil {
-		return out, fmt.Errorf("read audit records: %w", err)
-	}
-	return out, nil
+	return q
 }
 
 // Recorded lists the actions the log holds, for the viewer's action filter.

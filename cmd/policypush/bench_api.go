@@ -1,0 +1,574 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/config"
+	"github.com/policypush/policypush/matcher"
+	"github.com/policypush/policypush/registry"
+	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
+)
+
+func init() { addSubcommand("bench", benchAPICmd) }
+
+// apiBench sizes `bench api`.
+type apiBench struct {
+	pipelineBench
+	rate     int
+	duration time.Duration
+	export   bool
+	timeout  time.Duration // console.query_timeout of the server under test
+	natsURL  string        // empty: NATS inside the process
+}
+
+// apiEndpoint is one line of the result: one role's requests to one page or API endpoint.
+type apiEndpoint struct {
+	Role     string         `json:"role"`
+	Endpoint string         `json:"endpoint"`
+	Requests uint64         `json:"requests"`
+	Errors   int            `json:"errors"` // transport errors and answers other than 2xx
+	P50ms    float64        `json:"p50_ms"`
+	P95ms    float64        `json:"p95_ms"`
+	P99ms    float64        `json:"p99_ms"`
+	MaxMs    float64        `json:"max_ms"`
+	Codes    map[string]int `json:"codes"`
+}
+
+// apiResult is what `bench api` prints.
+type apiResult struct {
+	Firms       int           `json:"firms"`
+	Policies    int           `json:"policies"`
+	Database    string        `json:"database"`
+	CPUs        int           `json:"cpus"`
+	Seeded      bool          `json:"seeded"`
+	Matches     int64         `json:"active_matches"`
+	Rate        int           `json:"rate"` // requests per second over all roles and endpoints
+	Seconds     float64       `json:"seconds"`
+	Endpoints   []apiEndpoint `json:"endpoints"`
+	Delivered   int64         `json:"notices_sent_during_attack"` // deliveries that reached sent/delivered meanwhile
+	PipelineLog int           `json:"pipeline_warnings"`          // WARN/ERROR lines the server logged during the attack
+	Timeouts    int           `json:"console_timeouts"`           // requests cut by console.query_timeout (503 timeout)
+
+	ExportRows       int64   `json:"export_rows"`
+	ExportSeconds    float64 `json:"export_seconds"`
+	ExportRowsPerSec float64 `json:"export_rows_per_second"`
+	ExportError      string  `json:"export_error,omitempty"`
+}
+
+func benchAPICmd(g *globals) *cobra.Command {
+	o := apiBench{}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Drive the console and JSON API as several roles at a given rate while the pipeline runs",
+		Long: `Seeds (or reuses) a data dir like "bench pipeline" (--firms synthetic firms, --policies synthetic
+policies, matched once as of --as-of with "policypush match"), then starts the server in this
+process as serve does (relay, notifiers on the local sandbox, the matcher engine at --as-of, the
+console) and drives it with the vegeta load generator: the demo accounts admin (system admin),
+region_3205 (city official, Suzhou) and park_sip (park manager) sign in, and each requests its
+pages and GET API endpoints round-robin, at --rate requests per second in all, for --duration.
+The notices the match queued are relayed and delivered meanwhile.
+
+Prints per role and endpoint the requests, errors (transport errors and non-2xx answers),
+p50/p95/p99/max latency, then the notices delivered during the attack and the export rate (rows
+per second of GET /api/v1/matches/export?format=csv as the park manager), as a table or with --json.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := runAPIBench(cmd.Context(), o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(os.Stdout, res)
+			}
+			printAPIBench(os.Stdout, res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.firms, "firms", 200000, "synthetic firms")
+	f.IntVar(&o.policies, "policies", 140, "synthetic policies")
+	f.Int64Var(&o.seed, "seed", 1, "seed of firms and policies")
+	f.StringVar(&o.asOf, "as-of", "2022-06-30", "evaluation date")
+	f.StringVar(&o.dir, "dir", "", "data dir to seed or reuse (default: a temporary one, removed afterwards)")
+	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "use this MySQL/MariaDB database instead of SQLite, e.g. root@tcp(127.0.0.1:3306)/ppbench")
+	f.IntVar(&o.rate, "rate", 20, "requests per second, over all roles and endpoints")
+	f.DurationVar(&o.duration, "duration", 30*time.Second, "how long to attack")
+	f.BoolVar(&o.export, "export", true, "measure the export rate after the attack")
+	f.DurationVar(&o.timeout, "query-timeout", 5*time.Second, "console.query_timeout of the server")
+	f.StringVar(&o.natsURL, "nats-url", "", "external NATS (a stream and subjects of the benchmark's own); default: inside the process")
+	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
+	return cmd
+}
+
+// seedAPIBench seeds the data dir as bench pipeline does (a reused dir is taken as it is) and
+// matches it once.
+func seedAPIBench(ctx context.Context, o apiBench, progress io.Writer) (bool, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return false, err
+	}
+	conf := fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: sqlite\n", o.dir)
+	if o.mysqlDSN != "" {
+		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
+			return false, err
+		}
+		conf = fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: mysql\n  dsn: %q\n", o.dir, o.mysqlDSN)
+	}
+	confPath := filepath.Join(o.dir, "bench-config.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return false, err
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "POLICYPUSH_") {
+			env = append(env, kv)
+		}
+	}
+	run := func(args ...string) error {
+		c := exec.CommandContext(ctx, self, append([]string{"--config", confPath}, args...)...)
+		c.Env, c.Stdout, c.Stderr = env, io.Discard, progress
+		if err := c.Run(); err != nil {
+			return fmt.Errorf("policypush %s: %w", strings.Join(args, " "), err)
+		}
+		return nil
+	}
+	seeded := false
+	if _, err := os.Stat(filepath.Join(o.dir, "bench-seeded")); errors.Is(err, os.ErrNotExist) {
+		seeded = true
+		fmt.Fprintf(progress, "seeding %s: %d firms, %d policies\n", o.dir, o.firms, o.policies)
+		csvPath := filepath.Join(o.dir, "bench-firms.csv")
+		if err := registry.SynthCSVFile(csvPath, o.firms, o.seed, false); err != nil {
+			return seeded, err
+		}
+		policyDir := filepath.Join(o.dir, "bench-policies")
+		if err := writeDefinitions(policyDir, matcher.SynthCatalog(o.policies, o.seed)); err != nil {
+			return seeded, err
+		}
+		if err := run("import", "enterprises", csvPath); err != nil {
+			return seeded, err
+		}
+		if err := run("policy", "apply", policyDir, "--by", "bench"); err != nil {
+			return seeded, err
+		}
+		if err := os.WriteFile(filepath.Join(o.dir, "bench-seeded"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+			return seeded, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(o.dir, "bench-api-matched")); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(progress, "policypush match --as-of %s\n", o.asOf)
+		if err := run("match", "--as-of", o.asOf); err != nil {
+			return seeded, err
+		}
+		if err := os.WriteFile(filepath.Join(o.dir, "bench-api-matched"), []byte(o.asOf+"\n"), 0o644); err != nil {
+			return seeded, err
+		}
+	}
+	return seeded, nil
+}
+
+// benchRole is a signed-in account and what it requests.
+type benchRole struct {
+	name    string
+	header  http.Header
+	targets []vegeta.Target
+	names   map[string]string // URL → endpoint label
+	perms   []string
+	// planErrors are the answers that kept plan from a firm or a second page
+	planErrors []string
+}
+
+func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult, error) {
+	res := apiResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), Database: "sqlite", Rate: o.rate}
+	if o.rate < 1 || o.duration <= 0 {
+		return res, errors.New("--rate must be at least 1 and --duration positive")
+	}
+	day, err := rules.ParseDate(o.asOf)
+	if err != nil {
+		return res, fmt.Errorf("--as-of: %w", err)
+	}
+	if o.dir == "" {
+		dir, err := os.MkdirTemp("", "policypush-api")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		o.dir = dir
+	}
+	if o.mysqlDSN != "" {
+		res.Database = "mysql"
+	}
+	if res.Seeded, err = seedAPIBench(ctx, o, progress); err != nil {
+		return res, err
+	}
+
+	// The server, as serve runs it, on a configuration of the benchmark's own (never config.yaml
+	// or POLICYPUSH_ variables, which could name a production database), the matcher pinned to
+	// the benchmark's date like the demo's.
+	cfg := config.Default()
+	cfg.DataDir, cfg.HTTP.Addr, cfg.Console.QueryTimeout = o.dir, "127.0.0.1:0", o.timeout
+	// notices go out as they come, at any hour, as in bench deliver (no digest window, no quiet hours)
+	cfg.Notify.DigestWindow, cfg.Notify.QuietHours.Channels = 0, nil
+	if o.natsURL != "" {
+		// a stream of its own; the subject prefix stays the one the match wrote into the outbox
+		cfg.NATS.URL, cfg.NATS.Stream = o.natsURL, "PPBENCHAPI_"+strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	if o.mysqlDSN != "" {
+		cfg.Database.Driver, cfg.Database.DSN = "mysql", o.mysqlDSN
+	}
+	logPath := filepath.Join(o.dir, "bench-api-server.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return res, err
+	}
+	defer logFile.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := newApp(cfg)
+	a.log = slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	defer a.close()
+	db, err := a.openDB(ctx)
+	if err != nil {
+		return res, err
+	}
+	password := randomPassword()
+	if err := admin.SeedDemoUsers(ctx, db, password); err != nil {
+		return res, err
+	}
+	if err := db.WithContext(ctx).Model(&store.Match{}).Where("state = ?", store.MatchActive).Count(&res.Matches).Error; err != nil {
+		return res, err
+	}
+	wait, err := a.startPipeline(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer wait()
+	defer cancel()
+	a.newMatcher(db, func() time.Time { return day.Time })
+	if err := a.runMatcher(ctx); err != nil { // a stage of the app: a.close stops it
+		return res, err
+	}
+	srv, err := a.serveHTTP(ctx)
+	if err != nil {
+		return res, err
+	}
+	base := "http://" + srv.Addr()
+	fmt.Fprintf(progress, "server at %s (log %s); %d active matches\n", base, logPath, res.Matches)
+
+	names := []string{"admin", "region_3205", "park_sip"}
+	roles := make([]*benchRole, len(names))
+	loginErrs := make([]error, len(names))
+	var lwg sync.WaitGroup
+	for i, name := range names { // bcrypt makes each sign-in take a while: all at once
+		lwg.Add(1)
+		go func() {
+			defer lwg.Done()
+			r, err := benchLogin(ctx, base, name, password)
+			if err == nil {
+				err = r.plan(ctx, base)
+			}
+			roles[i], loginErrs[i] = r, err
+		}()
+	}
+	lwg.Wait()
+	if err := errors.Join(loginErrs...); err != nil {
+		return res, err
+	}
+	for _, r := range roles {
+		for _, e := range r.planErrors {
+			fmt.Fprintf(progress, "%s: %s\n", r.name, e)
+		}
+	}
+
+	sent := func() int64 {
+		var n int64
+		db.WithContext(ctx).Model(&store.Delivery{}).Where("state IN ?", []string{store.DeliverySent, store.DeliveryDelivered}).Count(&n)
+		return n
+	}
+	logBefore := countLogProblems(logPath)
+	sentBefore := sent()
+	fmt.Fprintf(progress, "attacking at %d req/s for %s: %d roles, %d targets\n", o.rate, o.duration, len(roles), countTargets(roles))
+	start := time.Now()
+	var mu sync.Mutex
+	metrics := map[[2]string]*vegeta.Metrics{}
+	codes := map[[2]string]map[string]int{}
+	errs := map[[2]string]int{}
+	var wg sync.WaitGroup
+	total := countTargets(roles)
+	for _, r := range roles {
+		// each role's share of the rate is its share of the targets
+		freq := max(1, o.rate*len(r.targets)/total)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			atk := vegeta.NewAttacker(vegeta.Timeout(60*time.Second), vegeta.KeepAlive(true), vegeta.Redirects(vegeta.NoFollow))
+			for rs := range atk.Attack(vegeta.NewStaticTargeter(r.targets...), vegeta.Rate{Freq: freq, Per: time.Second}, o.duration, r.name) {
+				key := [2]string{r.name, r.names[rs.URL]}
+				mu.Lock()
+				m := metrics[key]
+				if m == nil {
+					m, codes[key] = &vegeta.Metrics{}, map[string]int{}
+					metrics[key] = m
+				}
+				m.Add(rs)
+				codes[key][fmt.Sprint(rs.Code)]++
+				if rs.Error != "" || rs.Code < 200 || rs.Code > 299 {
+					errs[key]++
+					if rs.Code == http.StatusServiceUnavailable && bytes.Contains(rs.Body, []byte(`"timeout"`)) {
+						res.Timeouts++
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	res.Delivered = sent() - sentBefore
+	res.PipelineLog = countLogProblems(logPath) - logBefore
+	for key, m := range metrics {
+		m.Close()
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		res.Endpoints = append(res.Endpoints, apiEndpoint{Role: key[0], Endpoint: key[1], Requests: m.Requests, Errors: errs[key],
+			P50ms: ms(m.Latencies.P50), P95ms: ms(m.Latencies.P95), P99ms: ms(m.Latencies.P99), MaxMs: ms(m.Latencies.Max), Codes: codes[key]})
+	}
+	order := map[string]int{}
+	for i, r := range roles {
+		order[r.name] = i
+	}
+	sort.Slice(res.Endpoints, func(i, j int) bool {
+		a, b := res.Endpoints[i], res.Endpoints[j]
+		if a.Role != b.Role {
+			return order[a.Role] < order[b.Role]
+		}
+		return a.Endpoint < b.Endpoint
+	})
+
+	if o.export {
+		// the park manager's: an admin's whole province is past the export's row limit
+		fmt.Fprintln(progress, "export: GET /api/v1/matches/export?format=csv as park_sip")
+		res.ExportRows, res.ExportSeconds, err = benchExport(ctx, base, roles[len(roles)-1])
+		if err != nil {
+			res.ExportError = err.Error()
+		} else if res.ExportSeconds > 0 {
+			res.ExportRowsPerSec = float64(res.ExportRows) / res.ExportSeconds
+		}
+	}
+	return res, nil
+}
+
+func countTargets(roles []*benchRole) int {
+	n := 0
+	for _, r := range roles {
+		n += len(r.targets)
+	}
+	return n
+}
+
+func randomPassword() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "Bench-" + hex.EncodeToString(b)
+}
+
+// benchLogin signs an account in through the API and keeps its session cookie.
+func benchLogin(ctx context.Context, base, user, password string) (*benchRole, error) {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	body, _ := json.Marshal(map[string]string{"username": user, "password": password})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/session", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", base)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sign in as %s: %w", user, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("sign in as %s: %d %s", user, resp.StatusCode, b)
+	}
+	var session struct {
+		Permissions []string `json:"permissions"`
+	}
+	if err := json.Unmarshal(b, &session); err != nil {
+		return nil, fmt.Errorf("sign in as %s: %w", user, err)
+	}
+	u, _ := url.Parse(base)
+	var cookies []string
+	for _, ck := range jar.Cookies(u) {
+		cookies = append(cookies, ck.Name+"="+ck.Value)
+	}
+	return &benchRole{name: user, header: http.Header{"Cookie": {strings.Join(cookies, "; ")}}, names: map[string]string{},
+		perms: session.Permissions}, nil
+}
+
+// get requests a path as the role.
+func (r *benchRole) get(ctx context.Context, base, path string) (int, []byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	req.Header = r.header.Clone()
+	resp, err := (&http.Client{Timeout: 2 * time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// plan picks the role's targets: its pages and GET endpoints, with a firm and a second page from
+// its own scope; endpoints its role lacks the permission of are left out.
+func (r *benchRole) plan(ctx context.Context, base string) error {
+	var first struct {
+		Items []struct {
+			CreditCode string `json:"credit_code"`
+		} `json:"items"`
+		NextCursor string `json:"next_cursor"`
+	}
+	// The first page gives a firm and the second page's cursor; a busy server may time out on it
+	// (503): a few tries, then the role goes without those two targets.
+	for try := 0; try < 3; try++ {
+		code, body, err := r.get(ctx, base, "/api/v1/matches?per_page=50")
+		if err != nil {
+			return fmt.Errorf("GET /api/v1/matches as %s: %w", r.name, err)
+		}
+		if code == http.StatusOK {
+			if err := json.Unmarshal(body, &first); err != nil {
+				return fmt.Errorf("GET /api/v1/matches as %s: %w", r.name, err)
+			}
+			break
+		}
+		r.planErrors = append(r.planErrors, fmt.Sprintf("GET /api/v1/matches: %d %.120s", code, body))
+	}
+	type target struct{ label, path, perm string }
+	paths := []target{
+		{"page /", "/", "dashboard:read"}, {"page /firms", "/firms", "firm:read"},
+		{"page /deliveries/failed", "/deliveries/failed", "delivery:read"}, {"page /policies", "/policies", "policy:read"},
+		{"page /audit", "/audit", "audit:read"},
+		{"GET /api/v1/matches", "/api/v1/matches", "firm:read"}, {"GET /api/v1/dashboard", "/api/v1/dashboard", "dashboard:read"},
+		{"GET /api/v1/status", "/api/v1/status", "dashboard:read"}, {"GET /api/v1/deliveries", "/api/v1/deliveries", "delivery:read"},
+		{"GET /api/v1/policies", "/api/v1/policies", "policy:read"}, {"GET /api/v1/audit", "/api/v1/audit", "audit:read"},
+	}
+	if first.NextCursor != "" {
+		after := "?after=" + url.QueryEscape(first.NextCursor)
+		paths = append(paths, target{"page /firms (page 2)", "/firms" + after, "firm:read"},
+			target{"GET /api/v1/matches (page 2)", "/api/v1/matches" + after, "firm:read"})
+	}
+	if len(first.Items) > 0 {
+		firm := first.Items[len(first.Items)/2].CreditCode
+		paths = append(paths, target{"page /firms/{code}", "/firms/" + firm, "firm:read"},
+			target{"GET /api/v1/firms/{code}", "/api/v1/firms/" + firm, "firm:read"})
+	}
+	for _, p := range paths {
+		if !slices.Contains(r.perms, p.perm) {
+			continue // not this role's
+		}
+		t := vegeta.Target{Method: http.MethodGet, URL: base + p.path, Header: r.header}
+		r.targets = append(r.targets, t)
+		r.names[t.URL] = p.label
+	}
+	if len(r.targets) == 0 {
+		return fmt.Errorf("%s may use none of the endpoints", r.name)
+	}
+	return nil
+}
+
+// benchExport downloads the role's whole CSV export and counts its rows.
+func benchExport(ctx context.Context, base string, r *benchRole) (int64, float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/matches/export?format=csv", nil)
+	req.Header = r.header.Clone()
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 500))
+		return 0, 0, fmt.Errorf("export: %d %s", resp.StatusCode, b)
+	}
+	var lines int64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	return max(lines-1, 0), time.Since(start).Seconds(), nil // less the header
+}
+
+// countLogProblems counts the WARN and ERROR lines of the server's log, less the console's own
+// timeouts (counted apart): what the relay, notifiers, receipts and matcher complained of.
+func countLogProblems(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) && !strings.Contains(line, "console.query_timeout") {
+			n++
+		}
+	}
+	return n
+}
+
+func printAPIBench(w io.Writer, r apiResult) {
+	fmt.Fprintf(w, "bench api: %d firms × %d policies, %d active matches, %s, %d CPUs; %d req/s for %.0f s\n",
+		r.Firms, r.Policies, r.Matches, r.Database, r.CPUs, r.Rate, r.Seconds)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "role\tendpoint\trequests\terrors\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcodes\t")
+	for _, e := range r.Endpoints {
+		var cs []string
+		for c, n := range e.Codes {
+			cs = append(cs, fmt.Sprintf("%s×%d", c, n))
+		}
+		slices.Sort(cs)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n", e.Role, e.Endpoint, e.Requests, e.Errors,
+			e.P50ms, e.P95ms, e.P99ms, e.MaxMs, strings.Join(cs, " "))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "console timeouts (503): %d; notices sent meanwhile: %d; relay/notifier/matcher WARN/ERROR log lines meanwhile: %d\n",
+		r.Timeouts, r.Delivered, r.PipelineLog)
+	switch {
+	case r.ExportError != "":
+		fmt.Fprintf(w, "export: %s\n", r.ExportError)
+	case r.ExportSeconds > 0:
+		fmt.Fprintf(w, "export (CSV, park_sip, every active match of the park): %d rows in %.1f s = %.0f rows/s\n", r.ExportRows, r.ExportSeconds, r.ExportRowsPerSec)
+	}
+}
