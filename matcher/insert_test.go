@@ -1,12 +1,15 @@
 package matcher
 
 import (
+	"encoding/json"
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
 )
@@ -63,4 +66,49 @@ func TestInsertMatchesSetsStoredIDs(t *testing.T) {
 	if int(n) != len(rows) {
 		t.Fatalf("%d rows stored, want %d", n, len(rows))
 	}
+}
+
+// noticeSet lists every notice the outbox holds, one per (match, channel) whether its row is a
+// batch or a single notice, as "policy version firm channel subject", sorted.
+func noticeSet(t *testing.T, db *gorm.DB) []string {
+	t.Helper()
+	var rows []store.Outbox
+	if err := db.Order("id").Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	var ms []store.Match
+	if err := db.Find(&ms).Error; err != nil {
+		t.Fatal(err)
+	}
+	byID := map[uint64]store.Match{}
+	for _, m := range ms {
+		byID[m.ID] = m
+	}
+	var out []string
+	add := func(id uint64, channel, subject string) {
+		m, ok := byID[id]
+		if !ok {
+			t.Fatalf("outbox announces match %d, which is not stored", id)
+		}
+		out = append(out, fmt.Sprintf("%s v%d %s %s %s", m.PolicyID, m.PolicyVersion, m.CreditCode, channel, subject))
+	}
+	for _, r := range rows {
+		var b bus.NoticeBatch
+		if err := json.Unmarshal(r.Payload, &b); err == nil && len(b.MatchIDs) > 0 {
+			if len(b.MatchIDs) != r.Notices {
+				t.Fatalf("outbox row %d announces %d matches, says %d", r.ID, len(b.MatchIDs), r.Notices)
+			}
+			for _, id := range b.MatchIDs {
+				add(id, b.Channel, r.Subject)
+			}
+			continue
+		}
+		var j bus.NoticeJob
+		if err := json.Unmarshal(r.Payload, &j); err != nil || j.MatchID == 0 {
+			t.Fatalf("outbox row %d: payload %s is neither a batch nor a notice", r.ID, r.Payload)
+		}
+		add(j.MatchID, j.Channel, r.Subject)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -306,7 +307,7 @@ func failedTests(p *rules.Policy) string {
 }
 
 func matchCmd(g *globals) *cobra.Command {
-	var asOf, policyID string
+	var asOf, policyID, cpuProfile string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "match",
@@ -331,6 +332,17 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" { // hidden: for profiling the whole command (docs/matcher.md)
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			var sum matcher.Summary
 			err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
 				sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
@@ -349,6 +361,8 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 	cmd.Flags().StringVar(&asOf, "as-of", "", "evaluation date YYYY-MM-DD (default today)")
 	cmd.Flags().StringVar(&policyID, "policy", "", "match only this policy id")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
 
