@@ -171,7 +171,9 @@ func insertSQL(n int) string {
 
 // insertJSON runs sqliteInsert on a chunk and sets the ids of its rows. Holding the write lock
 // since its first write, the transaction gets consecutive rowids for the rows one statement
-// inserts, ending at last_insert_rowid.
+// inserts, in the order of the JSON array (json_each's order), ending at last_insert_rowid: when
+// the statement inserted every row they are numbered so; when OR IGNORE skipped some (and the
+// AUTOINCREMENT counter may have left gaps), the ids are read back.
 func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match) error {
 	var res sql.Result
 	if uniform(chunk) {
@@ -202,7 +204,18 @@ func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match) er
 	if err != nil {
 		return err
 	}
+	if n == int64(len(chunk)) {
+		numberRows(chunk, last-n+1)
+		return nil
+	}
 	return readIDs(ctx, conn, last-n+1, n, chunk)
+}
+
+// numberRows sets the ids of rows inserted by one statement in their order, from first on.
+func numberRows(chunk []store.Match, first int64) {
+	for i := range chunk {
+		chunk[i].ID = uint64(first) + uint64(i)
+	}
 }
 
 // consecutiveIDs reports whether InnoDB gives the rows of one multi-row INSERT consecutive ids on
@@ -236,9 +249,7 @@ func insertValues(ctx context.Context, conn gorm.ConnPool, st *sql.Stmt, q strin
 	}
 	if consecutive {
 		if n, err := res.RowsAffected(); err == nil && n == int64(len(chunk)) && first > 0 {
-			for i := range chunk {
-				chunk[i].ID = uint64(first) + uint64(i)
-			}
+			numberRows(chunk, first)
 			return nil
 		}
 	}
