@@ -1,6 +1,7 @@
 package matcher
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/internal/testenv"
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
@@ -111,4 +113,95 @@ func noticeSet(t *testing.T, db *gorm.DB) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// storeGroup, which writes the new matches of several policies together in credit-code order,
+// stores what writeDiff stores policy by policy: the same rows, states, amounts and notices, and
+// the same counts, from a stored state that holds every kind of change (new, superseded,
+// revived, re-amounted, revoked, unchanged).
+func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
+	ctx := context.Background()
+	asOf := time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC)
+	earlier := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+	code := func(i int) string { return fmt.Sprintf("91320000%010d", (i*7919)%1000) }
+	amount := func(v float64) *float64 { return &v }
+	policies := make([]*rules.Policy, 3)
+	for i := range policies {
+		policies[i] = &rules.Policy{Def: &rules.Definition{ID: fmt.Sprintf("group-%d", i), Channels: []string{"wechat", "sms"}[:1+i%2]}, Version: 2}
+	}
+	// Each policy: firms 0..299 stored in various states; firms 100..899 eligible now.
+	stored := func(db *gorm.DB) {
+		var rows []store.Match
+		for pi, p := range policies {
+			for i := range 300 {
+				m := store.Match{PolicyID: p.Def.ID, PolicyVersion: 2, CreditCode: code(i + pi), State: store.MatchActive,
+					Amount: amount(float64(i)), AsOf: asOf, Notified: true, MatchedAt: earlier, UpdatedAt: earlier}
+				switch i % 4 {
+				case 1:
+					m.PolicyVersion = 1 // superseded when still eligible
+				case 2:
+					m.State = store.MatchRevoked // revived when eligible again
+				}
+				rows = append(rows, m)
+			}
+		}
+		if err := db.Create(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	outcomes := make([][]Outcome, len(policies))
+	for pi := range policies {
+		for i := 100; i < 900; i++ {
+			a := float64(i)
+			if i%3 == 0 {
+				a++ // a new amount
+			}
+			outcomes[pi] = append(outcomes[pi], Outcome{CreditCode: code(i + pi), Amount: &a})
+		}
+		sort.Slice(outcomes[pi], func(a, b int) bool { return outcomes[pi][a].CreditCode < outcomes[pi][b].CreditCode })
+	}
+	one, group := testenv.OpenDB(t).DB, testenv.OpenDB(t).DB
+	stored(one)
+	stored(group)
+	want := make([]PolicyResult, len(policies))
+	for pi, p := range policies {
+		if err := writeDiff(ctx, one, p, asOf, outcomes[pi], "t", "", "", &want[pi], &Phases{}); err != nil {
+			t.Fatal(err)
+		}
+		want[pi].Eligible = len(outcomes[pi])
+	}
+	got := make([]PolicyResult, len(policies))
+	items := make([]policyWrite, len(policies))
+	for pi, p := range policies {
+		items[pi] = policyWrite{policy: p, outcomes: outcomes[pi], res: &got[pi]}
+	}
+	if err := storeGroup(ctx, group, items, asOf, "t", "", "", &Phases{}); err != nil {
+		t.Fatal(err)
+	}
+	for pi := range policies {
+		if got[pi] != want[pi] {
+			t.Fatalf("policy %d: storeGroup counted %+v, writeDiff %+v", pi, got[pi], want[pi])
+		}
+		if got[pi].New == 0 || got[pi].Updated == 0 || got[pi].Revoked == 0 || got[pi].Unchanged == 0 {
+			t.Fatalf("policy %d: %+v: the test no longer covers every kind of change", pi, got[pi])
+		}
+	}
+	sameStrings(t, "stored matches", storedState(t, one), storedState(t, group))
+	sameStrings(t, "queued notices", noticeSet(t, one), noticeSet(t, group))
+	// The new matches (the rows made now: revived and superseding rows keep their first
+	// matched_at) were inserted in credit-code order across the policies.
+	var fresh []store.Match
+	if err := group.Where("matched_at > ?", earlier).Order("id").Find(&fresh).Error; err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i, m := range fresh {
+		seen[m.PolicyID] = true
+		if i > 0 && m.CreditCode < fresh[i-1].CreditCode {
+			t.Fatalf("match %d (%s %s) inserted after %s: not in credit-code order", m.ID, m.PolicyID, m.CreditCode, fresh[i-1].CreditCode)
+		}
+	}
+	if len(seen) != len(policies) {
+		t.Fatalf("new matches of %d policies, want %d", len(seen), len(policies))
+	}
 }
