@@ -23,10 +23,9 @@ import (
 // writeBatch is how many rows one UPDATE names. txMatches is how many new matches, with their
 // notice batches, one transaction commits: large enough that commits cost little, small enough
 // that the relay, notifiers and console wait milliseconds for SQLite's one writer.
-const (
-	writeBatch = 500
-	txMatches  = 5000
-)
+const writeBatch = 500
+
+var txMatches = 5000 // a variable for tests
 
 // changeSet is what one policy's decisions change in a set of stored matches.
 type changeSet struct {
@@ -276,7 +275,8 @@ const groupRows = 1_000_000
 // storeGroup stores the decisions of several policies over a credit-code range: their errors and
 // the difference with their stored matches, as writeDiff does for one, except that the new
 // matches of all of them are written together in credit-code order (merged from each policy's
-// outcomes, which are in that order), txMatches per transaction. On SQLite this is what makes a
+// outcomes, which are in that order), txMatches per transaction: each transaction takes the next
+// txMatches of the merged order and inserts them policy by policy. On SQLite this is what makes a
 // full match cheap: a transaction's new rows then fall into a narrow range of the firm index
 // (credit_code) and into one short run per policy of the unique key, so a commit writes a few
 // hundred pages to the WAL instead of one page of the firm index per new match, which is what a
@@ -331,6 +331,10 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 		if len(rows) == 0 {
 			return nil
 		}
+		// Policy by policy within the transaction (in credit-code order within each): the pages
+		// the transaction writes are the same, and a policy's rows stay together in the table,
+		// which is the order the next diff (loadStored) reads them in.
+		sort.SliceStable(rows, func(i, j int) bool { return rows[i].PolicyID < rows[j].PolicyID })
 		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, rows, channels) })
 		rows = rows[:0]
 		return err

@@ -175,6 +175,8 @@ func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
 	for pi, p := range policies {
 		items[pi] = policyWrite{policy: p, outcomes: outcomes[pi], res: &got[pi]}
 	}
+	defer func(n int) { txMatches = n }(txMatches)
+	txMatches = txPerTest
 	if err := storeGroup(ctx, group, items, asOf, "t", "", "", &Phases{}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,19 +191,46 @@ func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
 	sameStrings(t, "stored matches", storedState(t, one), storedState(t, group))
 	sameStrings(t, "queued notices", noticeSet(t, one), noticeSet(t, group))
 	// The new matches (the rows made now: revived and superseding rows keep their first
-	// matched_at) were inserted in credit-code order across the policies.
+	// matched_at) were inserted txMatches per transaction, each taking the next firms in
+	// credit-code order across the policies and inserting them policy by policy.
 	var fresh []store.Match
 	if err := group.Where("matched_at > ?", earlier).Order("id").Find(&fresh).Error; err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]bool{}
-	for i, m := range fresh {
-		seen[m.PolicyID] = true
-		if i > 0 && m.CreditCode < fresh[i-1].CreditCode {
-			t.Fatalf("match %d (%s %s) inserted after %s: not in credit-code order", m.ID, m.PolicyID, m.CreditCode, fresh[i-1].CreditCode)
+	if len(fresh) < 4*txPerTest {
+		t.Fatalf("%d new matches: too few for the test", len(fresh))
+	}
+	for lo := 0; lo < len(fresh); lo += txPerTest {
+		tx := fresh[lo:min(lo+txPerTest, len(fresh))]
+		for i := 1; i < len(tx); i++ {
+			a, b := tx[i-1], tx[i]
+			if a.PolicyID > b.PolicyID || a.PolicyID == b.PolicyID && a.CreditCode >= b.CreditCode {
+				t.Fatalf("transaction from id %d: %s %s inserted before %s %s", tx[0].ID, a.PolicyID, a.CreditCode, b.PolicyID, b.CreditCode)
+			}
+		}
+		if lo > 0 {
+			prev := fresh[lo-txPerTest : lo]
+			if maxCode(prev) > minCode(tx) {
+				t.Fatalf("transaction from id %d holds firms from %s on, the one before up to %s: not in credit-code order", tx[0].ID, minCode(tx), maxCode(prev))
+			}
 		}
 	}
-	if len(seen) != len(policies) {
-		t.Fatalf("new matches of %d policies, want %d", len(seen), len(policies))
+}
+
+const txPerTest = 100
+
+func maxCode(ms []store.Match) string {
+	out := ""
+	for _, m := range ms {
+		out = max(out, m.CreditCode)
 	}
+	return out
+}
+
+func minCode(ms []store.Match) string {
+	out := ms[0].CreditCode
+	for _, m := range ms {
+		out = min(out, m.CreditCode)
+	}
+	return out
 }
