@@ -157,12 +157,12 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 	check(-1, "the repair")
 }
 
-// BenchmarkWriteFresh is the hot path of a full match, new matches with their notices in
+// BenchmarkWriteCounted is the hot path of a full match, new matches with their notices in
 // transactions of txMatches, with the match counts kept (counted) and without (plain: the same
 // statements minus the counting), interleaved in each iteration (alternating which goes first):
 //
-//	go test ./matcher -run '^$' -bench WriteFresh -count 6 -benchtime 3x
-func BenchmarkWriteFresh(b *testing.B) {
+//	go test ./matcher -run '^$' -bench WriteCounted -count 6 -benchtime 3x
+func BenchmarkWriteCounted(b *testing.B) {
 	tdb := testenv.OpenDB(b)
 	db := tdb.DB
 	ctx := context.Background()

@@ -1,6 +1,7 @@
 package matcher
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"sort"
@@ -22,10 +23,9 @@ import (
 // writeBatch is how many rows one UPDATE names. txMatches is how many new matches, with their
 // notice batches, one transaction commits: large enough that commits cost little, small enough
 // that the relay, notifiers and console wait milliseconds for SQLite's one writer.
-const (
-	writeBatch = 500
-	txMatches  = 5000
-)
+const writeBatch = 500
+
+var txMatches = 5000 // a variable for tests
 
 // changeSet is what one policy's decisions change in a set of stored matches.
 type changeSet struct {
@@ -279,6 +279,131 @@ func (w writer) writeBatched(ctx context.Context, db *gorm.DB, p *rules.Policy, 
 		}
 	}
 	return nil
+}
+
+// policyWrite is one policy's decisions over a scope, for storeGroup.
+type policyWrite struct {
+	policy   *rules.Policy
+	outcomes []Outcome
+	errs     []EvalError
+	res      *PolicyResult
+}
+
+// groupRows bounds the eligible firms whose decisions one storeGroup holds (matchPolicies stores
+// a group of policies in parts of about this size), so that memory stays bounded at any registry size.
+const groupRows = 1_000_000
+
+// storeGroup stores the decisions of several policies over a credit-code range: their errors and
+// the difference with their stored matches, as writeDiff does for one, except that the new
+// matches of all of them are written together in credit-code order (merged from each policy's
+// outcomes, which are in that order), txMatches per transaction: each transaction takes the next
+// txMatches of the merged order and inserts them policy by policy. On SQLite this is what makes a
+// full match cheap: a transaction's new rows then fall into a narrow range of the firm index
+// (credit_code) and into one short run per policy of the unique key, so a commit writes a few
+// hundred pages to the WAL instead of one page of the firm index per new match, which is what a
+// policy's matches, spread over the whole registry, cost per transaction before (docs/matcher.md).
+func storeGroup(ctx context.Context, db *gorm.DB, items []policyWrite, asOf time.Time, prefix, lo, hi string, ph *Phases) error {
+	sets := make([]changeSet, len(items))
+	for i, it := range items {
+		it.res.Eligible, it.res.Errors = len(it.outcomes), len(it.errs)
+		t := time.Now()
+		if err := recordErrors(ctx, db, it.policy, asOf, it.errs, lo, hi); err != nil {
+			return err
+		}
+		t = since(&ph.Write, t)
+		stored, err := loadStored(ctx, db, it.policy, lo, hi)
+		if err != nil {
+			return err
+		}
+		sets[i] = stored.diff(it.policy, it.outcomes)
+		since(&ph.Diff, t)
+	}
+	t := time.Now()
+	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC()}
+	if err := w.writeMerged(ctx, db, items, sets); err != nil {
+		return err
+	}
+	for i, it := range items {
+		rest := sets[i]
+		rest.fresh = nil
+		if err := w.writeBatched(ctx, db, it.policy, rest); err != nil {
+			return err
+		}
+		sets[i].count(it.res)
+	}
+	since(&ph.Write, t)
+	return nil
+}
+
+// writeMerged inserts the new matches of several policies with their notices, merged in
+// credit-code order, txMatches per transaction.
+func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrite, sets []changeSet) error {
+	channels := map[string][]string{}
+	heads := &mergeHeads{sets: sets}
+	for i, it := range items {
+		channels[it.policy.Def.ID] = it.policy.Def.Channels
+		if len(sets[i].fresh) > 0 {
+			heads.list = append(heads.list, mergeHead{item: i})
+		}
+	}
+	heap.Init(heads)
+	rows := make([]store.Match, 0, txMatches)
+	flush := func() error {
+		if len(rows) == 0 {
+			return nil
+		}
+		// Policy by policy within the transaction (in credit-code order within each): the pages
+		// the transaction writes are the same, and a policy's rows stay together in the table,
+		// which is the order the next diff (loadStored) reads them in.
+		sort.SliceStable(rows, func(i, j int) bool { return rows[i].PolicyID < rows[j].PolicyID })
+		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, rows, channels) })
+		rows = rows[:0]
+		return err
+	}
+	for heads.Len() > 0 {
+		h := &heads.list[0]
+		rows = append(rows, w.newMatch(items[h.item].policy, sets[h.item].fresh[h.next]))
+		if h.next++; h.next == len(sets[h.item].fresh) {
+			heap.Pop(heads)
+		} else {
+			heap.Fix(heads, 0)
+		}
+		if len(rows) == txMatches {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// mergeHead is the next new match of one policy in writeMerged's merge.
+type mergeHead struct {
+	item, next int
+}
+
+// mergeHeads is a heap of policies by the credit code of their next new match (then by policy
+// order, so that the merge is deterministic).
+type mergeHeads struct {
+	list []mergeHead
+	sets []changeSet
+}
+
+func (h mergeHeads) Len() int { return len(h.list) }
+func (h mergeHeads) Less(i, j int) bool {
+	a, b := h.list[i], h.list[j]
+	ca, cb := h.sets[a.item].fresh[a.next].CreditCode, h.sets[b.item].fresh[b.next].CreditCode
+	if ca != cb {
+		return ca < cb
+	}
+	return a.item < b.item
+}
+func (h mergeHeads) Swap(i, j int) { h.list[i], h.list[j] = h.list[j], h.list[i] }
+func (h *mergeHeads) Push(x any)   { h.list = append(h.list, x.(mergeHead)) }
+func (h *mergeHeads) Pop() any {
+	x := h.list[len(h.list)-1]
+	h.list = h.list[:len(h.list)-1]
+	return x
 }
 
 // writeDiff stores the difference between a policy's outcomes over a credit-code range ([lo, hi),

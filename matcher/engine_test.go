@@ -137,12 +137,13 @@ func TestRunStoresWhatPlainRunStores(t *testing.T) {
 		t.Fatal("no rule failed for any firm: the test no longer covers evaluation errors")
 	}
 	sameStrings(t, "stored state", storedState(t, plainDB), storedState(t, engineDB))
-	var outboxE, outboxP int64
-	engineDB.Model(&store.Outbox{}).Count(&outboxE)
-	plainDB.Model(&store.Outbox{}).Count(&outboxP)
-	if outboxE != outboxP || outboxE == 0 {
-		t.Fatalf("outbox rows: engine %d, plain %d", outboxE, outboxP)
+	// The engine writes the new matches of many policies together, so its notice batches group
+	// matches differently: the notices they hold are the same.
+	noticesP := noticeSet(t, plainDB)
+	if len(noticesP) == 0 {
+		t.Fatal("the plain run queued no notice")
 	}
+	sameStrings(t, "queued notices", noticesP, noticeSet(t, engineDB))
 	again, err := Run(ctx, engineDB, testAsOf, "", Options{SubjectPrefix: "t"})
 	if err != nil {
 		t.Fatal(err)

@@ -169,24 +169,37 @@ func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner
 			return out, err
 		}
 		since(&ph.Evaluate, t)
+		// The group's decisions are stored in parts of about groupRows eligible firms, each part
+		// by one storeGroup (diff.go: their new matches are written together, in firm order).
+		results := make([]PolicyResult, len(group))
+		var part []policyWrite
+		rows := 0
 		for i, p := range group {
-			res := PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
+			results[i] = PolicyResult{PolicyID: p.Def.ID, Version: p.Version, Title: p.Def.Title}
 			t := time.Now()
-			outcomes, evalErrs := decs[i].outcomes(snap), decs[i].evalErrors(snap)
+			pw := policyWrite{policy: p, outcomes: decs[i].outcomes(snap), errs: decs[i].evalErrors(snap), res: &results[i]}
 			since(&ph.Evaluate, t)
-			if err := storeDecisions(ctx, db, p, pl.asOf, outcomes, evalErrs, o.SubjectPrefix, lo, hi, &res, ph); err != nil {
+			part, rows = append(part, pw), rows+len(pw.outcomes)
+			if rows < groupRows && i < len(group)-1 {
+				continue
+			}
+			if err := storeGroup(ctx, db, part, pl.asOf, o.SubjectPrefix, lo, hi, ph); err != nil {
 				return out, err
 			}
-			if lo == "" && hi == "" {
-				if err := recordEvaluation(ctx, db, p, pl.asOf, snap.Active(), res.Eligible); err != nil {
-					return out, err
+			for _, pw := range part {
+				res := pw.res
+				if lo == "" && hi == "" {
+					if err := recordEvaluation(ctx, db, pw.policy, pl.asOf, snap.Active(), res.Eligible); err != nil {
+						return out, err
+					}
+				}
+				log.Info("matched", "policy", res.PolicyID, "version", res.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
+				out = append(out, *res)
+				if bar != nil {
+					_ = bar.Add(1)
 				}
 			}
-			log.Info("matched", "policy", p.Def.ID, "version", p.Version, "eligible", res.Eligible, "new", res.New, "revoked", res.Revoked, "errors", res.Errors)
-			out = append(out, res)
-			if bar != nil {
-				_ = bar.Add(1)
-			}
+			part, rows = nil, 0
 		}
 	}
 	if bar != nil {

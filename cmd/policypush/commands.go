@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,8 +18,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/admin"
-	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
@@ -316,7 +317,7 @@ func failedTests(p *rules.Policy) string {
 }
 
 func matchCmd(g *globals) *cobra.Command {
-	var asOf, policyID string
+	var asOf, policyID, cpuProfile string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "match",
@@ -341,6 +342,17 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" { // hidden: for profiling the whole command (docs/matcher.md)
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			var sum matcher.Summary
 			err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
 				sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
@@ -359,6 +371,8 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 	cmd.Flags().StringVar(&asOf, "as-of", "", "evaluation date YYYY-MM-DD (default today)")
 	cmd.Flags().StringVar(&policyID, "policy", "", "match only this policy id")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
 
