@@ -303,7 +303,7 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 		if err != nil {
 			n.opts.Log.Warn("take in notices; will retry", "channel", rt.channel, "n", len(intake), "err", err)
 			for _, e := range intake {
-				e.delay = n.retryDelay(e.delivered)
+				e.delay = nakDelay(e.delivered)
 			}
 		}
 		for e, id := range now {
@@ -322,7 +322,7 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 		for id, es := range due {
 			d, ok := answers[id]
 			if !ok && err != nil {
-				d = n.retryDelay(es[0].delivered)
+				d = nakDelay(es[0].delivered)
 			}
 			for _, e := range es {
 				e.delay = max(e.delay, d)
@@ -336,13 +336,6 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 			_ = e.msg.Ack()
 		}
 	}
-}
-
-// retryDelay is the pause before JetStream redelivers a message the notifier could not handle
-// (database or bus trouble): doubling from 1 s up to 1 min, by how often it was delivered.
-func (n *Notifier) retryDelay(delivered int) time.Duration {
-	d := time.Second << min(max(delivered-1, 0), 6)
-	return min(d, time.Minute)
 }
 
 // recordDeadLetter keeps a message the notifier cannot use, so that an operator sees it.
