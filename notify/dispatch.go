@@ -100,12 +100,14 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 	if len(cands) == 0 {
 		return answers, nil
 	}
+	begin := time.Now()
 	if err := n.plan(ctx, rt, cands, now); err != nil {
 		return nil, err
 	}
 	if err := n.claim(ctx, rt, cands, now); err != nil {
 		return nil, err
 	}
+	begin = timePhase(rt.channel, "claim", begin)
 	var sending []*candidate
 	for _, c := range cands {
 		if c.act == actSend && c.claim != "" {
@@ -122,7 +124,10 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 			}
 			return answers, err
 		}
-		n.send(ctx, sending)
+		begin = timePhase(rt.channel, "prepare", begin)
+		n.send(ctx, rt, sending)
+		begin = timePhase(rt.channel, "send", begin)
+		defer timePhase(rt.channel, "record", begin)
 		if err := n.record(ctx, rt, sending); err != nil {
 			for _, c := range sending {
 				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
@@ -179,7 +184,7 @@ func (n *Notifier) plan(ctx context.Context, rt *route, cands []*candidate, now 
 			c.detail = fmt.Sprintf("the last attempt with %q may have been accepted, and that provider is no longer configured: check with it, then resend by hand if the firm did not get it", c.d.Provider)
 		}
 	}
-	if err := n.settleInDoubt(ctx, cands, now); err != nil {
+	if err := n.settleInDoubt(ctx, rt, cands, now); err != nil {
 		return err
 	}
 
@@ -298,7 +303,7 @@ func (n *Notifier) recentSends(ctx context.Context, ch string, cands []*candidat
 // repeats is simply sent to again. Otherwise the provider is asked (policy "lookup"): found means
 // sent; not found is trusted once the grace period since the attempt has passed, and the notice is
 // then sent again through the same provider. Never to another provider before that.
-func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now time.Time) error {
+func (n *Notifier) settleInDoubt(ctx context.Context, rt *route, cands []*candidate, now time.Time) error {
 	var ask []*candidate
 	for _, c := range cands {
 		if c.act != actSend || !c.inDoubt {
@@ -319,7 +324,7 @@ func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now ti
 		return nil
 	}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, n.sendSlots())
+	sem := n.slots(rt.channel)
 	for _, c := range ask {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -352,8 +357,22 @@ func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now ti
 	return nil
 }
 
-// sendSlots is the number of concurrent provider calls of one lane.
-func (n *Notifier) sendSlots() int { return max(1, (n.opts.Workers+lanes-1)/lanes) }
+// slots is the channel's pool of provider calls, notify.workers of them, shared by its lanes: a
+// lane that is sending uses whatever the lanes busy with the database leave free, so a batch's
+// calls take a few rounds of the pool rather than batch_size / (workers / lanes).
+func (n *Notifier) slots(channel string) chan struct{} {
+	n.slotsMu.Lock()
+	defer n.slotsMu.Unlock()
+	if n.sendSlots == nil {
+		n.sendSlots = map[string]chan struct{}{}
+	}
+	sem := n.sendSlots[channel]
+	if sem == nil {
+		sem = make(chan struct{}, n.opts.Workers)
+		n.sendSlots[channel] = sem
+	}
+	return sem
+}
 
 // claim writes every decision of the plan in one transaction. The deliveries to send become
 // "sending" with a lease and this dispatch's claim token, in one statement per (old state, old
@@ -364,7 +383,13 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 	token := newClaim()
 	lease := now.Add(n.opts.SendTimeout + leaseMargin)
 	type claimKey struct{ state, claim, provider string }
-	return n.retryTx(ctx, func(tx *gorm.DB) error {
+	run := n.retryTx
+	if n.claimOnly(cands) {
+		// The common case, every candidate sent with one provider from one state: a single UPDATE
+		// needs no transaction around it (BEGIN and COMMIT would be two more round trips).
+		run = n.retryStmt
+	}
+	return run(ctx, func(tx *gorm.DB) error {
 		var outbox []store.Outbox
 		var events []store.DeliveryEvent
 		groups := map[claimKey][]*candidate{}
@@ -450,6 +475,17 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		}
 		return nil
 	})
+}
+
+// claimOnly reports whether claiming cands is one statement: all are sent, from the same state
+// and claim, with the same provider.
+func (n *Notifier) claimOnly(cands []*candidate) bool {
+	for _, c := range cands {
+		if c.act != actSend || c.d.State != cands[0].d.State || c.d.Claim != cands[0].d.Claim || c.prov != cands[0].prov {
+			return false
+		}
+	}
+	return true
 }
 
 // decided is the transition of a plan's decision other than a send, its columns, and the provider
@@ -562,10 +598,10 @@ func (n *Notifier) prepare(ctx context.Context, cands []*candidate) error {
 	return n.payoutContent(ctx, cands)
 }
 
-// send calls the providers, a lane's share of the workers at a time.
-func (n *Notifier) send(ctx context.Context, cands []*candidate) {
+// send calls the providers, as many at a time as the channel's pool has free.
+func (n *Notifier) send(ctx context.Context, rt *route, cands []*candidate) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, n.sendSlots())
+	sem := n.slots(rt.channel)
 	for _, c := range cands {
 		if c.revoked {
 			continue

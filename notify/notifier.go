@@ -49,6 +49,7 @@ const (
 type Options struct {
 	Workers      int // concurrent provider calls per channel
 	BatchSize    int // notice messages handled per database round
+	Lanes        int // batches a channel works on at once (default 8)
 	Consumer     bus.ConsumerOptions
 	Backoff      []time.Duration // delay before retry n after a transient failure; the last repeats
 	MaxAttempts  int             // provider attempts per delivery before it is dead
@@ -70,9 +71,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// lanes is how many batches a channel works on at once, so that one batch's provider calls overlap
-// another's database round trips.
-const lanes = 4
+// defaultLanes is how many batches a channel works on at once, so that one batch's provider calls
+// and database round trips overlap another's: a batch is a chain of round trips (read, write the
+// items, claim, record), so a channel's rate is lanes × batch size / the time of one batch.
+const defaultLanes = 8
 
 // batchLinger is how long a lane waits for more messages after the first before it starts: a
 // batch of one costs as many round trips as a batch of a hundred.
@@ -87,6 +89,9 @@ type Notifier struct {
 	texts  textCache
 
 	consuming atomic.Int32 // channels whose consumer is currently bound
+
+	slotsMu   sync.Mutex
+	sendSlots map[string]chan struct{} // per channel: its provider calls in flight (slots)
 }
 
 // New builds a notifier. senders maps a channel (wechat, sms) to its providers in priority order;
@@ -96,6 +101,9 @@ func New(db *gorm.DB, b *bus.Bus, senders map[string][]Sender, o Options) *Notif
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	o.Workers = max(o.Workers, 1)
+	if o.Lanes < 1 {
+		o.Lanes = defaultLanes
+	}
 	if o.BatchSize < 1 {
 		o.BatchSize = 100
 	}
@@ -163,7 +171,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 func (n *Notifier) consume(ctx context.Context, rt *route) {
 	feed := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
-	for range lanes {
+	for range n.opts.Lanes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -185,7 +193,7 @@ func (n *Notifier) pull(ctx context.Context, rt *route, feed chan<- jetstream.Ms
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.BatchSize * lanes))
+		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.BatchSize * n.opts.Lanes))
 		if err != nil {
 			n.opts.Log.Warn("consume; retrying", "channel", rt.channel, "err", err)
 			sleepCtx(ctx, time.Second)
@@ -299,7 +307,9 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 	if len(intake) > 0 {
 		var now map[*envelope]uint64
 		var err error
+		begin := time.Now()
 		now, hints, err = n.takeIn(ctx, rt, intake)
+		timePhase(rt.channel, "intake", begin)
 		if err != nil {
 			n.opts.Log.Warn("take in notices; will retry", "channel", rt.channel, "n", len(intake), "err", err)
 			for _, e := range intake {
@@ -372,6 +382,20 @@ func (n *Notifier) retryTx(ctx context.Context, fn func(tx *gorm.DB) error) erro
 	var err error
 	for i := range 6 {
 		err = n.db.WithContext(ctx).Transaction(fn)
+		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		sleepCtx(ctx, time.Duration(25<<i)*time.Millisecond)
+	}
+	return err
+}
+
+// retryStmt runs fn, which writes with a single statement, outside a transaction, again after the
+// errors retryTx retries.
+func (n *Notifier) retryStmt(ctx context.Context, fn func(db *gorm.DB) error) error {
+	var err error
+	for i := range 6 {
+		err = fn(n.db.WithContext(ctx))
 		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
