@@ -77,6 +77,7 @@ dropped afterwards); NATS is embedded unless nats.url is set.`,
 	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL server to create the bench database on (default database.dsn)")
 	f.StringVar(&o.channel, "channel", notify.ChannelWeChat, "wechat or sms")
 	f.IntVar(&o.workers, "workers", 0, "concurrent provider calls (default notify.workers)")
+	f.IntVar(&o.batchSize, "batch-size", 0, "notice messages per notifier batch (default notify.batch_size)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.BoolVar(&o.keep, "keep", false, "keep the data directory (SQLite file, sandbox records) for inspection")
@@ -87,6 +88,7 @@ dropped afterwards); NATS is embedded unless nats.url is set.`,
 
 type benchOptions struct {
 	matches, rate, workers int
+	batchSize              int
 	database, mysqlDSN     string
 	channel                string
 	timeout                time.Duration
@@ -192,6 +194,9 @@ func runDeliverBench(ctx context.Context, g *globals, o benchOptions) (benchResu
 	cfg.Relay.Interval = 50 * time.Millisecond
 	if o.workers > 0 {
 		cfg.Notify.Workers = o.workers
+	}
+	if o.batchSize > 0 {
+		cfg.Notify.BatchSize = o.batchSize
 	}
 	cfg.WeChat.Enabled, cfg.SMS.Enabled = o.channel == notify.ChannelWeChat, o.channel == notify.ChannelSMS
 	switch o.database {
