@@ -700,11 +700,14 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			if err != nil {
 				return fmt.Errorf("record delivery %d: %w", c.d.ID, err)
 			}
+			// The rows that bring the delivery back (a retry, a wait) or carry its matches on (a
+			// fallback) are written even when it changed hands, as before the state machine: a
+			// spare notice finds its delivery settled, a missing one would strand it.
+			outbox = append(outbox, st.outbox...)
 			if rows == 0 {
 				n.opts.Log.Warn("delivery changed hands during its attempt", "delivery", c.d.ID)
 				continue
 			}
-			outbox = append(outbox, st.outbox...)
 			events = append(events, st.tr.event(c.d.ID, now, c.prov.name(), st.code, st.detail))
 		}
 		if len(outbox) > 0 {
