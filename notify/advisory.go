@@ -77,15 +77,13 @@ func (n *Notifier) deadLetter(ctx context.Context, channel string, adv bus.MaxDe
 		if job.DeliveryID == 0 {
 			return nil
 		}
-		res := tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", job.DeliveryID,
-			[]string{store.DeliveryQueued, store.DeliveryFailed}).
-			Updates(map[string]any{"state": store.DeliveryDead, "last_code": "max_deliveries", "last_error": reason,
-				"open_key": nil, "updated_at": now})
-		if res.Error != nil || res.RowsAffected == 0 {
-			return res.Error
+		t := tr(TrMaxDeliveries)
+		rows, err := apply(tx, change{tr: t, ids: []uint64{job.DeliveryID}, vars: map[string]any{"last_error": reason}, channel: channel}, now)
+		if err != nil || rows == 0 {
+			return err
 		}
-		return tx.Create(&store.DeliveryEvent{DeliveryID: job.DeliveryID, At: now, Kind: store.EventDead,
-			Code: "max_deliveries", Detail: reason}).Error
+		ev := t.event(job.DeliveryID, now, "", "max_deliveries", reason)
+		return tx.Create(&ev).Error
 	})
 	if err != nil {
 		return err

@@ -89,25 +89,25 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 		}
 	}
 	for _, d := range ds {
-		switch {
-		case terminal(d.State):
-		case d.State == store.DeliverySending && d.LeaseUntil != nil && d.LeaseUntil.After(now):
+		switch s, doubt := classifyDue(&d, now); s {
+		case dueLeased:
 			answers[d.ID] = d.LeaseUntil.Sub(now) + time.Second // someone is sending it right now
-		case d.State != store.DeliverySending && d.DueAt != nil && d.DueAt.After(now):
-			// Early: an outbox row brings it back at its time.
-		default:
-			cands = append(cands, &candidate{d: d, inDoubt: d.InDoubt || d.State == store.DeliverySending})
+		case dueCandidate:
+			cands = append(cands, &candidate{d: d, inDoubt: doubt})
 		}
+		// dueFinished: nothing to do; dueEarly: an outbox row brings it back at its time.
 	}
 	if len(cands) == 0 {
 		return answers, nil
 	}
+	begin := time.Now()
 	if err := n.plan(ctx, rt, cands, now); err != nil {
 		return nil, err
 	}
 	if err := n.claim(ctx, rt, cands, now); err != nil {
 		return nil, err
 	}
+	begin = timePhase(rt.channel, "claim", begin)
 	var sending []*candidate
 	for _, c := range cands {
 		if c.act == actSend && c.claim != "" {
@@ -124,7 +124,10 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 			}
 			return answers, err
 		}
-		n.send(ctx, sending)
+		begin = timePhase(rt.channel, "prepare", begin)
+		n.send(ctx, rt, sending)
+		begin = timePhase(rt.channel, "send", begin)
+		defer timePhase(rt.channel, "record", begin)
 		if err := n.record(ctx, rt, sending); err != nil {
 			for _, c := range sending {
 				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
@@ -166,15 +169,8 @@ func (n *Notifier) plan(ctx context.Context, rt *route, cands []*candidate, now 
 			continue // checked by the intake a moment ago
 		}
 		c.firm = firms[c.d.CreditCode]
-		switch {
-		case c.firm == nil:
-			c.skip("firm_unknown", "the firm is not in the registry")
-		case c.firm.Status != store.StatusActive:
-			c.skip("firm_"+c.firm.Status, "the firm is "+c.firm.Status)
-		case optedOut[c.d.CreditCode]:
-			c.skip("opted_out", "the firm unsubscribed from "+ch)
-		case live[c.d.ID] == 0:
-			c.skip("match_revoked", "the firm no longer qualifies for any policy of this notice")
+		if code, detail := dispatchSkip(ch, c.firm, optedOut[c.d.CreditCode], live[c.d.ID]); code != "" {
+			c.skip(code, detail)
 		}
 		if c.act == actSkip && c.inDoubt {
 			c.detail += "; the outcome of the last attempt is unknown"
@@ -188,7 +184,7 @@ func (n *Notifier) plan(ctx context.Context, rt *route, cands []*candidate, now 
 			c.detail = fmt.Sprintf("the last attempt with %q may have been accepted, and that provider is no longer configured: check with it, then resend by hand if the firm did not get it", c.d.Provider)
 		}
 	}
-	if err := n.settleInDoubt(ctx, cands, now); err != nil {
+	if err := n.settleInDoubt(ctx, rt, cands, now); err != nil {
 		return err
 	}
 
@@ -307,7 +303,7 @@ func (n *Notifier) recentSends(ctx context.Context, ch string, cands []*candidat
 // repeats is simply sent to again. Otherwise the provider is asked (policy "lookup"): found means
 // sent; not found is trusted once the grace period since the attempt has passed, and the notice is
 // then sent again through the same provider. Never to another provider before that.
-func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now time.Time) error {
+func (n *Notifier) settleInDoubt(ctx context.Context, rt *route, cands []*candidate, now time.Time) error {
 	var ask []*candidate
 	for _, c := range cands {
 		if c.act != actSend || !c.inDoubt {
@@ -328,7 +324,7 @@ func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now ti
 		return nil
 	}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, n.sendSlots())
+	sem := n.slots(rt.channel)
 	for _, c := range ask {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -361,8 +357,22 @@ func (n *Notifier) settleInDoubt(ctx context.Context, cands []*candidate, now ti
 	return nil
 }
 
-// sendSlots is the number of concurrent provider calls of one lane.
-func (n *Notifier) sendSlots() int { return max(1, (n.opts.Workers+lanes-1)/lanes) }
+// slots is the channel's pool of provider calls, notify.workers of them, shared by its lanes: a
+// lane that is sending uses whatever the lanes busy with the database leave free, so a batch's
+// calls take a few rounds of the pool rather than batch_size / (workers / lanes).
+func (n *Notifier) slots(channel string) chan struct{} {
+	n.slotsMu.Lock()
+	defer n.slotsMu.Unlock()
+	if n.sendSlots == nil {
+		n.sendSlots = map[string]chan struct{}{}
+	}
+	sem := n.sendSlots[channel]
+	if sem == nil {
+		sem = make(chan struct{}, n.opts.Workers)
+		n.sendSlots[channel] = sem
+	}
+	return sem
+}
 
 // claim writes every decision of the plan in one transaction. The deliveries to send become
 // "sending" with a lease and this dispatch's claim token, in one statement per (old state, old
@@ -373,83 +383,61 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 	token := newClaim()
 	lease := now.Add(n.opts.SendTimeout + leaseMargin)
 	type claimKey struct{ state, claim, provider string }
-	return n.retryTx(ctx, func(tx *gorm.DB) error {
+	run := n.retryTx
+	if n.claimOnly(cands) {
+		// The common case, every candidate sent with one provider from one state: a single UPDATE
+		// needs no transaction around it (BEGIN and COMMIT would be two more round trips).
+		run = n.retryStmt
+	}
+	return run(ctx, func(tx *gorm.DB) error {
 		var outbox []store.Outbox
 		var events []store.DeliveryEvent
 		groups := map[claimKey][]*candidate{}
+		var order []claimKey
 		for _, c := range cands {
 			c.claim = ""
-			guard := tx.Model(&store.Delivery{}).Where("id = ? AND state = ? AND claim = ?", c.d.ID, c.d.State, c.d.Claim)
-			switch c.act {
-			case actSend:
+			if c.act == actSend {
 				k := claimKey{c.d.State, c.d.Claim, c.prov.name()}
+				if groups[k] == nil {
+					order = append(order, k)
+				}
 				groups[k] = append(groups[k], c)
-			case actSkip, actDead:
-				state, kind := store.DeliverySkipped, store.EventSkipped
-				if c.act == actDead {
-					state, kind = store.DeliveryDead, store.EventDead
-				}
-				res := guard.Updates(map[string]any{"state": state, "last_code": c.code, "last_error": clip(c.detail, 480),
-					"open_key": nil, "due_at": nil, "lease_until": nil, "claim": "", "updated_at": now})
-				if res.Error != nil {
-					return fmt.Errorf("close delivery %d: %w", c.d.ID, res.Error)
-				}
-				if res.RowsAffected == 1 {
-					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: kind, Provider: c.d.Provider, Code: c.code, Detail: clip(c.detail, 480)})
-					deliveryOutcomes.WithLabelValues(ch, state, c.code).Inc()
-					if state == store.DeliveryDead {
-						deadLetters.WithLabelValues(ch, c.code).Inc()
-					}
-				}
+				continue
+			}
+			t, vars, provider := n.decided(c, now)
+			rows, err := apply(tx, change{tr: t, ids: []uint64{c.d.ID}, state: c.d.State, claim: c.d.Claim, vars: vars, channel: ch, code: c.outcomeCode()}, now)
+			if err != nil {
+				return fmt.Errorf("%s delivery %d: %w", t.Name, c.d.ID, err)
+			}
+			if rows == 0 {
+				continue
+			}
+			detail := c.detail
+			if c.act != actResolved {
+				detail = clip(detail, 480)
+			}
+			events = append(events, t.event(c.d.ID, now, provider, c.eventCode(), detail))
+			switch c.act {
+			case actDead:
+				deadLetters.WithLabelValues(ch, c.code).Inc()
 			case actDefer:
-				set := map[string]any{"due_at": c.until, "updated_at": now}
-				if c.d.State == store.DeliverySending {
-					set["state"], set["in_doubt"], set["lease_until"], set["claim"] = store.DeliveryFailed, true, nil, ""
-				}
-				res := guard.Updates(set)
-				if res.Error != nil {
-					return fmt.Errorf("defer delivery %d: %w", c.d.ID, res.Error)
-				}
-				if res.RowsAffected == 1 {
-					until := c.until
-					outbox = append(outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &until, now))
-					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: store.EventDeferred, Code: c.code, Detail: clip(c.detail, 480)})
-					deliveryOutcomes.WithLabelValues(ch, "deferred", c.code).Inc()
-				}
-			case actResolved:
-				sentAt := now
-				if c.d.AttemptedAt != nil {
-					sentAt = *c.d.AttemptedAt
-				}
-				set := map[string]any{"state": store.DeliverySent, "in_doubt": false, "sent_at": sentAt, "lease_until": nil,
-					"claim": "", "due_at": nil, "last_code": "", "last_error": "", "updated_at": now}
-				if c.resolved.ProviderID != "" {
-					set["provider_id"] = c.resolved.ProviderID
-				}
-				res := guard.Updates(set)
-				if res.Error != nil {
-					return fmt.Errorf("settle delivery %d: %w", c.d.ID, res.Error)
-				}
-				if res.RowsAffected == 1 {
-					events = append(events, store.DeliveryEvent{DeliveryID: c.d.ID, At: now, Kind: store.EventResolved, Provider: c.prov.name(), Detail: c.detail})
-					deliveryOutcomes.WithLabelValues(ch, store.DeliverySent, "resolved").Inc()
-				}
+				until := c.until
+				outbox = append(outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &until, now))
 			}
 		}
-		var claimedAll = true
-		for k, group := range groups {
+		claimedAll := true
+		for _, k := range order {
+			group := groups[k]
 			ids := make([]uint64, len(group))
 			for i, c := range group {
 				ids[i] = c.d.ID
 			}
-			res := tx.Model(&store.Delivery{}).Where("id IN ? AND state = ? AND claim = ?", ids, k.state, k.claim).
-				Updates(map[string]any{"state": store.DeliverySending, "open_key": nil, "due_at": nil, "claim": token,
-					"provider": k.provider, "lease_until": lease, "attempted_at": now, "attempts": gorm.Expr("attempts + 1"),
-					"updated_at": now})
-			if res.Error != nil {
-				return fmt.Errorf("claim deliveries: %w", res.Error)
+			rows, err := apply(tx, change{tr: tr(TrClaim), ids: ids, state: k.state, claim: k.claim, vars: map[string]any{
+				"claim": token, "provider": k.provider, "lease_until": lease, "attempted_at": now, "attempts": gorm.Expr("attempts + 1")}}, now)
+			if err != nil {
+				return fmt.Errorf("claim deliveries: %w", err)
 			}
-			claimedAll = claimedAll && res.RowsAffected == int64(len(group))
+			claimedAll = claimedAll && rows == int64(len(group))
 		}
 		claimed := map[uint64]bool{}
 		if !claimedAll {
@@ -487,6 +475,56 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		}
 		return nil
 	})
+}
+
+// claimOnly reports whether claiming cands is one statement: all are sent, from the same state
+// and claim, with the same provider.
+func (n *Notifier) claimOnly(cands []*candidate) bool {
+	for _, c := range cands {
+		if c.act != actSend || c.d.State != cands[0].d.State || c.d.Claim != cands[0].d.Claim || c.prov != cands[0].prov {
+			return false
+		}
+	}
+	return true
+}
+
+// decided is the transition of a plan's decision other than a send, its columns, and the provider
+// its event names.
+func (n *Notifier) decided(c *candidate, now time.Time) (Transition, map[string]any, string) {
+	switch c.act {
+	case actSkip:
+		return tr(TrSkip), map[string]any{"last_code": c.code, "last_error": clip(c.detail, 480)}, c.d.Provider
+	case actDead:
+		return tr(TrGiveUp), map[string]any{"last_code": c.code, "last_error": clip(c.detail, 480)}, c.d.Provider
+	case actDefer:
+		return tr(deferTransition(c.d.State)), map[string]any{"due_at": c.until}, ""
+	}
+	// actResolved
+	sentAt := now
+	if c.d.AttemptedAt != nil {
+		sentAt = *c.d.AttemptedAt
+	}
+	vars := map[string]any{"sent_at": sentAt}
+	if c.resolved.ProviderID != "" {
+		vars["provider_id"] = c.resolved.ProviderID
+	}
+	return tr(TrResolve), vars, c.prov.name()
+}
+
+// eventCode is the code on the timeline event of a plan's decision (a settled attempt has none).
+func (c *candidate) eventCode() string {
+	if c.act == actResolved {
+		return ""
+	}
+	return c.code
+}
+
+// outcomeCode is the code label of the decision's counter.
+func (c *candidate) outcomeCode() string {
+	if c.act == actResolved {
+		return "resolved"
+	}
+	return c.code
 }
 
 // prepare reads what the claimed messages announce, now that no item can join them any more, and
@@ -560,10 +598,10 @@ func (n *Notifier) prepare(ctx context.Context, cands []*candidate) error {
 	return n.payoutContent(ctx, cands)
 }
 
-// send calls the providers, a lane's share of the workers at a time.
-func (n *Notifier) send(ctx context.Context, cands []*candidate) {
+// send calls the providers, as many at a time as the channel's pool has free.
+func (n *Notifier) send(ctx context.Context, rt *route, cands []*candidate) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, n.sendSlots())
+	sem := n.slots(rt.channel)
 	for _, c := range cands {
 		if c.revoked {
 			continue
@@ -602,6 +640,9 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 		case c.revoked:
 		case c.err == nil:
 			c.prov.observe(now, Transient, true, n.opts.Failover, n.opts.QuotaPause)
+			for _, m := range c.matches {
+				noticeLatency.WithLabelValues(ch).Observe(now.Sub(m.MatchedAt).Seconds())
+			}
 		case c.err.Class == Transient || c.err.Class == Quota:
 			pause := n.opts.QuotaPause
 			if c.err.RetryAfter > 0 {
@@ -609,6 +650,10 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			}
 			c.prov.observe(now, c.err.Class, false, n.opts.Failover, pause)
 		}
+	}
+	steps := make([]step, len(cands))
+	for i, c := range cands {
+		steps[i] = n.outcome(c, now)
 	}
 	var recorded []uint64
 	err := n.retryTx(ctx, func(tx *gorm.DB) error {
@@ -619,62 +664,51 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 		recorded = nil
 		var providerIDs []any
 		for _, c := range cands {
-			if c.err != nil || c.revoked || len(c.dropped) > 0 {
-				continue
+			if c.plainSuccess() {
+				sentIDs = append(sentIDs, c.d.ID)
+				providerIDs = append(providerIDs, c.d.ID, c.res.ProviderID)
 			}
-			sentIDs = append(sentIDs, c.d.ID)
-			providerIDs = append(providerIDs, c.d.ID, c.res.ProviderID)
 		}
 		if len(sentIDs) > 0 {
-			res := tx.Model(&store.Delivery{}).Where("id IN ? AND claim = ?", sentIDs, cands[0].claim).
-				Updates(map[string]any{"state": store.DeliverySent, "sent_at": now, "in_doubt": false, "last_code": "", "last_error": "",
-					"lease_until": nil, "claim": "", "updated_at": now,
-					"provider_id": gorm.Expr("CASE id"+strings.Repeat(" WHEN ? THEN ?", len(sentIDs))+" END", providerIDs...)})
-			if res.Error != nil {
-				return fmt.Errorf("record sent deliveries: %w", res.Error)
+			rows, err := apply(tx, change{tr: tr(TrSent), ids: sentIDs, claim: cands[0].claim, channel: ch, vars: map[string]any{
+				"sent_at": now, "provider_id": gorm.Expr("CASE id"+strings.Repeat(" WHEN ? THEN ?", len(sentIDs))+" END", providerIDs...)}}, now)
+			if err != nil {
+				return fmt.Errorf("record sent deliveries: %w", err)
 			}
-			if res.RowsAffected != int64(len(sentIDs)) {
-				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", res.RowsAffected)
+			if rows != int64(len(sentIDs)) {
+				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", rows)
 			}
 			recorded = sentIDs
 		}
-		for _, c := range cands {
-			if c.err == nil && !c.revoked && len(c.dropped) == 0 {
-				_, ev, _ := n.outcome(c, now, &outbox)
-				ev.DeliveryID, ev.At, ev.Provider = c.d.ID, now, c.prov.name()
-				events = append(events, ev)
+		for i, c := range cands {
+			st := steps[i]
+			if c.plainSuccess() {
+				events = append(events, st.tr.event(c.d.ID, now, c.prov.name(), st.code, st.detail))
 				continue
 			}
-			guard := tx.Model(&store.Delivery{}).Where("id = ? AND claim = ?", c.d.ID, c.claim)
 			if len(c.dropped) > 0 {
-				if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND channel = ? AND match_id IN ? AND kind = ''", c.d.ID, ch, c.dropped).
-					Updates(map[string]any{"state": store.ItemSkipped, "note": "match_revoked"}).Error; err != nil {
+				if err := endItems(tx, ItemTrDropped, c.d.ID, ch, c.dropped, store.ItemSkipped, "match_revoked"); err != nil {
 					return fmt.Errorf("drop revoked items: %w", err)
 				}
 			}
-			set, ev, err := n.outcome(c, now, &outbox)
-			if err != nil {
-				return err
-			}
-			if c.err != nil && c.err.Class == Fallback && ch == ChannelWeChat && n.routes[ChannelSMS] != nil {
-				if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND state = ''", c.d.ID).
-					Updates(map[string]any{"state": store.ItemFallback, "note": clip(c.err.Code, 200)}).Error; err != nil {
+			if st.tr.Name == TrFallback {
+				if err := endItems(tx, ItemTrFallback, c.d.ID, ch, nil, store.ItemFallback, clip(c.err.Code, 200)); err != nil {
 					return fmt.Errorf("mark fallback items: %w", err)
 				}
 			}
-			set["updated_at"] = now
-			set["lease_until"] = nil
-			set["claim"] = ""
-			res := guard.Updates(set)
-			if res.Error != nil {
-				return fmt.Errorf("record delivery %d: %w", c.d.ID, res.Error)
+			rows, err := apply(tx, change{tr: st.tr, ids: []uint64{c.d.ID}, claim: c.claim, vars: st.vars, channel: ch, code: st.code}, now)
+			if err != nil {
+				return fmt.Errorf("record delivery %d: %w", c.d.ID, err)
 			}
-			if res.RowsAffected == 0 {
+			// The rows that bring the delivery back (a retry, a wait) or carry its matches on (a
+			// fallback) are written even when it changed hands, as before the state machine: a
+			// spare notice finds its delivery settled, a missing one would strand it.
+			outbox = append(outbox, st.outbox...)
+			if rows == 0 {
 				n.opts.Log.Warn("delivery changed hands during its attempt", "delivery", c.d.ID)
 				continue
 			}
-			ev.DeliveryID, ev.At, ev.Provider = c.d.ID, now, c.prov.name()
-			events = append(events, ev)
+			events = append(events, st.tr.event(c.d.ID, now, c.prov.name(), st.code, st.detail))
 		}
 		if len(outbox) > 0 {
 			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
@@ -688,90 +722,123 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 		}
 		return nil
 	})
-	if err != nil || len(recorded) == 0 {
+	if err != nil {
 		return err
 	}
-	// A fast provider's report can arrive before this record of the send. Applying waiting reports
-	// in a transaction of its own, after the commit, closes the race with the receipt handler (which
-	// does the same after committing its report): whichever commits second sees the other's row.
+	for _, st := range steps {
+		switch st.tr.Name {
+		case TrDead:
+			deadLetters.WithLabelValues(ch, st.code).Inc()
+		case TrRetry:
+			retries.WithLabelValues(ch).Inc()
+		}
+	}
+	if len(recorded) == 0 {
+		return nil
+	}
+	return n.applyWaitingReceipts(ctx, cands, recorded, now)
+}
+
+// applyWaitingReceipts applies the reports of just-recorded sends that a fast provider delivered
+// before the record. Doing it after the commit closes the race with the receipt handler (which does
+// the same after committing its report): whichever commits second sees the other's row. Such
+// reports are rare, so one read outside a transaction looks for them, by the provider ids this
+// dispatch already holds; only when it finds some does a transaction apply them.
+func (n *Notifier) applyWaitingReceipts(ctx context.Context, cands []*candidate, recorded []uint64, now time.Time) error {
+	var pids []string
+	for _, c := range cands {
+		if c.plainSuccess() {
+			if c.res.ProviderID != "" {
+				pids = append(pids, c.res.ProviderID)
+			}
+		}
+	}
+	if len(pids) == 0 {
+		return nil
+	}
+	var waiting int64
+	if err := n.db.WithContext(ctx).Model(&store.DeliveryReceipt{}).
+		Where("applied = ? AND received_at >= ? AND (delivery_id IN ? OR provider_id IN ?)", false, now.Add(-24*time.Hour), recorded, pids).
+		Limit(1).Count(&waiting).Error; err != nil {
+		return fmt.Errorf("look for waiting receipts: %w", err)
+	}
+	if waiting == 0 {
+		return nil
+	}
 	rc := ReceiptConfig{SubjectPrefix: n.opts.SubjectPrefix, FallbackToSMS: n.routes[ChannelSMS] != nil}
 	return n.retryTx(ctx, func(tx *gorm.DB) error { return applyWaiting(tx, rc, recorded, now) })
 }
 
-// outcome turns an attempt's result into the delivery's new columns and timeline event, and adds
-// the outbox rows it needs (a retry, a fallback).
-func (n *Notifier) outcome(c *candidate, now time.Time, outbox *[]store.Outbox) (map[string]any, store.DeliveryEvent, error) {
+// plainSuccess is an accepted attempt that left nothing out: recorded with the batch's others.
+func (c *candidate) plainSuccess() bool { return c.err == nil && !c.revoked && len(c.dropped) == 0 }
+
+// step is what recording an attempt writes: a transition with its columns, the timeline event's
+// code and detail, and the outbox rows it needs (a retry, a wait, the SMS of a fallback).
+type step struct {
+	tr           Transition
+	vars         map[string]any
+	code, detail string
+	outbox       []store.Outbox
+}
+
+// outcome turns an attempt's result into its step: afterSend (machine.go) decides the transition;
+// this adds the words and the rows.
+func (n *Notifier) outcome(c *candidate, now time.Time) step {
 	ch := c.d.Channel
-	if c.revoked {
-		deliveryOutcomes.WithLabelValues(ch, store.DeliverySkipped, "match_revoked").Inc()
-		return map[string]any{"state": store.DeliverySkipped, "attempts": gorm.Expr("attempts - 1"), "last_code": "match_revoked",
-				"last_error": "the firm no longer qualifies for any policy of this notice"},
-			store.DeliveryEvent{Kind: store.EventSkipped, Code: "match_revoked"}, nil
-	}
-	if c.err == nil {
-		for _, m := range c.matches {
-			noticeLatency.WithLabelValues(ch).Observe(now.Sub(m.MatchedAt).Seconds())
-		}
-		deliveryOutcomes.WithLabelValues(ch, store.DeliverySent, "").Inc()
-		detail := c.res.ProviderID
+	nx := afterSend(sendFacts{Channel: ch, Revoked: c.revoked, Err: c.err, Attempts: c.d.Attempts, MaxAttempts: n.opts.MaxAttempts,
+		Backoff: n.opts.Backoff, SMSRoute: n.routes[ChannelSMS] != nil}, now)
+	st := step{tr: tr(nx.Tr)}
+	switch nx.Tr {
+	case TrRevoked:
+		st.code = "match_revoked"
+		return st
+	case TrSent:
+		st.detail = c.res.ProviderID
 		if len(c.dropped) > 0 {
-			detail += fmt.Sprintf("; %d revoked match(es) left out", len(c.dropped))
+			st.detail += fmt.Sprintf("; %d revoked match(es) left out", len(c.dropped))
 		}
-		return map[string]any{"state": store.DeliverySent, "provider_id": c.res.ProviderID, "sent_at": now, "in_doubt": false,
-			"items": len(c.matches), "last_code": "", "last_error": ""}, store.DeliveryEvent{Kind: store.EventSent, Detail: detail}, nil
+		st.vars = map[string]any{"sent_at": now, "provider_id": c.res.ProviderID, "items": len(c.matches)}
+		return st
 	}
 	se := c.err
 	msg := clip(se.Message, 480)
-	retry := func(at time.Time, keepAttempt bool, kind, detail string) (map[string]any, store.DeliveryEvent, error) {
-		*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &at, now))
-		set := map[string]any{"state": store.DeliveryFailed, "due_at": at, "in_doubt": se.InDoubt, "last_code": se.Code, "last_error": msg}
-		if !keepAttempt {
-			set["attempts"] = gorm.Expr("attempts - 1")
-		}
-		return set, store.DeliveryEvent{Kind: kind, Code: se.Code, Detail: clip(detail, 480)}, nil
-	}
-	dead := func(detail string) (map[string]any, store.DeliveryEvent, error) {
-		deliveryOutcomes.WithLabelValues(ch, store.DeliveryDead, se.Code).Inc()
-		deadLetters.WithLabelValues(ch, se.Code).Inc()
-		return map[string]any{"state": store.DeliveryDead, "in_doubt": se.InDoubt, "last_code": se.Code, "last_error": clip(detail, 480)},
-			store.DeliveryEvent{Kind: store.EventDead, Code: se.Code, Detail: clip(detail, 480)}, nil
-	}
-	switch se.Class {
-	case Fallback:
-		if ch != ChannelWeChat || n.routes[ChannelSMS] == nil {
-			return dead(msg + " (no SMS channel to fall back to)")
-		}
+	st.code = se.Code
+	switch nx.Tr {
+	case TrFallback:
 		for _, it := range c.items {
-			*outbox = append(*outbox, n.outboxJob(bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true, Kind: it.Kind, Ref: it.Ref}, nil, now))
+			st.outbox = append(st.outbox, n.outboxJob(bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true, Kind: it.Kind, Ref: it.Ref}, nil, now))
 		}
-		deliveryOutcomes.WithLabelValues(ch, "fallback", se.Code).Inc()
-		return map[string]any{"state": store.DeliverySkipped, "last_code": se.Code, "last_error": clip("fell back to SMS: "+msg, 480)},
-			store.DeliveryEvent{Kind: store.EventFallback, Code: se.Code, Detail: clip("fell back to SMS: "+msg, 480)}, nil
-	case Permanent:
-		return dead(msg)
-	case Quota:
-		deliveryOutcomes.WithLabelValues(ch, "deferred", se.Code).Inc()
-		return retry(now, false, store.EventDeferred, c.prov.name()+" is out of quota: "+msg+"; not counted as an attempt")
-	case Throttled:
-		wait := se.RetryAfter
-		if wait <= 0 {
-			wait = time.Hour
+		st.detail = clip("fell back to SMS: "+msg, 480)
+		st.vars = map[string]any{"last_code": se.Code, "last_error": st.detail}
+		return st
+	case TrDead:
+		detail := msg
+		switch {
+		case nx.NoRoute:
+			detail = msg + " (no SMS channel to fall back to)"
+		case nx.GaveUp:
+			detail = fmt.Sprintf("gave up after %d attempts: %s", c.d.Attempts, msg)
 		}
-		at := now.Add(wait)
-		deliveryOutcomes.WithLabelValues(ch, "deferred", se.Code).Inc()
-		return retry(at, false, store.EventDeferred, fmt.Sprintf("%s limits this number: %s; next try %s, not counted as an attempt", c.prov.name(), msg, at.Format(time.RFC3339)))
+		st.detail = clip(detail, 480)
+		st.vars = map[string]any{"in_doubt": se.InDoubt, "last_code": se.Code, "last_error": st.detail}
+		return st
+	case TrWait:
+		if se.Class == Quota {
+			st.detail = c.prov.name() + " is out of quota: " + msg + "; not counted as an attempt"
+		} else {
+			st.detail = fmt.Sprintf("%s limits this number: %s; next try %s, not counted as an attempt", c.prov.name(), msg, nx.At.Format(time.RFC3339))
+		}
+	default: // TrRetry
+		st.detail = fmt.Sprintf("attempt %d: %s; retry at %s", c.d.Attempts, msg, nx.At.Format(time.RFC3339))
+		if se.InDoubt {
+			st.detail += "; outcome unknown, settled with " + c.prov.name() + " first"
+		}
 	}
-	if c.d.Attempts >= n.opts.MaxAttempts {
-		return dead(fmt.Sprintf("gave up after %d attempts: %s", c.d.Attempts, msg))
-	}
-	at := now.Add(backoff(n.opts.Backoff, c.d.Attempts))
-	retries.WithLabelValues(ch).Inc()
-	deliveryOutcomes.WithLabelValues(ch, store.DeliveryFailed, se.Code).Inc()
-	detail := fmt.Sprintf("attempt %d: %s; retry at %s", c.d.Attempts, msg, at.Format(time.RFC3339))
-	if se.InDoubt {
-		detail += "; outcome unknown, settled with " + c.prov.name() + " first"
-	}
-	return retry(at, true, store.EventFailed, detail)
+	at := nx.At
+	st.detail = clip(st.detail, 480)
+	st.outbox = append(st.outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &at, now))
+	st.vars = map[string]any{"due_at": at, "in_doubt": se.InDoubt, "last_code": se.Code, "last_error": msg}
+	return st
 }
 
 func newClaim() string {

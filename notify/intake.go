@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -43,10 +44,128 @@ type intakeGroup struct {
 	fallback  bool // every item is a fallback: do not wait for a digest window
 }
 
+// intakePlan is what one intake round decided, before its transaction.
+type intakePlan struct {
+	items     []*store.DeliveryItem // every new item, ended (skipped, fallback, dead) or in a group
+	fallbacks []store.Outbox        // SMS notices for WeChat items without an openid
+	groups    []*intakeGroup        // the new items that need a message, by firm, channel and recipient
+	matches   map[uint64]*store.Match
+}
+
+// takeInOnce is one try of takeIn: group the notices, answer the ones already taken in, read
+// the rest's matches and firms, decide each one, and write the items and deliveries.
 func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) (map[*envelope]uint64, map[uint64]*hint, error) {
-	db := n.db.WithContext(ctx)
-	ch := rt.channel
 	now := n.now()
+	byKey, ids := groupNotices(envs)
+	rd, err := n.readIntake(ctx, rt.channel, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := n.alreadyTakenIn(ctx, rd.known, byKey, now)
+	if err != nil || len(byKey) == 0 {
+		return out, nil, err
+	}
+	plan := n.planIntake(rt.channel, byKey, rd, now)
+	for k, es := range byKey {
+		if plan.matches[k.match] == nil {
+			n.opts.Log.Error("notice for unknown match", "match", k.match, "channel", rt.channel)
+			for _, e := range es {
+				n.recordDeadLetter(ctx, e, fmt.Sprintf("match %d does not exist", k.match))
+			}
+		}
+	}
+	dueNow, hints, err := n.writeIntake(ctx, rt.channel, plan, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	for e, id := range dueNow {
+		out[e] = id
+	}
+	for _, g := range plan.groups {
+		noticesTakenIn.WithLabelValues(rt.channel, "queued").Add(float64(len(g.items)))
+	}
+	return out, hints, nil
+}
+
+// intakeReads is what the intake reads about a batch's matches.
+type intakeReads struct {
+	known    []store.DeliveryItem // items that exist already on the channel
+	matches  []store.Match
+	firms    map[string]*store.Enterprise
+	optedOut map[string]bool
+}
+
+// readIntake reads the batch's existing items, matches, firms and opt-outs: four independent
+// queries (firms and opt-outs are found through the match ids), run at once, so the intake waits
+// for one round trip rather than four.
+func (n *Notifier) readIntake(ctx context.Context, ch string, ids []uint64) (*intakeReads, error) {
+	db := n.db.WithContext(ctx)
+	rd := &intakeReads{firms: map[string]*store.Enterprise{}, optedOut: map[string]bool{}}
+	var firms []store.Enterprise
+	var optOuts []string
+	err := parallel(
+		func() error {
+			if err := db.Where("channel = ? AND match_id IN ?", ch, ids).Find(&rd.known).Error; err != nil {
+				return fmt.Errorf("load delivery items: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := db.Where("id IN ?", ids).Find(&rd.matches).Error; err != nil {
+				return fmt.Errorf("load matches: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := db.Table("enterprises AS e").Distinct("e.credit_code, e.name, e.status, e.contact_phone, e.wechat_openid").
+				Joins("JOIN matches m ON m.credit_code = e.credit_code").Where("m.id IN ?", ids).Scan(&firms).Error; err != nil {
+				return fmt.Errorf("load firms: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := db.Table("channel_opt_outs AS o").
+				Joins("JOIN matches m ON m.credit_code = o.credit_code").Where("o.channel = ? AND m.id IN ?", ch, ids).
+				Pluck("o.credit_code", &optOuts).Error; err != nil {
+				return fmt.Errorf("load opt-outs: %w", err)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return nil, err
+	}
+	for i := range firms {
+		rd.firms[firms[i].CreditCode] = &firms[i]
+	}
+	for _, c := range optOuts {
+		rd.optedOut[c] = true
+	}
+	return rd, nil
+}
+
+// parallel runs fns at once and returns the first error.
+func parallel(fns ...func() error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupNotices keys a batch's notices (a message can repeat in a batch) and lists their matches.
+func groupNotices(envs []*envelope) (map[noticeKey][]*envelope, []uint64) {
 	byKey := map[noticeKey][]*envelope{}
 	ids := make([]uint64, 0, len(envs))
 	for _, e := range envs {
@@ -56,196 +175,144 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 		}
 		byKey[k] = append(byKey[k], e)
 	}
-	ids = dedupe(ids)
+	return byKey, dedupe(ids)
+}
+
+// alreadyTakenIn takes the notices that have their item already (a redelivery, a republish past
+// the duplicate window, a fallback for a match the policy already sends by SMS) out of byKey, and
+// returns those whose delivery is still due now, to be attempted.
+func (n *Notifier) alreadyTakenIn(ctx context.Context, known []store.DeliveryItem, byKey map[noticeKey][]*envelope, now time.Time) (map[*envelope]uint64, error) {
+	db := n.db.WithContext(ctx)
 	out := map[*envelope]uint64{}
-
-	// Notices already taken in (a redelivery, a republish past the duplicate window, a fallback for
-	// a match the policy already sends by SMS): attempt their delivery if it is still due now.
-	var known []store.DeliveryItem
-	if err := db.Where("channel = ? AND match_id IN ?", ch, ids).Find(&known).Error; err != nil {
-		return nil, nil, fmt.Errorf("load delivery items: %w", err)
+	if len(known) == 0 {
+		return out, nil
 	}
-	if len(known) > 0 {
-		dids := make([]uint64, 0, len(known))
-		for _, it := range known {
-			if it.DeliveryID != 0 {
-				dids = append(dids, it.DeliveryID)
+	dids := make([]uint64, 0, len(known))
+	for _, it := range known {
+		if it.DeliveryID != 0 {
+			dids = append(dids, it.DeliveryID)
+		}
+	}
+	var ds []store.Delivery
+	if len(dids) > 0 {
+		if err := db.Select("id, state, due_at").Where("id IN ?", dids).Find(&ds).Error; err != nil {
+			return nil, fmt.Errorf("load deliveries: %w", err)
+		}
+	}
+	dueNow := map[uint64]bool{}
+	for _, d := range ds {
+		dueNow[d.ID] = !terminal(d.State) && (d.DueAt == nil || !d.DueAt.After(now))
+	}
+	for _, it := range known {
+		k := keyOfItem(&it)
+		if dueNow[it.DeliveryID] {
+			for _, e := range byKey[k] {
+				out[e] = it.DeliveryID
 			}
 		}
-		var ds []store.Delivery
-		if len(dids) > 0 {
-			if err := db.Select("id, state, due_at").Where("id IN ?", dids).Find(&ds).Error; err != nil {
-				return nil, nil, fmt.Errorf("load deliveries: %w", err)
-			}
-		}
-		dueNow := map[uint64]bool{}
-		for _, d := range ds {
-			dueNow[d.ID] = !terminal(d.State) && (d.DueAt == nil || !d.DueAt.After(now))
-		}
-		for _, it := range known {
-			k := keyOfItem(&it)
-			if dueNow[it.DeliveryID] {
-				for _, e := range byKey[k] {
-					out[e] = it.DeliveryID
-				}
-			}
-			delete(byKey, k)
-		}
+		delete(byKey, k)
 	}
-	if len(byKey) == 0 {
-		return out, nil, nil
-	}
+	return out, nil
+}
 
-	fresh := make([]uint64, 0, len(byKey))
-	for k := range byKey {
-		fresh = append(fresh, k.match)
-	}
-	fresh = dedupe(fresh)
-	var matches []store.Match
-	hints := map[uint64]*hint{}
-	if err := db.Where("id IN ?", fresh).Find(&matches).Error; err != nil {
-		return nil, nil, fmt.Errorf("load matches: %w", err)
-	}
-	codes := make([]string, 0, len(matches))
-	for _, m := range matches {
-		codes = append(codes, m.CreditCode)
-	}
-	firms, err := loadFirms(ctx, n.db, codes)
-	if err != nil {
-		return nil, nil, err
-	}
-	optedOut, err := loadOptOuts(ctx, n.db, ch, codes)
-	if err != nil {
-		return nil, nil, err
-	}
-
-	var items []*store.DeliveryItem
-	var fallbacks []store.Outbox
-	groups := map[string]*intakeGroup{}
-	var order []*intakeGroup
-	byID := map[uint64]*store.Match{}
-	for i := range matches {
-		byID[matches[i].ID] = &matches[i]
+// planIntake decides each new notice (intakeDecision): an item that ends at once, or one that
+// joins the group of its firm, channel and recipient (the digest key).
+func (n *Notifier) planIntake(ch string, byKey map[noticeKey][]*envelope, rd *intakeReads, now time.Time) *intakePlan {
+	firms, optedOut := rd.firms, rd.optedOut
+	p := &intakePlan{matches: make(map[uint64]*store.Match, len(rd.matches))}
+	for i := range rd.matches {
+		p.matches[rd.matches[i].ID] = &rd.matches[i]
 	}
 	keys := make([]noticeKey, 0, len(byKey))
 	for k := range byKey {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].less(keys[j]) })
+	groups := map[string]*intakeGroup{}
 	for _, k := range keys {
-		m := byID[k.match]
+		m := p.matches[k.match]
 		if m == nil {
 			continue
 		}
 		es := byKey[k]
 		it := &store.DeliveryItem{MatchID: m.ID, Channel: ch, Kind: k.kind, Ref: k.ref, CreditCode: m.CreditCode, PolicyID: m.PolicyID,
 			QueuedAt: now, Fallback: es[0].job.Fallback}
-		items = append(items, it)
+		p.items = append(p.items, it)
 		firm := firms[m.CreditCode]
-		switch {
-		case firm == nil:
-			it.State, it.Note = store.ItemSkipped, "firm_unknown"
-		case firm.Status != store.StatusActive:
-			it.State, it.Note = store.ItemSkipped, "firm_"+firm.Status
-		case m.State == store.MatchRevoked && k.kind == "":
-			// A payout notice is about money already decided; it goes out whatever the match does now.
-			it.State, it.Note = store.ItemSkipped, "match_revoked"
-		case optedOut[m.CreditCode]:
-			it.State, it.Note = store.ItemSkipped, "opted_out"
-		case ch == ChannelWeChat && firm.WechatOpenID == "":
-			if n.routes[ChannelSMS] == nil {
-				it.State, it.Note = store.ItemDead, "no openid and no SMS channel to fall back to"
-				break
-			}
-			it.State, it.Note = store.ItemFallback, "no_openid"
-			fallbacks = append(fallbacks, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true, Kind: k.kind, Ref: k.ref}, nil, now))
-		default:
-			recipient := firm.ContactPhone
-			if ch == ChannelWeChat {
-				recipient = firm.WechatOpenID
-			}
-			key := ch + "|" + firm.CreditCode + "|" + recipient
-			if k.kind != "" {
-				key = ch + "|" + k.kind + "|" + firm.CreditCode + "|" + recipient // a digest announces one kind of news
-			}
-			if n.opts.DigestWindow <= 0 {
-				key += "|" + strconv.FormatUint(m.ID, 10) + "|" + strconv.FormatUint(k.ref, 10) // no digests: every notice on its own
-			}
-			g := groups[key]
-			if g == nil {
-				g = &intakeGroup{key: key, kind: k.kind, firm: firm, recipient: recipient, fallback: true}
-				groups[key] = g
-				order = append(order, g)
-			}
-			g.items = append(g.items, it)
-			g.envs = append(g.envs, es...)
-			g.fallback = g.fallback && it.Fallback
-		}
+		it.State, it.Note = intakeDecision(intakeFacts{Channel: ch, Firm: firm, Match: m, Kind: k.kind,
+			OptedOut: optedOut[m.CreditCode], SMSRoute: n.routes[ChannelSMS] != nil})
 		if it.State != "" {
-			noticesTakenIn.WithLabelValues(ch, it.State).Inc()
-		}
-	}
-	for k, es := range byKey {
-		if byID[k.match] == nil {
-			n.opts.Log.Error("notice for unknown match", "match", k.match, "channel", ch)
-			for _, e := range es {
-				n.recordDeadLetter(ctx, e, fmt.Sprintf("match %d does not exist", k.match))
+			if it.State == store.ItemFallback {
+				p.fallbacks = append(p.fallbacks, n.outboxJob(bus.NoticeJob{MatchID: m.ID, Channel: ChannelSMS, Fallback: true, Kind: k.kind, Ref: k.ref}, nil, now))
 			}
+			noticesTakenIn.WithLabelValues(ch, it.State).Inc()
+			continue
 		}
+		recipient := firm.ContactPhone
+		if ch == ChannelWeChat {
+			recipient = firm.WechatOpenID
+		}
+		key := n.digestKey(ch, k, firm.CreditCode, recipient)
+		g := groups[key]
+		if g == nil {
+			g = &intakeGroup{key: key, kind: k.kind, firm: firm, recipient: recipient, fallback: true}
+			groups[key] = g
+			p.groups = append(p.groups, g)
+		}
+		g.items = append(g.items, it)
+		g.envs = append(g.envs, es...)
+		g.fallback = g.fallback && it.Fallback
 	}
+	return p
+}
 
+// digestKey is the open_key of the message a notice joins: one per channel, firm and recipient
+// (and kind of news); without a digest window every notice is a message of its own.
+func (n *Notifier) digestKey(ch string, k noticeKey, creditCode, recipient string) string {
+	key := ch + "|" + creditCode + "|" + recipient
+	if k.kind != "" {
+		key = ch + "|" + k.kind + "|" + creditCode + "|" + recipient // a digest announces one kind of news
+	}
+	if n.opts.DigestWindow <= 0 {
+		key += "|" + strconv.FormatUint(k.match, 10) + "|" + strconv.FormatUint(k.ref, 10) // no digests: every notice on its own
+	}
+	return key
+}
+
+// writeIntake writes a plan in one transaction: each group joins its open digest (transition
+// join) or opens a delivery, due at once or after the digest window; then the items and the
+// outbox rows (a digest's due time, the SMS of a fallback). It returns the notices whose delivery
+// is due now, and hints for those no other notice can join.
+func (n *Notifier) writeIntake(ctx context.Context, ch string, p *intakePlan, now time.Time) (map[*envelope]uint64, map[uint64]*hint, error) {
 	dueNow := map[*envelope]uint64{}
-	err = n.retryTx(ctx, func(tx *gorm.DB) error {
+	hints := map[uint64]*hint{}
+	err := n.retryTx(ctx, func(tx *gorm.DB) error {
 		clear(dueNow)
 		clear(hints)
-		for _, it := range items {
+		for _, it := range p.items {
 			it.DeliveryID = 0
 		}
-		open := map[string]uint64{}
-		if n.opts.DigestWindow > 0 && len(order) > 0 {
-			keys := make([]string, len(order))
-			for i, g := range order {
-				keys[i] = g.key
-			}
-			var ds []store.Delivery
-			if err := tx.Select("id, open_key").Where("open_key IN ?", keys).Find(&ds).Error; err != nil {
-				return fmt.Errorf("find open digests: %w", err)
-			}
-			for _, d := range ds {
-				if d.OpenKey != nil {
-					open[*d.OpenKey] = d.ID
-				}
-			}
+		open, err := n.openDigests(tx, p.groups)
+		if err != nil {
+			return err
 		}
 		var created []*store.Delivery
 		var createdGroups []*intakeGroup
-		for _, g := range order {
+		for _, g := range p.groups {
 			if id, ok := open[g.key]; ok {
-				res := tx.Model(&store.Delivery{}).Where("id = ? AND open_key = ? AND state = ?", id, g.key, store.DeliveryQueued).
-					Updates(map[string]any{"items": gorm.Expr("items + ?", len(g.items)), "updated_at": now})
-				if res.Error != nil {
-					return fmt.Errorf("add to digest %d: %w", id, res.Error)
+				rows, err := apply(tx, change{tr: tr(TrJoin), ids: []uint64{id}, claim: g.key,
+					vars: map[string]any{"items": gorm.Expr("items + ?", len(g.items))}}, now)
+				if err != nil {
+					return fmt.Errorf("add to digest %d: %w", id, err)
 				}
-				if res.RowsAffected == 1 {
+				if rows == 1 {
 					for _, it := range g.items {
 						it.DeliveryID = id
 					}
 					continue
 				}
 			}
-			d := &store.Delivery{MatchID: g.items[0].MatchID, Channel: ch, Recipient: g.recipient, CreditCode: g.firm.CreditCode,
-				PolicyID: g.items[0].PolicyID, State: store.DeliveryQueued, Items: len(g.items), CreatedAt: now, UpdatedAt: now,
-				Kind: g.kind, Ref: g.items[0].Ref}
-			due := now
-			if n.opts.DigestWindow > 0 {
-				key := g.key
-				d.OpenKey = &key
-				if !g.fallback {
-					due = now.Add(n.opts.DigestWindow)
-				}
-			}
-			d.DueAt = &due
-			created = append(created, d)
+			created = append(created, n.newDelivery(ch, g, now))
 			createdGroups = append(createdGroups, g)
 		}
 		if len(created) > 0 {
@@ -270,13 +337,13 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 				h := &hint{d: *d, firm: g.firm}
 				for _, it := range g.items {
 					h.items = append(h.items, *it)
-					h.matches = append(h.matches, byID[it.MatchID])
+					h.matches = append(h.matches, p.matches[it.MatchID])
 				}
 				hints[d.ID] = h
 			}
 		}
-		rows := make([]store.DeliveryItem, len(items))
-		for i, it := range items {
+		rows := make([]store.DeliveryItem, len(p.items))
+		for i, it := range p.items {
 			rows[i] = *it
 		}
 		if len(rows) > 0 {
@@ -284,7 +351,7 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 				return fmt.Errorf("create delivery items: %w", err)
 			}
 		}
-		outbox = append(outbox, fallbacks...)
+		outbox = append(outbox, p.fallbacks...)
 		if len(outbox) > 0 {
 			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
 				return fmt.Errorf("queue delivery jobs: %w", err)
@@ -292,25 +359,47 @@ func (n *Notifier) takeInOnce(ctx context.Context, rt *route, envs []*envelope) 
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	for e, id := range dueNow {
-		out[e] = id
-	}
-	for _, g := range order {
-		noticesTakenIn.WithLabelValues(ch, "queued").Add(float64(len(g.items)))
-	}
-	return out, hints, nil
+	return dueNow, hints, err
 }
 
-// terminal reports delivery states that no attempt changes any more.
-func terminal(state string) bool {
-	switch state {
-	case store.DeliverySent, store.DeliveryDelivered, store.DeliveryUndelivered, store.DeliveryDead, store.DeliverySkipped:
-		return true
+// openDigests finds the deliveries still open for the groups' digest keys.
+func (n *Notifier) openDigests(tx *gorm.DB, groups []*intakeGroup) (map[string]uint64, error) {
+	open := map[string]uint64{}
+	if n.opts.DigestWindow <= 0 || len(groups) == 0 {
+		return open, nil
 	}
-	return false
+	keys := make([]string, len(groups))
+	for i, g := range groups {
+		keys[i] = g.key
+	}
+	var ds []store.Delivery
+	if err := tx.Select("id, open_key").Where("open_key IN ?", keys).Find(&ds).Error; err != nil {
+		return nil, fmt.Errorf("find open digests: %w", err)
+	}
+	for _, d := range ds {
+		if d.OpenKey != nil {
+			open[*d.OpenKey] = d.ID
+		}
+	}
+	return open, nil
+}
+
+// newDelivery is the queued delivery a group opens: due at once, or after the digest window
+// (a group of fallbacks only does not wait for one).
+func (n *Notifier) newDelivery(ch string, g *intakeGroup, now time.Time) *store.Delivery {
+	d := &store.Delivery{MatchID: g.items[0].MatchID, Channel: ch, Recipient: g.recipient, CreditCode: g.firm.CreditCode,
+		PolicyID: g.items[0].PolicyID, State: store.DeliveryQueued, Items: len(g.items), CreatedAt: now, UpdatedAt: now,
+		Kind: g.kind, Ref: g.items[0].Ref}
+	due := now
+	if n.opts.DigestWindow > 0 {
+		key := g.key
+		d.OpenKey = &key
+		if !g.fallback {
+			due = now.Add(n.opts.DigestWindow)
+		}
+	}
+	d.DueAt = &due
+	return d
 }
 
 // loadFirms reads firms by credit code.

@@ -3,6 +3,7 @@ package notify
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -60,7 +61,19 @@ var (
 		Help:    "Time to handle one batch of notice messages, by channel.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"channel"})
+	phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "policypush_notify_phase_seconds",
+		Help:    "Time a batch spends in each step, by channel and phase (intake, claim, prepare, send, record): where a slow batch's time goes.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"channel", "phase"})
 )
+
+// timePhase observes how long a batch spent in a phase since begin, and returns now.
+func timePhase(channel, phase string, begin time.Time) time.Time {
+	now := time.Now()
+	phaseSeconds.WithLabelValues(channel, phase).Observe(now.Sub(begin).Seconds())
+	return now
+}
 
 var (
 	registryOnce sync.Once
@@ -75,7 +88,7 @@ func Registry() *prometheus.Registry {
 		registry = prometheus.NewRegistry()
 		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		registry.MustRegister(noticesTakenIn, deliveryOutcomes, providerLatency, noticeLatency, retries, deadLetters,
-			inDoubt, receiptsTotal, providerOpen, providerPaused, batchSeconds)
+			inDoubt, receiptsTotal, providerOpen, providerPaused, batchSeconds, phaseSeconds)
 		registry.MustRegister(bus.Collectors()...)
 	})
 	return registry

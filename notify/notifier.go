@@ -50,6 +50,7 @@ const (
 type Options struct {
 	Workers      int // concurrent provider calls per channel
 	BatchSize    int // notice messages handled per database round
+	Lanes        int // batches a channel works on at once (default 8)
 	Consumer     bus.ConsumerOptions
 	Backoff      []time.Duration // delay before retry n after a transient failure; the last repeats
 	MaxAttempts  int             // provider attempts per delivery before it is dead
@@ -71,9 +72,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// lanes is how many batches a channel works on at once, so that one batch's provider calls overlap
-// another's database round trips.
-const lanes = 4
+// defaultLanes is how many batches a channel works on at once, so that one batch's provider calls
+// and database round trips overlap another's: a batch is a chain of round trips (read, write the
+// items, claim, record), so a channel's rate is lanes × batch size / the time of one batch.
+const defaultLanes = 8
 
 // batchLinger is how long a lane waits for more messages after the first before it starts: a
 // batch of one costs as many round trips as a batch of a hundred.
@@ -88,6 +90,9 @@ type Notifier struct {
 	texts  textCache
 
 	consuming atomic.Int32 // channels whose consumer is currently bound
+
+	slotsMu   sync.Mutex
+	sendSlots map[string]chan struct{} // per channel: its provider calls in flight (slots)
 }
 
 // New builds a notifier. senders maps a channel (wechat, sms) to its providers in priority order;
@@ -97,6 +102,9 @@ func New(db *gorm.DB, b *bus.Bus, senders map[string][]Sender, o Options) *Notif
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	o.Workers = max(o.Workers, 1)
+	if o.Lanes < 1 {
+		o.Lanes = defaultLanes
+	}
 	if o.BatchSize < 1 {
 		o.BatchSize = 100
 	}
@@ -164,7 +172,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 func (n *Notifier) consume(ctx context.Context, rt *route) {
 	feed := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
-	for range lanes {
+	for range n.opts.Lanes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -186,7 +194,7 @@ func (n *Notifier) pull(ctx context.Context, rt *route, feed chan<- jetstream.Ms
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.BatchSize * lanes))
+		it, err := cons.Messages(jetstream.PullMaxMessages(n.opts.BatchSize * n.opts.Lanes))
 		if err != nil {
 			n.opts.Log.Warn("consume; retrying", "channel", rt.channel, "err", err)
 			sleepCtx(ctx, time.Second)
@@ -300,11 +308,13 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 	if len(intake) > 0 {
 		var now map[*envelope]uint64
 		var err error
+		begin := time.Now()
 		now, hints, err = n.takeIn(ctx, rt, intake)
+		timePhase(rt.channel, "intake", begin)
 		if err != nil {
 			n.opts.Log.Warn("take in notices; will retry", "channel", rt.channel, "n", len(intake), "err", err)
 			for _, e := range intake {
-				e.delay = n.retryDelay(e.delivered)
+				e.delay = nakDelay(e.delivered)
 			}
 		}
 		for e, id := range now {
@@ -323,7 +333,7 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 		for id, es := range due {
 			d, ok := answers[id]
 			if !ok && err != nil {
-				d = n.retryDelay(es[0].delivered)
+				d = nakDelay(es[0].delivered)
 			}
 			for _, e := range es {
 				e.delay = max(e.delay, d)
@@ -337,13 +347,6 @@ func (n *Notifier) process(ctx context.Context, rt *route, msgs []jetstream.Msg)
 			_ = e.msg.Ack()
 		}
 	}
-}
-
-// retryDelay is the pause before JetStream redelivers a message the notifier could not handle
-// (database or bus trouble): doubling from 1 s up to 1 min, by how often it was delivered.
-func (n *Notifier) retryDelay(delivered int) time.Duration {
-	d := time.Second << min(max(delivered-1, 0), 6)
-	return min(d, time.Minute)
 }
 
 // recordDeadLetter keeps a message the notifier cannot use, so that an operator sees it.
@@ -380,6 +383,20 @@ func (n *Notifier) retryTx(ctx context.Context, fn func(tx *gorm.DB) error) erro
 	var err error
 	for i := range 6 {
 		err = n.db.WithContext(ctx).Transaction(fn)
+		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		sleepCtx(ctx, time.Duration(25<<i)*time.Millisecond)
+	}
+	return err
+}
+
+// retryStmt runs fn, which writes with a single statement, outside a transaction, again after the
+// errors retryTx retries.
+func (n *Notifier) retryStmt(ctx context.Context, fn func(db *gorm.DB) error) error {
+	var err error
+	for i := range 6 {
+		err = fn(n.db.WithContext(ctx))
 		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
 			return err
 		}

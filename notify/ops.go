@@ -179,18 +179,17 @@ func (o Ops) Resend(ctx context.Context, ids []uint64, actor string) ([]ResendRe
 				out = append(out, ResendResult{ID: id, Reason: "state " + d.State + ": only dead or failed deliveries are resent"})
 				continue
 			}
-			res := tx.Model(&store.Delivery{}).Where("id = ? AND state = ? AND claim = ?", d.ID, d.State, d.Claim).
-				Updates(map[string]any{"state": store.DeliveryFailed, "attempts": 0, "due_at": now, "updated_at": now})
-			if res.Error != nil {
-				return fmt.Errorf("resend %d: %w", d.ID, res.Error)
+			t := tr(TrResend)
+			rows, err := apply(tx, change{tr: t, ids: []uint64{d.ID}, state: d.State, claim: d.Claim, vars: map[string]any{"due_at": now}}, now)
+			if err != nil {
+				return fmt.Errorf("resend %d: %w", d.ID, err)
 			}
-			if res.RowsAffected == 0 {
+			if rows == 0 {
 				out = append(out, ResendResult{ID: id, Reason: "changed meanwhile; look again"})
 				continue
 			}
 			outbox = append(outbox, newOutboxJob(o.SubjectPrefix, bus.NoticeJob{Channel: d.Channel, DeliveryID: d.ID}, nil, now))
-			events = append(events, store.DeliveryEvent{DeliveryID: d.ID, At: now, Kind: store.EventResend,
-				Detail: clip("by "+actor+"; was "+d.State+": "+d.LastError, 480)})
+			events = append(events, t.event(d.ID, now, "", "", clip("by "+actor+"; was "+d.State+": "+d.LastError, 480)))
 			out = append(out, ResendResult{ID: id, OK: true})
 		}
 		if len(outbox) > 0 {

@@ -164,33 +164,26 @@ func findDelivery(tx *gorm.DB, r Receipt) (*store.Delivery, error) {
 // applyReceipt moves a delivery forward; a late or repeated report never moves it back. A report on
 // a delivery not yet recorded as sent waits (Applied false) for applyWaiting.
 func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.DeliveryReceipt, now time.Time) error {
-	switch d.State {
-	case store.DeliverySent, store.DeliveryDelivered, store.DeliveryUndelivered, store.DeliveryUnknown:
-	default:
+	if !reportable(d.State) {
 		return nil
 	}
 	if err := tx.Model(&store.DeliveryReceipt{}).Where("id = ?", r.ID).Updates(map[string]any{"applied": true, "delivery_id": d.ID}).Error; err != nil {
 		return fmt.Errorf("mark receipt applied: %w", err)
 	}
-	ev := store.DeliveryEvent{DeliveryID: d.ID, At: now, Provider: r.Provider, Code: r.Code, Detail: r.Detail}
-	var res *gorm.DB
-	if r.Delivered {
-		ev.Kind = store.EventDelivered
-		res = tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", d.ID, []string{store.DeliverySent, store.DeliveryUndelivered, store.DeliveryUnknown}).
-			Updates(map[string]any{"state": store.DeliveryDelivered, "delivered_at": r.ReportedAt, "updated_at": now})
-	} else {
-		ev.Kind = store.EventUndelivered
-		res = tx.Model(&store.Delivery{}).Where("id = ? AND state IN ?", d.ID, []string{store.DeliverySent, store.DeliveryUnknown}).
-			Updates(map[string]any{"state": store.DeliveryUndelivered, "last_code": r.Code, "last_error": clip(r.Detail, 480), "updated_at": now})
+	t := tr(receiptTransition(r.Delivered))
+	vars := map[string]any{"delivered_at": r.ReportedAt}
+	if !r.Delivered {
+		vars = map[string]any{"last_code": r.Code, "last_error": clip(r.Detail, 480)}
 	}
-	if res.Error != nil {
-		return fmt.Errorf("apply receipt to delivery %d: %w", d.ID, res.Error)
+	rows, err := apply(tx, change{tr: t, ids: []uint64{d.ID}, vars: vars, channel: d.Channel, code: r.Code}, now)
+	if err != nil {
+		return fmt.Errorf("apply receipt to delivery %d: %w", d.ID, err)
 	}
-	receiptsTotal.WithLabelValues(r.Provider, ev.Kind).Inc()
-	if res.RowsAffected == 0 {
+	receiptsTotal.WithLabelValues(r.Provider, t.Event).Inc()
+	if rows == 0 {
 		return nil
 	}
-	deliveryOutcomes.WithLabelValues(d.Channel, ev.Kind, r.Code).Inc()
+	ev := t.event(d.ID, now, r.Provider, r.Code, r.Detail)
 	if err := tx.Create(&ev).Error; err != nil {
 		return fmt.Errorf("record receipt event: %w", err)
 	}
@@ -208,8 +201,7 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 	for i, it := range items {
 		jobs[i] = newOutboxJob(c.SubjectPrefix, bus.NoticeJob{MatchID: it.MatchID, Channel: ChannelSMS, Fallback: true, Kind: it.Kind, Ref: it.Ref}, nil, now)
 	}
-	if err := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND state = ''", d.ID).
-		Updates(map[string]any{"state": store.ItemFallback, "note": clip("wechat report: "+r.Code, 200)}).Error; err != nil {
+	if err := endItems(tx, ItemTrFallback, d.ID, d.Channel, nil, store.ItemFallback, clip("wechat report: "+r.Code, 200)); err != nil {
 		return fmt.Errorf("mark fallback items: %w", err)
 	}
 	if err := tx.Create(&jobs).Error; err != nil {

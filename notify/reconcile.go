@@ -91,17 +91,17 @@ func Reconcile(ctx context.Context, c ReceiptConfig, senders []Sender, window ti
 			if _, ok := byName[d.Provider]; ok {
 				detail = "no report within the receipt window; " + d.Provider + " has no record of its outcome"
 			}
-			res := tx.Model(&store.Delivery{}).Where("id = ? AND state = ?", d.ID, store.DeliverySent).
-				Updates(map[string]any{"state": store.DeliveryUnknown, "last_error": detail, "updated_at": now})
-			if res.Error != nil {
-				return fmt.Errorf("mark delivery %d unknown: %w", d.ID, res.Error)
+			t := tr(TrUnknown)
+			rows, err := apply(tx, change{tr: t, ids: []uint64{d.ID}, vars: map[string]any{"last_error": detail}, channel: d.Channel}, now)
+			if err != nil {
+				return fmt.Errorf("mark delivery %d unknown: %w", d.ID, err)
 			}
-			if res.RowsAffected == 0 {
+			if rows == 0 {
 				continue // a report arrived meanwhile
 			}
 			sum.Unknown++
-			if err := tx.Create(&store.DeliveryEvent{DeliveryID: d.ID, At: now, Kind: store.EventUnknown, Provider: d.Provider,
-				Detail: detail}).Error; err != nil {
+			ev := t.event(d.ID, now, d.Provider, "", detail)
+			if err := tx.Create(&ev).Error; err != nil {
 				return fmt.Errorf("record unknown event: %w", err)
 			}
 		}

@@ -97,11 +97,3 @@ func (th Throttle) next(now time.Time, count int, first, last *time.Time) time.T
 	}
 	return at
 }
-
-// backoff is the delay before retry number attempt (1-based) after a transient failure.
-func backoff(steps []time.Duration, attempt int) time.Duration {
-	if len(steps) == 0 {
-		return 5 * time.Second
-	}
-	return steps[min(max(attempt-1, 0), len(steps)-1)]
-}

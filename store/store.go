@@ -191,6 +191,10 @@ func mysqlDSN(dsn string) string {
 	add("parseTime", "true")
 	add("loc", "UTC")
 	add("charset", "utf8mb4")
+	// Without it every statement with arguments is a server-side PREPARE, EXECUTE and CLOSE: two
+	// round trips and a parse per statement, never reused. Interpolating in the client (safe with
+	// utf8mb4) halves the round trips of the notifier's and relay's batches (docs/delivery.md §10).
+	add("interpolateParams", "true")
 	return dsn
 }
 

@@ -61,6 +61,12 @@ dropped afterwards); NATS is embedded unless nats.url is set.`,
 			}
 			fmt.Printf("%s / %s: %d notices in %.1f s = %.0f notices/s (offered %s); commit → provider acceptance p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
 				res.Database, res.NATS, res.Notices, res.Seconds, res.PerSecond, res.Offered, res.P50ms, res.P99ms, res.MaxMs)
+			var phases []string
+			for _, p := range []string{"intake", "claim", "prepare", "send", "record"} {
+				phases = append(phases, fmt.Sprintf("%s %.1f", p, res.PhaseMs[p]))
+			}
+			fmt.Printf("where the time goes: %d batches of %.0f notices on average, %.0f ms each (ms per phase: %s); provider call %.1f ms; outbox lag up to %.0f ms\n",
+				res.Batches, res.BatchMean, res.BatchMs, strings.Join(phases, ", "), res.ProviderMs, res.MaxOutboxMs)
 			return nil
 		},
 	}
@@ -71,6 +77,7 @@ dropped afterwards); NATS is embedded unless nats.url is set.`,
 	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL server to create the bench database on (default database.dsn)")
 	f.StringVar(&o.channel, "channel", notify.ChannelWeChat, "wechat or sms")
 	f.IntVar(&o.workers, "workers", 0, "concurrent provider calls (default notify.workers)")
+	f.IntVar(&o.batchSize, "batch-size", 0, "notice messages per notifier batch (default notify.batch_size)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.BoolVar(&o.keep, "keep", false, "keep the data directory (SQLite file, sandbox records) for inspection")
@@ -81,6 +88,7 @@ dropped afterwards); NATS is embedded unless nats.url is set.`,
 
 type benchOptions struct {
 	matches, rate, workers int
+	batchSize              int
 	database, mysqlDSN     string
 	channel                string
 	timeout                time.Duration
@@ -100,6 +108,62 @@ type benchResult struct {
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
+	// Where the time goes, from the notifier's own metrics: batches handled, their mean size and
+	// duration, the mean milliseconds a batch spends in each phase, and the mean provider call.
+	Batches     int                `json:"batches"`
+	BatchMean   float64            `json:"batch_mean_notices"`
+	BatchMs     float64            `json:"batch_mean_ms"`
+	PhaseMs     map[string]float64 `json:"phase_mean_ms"`
+	ProviderMs  float64            `json:"provider_call_mean_ms"`
+	MaxOutboxMs float64            `json:"max_outbox_lag_ms"`
+}
+
+// breakdown reads the notifier's and relay's metrics into res.
+func breakdown(res *benchResult, maxLag float64) {
+	res.PhaseMs = map[string]float64{}
+	res.MaxOutboxMs = maxLag * 1000
+	mfs, err := notify.Registry().Gather()
+	if err != nil {
+		return
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h == nil || h.GetSampleCount() == 0 {
+				continue
+			}
+			mean := h.GetSampleSum() / float64(h.GetSampleCount()) * 1000
+			switch mf.GetName() {
+			case "policypush_notify_batch_seconds":
+				res.Batches, res.BatchMs = int(h.GetSampleCount()), mean
+			case "policypush_notify_phase_seconds":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "phase" {
+						res.PhaseMs[l.GetValue()] = mean
+					}
+				}
+			case "policypush_provider_request_seconds":
+				res.ProviderMs = mean
+			}
+		}
+	}
+	if res.Batches > 0 {
+		res.BatchMean = float64(res.Notices) / float64(res.Batches)
+	}
+}
+
+// outboxLag reads the relay's outbox lag gauge (seconds).
+func outboxLag() float64 {
+	mfs, err := notify.Registry().Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "policypush_outbox_lag_seconds" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 func runDeliverBench(ctx context.Context, g *globals, o benchOptions) (benchResult, error) {
@@ -130,6 +194,9 @@ func runDeliverBench(ctx context.Context, g *globals, o benchOptions) (benchResu
 	cfg.Relay.Interval = 50 * time.Millisecond
 	if o.workers > 0 {
 		cfg.Notify.Workers = o.workers
+	}
+	if o.batchSize > 0 {
+		cfg.Notify.BatchSize = o.batchSize
 	}
 	cfg.WeChat.Enabled, cfg.SMS.Enabled = o.channel == notify.ChannelWeChat, o.channel == notify.ChannelSMS
 	switch o.database {
@@ -202,7 +269,9 @@ func runDeliverBench(ctx context.Context, g *globals, o benchOptions) (benchResu
 		prodErr <- nil
 	}
 	deadline := time.Now().Add(o.timeout)
+	maxLag := 0.0
 	for a.sandbox.Counts()[providerOf(o.channel)] < o.matches {
+		maxLag = max(maxLag, outboxLag())
 		if time.Now().After(deadline) {
 			return res, fmt.Errorf("only %d of %d notices accepted after %s", a.sandbox.Counts()[providerOf(o.channel)], o.matches, o.timeout)
 		}
@@ -225,7 +294,9 @@ func runDeliverBench(ctx context.Context, g *globals, o benchOptions) (benchResu
 	if err != nil {
 		return res, err
 	}
-	return measure(ctx, db, o.channel, recs, commits, res)
+	res, err = measure(ctx, db, o.channel, recs, commits, res)
+	breakdown(&res, maxLag)
+	return res, err
 }
 
 func providerOf(channel string) string {

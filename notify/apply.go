@@ -1,0 +1,77 @@
+package notify
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/policypush/policypush/store"
+)
+
+// change is one use of a row of the state machine (machine.go) on one delivery, or on many that
+// share the guard (a batch's claim, a batch's successes).
+type change struct {
+	tr  Transition
+	ids []uint64
+	// state and claim are the guard's values: for guardStateAndClaim the state and claim as read,
+	// for guardClaim the dispatch's token, for guardOpenKey the digest key (in claim).
+	state, claim string
+	vars         map[string]any
+	channel      string // for the counters
+	code         string // for the counters
+}
+
+// apply is the one place a delivery's row changes state: the transition's columns under its guard.
+// It returns how many rows changed (0: somebody else changed the delivery first, and nothing else
+// must be written for it). Counters of deliveries by state (metrics; per-state aggregates kept in
+// the same transaction) hook here.
+func apply(tx *gorm.DB, c change, now time.Time) (int64, error) {
+	set, err := c.tr.columns(now, c.vars)
+	if err != nil {
+		return 0, err
+	}
+	q := tx.Model(&store.Delivery{})
+	if len(c.ids) == 1 {
+		q = q.Where("id = ?", c.ids[0])
+	} else {
+		q = q.Where("id IN ?", c.ids)
+	}
+	switch c.tr.Guard {
+	case guardState:
+		q = q.Where("state IN ?", c.tr.From)
+	case guardStateAndClaim:
+		q = q.Where("state = ? AND claim = ?", c.state, c.claim)
+	case guardClaim:
+		q = q.Where("claim = ?", c.claim)
+	case guardOpenKey:
+		q = q.Where("open_key = ? AND state = ?", c.claim, store.DeliveryQueued)
+	}
+	res := q.Updates(set)
+	if res.Error != nil {
+		return 0, res.Error
+	}
+	if res.RowsAffected > 0 && c.tr.Outcome != "" && c.channel != "" {
+		deliveryOutcomes.WithLabelValues(c.channel, c.tr.Outcome, c.code).Add(float64(res.RowsAffected))
+	}
+	return res.RowsAffected, nil
+}
+
+// event is the timeline entry of a transition that changed a delivery.
+func (t Transition) event(id uint64, now time.Time, provider, code, detail string) store.DeliveryEvent {
+	return store.DeliveryEvent{DeliveryID: id, At: now, Kind: t.Event, Provider: provider, Code: code, Detail: detail}
+}
+
+// endItems moves the items of a delivery that still follow it (state empty) to an end state;
+// matches narrows it to those matches' match notices (a revoked match's items).
+func endItems(tx *gorm.DB, name string, deliveryID uint64, channel string, matches []uint64, state, note string) error {
+	if it, ok := itemTransitions[name]; !ok || !slices.Contains(it.To, state) {
+		return fmt.Errorf("item transition %s does not end in %q", name, state)
+	}
+	q := tx.Model(&store.DeliveryItem{}).Where("delivery_id = ? AND state = ''", deliveryID)
+	if matches != nil {
+		q = q.Where("channel = ? AND match_id IN ? AND kind = ''", channel, matches)
+	}
+	return q.Updates(map[string]any{"state": state, "note": note}).Error
+}
