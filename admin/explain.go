@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 )

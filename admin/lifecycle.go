@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/core/audit"
+	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )

@@ -18,8 +18,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/core/audit"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"

@@ -9,8 +9,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/rules"
 	auditlog "github.com/policypush/policypush/core/audit"
+	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
