@@ -15,7 +15,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -31,8 +30,6 @@ import (
 
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/config"
-	"github.com/policypush/policypush/matcher"
-	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
@@ -114,12 +111,7 @@ per second of GET /api/v1/matches/export?format=csv as the park manager), as a t
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.firms, "firms", 200000, "synthetic firms")
-	f.IntVar(&o.policies, "policies", 140, "synthetic policies")
-	f.Int64Var(&o.seed, "seed", 1, "seed of firms and policies")
-	f.StringVar(&o.asOf, "as-of", "2022-06-30", "evaluation date")
-	f.StringVar(&o.dir, "dir", "", "data dir to seed or reuse (default: a temporary one, removed afterwards)")
-	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "use this MySQL/MariaDB database instead of SQLite, e.g. root@tcp(127.0.0.1:3306)/ppbench")
+	o.flags(f)
 	f.IntVar(&o.rate, "rate", 20, "requests per second, over all roles and endpoints")
 	f.DurationVar(&o.duration, "duration", 30*time.Second, "how long to attack")
 	f.BoolVar(&o.export, "export", true, "measure the export rate after the attack")
@@ -132,66 +124,21 @@ per second of GET /api/v1/matches/export?format=csv as the park manager), as a t
 // seedAPIBench seeds the data dir as bench pipeline does (a reused dir is taken as it is) and
 // matches it once.
 func seedAPIBench(ctx context.Context, o apiBench, progress io.Writer) (bool, error) {
-	self, err := os.Executable()
+	run, err := o.commands(ctx, progress)
 	if err != nil {
 		return false, err
 	}
-	if err := os.MkdirAll(o.dir, 0o755); err != nil {
-		return false, err
+	seeded, err := o.seedDir(run, progress)
+	if err != nil {
+		return seeded, err
 	}
-	conf := fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: sqlite\n", o.dir)
-	if o.mysqlDSN != "" {
-		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
-			return false, err
-		}
-		conf = fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: mysql\n  dsn: %q\n", o.dir, o.mysqlDSN)
-	}
-	confPath := filepath.Join(o.dir, "bench-config.yaml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return false, err
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "POLICYPUSH_") {
-			env = append(env, kv)
-		}
-	}
-	run := func(args ...string) error {
-		c := exec.CommandContext(ctx, self, append([]string{"--config", confPath}, args...)...)
-		c.Env, c.Stdout, c.Stderr = env, io.Discard, progress
-		if err := c.Run(); err != nil {
-			return fmt.Errorf("policypush %s: %w", strings.Join(args, " "), err)
-		}
-		return nil
-	}
-	seeded := false
-	if _, err := os.Stat(filepath.Join(o.dir, "bench-seeded")); errors.Is(err, os.ErrNotExist) {
-		seeded = true
-		fmt.Fprintf(progress, "seeding %s: %d firms, %d policies\n", o.dir, o.firms, o.policies)
-		csvPath := filepath.Join(o.dir, "bench-firms.csv")
-		if err := registry.SynthCSVFile(csvPath, o.firms, o.seed, false); err != nil {
-			return seeded, err
-		}
-		policyDir := filepath.Join(o.dir, "bench-policies")
-		if err := writeDefinitions(policyDir, matcher.SynthCatalog(o.policies, o.seed)); err != nil {
-			return seeded, err
-		}
-		if err := run("import", "enterprises", csvPath); err != nil {
-			return seeded, err
-		}
-		if err := run("policy", "apply", policyDir, "--by", "bench"); err != nil {
-			return seeded, err
-		}
-		if err := os.WriteFile(filepath.Join(o.dir, "bench-seeded"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-			return seeded, err
-		}
-	}
-	if _, err := os.Stat(filepath.Join(o.dir, "bench-api-matched")); errors.Is(err, os.ErrNotExist) {
+	marker := filepath.Join(o.dir, "bench-api-matched")
+	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(progress, "policypush match --as-of %s\n", o.asOf)
-		if err := run("match", "--as-of", o.asOf); err != nil {
+		if _, err := run(io.Discard, "match", "--as-of", o.asOf); err != nil {
 			return seeded, err
 		}
-		if err := os.WriteFile(filepath.Join(o.dir, "bench-api-matched"), []byte(o.asOf+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(marker, []byte(o.asOf+"\n"), 0o644); err != nil {
 			return seeded, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
@@ -99,12 +100,7 @@ MySQL/MariaDB database (created when missing; give a fresh name for a fresh run)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.firms, "firms", 200000, "synthetic firms")
-	f.IntVar(&o.policies, "policies", 140, "synthetic policies")
-	f.Int64Var(&o.seed, "seed", 1, "seed of firms and policies")
-	f.StringVar(&o.asOf, "as-of", "2022-06-30", "evaluation date")
-	f.StringVar(&o.dir, "dir", "", "data dir to seed or reuse (default: a temporary one, removed afterwards)")
-	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "use this MySQL/MariaDB database instead of SQLite, e.g. root@tcp(127.0.0.1:3306)/ppbench")
+	o.flags(f)
 	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
 	return cmd
 }
@@ -123,64 +119,18 @@ func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) 
 		defer os.RemoveAll(dir)
 		o.dir = dir
 	}
-	self, err := os.Executable()
+	if o.mysqlDSN != "" {
+		res.Database = "mysql"
+	}
+	run, err := o.commands(ctx, progress)
 	if err != nil {
 		return res, err
 	}
-	// The commands run on a config of the benchmark's own, never on a config.yaml or POLICYPUSH_
-	// variables that happen to be around (they could name a production database).
-	conf := fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: sqlite\n", o.dir)
-	if o.mysqlDSN != "" {
-		res.Database = "mysql"
-		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
-			return res, err
-		}
-		conf = fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: mysql\n  dsn: %q\n", o.dir, o.mysqlDSN)
-	}
-	confPath := filepath.Join(o.dir, "bench-config.yaml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+	if res.Seeded, err = o.seedDir(run, progress); err != nil {
 		return res, err
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "POLICYPUSH_") {
-			env = append(env, kv)
-		}
-	}
-	run := func(out io.Writer, args ...string) (time.Duration, error) {
-		c := exec.CommandContext(ctx, self, append([]string{"--config", confPath}, args...)...)
-		c.Env, c.Stdout, c.Stderr = env, out, progress
-		start := time.Now()
-		err := c.Run()
-		if err != nil {
-			return 0, fmt.Errorf("policypush %s: %w", strings.Join(args, " "), err)
-		}
-		return time.Since(start), nil
-	}
-
 	csvPath := filepath.Join(o.dir, "bench-firms.csv")
 	defs := matcher.SynthCatalog(o.policies, o.seed)
-	marker := filepath.Join(o.dir, "bench-seeded")
-	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
-		res.Seeded = true
-		fmt.Fprintf(progress, "seeding %s: %d firms, %d policies\n", o.dir, o.firms, o.policies)
-		if err := registry.SynthCSVFile(csvPath, o.firms, o.seed, false); err != nil {
-			return res, err
-		}
-		policyDir := filepath.Join(o.dir, "bench-policies")
-		if err := writeDefinitions(policyDir, defs); err != nil {
-			return res, err
-		}
-		if _, err := run(io.Discard, "import", "enterprises", csvPath); err != nil {
-			return res, err
-		}
-		if _, err := run(io.Discard, "policy", "apply", policyDir, "--by", "bench"); err != nil {
-			return res, err
-		}
-		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-			return res, err
-		}
-	}
 
 	if err := resetMatches(ctx, o); err != nil {
 		return res, err
@@ -393,4 +343,83 @@ func printPipelineBench(w io.Writer, r pipelineResult) {
 	fmt.Fprintf(w, "rerun    %.1f s  whole command, nothing changed (%s)\n", r.RerunSeconds, r.RerunPhases)
 	fmt.Fprintf(w, "ratio    %.2f× (script time / match time; ≥ 1 means the command is faster than the script, goal ≥ 2)\n", r.Ratio)
 	fmt.Fprintf(w, "same     %t (%d differences in (policy, firm, amount))\n", r.Identical, r.Differences)
+}
+
+// flags registers the size and place of the benchmark's data dir (bench pipeline, bench api).
+func (o *pipelineBench) flags(f *pflag.FlagSet) {
+	f.IntVar(&o.firms, "firms", 200000, "synthetic firms")
+	f.IntVar(&o.policies, "policies", 140, "synthetic policies")
+	f.Int64Var(&o.seed, "seed", 1, "seed of firms and policies")
+	f.StringVar(&o.asOf, "as-of", "2022-06-30", "evaluation date")
+	f.StringVar(&o.dir, "dir", "", "data dir to seed or reuse (default: a temporary one, removed afterwards)")
+	f.StringVar(&o.mysqlDSN, "mysql-dsn", "", "use this MySQL/MariaDB database instead of SQLite, e.g. root@tcp(127.0.0.1:3306)/ppbench")
+}
+
+// benchRun runs one policypush command on the benchmark's data dir, its standard output to out,
+// and says how long it took.
+type benchRun func(out io.Writer, args ...string) (time.Duration, error)
+
+// commands writes the benchmark's own config into o.dir and returns how to run policypush
+// commands on it: never on a config.yaml or POLICYPUSH_ variables that happen to be around (they
+// could name a production database). With --mysql-dsn the database is created when missing.
+func (o pipelineBench) commands(ctx context.Context, progress io.Writer) (benchRun, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: sqlite\n", o.dir)
+	if o.mysqlDSN != "" {
+		if err := createMySQLDatabase(o.mysqlDSN); err != nil {
+			return nil, err
+		}
+		conf = fmt.Sprintf("data_dir: %q\ndatabase:\n  driver: mysql\n  dsn: %q\n", o.dir, o.mysqlDSN)
+	}
+	confPath := filepath.Join(o.dir, "bench-config.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "POLICYPUSH_") {
+			env = append(env, kv)
+		}
+	}
+	return func(out io.Writer, args ...string) (time.Duration, error) {
+		c := exec.CommandContext(ctx, self, append([]string{"--config", confPath}, args...)...)
+		c.Env, c.Stdout, c.Stderr = env, out, progress
+		start := time.Now()
+		if err := c.Run(); err != nil {
+			return 0, fmt.Errorf("policypush %s: %w", strings.Join(args, " "), err)
+		}
+		return time.Since(start), nil
+	}, nil
+}
+
+// seedDir seeds the data dir once — o.firms synthetic Jiangsu firms imported from bench-firms.csv
+// and o.policies synthetic policies published with "policy apply" — and marks it seeded; a dir
+// already marked is taken as it is (seeded false).
+func (o pipelineBench) seedDir(run benchRun, progress io.Writer) (seeded bool, err error) {
+	marker := filepath.Join(o.dir, "bench-seeded")
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	fmt.Fprintf(progress, "seeding %s: %d firms, %d policies\n", o.dir, o.firms, o.policies)
+	csvPath := filepath.Join(o.dir, "bench-firms.csv")
+	if err := registry.SynthCSVFile(csvPath, o.firms, o.seed, false); err != nil {
+		return true, err
+	}
+	policyDir := filepath.Join(o.dir, "bench-policies")
+	if err := writeDefinitions(policyDir, matcher.SynthCatalog(o.policies, o.seed)); err != nil {
+		return true, err
+	}
+	if _, err := run(io.Discard, "import", "enterprises", csvPath); err != nil {
+		return true, err
+	}
+	if _, err := run(io.Discard, "policy", "apply", policyDir, "--by", "bench"); err != nil {
+		return true, err
+	}
+	return true, os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
 }
