@@ -374,33 +374,12 @@ func LoadActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, progress 
 		return nil, fmt.Errorf("count firms: %w", err)
 	}
 	bar := newBar(progress, total, "载入企业")
-	out := make([]rules.Env, 0, total)
-	after := ""
-	const page = 5000
-	for {
-		var batch []store.Enterprise
-		if err := db.WithContext(ctx).Where("status = ? AND credit_code > ?", store.StatusActive, after).
-			Order("credit_code").Limit(page).Find(&batch).Error; err != nil {
-			return nil, fmt.Errorf("load firms after %q: %w", after, err)
-		}
-		for i := range batch {
-			out = append(out, policies.EnvOf(&batch[i], asOf))
-		}
-		if bar != nil {
-			_ = bar.Add(len(batch))
-		}
-		if len(batch) < page {
-			break
-		}
-		after = batch[len(batch)-1].CreditCode
-	}
+	var onPage func(int)
 	if bar != nil {
-		_ = bar.Finish()
+		onPage = func(n int) { _ = bar.Add(n) }
+		defer bar.Finish()
 	}
-	if err := policies.AttachExtraFacts(ctx, db, out, opts...); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return policies.ActiveFirmsProgress(ctx, db, asOf, onPage, opts...)
 }
 
 func newBar(w io.Writer, total int64, desc string) *progressbar.ProgressBar {

@@ -15,6 +15,12 @@ import (
 // the credit code, as rule environments on asOf: the population previews and near-miss lists
 // evaluate, the same one `match` evaluates.
 func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, opts ...rules.Option) ([]rules.Env, error) {
+	return ActiveFirmsProgress(ctx, db, asOf, nil, opts...)
+}
+
+// ActiveFirmsProgress is ActiveFirms telling progress (nil: nobody) how many firms each page read
+// held: the matcher's progress bar.
+func ActiveFirmsProgress(ctx context.Context, db *gorm.DB, asOf time.Time, progress func(n int), opts ...rules.Option) ([]rules.Env, error) {
 	var out []rules.Env
 	after := ""
 	const page = 5000
@@ -26,6 +32,9 @@ func ActiveFirms(ctx context.Context, db *gorm.DB, asOf time.Time, opts ...rules
 		}
 		for i := range batch {
 			out = append(out, EnvOf(&batch[i], asOf))
+		}
+		if progress != nil {
+			progress(len(batch))
 		}
 		if len(batch) < page {
 			break
