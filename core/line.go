@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -85,7 +86,9 @@ func (m *MatchLine) bind(cols []string) ([]any, error) {
 }
 
 // The column scanners take what either driver gives (SQLite: int64, float64, string, time.Time;
-// MySQL: []byte, int64, float64, time.Time) without reflection.
+// MySQL: []byte, int64, uint64 for unsigned columns, float32/float64, time.Time — the text
+// protocol of interpolated statements parses numbers since go-sql-driver/mysql 1.8) without
+// reflection.
 
 type strCol struct{ p *string }
 
@@ -99,6 +102,8 @@ func (c strCol) Scan(v any) error {
 		*c.p = string(x)
 	case int64:
 		*c.p = strconv.FormatInt(x, 10)
+	case uint64:
+		*c.p = strconv.FormatUint(x, 10)
 	case float64:
 		*c.p = strconv.FormatFloat(x, 'f', -1, 64)
 	case time.Time:
@@ -119,6 +124,11 @@ func (c intCol) Scan(v any) error {
 		*c.p = 0
 	case int64:
 		*c.p = x
+	case uint64:
+		if x > math.MaxInt64 {
+			return fmt.Errorf("integer column: %d is out of range", x)
+		}
+		*c.p = int64(x)
 	case float64:
 		*c.p = int64(x)
 	case bool:
@@ -152,6 +162,10 @@ func (c intCol) parse(s string) error {
 type uintCol struct{ p *uint64 }
 
 func (c uintCol) Scan(v any) error {
+	if u, ok := v.(uint64); ok {
+		*c.p = u
+		return nil
+	}
 	var n int64
 	if err := (intCol{&n}).Scan(v); err != nil {
 		if b, ok := v.([]byte); ok { // above MaxInt64 on MySQL
@@ -175,7 +189,11 @@ func (c floatCol) Scan(v any) error {
 		*c.p = 0
 	case float64:
 		*c.p = x
+	case float32:
+		*c.p = float64(x)
 	case int64:
+		*c.p = float64(x)
+	case uint64:
 		*c.p = float64(x)
 	case []byte:
 		return c.parse(string(x))
@@ -219,6 +237,8 @@ func (c boolCol) Scan(v any) error {
 	case bool:
 		*c.p = x
 	case int64:
+		*c.p = x != 0
+	case uint64:
 		*c.p = x != 0
 	case float64:
 		*c.p = x != 0
