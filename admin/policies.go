@@ -240,13 +240,15 @@ type policyRow struct {
 
 func (r policyRow) LatestStateLabel() string { return stateLabels[r.LatestState] }
 
+// readPolicies lists the catalog with each policy's active matches, summed from the maintained
+// counts (store.MatchCount: a few rows per policy) instead of counting the matches.
 func (s *Server) readPolicies(r *http.Request) ([]policyRow, error) {
 	var rows []policyRow
 	err := s.opts.DB.WithContext(r.Context()).Table("policies AS p").
 		Select(`p.id, p.title, p.department, p.published_version, p.retired,
 			COALESCE((SELECT MAX(v.version) FROM policy_versions v WHERE v.policy_id = p.id), 0) AS latest_version,
 			COALESCE((SELECT v.state FROM policy_versions v WHERE v.policy_id = p.id ORDER BY v.version DESC LIMIT 1), '') AS latest_state,
-			(SELECT COUNT(*) FROM matches m WHERE m.policy_id = p.id AND m.state = 'active') AS matches`).
+			COALESCE((SELECT SUM(c.n) FROM match_counts c WHERE c.policy_id = p.id AND c.state = 'active'), 0) AS matches`).
 		Order("p.id").Scan(&rows).Error
 	return rows, err
 }

@@ -49,3 +49,33 @@ func TestStatusIsScopedAndDated(t *testing.T) {
 		}
 	}
 }
+
+// The policy list's active matches per policy (summed from the maintained counts) equal a count of
+// the active matches of firms in the registry.
+func TestPolicyListCountsActiveMatches(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var out struct {
+		Items []policyRow `json:"items"`
+	}
+	res := f.do(f.session("admin"), http.MethodGet, "/api/v1/policies", nil)
+	res.json(t, &out)
+	if res.status != http.StatusOK || len(out.Items) == 0 {
+		t.Fatalf("%d %s", res.status, res.body)
+	}
+	some := false
+	for _, p := range out.Items {
+		var want int64
+		if err := f.db.Raw(`SELECT COUNT(*) FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code
+			WHERE m.policy_id = ? AND m.state = 'active'`, p.ID).Scan(&want).Error; err != nil {
+			t.Fatal(err)
+		}
+		if p.Matches != want {
+			t.Errorf("policy %s: %d active matches listed, want %d", p.ID, p.Matches, want)
+		}
+		some = some || want > 0
+	}
+	if !some {
+		t.Fatal("the fixture has no active matches: the test compares nothing")
+	}
+}
