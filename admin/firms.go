@@ -225,6 +225,29 @@ func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
 // millions of rows on every page.
 const countCap = 10000
 
+// countMatches is the total of the list: summed from the maintained counts (store.MatchCount,
+// keyed by policy, region code, park and state, scoped like enterprises under the alias e) when the
+// filter narrows only by policy, park and region, so no page counts matches; otherwise the rows
+// of the list counted up to countCap+1.
+func (s *Server) countMatches(ctx context.Context, p *Principal, f matchFilter) (int64, error) {
+	if f.Industry != "" || f.Notify != "" || f.Response != "" || f.Q != "" {
+		return countUpTo(s.matchQuery(ctx, p, f), countCap)
+	}
+	q := p.scopeFirms(s.opts.DB.WithContext(ctx).Table("match_counts AS e").Where("e.state = ?", store.MatchActive), "e")
+	if f.PolicyID != "" {
+		q = q.Where("e.policy_id = ?", f.PolicyID)
+	}
+	if f.ParkID != "" {
+		q = q.Where("e.park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
+	}
+	var n int64
+	err := q.Select("COALESCE(SUM(e.n), 0)").Scan(&n).Error
+	return n, err
+}
+
 // countUpTo counts the rows of q, stopping at max+1. q is left as it was.
 func countUpTo(q *gorm.DB, max int) (int64, error) {
 	var n int64
@@ -245,7 +268,7 @@ func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter,
 		q := s.selectMatches(s.matchQuery(ctx, p, f))
 		if limit > 0 {
 			var err error
-			if total, err = countUpTo(s.matchQuery(ctx, p, f), countCap); err != nil {
+			if total, err = s.countMatches(ctx, p, f); err != nil {
 				return nil, 0, err
 			}
 			q = q.Limit(limit).Offset(offset)
@@ -335,7 +358,7 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 	var w window
 	var total int64
 	if f.Size == "" {
-		if total, err = countUpTo(s.matchQuery(ctx, p, f), countCap); err != nil {
+		if total, err = s.countMatches(ctx, p, f); err != nil {
 			return nil, w, 0, err
 		}
 		if w, err = keysetWindow(s.matchQuery(ctx, p, f), "m.matched_at", "m.id", f.page); err != nil {
