@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/policypush/policypush/store"
 	"net/http"
 	"strings"
 	"time"
@@ -32,12 +33,14 @@ func (s *Server) withDeadline(rt route, r *http.Request) (*http.Request, context
 
 // timedOut rewrites the answer to a request whose context ended: a query that failed because of
 // the deadline is not "the database is unreachable".
-func (s *Server) timedOut(r *http.Request, status int, msg string) (int, string, string, bool) {
+func (s *Server) timedOut(r *http.Request, status int, msg string, cause error) (int, string, string, bool) {
 	if status < 500 {
 		return status, msg, "", false
 	}
 	switch err := r.Context().Err(); {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), store.IsStatementTimeout(cause):
+		// the server's own limit (store.BoundStatements) may stop the statement a moment before
+		// the request's context ends: the same timeout
 		return http.StatusServiceUnavailable, fmt.Sprintf("查询超时：本次请求超过 %s仍未完成，已取消。请缩小筛选范围（政策、区划、园区）后重试，或稍后再试",
 			roundDuration(s.opts.QueryTimeout)), "timeout", true
 	case errors.Is(err, context.Canceled):

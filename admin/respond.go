@@ -102,7 +102,7 @@ var statusCodes = map[int]string{
 // fail reports an error as JSON on API paths and as a page elsewhere. err (logged, never shown)
 // is the cause of a 5xx.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg string, err error) {
-	status, msg, code, ended := s.timedOut(r, status, msg)
+	status, msg, code, ended := s.timedOut(r, status, msg, err)
 	switch {
 	case ended && code == "canceled":
 		s.opts.Log.Info("request cancelled: the client went away", "path", r.URL.Path, "err", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
+	gomysql "github.com/go-sql-driver/mysql"
 	"reflect"
 	"strings"
 	"sync"
@@ -229,8 +231,10 @@ var InterruptedQueries atomic.Int64
 // statement ran on (issue 9: a dashboard past 900 s, until KILL QUERY). BoundStatements makes the
 // server itself stop it: every SELECT run with a context deadline carries the time left as its
 // own limit (MariaDB: SET STATEMENT max_statement_time=… FOR …; MySQL: the MAX_EXECUTION_TIME
-// optimizer hint). A client that goes away before the deadline still leaves the statement running
-// until the deadline, never longer.
+// optimizer hint), plus boundMargin, so that the client's deadline always comes first and the
+// request answers its timeout (a statement the server stops a moment early can come back as a
+// plain result, as BENCHMARK does). A client that goes away before the deadline still leaves the
+// statement running until the deadline, never more than boundMargin longer.
 
 // BoundStatements returns db (a MySQL or MariaDB handle; others are returned as they are) whose
 // SELECTs under a context deadline are bounded on the server as well.
@@ -251,6 +255,17 @@ func BoundStatements(ctx context.Context, db *gorm.DB) (*gorm.DB, error) {
 	return tx, nil
 }
 
+// IsStatementTimeout reports whether err is the server stopping a statement at its time limit
+// (MariaDB 1969 max_statement_time, MySQL 3024 MAX_EXECUTION_TIME): BoundStatements' limit ends
+// at the request's deadline, and may reach the client a moment before the context does.
+func IsStatementTimeout(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1969 || me.Number == 3024)
+}
+
+// boundMargin is how long past the request's deadline the server's limit lets a statement run.
+const boundMargin = 100 * time.Millisecond
+
 // boundPool is a connection pool that adds the server-side limit to SELECTs.
 type boundPool struct {
 	*sql.DB
@@ -263,7 +278,7 @@ func (p boundPool) bound(ctx context.Context, query string) string {
 	if !ok || len(trimmed) < 7 || !strings.EqualFold(trimmed[:7], "SELECT ") {
 		return query
 	}
-	ms := max(time.Until(deadline).Milliseconds(), 1)
+	ms := max((time.Until(deadline) + boundMargin).Milliseconds(), 1)
 	if p.mariaDB {
 		return fmt.Sprintf("SET STATEMENT max_statement_time=%.3f FOR %s", float64(ms)/1000, trimmed)
 	}
