@@ -60,15 +60,8 @@ func (f auditFilter) query() url.Values {
 type auditList struct {
 	Filter auditFilter      `json:"-"`
 	Rows   []store.AuditLog `json:"items"`
-	Total  int64            `json:"total"`
-	// TotalCapped: more than countCap rows; Total is countCap.
-	TotalCapped bool     `json:"total_capped"`
-	Page        int      `json:"page"`
-	PerPage     int      `json:"per_page"`
-	NextCursor  string   `json:"next_cursor"`
-	PrevCursor  string   `json:"prev_cursor"`
-	Pager       pager    `json:"-"`
-	Actions     []string `json:"-"`
+	listPage
+	Actions []string `json:"-"`
 }
 
 func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
@@ -82,7 +75,7 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 		d, _ := rules.ParseDate(f.To)
 		q.Before = d.Time.AddDate(0, 0, 1)
 	}
-	out := auditList{Filter: f, PerPage: f.PerPage}
+	out := auditList{Filter: f, listPage: listPage{PerPage: f.PerPage}}
 	sel := audit.Query(ctx, s.opts.DB, q)
 	total, err := countUpTo(sel, countCap)
 	if err != nil {
@@ -100,9 +93,7 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 	if out.Actions, err = audit.Recorded(ctx, s.opts.DB); err != nil {
 		return out, err
 	}
-	out.Pager = newPager(r.URL.Path, f.query(), f.page, w, total)
-	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
-	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
+	out.paged(newPager(r.URL.Path, f.query(), f.page, w, total))
 	return out, nil
 }
 

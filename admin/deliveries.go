@@ -56,16 +56,9 @@ func (f deliveryFilter) values() url.Values {
 
 type deliveryList struct {
 	Items []notify.FailedDelivery `json:"items"`
-	Total int64                   `json:"total"`
-	// TotalCapped: more than countCap rows; Total is countCap.
-	TotalCapped bool           `json:"total_capped"`
-	Page        int            `json:"page"`
-	PerPage     int            `json:"per_page"`
-	NextCursor  string         `json:"next_cursor"`
-	PrevCursor  string         `json:"prev_cursor"`
-	Pager       pager          `json:"-"`
-	Filter      deliveryFilter `json:"-"`
-	CanResend   bool           `json:"-"`
+	listPage
+	Filter    deliveryFilter `json:"-"`
+	CanResend bool           `json:"-"`
 }
 
 // failedQuery selects the failed deliveries the filter and the principal's scope allow.
@@ -84,7 +77,7 @@ func (s *Server) failedQuery(ctx context.Context, p *Principal, f deliveryFilter
 // the page's ids here, in the principal's scope, the lines from notify.Ops.
 func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
 	ctx := r.Context()
-	out := deliveryList{PerPage: f.PerPage, Filter: f, CanResend: p.Can(PermResend)}
+	out := deliveryList{listPage: listPage{PerPage: f.PerPage}, Filter: f, CanResend: p.Can(PermResend)}
 	states := failedStates
 	if f.State != "" {
 		states = []string{f.State}
@@ -103,9 +96,7 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter)
 			return out, err
 		}
 	}
-	out.Pager = newPager(r.URL.Path, f.values(), f.page, w, total)
-	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
-	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
+	out.paged(newPager(r.URL.Path, f.values(), f.page, w, total))
 	return out, s.audit(r, p, audit.DeliveryList, "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
 }
 

@@ -116,9 +116,9 @@ func TestConsoleQueriesUseIndexesOnMySQL(t *testing.T) {
 	mu.Lock()
 	on = true
 	mu.Unlock()
-	get := func(c caller, path string) listPage { // a timeout is reported, and the plans still checked
+	get := func(c caller, path string) gotPage { // a timeout is reported, and the plans still checked
 		res := f.do(c, http.MethodGet, path, nil)
-		var p listPage
+		var p gotPage
 		if res.status != http.StatusOK {
 			t.Errorf("GET %s as %s: %d %s", path, c.name, res.status, res.body)
 			return p

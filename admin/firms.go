@@ -309,18 +309,9 @@ func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter,
 type matchList struct {
 	Filter matchFilter `json:"filter"`
 	Items  []matchRow  `json:"items"`
-	Total  int64       `json:"total"`
-	// TotalCapped: there are more than countCap matches; Total is countCap.
-	TotalCapped bool `json:"total_capped"`
-	Page        int  `json:"page"`
-	PerPage     int  `json:"per_page"`
-	// NextCursor and PrevCursor are the after= and before= values of the next and previous
-	// pages; empty at the ends.
-	NextCursor string       `json:"next_cursor"`
-	PrevCursor string       `json:"prev_cursor"`
-	Pager      pager        `json:"-"`
-	Policies   []policyOpt  `json:"-"`
-	Options    filterLabels `json:"-"`
+	listPage
+	Policies []policyOpt  `json:"-"`
+	Options  filterLabels `json:"-"`
 	// ExportXLSX and ExportCSV export what the filter shows.
 	ExportXLSX string `json:"-"`
 	ExportCSV  string `json:"-"`
@@ -397,15 +388,13 @@ func (s *Server) finishRow(r *matchRow, p *Principal, asOf time.Time) {
 // listMatches reads one page of the filtered list and records the read in the audit log.
 func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matchList, error) {
 	ctx := r.Context()
-	out := matchList{Filter: f, PerPage: f.PerPage, Options: listOptions, Scope: p.ScopeLabel()}
+	out := matchList{Filter: f, listPage: listPage{PerPage: f.PerPage}, Options: listOptions, Scope: p.ScopeLabel()}
 	items, w, total, err := s.readMatchPage(ctx, p, f)
 	if err != nil {
 		return out, err
 	}
 	out.Items = items
-	out.Pager = newPager(r.URL.Path, f.values(), f.page, w, total)
-	out.Total, out.TotalCapped, out.Page = out.Pager.Total, out.Pager.Capped, out.Pager.Page
-	out.NextCursor, out.PrevCursor = out.Pager.NextCursor, out.Pager.PrevCursor
+	out.paged(newPager(r.URL.Path, f.values(), f.page, w, total))
 	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Where("published_version > 0").
 		Order("id").Scan(&out.Policies).Error; err != nil {
 		return out, err

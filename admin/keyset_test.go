@@ -83,7 +83,7 @@ func (f *listFixture) order() []uint64 {
 	return ids
 }
 
-type listPage struct {
+type gotPage struct {
 	Items []struct {
 		MatchID uint64 `json:"match_id"`
 		ID      uint64 `json:"id"`
@@ -95,7 +95,7 @@ type listPage struct {
 	PrevCursor  string `json:"prev_cursor"`
 }
 
-func (p listPage) ids() []uint64 {
+func (p gotPage) ids() []uint64 {
 	var out []uint64
 	for _, it := range p.Items {
 		out = append(out, max(it.MatchID, it.ID))
@@ -103,13 +103,13 @@ func (p listPage) ids() []uint64 {
 	return out
 }
 
-func (f *listFixture) get(c caller, path string) listPage {
+func (f *listFixture) get(c caller, path string) gotPage {
 	f.t.Helper()
 	res := f.do(c, http.MethodGet, path, nil)
 	if res.status != http.StatusOK {
 		f.t.Fatalf("GET %s: %d %s", path, res.status, res.body)
 	}
-	var p listPage
+	var p gotPage
 	res.json(f.t, &p)
 	return p
 }

@@ -171,6 +171,28 @@ type pager struct {
 	PrevCursor string
 }
 
+// listPage is the paging part of every keyset list's answer (matches, failed deliveries, audit
+// log), flattened into its JSON.
+type listPage struct {
+	Total int64 `json:"total"`
+	// TotalCapped: more than countCap rows; Total is countCap.
+	TotalCapped bool `json:"total_capped"`
+	Page        int  `json:"page"`
+	PerPage     int  `json:"per_page"`
+	// NextCursor and PrevCursor are the after= and before= values of the next and previous
+	// pages; empty at the ends.
+	NextCursor string `json:"next_cursor"`
+	PrevCursor string `json:"prev_cursor"`
+	Pager      pager  `json:"-"`
+}
+
+// paged fills l from the pager of the page read.
+func (l *listPage) paged(p pager) {
+	l.Pager = p
+	l.Total, l.TotalCapped, l.Page = p.Total, p.Capped, p.Page
+	l.NextCursor, l.PrevCursor = p.NextCursor, p.PrevCursor
+}
+
 func newPager(path string, filter url.Values, p page, w window, total int64) pager {
 	link := func(k, v string) string {
 		q := url.Values{}
