@@ -226,25 +226,27 @@ func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
 const countCap = 10000
 
 // countMatches is the total of the list: summed from the maintained counts (store.MatchCount,
-// keyed by policy, region code, park and state, scoped like enterprises under the alias e) when the
+// keyed by policy, region code, park and state, scoped like enterprises) when the
 // filter narrows only by policy, park and region, so no page counts matches; otherwise the rows
 // of the list counted up to countCap+1.
 func (s *Server) countMatches(ctx context.Context, p *Principal, f matchFilter) (int64, error) {
 	if f.Industry != "" || f.Notify != "" || f.Response != "" || f.Q != "" {
 		return countUpTo(s.matchQuery(ctx, p, f), countCap)
 	}
-	q := p.scopeFirms(s.opts.DB.WithContext(ctx).Table("match_counts AS e").Where("e.state = ?", store.MatchActive), "e")
+	// match_counts holds a few rows per policy and place (not per match): summing the rows in
+	// scope is the cheap part, whatever plan the database picks.
+	q := p.scopeFirms(s.opts.DB.WithContext(ctx).Table("match_counts AS c").Where("c.state = ?", store.MatchActive), "c")
 	if f.PolicyID != "" {
-		q = q.Where("e.policy_id = ?", f.PolicyID)
+		q = q.Where("c.policy_id = ?", f.PolicyID)
 	}
 	if f.ParkID != "" {
-		q = q.Where("e.park_id = ?", f.ParkID)
+		q = q.Where("c.park_id = ?", f.ParkID)
 	}
 	if f.Region != "" {
-		q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
+		q = q.Where("c.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
 	}
 	var n int64
-	err := q.Select("COALESCE(SUM(e.n), 0)").Scan(&n).Error
+	err := q.Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error
 	return n, err
 }
 
