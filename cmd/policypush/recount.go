@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/store"
 )
@@ -26,17 +27,11 @@ func recountCmd(g *globals) *cobra.Command {
 		Short: "Recount the maintained match counts from the matches and repair them (--check: compare only)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
+			var rep store.RecountReport
+			if err := g.withDB(cmd.Context(), func(_ *app, db *gorm.DB) (err error) {
+				rep, err = store.Recount(cmd.Context(), db, !check)
 				return err
-			}
-			defer a.close()
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			rep, err := store.Recount(cmd.Context(), db, !check)
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if asJSON {
