@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
@@ -348,6 +349,14 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 	}
 	heap.Init(heads)
 	rows := make([]store.Match, 0, txMatches)
+	// SQLite has one writer: its transactions follow each other. A MySQL server does the index
+	// work of a transaction on the connection's own thread while this process waits: two
+	// transactions at once keep two of its cores busy (mysqlWriters).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(1)
+	if db.Dialector.Name() == "mysql" {
+		g.SetLimit(mysqlWriters)
+	}
 	flush := func() error {
 		if len(rows) == 0 {
 			return nil
@@ -356,9 +365,14 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 		// the transaction writes are the same, and a policy's rows stay together in the table,
 		// which is the order the next diff (loadStored) reads them in.
 		sort.SliceStable(rows, func(i, j int) bool { return rows[i].PolicyID < rows[j].PolicyID })
-		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, rows, channels) })
-		rows = rows[:0]
-		return err
+		batch := rows
+		rows = make([]store.Match, 0, txMatches)
+		g.Go(func() error {
+			return retryDeadlock(gctx, func() error {
+				return db.WithContext(gctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, batch, channels) })
+			})
+		})
+		return nil
 	}
 	for heads.Len() > 0 {
 		h := &heads.list[0]
@@ -374,7 +388,27 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 			}
 		}
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+// mysqlWriters is how many transactions of new matches writeMerged runs at once on MySQL.
+const mysqlWriters = 2
+
+// retryDeadlock runs a transaction again (up to three times in all) when MySQL chose it as a
+// deadlock victim or it waited too long for a lock: concurrent writers of new matches take row
+// locks on the same count rows (store.CountInserted). A rolled-back transaction left nothing, so
+// running it again is safe.
+func retryDeadlock(ctx context.Context, run func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := run()
+		if err == nil || attempt == 3 || !store.IsLockConflict(err) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt*50) * time.Millisecond)
+	}
 }
 
 // mergeHead is the next new match of one policy in writeMerged's merge.

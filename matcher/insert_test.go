@@ -200,6 +200,7 @@ func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
 	if len(fresh) < 4*txPerTest {
 		t.Fatalf("%d new matches: too few for the test", len(fresh))
 	}
+	var txs [][]store.Match
 	for lo := 0; lo < len(fresh); lo += txPerTest {
 		tx := fresh[lo:min(lo+txPerTest, len(fresh))]
 		for i := 1; i < len(tx); i++ {
@@ -208,11 +209,16 @@ func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
 				t.Fatalf("transaction from id %d: %s %s inserted before %s %s", tx[0].ID, a.PolicyID, a.CreditCode, b.PolicyID, b.CreditCode)
 			}
 		}
-		if lo > 0 {
-			prev := fresh[lo-txPerTest : lo]
-			if maxCode(prev) > minCode(tx) {
-				t.Fatalf("transaction from id %d holds firms from %s on, the one before up to %s: not in credit-code order", tx[0].ID, minCode(tx), maxCode(prev))
-			}
+		txs = append(txs, tx)
+	}
+	// On MySQL two transactions run at once (mysqlWriters), so neighbours may take their ids in
+	// either order: each still holds its own stretch of credit codes.
+	if group.Dialector.Name() != "sqlite" {
+		sort.Slice(txs, func(i, j int) bool { return minCode(txs[i]) < minCode(txs[j]) })
+	}
+	for i := 1; i < len(txs); i++ {
+		if prev, tx := txs[i-1], txs[i]; maxCode(prev) > minCode(tx) {
+			t.Fatalf("transaction from id %d holds firms from %s on, the one before up to %s: not in credit-code order", tx[0].ID, minCode(tx), maxCode(prev))
 		}
 	}
 }

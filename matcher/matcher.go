@@ -13,6 +13,7 @@ package matcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,6 +44,23 @@ type Options struct {
 	// Vocabulary is what the published rules are compiled against (the deployment's extra fields);
 	// nil: the standard field catalog.
 	Vocabulary *rules.Vocabulary
+	// BulkLoadFirms: a full match (every policy) into an empty matches table over at least this
+	// many active firms builds the table's deferrable secondary indexes after its rows
+	// (store.DeferMatchIndexes). 0: DefaultBulkLoadFirms; negative: never.
+	BulkLoadFirms int
+}
+
+// DefaultBulkLoadFirms is Options.BulkLoadFirms's default: below it, keeping the indexes in step
+// costs less than a second and the console keeps its indexes throughout.
+const DefaultBulkLoadFirms = 20000
+
+// bulkLoad reports whether a full match over firms active firms is a bulk load.
+func (o Options) bulkLoad(firms int) bool {
+	limit := o.BulkLoadFirms
+	if limit == 0 {
+		limit = DefaultBulkLoadFirms
+	}
+	return limit > 0 && firms >= limit
 }
 
 func (o Options) logger() *slog.Logger {
@@ -82,10 +100,17 @@ type Phases struct {
 	Evaluate float64 `json:"evaluate"`
 	Diff     float64 `json:"diff"`
 	Write    float64 `json:"write"`
+	// Index is the part of Write spent building the secondary indexes of matches after a bulk
+	// load's rows (0 when the run was not one).
+	Index float64 `json:"index,omitempty"`
 }
 
 func (p Phases) String() string {
-	return fmt.Sprintf("load %.2f s, evaluate %.2f s, diff %.2f s, write %.2f s", p.Load, p.Evaluate, p.Diff, p.Write)
+	s := fmt.Sprintf("load %.2f s, evaluate %.2f s, diff %.2f s, write %.2f s", p.Load, p.Evaluate, p.Diff, p.Write)
+	if p.Index > 0 {
+		s += fmt.Sprintf(" (of which building match indexes after the rows %.2f s)", p.Index)
+	}
+	return s
 }
 
 // since adds the time since start to a phase and returns now.
@@ -119,7 +144,21 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 		}
 		since(&sum.Phases.Load, t)
 		sum.Firms = snap.Active()
+		var restore func(context.Context) error
+		if policyID == "" && o.bulkLoad(sum.Firms) {
+			if restore, err = deferIndexes(ctx, db, o.logger()); err != nil {
+				return sum, err
+			}
+		}
 		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "", &sum.Phases)
+		if restore != nil {
+			t := time.Now()
+			// Built even when the run failed or was interrupted: the console needs them.
+			rerr := restore(context.WithoutCancel(ctx))
+			d := time.Since(t).Seconds()
+			sum.Phases.Index, sum.Phases.Write = d, sum.Phases.Write+d
+			err = errors.Join(err, rerr)
+		}
 	}
 	if err != nil {
 		return sum, err
@@ -128,6 +167,26 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 	sort.Slice(sum.Policies, func(i, j int) bool { return sum.Policies[i].PolicyID < sum.Policies[j].PolicyID })
 	sum.Seconds = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// deferIndexes starts a bulk load when the matches table is empty: it drops the deferrable
+// secondary indexes and returns the function that builds them again (nil when not a bulk load).
+// SQLite only: InnoDB buffers secondary-index changes itself, and on MariaDB building the two
+// indexes afterwards cost more than keeping them (measured at 50,000 firms × 140 policies).
+func deferIndexes(ctx context.Context, db *gorm.DB, log *slog.Logger) (func(context.Context) error, error) {
+	if db.Dialector.Name() != "sqlite" {
+		return nil, nil
+	}
+	empty, err := store.MatchesEmpty(ctx, db)
+	if err != nil || !empty {
+		return nil, err
+	}
+	restore, err := store.DeferMatchIndexes(ctx, db)
+	if err != nil {
+		return nil, errors.Join(err, restore(context.WithoutCancel(ctx)))
+	}
+	log.Info("first full match into an empty table: the match indexes are built after the rows")
+	return restore, nil
 }
 
 // splitActive separates the policies in effect on asOf from the others, which are reported as skipped.

@@ -105,10 +105,10 @@ const (
 // (policy, version, firm): a firm is never notified twice for the same policy version.
 type Match struct {
 	ID            uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
-	PolicyID      string    `gorm:"size:64;not null;uniqueIndex:ux_match,priority:1;index:ix_match_state,priority:1" json:"policy_id"`
+	PolicyID      string    `gorm:"size:64;not null;uniqueIndex:ux_match,priority:1" json:"policy_id"`
 	PolicyVersion int       `gorm:"not null;uniqueIndex:ux_match,priority:2" json:"policy_version"`
 	CreditCode    string    `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index" json:"credit_code"`
-	State         string    `gorm:"size:16;not null;index:ix_match_state,priority:2;index:ix_match_recent,priority:1" json:"state"`
+	State         string    `gorm:"size:16;not null;index:ix_match_recent,priority:1" json:"state"`
 	Amount        *float64  `json:"amount"`
 	AsOf          time.Time `gorm:"type:date;not null" json:"as_of"`
 	Notified      bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -205,6 +206,13 @@ func IsUniqueViolation(err error) bool {
 	}
 	s := err.Error()
 	return strings.Contains(s, "UNIQUE constraint failed") || strings.Contains(s, "Duplicate entry") || strings.Contains(s, "Error 1062")
+}
+
+// IsLockConflict reports a MySQL deadlock (1213) or lock wait timeout (1205): the transaction was
+// rolled back and may be run again.
+func IsLockConflict(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // pinAllocatorPages keeps one small allocation alive in every size class of the allocator that

@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// The indexes of matches, and the bulk load that builds some of them after its rows.
+//
+// A match row is written into four b-trees: the table, ux_match (policy, version, firm: the
+// uniqueness that keeps a firm from being notified twice, and every per-policy read), the firm
+// index (the firm page, the per-firm diff, joins to enterprises) and ix_match_recent (the
+// console's newest-first list). ix_match_state (policy, state) was a fifth; the console's
+// per-policy counts now read match_counts and the per-policy reads walk ux_match's policy prefix,
+// so it is dropped from databases created before (dropMatchStateIndex).
+//
+// A province's first full match inserts every match into an empty table: millions of rows. Kept
+// in step row by row, each secondary index costs about as much as the table itself; built once
+// afterwards (a sort and a bottom-up build, online on InnoDB) it costs a fraction of that. So a
+// first full load drops the deferrable indexes, writes, and creates them again (DeferMatchIndexes).
+// ux_match is never deferred: it is what makes a concurrent writer's duplicate fail or be skipped.
+// While they are missing the console's list and firm page read an unindexed, filling table; a
+// process killed in that window leaves them missing until the next start of any policypush
+// command, whose migration (AutoMigrate) creates missing indexes.
+
+func init() { RegisterFixup(dropMatchStateIndex) }
+
+func dropMatchStateIndex(db *gorm.DB) error {
+	m := db.Migrator()
+	if m.HasTable(&Match{}) && m.HasIndex(&Match{}, "ix_match_state") {
+		if err := m.DropIndex(&Match{}, "ix_match_state"); err != nil {
+			return fmt.Errorf("drop ix_match_state (no longer used): %w", err)
+		}
+	}
+	return nil
+}
+
+// deferrableMatchIndexes are the secondary indexes of matches a bulk load builds after its rows.
+var deferrableMatchIndexes = []string{"idx_matches_credit_code", "ix_match_recent"}
+
+// MatchesEmpty reports whether the matches table holds no row at all.
+func MatchesEmpty(ctx context.Context, db *gorm.DB) (bool, error) {
+	var ids []uint64
+	if err := db.WithContext(ctx).Raw("SELECT id FROM matches LIMIT 1").Scan(&ids).Error; err != nil {
+		return false, fmt.Errorf("look for stored matches: %w", err)
+	}
+	return len(ids) == 0, nil
+}
+
+// DeferMatchIndexes drops the deferrable secondary indexes of matches for a bulk load and returns
+// the function that creates them again, which the caller must run when the load ends, whether it
+// succeeded or not (with a context that is not already cancelled). An index another process
+// dropped or created meanwhile is no error.
+func DeferMatchIndexes(ctx context.Context, db *gorm.DB) (restore func(context.Context) error, err error) {
+	m := db.WithContext(ctx).Migrator()
+	var dropped []string
+	restore = func(ctx context.Context) error {
+		m := db.WithContext(ctx).Migrator()
+		var errs []error
+		for _, name := range dropped {
+			if m.HasIndex(&Match{}, name) {
+				continue
+			}
+			if err := m.CreateIndex(&Match{}, name); err != nil && !alreadyExists(err) {
+				errs = append(errs, fmt.Errorf("create index %s of matches again: %w", name, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	for _, name := range deferrableMatchIndexes {
+		if !m.HasIndex(&Match{}, name) {
+			continue
+		}
+		if err := m.DropIndex(&Match{}, name); err != nil {
+			if m.HasIndex(&Match{}, name) {
+				return restore, fmt.Errorf("drop index %s of matches for the bulk load: %w", name, err)
+			}
+		}
+		dropped = append(dropped, name)
+	}
+	return restore, nil
+}
+
+// alreadyExists reports a CREATE INDEX that lost a race with another process creating it.
+func alreadyExists(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "already exists") || strings.Contains(s, "duplicate key name")
+}
