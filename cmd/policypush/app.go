@@ -38,22 +38,17 @@ type app struct {
 	// stages are the long-running parts this process runs (relay, notifier, matcher service,
 	// console, sandbox; internal/stage); close stops them, waits for every one and closes them
 	// before the database and the bus.
-	stages  stage.Group
-	cancels []context.CancelFunc
+	stages stage.Group
 }
 
 // start runs a stage until ctx ends or close is called.
 func (a *app) start(ctx context.Context, name string, s stage.Stage) {
-	ctx, cancel := context.WithCancel(ctx)
-	a.cancels = append(a.cancels, cancel)
 	a.stages.Log = a.log
 	a.stages.Go(ctx, name, s)
 }
 
 // startFunc runs a loop of this process (one without a Ready or Close) like start.
 func (a *app) startFunc(ctx context.Context, name string, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(ctx)
-	a.cancels = append(a.cancels, cancel)
 	a.stages.Log = a.log
 	a.stages.GoFunc(ctx, name, fn)
 }
@@ -364,11 +359,7 @@ func (a *app) deliveryReady(w http.ResponseWriter, r *http.Request) {
 // close stops the stages, waits for every one of them and closes them, then closes the bus and the
 // database (in reverse order of opening).
 func (a *app) close() {
-	for _, cancel := range a.cancels {
-		cancel()
-	}
-	a.cancels = nil
-	a.wait()
+	_ = a.stages.Stop() // in the reverse order of their start; their errors were logged
 	if err := a.stages.Close(); err != nil {
 		a.log.Warn("close", "err", err)
 	}

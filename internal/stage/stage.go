@@ -159,14 +159,18 @@ func Every(ctx context.Context, interval time.Duration, fn func(context.Context)
 	}
 }
 
-// Group runs the stages of a process and waits for all of them.
+// Group runs the stages of a process and waits for all of them. Stop ends them one at a time in
+// the reverse order of their start, so that a stage never outlives what it depends on: the
+// console and the notifier stop before the sandbox providers they call, every stage before the
+// database and the bus the process closes afterwards.
 type Group struct {
 	Log *slog.Logger // where a stage that stopped with an error is reported; nil: slog.Default()
 
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	stages []named
-	errs   []error
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	stages  []named // those with a Ready and a Close
+	running []running
+	errs    []error
 }
 
 type named struct {
@@ -174,8 +178,14 @@ type named struct {
 	s    Stage
 }
 
-// Go runs s in a goroutine of the group until ctx ends or it fails; Wait waits for it and Close
-// closes it.
+// running is a goroutine of the group: how to end it and when it has ended.
+type running struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Go runs s in a goroutine of the group until ctx ends, Stop is called or it fails; Wait waits
+// for it and Close closes it.
 func (g *Group) Go(ctx context.Context, name string, s Stage) {
 	g.mu.Lock()
 	g.stages = append(g.stages, named{name, s})
@@ -185,9 +195,16 @@ func (g *Group) Go(ctx context.Context, name string, s Stage) {
 
 // GoFunc runs fn (a loop without a Ready or Close of its own) in a goroutine of the group.
 func (g *Group) GoFunc(ctx context.Context, name string, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(ctx)
+	r := running{cancel: cancel, done: make(chan struct{})}
+	g.mu.Lock()
+	g.running = append(g.running, r)
+	g.mu.Unlock()
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
+		defer close(r.done)
+		defer cancel()
 		if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			g.log().Error(name+" stopped", "err", err)
 			g.mu.Lock()
@@ -195,6 +212,20 @@ func (g *Group) GoFunc(ctx context.Context, name string, fn func(context.Context
 			g.mu.Unlock()
 		}
 	}()
+}
+
+// Stop ends the group's goroutines in the reverse order of their start, each after the one
+// started after it has returned, and returns their errors. Close them afterwards.
+func (g *Group) Stop() error {
+	g.mu.Lock()
+	rs := g.running
+	g.running = nil
+	g.mu.Unlock()
+	for i := len(rs) - 1; i >= 0; i-- {
+		rs[i].cancel()
+		<-rs[i].done
+	}
+	return g.Wait()
 }
 
 func (g *Group) log() *slog.Logger {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -194,5 +195,49 @@ func TestEvery(t *testing.T) {
 	<-done
 	if f := failures.Load(); f < 2 || f > calls.Load()/2+1 {
 		t.Fatalf("%d failures reported of %d calls", f, calls.Load())
+	}
+}
+
+// Stop ends the stages one at a time, the last started first: a stage still finishing its work
+// in hand finds what it depends on (started before it) running.
+func TestGroupStopsInReverseOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var mu sync.Mutex
+	var stopped []string
+	stage1 := func(name string, needs *atomic.Bool) func(context.Context) error {
+		return func(ctx context.Context) error {
+			<-ctx.Done()
+			time.Sleep(10 * time.Millisecond) // finishing work in hand
+			if needs != nil && !needs.Load() {
+				return errors.New(name + " finished after what it depends on had stopped")
+			}
+			mu.Lock()
+			stopped = append(stopped, name)
+			mu.Unlock()
+			return nil
+		}
+	}
+	var providerUp, notifierUp atomic.Bool
+	providerUp.Store(true)
+	notifierUp.Store(true)
+	var g stage.Group
+	g.Log = slogDiscard()
+	ctx := context.Background()
+	g.GoFunc(ctx, "sandbox", func(ctx context.Context) error {
+		err := stage1("sandbox", nil)(ctx)
+		providerUp.Store(false)
+		return err
+	})
+	g.GoFunc(ctx, "notifier", func(ctx context.Context) error {
+		err := stage1("notifier", &providerUp)(ctx)
+		notifierUp.Store(false)
+		return err
+	})
+	g.GoFunc(ctx, "console", stage1("console", &notifierUp))
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(stopped, ","); got != "console,notifier,sandbox" {
+		t.Fatalf("stopped %s, want console,notifier,sandbox", got)
 	}
 }
