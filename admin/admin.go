@@ -26,6 +26,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
@@ -83,6 +84,9 @@ type Options struct {
 	// QueryTimeout is the deadline of a GET request's database work (config console.query_timeout;
 	// default 5s); see deadline.go.
 	QueryTimeout time.Duration
+	// Gate is where a person's request tells the pipeline of this process (relay, notifiers) to
+	// let it go first (stage.Gate); nil: no precedence (a console in a process of its own).
+	Gate *stage.Gate
 }
 
 // DeliveryHandlers are the endpoints of the delivery path (package notify and the serve process):

@@ -46,6 +46,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			rt.h(w, r, nil)
 			return
 		}
+		defer s.opts.Gate.Enter()() // the pipeline waits for people's requests (stage.Gate)
 		r, cancel := s.withDeadline(rt, r)
 		defer cancel()
 		p := s.authenticate(r)

@@ -47,6 +47,9 @@ type RelayOptions struct {
 	Log       *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// Gate: each round first lets the console's requests in flight go first (stage.Gate); nil:
+	// never waits.
+	Gate *stage.Gate
 }
 
 // NewRelay makes a relay (a stage: Run, Ready, Close).
@@ -68,6 +71,7 @@ func NewRelay(o RelayOptions) *Relay {
 func (r *Relay) Run(ctx context.Context) error {
 	drain := func(ctx context.Context) error {
 		for {
+			r.Gate.Yield(ctx)
 			if n, err := r.Once(ctx); err != nil || n == 0 {
 				return err
 			}

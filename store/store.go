@@ -34,6 +34,9 @@ type Options struct {
 	LogSQL    bool
 	SlowQuery time.Duration
 	Log       *slog.Logger
+	// Pool opens another pool on a database this process has already opened (and migrated)
+	// with Open: no migration. serve gives the console a pool of its own this way.
+	Pool bool
 }
 
 // Open connects and migrates the schema. SQLite runs in WAL mode with a pool of connections, so
@@ -85,6 +88,9 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 	}
 	if err := sqlDB.PingContext(ctx); err != nil {
 		return nil, fmt.Errorf("connect to %s database: %w", o.Driver, err)
+	}
+	if o.Pool {
+		return db, nil
 	}
 	if err := Migrate(ctx, db); err != nil {
 		return nil, err

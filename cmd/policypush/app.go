@@ -39,6 +39,8 @@ type app struct {
 	// console, sandbox; internal/stage); close stops them, waits for every one and closes them
 	// before the database and the bus.
 	stages stage.Group
+	// gate gives the console's requests precedence over the relay's and notifiers' batches.
+	gate stage.Gate
 }
 
 // start runs a stage until ctx ends or close is called.
@@ -74,6 +76,32 @@ func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
 		return nil, err
 	}
 	a.db = db
+	a.closers = append(a.closers, func() {
+		if s, err := db.DB(); err == nil {
+			_ = s.Close()
+		}
+	})
+	return db, nil
+}
+
+// openConsoleDB opens the console's own connection pool (database.max_open connections) on the
+// database openDB opened. Sharing one pool, the console's requests waited for a connection behind
+// the pipeline's: with a backlog to deliver, the relay and the notifier's lanes held every
+// connection of the pool (on SQLite most of them waiting for the write lock), and a sign-in's
+// one-row session lookup took a second (bench api, docs/console.md).
+func (a *app) openConsoleDB(ctx context.Context) (*gorm.DB, error) {
+	if _, err := a.openDB(ctx); err != nil {
+		return nil, err
+	}
+	o := store.Options{Driver: a.cfg.Database.Driver, DSN: a.cfg.Database.DSN, MaxOpen: a.cfg.Database.MaxOpen,
+		LogSQL: a.cfg.Database.LogSQL, SlowQuery: a.cfg.Database.SlowQuery, Log: a.log, Pool: true}
+	if o.Driver == "sqlite" {
+		o.DSN = a.cfg.SQLitePath()
+	}
+	db, err := store.Open(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("open the console's connection pool: %w", err)
+	}
 	a.closers = append(a.closers, func() {
 		if s, err := db.DB(); err == nil {
 			_ = s.Close()
@@ -221,7 +249,7 @@ func (a *app) startRelay(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.relay = bus.NewRelay(bus.RelayOptions{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log})
+	a.relay = bus.NewRelay(bus.RelayOptions{DB: db, JS: b.JS, Interval: a.cfg.Relay.Interval, BatchSize: a.cfg.Relay.BatchSize, Log: a.log, Gate: &a.gate})
 	a.start(ctx, "relay", a.relay)
 	return a.wait, nil
 }

@@ -328,7 +328,10 @@ func (a *app) serveHTTP(ctx context.Context) (*stage.HTTP, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.Delivery = a.deliveryHandlers()
+	if opts.DB, err = a.openConsoleDB(ctx); err != nil {
+		return nil, err
+	}
+	opts.Gate = &a.gate
 	opts.Delivery = a.deliveryHandlers()
 	h, err := admin.New(opts)
 	if err != nil {

@@ -241,3 +241,45 @@ func TestGroupStopsInReverseOrder(t *testing.T) {
 		t.Fatalf("stopped %s, want console,notifier,sandbox", got)
 	}
 }
+
+// Yield returns at once with no request in flight, waits for the one in flight to end, and never
+// longer than MaxWait; a nil gate never waits.
+func TestGateLetsRequestsGoFirst(t *testing.T) {
+	ctx := context.Background()
+	var none *stage.Gate
+	none.Yield(ctx)
+	none.Enter()()
+	g := &stage.Gate{MaxWait: 300 * time.Millisecond}
+	start := time.Now()
+	g.Yield(ctx)
+	if n, _ := g.Yielded(); n != 0 || time.Since(start) > 50*time.Millisecond {
+		t.Fatalf("an idle gate made the pipeline wait (%d)", n)
+	}
+	leave := g.Enter()
+	done := make(chan time.Time)
+	go func() { g.Yield(ctx); done <- time.Now() }()
+	select {
+	case <-done:
+		t.Fatal("Yield returned while a request was in flight")
+	case <-time.After(30 * time.Millisecond):
+	}
+	left := time.Now()
+	leave()
+	leave() // a second call changes nothing
+	if at := <-done; at.Before(left) {
+		t.Fatal("Yield returned before the request ended")
+	}
+	if g.Busy() {
+		t.Fatal("the gate still counts a request that ended")
+	}
+	// A request that never ends delays a batch by MaxWait, no more.
+	g.Enter()
+	start = time.Now()
+	g.Yield(ctx)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("Yield under constant load took %v, want about MaxWait", d)
+	}
+	if n, total := g.Yielded(); n != 2 || total < 300*time.Millisecond {
+		t.Fatalf("Yielded = %d, %v", n, total)
+	}
+}
