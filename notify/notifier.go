@@ -70,6 +70,9 @@ type Options struct {
 	Log           *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// Gate: each batch first lets the console's requests in flight go first (stage.Gate); nil:
+	// never waits.
+	Gate *stage.Gate
 }
 
 // defaultLanes is how many batches a channel works on at once, so that one batch's provider calls
@@ -256,6 +259,7 @@ func (n *Notifier) lane(ctx context.Context, rt *route, feed <-chan jetstream.Ms
 				break fill
 			}
 		}
+		n.opts.Gate.Yield(ctx)
 		begin := time.Now()
 		// A database that stops answering must not hold a lane forever: past the deadline the
 		// batch's messages are naked or come back after AckWait.

@@ -227,6 +227,7 @@ func (a *app) notifierOptions() (notify.Options, error) {
 		Failover:   notify.Failover{Threshold: a.cfg.SMS.Failover.Threshold, Cooldown: a.cfg.SMS.Failover.Cooldown},
 		InDoubt:    n.InDoubt, InDoubtGrace: n.InDoubtGrace,
 		PublicURL: a.publicURL(), SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log,
+		Gate: &a.gate,
 	}
 	if secret, err := a.linkSecret(); err == nil {
 		base, ttl := a.publicURL(), a.cfg.Console.LinkTTL
