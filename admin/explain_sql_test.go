@@ -22,7 +22,6 @@ func TestConsoleMatchQueriesUseIndexes(t *testing.T) {
 	if tdb.Driver != "sqlite" {
 		t.Skip("plans are checked on SQLite, whose planner does not depend on statistics")
 	}
-	s := &Server{opts: Options{DB: tdb.DB}}
 	ctx := context.Background()
 	for _, p := range []*Principal{
 		{Name: "admin", Role: store.RoleAdmin},
@@ -31,8 +30,8 @@ func TestConsoleMatchQueriesUseIndexes(t *testing.T) {
 	} {
 		for name, f := range map[string]matchFilter{"all": {}, "notify": {Notify: "sent"}, "policy": {PolicyID: "wengang-fanhuan-2022"}} {
 			t.Run(p.Name+"/"+name, func(t *testing.T) {
-				q := s.selectMatches(s.matchQuery(ctx, p, f)).Limit(50)
-				stmt := q.Session(&gorm.Session{DryRun: true}).Scan(&[]matchRow{}).Statement
+				q := store.MatchExportQuery(ctx, tdb.DB, f.storeFilter(p)).Limit(50)
+				stmt := q.Session(&gorm.Session{DryRun: true}).Scan(&[]store.MatchRow{}).Statement
 				var plan []struct {
 					ID, Parent, Notused int
 					Detail              string
