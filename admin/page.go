@@ -147,7 +147,7 @@ type pager struct {
 // log), flattened into its JSON.
 type listPage struct {
 	Total int64 `json:"total"`
-	// TotalCapped: more than countCap rows; Total is countCap.
+	// TotalCapped: more than store.CountCap rows; Total is store.CountCap.
 	TotalCapped bool `json:"total_capped"`
 	Page        int  `json:"page"`
 	PerPage     int  `json:"per_page"`
