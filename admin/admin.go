@@ -3,7 +3,8 @@
 // same things plus integrations. It may call every other package; nothing calls it.
 //
 // Every handler has one shape: read params → validate → call the store (or another package) →
-// respond. Authorization is decided before a handler runs (the route's permission) and inside it
+// respond. The console's SQL is in package store (store/console_*.go): admin builds no query and
+// opens no transaction (TestAdminRunsNoQueries). Authorization is decided before a handler runs (the route's permission) and inside it
 // (the firm scope of the principal, applied to every query that touches firm data); templates hold
 // no logic. Nothing is fetched at run time: no CDN, no web font, charts are inline SVG.
 package admin

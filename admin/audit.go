@@ -77,16 +77,16 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 	}
 	out := auditList{Filter: f, listPage: listPage{PerPage: f.PerPage}}
 	sel := audit.Query(ctx, s.opts.DB, q)
-	total, err := countUpTo(sel, countCap)
+	total, err := store.CountUpTo(sel, store.CountCap)
 	if err != nil {
 		return out, err
 	}
-	w, err := keysetWindow(sel, "", "id", f.page)
+	w, err := store.KeysetWindow(sel, "", "id", f.page)
 	if err != nil {
 		return out, err
 	}
-	if len(w.keys) > 0 {
-		if err := s.opts.DB.WithContext(ctx).Where("id IN ?", w.ids()).Order("id DESC").Find(&out.Rows).Error; err != nil {
+	if len(w.Keys) > 0 {
+		if out.Rows, err = store.AuditLogsByID(ctx, s.opts.DB, w.IDs()); err != nil {
 			return out, err
 		}
 	}

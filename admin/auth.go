@@ -109,16 +109,13 @@ func CreateUser(ctx context.Context, db *gorm.DB, nu NewUser, actor string) (sto
 	}
 	u := store.User{Username: nu.Username, PasswordHash: string(hash), Role: nu.Role, Department: strings.TrimSpace(nu.Department),
 		ParkID: nu.ParkID, RegionPrefix: nu.RegionPrefix}
-	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&u).Error; err != nil {
-			if store.IsUniqueViolation(err) {
-				return fmt.Errorf("用户名 %s 已存在", nu.Username)
-			}
-			return fmt.Errorf("create user %s: %w", nu.Username, err)
-		}
+	err = store.CreateUser(ctx, db, &u, func(tx *gorm.DB) error {
 		return writeAudit(tx, actor, audit.UserCreate, u.Username, map[string]any{"role": u.Role, "department": u.Department,
 			"park_id": u.ParkID, "region_prefix": u.RegionPrefix})
 	})
+	if store.IsUniqueViolation(err) {
+		return u, fmt.Errorf("用户名 %s 已存在", nu.Username)
+	}
 	return u, err
 }
 
@@ -131,17 +128,7 @@ func SetPassword(ctx context.Context, db *gorm.DB, username, password, actor str
 	if err != nil {
 		return err
 	}
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var u store.User
-		if err := tx.Where("username = ?", username).Take(&u).Error; err != nil {
-			return fmt.Errorf("user %s: %w", username, err)
-		}
-		if err := tx.Model(&u).Update("password_hash", string(hash)).Error; err != nil {
-			return err
-		}
-		if err := tx.Where("user_id = ?", u.ID).Delete(&store.Session{}).Error; err != nil {
-			return err
-		}
+	return store.SetPasswordHash(ctx, db, username, string(hash), func(tx *gorm.DB) error {
 		return writeAudit(tx, actor, audit.UserPassword, username, nil)
 	})
 }
@@ -162,8 +149,8 @@ var DemoUsers = []NewUser{
 func SeedDemoUsers(ctx context.Context, db *gorm.DB, password string) error {
 	for _, du := range DemoUsers {
 		du.Password = password
-		var n int64
-		if err := db.WithContext(ctx).Model(&store.User{}).Where("username = ?", du.Username).Count(&n).Error; err != nil {
+		n, err := store.CountUsers(ctx, db, du.Username)
+		if err != nil {
 			return err
 		}
 		if n == 0 {
@@ -183,9 +170,9 @@ var errBadLogin = errors.New("用户名或密码错误")
 
 // login checks a password with throttling and, when it is right, opens a session.
 func (s *Server) login(ctx context.Context, username, password, addr string) (*store.User, *store.Session, string, error) {
-	db := s.opts.DB.WithContext(ctx)
+	db := s.opts.DB.WithContext(ctx) // the audit records' (core/audit.Write)
 	now := s.now()
-	wait, err := s.loginWait(db, truncate(username, 64), addr, now)
+	wait, err := s.loginWait(ctx, truncate(username, 64), addr, now)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -193,16 +180,15 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 		_ = writeAudit(db, truncate(username, 64), audit.LoginThrottled, truncate(username, 64), map[string]any{"addr": addr, "wait_seconds": int(wait.Seconds()) + 1})
 		return nil, nil, "", errThrottled{retry: wait}
 	}
-	var u store.User
-	err = db.Where("username = ?", username).Take(&u).Error
+	u, err := store.UserByName(ctx, s.opts.DB, username)
 	hash := dummyHash
 	if err == nil {
 		hash = []byte(u.PasswordHash)
-	} else if !errors.Is(err, gorm.ErrRecordNotFound) {
+	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, nil, "", err
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && err == nil
-	if err := db.Create(&store.LoginAttempt{Username: truncate(username, 64), Addr: addr, OK: ok, At: now}).Error; err != nil {
+	if err := store.RecordLoginAttempt(ctx, s.opts.DB, &store.LoginAttempt{Username: truncate(username, 64), Addr: addr, OK: ok, At: now}); err != nil {
 		return nil, nil, "", err
 	}
 	if !ok {
@@ -212,12 +198,12 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 	token := randomToken(32)
 	sess := store.Session{IDHash: sha256Hex(token), UserID: u.ID, CSRFToken: randomToken(32), CreatedAt: now,
 		LastSeenAt: now, ExpiresAt: now.Add(s.opts.SessionTTL)}
-	if err := db.Create(&sess).Error; err != nil {
+	if err := store.CreateSession(ctx, s.opts.DB, &sess); err != nil {
 		return nil, nil, "", err
 	}
 	// Expired sessions and old attempts go when someone signs in: no background job needed.
-	db.Where("expires_at < ?", now).Delete(&store.Session{})
-	forgetAttempts(db, now)
+	_ = store.DeleteExpiredSessions(ctx, s.opts.DB, now)
+	store.ForgetLoginAttempts(ctx, s.opts.DB, now.Add(-failedAttemptAge), now.Add(-okAttemptAge))
 	_ = writeAudit(db, u.Username, audit.Login, u.Username, map[string]any{"addr": addr})
 	return &u, &sess, token, nil
 }
@@ -225,23 +211,22 @@ func (s *Server) login(ctx context.Context, username, password, addr string) (*s
 // authenticate finds the principal of a request: an API token (Authorization: Bearer, API paths
 // only) or a session cookie. nil means anonymous.
 func (s *Server) authenticate(r *http.Request) *Principal {
-	ctx := r.Context()
-	db := s.opts.DB.WithContext(ctx)
+	ctx, db := r.Context(), s.opts.DB
 	now := s.now()
 	if h := r.Header.Get("Authorization"); h != "" && strings.HasPrefix(r.URL.Path, "/api/") {
 		raw, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
 			return nil
 		}
-		var t store.APIToken
-		if err := db.Where("token_hash = ?", sha256Hex(strings.TrimSpace(raw))).Take(&t).Error; err != nil {
+		t, err := store.TokenByHash(ctx, db, sha256Hex(strings.TrimSpace(raw)))
+		if err != nil {
 			return nil
 		}
 		if t.RevokedAt != nil || (t.ExpiresAt != nil && t.ExpiresAt.Before(now)) {
 			return nil
 		}
 		if t.LastUsedAt == nil || now.Sub(*t.LastUsedAt) > time.Minute {
-			db.Model(&store.APIToken{}).Where("id = ?", t.ID).Update("last_used_at", now)
+			_ = store.TouchToken(ctx, db, t.ID, now)
 		}
 		return tokenPrincipal(&t)
 	}
@@ -249,20 +234,20 @@ func (s *Server) authenticate(r *http.Request) *Principal {
 	if err != nil || c.Value == "" {
 		return nil
 	}
-	var sess store.Session
-	if err := db.Where("id_hash = ?", sha256Hex(c.Value)).Take(&sess).Error; err != nil {
+	sess, err := store.SessionByHash(ctx, db, sha256Hex(c.Value))
+	if err != nil {
 		return nil
 	}
 	if now.After(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) > s.opts.SessionIdle {
-		db.Where("id_hash = ?", sess.IDHash).Delete(&store.Session{})
+		_ = store.DeleteSession(ctx, db, sess.IDHash)
 		return nil
 	}
-	var u store.User
-	if err := db.Where("id = ?", sess.UserID).Take(&u).Error; err != nil {
+	u, err := store.UserByID(ctx, db, sess.UserID)
+	if err != nil {
 		return nil
 	}
 	if now.Sub(sess.LastSeenAt) > time.Minute {
-		db.Model(&store.Session{}).Where("id_hash = ?", sess.IDHash).Update("last_seen_at", now)
+		_ = store.TouchSession(ctx, db, sess.IDHash, now)
 	}
 	return userPrincipal(&u, sess.CSRFToken)
 }
@@ -291,7 +276,7 @@ func (s *Server) clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 // logout ends the session of the request.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, p *Principal) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		s.opts.DB.WithContext(r.Context()).Where("id_hash = ?", sha256Hex(c.Value)).Delete(&store.Session{})
+		_ = store.DeleteSession(r.Context(), s.opts.DB, sha256Hex(c.Value))
 	}
 	if p != nil {
 		_ = writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, audit.Logout, p.Name, nil)
@@ -378,10 +363,7 @@ func CreateAPIToken(ctx context.Context, db *gorm.DB, nt NewAPIToken, actor stri
 		exp := now.Add(nt.TTL)
 		t.ExpiresAt = &exp
 	}
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&t).Error; err != nil {
-			return err
-		}
+	err := store.CreateToken(ctx, db, &t, func(tx *gorm.DB) error {
 		return writeAudit(tx, actor, audit.TokenCreate, t.Name, map[string]any{"permissions": t.Permissions, "park_id": t.ParkID,
 			"region_prefix": t.RegionPrefix, "prefix": t.Prefix})
 	})

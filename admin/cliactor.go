@@ -21,9 +21,9 @@ var ErrNoSuchActor = errors.New("not allowed")
 // answers to the same people as the console, and the audit log never records an invented name.
 func CLIActor(ctx context.Context, db *gorm.DB, name string, need Perm) (actor string, operator bool, err error) {
 	name = strings.TrimSpace(name)
-	var n int64
-	if err := db.WithContext(ctx).Model(&store.User{}).Count(&n).Error; err != nil {
-		return "", false, fmt.Errorf("read users: %w", err)
+	n, err := store.CountUsers(ctx, db, "")
+	if err != nil {
+		return "", false, err
 	}
 	if n == 0 {
 		if name == "" {
@@ -31,13 +31,13 @@ func CLIActor(ctx context.Context, db *gorm.DB, name string, need Perm) (actor s
 		}
 		return name, true, nil
 	}
-	var u store.User
-	if err := db.WithContext(ctx).Where("username = ?", name).Take(&u).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
+	u, err := store.UserByName(ctx, db, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
 			return "", false, fmt.Errorf("--by %q is not a staff account of this deployment; name an account with permission %s (%s): %w",
 				name, need, strings.Join(rolesWith(need), ", "), ErrNoSuchActor)
 		}
-		return "", false, fmt.Errorf("read user %s: %w", name, err)
+		return "", false, err
 	}
 	if !slices.Contains(rolePerms[u.Role], need) {
 		return "", false, fmt.Errorf("%s has role %s, which lacks permission %s (roles that have it: %s): %w",

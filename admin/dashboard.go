@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/store"
 )
@@ -47,7 +45,7 @@ type dashboard struct {
 	Payout   payoutFunnel `json:"payout"` // approved → paid (dashboard_payout.go)
 
 	Charts   map[string]template.HTML `json:"-"`
-	Policies []policyOpt              `json:"-"`
+	Policies []store.PolicyTitle      `json:"-"`
 }
 
 // cities of Jiangsu (GB/T 2260), to label the by-city chart.
@@ -57,75 +55,9 @@ var cityNames = map[string]string{
 	"3213": "宿迁市",
 }
 
-func (s *Server) scopedMatches(ctx context.Context, p *Principal, policyID string) *gorm.DB {
-	q := s.opts.DB.WithContext(ctx).Table("matches AS m").
-		Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
-		Where("m.state = ?", store.MatchActive)
-	if policyID != "" {
-		q = q.Where("m.policy_id = ?", policyID)
-	}
-	return p.scopeFirms(q, "e")
-}
-
-// funnelStages counts the active matches in scope that reached each stage after "matched". These
-// are not maintained (docs/console.md, "Maintained aggregates"): they are counted from the notify
-// side. A firm's link opening and its response are unique per (firm, policy), so opened, confirmed
-// and objected join those tables, the few firms that acted, to the active matches (by credit code
-// and policy), instead of probing them once per match. Notified and delivered remain one indexed
-// semi-join (delivery_items by firm and policy) per active match in scope: a match is notified when
-// a message carrying it was sent or delivered, as notifySQL decides.
-func (s *Server) funnelStages(ctx context.Context, p *Principal, policyID string) (funnel, error) {
-	var f funnel
-	sent := func(states string) string {
-		return "EXISTS (SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code" +
-			" AND i.policy_id = m.policy_id AND d.state IN (" + states + "))"
-	}
-	if err := s.scopedMatches(ctx, p, policyID).Select(`COALESCE(SUM(CASE WHEN ` + sent("'sent', 'delivered'") + ` THEN 1 ELSE 0 END), 0) AS notified,
-		COALESCE(SUM(CASE WHEN ` + sent("'delivered'") + ` THEN 1 ELSE 0 END), 0) AS delivered`).Scan(&f).Error; err != nil {
-		return f, err
-	}
-	acted := func(table string) *gorm.DB {
-		q := s.opts.DB.WithContext(ctx).Table(table).
-			Joins("JOIN matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", store.MatchActive).
-			Joins("JOIN enterprises e ON e.credit_code = x.credit_code")
-		if policyID != "" {
-			q = q.Where("x.policy_id = ?", policyID)
-		}
-		return p.scopeFirms(q, "e")
-	}
-	if err := acted("link_opens x").Count(&f.Opened).Error; err != nil {
-		return f, err
-	}
-	var resp struct{ Confirmed, Objected int64 }
-	if err := acted("enterprise_responses x").Select("COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS confirmed, "+
-		"COALESCE(SUM(CASE WHEN x.kind = ? THEN 1 ELSE 0 END), 0) AS objected", store.ResponseConfirm, store.ResponseObject).
-		Scan(&resp).Error; err != nil {
-		return f, err
-	}
-	f.Confirmed, f.Objected = resp.Confirmed, resp.Objected
-	return f, nil
-}
-
-// scopedCounts is the maintained counts (store.MatchCount) of the active matches in scope. The
-// counter rows carry the firm's region_code and park_id, so the principal's firm scope applies to
-// them under the alias "e" as it does to enterprises.
-func (s *Server) scopedCounts(ctx context.Context, p *Principal, policyID string) *gorm.DB {
-	q := s.opts.DB.WithContext(ctx).Table("match_counts AS e").Where("e.state = ?", store.MatchActive)
-	if policyID != "" {
-		q = q.Where("e.policy_id = ?", policyID)
-	}
-	return p.scopeFirms(q, "e")
-}
-
-// countGroup is a group of counter rows: matches, how many have an amount, the amounts in fen.
-type countGroup struct {
-	Key       string
-	N         int64
-	Amounts   int64
-	AmountFen int64
-}
-
-func (g countGroup) row() amountRow {
+// amountOf is the amount row of a group of counter rows: matches, and their amount in 元 when any has
+// one.
+func amountOf(g store.CountGroup) amountRow {
 	r := amountRow{Key: g.Key, Firms: g.N}
 	if g.Amounts > 0 {
 		a := float64(g.AmountFen) / 100
@@ -134,42 +66,30 @@ func (g countGroup) row() amountRow {
 	return r
 }
 
-// countSums is the SELECT list of a countGroup.
-const countSums = "COALESCE(SUM(e.n), 0) AS n, COALESCE(SUM(e.amounts), 0) AS amounts, COALESCE(SUM(e.amount_fen), 0) AS amount_fen"
-
 func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
 	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
-	var matched int64
-	var err error
-	if err := s.scopedCounts(ctx, p, policyID).Select("COALESCE(SUM(e.n), 0)").Scan(&matched).Error; err != nil {
+	f := store.DashboardFilter{Scope: p.firmScope(), PolicyID: policyID}
+	matched, err := store.ActiveMatchTotal(ctx, s.opts.DB, f)
+	if err != nil {
 		return d, err
 	}
-	if d.Funnel, err = s.funnelStages(ctx, p, policyID); err != nil {
+	stages, err := store.ReadFunnelStages(ctx, s.opts.DB, f)
+	if err != nil {
 		return d, err
 	}
-	d.Funnel.Matched = matched
-	groups := []struct {
-		dst  *[]amountRow
-		key  string
-		cond string
-	}{
-		{&d.ByPolicy, "e.policy_id", ""},
-		{&d.ByCity, "SUBSTR(e.region_code, 1, 4)", ""},
-		{&d.ByPark, "e.park_id", "e.park_id <> ''"},
-	}
-	for _, g := range groups {
-		q := s.scopedCounts(ctx, p, policyID).Select(g.key + " AS `key`, " + countSums).
-			Group(g.key).Having("SUM(e.n) > 0").Order("n DESC").Order("`key`")
-		if g.cond != "" {
-			q = q.Where(g.cond)
-		}
-		var rows []countGroup
-		if err := q.Limit(30).Scan(&rows).Error; err != nil {
+	d.Funnel = funnel{Matched: matched, Notified: stages.Notified, Delivered: stages.Delivered, Opened: stages.Opened,
+		Confirmed: stages.Confirmed, Objected: stages.Objected}
+	for _, g := range []struct {
+		dst *[]amountRow
+		by  store.GroupBy
+	}{{&d.ByPolicy, store.ByPolicy}, {&d.ByCity, store.ByCity}, {&d.ByPark, store.ByPark}} {
+		rows, err := store.ActiveMatchGroups(ctx, s.opts.DB, f, g.by)
+		if err != nil {
 			return d, err
 		}
 		*g.dst = make([]amountRow, len(rows))
 		for i, r := range rows {
-			(*g.dst)[i] = r.row()
+			(*g.dst)[i] = amountOf(r)
 		}
 	}
 	if err := s.labelPolicies(ctx, d.ByPolicy); err != nil {
@@ -184,24 +104,19 @@ func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (
 	for i := range d.ByPark {
 		d.ByPark[i].Label = d.ByPark[i].Key
 	}
-	if d.ByDay, err = s.byDay(ctx, p, policyID); err != nil {
+	if d.ByDay, err = s.byDay(ctx, f); err != nil {
 		return d, err
 	}
-	fq := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code").
-		Where("d.state = ?", store.DeliveryDead)
-	if policyID != "" {
-		fq = fq.Where("d.policy_id = ?", policyID)
-	}
-	if err := p.scopeFirms(fq, "e").Count(&d.Failed).Error; err != nil {
+	if d.Failed, err = store.DeadDeliveries(ctx, s.opts.DB, f); err != nil {
 		return d, err
 	}
-	d.Payout, err = s.payoutFunnel(ctx, p, policyID)
+	d.Payout, err = s.payoutFunnel(ctx, f)
 	return d, err
 }
 
 func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
-	var titles []policyOpt
-	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Scan(&titles).Error; err != nil {
+	titles, err := store.PolicyTitles(ctx, s.opts.DB, store.PoliciesAll)
+	if err != nil {
 		return err
 	}
 	for i := range rows {
@@ -217,16 +132,12 @@ func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
 
 // byDay groups matches by the local day they were made. The counts are kept by UTC hour
 // (store.MatchHour); folding hours into local days happens here.
-func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]amountRow, error) {
-	var hours []countGroup
-	q := s.opts.DB.WithContext(ctx).Table("match_hours AS e")
-	if policyID != "" {
-		q = q.Where("e.policy_id = ?", policyID)
-	}
-	if err := p.scopeFirms(q, "e").Select("e.hour AS `key`, " + countSums).Group("e.hour").Scan(&hours).Error; err != nil {
+func (s *Server) byDay(ctx context.Context, f store.DashboardFilter) ([]amountRow, error) {
+	hours, err := store.ActiveMatchHours(ctx, s.opts.DB, f)
+	if err != nil {
 		return nil, err
 	}
-	days := map[string]*countGroup{}
+	days := map[string]*store.CountGroup{}
 	for _, h := range hours {
 		t, err := time.ParseInLocation("2006-01-02T15", h.Key, time.UTC)
 		if err != nil || h.N == 0 {
@@ -235,7 +146,7 @@ func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]am
 		key := t.In(s.opts.Location).Format("2006-01-02")
 		r := days[key]
 		if r == nil {
-			r = &countGroup{Key: key}
+			r = &store.CountGroup{Key: key}
 			days[key] = r
 		}
 		r.N += h.N
@@ -244,7 +155,7 @@ func (s *Server) byDay(ctx context.Context, p *Principal, policyID string) ([]am
 	}
 	out := make([]amountRow, 0, len(days))
 	for _, g := range days {
-		r := g.row()
+		r := amountOf(*g)
 		r.Label = g.Key[5:]
 		out = append(out, r)
 	}
@@ -279,8 +190,7 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, p *Princi
 		"day":    columnChart(countBars(d.ByDay)),
 		"dayAmt": columnChart(moneyBars(d.ByDay)),
 	}
-	if err := s.opts.DB.WithContext(r.Context()).Table("policies").Select("id, title").Where("published_version > 0").
-		Order("id").Scan(&d.Policies).Error; err != nil {
+	if d.Policies, err = store.PolicyTitles(r.Context(), s.opts.DB, store.PoliciesPublished); err != nil {
 		s.failErr(w, r, err)
 		return
 	}

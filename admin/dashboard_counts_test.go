@@ -125,22 +125,32 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 			}
 		}
 	}
-	// funnelOracle is the former funnel SQL (the notify state of each active match in scope).
+	// funnelOracle is the former funnel: the notify state, link opening and answer of each active
+	// match in scope, as the matched-firms list reads them, counted.
 	funnelOracle := func(where string, arg any, policyID string) funnel {
 		t.Helper()
-		q := f.db.Table("matches AS m").Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
-			Where("m.state = ?", store.MatchActive).Where(where, arg)
-		if policyID != "" {
-			q = q.Where("m.policy_id = ?", policyID)
-		}
-		var fn funnel
-		if err := q.Select(`COUNT(*) AS matched,
-		COALESCE(SUM(CASE WHEN ` + notifySQL + ` IN ('sent', 'delivered') THEN 1 ELSE 0 END), 0) AS notified,
-		COALESCE(SUM(CASE WHEN ` + notifySQL + ` = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
-		COALESCE(SUM(CASE WHEN ` + openedSQL + ` THEN 1 ELSE 0 END), 0) AS opened,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'confirm' THEN 1 ELSE 0 END), 0) AS confirmed,
-		COALESCE(SUM(CASE WHEN ` + responseSQL + ` = 'object' THEN 1 ELSE 0 END), 0) AS objected`).Scan(&fn).Error; err != nil {
+		var rows []store.MatchRow
+		if err := store.MatchExportQuery(t.Context(), f.db, store.MatchFilter{PolicyID: policyID}).Where(where, arg).
+			Scan(&rows).Error; err != nil {
 			t.Fatal(err)
+		}
+		fn := funnel{Matched: int64(len(rows))}
+		for _, r := range rows {
+			if r.Notify == "sent" || r.Notify == "delivered" {
+				fn.Notified++
+			}
+			if r.Notify == "delivered" {
+				fn.Delivered++
+			}
+			if r.Opened {
+				fn.Opened++
+			}
+			switch r.Response {
+			case store.ResponseConfirm:
+				fn.Confirmed++
+			case store.ResponseObject:
+				fn.Objected++
+			}
 		}
 		return fn
 	}

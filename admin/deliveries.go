@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/policypush/policypush/core/audit"
-	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/store"
@@ -61,18 +59,6 @@ type deliveryList struct {
 	CanResend bool           `json:"-"`
 }
 
-// failedQuery selects the failed deliveries the filter and the principal's scope allow.
-func (s *Server) failedQuery(ctx context.Context, p *Principal, f deliveryFilter, states []string) *gorm.DB {
-	q := s.opts.DB.WithContext(ctx).Table("deliveries AS d").Where("d.state IN ?", states)
-	if f.Channel != "" {
-		q = q.Where("d.channel = ?", f.Channel)
-	}
-	if p.scoped() {
-		q = p.scopeFirms(q.Joins("JOIN enterprises e ON e.credit_code = d.credit_code"), "e")
-	}
-	return q
-}
-
 // listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go):
 // the page's ids here, in the principal's scope, the lines from notify.Ops.
 func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
@@ -82,16 +68,17 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter)
 	if f.State != "" {
 		states = []string{f.State}
 	}
-	total, err := countUpTo(s.failedQuery(ctx, p, f, states), countCap)
+	sf := store.FailedDeliveryFilter{Scope: p.firmScope(), States: states, Channel: f.Channel}
+	total, err := store.CountFailedDeliveries(ctx, s.opts.DB, sf, store.CountCap)
 	if err != nil {
 		return out, err
 	}
-	w, err := keysetWindow(s.failedQuery(ctx, p, f, states), "d.updated_at", "d.id", f.page)
+	w, err := store.FailedDeliveryKeys(ctx, s.opts.DB, sf, f.page)
 	if err != nil {
 		return out, err
 	}
-	if len(w.keys) > 0 {
-		out.Items, _, err = s.ops().Failed(ctx, notify.FailedQuery{Channel: f.Channel, States: states, IDs: w.ids(), Limit: len(w.keys)})
+	if len(w.Keys) > 0 {
+		out.Items, _, err = s.ops().Failed(ctx, notify.FailedQuery{Channel: f.Channel, States: states, IDs: w.IDs(), Limit: len(w.Keys)})
 		if err != nil {
 			return out, err
 		}

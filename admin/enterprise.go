@@ -81,11 +81,11 @@ func (s *Server) linkFirm(ctx context.Context, token string) (linkClaims, *store
 	if err != nil {
 		return c, nil, &httpError{http.StatusForbidden, err.Error()}
 	}
-	var e store.Enterprise
-	if err := s.opts.DB.WithContext(ctx).Where("credit_code = ?", c.CreditCode).Take(&e).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return c, nil, notFound("链接对应的企业不在名录中，请联系政策咨询电话")
-		}
+	e, err := store.FirmByCode(ctx, s.opts.DB, c.CreditCode)
+	if errors.Is(err, store.ErrNotFound) {
+		return c, nil, notFound("链接对应的企业不在名录中，请联系政策咨询电话")
+	}
+	if err != nil {
 		return c, nil, err
 	}
 	return c, &e, nil
@@ -93,18 +93,16 @@ func (s *Server) linkFirm(ctx context.Context, token string) (linkClaims, *store
 
 // enterpriseView reads what the firm may see: its own matches, answers and channel choices.
 func (s *Server) enterpriseView(ctx context.Context, token string, c linkClaims, e *store.Enterprise) (enterpriseView, error) {
-	db := s.opts.DB.WithContext(ctx)
 	v := enterpriseView{Token: token, Commitment: Commitment, Expires: c.Expires,
 		Firm: enterpriseFirm{Name: e.Name, CreditCode: e.CreditCode, PhoneMasked: MaskPhone(e.ContactPhone), WeChatBound: e.WechatOpenID != ""}}
 	// Current matches, plus the link's own policy even when the firm no longer qualifies for it
 	// (so the page can say so instead of showing nothing).
-	var ms []store.Match
-	if err := db.Where("credit_code = ? AND (state = ? OR policy_id = ?)", e.CreditCode, store.MatchActive, c.PolicyID).
-		Order("matched_at DESC, id DESC").Find(&ms).Error; err != nil {
+	ms, err := store.EnterpriseMatches(ctx, s.opts.DB, e.CreditCode, c.PolicyID)
+	if err != nil {
 		return v, err
 	}
-	var answers []store.EnterpriseResponse
-	if err := db.Where("credit_code = ?", e.CreditCode).Find(&answers).Error; err != nil {
+	answers, err := store.FirmResponses(ctx, s.opts.DB, e.CreditCode)
+	if err != nil {
 		return v, err
 	}
 	seen := map[string]bool{}
@@ -129,12 +127,11 @@ func (s *Server) enterpriseView(ctx context.Context, token string, c linkClaims,
 			v.Others = append(v.Others, em)
 		}
 	}
-	var err error
 	if v.Payouts, err = s.firmPayouts(ctx, token, e.CreditCode); err != nil {
 		return v, err
 	}
-	var outs []string
-	if err := db.Model(&store.ChannelOptOut{}).Where("credit_code = ?", e.CreditCode).Pluck("channel", &outs).Error; err != nil {
+	outs, err := store.FirmOptOuts(ctx, s.opts.DB, e.CreditCode)
+	if err != nil {
 		return v, err
 	}
 	for _, ch := range []string{notify.ChannelWeChat, notify.ChannelSMS} {
@@ -144,8 +141,8 @@ func (s *Server) enterpriseView(ctx context.Context, token string, c linkClaims,
 }
 
 func (s *Server) enterpriseMatch(ctx context.Context, m *store.Match, answers []store.EnterpriseResponse) (enterpriseMatch, error) {
-	var pv store.PolicyVersion
-	if err := s.opts.DB.WithContext(ctx).Where("policy_id = ? AND version = ?", m.PolicyID, m.PolicyVersion).Take(&pv).Error; err != nil {
+	pv, err := store.VersionOf(ctx, s.opts.DB, m.PolicyID, m.PolicyVersion)
+	if err != nil {
 		return enterpriseMatch{}, err
 	}
 	def, err := rules.FromCanonical([]byte(pv.Source))
@@ -224,18 +221,7 @@ func (s *Server) recordOpen(ctx context.Context, c linkClaims) error {
 	if c.PolicyID == "" {
 		return nil
 	}
-	db := s.opts.DB.WithContext(ctx)
-	now := s.now()
-	res := db.Model(&store.LinkOpen{}).Where("credit_code = ? AND policy_id = ?", c.CreditCode, c.PolicyID).
-		Updates(map[string]any{"count": gorm.Expr("count + 1"), "last_at": now})
-	if res.Error != nil || res.RowsAffected > 0 {
-		return res.Error
-	}
-	err := db.Create(&store.LinkOpen{CreditCode: c.CreditCode, PolicyID: c.PolicyID, FirstAt: now, LastAt: now, Count: 1}).Error
-	if store.IsUniqueViolation(err) { // opened twice at the same moment: the other request counted it
-		return nil
-	}
-	return err
+	return store.RecordLinkOpen(ctx, s.opts.DB, c.CreditCode, c.PolicyID, s.now())
 }
 
 // responseInput is a firm's answer.
@@ -275,13 +261,11 @@ func (s *Server) respond(r *http.Request, token string, in responseInput) error 
 	if err != nil {
 		return err
 	}
-	db := s.opts.DB.WithContext(r.Context())
-	var m store.Match
-	if err := db.Where("credit_code = ? AND policy_id = ? AND state = ?", e.CreditCode, in.PolicyID, store.MatchActive).
-		Order("id DESC").Take(&m).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return notFound("贵单位目前不在该政策的享受名单中，无需确认")
-		}
+	m, err := store.ActiveMatchOf(r.Context(), s.opts.DB, e.CreditCode, in.PolicyID)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("贵单位目前不在该政策的享受名单中，无需确认")
+	}
+	if err != nil {
 		return err
 	}
 	a := store.EnterpriseResponse{MatchID: m.ID, CreditCode: e.CreditCode, PolicyID: m.PolicyID, PolicyVersion: m.PolicyVersion,
@@ -291,16 +275,14 @@ func (s *Server) respond(r *http.Request, token string, in responseInput) error 
 	} else {
 		a.Reason = strings.TrimSpace(in.Reason)
 	}
-	return db.Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&a).Error; err != nil {
-			if store.IsUniqueViolation(err) {
-				return conflict("贵单位已就该政策作出答复；如需更改，请联系 %s", "政策咨询电话")
-			}
-			return err
-		}
+	err = store.CreateResponse(r.Context(), s.opts.DB, &a, func(tx *gorm.DB) error {
 		return writeAudit(tx, "enterprise:"+e.CreditCode, enterpriseAction(in.Kind), m.PolicyID,
 			map[string]any{"match": m.ID, "version": m.PolicyVersion, "link_policy": c.PolicyID})
 	})
+	if store.IsUniqueViolation(err) {
+		return conflict("贵单位已就该政策作出答复；如需更改，请联系 %s", "政策咨询电话")
+	}
+	return err
 }
 
 func (s *Server) enterpriseRespondPost(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -12,6 +12,7 @@ import (
 	"github.com/policypush/policypush/policies"
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
+	"github.com/policypush/policypush/store"
 )
 
 // Explanations ("why / why not") come from rules: each condition of a rule decided for the firm,
@@ -81,16 +82,16 @@ func (r reason) Mark() string {
 
 // nearMissView is the near-miss list: firms in scope that fail a policy by exactly one condition.
 type nearMissView struct {
-	PolicyID  string         `json:"policy_id"`
-	Title     string         `json:"title"`
-	AsOf      string         `json:"as_of"`
-	Total     int            `json:"total"`
-	Items     []nearMissRow  `json:"items"`
-	Policies  []policyOpt    `json:"-"`
-	Filter    nearMissFilter `json:"-"`
-	Scope     string         `json:"scope"`
-	Truncated bool           `json:"truncated"` // more near misses than listed
-	Firms     int            `json:"firms_evaluated"`
+	PolicyID  string              `json:"policy_id"`
+	Title     string              `json:"title"`
+	AsOf      string              `json:"as_of"`
+	Total     int                 `json:"total"`
+	Items     []nearMissRow       `json:"items"`
+	Policies  []store.PolicyTitle `json:"-"`
+	Filter    nearMissFilter      `json:"-"`
+	Scope     string              `json:"scope"`
+	Truncated bool                `json:"truncated"` // more near misses than listed
+	Firms     int                 `json:"firms_evaluated"`
 }
 
 type nearMissRow struct {
@@ -131,7 +132,7 @@ func (s *Server) nearMisses(r *http.Request, p *Principal, f nearMissFilter) (ne
 		return v, err
 	}
 	v.AsOf = asOf.Format(time.DateOnly)
-	res, err := s.core.NearMisses(ctx, core.NearMissRequest{Actor: p.Name, PolicyID: f.PolicyID, AsOf: asOf, Firms: p.scopeFirms,
+	res, err := s.core.NearMisses(ctx, core.NearMissRequest{Actor: p.Name, PolicyID: f.PolicyID, AsOf: asOf, Firms: p.firmScope().Apply,
 		ParkID: f.ParkID, Region: f.Region, Limit: nearMissLimit, MaxFirms: maxNearMissFirms})
 	var many *core.TooManyFirmsError
 	switch {
@@ -165,8 +166,7 @@ func (s *Server) nearMissPage(w http.ResponseWriter, r *http.Request, p *Princip
 		s.failErr(w, r, err)
 		return
 	}
-	if err := s.opts.DB.WithContext(r.Context()).Table("policies").Select("id, title").
-		Where("published_version > 0 AND retired = ?", false).Order("id").Scan(&v.Policies).Error; err != nil {
+	if v.Policies, err = store.PolicyTitles(r.Context(), s.opts.DB, store.PoliciesInForce); err != nil {
 		s.failErr(w, r, err)
 		return
 	}

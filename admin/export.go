@@ -60,12 +60,12 @@ func (s *Server) exportMatches(w http.ResponseWriter, r *http.Request, p *Princi
 	_, err = s.core.ExportMatches(ctx, dw, core.MatchExport{
 		Actor: p.Name, Format: format, Filter: f.audited(),
 		Table: core.Table{Header: exportHeader, Sheet: "匹配企业", BOM: format == core.FormatCSV},
-		Query: s.selectMatches(s.matchQuery(ctx, p, f)),
+		Query: store.MatchExportQuery(ctx, s.opts.DB, f.storeFilter(p)),
 		Record: func(m *core.MatchLine) ([]any, bool) {
-			row = matchRow{MatchID: m.MatchID, CreditCode: m.CreditCode, Name: m.Name, RegionCode: m.RegionCode,
+			row = matchRow{MatchRow: store.MatchRow{MatchID: m.MatchID, CreditCode: m.CreditCode, Name: m.Name, RegionCode: m.RegionCode,
 				IndustryCode: m.IndustryCode, ParkID: m.ParkID, ContactPhone: m.ContactPhone, PolicyID: m.PolicyID,
 				PolicyVersion: int(m.PolicyVersion), PolicyTitle: m.PolicyTitle, Amount: m.Amount, MatchedAt: m.MatchedAt,
-				Notify: m.Notify, Opened: m.Opened, Response: m.Response}
+				Notify: m.Notify, Opened: m.Opened, Response: m.Response}}
 			row.Size = sizeOf(m.IndustryCode, m.Employees, m.AnnualRevenue, m.TotalAssets, asOf)
 			if f.Size != "" && row.Size != f.Size {
 				return nil, false

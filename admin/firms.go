@@ -105,102 +105,30 @@ func (f matchFilter) audited() map[string]any {
 	return out
 }
 
-// SQL pieces shared by the list, the export, the dashboard and the firm page. A match is announced
-// by a delivery item (several items can share one digest message); items are keyed by firm and
-// policy, so a newer policy version the firm still qualifies for keeps the notice of the old one.
-const (
-	itemOf    = "SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id"
-	notifySQL = "(CASE WHEN EXISTS (" + itemOf + " AND d.state = 'delivered') THEN 'delivered'" +
-		" WHEN EXISTS (" + itemOf + " AND d.state = 'sent') THEN 'sent'" +
-		" WHEN EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
-		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead')" +
-		" THEN 'failed' ELSE 'pending' END)"
-	openedSQL   = "EXISTS (SELECT 1 FROM link_opens o WHERE o.credit_code = m.credit_code AND o.policy_id = m.policy_id)"
-	responseSQL = "COALESCE((SELECT r.kind FROM enterprise_responses r WHERE r.credit_code = m.credit_code AND r.policy_id = m.policy_id), '')"
-)
-
-// industrySQL mirrors rules.IndustryHasPrefix: codes are stored with or without the section letter.
-func industrySQL(q *gorm.DB, prefix string) *gorm.DB {
-	letter, digits := "", prefix
-	if prefix != "" && prefix[0] >= 'A' && prefix[0] <= 'Z' {
-		letter, digits = prefix[:1], prefix[1:]
+// storeFilter is the filter as the store's queries take it, in the principal's scope. A search
+// is read as a whole credit code, the start of one (codes begin with a digit; names of only digits
+// and capitals are not a thing: a range on the code index, not a scan of every name), or text of
+// a name.
+func (f matchFilter) storeFilter(p *Principal) store.MatchFilter {
+	sf := store.MatchFilter{Scope: p.firmScope(), PolicyID: f.PolicyID, ParkID: f.ParkID, Region: f.Region,
+		Industry: f.Industry, Notify: f.Notify, Response: f.Response}
+	switch q := f.Q; {
+	case q == "":
+	case codePattern.MatchString(strings.ToUpper(q)):
+		sf.CreditCode = strings.ToUpper(q)
+	case codePrefixPattern.MatchString(q):
+		sf.CodePrefix = q
+	default:
+		sf.Text = q
 	}
-	switch {
-	case digits == "":
-		return q.Where("UPPER(e.industry_code) LIKE ?", letter+"%")
-	case letter == "":
-		return q.Where("(e.industry_code LIKE ? OR (UPPER(e.industry_code) >= 'A' AND SUBSTR(e.industry_code, 2) LIKE ?))", digits+"%", digits+"%")
-	}
-	return q.Where("(UPPER(e.industry_code) LIKE ? OR e.industry_code LIKE ?)", letter+digits+"%", digits+"%")
+	return sf
 }
 
-// matchQuery selects the active matches the filter and the principal's scope allow.
-func (s *Server) matchQuery(ctx context.Context, p *Principal, f matchFilter) *gorm.DB {
-	q := s.opts.DB.WithContext(ctx).Table("matches AS m").
-		Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
-		Joins("JOIN policy_versions v ON v.policy_id = m.policy_id AND v.version = m.policy_version").
-		Where("m.state = ?", store.MatchActive)
-	q = p.scopeFirms(q, "e")
-	if f.PolicyID != "" {
-		q = q.Where("m.policy_id = ?", f.PolicyID)
-	}
-	if f.ParkID != "" {
-		q = q.Where("e.park_id = ?", f.ParkID)
-	}
-	if f.Region != "" {
-		q = q.Where("e.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
-	}
-	if f.Industry != "" {
-		q = industrySQL(q, f.Industry)
-	}
-	if f.Notify != "" {
-		q = q.Where(notifySQL+" = ?", f.Notify)
-	}
-	switch f.Response {
-	case "none":
-		q = q.Where(responseSQL + " = ''")
-	case store.ResponseConfirm, store.ResponseObject:
-		q = q.Where(responseSQL+" = ?", f.Response)
-	}
-	if f.Q != "" {
-		switch {
-		case codePattern.MatchString(strings.ToUpper(f.Q)):
-			q = q.Where("m.credit_code = ?", strings.ToUpper(f.Q))
-		case codePrefixPattern.MatchString(f.Q):
-			// the start of a credit code (codes begin with a digit; names of only digits and
-			// capitals are not a thing): a range on the code index, not a scan of every name
-			q = q.Where("m.credit_code LIKE ? ESCAPE '!'", likePrefix(f.Q))
-		default:
-			// a name contains the text: no index serves it (a FULLTEXT ngram index would); the
-			// list walks the newest matches and stops at its page, the count at countCap
-			q = q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", likeContains(f.Q), likePrefix(strings.ToUpper(f.Q)))
-		}
-	}
-	return q
-}
-
-// matchRow is one line of the matched-firms list and export.
+// matchRow is one line of the matched-firms list and export: the store's row, sized, its phone
+// masked for the principal.
 type matchRow struct {
-	MatchID       uint64    `json:"match_id"`
-	CreditCode    string    `json:"credit_code"`
-	Name          string    `json:"name"`
-	RegionCode    string    `json:"region_code"`
-	IndustryCode  string    `json:"industry_code"`
-	ParkID        string    `json:"park_id"`
-	Size          string    `json:"size"`
-	ContactPhone  string    `json:"contact_phone"` // masked unless the principal may see it
-	PolicyID      string    `json:"policy_id"`
-	PolicyVersion int       `json:"policy_version"`
-	PolicyTitle   string    `json:"policy_title"`
-	Amount        *float64  `json:"amount"`
-	MatchedAt     time.Time `json:"matched_at"`
-	Notify        string    `json:"notify_state"`
-	Opened        bool      `json:"opened"`
-	Response      string    `json:"response"`
-	// what the size is computed from
-	Employees     int64   `json:"-"`
-	AnnualRevenue float64 `json:"-"`
-	TotalAssets   float64 `json:"-"`
+	store.MatchRow
+	Size string `json:"size"`
 }
 
 func (m matchRow) SizeLabel() string     { return rules.SizeLabels[m.Size] }
@@ -213,114 +141,17 @@ func (m matchRow) responseKey() string {
 	return m.Response
 }
 
-const matchColumns = "m.id AS match_id, m.credit_code, e.name, e.region_code, e.industry_code, e.park_id, e.contact_phone, " +
-	"m.policy_id, m.policy_version, v.title AS policy_title, m.amount, m.matched_at, e.employees, e.annual_revenue, e.total_assets"
-
-func (s *Server) selectMatches(q *gorm.DB) *gorm.DB {
-	return q.Select(matchColumns + ", " + notifySQL + " AS notify, " + openedSQL + " AS opened, " + responseSQL + " AS response").
-		Order("m.matched_at DESC, m.id DESC")
-}
-
-// countCap is where the list stops counting: past it the list says "10,000+" instead of counting
-// millions of rows on every page.
-const countCap = 10000
-
-// countMatches is the total of the list: summed from the maintained counts (store.MatchCount,
-// keyed by policy, region code, park and state, scoped like enterprises) when the
-// filter narrows only by policy, park and region, so no page counts matches; otherwise the rows
-// of the list counted up to countCap+1.
-func (s *Server) countMatches(ctx context.Context, p *Principal, f matchFilter) (int64, error) {
-	if f.Industry != "" || f.Notify != "" || f.Response != "" || f.Q != "" {
-		return countUpTo(s.matchQuery(ctx, p, f), countCap)
-	}
-	// match_counts holds a few rows per policy and place (not per match): summing the rows in
-	// scope is the cheap part, whatever plan the database picks.
-	q := p.scopeFirms(s.opts.DB.WithContext(ctx).Table("match_counts AS c").Where("c.state = ?", store.MatchActive), "c")
-	if f.PolicyID != "" {
-		q = q.Where("c.policy_id = ?", f.PolicyID)
-	}
-	if f.ParkID != "" {
-		q = q.Where("c.park_id = ?", f.ParkID)
-	}
-	if f.Region != "" {
-		q = q.Where("c.region_code LIKE ? ESCAPE '!'", likePrefix(f.Region))
-	}
-	var n int64
-	err := q.Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error
-	return n, err
-}
-
-// countUpTo counts the rows of q, stopping at max+1. q is left as it was.
-func countUpTo(q *gorm.DB, max int) (int64, error) {
-	var n int64
-	err := q.Session(&gorm.Session{}).Raw("SELECT COUNT(*) FROM (?) AS capped", q.Session(&gorm.Session{}).Select("1").Limit(max+1)).Scan(&n).Error
-	return n, err
-}
-
-// readMatchRows reads the rows of a page (limit > 0) or of everything the filter selects, sized,
-// masked for the principal, and the total.
-func (s *Server) readMatchRows(ctx context.Context, p *Principal, f matchFilter, limit, offset int) ([]matchRow, int64, error) {
-	asOf, err := s.evalDate(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	var rows []matchRow
-	var total int64
-	if f.Size == "" {
-		q := s.selectMatches(s.matchQuery(ctx, p, f))
-		if limit > 0 {
-			var err error
-			if total, err = s.countMatches(ctx, p, f); err != nil {
-				return nil, 0, err
-			}
-			q = q.Limit(limit).Offset(offset)
-		}
-		if err := q.Scan(&rows).Error; err != nil {
-			return nil, 0, err
-		}
-		if limit <= 0 {
-			total = int64(len(rows))
-		}
-	} else {
-		ids, err := s.sizeFilteredIDs(ctx, p, f, asOf)
-		if err != nil {
-			return nil, 0, err
-		}
-		total = int64(len(ids))
-		if limit > 0 {
-			ids = ids[min(offset, len(ids)):min(offset+limit, len(ids))]
-		}
-		for lo := 0; lo < len(ids); lo += 1000 {
-			var part []matchRow
-			if err := s.selectMatches(s.matchQuery(ctx, p, f)).Where("m.id IN ?", ids[lo:min(lo+1000, len(ids))]).Scan(&part).Error; err != nil {
-				return nil, 0, err
-			}
-			rows = append(rows, part...)
-		}
-	}
-	for i := range rows {
-		r := &rows[i]
-		r.Size = sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf)
-		if !p.seesContact(&store.Enterprise{ParkID: r.ParkID}) {
-			r.ContactPhone = MaskPhone(r.ContactPhone)
-		}
-	}
-	return rows, total, nil
-}
-
 type matchList struct {
 	Filter matchFilter `json:"filter"`
 	Items  []matchRow  `json:"items"`
 	listPage
-	Policies []policyOpt  `json:"-"`
-	Options  filterLabels `json:"-"`
+	Policies []store.PolicyTitle `json:"-"`
+	Options  filterLabels        `json:"-"`
 	// ExportXLSX and ExportCSV export what the filter shows.
 	ExportXLSX string `json:"-"`
 	ExportCSV  string `json:"-"`
 	Scope      string `json:"scope"`
 }
-
-type policyOpt struct{ ID, Title string }
 
 // filterLabels are the choices of the list's filter form.
 type filterLabels struct {
@@ -342,19 +173,20 @@ var listOptions = func() filterLabels {
 }()
 
 // readMatchPage reads one page of the list (keyset, see page.go) and the total, counted up to
-// countCap+1.
-func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter) ([]matchRow, window, int64, error) {
+// store.CountCap+1.
+func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter) ([]matchRow, store.Window, int64, error) {
+	var w store.Window
 	asOf, err := s.evalDate(ctx)
 	if err != nil {
-		return nil, window{}, 0, err
+		return nil, w, 0, err
 	}
-	var w window
+	sf := f.storeFilter(p)
 	var total int64
 	if f.Size == "" {
-		if total, err = s.countMatches(ctx, p, f); err != nil {
+		if total, err = store.CountMatches(ctx, s.opts.DB, sf, store.CountCap); err != nil {
 			return nil, w, 0, err
 		}
-		if w, err = keysetWindow(s.matchQuery(ctx, p, f), "m.matched_at", "m.id", f.page); err != nil {
+		if w, err = store.MatchKeys(ctx, s.opts.DB, sf, f.page); err != nil {
 			return nil, w, 0, err
 		}
 	} else {
@@ -363,28 +195,31 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 			return nil, w, 0, err
 		}
 		total = int64(len(keys))
-		if w, err = windowOf(keys, f.page); err != nil {
+		if w, err = store.WindowOf(keys, f.page); err != nil {
 			return nil, w, 0, err
 		}
+	}
+	found, err := store.MatchRows(ctx, s.opts.DB, sf, w.IDs())
+	if err != nil {
+		return nil, w, 0, err
 	}
 	var rows []matchRow
-	if len(w.keys) > 0 {
-		if err := s.selectMatches(s.matchQuery(ctx, p, f)).Where("m.id IN ?", w.ids()).Scan(&rows).Error; err != nil {
-			return nil, w, 0, err
-		}
+	if len(w.Keys) > 0 { // an empty page is null, as it always was
+		rows = make([]matchRow, 0, len(found))
 	}
-	for i := range rows {
-		s.finishRow(&rows[i], p, asOf)
+	for _, m := range found {
+		rows = append(rows, s.finishRow(m, p, asOf))
 	}
 	return rows, w, total, nil
 }
 
 // finishRow sizes a row and masks its phone for the principal.
-func (s *Server) finishRow(r *matchRow, p *Principal, asOf time.Time) {
-	r.Size = sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf)
+func (s *Server) finishRow(m store.MatchRow, p *Principal, asOf time.Time) matchRow {
+	r := matchRow{MatchRow: m, Size: sizeOf(m.IndustryCode, m.Employees, m.AnnualRevenue, m.TotalAssets, asOf)}
 	if !p.seesContact(&store.Enterprise{ParkID: r.ParkID}) {
 		r.ContactPhone = MaskPhone(r.ContactPhone)
 	}
+	return r
 }
 
 // listMatches reads one page of the filtered list and records the read in the audit log.
@@ -397,8 +232,7 @@ func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matc
 	}
 	out.Items = items
 	out.paged(newPager(r.URL.Path, f.values(), f.page, w, total))
-	if err := s.opts.DB.WithContext(ctx).Table("policies").Select("id, title").Where("published_version > 0").
-		Order("id").Scan(&out.Policies).Error; err != nil {
+	if out.Policies, err = store.PolicyTitles(ctx, s.opts.DB, store.PoliciesPublished); err != nil {
 		return out, err
 	}
 	exp := f.values()
@@ -448,7 +282,7 @@ type firmDetail struct {
 	Notes    []store.FollowUpNote `json:"notes"`
 	OptOuts  []string             `json:"opt_outs"`
 	CanNote  bool                 `json:"-"`
-	Policies []policyOpt          `json:"-"`
+	Policies []store.PolicyTitle  `json:"-"`
 }
 
 // firmProfile is the firm as staff may see it: contact data masked unless the principal may see it.
@@ -472,18 +306,10 @@ type firmProfile struct {
 	WechatOpenID     string     `json:"wechat_openid"`
 }
 
+// firmMatch is one match of the firm with, when active, why the firm qualifies.
 type firmMatch struct {
-	MatchID       uint64     `json:"match_id"`
-	PolicyID      string     `json:"policy_id"`
-	PolicyVersion int        `json:"policy_version"`
-	Title         string     `json:"policy_title"`
-	State         string     `json:"state"`
-	Amount        *float64   `json:"amount"`
-	AsOf          time.Time  `json:"as_of"`
-	MatchedAt     time.Time  `json:"matched_at"`
-	RevokedAt     *time.Time `json:"revoked_at"`
-	Response      string     `json:"response"`
-	Why           *explained `json:"explanation,omitempty" gorm:"-"` // active matches: why the firm qualifies
+	store.FirmMatch
+	Why *explained `json:"explanation,omitempty"`
 }
 
 func (m firmMatch) StateLabel() string { return stateLabels[m.State] }
@@ -509,9 +335,8 @@ func (s *Server) loadFirm(ctx context.Context, p *Principal, code string) (*stor
 	if !codePattern.MatchString(code) {
 		return nil, badRequest("统一社会信用代码 %q 格式不对：须为 18 位数字或大写字母", code)
 	}
-	var e store.Enterprise
-	err := s.opts.DB.WithContext(ctx).Where("credit_code = ?", code).Take(&e).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && !p.sees(&e)) {
+	e, err := store.FirmByCode(ctx, s.opts.DB, code)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !p.sees(&e)) {
 		return nil, notFound("没有找到企业 %s，或它不在您的查看范围（%s）内", code, p.ScopeLabel())
 	}
 	return &e, err
@@ -519,7 +344,6 @@ func (s *Server) loadFirm(ctx context.Context, p *Principal, code string) (*stor
 
 func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDetail, error) {
 	ctx := r.Context()
-	db := s.opts.DB.WithContext(ctx)
 	e, err := s.loadFirm(ctx, p, code)
 	if err != nil {
 		return firmDetail{}, err
@@ -538,29 +362,23 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 	if !p.seesContact(e) {
 		d.Firm.ContactPhone, d.Firm.PhoneMasked = MaskPhone(e.ContactPhone), true
 	}
-	if err := db.Table("matches AS m").
-		Select("m.id AS match_id, m.policy_id, m.policy_version, v.title, m.state, m.amount, m.as_of, m.matched_at, m.revoked_at, "+responseSQL+" AS response").
-		Joins("JOIN policy_versions v ON v.policy_id = m.policy_id AND v.version = m.policy_version").
-		Where("m.credit_code = ?", e.CreditCode).Order("m.matched_at DESC, m.id DESC").Scan(&d.Matches).Error; err != nil {
+	h, err := store.ReadFirmHistory(ctx, s.opts.DB, e.CreditCode)
+	if err != nil {
 		return d, err
 	}
-	if d.Timeline, err = s.firmTimeline(ctx, e.CreditCode, d.Matches); err != nil {
-		return d, err
+	d.Matches = make([]firmMatch, len(h.Matches))
+	for i, m := range h.Matches {
+		d.Matches[i].FirmMatch = m
 	}
-	if err := db.Where("credit_code = ?", e.CreditCode).Order("id DESC").Find(&d.Notes).Error; err != nil {
-		return d, err
-	}
-	if err := db.Model(&store.ChannelOptOut{}).Where("credit_code = ?", e.CreditCode).Order("channel").Pluck("channel", &d.OptOuts).Error; err != nil {
-		return d, err
-	}
+	d.Timeline, d.Notes, d.OptOuts = firmTimeline(h), h.Notes, h.OptOuts
 	for i, m := range d.Matches {
 		if m.State != store.MatchActive {
 			continue
 		}
 		why := s.explainMatch(ctx, m.MatchID, false)
 		d.Matches[i].Why = &why
-		if !slices.Contains(d.Policies, policyOpt{m.PolicyID, m.Title}) {
-			d.Policies = append(d.Policies, policyOpt{m.PolicyID, m.Title})
+		if t := (store.PolicyTitle{ID: m.PolicyID, Title: m.Title}); !slices.Contains(d.Policies, t) {
+			d.Policies = append(d.Policies, t)
 		}
 	}
 	return d, s.audit(r, p, audit.FirmView, e.CreditCode, map[string]any{"matches": len(d.Matches), "phone_unmasked": !d.Firm.PhoneMasked})
@@ -573,11 +391,10 @@ var firmStatusLabels = map[string]string{store.StatusActive: "存续（在业）
 var channelLabels = map[string]string{"wechat": "微信", "sms": "短信"}
 
 // firmTimeline merges matches, deliveries, link opens, answers and notes into one list.
-func (s *Server) firmTimeline(ctx context.Context, code string, matches []firmMatch) ([]timelineEvent, error) {
-	db := s.opts.DB.WithContext(ctx)
+func firmTimeline(h store.FirmHistory) []timelineEvent {
 	var ev []timelineEvent
 	titles := map[string]string{}
-	for _, m := range matches {
+	for _, m := range h.Matches {
 		titles[m.PolicyID] = m.Title
 		ev = append(ev, timelineEvent{At: m.MatchedAt, Kind: "matched", PolicyID: m.PolicyID,
 			Text: fmt.Sprintf("符合「%s」第 %d 版", m.Title, m.PolicyVersion)})
@@ -586,24 +403,12 @@ func (s *Server) firmTimeline(ctx context.Context, code string, matches []firmMa
 				Text: fmt.Sprintf("不再符合「%s」", m.Title)})
 		}
 	}
-	deliveries, err := s.deliveryEvents(ctx, code, titles)
-	if err != nil {
-		return nil, err
-	}
-	ev = append(ev, deliveries...)
-	var opens []store.LinkOpen
-	if err := db.Where("credit_code = ?", code).Find(&opens).Error; err != nil {
-		return nil, err
-	}
-	for _, o := range opens {
+	ev = append(ev, deliveryEvents(h, titles)...)
+	for _, o := range h.Opens {
 		ev = append(ev, timelineEvent{At: o.FirstAt, Kind: "opened", PolicyID: o.PolicyID,
 			Text: fmt.Sprintf("企业打开了「%s」的通知链接（共 %d 次）", titles[o.PolicyID], o.Count)})
 	}
-	var resp []store.EnterpriseResponse
-	if err := db.Where("credit_code = ?", code).Find(&resp).Error; err != nil {
-		return nil, err
-	}
-	for _, rs := range resp {
+	for _, rs := range h.Responses {
 		text := fmt.Sprintf("企业确认享受「%s」，签署承诺（%s）", titles[rs.PolicyID], rs.Signer)
 		if rs.Kind == store.ResponseObject {
 			text = fmt.Sprintf("企业对「%s」提出异议：%s", titles[rs.PolicyID], rs.Reason)
@@ -611,7 +416,7 @@ func (s *Server) firmTimeline(ctx context.Context, code string, matches []firmMa
 		ev = append(ev, timelineEvent{At: rs.At, Kind: "response", PolicyID: rs.PolicyID, Text: text})
 	}
 	slices.SortStableFunc(ev, func(a, b timelineEvent) int { return b.At.Compare(a.At) })
-	return ev, nil
+	return ev
 }
 
 var eventLabels = map[string]string{
@@ -624,31 +429,11 @@ var eventLabels = map[string]string{
 // deliveryEvents is the timeline of every message sent to the firm: one entry per event of each
 // delivery (queued, sent, delivered, failed, resent…), naming the policies the message announced.
 // A delivery without events (written before events were recorded) shows its current state.
-func (s *Server) deliveryEvents(ctx context.Context, code string, titles map[string]string) ([]timelineEvent, error) {
-	db := s.opts.DB.WithContext(ctx)
-	var ds []store.Delivery
-	if err := db.Where("credit_code = ?", code).Order("id").Find(&ds).Error; err != nil {
-		return nil, err
-	}
-	if len(ds) == 0 {
-		return nil, nil
-	}
-	ids := make([]uint64, len(ds))
-	for i, d := range ds {
-		ids[i] = d.ID
-	}
-	var items []store.DeliveryItem
-	if err := db.Where("credit_code = ?", code).Find(&items).Error; err != nil {
-		return nil, err
-	}
-	var events []store.DeliveryEvent
-	if err := db.Where("delivery_id IN ?", ids).Order("id").Find(&events).Error; err != nil {
-		return nil, err
-	}
+func deliveryEvents(h store.FirmHistory, titles map[string]string) []timelineEvent {
 	var out []timelineEvent
-	for _, d := range ds {
+	for _, d := range h.Deliveries {
 		var names []string
-		for _, it := range items {
+		for _, it := range h.Items {
 			if it.DeliveryID == d.ID {
 				names = append(names, titles[it.PolicyID])
 			}
@@ -658,7 +443,7 @@ func (s *Server) deliveryEvents(ctx context.Context, code string, titles map[str
 		}
 		what := fmt.Sprintf("%s通知「%s」", channelLabels[d.Channel], strings.Join(names, "、"))
 		n := 0
-		for _, e := range events {
+		for _, e := range h.Events {
 			if e.DeliveryID != d.ID {
 				continue
 			}
@@ -677,7 +462,7 @@ func (s *Server) deliveryEvents(ctx context.Context, code string, titles map[str
 			out = append(out, timelineEvent{At: d.UpdatedAt, Kind: "delivery", PolicyID: d.PolicyID, Text: text})
 		}
 	}
-	return out, nil
+	return out
 }
 
 func (s *Server) firmPage(w http.ResponseWriter, r *http.Request, p *Principal) {
@@ -725,10 +510,7 @@ func (s *Server) addNote(r *http.Request, p *Principal, code string, in noteInpu
 		return store.FollowUpNote{}, err
 	}
 	n := store.FollowUpNote{CreditCode: e.CreditCode, PolicyID: in.PolicyID, Author: p.Name, Body: strings.TrimSpace(in.Body), CreatedAt: s.now()}
-	err = s.opts.DB.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&n).Error; err != nil {
-			return err
-		}
+	err = store.AddNote(r.Context(), s.opts.DB, &n, func(tx *gorm.DB) error {
 		return writeAudit(tx, p.Name, audit.FirmNote, e.CreditCode, map[string]any{"note": n.ID, "policy_id": n.PolicyID})
 	})
 	return n, err

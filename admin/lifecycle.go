@@ -186,8 +186,8 @@ func (s *Server) apiStep(st step) handler {
 			s.failErr(w, r, err)
 			return
 		}
-		var row store.PolicyVersion
-		if err := s.opts.DB.WithContext(r.Context()).Where("policy_id = ? AND version = ?", id, v).Take(&row).Error; err != nil {
+		row, err := store.VersionOf(r.Context(), s.opts.DB, id, v)
+		if err != nil {
 			s.failErr(w, r, err)
 			return
 		}
@@ -245,13 +245,13 @@ type versionDetail struct {
 func (v versionDetail) StateLabel() string { return stateLabels[v.Version.State] }
 
 func (s *Server) readVersion(ctx context.Context, p *Principal, id string, version int) (versionDetail, error) {
-	db := s.opts.DB.WithContext(ctx)
 	var d versionDetail
-	if err := db.Where("policy_id = ? AND version = ?", id, version).Take(&d.Version).Error; err != nil {
+	var err error
+	if d.Version, err = store.VersionOf(ctx, s.opts.DB, id, version); err != nil {
 		return d, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, version, policies.ErrNotFound))
 	}
-	var pol store.Policy
-	if err := db.Where("id = ?", id).Take(&pol).Error; err != nil {
+	pol, err := store.PolicyByID(ctx, s.opts.DB, id)
+	if err != nil {
 		return d, err
 	}
 	d.Published, d.Retired = pol.PublishedVersion, pol.Retired
@@ -272,7 +272,7 @@ func (s *Server) readVersion(ctx context.Context, p *Principal, id string, versi
 		}
 		d.Diff = &diff
 	}
-	if err := db.Where("policy_id = ? AND version = ?", id, version).Order("id").Find(&d.Reviews).Error; err != nil {
+	if d.Reviews, err = store.ReviewsOf(ctx, s.opts.DB, id, version); err != nil {
 		return d, err
 	}
 	own := p.Can(PermPolicyAuthor) && p.Department == d.Version.Department
@@ -322,8 +322,8 @@ func (s *Server) preview(r *http.Request, p *Principal) (rules.PreviewReport, er
 	if err != nil {
 		return rules.PreviewReport{}, err
 	}
-	var row store.PolicyVersion
-	if err := s.opts.DB.WithContext(r.Context()).Where("policy_id = ? AND version = ?", id, v).Take(&row).Error; err != nil {
+	row, err := store.VersionOf(r.Context(), s.opts.DB, id, v)
+	if err != nil {
 		return rules.PreviewReport{}, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, v, policies.ErrNotFound))
 	}
 	if !p.Can(PermPolicyReview) && p.Department != row.Department {
@@ -364,19 +364,16 @@ func (s *Server) apiPreview(w http.ResponseWriter, r *http.Request, p *Principal
 }
 
 // queueRow is a version waiting for a reviewer.
-type queueRow struct {
-	store.PolicyVersion
-	Published int
-}
+type queueRow struct{ store.QueuedVersion }
 
 func (q queueRow) StateLabel() string { return stateLabels[q.State] }
 
 func (s *Server) reviewQueue(ctx context.Context) ([]queueRow, error) {
-	var rows []queueRow
-	err := s.opts.DB.WithContext(ctx).Table("policy_versions AS v").
-		Select("v.*, p.published_version AS published").Joins("JOIN policies p ON p.id = v.policy_id").
-		Where("v.state IN ?", []string{store.VersionInReview, store.VersionApproved}).
-		Order("v.state DESC, v.created_at").Scan(&rows).Error
+	queued, err := store.ReviewQueue(ctx, s.opts.DB)
+	rows := make([]queueRow, len(queued))
+	for i, q := range queued {
+		rows[i].QueuedVersion = q
+	}
 	return rows, err
 }
 

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/policypush/policypush/store"
 )
 
 // Lists that can grow large (matches, failed deliveries, the audit log) page by keyset, newest
@@ -16,33 +18,21 @@ import (
 //   - ?after=<cursor> is the page after a row (the "下一页" link); ?cursor= is the same parameter.
 //   - ?before=<cursor> is the page before a row (the "上一页" link).
 //   - ?page=N still works for the first pages, as a jump: the server finds the key that starts
-//     page N with a light query of keys only, bounded by countCap rows; a page further in is
+//     page N with a light query of keys only, bounded by store.CountCap rows; a page further in is
 //     refused (400) with a message to follow the links instead.
 //
 // A cursor is opaque to callers: base64url of "v1.<unix nanoseconds>.<id>.<page number>". The
 // page number only labels the page ("第 N 页"); rows inserted meanwhile never shift a page, so
 // following next links neither repeats nor skips a row.
 
-// page is the pagination of a list: ?page=1&per_page=50 (at most 200), or a cursor.
-type page struct {
-	Page    int `json:"page"`
-	PerPage int `json:"per_page"`
-	// After and Before are the decoded ?after= / ?before= cursors (at most one is set).
-	After  *cursor `json:"-"`
-	Before *cursor `json:"-"`
-}
+// page is the pagination of a list: ?page=1&per_page=50 (at most 200), or a cursor. Keys, pages
+// and windows are the store's (store/console_keyset.go); the cursors' text is the console's.
+type page = store.Page
 
 const maxPerPage = 200
 
-// cursor is a row's key in a newest-first list: its time (matched_at, updated_at; zero for lists
-// ordered by id alone) and id, and the number of the page it leads to.
-type cursor struct {
-	At   time.Time
-	ID   uint64
-	Page int
-}
-
-func (c cursor) String() string {
+// cursorText is a cursor as links carry it.
+func cursorText(c store.Cursor) string {
 	raw := fmt.Sprintf("v1.%d.%d.%d", c.At.UnixNano(), c.ID, c.Page)
 	if c.At.IsZero() {
 		raw = fmt.Sprintf("v1.z.%d.%d", c.ID, c.Page)
@@ -50,7 +40,7 @@ func (c cursor) String() string {
 	return base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
-func decodeCursor(param, s string) (*cursor, error) {
+func decodeCursor(param, s string) (*store.Cursor, error) {
 	bad := badRequest("参数 %s 无效：翻页标记已损坏、被修改或来自旧版本，请回到第一页重新翻页", param)
 	if len(s) > 120 {
 		return nil, bad
@@ -63,7 +53,7 @@ func decodeCursor(param, s string) (*cursor, error) {
 	if len(parts) != 4 || parts[0] != "v1" {
 		return nil, bad
 	}
-	var c cursor
+	var c store.Cursor
 	if parts[1] != "z" {
 		ns, err := strconv.ParseInt(parts[1], 10, 64)
 		if err != nil || ns <= 0 {
@@ -123,41 +113,23 @@ func parsePage(q url.Values) (page, error) {
 	return p, nil
 }
 
-// jumpOffset is the number of rows before page Page when it was asked for by number (no cursor):
-// at most countCap, so finding where the page starts reads a bounded number of keys.
-func (p page) jumpOffset() (int, error) {
-	off := (p.Page - 1) * p.PerPage
-	if off > countCap {
-		return 0, badRequest("参数 page=%d 超出可直接跳转的范围（前 %d 条）：请用“下一页”链接翻页（after 参数）", p.Page, countCap)
-	}
-	return off, nil
-}
-
-// window is one page of a keyset list: the rows' keys newest first, and whether rows exist
-// beyond either end.
-type window struct {
-	keys             []cursor
-	hasNext, hasPrev bool
-	page             int
-}
-
-// next and prev are the cursors of the links; empty at the ends.
-func (w window) next() string {
-	if !w.hasNext || len(w.keys) == 0 {
+// nextCursor and prevCursor are the cursors of a window's links; empty at the ends.
+func nextCursor(w store.Window) string {
+	if !w.HasNext || len(w.Keys) == 0 {
 		return ""
 	}
-	c := w.keys[len(w.keys)-1]
-	c.Page = w.page + 1
-	return c.String()
+	c := w.Keys[len(w.Keys)-1]
+	c.Page = w.Page + 1
+	return cursorText(c)
 }
 
-func (w window) prev() string {
-	if !w.hasPrev || len(w.keys) == 0 {
+func prevCursor(w store.Window) string {
+	if !w.HasPrev || len(w.Keys) == 0 {
 		return ""
 	}
-	c := w.keys[0]
-	c.Page = max(w.page-1, 1)
-	return c.String()
+	c := w.Keys[0]
+	c.Page = max(w.Page-1, 1)
+	return cursorText(c)
 }
 
 // pager is what the list templates show below a table.
@@ -175,7 +147,7 @@ type pager struct {
 // log), flattened into its JSON.
 type listPage struct {
 	Total int64 `json:"total"`
-	// TotalCapped: more than countCap rows; Total is countCap.
+	// TotalCapped: more than store.CountCap rows; Total is store.CountCap.
 	TotalCapped bool `json:"total_capped"`
 	Page        int  `json:"page"`
 	PerPage     int  `json:"per_page"`
@@ -193,7 +165,7 @@ func (l *listPage) paged(p pager) {
 	l.NextCursor, l.PrevCursor = p.NextCursor, p.PrevCursor
 }
 
-func newPager(path string, filter url.Values, p page, w window, total int64) pager {
+func newPager(path string, filter url.Values, p page, w store.Window, total int64) pager {
 	link := func(k, v string) string {
 		q := url.Values{}
 		for key, vs := range filter {
@@ -210,14 +182,14 @@ func newPager(path string, filter url.Values, p page, w window, total int64) pag
 		}
 		return path + "?" + q.Encode()
 	}
-	out := pager{Page: w.page, Total: min(total, countCap), Capped: total > countCap, NextCursor: w.next(), PrevCursor: w.prev()}
+	out := pager{Page: w.Page, Total: min(total, store.CountCap), Capped: total > store.CountCap, NextCursor: nextCursor(w), PrevCursor: prevCursor(w)}
 	if out.NextCursor != "" {
 		out.Next = link("after", out.NextCursor)
 	}
 	if out.PrevCursor != "" {
 		out.Prev = link("before", out.PrevCursor)
 	}
-	if w.page > 1 {
+	if w.Page > 1 {
 		out.First = link("", "")
 	}
 	return out

@@ -91,11 +91,11 @@ func (s *Server) listPayouts(r *http.Request, p *Principal) (payoutsView, error)
 		return v, err
 	}
 	if v.CanWrite {
-		q := s.opts.DB.WithContext(r.Context()).Where("published_version > 0 AND retired = ?", false).Order("id")
+		department := ""
 		if p.Role == store.RoleAuthor {
-			q = q.Where("department = ?", p.Department)
+			department = p.Department
 		}
-		if err := q.Find(&v.Policies).Error; err != nil {
+		if v.Policies, err = store.DepartmentPolicies(r.Context(), s.opts.DB, department); err != nil {
 			return v, err
 		}
 	}
@@ -186,8 +186,8 @@ func (s *Server) viewPayout(r *http.Request, p *Principal) (payoutView, error) {
 		return payoutView{}, err
 	}
 	var scope func(*gorm.DB) *gorm.DB
-	if p.scoped() {
-		scope = func(q *gorm.DB) *gorm.DB { return p.scopeFirms(q, "e") }
+	if sc := p.firmScope(); !sc.All() {
+		scope = func(q *gorm.DB) *gorm.DB { return sc.Apply(q, "e") }
 	}
 	svc := s.payouts()
 	d, err := svc.Get(r.Context(), id, scope)

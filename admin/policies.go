@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
-	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/registry"
 	"github.com/policypush/policypush/rules"
@@ -227,29 +226,17 @@ func (s *Server) apiFields(w http.ResponseWriter, r *http.Request, p *Principal)
 }
 
 // policyRow is one policy of the library.
-type policyRow struct {
-	ID               string `json:"id"`
-	Title            string `json:"title"`
-	Department       string `json:"department"`
-	PublishedVersion int    `json:"published_version"`
-	Retired          bool   `json:"retired"`
-	LatestVersion    int    `json:"latest_version"`
-	LatestState      string `json:"latest_state"`
-	Matches          int64  `json:"active_matches"`
-}
+type policyRow struct{ store.PolicyListRow }
 
 func (r policyRow) LatestStateLabel() string { return stateLabels[r.LatestState] }
 
-// readPolicies lists the catalog with each policy's active matches, summed from the maintained
-// counts (store.MatchCount: a few rows per policy) instead of counting the matches.
+// readPolicies lists the catalog with each policy's active matches (store.PolicyLibrary).
 func (s *Server) readPolicies(r *http.Request) ([]policyRow, error) {
-	var rows []policyRow
-	err := s.opts.DB.WithContext(r.Context()).Table("policies AS p").
-		Select(`p.id, p.title, p.department, p.published_version, p.retired,
-			COALESCE((SELECT MAX(v.version) FROM policy_versions v WHERE v.policy_id = p.id), 0) AS latest_version,
-			COALESCE((SELECT v.state FROM policy_versions v WHERE v.policy_id = p.id ORDER BY v.version DESC LIMIT 1), '') AS latest_state,
-			COALESCE((SELECT SUM(c.n) FROM match_counts c WHERE c.policy_id = p.id AND c.state = 'active'), 0) AS matches`).
-		Order("p.id").Scan(&rows).Error
+	lib, err := store.PolicyLibrary(r.Context(), s.opts.DB)
+	rows := make([]policyRow, len(lib))
+	for i, p := range lib {
+		rows[i].PolicyListRow = p
+	}
 	return rows, err
 }
 
@@ -287,20 +274,22 @@ type policyDetail struct {
 }
 
 func (s *Server) readPolicy(r *http.Request, id string) (policyDetail, error) {
-	db := s.opts.DB.WithContext(r.Context())
+	ctx := r.Context()
 	var d policyDetail
-	if err := db.Where("id = ?", id).Take(&d.Policy).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return d, notFound("没有编号为 %s 的政策", id)
-		}
+	var err error
+	d.Policy, err = store.PolicyByID(ctx, s.opts.DB, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, notFound("没有编号为 %s 的政策", id)
+	}
+	if err != nil {
 		return d, err
 	}
-	var vs []store.PolicyVersion
-	if err := db.Where("policy_id = ?", id).Order("version DESC").Find(&vs).Error; err != nil {
+	vs, err := store.VersionsOf(ctx, s.opts.DB, id)
+	if err != nil {
 		return d, err
 	}
-	var reviews []store.PolicyReview
-	if err := db.Where("policy_id = ?", id).Order("id").Find(&reviews).Error; err != nil {
+	reviews, err := store.ReviewsOf(ctx, s.opts.DB, id, 0)
+	if err != nil {
 		return d, err
 	}
 	for _, v := range vs {

@@ -4,8 +4,6 @@ import (
 	"sort"
 	"strings"
 
-	"gorm.io/gorm"
-
 	"github.com/policypush/policypush/store"
 )
 
@@ -156,19 +154,19 @@ func (p *Principal) scoped() bool {
 	return p.ParkID != "" || p.RegionPrefix != "" || p.Role == store.RolePark || p.Role == store.RoleDistrict
 }
 
-// scopeFirms narrows a query joined on enterprises (under alias) to the firms the principal may
-// see. A park manager or district official without a park or prefix sees nothing: a missing scope
-// must never widen to everything.
-func (p *Principal) scopeFirms(q *gorm.DB, alias string) *gorm.DB {
+// firmScope is the firms the principal may see, as the store's queries take it. A park manager
+// or district official without a park or prefix sees nothing: a missing scope must never widen to
+// everything.
+func (p *Principal) firmScope() store.FirmScope {
 	switch {
 	case p.ParkID != "":
-		q = q.Where(alias+".park_id = ?", p.ParkID)
+		return store.FirmScope{ParkID: p.ParkID}
 	case p.RegionPrefix != "":
-		q = q.Where(alias+".region_code LIKE ? ESCAPE '!'", likePrefix(p.RegionPrefix))
+		return store.FirmScope{RegionPrefix: p.RegionPrefix}
 	case p.scoped():
-		q = q.Where("1 = 0")
+		return store.FirmScope{None: true}
 	}
-	return q
+	return store.FirmScope{}
 }
 
 // sees reports whether one firm lies in the principal's scope.
@@ -187,12 +185,6 @@ func (p *Principal) sees(e *store.Enterprise) bool {
 func (p *Principal) seesContact(e *store.Enterprise) bool {
 	return p.Can(PermContact) && p.ParkID != "" && e.ParkID == p.ParkID
 }
-
-// likePrefix is a LIKE pattern (used with ESCAPE '!') matching values that start with s.
-func likePrefix(s string) string { return store.LikePrefix(s) }
-
-// likeContains is a LIKE pattern (used with ESCAPE '!') matching values that contain s.
-func likeContains(s string) string { return store.LikeContains(s) }
 
 // MaskPhone keeps the first three and last four digits: 138****1234.
 func MaskPhone(p string) string {

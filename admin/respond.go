@@ -11,7 +11,7 @@ import (
 	"reflect"
 	"strings"
 
-	"gorm.io/gorm"
+	"github.com/policypush/policypush/store"
 )
 
 // handler is the shape of every console handler: the principal was authenticated and holds the
@@ -234,10 +234,14 @@ func conflict(format string, args ...any) error {
 // failErr answers an error from validation, authorization or the store.
 func (s *Server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
+	var jump *store.JumpTooFarError
 	switch {
 	case errors.As(err, &he):
 		s.fail(w, r, he.status, he.msg, nil)
-	case errors.Is(err, gorm.ErrRecordNotFound):
+	case errors.As(err, &jump):
+		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("参数 page=%d 超出可直接跳转的范围（前 %d 条）：请用“下一页”链接翻页（after 参数）",
+			jump.Page, store.CountCap), nil)
+	case errors.Is(err, store.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "没有找到", nil)
 	default:
 		s.fail(w, r, http.StatusInternalServerError, "数据库暂时无法访问，请稍后重试", err)

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -31,42 +32,21 @@ func firmSize(e *store.Enterprise, asOf time.Time) string {
 	return sizeOf(e.IndustryCode, e.Employees, e.AnnualRevenue, e.TotalAssets, asOf)
 }
 
-// sizeFilteredIDs lists, in list order, the ids of the matches the filter selects, size included.
-func (s *Server) sizeFilteredIDs(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]uint64, error) {
-	keys, err := s.sizeFilteredKeys(ctx, p, f, asOf)
-	ids := make([]uint64, len(keys))
-	for i, k := range keys {
-		ids[i] = k.ID
-	}
-	return ids, err
-}
-
 // sizeFilteredKeys lists, in list order, the keys (matched_at, id) of the matches the filter
 // selects, size included.
-func (s *Server) sizeFilteredKeys(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]cursor, error) {
-	var n int64
-	if err := s.matchQuery(ctx, p, f).Count(&n).Error; err != nil {
+func (s *Server) sizeFilteredKeys(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]store.Cursor, error) {
+	rows, err := store.MatchSizeInputs(ctx, s.opts.DB, f.storeFilter(p), maxSizeScan)
+	var many *store.TooManyRowsError
+	if errors.As(err, &many) {
+		return nil, badRequest("按规模筛选前请先缩小范围：当前条件下有 %d 条匹配，超过 %d 条（可加政策、区划或行业条件）", many.Rows, many.Max)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if n > maxSizeScan {
-		return nil, badRequest("按规模筛选前请先缩小范围：当前条件下有 %d 条匹配，超过 %d 条（可加政策、区划或行业条件）", n, maxSizeScan)
-	}
-	var rows []struct {
-		ID            uint64
-		MatchedAt     time.Time
-		IndustryCode  string
-		Employees     int64
-		AnnualRevenue float64
-		TotalAssets   float64
-	}
-	if err := s.matchQuery(ctx, p, f).Select("m.id, m.matched_at, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
-		Order("m.matched_at DESC, m.id DESC").Scan(&rows).Error; err != nil {
-		return nil, err
-	}
-	keys := make([]cursor, 0, len(rows))
+	keys := make([]store.Cursor, 0, len(rows))
 	for _, r := range rows {
 		if sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf) == f.Size {
-			keys = append(keys, cursor{At: r.MatchedAt.UTC(), ID: r.ID})
+			keys = append(keys, store.Cursor{At: r.MatchedAt.UTC(), ID: r.ID})
 		}
 	}
 	return keys, nil

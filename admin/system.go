@@ -57,17 +57,14 @@ func (s *Server) evalDate(ctx context.Context) (time.Time, error) {
 	if !s.evalAt.IsZero() && s.now().Sub(s.evalAt) < time.Minute {
 		return s.evalDay, nil
 	}
-	// the date of the newest active match: ix_match_recent finds it without reading every match
-	var m store.Match
-	err := s.opts.DB.WithContext(ctx).Select("as_of").Where("state = ?", store.MatchActive).
-		Order("matched_at DESC").Limit(1).Take(&m).Error
+	asOf, ok, err := store.LatestMatchAsOf(ctx, s.opts.DB)
 	switch {
-	case errors.Is(err, gorm.ErrRecordNotFound):
-		s.evalDay = s.today()
 	case err != nil:
 		return time.Time{}, err
+	case !ok:
+		s.evalDay = s.today()
 	default:
-		s.evalDay = rules.Day(m.AsOf, time.UTC)
+		s.evalDay = rules.Day(asOf, time.UTC)
 	}
 	s.evalAt = s.now()
 	return s.evalDay, nil
@@ -82,8 +79,8 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 		return
 	}
 	var firms func(q *gorm.DB, alias string) *gorm.DB
-	if p.scoped() {
-		firms = p.scopeFirms
+	if sc := p.firmScope(); !sc.All() {
+		firms = sc.Apply
 	}
 	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, firms)
 	if err != nil {
@@ -282,18 +279,17 @@ func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request, p *Principal)
 // policy text only, no firm data.
 func (s *Server) publicPolicy(w http.ResponseWriter, r *http.Request, p *Principal) {
 	id := r.PathValue("id")
-	db := s.opts.DB.WithContext(r.Context())
-	var pol store.Policy
-	if err := db.Where("id = ? AND published_version > 0 AND retired = ?", id, false).Take(&pol).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			s.fail(w, r, http.StatusNotFound, "没有这项已发布的政策："+id, nil)
-			return
-		}
+	pol, err := store.PublishedPolicy(r.Context(), s.opts.DB, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, http.StatusNotFound, "没有这项已发布的政策："+id, nil)
+		return
+	}
+	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	var v store.PolicyVersion
-	if err := db.Where("policy_id = ? AND version = ?", id, pol.PublishedVersion).Take(&v).Error; err != nil {
+	v, err := store.VersionOf(r.Context(), s.opts.DB, id, pol.PublishedVersion)
+	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}

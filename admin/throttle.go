@@ -62,53 +62,28 @@ func backoff(fails, free int64, base, ceil time.Duration) time.Duration {
 	return min(d, ceil)
 }
 
-// failures counts the failed attempts matching where (inside the window) and when the last was.
-func failures(db *gorm.DB, since time.Time, where string, args ...any) (n int64, last time.Time, err error) {
-	q := func() *gorm.DB {
-		return db.Model(&store.LoginAttempt{}).Where("ok = ? AND at > ?", false, since).Where(where, args...)
-	}
-	if err := q().Count(&n).Error; err != nil {
-		return 0, time.Time{}, fmt.Errorf("read sign-in attempts: %w", err)
-	}
-	if n == 0 {
-		return 0, time.Time{}, nil
-	}
-	var latest store.LoginAttempt
-	if err := q().Order("at DESC").Take(&latest).Error; err != nil {
-		return 0, time.Time{}, fmt.Errorf("read sign-in attempts: %w", err)
-	}
-	return n, latest.At, nil
-}
-
 // loginWait is how long this try must still wait (0: check the password now).
-func (s *Server) loginWait(db *gorm.DB, username, addr string, now time.Time) (time.Duration, error) {
+func (s *Server) loginWait(ctx context.Context, username, addr string, now time.Time) (time.Duration, error) {
 	since := now.Add(-s.opts.LoginWindow)
 	free := int64(s.opts.LoginMaxFailures)
 	var wait time.Duration
-	var known int64
-	if err := db.Model(&store.LoginAttempt{}).Where("username = ? AND addr = ? AND ok = ? AND at > ?", username, addr, true,
-		now.Add(-knownAddrAge)).Count(&known).Error; err != nil {
-		return 0, fmt.Errorf("read sign-in attempts: %w", err)
+	known, err := store.KnownLoginAddr(ctx, s.opts.DB, username, addr, now.Add(-knownAddrAge))
+	if err != nil {
+		return 0, err
 	}
-	if known == 0 {
-		n, last, err := failures(db, since, "username = ?", username)
+	if !known {
+		n, last, err := store.FailedLogins(ctx, s.opts.DB, since, username, "")
 		if err != nil {
 			return 0, err
 		}
 		wait = max(wait, last.Add(backoff(n, free, s.opts.LoginDelay, s.opts.LoginMaxDelay)).Sub(now))
 	}
-	n, last, err := failures(db, since, "addr = ?", addr)
+	n, last, err := store.FailedLogins(ctx, s.opts.DB, since, "", addr)
 	if err != nil {
 		return 0, err
 	}
 	wait = max(wait, last.Add(backoff(n, 4*free, s.opts.LoginDelay, s.opts.LoginMaxDelay)).Sub(now))
 	return max(wait, 0), nil
-}
-
-// forgetAttempts deletes attempts nobody needs any more (run when someone signs in).
-func forgetAttempts(db *gorm.DB, now time.Time) {
-	db.Where("ok = ? AND at < ?", false, now.Add(-failedAttemptAge)).Delete(&store.LoginAttempt{})
-	db.Where("ok = ? AND at < ?", true, now.Add(-okAttemptAge)).Delete(&store.LoginAttempt{})
 }
 
 // UnlockLogin clears the failed sign-ins of an account (username) or of a client address (addr),
@@ -119,35 +94,16 @@ func UnlockLogin(ctx context.Context, db *gorm.DB, username, addr, by string) (i
 	if username == "" && addr == "" {
 		return 0, errors.New("name an account or a client address to unlock")
 	}
-	var n int64
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if username != "" {
-			var exists int64
-			if err := tx.Model(&store.User{}).Where("username = ?", username).Count(&exists).Error; err != nil {
-				return fmt.Errorf("read user %s: %w", username, err)
-			}
-			if exists == 0 {
-				return fmt.Errorf("user %s does not exist", username)
-			}
-		}
-		q := tx.Where("ok = ?", false)
-		if username != "" {
-			q = q.Where("username = ?", username)
-		}
-		if addr != "" {
-			q = q.Where("addr = ?", addr)
-		}
-		res := q.Delete(&store.LoginAttempt{})
-		if res.Error != nil {
-			return fmt.Errorf("clear failed sign-ins: %w", res.Error)
-		}
-		n = res.RowsAffected
+	n, err := store.ClearFailedLogins(ctx, db, username, addr, func(tx *gorm.DB, cleared int64) error {
 		object := username
 		if object == "" {
 			object = addr
 		}
-		return writeAudit(tx, by, audit.LoginUnlock, object, map[string]any{"username": username, "addr": addr, "cleared": n})
+		return writeAudit(tx, by, audit.LoginUnlock, object, map[string]any{"username": username, "addr": addr, "cleared": cleared})
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, fmt.Errorf("user %s does not exist", username)
+	}
 	return n, err
 }
 

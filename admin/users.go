@@ -31,28 +31,20 @@ type usersView struct {
 }
 
 func (s *Server) readUsers(r *http.Request) (usersView, error) {
-	db := s.opts.DB.WithContext(r.Context())
+	ctx := r.Context()
 	var v usersView
-	var users []store.User
-	if err := db.Order("username").Find(&users).Error; err != nil {
+	users, err := store.Users(ctx, s.opts.DB)
+	if err != nil {
 		return v, err
 	}
-	var fails []struct {
-		Username string
-		N        int64
-	}
-	if err := db.Model(&store.LoginAttempt{}).Select("username, COUNT(*) AS n").
-		Where("ok = ? AND at > ?", false, s.now().Add(-s.opts.LoginWindow)).Group("username").Scan(&fails).Error; err != nil {
+	failed, err := store.FailedLoginsByUser(ctx, s.opts.DB, s.now().Add(-s.opts.LoginWindow))
+	if err != nil {
 		return v, err
-	}
-	failed := map[string]int64{}
-	for _, f := range fails {
-		failed[f.Username] = f.N
 	}
 	for _, u := range users {
 		v.Users = append(v.Users, userRow{User: u, RoleLabel: roleLabels[u.Role], LoginFailures: failed[u.Username]})
 	}
-	if err := db.Order("id DESC").Find(&v.Tokens).Error; err != nil {
+	if v.Tokens, err = store.Tokens(ctx, s.opts.DB); err != nil {
 		return v, err
 	}
 	for _, role := range Roles() {
@@ -196,22 +188,13 @@ func (s *Server) revokeToken(r *http.Request, p *Principal, idText string) error
 	if err != nil {
 		return badRequest("令牌编号 %q 无效", idText)
 	}
-	return s.opts.DB.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
-		var t store.APIToken
-		if err := tx.Where("id = ?", id).Take(&t).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return notFound("没有编号为 %d 的令牌", id)
-			}
-			return err
-		}
-		if t.RevokedAt != nil {
-			return nil
-		}
-		if err := tx.Model(&t).Update("revoked_at", s.now()).Error; err != nil {
-			return err
-		}
+	err = store.RevokeToken(r.Context(), s.opts.DB, id, s.now(), func(tx *gorm.DB, t store.APIToken) error {
 		return writeAudit(tx, p.Name, audit.TokenRevoke, t.Name, map[string]any{"id": t.ID, "prefix": t.Prefix})
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("没有编号为 %d 的令牌", id)
+	}
+	return err
 }
 
 func (s *Server) tokenRevokePost(w http.ResponseWriter, r *http.Request, p *Principal) {

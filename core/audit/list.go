@@ -20,7 +20,7 @@ type Filter struct {
 }
 
 // Query is the audit records f selects, unordered and unpaged: the viewer pages it by id, newest
-// first, with a keyset (admin/keyset.go), and caps its count.
+// first, with a keyset (store.KeysetWindow), and caps its count (store.CountUpTo).
 func Query(ctx context.Context, db *gorm.DB, f Filter) *gorm.DB {
 	q := db.WithContext(ctx).Model(&store.AuditLog{})
 	if f.Actor != "" {

@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The matched-firms list of the console (/firms, GET /api/v1/matches) and its export: the active
+// matches a filter and the caller's scope allow, newest first, with each match's notification
+// state, whether the firm opened its link and what it answered.
+
+// MatchFilter selects active matches. admin validates every value before it gets here.
+type MatchFilter struct {
+	Scope    FirmScope
+	PolicyID string
+	ParkID   string
+	Region   string // region code prefix
+	Industry string // GB/T 4754 prefix, upper case: C, 39, C39 (codes are stored with or without the letter)
+	Notify   string // delivered, sent, failed or pending (see notifySQL)
+	Response string // confirm, object or none
+	// A search names at most one of these: a whole credit code, the start of one (a range on the
+	// code index), or text a firm's name contains (or its code starts with; no index serves it).
+	CreditCode string
+	CodePrefix string
+	Text       string
+}
+
+// regionIndex is the index of enterprises.region_code (gorm's name for the column's index tag).
+const regionIndex = "idx_enterprises_region_code"
+
+// onlyCounted reports whether the maintained counts (match_counts) can total the filter: they are
+// kept per policy, region code, park and state.
+func (f MatchFilter) onlyCounted() bool {
+	return f.Industry == "" && f.Notify == "" && f.Response == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == ""
+}
+
+// SQL pieces of the list, the export and the firm page. A match is announced by a delivery item
+// (several items can share one digest message); items are keyed by firm and policy, so a newer
+// policy version the firm still qualifies for keeps the notice of the old one.
+const (
+	itemOf    = "SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id"
+	notifySQL = "(CASE WHEN EXISTS (" + itemOf + " AND d.state = 'delivered') THEN 'delivered'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state = 'sent') THEN 'sent'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
+		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead')" +
+		" THEN 'failed' ELSE 'pending' END)"
+	openedSQL   = "EXISTS (SELECT 1 FROM link_opens o WHERE o.credit_code = m.credit_code AND o.policy_id = m.policy_id)"
+	responseSQL = "COALESCE((SELECT r.kind FROM enterprise_responses r WHERE r.credit_code = m.credit_code AND r.policy_id = m.policy_id), '')"
+)
+
+// industryWhere mirrors rules.IndustryHasPrefix: codes are stored with or without the section letter.
+func industryWhere(q *gorm.DB, prefix string) *gorm.DB {
+	letter, digits := "", prefix
+	if prefix != "" && prefix[0] >= 'A' && prefix[0] <= 'Z' {
+		letter, digits = prefix[:1], prefix[1:]
+	}
+	switch {
+	case digits == "":
+		return q.Where("UPPER(e.industry_code) LIKE ?", letter+"%")
+	case letter == "":
+		return q.Where("(e.industry_code LIKE ? OR (UPPER(e.industry_code) >= 'A' AND SUBSTR(e.industry_code, 2) LIKE ?))", digits+"%", digits+"%")
+	}
+	return q.Where("(UPPER(e.industry_code) LIKE ? OR e.industry_code LIKE ?)", letter+digits+"%", digits+"%")
+}
+
+// matchQuery selects the active matches the filter allows (no columns, no order yet).
+//
+// On MySQL the plan is chosen here, not left to MariaDB's estimates, which on the province's data
+// read every firm (there are fewer firms than matches) and then sort all their matches:
+//   - with no park and no region the firms' side has no index to start from, so the matches go
+//     first (STRAIGHT_JOIN), newest first along ix_match_recent (or by the policy's or the credit
+//     code's index), each firm and version found by its key: a page stops at its LIMIT;
+//   - with a region and no park the firms come through the region index (FORCE INDEX): a city's
+//     list reads the city's firms, not the province's, even where the city holds a fifth of them;
+//   - a park is small: the planner starts from its index on its own.
+//
+// SQLite's planner walks the indexes on its own (TestConsoleQueriesUseIndexes checks both).
+func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
+	firms, versions := "JOIN enterprises e", "JOIN policy_versions v"
+	if db.Dialector.Name() == "mysql" {
+		switch {
+		case f.Scope.ParkID != "" || f.ParkID != "" || f.Scope.None:
+		case f.Scope.RegionPrefix != "" || f.Region != "":
+			firms = "JOIN enterprises e FORCE INDEX (" + regionIndex + ")"
+		default:
+			firms, versions = "STRAIGHT_JOIN enterprises e", "STRAIGHT_JOIN policy_versions v"
+		}
+	}
+	q := db.WithContext(ctx).Table("matches AS m").
+		Joins(firms+" ON e.credit_code = m.credit_code").
+		Joins(versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
+		Where("m.state = ?", MatchActive)
+	q = f.Scope.Apply(q, "e")
+	if f.PolicyID != "" {
+		q = q.Where("m.policy_id = ?", f.PolicyID)
+	}
+	if f.ParkID != "" {
+		q = q.Where("e.park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = q.Where("e.region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
+	}
+	if f.Industry != "" {
+		q = industryWhere(q, f.Industry)
+	}
+	if f.Notify != "" {
+		q = q.Where(notifySQL+" = ?", f.Notify)
+	}
+	switch f.Response {
+	case "none":
+		q = q.Where(responseSQL + " = ''")
+	case ResponseConfirm, ResponseObject:
+		q = q.Where(responseSQL+" = ?", f.Response)
+	}
+	switch {
+	case f.CreditCode != "":
+		q = q.Where("m.credit_code = ?", f.CreditCode)
+	case f.CodePrefix != "":
+		q = q.Where("m.credit_code LIKE ? ESCAPE '!'", LikePrefix(f.CodePrefix))
+	case f.Text != "":
+		// no index serves a name that contains the text (a FULLTEXT ngram index would): the list
+		// walks the newest matches and stops at its page, the count at CountCap
+		q = q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
+	}
+	return q
+}
+
+// MatchRow is one line of the matched-firms list and its export. ContactPhone is as stored: the
+// caller masks it for whoever may not see it.
+type MatchRow struct {
+	MatchID       uint64    `json:"match_id"`
+	CreditCode    string    `json:"credit_code"`
+	Name          string    `json:"name"`
+	RegionCode    string    `json:"region_code"`
+	IndustryCode  string    `json:"industry_code"`
+	ParkID        string    `json:"park_id"`
+	ContactPhone  string    `json:"contact_phone"`
+	PolicyID      string    `json:"policy_id"`
+	PolicyVersion int       `json:"policy_version"`
+	PolicyTitle   string    `json:"policy_title"`
+	Amount        *float64  `json:"amount"`
+	MatchedAt     time.Time `json:"matched_at"`
+	Notify        string    `json:"notify_state"`
+	Opened        bool      `json:"opened"`
+	Response      string    `json:"response"`
+	// what the firm's size (大中小微) is computed from
+	Employees     int64   `json:"-"`
+	AnnualRevenue float64 `json:"-"`
+	TotalAssets   float64 `json:"-"`
+}
+
+const matchColumns = "m.id AS match_id, m.credit_code, e.name, e.region_code, e.industry_code, e.park_id, e.contact_phone, " +
+	"m.policy_id, m.policy_version, v.title AS policy_title, m.amount, m.matched_at, e.employees, e.annual_revenue, e.total_assets"
+
+// selectMatches gives q MatchRow's columns in list order (newest first).
+func selectMatches(q *gorm.DB) *gorm.DB {
+	return q.Select(matchColumns + ", " + notifySQL + " AS notify, " + openedSQL + " AS opened, " + responseSQL + " AS response").
+		Order("m.matched_at DESC, m.id DESC")
+}
+
+// CountMatches is the total of the list, counted up to max+1: summed from the maintained counts
+// (MatchCount, kept by policy, region code, park and state, scoped like enterprises) when the
+// filter narrows only by policy, park and region, so that no page counts matches; otherwise the
+// list's rows are counted.
+func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int64, error) {
+	if !f.onlyCounted() {
+		return CountUpTo(matchQuery(ctx, db, f), max)
+	}
+	// match_counts holds a few rows per policy and place (not per match): summing the rows in
+	// scope is the cheap part, whatever plan the database picks.
+	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ?", MatchActive), "c")
+	if f.PolicyID != "" {
+		q = q.Where("c.policy_id = ?", f.PolicyID)
+	}
+	if f.ParkID != "" {
+		q = q.Where("c.park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = q.Where("c.region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
+	}
+	var n int64
+	if err := q.Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error; err != nil {
+		return 0, fmt.Errorf("count matches: %w", err)
+	}
+	return n, nil
+}
+
+// MatchKeys reads the keys (matched_at, id) of one page of the list.
+func MatchKeys(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window, error) {
+	return KeysetWindow(matchQuery(ctx, db, f), "m.matched_at", "m.id", p)
+}
+
+// MatchRows reads the rows of the list with the given ids, in list order (one page: a few hundred
+// ids at most).
+func MatchRows(ctx context.Context, db *gorm.DB, f MatchFilter, ids []uint64) ([]MatchRow, error) {
+	var rows []MatchRow
+	if len(ids) == 0 {
+		return rows, nil
+	}
+	if err := selectMatches(matchQuery(ctx, db, f)).Where("m.id IN ?", ids).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read matches: %w", err)
+	}
+	return rows, nil
+}
+
+// MatchExportQuery selects every row of the list, in list order, with MatchRow's column names
+// (those of core.MatchLine): core.ExportMatches streams it from a cursor.
+func MatchExportQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
+	return selectMatches(matchQuery(ctx, db, f))
+}
+
+// TooManyRowsError refuses to read more rows than a caller can handle in memory.
+type TooManyRowsError struct{ Rows, Max int64 }
+
+func (e *TooManyRowsError) Error() string {
+	return fmt.Sprintf("%d rows, more than the %d allowed: narrow the filter", e.Rows, e.Max)
+}
+
+// MatchSizeInput is what a match's firm size (大中小微) is computed from, with the match's key.
+type MatchSizeInput struct {
+	ID            uint64
+	MatchedAt     time.Time
+	IndustryCode  string
+	Employees     int64
+	AnnualRevenue float64
+	TotalAssets   float64
+}
+
+// MatchSizeInputs reads, in list order, the size inputs of every match the filter selects: the
+// size is computed in Go (rules.ClassifySize), so a size filter reads them all. More than max
+// matches is a *TooManyRowsError, before any is read.
+func MatchSizeInputs(ctx context.Context, db *gorm.DB, f MatchFilter, max int64) ([]MatchSizeInput, error) {
+	var n int64
+	if err := matchQuery(ctx, db, f).Count(&n).Error; err != nil {
+		return nil, fmt.Errorf("count matches: %w", err)
+	}
+	if n > max {
+		return nil, &TooManyRowsError{Rows: n, Max: max}
+	}
+	var rows []MatchSizeInput
+	if err := matchQuery(ctx, db, f).Select("m.id, m.matched_at, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
+		Order("m.matched_at DESC, m.id DESC").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read matches: %w", err)
+	}
+	return rows, nil
+}
