@@ -94,16 +94,7 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
 		Joins(firms+" ON e.credit_code = m.credit_code").
 		Joins(versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
 		Where("m.state = ?", MatchActive)
-	q = f.Scope.Apply(q, "e")
-	if f.PolicyID != "" {
-		q = q.Where("m.policy_id = ?", f.PolicyID)
-	}
-	if f.ParkID != "" {
-		q = q.Where("e.park_id = ?", f.ParkID)
-	}
-	if f.Region != "" {
-		q = q.Where("e.region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
-	}
+	q = f.narrow(f.Scope.Apply(q, "e"), "m", "e")
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)
 	}
@@ -162,6 +153,22 @@ func selectMatches(q *gorm.DB) *gorm.DB {
 		Order("m.matched_at DESC, m.id DESC")
 }
 
+// narrow adds the filter's policy, park and region conditions: the policy column of table alias
+// match, the park and region code of alias place (the firm, or a MatchCount row, which holds all
+// three).
+func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
+	if f.PolicyID != "" {
+		q = q.Where(match+".policy_id = ?", f.PolicyID)
+	}
+	if f.ParkID != "" {
+		q = q.Where(place+".park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = q.Where(place+".region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
+	}
+	return q
+}
+
 // CountMatches is the total of the list, counted up to max+1: summed from the maintained counts
 // (MatchCount, kept by policy, region code, park and state, scoped like enterprises) when the
 // filter narrows only by policy, park and region, so that no page counts matches; otherwise the
@@ -173,15 +180,7 @@ func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int
 	// match_counts holds a few rows per policy and place (not per match): summing the rows in
 	// scope is the cheap part, whatever plan the database picks.
 	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ?", MatchActive), "c")
-	if f.PolicyID != "" {
-		q = q.Where("c.policy_id = ?", f.PolicyID)
-	}
-	if f.ParkID != "" {
-		q = q.Where("c.park_id = ?", f.ParkID)
-	}
-	if f.Region != "" {
-		q = q.Where("c.region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
-	}
+	q = f.narrow(q, "c", "c")
 	var n int64
 	if err := q.Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error; err != nil {
 		return 0, fmt.Errorf("count matches: %w", err)
