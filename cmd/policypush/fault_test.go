@@ -38,7 +38,9 @@ import (
 //
 // Without mariadbd the database restart is skipped (the run uses the test database); without a
 // nats-server binary the NATS restart is skipped (the run uses POLICYPUSH_TEST_NATS_URL). With
-// POLICYPUSH_TEST_REQUIRE_SERVICES=1 (CI) both binaries are required.
+// POLICYPUSH_TEST_REQUIRE_SERVICES=1 (CI) both binaries are required. POLICYPUSH_FAULT_SEED repeats
+// a run's random choices; POLICYPUSH_FAULT_KEEP=<dir> keeps its files (every process's log, the
+// stores) in a new directory under dir.
 func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs SIGKILL")
@@ -55,7 +57,16 @@ func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	if s := os.Getenv("POLICYPUSH_FAULT_SEED"); s != "" {
 		seed, _ = strconv.ParseInt(s, 10, 64)
 	}
-	f := &faultRun{t: t, dir: t.TempDir(), rng: rand.New(rand.NewSource(seed)), require: os.Getenv(testenv.EnvRequire) == "1"}
+	dir := t.TempDir()
+	if keep := os.Getenv("POLICYPUSH_FAULT_KEEP"); keep != "" {
+		// Every process's log and the stores, kept for a look after the run.
+		var err error
+		if dir, err = os.MkdirTemp(keep, "fault"); err != nil {
+			t.Fatalf("POLICYPUSH_FAULT_KEEP=%q: %v", keep, err)
+		}
+		t.Logf("keeping the run's files in %s", dir)
+	}
+	f := &faultRun{t: t, dir: dir, rng: rand.New(rand.NewSource(seed)), require: os.Getenv(testenv.EnvRequire) == "1"}
 	t.Logf("fault run: %d matches, seed %d (POLICYPUSH_FAULT_SEED to repeat)", size, seed)
 	defer f.stopAll()
 	setup := time.Now()
@@ -441,6 +452,7 @@ func (f *faultRun) component(name, role string) *proc {
 type progress struct {
 	items, open, outbox int64
 	stream              uint64
+	consumers           string // each consumer's pending, ack pending, redelivered and waiting pulls
 }
 
 func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
@@ -470,6 +482,8 @@ func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
 			return p, err
 		}
 		p.stream += info.NumPending + uint64(info.NumAckPending)
+		p.consumers += fmt.Sprintf(" %s: %d pending, %d ack pending, %d redelivered, %d pulls waiting;",
+			ch, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting)
 	}
 	return p, nil
 }
@@ -524,8 +538,8 @@ func (f *faultRun) chaos(limit time.Duration) {
 		}
 		share := float64(p.items) / float64(baseItems)
 		if time.Since(lastReport) > 10*time.Second {
-			t.Logf("progress: %d/%d notices taken in, %d deliveries open, %d outbox rows and %d messages not yet handled",
-				p.items, baseItems, p.open, p.outbox, p.stream)
+			t.Logf("progress: %d/%d notices taken in, %d deliveries open, %d outbox rows and %d messages not yet handled (%s)",
+				p.items, baseItems, p.open, p.outbox, p.stream, strings.TrimSuffix(strings.TrimSpace(p.consumers), ";"))
 			lastReport = time.Now()
 		}
 		switch {
