@@ -36,7 +36,8 @@ import (
 // message per channel in the sandbox records, revoked firms have none, and every notice that was
 // not sent has a reason. See docs/delivery.md ("Fault test").
 //
-// Without mariadbd the database restart is skipped (the run uses the test database); without a
+// Without mariadbd, or with POLICYPUSH_FAULT_DATABASE=test, the database restart is skipped (the run
+// uses the test database: SQLite unless POLICYPUSH_TEST_MYSQL_DSN is set); without a
 // nats-server binary the NATS restart is skipped (the run uses POLICYPUSH_TEST_NATS_URL). With
 // POLICYPUSH_TEST_REQUIRE_SERVICES=1 (CI) both binaries are required. POLICYPUSH_FAULT_SEED repeats
 // a run's random choices; POLICYPUSH_FAULT_KEEP=<dir> keeps its files (every process's log, the
@@ -248,11 +249,12 @@ func fileExists(p string) bool {
 func (f *faultRun) startDatabase() {
 	t := f.t
 	mariadbd, install := lookBinary("mariadbd", "mysqld"), lookBinary("mariadb-install-db", "mysql_install_db")
-	if mariadbd == "" || install == "" {
-		if f.require {
+	testDB := os.Getenv("POLICYPUSH_FAULT_DATABASE") == "test"
+	if mariadbd == "" || install == "" || testDB {
+		if f.require && !testDB {
 			t.Fatal("mariadbd / mariadb-install-db not found: the fault test needs its own MariaDB to restart (apt-get install mariadb-server)")
 		}
-		t.Log("SKIPPING the MariaDB restart: no mariadbd on this machine; using the test database")
+		t.Log("SKIPPING the MariaDB restart: no mariadbd on this machine, or POLICYPUSH_FAULT_DATABASE=test; using the test database")
 		db := testenv.OpenDB(t)
 		f.driver, f.dsn, f.db = db.Driver, db.DSN, db.DB
 		return
