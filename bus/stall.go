@@ -37,14 +37,18 @@ type StallWatch struct {
 	created   time.Time
 	delivered uint64
 	since     time.Time // when delivered last moved, or the consumer last had nothing it could deliver
+	last      time.Time // the last observation
 }
 
 // Observe takes the consumer's info at now and reports whether it has been stalled for longer
 // than allowed. A consumer that delivered (its delivery sequence moved), that has nothing to
 // deliver, that no one is pulling from, that is paused, or that is a new consumer (created at
-// another time) starts the count again.
+// another time) starts the count again; so does a gap longer than Quiet since the last
+// observation (NATS was away, or restarting: the watch cannot vouch for that time).
 func (w *StallWatch) Observe(ci *jetstream.ConsumerInfo, now time.Time) bool {
-	if w.since.IsZero() || !ci.Created.Equal(w.created) || ci.Delivered.Consumer != w.delivered ||
+	gap := now.Sub(w.last) > w.Quiet
+	w.last = now
+	if gap || !ci.Created.Equal(w.created) || ci.Delivered.Consumer != w.delivered ||
 		ci.NumPending == 0 || ci.NumWaiting == 0 || ci.Paused {
 		w.created, w.delivered, w.since = ci.Created, ci.Delivered.Consumer, now
 		return false

@@ -30,6 +30,14 @@ func TestStallWatchTellsAStalledConsumerFromABusyOne(t *testing.T) {
 	paused.Paused = true
 	recreated := info(500, 2683, 2, 69)
 	recreated.Created = created.Add(time.Minute)
+	// steady observes ci every 2 s for 100 s; it counts as stalled from stalledFrom on (0: never).
+	steady := func(ci *jetstream.ConsumerInfo, stalledFrom time.Duration) []step {
+		var steps []step
+		for after := time.Duration(0); after <= 100*time.Second; after += 2 * time.Second {
+			steps = append(steps, step{after, ci, stalledFrom > 0 && after >= stalledFrom})
+		}
+		return steps
+	}
 	cases := []struct {
 		name  string
 		steps []step
@@ -43,18 +51,18 @@ func TestStallWatchTellsAStalledConsumerFromABusyOne(t *testing.T) {
 		{"delivery moves: the quiet counts from then", []step{
 			{0, info(500, 2683, 2, 69), false}, {6 * time.Second, info(501, 2682, 2, 69), false},
 			{12 * time.Second, info(501, 2682, 2, 69), false}, {14 * time.Second, info(501, 2682, 2, 69), true}}},
-		{"nothing to deliver: not stalled", []step{
-			{0, info(500, 0, 2, 69), false}, {time.Minute, info(500, 0, 2, 69), false}}},
-		{"no pull waiting: not stalled", []step{
-			{0, info(500, 2683, 0, 800), false}, {time.Minute, info(500, 2683, 0, 800), false}}},
+		{"nothing to deliver: not stalled", steady(info(500, 0, 2, 69), 0)},
+		{"no pull waiting: not stalled", steady(info(500, 2683, 0, 800), 0)},
 		{"a pull stopped waiting meanwhile: the quiet counts again", []step{
 			{0, info(500, 2683, 2, 69), false}, {7 * time.Second, info(500, 2683, 0, 69), false},
 			{10 * time.Second, info(500, 2683, 2, 69), false}, {18 * time.Second, info(500, 2683, 2, 69), true}}},
-		{"at max_ack_pending: stalled only after QuietFull", []step{
-			{0, info(500, 2683, 2, 1000), false}, {30 * time.Second, info(500, 2683, 2, 1000), false},
-			{89 * time.Second, info(500, 2683, 2, 1000), false}, {90 * time.Second, info(500, 2683, 2, 1000), true}}},
-		{"paused by an operator: not stalled", []step{
-			{0, paused, false}, {time.Minute, paused, false}}},
+		{"at max_ack_pending: stalled only after QuietFull", steady(info(500, 2683, 2, 1000), 90*time.Second)},
+		{"paused by an operator: not stalled", steady(paused, 0)},
+		{"below max_ack_pending, observed every 2 s: stalled after Quiet", steady(info(500, 2683, 2, 69), 8*time.Second)},
+		{"not observed for longer than Quiet (NATS away): the quiet counts again", []step{
+			{0, info(500, 2683, 2, 69), false}, {2 * time.Second, info(500, 2683, 2, 69), false},
+			{20 * time.Second, info(500, 2683, 2, 69), false}, {26 * time.Second, info(500, 2683, 2, 69), false},
+			{28 * time.Second, info(500, 2683, 2, 69), true}}},
 		{"created afresh: the quiet counts again", []step{
 			{0, info(500, 2683, 2, 69), false}, {7 * time.Second, recreated, false}, {14 * time.Second, recreated, false},
 			{15 * time.Second, recreated, true}}},
