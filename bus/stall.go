@@ -65,11 +65,11 @@ func (w *StallWatch) Since() time.Time { return w.since }
 
 // ResetConsumer deletes a stalled channel consumer, if it is still the one created at created
 // (another notifier may have reset it already: then it does nothing and reports false), and
-// creates it again with o. The new consumer
-// starts from the stream's first message: on a work-queue stream those are exactly the messages
-// not yet acknowledged, so nothing is lost; messages a notifier holds at that moment come again
-// and find their work done (the notifier's deliveries are idempotent). The notifiers' pulls on the
-// old consumer end with ErrConsumerDeleted and bind the new one.
+// creates it again with o. The new consumer starts from the stream's first message: on a
+// work-queue stream those are exactly the messages not yet acknowledged, so nothing is lost;
+// messages a notifier holds at that moment come again and find their work done (the notifier's
+// deliveries are idempotent). The notifiers' pulls on the old consumer end with
+// ErrConsumerDeleted and bind the new one.
 func (b *Bus) ResetConsumer(ctx context.Context, channel string, created time.Time, o ConsumerOptions) (bool, error) {
 	name := ConsumerName(channel)
 	c, err := b.JS.Consumer(ctx, b.opts.Stream, name)
