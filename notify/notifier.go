@@ -190,45 +190,6 @@ func (n *Notifier) consume(ctx context.Context, rt *route) {
 	wg.Wait()
 }
 
-// stallLimits are how long the channel's consumer may deliver nothing while it holds messages
-// and a pull waits for them (bus.StallWatch): below max_ack_pending the server delivers at once,
-// so two AckWaits are plenty; at max_ack_pending the messages in hand come back after AckWait or
-// after a nak's delay (at most maxNakDelay, or a lease: SendTimeout + leaseMargin + 1 s).
-func (n *Notifier) stallLimits() (quiet, quietFull time.Duration) {
-	ackWait := max(n.opts.Consumer.AckWait, time.Second)
-	longestNak := max(maxNakDelay, n.opts.SendTimeout+leaseMargin+time.Second)
-	return max(2*ackWait, 5*time.Second), 2*ackWait + longestNak
-}
-
-// watch reads the channel's consumer info every quarter of the quiet limit and, when the consumer
-// has stalled (bus.StallWatch: it holds messages that nobody was given although pulls wait for
-// them — a nats-server 2.9 consumer restored after a crash can do that for hours), creates it
-// afresh. Every notifier watches; the reset checks that the consumer is still the stalled one.
-func (n *Notifier) watch(ctx context.Context, rt *route) {
-	quiet, quietFull := n.stallLimits()
-	w := bus.StallWatch{Quiet: quiet, QuietFull: quietFull}
-	stage.Every(ctx, quiet/4, func(ctx context.Context) error {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		c, err := n.bus.JS.Consumer(rctx, n.bus.Stream(), bus.ConsumerName(rt.channel))
-		if err != nil {
-			return nil // not bound yet, or NATS away: pull says so
-		}
-		ci := c.CachedInfo()
-		if !w.Observe(ci, time.Now()) {
-			return nil
-		}
-		n.opts.Log.Warn("consumer stalled: it holds messages for waiting pulls and delivered none; creating it afresh",
-			"channel", rt.channel, "since", w.Since().Format(time.RFC3339), "pending", ci.NumPending,
-			"ack_pending", ci.NumAckPending, "redelivered", ci.NumRedelivered, "waiting", ci.NumWaiting)
-		reset, err := n.bus.ResetConsumer(rctx, rt.channel, ci.Created, n.opts.Consumer)
-		if reset {
-			consumerResets.WithLabelValues(rt.channel).Inc()
-		}
-		return err
-	}, func(err error) { n.opts.Log.Warn("reset stalled consumer", "channel", rt.channel, "err", err) })
-}
-
 // pull binds the channel's durable consumer and feeds its messages until ctx ends. A lost consumer
 // (NATS restarted without its state, the stream recreated) is bound again.
 func (n *Notifier) pull(ctx context.Context, rt *route, feed chan<- jetstream.Msg) {

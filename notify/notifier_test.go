@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/store"
 )
@@ -549,5 +551,76 @@ func TestLostClaimKeepsTheMessageUntilTheOthersLeaseIsOver(t *testing.T) {
 	}
 	if n := h.exactlyOnce(); n != 1 {
 		t.Fatalf("%d records, want 1", n)
+	}
+}
+
+// A delivery left open with nothing to bring it back (its message lost) is found by the sweep once
+// no outbox row is due, queued again, and sent once; one that something still brings back is not.
+func TestSweepBringsBackAStrandedDelivery(t *testing.T) {
+	h := newHarness(t, sandbox.Options{}, func(o *Options) { o.DigestWindow = 10 * time.Minute })
+	h.firm("F1", "o-f1", "13800000001")
+	h.firm("F2", "o-f2", "13800000002")
+	stranded := h.match("F1", "p-a", 10, ChannelWeChat)
+	waiting := h.match("F2", "p-a", 10, ChannelWeChat)
+	h.settle()
+	route := h.n.routes[ChannelWeChat]
+	// Both digests are due in 10 minutes. The first one's job is lost: its row was published and
+	// JetStream dropped the message (a claim by a notifier that died, whose message is gone).
+	id := h.itemOf(stranded.ID, ChannelWeChat).DeliveryID
+	other := h.itemOf(waiting.ID, ChannelWeChat).DeliveryID
+	now := h.clock.Now()
+	lease := now.Add(h.opts.SendTimeout + leaseMargin)
+	if err := h.db.Model(&store.Delivery{}).Where("id = ?", id).Updates(map[string]any{"state": store.DeliverySending,
+		"claim": "dead-notifier", "provider": route.providers[0].name(), "lease_until": lease, "attempted_at": now,
+		"attempts": 1, "open_key": nil, "due_at": nil}).Error; err != nil {
+		t.Fatal(err)
+	}
+	var rows []store.Outbox
+	h.db.Where("published_at IS NULL").Find(&rows)
+	published := 0
+	for _, row := range rows {
+		var job bus.NoticeJob
+		if json.Unmarshal(row.Payload, &job) == nil && job.DeliveryID == id {
+			h.db.Model(&row).Update("published_at", now)
+			published++
+		}
+	}
+	if published != 1 {
+		t.Fatalf("%d rows of the stranded delivery's job, want 1", published)
+	}
+	count := func() (n int64) {
+		h.db.Model(&store.Outbox{}).Where("published_at IS NULL").Count(&n)
+		return n
+	}
+	before := count()
+
+	h.clock.Advance(5 * time.Minute) // the lease is long over; the other digest's row is not due yet
+	if err := h.n.sweep(h.ctx, route, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != before+1 {
+		t.Fatalf("%d outbox rows waiting after the sweep, want %d (the stranded delivery's job)", got, before+1)
+	}
+	h.settle()
+	if d := h.delivery(id); d.State != store.DeliverySent {
+		t.Fatalf("stranded delivery after the sweep: %+v", d)
+	}
+	if d := h.delivery(other); d.State != store.DeliveryQueued {
+		t.Fatalf("the other digest: %+v, want it still waiting for its window", d)
+	}
+
+	// The other digest is due now and its row is not published yet: the row brings it back, so
+	// the sweep leaves it alone.
+	h.clock.Advance(10 * time.Minute)
+	before = count()
+	if err := h.n.sweep(h.ctx, route, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != before {
+		t.Fatalf("the sweep queued %d jobs while a row was due", got-before)
+	}
+	h.settle()
+	if n := h.exactlyOnce(); n != 2 {
+		t.Fatalf("%d records, want 2", n)
 	}
 }

@@ -754,6 +754,28 @@ func (f *faultRun) check(elapsed time.Duration) {
 		ev[e.Kind] = e.N
 	}
 	fmt.Fprintf(&b, "events: %s\n", sortedCounts(ev))
+	// The notifiers' own alarms: a stalled consumer created afresh is nats-server's doing (its
+	// restored state, docs/delivery.md §3) and is only counted; a stranded delivery is a message
+	// lost or a defect, which the sweep must not hide from this test.
+	var resets, stranded []string
+	for _, p := range f.notifiers {
+		log, _ := os.ReadFile(p.log)
+		for _, line := range strings.Split(string(log), "\n") {
+			switch {
+			case strings.Contains(line, "consumer stalled"):
+				resets = append(resets, p.name+": "+line)
+			case strings.Contains(line, "stranded deliveries"):
+				stranded = append(stranded, p.name+": "+line)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "stalled consumers created afresh: %d; sweeps that found stranded deliveries: %d\n", len(resets), len(stranded))
+	for _, line := range append(resets, stranded...) {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
+	if len(stranded) > 0 {
+		fail("the notifiers found stranded deliveries %d time(s): a notice's message was lost", len(stranded))
+	}
 	fmt.Println(b.String())
 	t.Log("\n" + b.String())
 	if len(problems) > 0 {
