@@ -226,29 +226,10 @@ func waitPort(t *testing.T, port int, within time.Duration, what string) {
 	t.Fatalf("%s did not listen on %d within %s", what, port, within)
 }
 
-func lookBinary(names ...string) string {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-		for _, d := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
-			if p := filepath.Join(d, n); fileExists(p) {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
-}
-
 // startDatabase runs a private MariaDB that the test may kill, or falls back to the test database.
 func (f *faultRun) startDatabase() {
 	t := f.t
-	mariadbd, install := lookBinary("mariadbd", "mysqld"), lookBinary("mariadb-install-db", "mysql_install_db")
+	mariadbd, install := testenv.LookBinary("mariadbd", "mysqld"), testenv.LookBinary("mariadb-install-db", "mysql_install_db")
 	testDB := os.Getenv("POLICYPUSH_FAULT_DATABASE") == "test"
 	if mariadbd == "" || install == "" || testDB {
 		if f.require && !testDB {
@@ -311,7 +292,7 @@ func (f *faultRun) startNATS() {
 	t := f.t
 	sfx := testenv.Suffix()
 	f.stream, f.prefix = "PPFAULT_"+sfx, "ppfault"+sfx
-	bin := lookBinary("nats-server")
+	bin := testenv.LookBinary("nats-server")
 	if bin == "" {
 		if f.require {
 			t.Fatal("nats-server not found: the fault test needs its own to restart (apt-get install nats-server)")

@@ -26,15 +26,18 @@ type NATSServer struct {
 	done chan struct{}
 }
 
-// NATSServerBinary finds nats-server on PATH or in the usual directories; "" when there is none.
-func NATSServerBinary() string {
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p
-	}
-	for _, d := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
-		p := filepath.Join(d, "nats-server")
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+// LookBinary finds the first of names on PATH or in the usual system directories (sbin is often
+// not on a test's PATH); "" when there is none.
+func LookBinary(names ...string) string {
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
 			return p
+		}
+		for _, d := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
+			p := filepath.Join(d, n)
+			if st, err := os.Stat(p); err == nil && !st.IsDir() {
+				return p
+			}
 		}
 	}
 	return ""
@@ -44,7 +47,7 @@ func NATSServerBinary() string {
 // test is skipped, or fails when POLICYPUSH_TEST_REQUIRE_SERVICES=1.
 func StartNATSServer(t testing.TB) *NATSServer {
 	t.Helper()
-	bin := NATSServerBinary()
+	bin := LookBinary("nats-server")
 	if bin == "" {
 		if os.Getenv(EnvRequire) == "1" {
 			t.Fatalf("%s=1 but there is no nats-server binary (apt-get install nats-server)", EnvRequire)
