@@ -62,12 +62,19 @@ type candidate struct {
 	revoked bool // nothing left to announce: no provider call
 	res     Result
 	err     *SendError
+	// lost: the delivery changed hands under this dispatch (another notifier claimed or settled
+	// it first). The message that asked for it may be the other notifier's carrier too — JetStream
+	// handed it to both when a batch outlasted AckWait — so it is not this dispatch's to
+	// acknowledge: an ack would remove it, and were the other notifier to die before recording,
+	// nothing would bring the delivery back.
+	lost bool
 }
 
 // dispatch attempts the given deliveries. It returns, per delivery, how long the messages that
 // asked for it should wait before JetStream brings them back (0: acknowledge them). Every decision
 // that postpones a delivery writes an outbox row for its new time, so an acknowledged message never
-// strands a delivery.
+// strands a delivery; a delivery that changed hands under the dispatch keeps its message until the
+// other notifier's lease has run out (candidate.lost).
 func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints map[uint64]*hint) (map[uint64]time.Duration, error) {
 	now := n.now()
 	db := n.db.WithContext(ctx)
@@ -110,6 +117,9 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 	begin = timePhase(rt.channel, "claim", begin)
 	var sending []*candidate
 	for _, c := range cands {
+		if c.lost {
+			answers[c.d.ID] = n.leaseWait()
+		}
 		if c.act == actSend && c.claim != "" {
 			c.d.Attempts++
 			sending = append(sending, c)
@@ -120,7 +130,7 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 			// Claimed but not sent: the lease runs out and the deliveries come back in doubt,
 			// which for a call that never happened resolves to "not found" and a send.
 			for _, c := range sending {
-				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
+				answers[c.d.ID] = n.leaseWait()
 			}
 			return answers, err
 		}
@@ -130,12 +140,24 @@ func (n *Notifier) dispatch(ctx context.Context, rt *route, ids []uint64, hints 
 		defer timePhase(rt.channel, "record", begin)
 		if err := n.record(ctx, rt, sending); err != nil {
 			for _, c := range sending {
-				answers[c.d.ID] = n.opts.SendTimeout + leaseMargin + time.Second
+				answers[c.d.ID] = n.leaseWait()
 			}
 			return answers, err
 		}
 	}
+	for _, c := range sending {
+		if c.lost {
+			answers[c.d.ID] = n.leaseWait()
+		}
+	}
 	return answers, nil
+}
+
+// leaseWait is how long a message waits when its delivery is, or may be, claimed by someone (this
+// dispatch, whose attempt was not recorded, or another notifier): a whole lease from now and a
+// second. By then the delivery is recorded, or its claim was abandoned and is settled in doubt.
+func (n *Notifier) leaseWait() time.Duration {
+	return n.opts.SendTimeout + leaseMargin + time.Second
 }
 
 // plan decides, without sending anything, what happens to each candidate: skip, defer, settle an
@@ -395,7 +417,7 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		groups := map[claimKey][]*candidate{}
 		var order []claimKey
 		for _, c := range cands {
-			c.claim = ""
+			c.claim, c.lost = "", false
 			if c.act == actSend {
 				k := claimKey{c.d.State, c.d.Claim, c.prov.name()}
 				if groups[k] == nil {
@@ -410,6 +432,7 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 				return fmt.Errorf("%s delivery %d: %w", t.Name, c.d.ID, err)
 			}
 			if rows == 0 {
+				c.lost = true
 				continue
 			}
 			detail := c.detail
@@ -460,6 +483,8 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 			for _, c := range group {
 				if claimedAll || claimed[c.d.ID] {
 					c.claim = token
+				} else {
+					c.lost = true
 				}
 			}
 		}
@@ -664,6 +689,7 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 		recorded = nil
 		var providerIDs []any
 		for _, c := range cands {
+			c.lost = false
 			if c.plainSuccess() {
 				sentIDs = append(sentIDs, c.d.ID)
 				providerIDs = append(providerIDs, c.d.ID, c.res.ProviderID)
@@ -677,6 +703,11 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			}
 			if rows != int64(len(sentIDs)) {
 				n.opts.Log.Warn("deliveries changed hands during their attempt", "expected", len(sentIDs), "recorded", rows)
+				// Which ones is not worth a read: a message of a recorded one that comes back
+				// finds its delivery sent.
+				for _, c := range cands {
+					c.lost = c.lost || c.plainSuccess()
+				}
 			}
 			recorded = sentIDs
 		}
@@ -706,6 +737,7 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			outbox = append(outbox, st.outbox...)
 			if rows == 0 {
 				n.opts.Log.Warn("delivery changed hands during its attempt", "delivery", c.d.ID)
+				c.lost = true
 				continue
 			}
 			events = append(events, st.tr.event(c.d.ID, now, c.prov.name(), st.code, st.detail))

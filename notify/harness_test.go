@@ -59,9 +59,14 @@ var policyTitles = map[string]string{"p-a": "稳岗返还", "p-b": "留工培训
 // newHarness builds the pieces. The clock starts at 10:00 Beijing time (outside quiet hours).
 func newHarness(t *testing.T, sbo sandbox.Options, tweak func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, ctx: context.Background(), dir: t.TempDir()}
+	return newHarnessOn(t, testenv.OpenBus(t), sbo, tweak)
+}
+
+// newHarnessOn builds the pieces on a bus the test opened itself.
+func newHarnessOn(t *testing.T, b *bus.Bus, sbo sandbox.Options, tweak func(*Options)) *harness {
+	t.Helper()
+	h := &harness{t: t, ctx: context.Background(), dir: t.TempDir(), bus: b}
 	h.db = testenv.OpenDB(t).DB
-	h.bus = testenv.OpenBus(t)
 	h.clock = &fakeClock{t: time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)}
 	sbo.Dir = h.dir
 	sb, err := sandbox.Start(h.ctx, sbo)

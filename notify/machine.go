@@ -347,11 +347,14 @@ func backoff(steps []time.Duration, attempt int) time.Duration {
 	return steps[min(max(attempt-1, 0), len(steps)-1)]
 }
 
+// maxNakDelay is the longest nakDelay.
+const maxNakDelay = time.Minute
+
 // nakDelay is the pause before JetStream redelivers a message the notifier could not handle
-// (database or bus trouble): doubling from 1 s up to 1 min, by how often it was delivered.
+// (database or bus trouble): doubling from 1 s up to maxNakDelay, by how often it was delivered.
 func nakDelay(delivered int) time.Duration {
 	d := time.Second << min(max(delivered-1, 0), 6)
-	return min(d, time.Minute)
+	return min(d, maxNakDelay)
 }
 
 // receiptTransition is the row for a provider's report.

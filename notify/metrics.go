@@ -61,6 +61,14 @@ var (
 		Help:    "Time to handle one batch of notice messages, by channel.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"channel"})
+	consumerResets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policypush_consumer_resets_total",
+		Help: "Channel consumers found stalled (holding messages for waiting pulls and delivering none) and created afresh, by channel.",
+	}, []string{"channel"})
+	strandedDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "policypush_stranded_deliveries_total",
+		Help: "Open deliveries found with no message or outbox row to bring them back, and queued again, by channel (a lost message or a defect: each one is logged).",
+	}, []string{"channel"})
 	phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "policypush_notify_phase_seconds",
 		Help:    "Time a batch spends in each step, by channel and phase (intake, claim, prepare, send, record): where a slow batch's time goes.",
@@ -88,7 +96,7 @@ func Registry() *prometheus.Registry {
 		registry = prometheus.NewRegistry()
 		registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		registry.MustRegister(noticesTakenIn, deliveryOutcomes, providerLatency, noticeLatency, retries, deadLetters,
-			inDoubt, receiptsTotal, providerOpen, providerPaused, batchSeconds, phaseSeconds)
+			inDoubt, receiptsTotal, providerOpen, providerPaused, batchSeconds, phaseSeconds, consumerResets, strandedDeliveries)
 		registry.MustRegister(bus.Collectors()...)
 	})
 	return registry

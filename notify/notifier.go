@@ -171,7 +171,8 @@ func (n *Notifier) Run(ctx context.Context) error {
 	return nil
 }
 
-// consume pulls a channel's messages into a feed that its lanes take batches from.
+// consume pulls a channel's messages into a feed that its lanes take batches from, and watches
+// that the channel's consumer keeps delivering.
 func (n *Notifier) consume(ctx context.Context, rt *route) {
 	feed := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
@@ -182,6 +183,11 @@ func (n *Notifier) consume(ctx context.Context, rt *route) {
 			n.lane(ctx, rt, feed)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.watch(ctx, rt)
+	}()
 	n.pull(ctx, rt, feed)
 	close(feed)
 	wg.Wait()

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -8,7 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/store"
 )
@@ -484,5 +487,140 @@ func TestMaskRecipient(t *testing.T) {
 		if got := MaskRecipient(in[0], in[1]); got != want {
 			t.Errorf("%v: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Two notifiers can hold the same notice: a batch that outlasts AckWait has its messages handed out
+// again. When the other one claims the delivery first, this one's claim changes nothing; were it to
+// acknowledge the message, JetStream would drop it for both, and a crash of the other notifier before
+// it recorded its attempt would leave the delivery "sending" with nothing to bring it back (a fault
+// run on SQLite stranded 65 deliveries so). The loser keeps the message until the other's lease is
+// over; then the delivery is settled like any abandoned attempt, and sent once.
+func TestLostClaimKeepsTheMessageUntilTheOthersLeaseIsOver(t *testing.T) {
+	h := newHarness(t, sandbox.Options{}, func(o *Options) { o.DigestWindow = 10 * time.Minute })
+	h.firm("F1", "o-f1", "13800000001")
+	m := h.match("F1", "p-a", 10, ChannelWeChat)
+	h.settle()
+	id := h.itemOf(m.ID, ChannelWeChat).DeliveryID
+	h.clock.Advance(10 * time.Minute) // due
+
+	route := h.n.routes[ChannelWeChat]
+	// The other notifier claims the delivery between this one's read and its claim, and dies.
+	const hook = "test:another-notifier-claims-first"
+	armed := true
+	if err := h.db.Callback().Update().Before("gorm:update").Register(hook, func(db *gorm.DB) {
+		set, ok := db.Statement.Dest.(map[string]any)
+		if !armed || !ok || db.Statement.Table != "deliveries" || set["state"] != store.DeliverySending {
+			return
+		}
+		armed = false
+		now := h.clock.Now()
+		lease := now.Add(h.opts.SendTimeout + leaseMargin)
+		if err := h.db.Session(&gorm.Session{NewDB: true}).Model(&store.Delivery{}).Where("id = ?", id).Updates(map[string]any{
+			"state": store.DeliverySending, "claim": "another-notifier", "provider": route.providers[0].name(), "lease_until": lease,
+			"attempted_at": now, "attempts": gorm.Expr("attempts + 1"), "open_key": nil, "due_at": nil, "updated_at": now}).Error; err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.db.Callback().Update().Remove(hook) })
+
+	answers, err := h.n.dispatch(h.ctx, route, []uint64{id}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if armed {
+		t.Fatal("the dispatch made no claim")
+	}
+	if got := answers[id]; got != h.n.leaseWait() {
+		t.Fatalf("the dispatch that lost the claim answers %s for its message, want a nak until the other's lease is over (%s)", got, h.n.leaseWait())
+	}
+	if d := h.delivery(id); d.State != store.DeliverySending || d.Claim != "another-notifier" || len(h.records(sandbox.WeChatFile)) != 0 {
+		t.Fatalf("after the lost claim: %+v, %d records", d, len(h.records(sandbox.WeChatFile)))
+	}
+
+	// The message comes back once the lease is over: the other notifier never recorded, so the
+	// attempt is settled in doubt (WeChat drops a repeat of the same client_msg_id) and sent.
+	h.clock.Advance(answers[id])
+	if answers, err = h.n.dispatch(h.ctx, route, []uint64{id}, nil); err != nil || answers[id] != 0 {
+		t.Fatalf("answers %v, %v", answers, err)
+	}
+	if d := h.delivery(id); d.State != store.DeliverySent {
+		t.Fatalf("after the lease: %+v", d)
+	}
+	if n := h.exactlyOnce(); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+}
+
+// A delivery left open with nothing to bring it back (its message lost) is found by the sweep once
+// no outbox row is due, queued again, and sent once; one that something still brings back is not.
+func TestSweepBringsBackAStrandedDelivery(t *testing.T) {
+	h := newHarness(t, sandbox.Options{}, func(o *Options) { o.DigestWindow = 10 * time.Minute })
+	h.firm("F1", "o-f1", "13800000001")
+	h.firm("F2", "o-f2", "13800000002")
+	stranded := h.match("F1", "p-a", 10, ChannelWeChat)
+	waiting := h.match("F2", "p-a", 10, ChannelWeChat)
+	h.settle()
+	route := h.n.routes[ChannelWeChat]
+	// Both digests are due in 10 minutes. The first one's job is lost: its row was published and
+	// JetStream dropped the message (a claim by a notifier that died, whose message is gone).
+	id := h.itemOf(stranded.ID, ChannelWeChat).DeliveryID
+	other := h.itemOf(waiting.ID, ChannelWeChat).DeliveryID
+	now := h.clock.Now()
+	lease := now.Add(h.opts.SendTimeout + leaseMargin)
+	if err := h.db.Model(&store.Delivery{}).Where("id = ?", id).Updates(map[string]any{"state": store.DeliverySending,
+		"claim": "dead-notifier", "provider": route.providers[0].name(), "lease_until": lease, "attempted_at": now,
+		"attempts": 1, "open_key": nil, "due_at": nil}).Error; err != nil {
+		t.Fatal(err)
+	}
+	var rows []store.Outbox
+	h.db.Where("published_at IS NULL").Find(&rows)
+	published := 0
+	for _, row := range rows {
+		var job bus.NoticeJob
+		if json.Unmarshal(row.Payload, &job) == nil && job.DeliveryID == id {
+			h.db.Model(&row).Update("published_at", now)
+			published++
+		}
+	}
+	if published != 1 {
+		t.Fatalf("%d rows of the stranded delivery's job, want 1", published)
+	}
+	count := func() (n int64) {
+		h.db.Model(&store.Outbox{}).Where("published_at IS NULL").Count(&n)
+		return n
+	}
+	before := count()
+
+	h.clock.Advance(5 * time.Minute) // the lease is long over; the other digest's row is not due yet
+	if err := h.n.sweep(h.ctx, route, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != before+1 {
+		t.Fatalf("%d outbox rows waiting after the sweep, want %d (the stranded delivery's job)", got, before+1)
+	}
+	h.settle()
+	if d := h.delivery(id); d.State != store.DeliverySent {
+		t.Fatalf("stranded delivery after the sweep: %+v", d)
+	}
+	if d := h.delivery(other); d.State != store.DeliveryQueued {
+		t.Fatalf("the other digest: %+v, want it still waiting for its window", d)
+	}
+
+	// The other digest is due now and its row is not published yet: the row brings it back, so
+	// the sweep leaves it alone.
+	h.clock.Advance(10 * time.Minute)
+	before = count()
+	if err := h.n.sweep(h.ctx, route, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != before {
+		t.Fatalf("the sweep queued %d jobs while a row was due", got-before)
+	}
+	h.settle()
+	if n := h.exactlyOnce(); n != 2 {
+		t.Fatalf("%d records, want 2", n)
 	}
 }

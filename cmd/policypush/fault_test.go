@@ -36,9 +36,12 @@ import (
 // message per channel in the sandbox records, revoked firms have none, and every notice that was
 // not sent has a reason. See docs/delivery.md ("Fault test").
 //
-// Without mariadbd the database restart is skipped (the run uses the test database); without a
+// Without mariadbd, or with POLICYPUSH_FAULT_DATABASE=test, the database restart is skipped (the run
+// uses the test database: SQLite unless POLICYPUSH_TEST_MYSQL_DSN is set); without a
 // nats-server binary the NATS restart is skipped (the run uses POLICYPUSH_TEST_NATS_URL). With
-// POLICYPUSH_TEST_REQUIRE_SERVICES=1 (CI) both binaries are required.
+// POLICYPUSH_TEST_REQUIRE_SERVICES=1 (CI) both binaries are required. POLICYPUSH_FAULT_SEED repeats
+// a run's random choices; POLICYPUSH_FAULT_KEEP=<dir> keeps its files (every process's log, the
+// stores) in a new directory under dir.
 func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("needs SIGKILL")
@@ -55,7 +58,16 @@ func TestFaultsLoseAndDoubleNothing(t *testing.T) {
 	if s := os.Getenv("POLICYPUSH_FAULT_SEED"); s != "" {
 		seed, _ = strconv.ParseInt(s, 10, 64)
 	}
-	f := &faultRun{t: t, dir: t.TempDir(), rng: rand.New(rand.NewSource(seed)), require: os.Getenv(testenv.EnvRequire) == "1"}
+	dir := t.TempDir()
+	if keep := os.Getenv("POLICYPUSH_FAULT_KEEP"); keep != "" {
+		// Every process's log and the stores, kept for a look after the run.
+		var err error
+		if dir, err = os.MkdirTemp(keep, "fault"); err != nil {
+			t.Fatalf("POLICYPUSH_FAULT_KEEP=%q: %v", keep, err)
+		}
+		t.Logf("keeping the run's files in %s", dir)
+	}
+	f := &faultRun{t: t, dir: dir, rng: rand.New(rand.NewSource(seed)), require: os.Getenv(testenv.EnvRequire) == "1"}
 	t.Logf("fault run: %d matches, seed %d (POLICYPUSH_FAULT_SEED to repeat)", size, seed)
 	defer f.stopAll()
 	setup := time.Now()
@@ -214,34 +226,16 @@ func waitPort(t *testing.T, port int, within time.Duration, what string) {
 	t.Fatalf("%s did not listen on %d within %s", what, port, within)
 }
 
-func lookBinary(names ...string) string {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-		for _, d := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin"} {
-			if p := filepath.Join(d, n); fileExists(p) {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
-}
-
 // startDatabase runs a private MariaDB that the test may kill, or falls back to the test database.
 func (f *faultRun) startDatabase() {
 	t := f.t
-	mariadbd, install := lookBinary("mariadbd", "mysqld"), lookBinary("mariadb-install-db", "mysql_install_db")
-	if mariadbd == "" || install == "" {
-		if f.require {
+	mariadbd, install := testenv.LookBinary("mariadbd", "mysqld"), testenv.LookBinary("mariadb-install-db", "mysql_install_db")
+	testDB := os.Getenv("POLICYPUSH_FAULT_DATABASE") == "test"
+	if mariadbd == "" || install == "" || testDB {
+		if f.require && !testDB {
 			t.Fatal("mariadbd / mariadb-install-db not found: the fault test needs its own MariaDB to restart (apt-get install mariadb-server)")
 		}
-		t.Log("SKIPPING the MariaDB restart: no mariadbd on this machine; using the test database")
+		t.Log("SKIPPING the MariaDB restart: no mariadbd on this machine, or POLICYPUSH_FAULT_DATABASE=test; using the test database")
 		db := testenv.OpenDB(t)
 		f.driver, f.dsn, f.db = db.Driver, db.DSN, db.DB
 		return
@@ -298,7 +292,7 @@ func (f *faultRun) startNATS() {
 	t := f.t
 	sfx := testenv.Suffix()
 	f.stream, f.prefix = "PPFAULT_"+sfx, "ppfault"+sfx
-	bin := lookBinary("nats-server")
+	bin := testenv.LookBinary("nats-server")
 	if bin == "" {
 		if f.require {
 			t.Fatal("nats-server not found: the fault test needs its own to restart (apt-get install nats-server)")
@@ -441,6 +435,7 @@ func (f *faultRun) component(name, role string) *proc {
 type progress struct {
 	items, open, outbox int64
 	stream              uint64
+	consumers           string // each consumer's pending, ack pending, redelivered and waiting pulls
 }
 
 func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
@@ -470,6 +465,8 @@ func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
 			return p, err
 		}
 		p.stream += info.NumPending + uint64(info.NumAckPending)
+		p.consumers += fmt.Sprintf(" %s: %d pending, %d ack pending, %d redelivered, %d pulls waiting;",
+			ch, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting)
 	}
 	return p, nil
 }
@@ -524,8 +521,8 @@ func (f *faultRun) chaos(limit time.Duration) {
 		}
 		share := float64(p.items) / float64(baseItems)
 		if time.Since(lastReport) > 10*time.Second {
-			t.Logf("progress: %d/%d notices taken in, %d deliveries open, %d outbox rows and %d messages not yet handled",
-				p.items, baseItems, p.open, p.outbox, p.stream)
+			t.Logf("progress: %d/%d notices taken in, %d deliveries open, %d outbox rows and %d messages not yet handled (%s)",
+				p.items, baseItems, p.open, p.outbox, p.stream, strings.TrimSuffix(strings.TrimSpace(p.consumers), ";"))
 			lastReport = time.Now()
 		}
 		switch {
@@ -738,6 +735,28 @@ func (f *faultRun) check(elapsed time.Duration) {
 		ev[e.Kind] = e.N
 	}
 	fmt.Fprintf(&b, "events: %s\n", sortedCounts(ev))
+	// The notifiers' own alarms: a stalled consumer created afresh is nats-server's doing (its
+	// restored state, docs/delivery.md §3) and is only counted; a stranded delivery is a message
+	// lost or a defect, which the sweep must not hide from this test.
+	var resets, stranded []string
+	for _, p := range f.notifiers {
+		log, _ := os.ReadFile(p.log)
+		for _, line := range strings.Split(string(log), "\n") {
+			switch {
+			case strings.Contains(line, "consumer stalled"):
+				resets = append(resets, p.name+": "+line)
+			case strings.Contains(line, "stranded deliveries"):
+				stranded = append(stranded, p.name+": "+line)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "stalled consumers created afresh: %d; sweeps that found stranded deliveries: %d\n", len(resets), len(stranded))
+	for _, line := range append(resets, stranded...) {
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
+	if len(stranded) > 0 {
+		fail("the notifiers found stranded deliveries %d time(s): a notice's message was lost", len(stranded))
+	}
 	fmt.Println(b.String())
 	t.Log("\n" + b.String())
 	if len(problems) > 0 {
