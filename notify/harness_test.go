@@ -85,7 +85,9 @@ func newHarnessOn(t *testing.T, b *bus.Bus, sbo sandbox.Options, tweak func(*Opt
 		tweak(&h.opts)
 	}
 	h.relay = bus.NewRelay(bus.RelayOptions{DB: h.db, JS: h.bus.JS, Interval: time.Second, BatchSize: 500, Log: h.opts.Log, Now: h.clock.Now})
-	h.n = New(h.db, h.bus, h.senders(), h.opts)
+	o := h.opts
+	o.Bus, o.Senders = h.bus, h.senders()
+	h.n = New(h.db, o)
 	for id, title := range policyTitles {
 		src, _ := json.Marshal(map[string]any{"id": id, "title": title, "deadline": "2026-06-30", "channels": []string{"wechat"}})
 		if err := h.db.Create(&store.PolicyVersion{PolicyID: id, Version: 1, ContentHash: id, Source: string(src), Title: title,

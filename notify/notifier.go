@@ -70,6 +70,11 @@ type Options struct {
 	Log           *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// Bus is where the notice jobs come from and retries go (required).
+	Bus *bus.Bus
+	// Senders maps a channel (wechat, sms) to its providers in priority order; a channel
+	// without senders is not consumed.
+	Senders map[string][]Sender
 	// Gate: each batch first lets the console's requests in flight go first (stage.Gate); nil:
 	// never waits.
 	Gate *stage.Gate
@@ -98,9 +103,9 @@ type Notifier struct {
 	sendSlots map[string]chan struct{} // per channel: its provider calls in flight (slots)
 }
 
-// New builds a notifier. senders maps a channel (wechat, sms) to its providers in priority order;
-// a channel without senders is not consumed.
-func New(db *gorm.DB, b *bus.Bus, senders map[string][]Sender, o Options) *Notifier {
+// New builds a notifier (a stage: Run, Ready, Close) on db, like the other components:
+// everything else it needs is in o (o.Bus, o.Senders).
+func New(db *gorm.DB, o Options) *Notifier {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -127,8 +132,8 @@ func New(db *gorm.DB, b *bus.Bus, senders map[string][]Sender, o Options) *Notif
 		base := strings.TrimRight(o.PublicURL, "/")
 		o.NoticeURL = func(_, policyID string) string { return base + "/p/" + policyID }
 	}
-	n := &Notifier{db: db, bus: b, opts: o, routes: map[string]*route{}}
-	for ch, ss := range senders {
+	n := &Notifier{db: db, bus: o.Bus, opts: o, routes: map[string]*route{}}
+	for ch, ss := range o.Senders {
 		if len(ss) == 0 {
 			continue
 		}

@@ -45,7 +45,9 @@ func (h *harness) payoutLine(batch *store.PayoutBatch, m store.Match, fen int64,
 // own template whose every shown value fits WeChat's 20 characters.
 func TestPayoutNoticesUseTheirTemplates(t *testing.T) {
 	h := newHarness(t, sandbox.Options{}, func(o *Options) { o.DigestWindow = 10 * time.Minute })
-	h.n = New(h.db, h.bus, h.templatedSenders(), h.opts)
+	o := h.opts
+	o.Bus, o.Senders = h.bus, h.templatedSenders()
+	h.n = New(h.db, o)
 	h.firm("F1", "o-f1", "13800000001")
 	h.firm("F2", "", "13800000002") // no openid: falls back to SMS
 	a := h.match("F1", "p-a", 1000, ChannelWeChat)

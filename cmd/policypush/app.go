@@ -277,7 +277,8 @@ func (a *app) startNotifier(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.notifier = notify.New(db, b, senders, opts)
+	opts.Bus, opts.Senders = b, senders
+	a.notifier = notify.New(db, opts)
 	a.start(ctx, "notifier", a.notifier)
 	// Deliveries left sent without a report (deliveries.go).
 	a.startFunc(ctx, "reconcile", func(ctx context.Context) error {
