@@ -38,20 +38,26 @@ func relayCmd(g *globals) *cobra.Command {
 		Long: `Runs the outbox relay on its own until interrupted: the process to run next to the matcher
 when the notifiers run elsewhere. Several relays may run at once (JetStream drops the repeats).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			wait, err := a.startRelay(cmd.Context())
-			if err != nil {
-				return err
-			}
-			a.log.Info("relay running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
-			wait()
-			return nil
-		},
+		RunE: runAlone(g, "relay", (*app).startRelay),
+	}
+}
+
+// runAlone is the RunE of a command that runs one part of the pipeline on its own (relay,
+// notifier) until interrupted.
+func runAlone(g *globals, name string, start func(*app, context.Context) (func(), error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		a, err := g.app()
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		wait, err := start(a, cmd.Context())
+		if err != nil {
+			return err
+		}
+		a.log.Info(name+" running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+		wait()
+		return nil
 	}
 }
 
@@ -62,20 +68,7 @@ func notifierCmd(g *globals) *cobra.Command {
 		Long: `Runs the channel consumers on their own until interrupted. Start as many as needed: they share
 the durable consumers, and a delivery is claimed by one of them at a time.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			wait, err := a.startNotifier(cmd.Context())
-			if err != nil {
-				return err
-			}
-			a.log.Info("notifier running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
-			wait()
-			return nil
-		},
+		RunE: runAlone(g, "notifier", (*app).startNotifier),
 	}
 }
 
