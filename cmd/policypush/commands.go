@@ -329,43 +329,36 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 "deliver".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			day, err := parseAsOf(asOf, a.cfg)
-			if err != nil {
-				return err
-			}
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if cpuProfile != "" { // hidden: for profiling the whole command (docs/matcher.md)
-				f, err := os.Create(cpuProfile)
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				day, err := parseAsOf(asOf, a.cfg)
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
+				if cpuProfile != "" { // hidden: for profiling the whole command (docs/matcher.md)
+					f, err := os.Create(cpuProfile)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					if err := pprof.StartCPUProfile(f); err != nil {
+						return err
+					}
+					defer pprof.StopCPUProfile()
+				}
+				var sum matcher.Summary
+				err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
+					sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
+					return err
+				})
+				if err != nil {
 					return err
 				}
-				defer pprof.StopCPUProfile()
-			}
-			var sum matcher.Summary
-			err = tracked(cmd.Context(), db, os.Stderr, "match", "as_of="+day.Format(time.DateOnly)+" policy="+policyID, func([]store.CommandRun) error {
-				sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
-				return err
+				if asJSON {
+					return writeJSON(os.Stdout, sum)
+				}
+				printMatchSummary(os.Stdout, sum)
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, sum)
-			}
-			printMatchSummary(os.Stdout, sum)
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&asOf, "as-of", "", "evaluation date YYYY-MM-DD (default today)")
@@ -459,35 +452,28 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Counts of enterprises, active policies, matches, pending outbox rows and deliveries",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			day, err := parseAsOf(asOf, a.cfg)
-			if err != nil {
-				return err
-			}
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			st, err := store.ReadStatus(cmd.Context(), db, day, nil)
-			if err != nil {
-				return err
-			}
-			payouts, err := newPayoutService(a, a.cfg).Figures(cmd.Context())
-			if err != nil {
-				return err
-			}
-			health := a.readiness(cmd.Context())
-			if asJSON {
-				return writeJSON(os.Stdout, statusWithPayouts{st, payouts, health})
-			}
-			printStatus(os.Stdout, st, day)
-			printPayoutFigures(os.Stdout, payouts)
-			printHealth(os.Stdout, health)
-			return nil
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				day, err := parseAsOf(asOf, a.cfg)
+				if err != nil {
+					return err
+				}
+				st, err := store.ReadStatus(cmd.Context(), db, day, nil)
+				if err != nil {
+					return err
+				}
+				payouts, err := newPayoutService(a, a.cfg).Figures(cmd.Context())
+				if err != nil {
+					return err
+				}
+				health := a.readiness(cmd.Context())
+				if asJSON {
+					return writeJSON(os.Stdout, statusWithPayouts{st, payouts, health})
+				}
+				printStatus(os.Stdout, st, day)
+				printPayoutFigures(os.Stdout, payouts)
+				printHealth(os.Stdout, health)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
