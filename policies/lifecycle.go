@@ -114,16 +114,9 @@ func SaveDraft(ctx context.Context, db *gorm.DB, def *rules.Definition, by Actor
 	}
 	var out store.PolicyVersion
 	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var pol store.Policy
-		err := tx.Where("id = ?", def.ID).Take(&pol).Error
-		switch {
-		case errors.Is(err, gorm.ErrRecordNotFound):
-			pol = store.Policy{ID: def.ID, Title: def.Title, Department: def.Department}
-			if err := tx.Create(&pol).Error; err != nil {
-				return fmt.Errorf("create policy %s: %w", def.ID, err)
-			}
-		case err != nil:
-			return fmt.Errorf("load policy %s: %w", def.ID, err)
+		pol, err := policyRow(tx, def)
+		if err != nil {
+			return err
 		}
 		if err := by.mayAuthor(pol.Department); err != nil {
 			return err

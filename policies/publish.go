@@ -38,16 +38,9 @@ func ApplyBy(ctx context.Context, db *gorm.DB, def *rules.Definition, sourceFile
 	res := ApplyResult{PolicyID: def.ID}
 	hash := def.Hash()
 	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var pol store.Policy
-		err := tx.Where("id = ?", def.ID).Take(&pol).Error
-		switch {
-		case errors.Is(err, gorm.ErrRecordNotFound):
-			pol = store.Policy{ID: def.ID, Title: def.Title, Department: def.Department}
-			if err := tx.Create(&pol).Error; err != nil {
-				return fmt.Errorf("create policy %s: %w", def.ID, err)
-			}
-		case err != nil:
-			return fmt.Errorf("load policy %s: %w", def.ID, err)
+		pol, err := policyRow(tx, def)
+		if err != nil {
+			return err
 		}
 		var cur store.PolicyVersion
 		if pol.PublishedVersion > 0 {
@@ -218,4 +211,21 @@ func compileVersion(r store.PolicyVersion, opts ...rules.Option) (*rules.Policy,
 	}
 	p.Version = r.Version
 	return p, nil
+}
+
+// policyRow loads the catalog row of def's policy in tx, creating it (title and department from
+// def) when the policy is new.
+func policyRow(tx *gorm.DB, def *rules.Definition) (store.Policy, error) {
+	var pol store.Policy
+	err := tx.Where("id = ?", def.ID).Take(&pol).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		pol = store.Policy{ID: def.ID, Title: def.Title, Department: def.Department}
+		if err := tx.Create(&pol).Error; err != nil {
+			return pol, fmt.Errorf("create policy %s: %w", def.ID, err)
+		}
+	case err != nil:
+		return pol, fmt.Errorf("load policy %s: %w", def.ID, err)
+	}
+	return pol, nil
 }
