@@ -100,14 +100,7 @@ per second of GET /api/v1/matches/export?format=csv as the park manager), as a t
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := runAPIBench(cmd.Context(), o, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, res)
-			}
-			printAPIBench(os.Stdout, res)
-			return nil
+			return report(res, err, asJSON, printAPIBench)
 		},
 	}
 	f := cmd.Flags()

@@ -54,14 +54,7 @@ the benchmark writes firms, matches and outbox rows. Other work on the machine s
 				o.Progress = os.Stderr
 			}
 			res, err := matcher.Benchmark(ctx, db, o)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, res)
-			}
-			printBenchMatch(os.Stdout, res)
-			return nil
+			return report(res, err, asJSON, printBenchMatch)
 		},
 	}
 	cmd.Flags().IntVar(&o.Firms, "firms", 100000, "synthetic firms")

@@ -89,14 +89,7 @@ MySQL/MariaDB database (created when missing; give a fresh name for a fresh run)
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := runPipelineBench(cmd.Context(), o, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, res)
-			}
-			printPipelineBench(os.Stdout, res)
-			return nil
+			return report(res, err, asJSON, printPipelineBench)
 		},
 	}
 	f := cmd.Flags()
@@ -334,6 +327,18 @@ func symmetricDifference(a, b map[string]string) int {
 		}
 	}
 	return n
+}
+
+// report prints a benchmark's result (when it has one) as JSON or as its table.
+func report[R any](res R, err error, asJSON bool, table func(io.Writer, R)) error {
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(os.Stdout, res)
+	}
+	table(os.Stdout, res)
+	return nil
 }
 
 func printPipelineBench(w io.Writer, r pipelineResult) {
