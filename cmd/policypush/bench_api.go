@@ -150,7 +150,7 @@ type benchRole struct {
 }
 
 func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult, error) {
-	res := apiResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), Database: "sqlite", Rate: o.rate}
+	res := apiResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), Database: o.database(), Rate: o.rate}
 	if o.rate < 1 || o.duration <= 0 {
 		return res, errors.New("--rate must be at least 1 and --duration positive")
 	}
@@ -158,17 +158,11 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	if err != nil {
 		return res, fmt.Errorf("--as-of: %w", err)
 	}
-	if o.dir == "" {
-		dir, err := os.MkdirTemp("", "policypush-api")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		o.dir = dir
+	cleanup, err := o.useDir("policypush-api")
+	if err != nil {
+		return res, err
 	}
-	if o.mysqlDSN != "" {
-		res.Database = "mysql"
-	}
+	defer cleanup()
 	if res.Seeded, err = seedAPIBench(ctx, o, progress); err != nil {
 		return res, err
 	}

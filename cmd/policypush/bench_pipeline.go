@@ -99,22 +99,16 @@ MySQL/MariaDB database (created when missing; give a fresh name for a fresh run)
 }
 
 func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) (pipelineResult, error) {
-	res := pipelineResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), AsOf: o.asOf, Database: "sqlite"}
+	res := pipelineResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), AsOf: o.asOf, Database: o.database()}
 	asOf, err := rules.ParseDate(o.asOf)
 	if err != nil {
 		return res, fmt.Errorf("--as-of: %w", err)
 	}
-	if o.dir == "" {
-		dir, err := os.MkdirTemp("", "policypush-pipeline")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		o.dir = dir
+	cleanup, err := o.useDir("policypush-pipeline")
+	if err != nil {
+		return res, err
 	}
-	if o.mysqlDSN != "" {
-		res.Database = "mysql"
-	}
+	defer cleanup()
 	run, err := o.commands(ctx, progress)
 	if err != nil {
 		return res, err
@@ -327,6 +321,27 @@ func symmetricDifference(a, b map[string]string) int {
 		}
 	}
 	return n
+}
+
+// useDir makes a temporary data dir (removed by the returned cleanup) when no --dir was given.
+func (o *pipelineBench) useDir(prefix string) (cleanup func(), err error) {
+	if o.dir != "" {
+		return func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	o.dir = dir
+	return func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// database is the benchmark's database driver.
+func (o pipelineBench) database() string {
+	if o.mysqlDSN != "" {
+		return "mysql"
+	}
+	return "sqlite"
 }
 
 // report prints a benchmark's result (when it has one) as JSON or as its table.
