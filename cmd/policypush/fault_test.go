@@ -743,9 +743,11 @@ func (f *faultRun) check(elapsed time.Duration) {
 		log, _ := os.ReadFile(p.log)
 		for _, line := range strings.Split(string(log), "\n") {
 			switch {
-			case strings.Contains(line, "consumer stalled"):
+			// The watch's own messages, not its errors: "look for stranded deliveries: <the
+			// database is down>" during the MariaDB outage found nothing.
+			case strings.Contains(line, `msg="consumer stalled:`):
 				resets = append(resets, p.name+": "+line)
-			case strings.Contains(line, "stranded deliveries"):
+			case strings.Contains(line, `msg="stranded deliveries:`):
 				stranded = append(stranded, p.name+": "+line)
 			}
 		}
