@@ -112,6 +112,10 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 				PolicyID: m.PolicyID, QueuedAt: now}).Error; err != nil {
 				t.Fatal(err)
 			}
+			// what every delivery transition into or out of sent and delivered does (notify/apply.go)
+			if err := store.RefreshReach(f.db, []uint64{d.ID}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if i%3 == 0 {
 			if err := f.db.Create(&store.LinkOpen{CreditCode: m.CreditCode, PolicyID: m.PolicyID, FirstAt: now, LastAt: now}).Error; err != nil {
@@ -125,8 +129,15 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 			}
 		}
 	}
-	// funnelOracle is the former funnel: the notify state, link opening and answer of each active
-	// match in scope, as the matched-firms list reads them, counted.
+	// funnelOracle is the former funnel: the notify state (from the deliveries, as the list read it
+	// before matches kept their reach), link opening and answer of each active match in scope,
+	// counted. The list's own notify state must agree with it.
+	const itemOf = "SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id"
+	const rawNotify = "(CASE WHEN EXISTS (" + itemOf + " AND d.state = 'delivered') THEN 'delivered'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state = 'sent') THEN 'sent'" +
+		" WHEN EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
+		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead')" +
+		" THEN 'failed' ELSE 'pending' END)"
 	funnelOracle := func(where string, arg any, policyID string) funnel {
 		t.Helper()
 		var rows []store.MatchRow
@@ -134,12 +145,31 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 			Scan(&rows).Error; err != nil {
 			t.Fatal(err)
 		}
+		var raws []struct {
+			ID  uint64
+			Raw string
+		}
+		if err := f.db.Table("matches AS m").Where("m.state = ?", store.MatchActive).Select("m.id, " + rawNotify + " AS raw").
+			Scan(&raws).Error; err != nil {
+			t.Fatal(err)
+		}
+		raw := map[uint64]string{}
+		for _, r := range raws {
+			raw[r.ID] = r.Raw
+		}
 		fn := funnel{Matched: int64(len(rows))}
-		for _, r := range rows {
-			if r.Notify == "sent" || r.Notify == "delivered" {
+		for _, row := range rows {
+			r := struct {
+				store.MatchRow
+				Raw string
+			}{row, raw[row.MatchID]}
+			if r.Notify != r.Raw {
+				t.Errorf("match %d: the list says %s, the deliveries say %s", r.MatchID, r.Notify, r.Raw)
+			}
+			if r.Raw == "sent" || r.Raw == "delivered" {
 				fn.Notified++
 			}
-			if r.Notify == "delivered" {
+			if r.Raw == "delivered" {
 				fn.Delivered++
 			}
 			if r.Opened {

@@ -170,6 +170,9 @@ func (w writer) supersedeRows(tx *gorm.DB, p *rules.Policy, batch []*store.Match
 	if err := insertMatches(tx, rows); err != nil {
 		return nil, fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
 	}
+	if err := store.ReachOfNew(tx, rows); err != nil { // the firm's notices of the older version
+		return nil, err
+	}
 	return insertedIDs(rows), nil
 }
 

@@ -397,7 +397,7 @@ func (n *Notifier) chunk(cols int) int {
 func (n *Notifier) retryTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
 	for i := range 6 {
-		err = n.db.WithContext(ctx).Transaction(fn)
+		err = inTx(ctx, n.db, fn)
 		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
 			return err
 		}

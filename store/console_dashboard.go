@@ -44,28 +44,16 @@ type FunnelStages struct {
 }
 
 // ReadFunnelStages counts the active matches the filter covers that reached each stage after
-// "matched". These are not maintained (docs/console.md, "Maintained aggregates"): they are counted
-// from the notify side. A firm's link opening and its response are unique per (firm, policy), so
-// opened, confirmed and objected join those tables, the few firms that acted, to the active
-// matches (by credit code and policy), instead of probing them once per match. Notified and
-// delivered remain one indexed semi-join (delivery_items by firm and policy) per active match in
-// scope: a match is notified when a message carrying it was sent or delivered, as notifySQL
-// decides.
+// "matched". Notified and delivered are sums of the maintained counts (MatchCount.Notified,
+// Delivered: the matches whose Reached is sent or delivered, reach.go). A firm's link opening and
+// its response are unique per (firm, policy), so opened, confirmed and objected join those tables,
+// the few firms that acted, to the active matches (by credit code and policy), instead of probing
+// them once per match.
 func ReadFunnelStages(ctx context.Context, db *gorm.DB, f DashboardFilter) (FunnelStages, error) {
 	var out FunnelStages
-	sent := func(states string) string {
-		return "EXISTS (SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code" +
-			" AND i.policy_id = m.policy_id AND d.state IN (" + states + "))"
-	}
-	matches := db.WithContext(ctx).Table("matches AS m").
-		Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
-		Where("m.state = ?", MatchActive)
-	if f.PolicyID != "" {
-		matches = matches.Where("m.policy_id = ?", f.PolicyID)
-	}
 	var sums struct{ Notified, Delivered int64 }
-	if err := f.Scope.Apply(matches, "e").Select(`COALESCE(SUM(CASE WHEN ` + sent("'sent', 'delivered'") + ` THEN 1 ELSE 0 END), 0) AS notified,
-		COALESCE(SUM(CASE WHEN ` + sent("'delivered'") + ` THEN 1 ELSE 0 END), 0) AS delivered`).Scan(&sums).Error; err != nil {
+	if err := countsQuery(ctx, db, f).Select("COALESCE(SUM(c.notified), 0) AS notified, COALESCE(SUM(c.delivered), 0) AS delivered").
+		Scan(&sums).Error; err != nil {
 		return out, fmt.Errorf("count notified matches: %w", err)
 	}
 	out.Notified, out.Delivered = sums.Notified, sums.Delivered

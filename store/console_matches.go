@@ -35,19 +35,21 @@ const regionIndex = "idx_enterprises_region_code"
 // onlyCounted reports whether the maintained counts (match_counts) can total the filter: they are
 // kept per policy, region code, park and state.
 func (f MatchFilter) onlyCounted() bool {
-	return f.Industry == "" && f.Notify == "" && f.Response == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == ""
+	return f.Industry == "" && f.Response == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == "" &&
+		(f.Notify == "" || f.Notify == "sent" || f.Notify == "delivered")
 }
 
 // SQL pieces of the list, the export and the firm page. A match is announced by a delivery item
 // (several items can share one digest message); items are keyed by firm and policy, so a newer
 // policy version the firm still qualifies for keeps the notice of the old one.
 const (
+	// sent and delivered are the match's maintained reach (Match.Reached, reach.go); only a match
+	// that reached neither is looked up in delivery_items, for a failure.
 	itemOf    = "SELECT 1 FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id"
-	notifySQL = "(CASE WHEN EXISTS (" + itemOf + " AND d.state = 'delivered') THEN 'delivered'" +
-		" WHEN EXISTS (" + itemOf + " AND d.state = 'sent') THEN 'sent'" +
-		" WHEN EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
-		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead')" +
-		" THEN 'failed' ELSE 'pending' END)"
+	failedSQL = "(EXISTS (" + itemOf + " AND d.state IN ('dead', 'undelivered'))" +
+		" OR EXISTS (SELECT 1 FROM delivery_items i WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id AND i.state = 'dead'))"
+	notifySQL = "(CASE WHEN m.reached = 2 THEN 'delivered' WHEN m.reached = 1 THEN 'sent'" +
+		" WHEN " + failedSQL + " THEN 'failed' ELSE 'pending' END)"
 	openedSQL   = "EXISTS (SELECT 1 FROM link_opens o WHERE o.credit_code = m.credit_code AND o.policy_id = m.policy_id)"
 	responseSQL = "COALESCE((SELECT r.kind FROM enterprise_responses r WHERE r.credit_code = m.credit_code AND r.policy_id = m.policy_id), '')"
 )
@@ -98,8 +100,15 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)
 	}
-	if f.Notify != "" {
-		q = q.Where(notifySQL+" = ?", f.Notify)
+	switch f.Notify {
+	case "delivered":
+		q = q.Where("m.reached = ?", ReachDelivered)
+	case "sent":
+		q = q.Where("m.reached = ?", ReachSent)
+	case "failed", "pending":
+		// through the CASE, not as a bare [NOT] EXISTS: MariaDB turns those into a semi-join that
+		// materializes every failed item (a full read of delivery_items)
+		q = q.Where("m.reached = ? AND "+notifySQL+" = ?", ReachNone, f.Notify)
 	}
 	switch f.Response {
 	case "none":
@@ -170,9 +179,9 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 }
 
 // CountMatches is the total of the list, counted up to max+1: summed from the maintained counts
-// (MatchCount, kept by policy, region code, park and state, scoped like enterprises) when the
-// filter narrows only by policy, park and region, so that no page counts matches; otherwise the
-// list's rows are counted.
+// (MatchCount, kept by policy, region code, park and state, scoped like enterprises, with how many
+// were sent and delivered) when the filter narrows only by policy, park, region and a sent or
+// delivered notice, so that no page counts matches; otherwise the list's rows are counted.
 func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int64, error) {
 	if !f.onlyCounted() {
 		return CountUpTo(matchQuery(ctx, db, f), max)
@@ -181,8 +190,9 @@ func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int
 	// scope is the cheap part, whatever plan the database picks.
 	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ?", MatchActive), "c")
 	q = f.narrow(q, "c", "c")
+	sum := map[string]string{"": "c.n", "sent": "c.notified - c.delivered", "delivered": "c.delivered"}[f.Notify]
 	var n int64
-	if err := q.Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error; err != nil {
+	if err := q.Select("COALESCE(SUM(" + sum + "), 0)").Scan(&n).Error; err != nil {
 		return 0, fmt.Errorf("count matches: %w", err)
 	}
 	return n, nil

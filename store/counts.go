@@ -38,6 +38,15 @@ type MatchCount struct {
 	N          int64  `gorm:"not null;default:0" json:"n"`
 	Amounts    int64  `gorm:"not null;default:0" json:"amounts"`
 	AmountFen  int64  `gorm:"not null;default:0" json:"amount_fen"`
+	// Notified and Delivered count the matches whose notices got that far (Match.Reached): the
+	// dashboard's funnel.
+	Notified  int64 `gorm:"not null;default:0" json:"notified"`
+	Delivered int64 `gorm:"not null;default:0" json:"delivered"`
+}
+
+// val is r's figures.
+func (r MatchCount) val() CountVal {
+	return CountVal{N: r.N, Amounts: r.Amounts, AmountFen: r.AmountFen, Notified: r.Notified, Delivered: r.Delivered}
 }
 
 // MatchHour is the active matches of one policy, region code and park made in one UTC hour
@@ -59,23 +68,27 @@ type CountKey struct {
 	PolicyID, RegionCode, ParkID, State, Hour string
 }
 
-// CountVal is the figures of a MatchCount row (or a change of them).
+// CountVal is the figures of a MatchCount row (or a change of them); a MatchHour row has no
+// Notified and Delivered.
 type CountVal struct {
 	N         int64 `json:"n"`
 	Amounts   int64 `json:"amounts"`
 	AmountFen int64 `json:"amount_fen"`
+	Notified  int64 `json:"notified"`
+	Delivered int64 `json:"delivered"`
 }
 
 // Counts is a set of MatchCount figures (or of changes to them) by key.
 type Counts map[CountKey]CountVal
 
-// CountedMatch is what a match contributes to the counts: its policy, state, amount and time, and
-// its firm's region code and park.
+// CountedMatch is what a match contributes to the counts: its policy, state, amount, time and
+// reach, and its firm's region code and park.
 type CountedMatch struct {
 	PolicyID   string
 	State      string
 	Amount     *float64
 	MatchedAt  time.Time
+	Reached    int8
 	RegionCode string
 	ParkID     string
 }
@@ -103,29 +116,34 @@ func (c Counts) add(m CountedMatch, hour string, sign int64) {
 	if m.State == MatchActive && m.Amount != nil {
 		d.Amounts, d.AmountFen = sign, sign*Fen(*m.Amount)
 	}
-	c.plus(k, d)
 	if m.State == MatchActive {
 		k.Hour = hour
 		c.plus(k, d)
+		k.Hour = ""
 	}
+	if m.Reached >= ReachSent {
+		d.Notified = sign
+	}
+	if m.Reached >= ReachDelivered {
+		d.Delivered = sign
+	}
+	c.plus(k, d)
 }
 
 func (c Counts) plus(k CountKey, d CountVal) {
-	v := c[k]
-	v.N += d.N
-	v.Amounts += d.Amounts
-	v.AmountFen += d.AmountFen
-	c[k] = v
+	c[k] = c[k].plus(d, 1)
+}
+
+// plus is v with d times sign added.
+func (v CountVal) plus(d CountVal, sign int64) CountVal {
+	return CountVal{N: v.N + sign*d.N, Amounts: v.Amounts + sign*d.Amounts, AmountFen: v.AmountFen + sign*d.AmountFen,
+		Notified: v.Notified + sign*d.Notified, Delivered: v.Delivered + sign*d.Delivered}
 }
 
 // Merge adds every figure of o, times sign.
 func (c Counts) Merge(o Counts, sign int64) {
 	for k, v := range o {
-		w := c[k]
-		w.N += sign * v.N
-		w.Amounts += sign * v.Amounts
-		w.AmountFen += sign * v.AmountFen
-		c[k] = w
+		c[k] = c[k].plus(v, sign)
 	}
 }
 
@@ -160,33 +178,48 @@ func ApplyCounts(tx *gorm.DB, changes Counts) error {
 			hours = append(hours, k)
 		}
 	}
-	if err := upsertCounts(tx, "match_counts", "state", counts, changes, func(k CountKey) string { return k.State }); err != nil {
+	if err := upsertCounts(tx, "match_counts", "state", countColumns, counts, changes, func(k CountKey) string { return k.State }); err != nil {
 		return err
 	}
-	return upsertCounts(tx, "match_hours", "hour", hours, changes, func(k CountKey) string { return k.Hour })
+	return upsertCounts(tx, "match_hours", "hour", countColumns[:3], hours, changes, func(k CountKey) string { return k.Hour })
 }
 
-// upsertCounts adds changes to the rows keys of table, whose last key column is col (valued by last).
-func upsertCounts(tx *gorm.DB, table, col string, keys []CountKey, changes Counts, last func(CountKey) string) error {
+// countColumns are the figures of match_counts; match_hours has the first three.
+var countColumns = []string{"n", "amounts", "amount_fen", "notified", "delivered"}
+
+// values are v's figures in countColumns order.
+func (v CountVal) values() []any { return []any{v.N, v.Amounts, v.AmountFen, v.Notified, v.Delivered} }
+
+// upsertCounts adds changes to the figures cols of the rows keys of table, whose last key column
+// is col (valued by last).
+func upsertCounts(tx *gorm.DB, table, col string, cols []string, keys []CountKey, changes Counts, last func(CountKey) string) error {
 	mysql := tx.Dialector.Name() == "mysql"
+	row := "(?,?,?,?" + strings.Repeat(",?", len(cols)) + ")"
+	sets := make([]string, len(cols))
+	for i, c := range cols {
+		if mysql {
+			sets[i] = c + " = " + c + " + VALUES(" + c + ")"
+		} else {
+			sets[i] = c + " = " + table + "." + c + " + excluded." + c
+		}
+	}
 	for lo := 0; lo < len(keys); lo += countUpsertRows {
 		part := keys[lo:min(lo+countUpsertRows, len(keys))]
 		var b strings.Builder
-		b.WriteString("INSERT INTO " + table + " (policy_id, region_code, park_id, " + col + ", n, amounts, amount_fen) VALUES ")
-		args := make([]any, 0, len(part)*7)
+		b.WriteString("INSERT INTO " + table + " (policy_id, region_code, park_id, " + col + ", " + strings.Join(cols, ", ") + ") VALUES ")
+		args := make([]any, 0, len(part)*(4+len(cols)))
 		for i, k := range part {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString("(?,?,?,?,?,?,?)")
-			v := changes[k]
-			args = append(args, k.PolicyID, k.RegionCode, k.ParkID, last(k), v.N, v.Amounts, v.AmountFen)
+			b.WriteString(row)
+			args = append(args, k.PolicyID, k.RegionCode, k.ParkID, last(k))
+			args = append(args, changes[k].values()[:len(cols)]...)
 		}
 		if mysql {
-			b.WriteString(" ON DUPLICATE KEY UPDATE n = n + VALUES(n), amounts = amounts + VALUES(amounts), amount_fen = amount_fen + VALUES(amount_fen)")
+			b.WriteString(" ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", "))
 		} else {
-			b.WriteString(" ON CONFLICT (policy_id, region_code, park_id, " + col + ") DO UPDATE SET n = " + table + ".n + excluded.n," +
-				" amounts = " + table + ".amounts + excluded.amounts, amount_fen = " + table + ".amount_fen + excluded.amount_fen")
+			b.WriteString(" ON CONFLICT (policy_id, region_code, park_id, " + col + ") DO UPDATE SET " + strings.Join(sets, ", "))
 		}
 		if err := tx.Exec(b.String(), args...).Error; err != nil {
 			return fmt.Errorf("update %s: %w", table, err)
@@ -196,7 +229,7 @@ func upsertCounts(tx *gorm.DB, table, col string, keys []CountKey, changes Count
 }
 
 // countedSelect reads what matches contribute to the counts; the caller adds the WHERE clause.
-const countedSelect = "SELECT m.policy_id, m.state, m.amount, m.matched_at, e.region_code, e.park_id " +
+const countedSelect = "SELECT m.policy_id, m.state, m.amount, m.matched_at, m.reached, e.region_code, e.park_id " +
 	"FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code"
 
 // countIDsPer is how many ids or credit codes one counting query names.
@@ -255,7 +288,7 @@ func scanCounted(q *gorm.DB, out Counts) error {
 	defer rows.Close()
 	for rows.Next() {
 		var m CountedMatch
-		if err := rows.Scan(&m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.RegionCode, &m.ParkID); err != nil {
+		if err := rows.Scan(&m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.Reached, &m.RegionCode, &m.ParkID); err != nil {
 			return fmt.Errorf("count matches: %w", err)
 		}
 		out.Add(m, 1)
@@ -267,10 +300,14 @@ func scanCounted(q *gorm.DB, out Counts) error {
 }
 
 // CountInserted adds matches just inserted in tx (rows with ID 0 were not inserted and are
-// skipped) to the counts. Their policy, state, amount and time are taken from the rows; only
-// their firms' region code and park are read, in tx, by credit code (one indexed lookup per firm).
-// A match of a firm not in the registry counts nowhere, as in RecountMatches.
+// skipped) to the counts, after setting their reach (ReachOfNew). Their policy, state, amount and
+// time are taken from the rows; only their firms' region code and park are read, in tx, by credit
+// code (one indexed lookup per firm). A match of a firm not in the registry counts nowhere, as in
+// RecountMatches.
 func CountInserted(tx *gorm.DB, ms []Match) error {
+	if err := ReachOfNew(tx, ms); err != nil {
+		return err
+	}
 	codes := make([]any, 0, len(ms))
 	seen := make(map[string]bool, len(ms))
 	for i := range ms {
@@ -334,7 +371,7 @@ func CountInserted(tx *gorm.DB, ms []Match) error {
 			h = ""
 		}
 		delta.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
-			RegionCode: p.region, ParkID: p.park}, h, 1)
+			Reached: m.Reached, RegionCode: p.region, ParkID: p.park}, h, 1)
 	}
 	return ApplyCounts(tx, delta)
 }
@@ -383,11 +420,11 @@ func RevokePolicyCounts(tx *gorm.DB, policyID string) error {
 	}
 	delta := Counts{}
 	for _, r := range rows {
-		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
-		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchRevoked, ""}, CountVal{N: r.N})
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}, CountVal{}.plus(r.val(), -1))
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchRevoked, ""}, CountVal{N: r.N, Notified: r.Notified, Delivered: r.Delivered})
 	}
 	for _, r := range hours {
-		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}, CountVal{-r.N, -r.Amounts, -r.AmountFen})
+		delta.plus(CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}, CountVal{-r.N, -r.Amounts, -r.AmountFen, 0, 0})
 	}
 	return ApplyCounts(tx, delta)
 }
@@ -397,7 +434,7 @@ func RecountMatches(ctx context.Context, db *gorm.DB) (Counts, error) {
 	out := Counts{}
 	var after uint64
 	for {
-		rows, err := db.WithContext(ctx).Raw("SELECT m.id, m.policy_id, m.state, m.amount, m.matched_at, e.region_code, e.park_id "+
+		rows, err := db.WithContext(ctx).Raw("SELECT m.id, m.policy_id, m.state, m.amount, m.matched_at, m.reached, e.region_code, e.park_id "+
 			"FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code WHERE m.id > ? ORDER BY m.id LIMIT 50000", after).Rows()
 		if err != nil {
 			return nil, fmt.Errorf("recount matches: %w", err)
@@ -405,7 +442,7 @@ func RecountMatches(ctx context.Context, db *gorm.DB) (Counts, error) {
 		n := 0
 		for rows.Next() {
 			var m CountedMatch
-			if err := rows.Scan(&after, &m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.RegionCode, &m.ParkID); err != nil {
+			if err := rows.Scan(&after, &m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.Reached, &m.RegionCode, &m.ParkID); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("recount matches: %w", err)
 			}
@@ -435,12 +472,12 @@ func StoredCounts(ctx context.Context, db *gorm.DB) (Counts, error) {
 	}
 	out := Counts{}
 	for _, r := range rows {
-		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
+		if v := r.val(); v != (CountVal{}) {
 			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, r.State, ""}] = v
 		}
 	}
 	for _, r := range hours {
-		if v := (CountVal{r.N, r.Amounts, r.AmountFen}); v != (CountVal{}) {
+		if v := (CountVal{N: r.N, Amounts: r.Amounts, AmountFen: r.AmountFen}); v != (CountVal{}) {
 			out[CountKey{r.PolicyID, r.RegionCode, r.ParkID, MatchActive, r.Hour}] = v
 		}
 	}
@@ -525,7 +562,8 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 	return rep, db.WithContext(ctx).Transaction(run)
 }
 
-func init() { RegisterFixup(backfillMatchCounts) }
+// backfillReach (reach.go) runs first: the recount reads matches.reached.
+func init() { RegisterFixup(backfillReach); RegisterFixup(backfillMatchCounts) }
 
 // backfillMatchCounts counts the matches of a database made before the counts existed, once: when
 // matches exist and match_counts does not (match_hours comes with it).

@@ -101,6 +101,14 @@ const (
 	MatchSuperseded = "superseded" // a newer policy version took over; the firm still qualifies
 )
 
+// How far the notices of a match got (Match.Reached): a match is sent when a message carrying a
+// notice of its firm and policy is sent (or delivered), delivered when one is delivered.
+const (
+	ReachNone      int8 = 0
+	ReachSent      int8 = 1
+	ReachDelivered int8 = 2
+)
+
 // Match records that a firm qualifies for a policy version as of a date. Rows are unique per
 // (policy, version, firm): a firm is never notified twice for the same policy version.
 type Match struct {
@@ -112,6 +120,11 @@ type Match struct {
 	Amount        *float64  `json:"amount"`
 	AsOf          time.Time `gorm:"type:date;not null" json:"as_of"`
 	Notified      bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
+	// Reached is how far the firm's notices of this policy got (ReachNone, ReachSent,
+	// ReachDelivered), kept by store.RefreshReach whenever a delivery enters or leaves sent or
+	// delivered, so that the console's funnel and list read it instead of probing delivery_items
+	// per match (reach.go).
+	Reached int8 `gorm:"not null;default:0" json:"reached"`
 	// ix_match_recent serves the console's newest-first list: it walks (state, matched_at) down
 	// and stops at the page's LIMIT instead of sorting every match in scope.
 	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2" json:"matched_at"`

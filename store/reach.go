@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// How far a match's notices got (Match.Reached), kept on the match so that the console reads it
+// instead of probing delivery_items once per match: the dashboard's funnel sums it from the
+// maintained counts (MatchCount.Notified, Delivered), the list shows and filters it as a column.
+//
+// The truth is the deliveries: a match is delivered when a delivery carrying an item of its firm
+// and policy is delivered, sent when one is sent (items are keyed by firm and policy, so a newer
+// policy version the firm still qualifies for keeps the notice of the old one). Reached is that
+// truth kept in step, in the transaction that changes it:
+//   - every delivery transition that enters or leaves sent or delivered calls RefreshReach for its
+//     deliveries (notify/apply.go), which recomputes the reach of their matches and moves the counts;
+//   - a new match row starts from the reach its firm and policy already have (ReachOfNew, from
+//     CountInserted and the matcher's supersede);
+//   - a database made before the column gets it backfilled once (backfillReach).
+//
+// On MySQL two notifiers may deliver notices of the same match at once (WeChat and SMS): the
+// refresh locks the match rows first (in id order) and reads the deliveries committed by then, so
+// the second waits for the first and counts after it. That needs READ COMMITTED (ReachTxOptions):
+// under REPEATABLE READ the second would read its transaction's older snapshot.
+
+// reachOf is the reach of the notices of match m's firm and policy.
+const reachOf = "(SELECT COALESCE(MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 WHEN '" + DeliverySent + "' THEN 1 ELSE 0 END), 0)" +
+	" FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id)"
+
+// ReachTxOptions are the options of a transaction that may call RefreshReach: READ COMMITTED on
+// MySQL (see above), the default elsewhere (SQLite has one writer).
+func ReachTxOptions(db *gorm.DB) *sql.TxOptions {
+	if db.Dialector.Name() == "mysql" {
+		return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	return nil
+}
+
+// reachIDsPer is how many delivery or match ids one reach statement names.
+const reachIDsPer = 500
+
+// RefreshReach recomputes, in tx, the reach of every match of the firms and policies the items of
+// the given deliveries carry, stores the ones that changed and moves the match counts with them.
+func RefreshReach(tx *gorm.DB, deliveryIDs []uint64) error {
+	mysql := tx.Dialector.Name() == "mysql"
+	for lo := 0; lo < len(deliveryIDs); lo += reachIDsPer {
+		part := deliveryIDs[lo:min(lo+reachIDsPer, len(deliveryIDs))]
+		in, args := idList(tx, part)
+		const pairs = " FROM delivery_items x JOIN matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id"
+		where := " WHERE x.delivery_id IN " + in
+		if mysql {
+			// lock the matches first, in id order: concurrent refreshes of one match queue here
+			var ids []uint64
+			if err := tx.Raw("SELECT m.id"+pairs+where+" ORDER BY m.id FOR UPDATE", args...).Scan(&ids).Error; err != nil {
+				return fmt.Errorf("lock matches to refresh their reach: %w", err)
+			}
+			if len(ids) == 0 {
+				continue
+			}
+		}
+		rows, err := tx.Raw("SELECT m.id, m.policy_id, m.state, m.amount, m.matched_at, m.reached, e.region_code, e.park_id, "+reachOf+
+			pairs+" JOIN enterprises e ON e.credit_code = m.credit_code"+where, args...).Rows()
+		if err != nil {
+			return fmt.Errorf("read the reach of matches: %w", err)
+		}
+		delta := Counts{}
+		moved := map[int8][]uint64{}
+		seen := map[uint64]bool{}
+		for rows.Next() {
+			var id uint64
+			var m CountedMatch
+			var now int8
+			if err := rows.Scan(&id, &m.PolicyID, &m.State, &m.Amount, &m.MatchedAt, &m.Reached, &m.RegionCode, &m.ParkID, &now); err != nil {
+				rows.Close()
+				return fmt.Errorf("read the reach of matches: %w", err)
+			}
+			if seen[id] || now == m.Reached {
+				continue
+			}
+			seen[id] = true
+			delta.Add(m, -1)
+			m.Reached = now
+			delta.Add(m, 1)
+			moved[now] = append(moved[now], id)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("read the reach of matches: %w", err)
+		}
+		if err := setReached(tx, moved); err != nil {
+			return err
+		}
+		if err := ApplyCounts(tx, delta); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setReached stores the reach of matches, by reach.
+func setReached(tx *gorm.DB, ids map[int8][]uint64) error {
+	for level, list := range ids {
+		for lo := 0; lo < len(list); lo += reachIDsPer {
+			if err := tx.Model(&Match{}).Where("id IN ?", list[lo:min(lo+reachIDsPer, len(list))]).
+				Update("reached", level).Error; err != nil {
+				return fmt.Errorf("store the reach of matches: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// idList is an IN list of ids for tx's database: a JSON array through json_each on SQLite (the
+// pure-Go driver binds parameters in time quadratic in their number), placeholders on MySQL.
+func idList(tx *gorm.DB, ids []uint64) (string, []any) {
+	if tx.Dialector.Name() == "sqlite" {
+		b, _ := json.Marshal(ids) // a []uint64 always encodes
+		return "(SELECT value FROM json_each(?))", []any{string(b)}
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return "(?" + strings.Repeat(",?", len(ids)-1) + ")", args
+}
+
+// ReachOfNew sets the reach of match rows just inserted in tx (ID 0: not inserted, skipped) to
+// what their firms' notices of the policy already reached, in memory and in the table, before
+// they are counted. A firm and policy that has no sent or delivered delivery (every match of a
+// first match, and almost every new one) costs one look at delivery_items per call.
+func ReachOfNew(tx *gorm.DB, ms []Match) error {
+	var some []uint64
+	if err := tx.Raw("SELECT match_id FROM delivery_items LIMIT 1").Scan(&some).Error; err != nil {
+		return fmt.Errorf("look for delivery items: %w", err)
+	}
+	if len(some) == 0 {
+		return nil
+	}
+	byPolicy := map[string][]any{}
+	for i := range ms {
+		if ms[i].ID != 0 {
+			byPolicy[ms[i].PolicyID] = append(byPolicy[ms[i].PolicyID], ms[i].CreditCode)
+		}
+	}
+	type pair struct{ policy, code string }
+	reach := map[pair]int8{}
+	sqlite := tx.Dialector.Name() == "sqlite"
+	for policy, codes := range byPolicy {
+		for lo := 0; lo < len(codes); lo += countIDsPer {
+			part := codes[lo:min(lo+countIDsPer, len(codes))]
+			q := "SELECT i.credit_code, MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 ELSE 1 END) FROM delivery_items i " +
+				"JOIN deliveries d ON d.id = i.delivery_id WHERE i.policy_id = ? AND d.state IN ('" + DeliverySent + "', '" +
+				DeliveryDelivered + "') AND i.credit_code IN "
+			args := []any{policy}
+			if sqlite {
+				b, err := json.Marshal(part)
+				if err != nil {
+					return err
+				}
+				q += "(SELECT value FROM json_each(?))"
+				args = append(args, string(b))
+			} else {
+				q += "(?" + strings.Repeat(",?", len(part)-1) + ")"
+				args = append(args, part...)
+			}
+			rows, err := tx.Raw(q+" GROUP BY i.credit_code", args...).Rows()
+			if err != nil {
+				return fmt.Errorf("read the reach of new matches: %w", err)
+			}
+			for rows.Next() {
+				var code string
+				var level int8
+				if err := rows.Scan(&code, &level); err != nil {
+					rows.Close()
+					return fmt.Errorf("read the reach of new matches: %w", err)
+				}
+				reach[pair{policy, code}] = level
+			}
+			err = rows.Err()
+			rows.Close()
+			if err != nil {
+				return fmt.Errorf("read the reach of new matches: %w", err)
+			}
+		}
+	}
+	if len(reach) == 0 {
+		return nil
+	}
+	moved := map[int8][]uint64{}
+	for i := range ms {
+		if level := reach[pair{ms[i].PolicyID, ms[i].CreditCode}]; ms[i].ID != 0 && level != ms[i].Reached {
+			ms[i].Reached = level
+			moved[level] = append(moved[level], ms[i].ID)
+		}
+	}
+	return setReached(tx, moved)
+}
+
+// backfillReach adds Match.Reached and the counts' Notified and Delivered to a database made
+// before them, once (when matches lack the column): the reach of every match that has a delivery
+// item is computed from the deliveries, and the counts are replaced by a recount.
+func backfillReach(db *gorm.DB) error {
+	m := db.Migrator()
+	if !m.HasTable(&Match{}) || m.HasColumn(&Match{}, "Reached") {
+		return nil
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		m := tx.Migrator()
+		if err := m.AddColumn(&Match{}, "Reached"); err != nil {
+			return fmt.Errorf("add matches.reached: %w", err)
+		}
+		if m.HasTable(&DeliveryItem{}) && m.HasTable(&Delivery{}) {
+			if err := tx.Exec("UPDATE matches SET reached = " + strings.ReplaceAll(reachOf, "m.", "matches.") +
+				" WHERE EXISTS (SELECT 1 FROM delivery_items x WHERE x.credit_code = matches.credit_code AND x.policy_id = matches.policy_id)").Error; err != nil {
+				return fmt.Errorf("backfill matches.reached: %w", err)
+			}
+		}
+		if !m.HasTable(&MatchCount{}) || !m.HasTable(&Enterprise{}) {
+			return nil // backfillMatchCounts counts them
+		}
+		for _, col := range []string{"Notified", "Delivered"} {
+			if !m.HasColumn(&MatchCount{}, col) {
+				if err := m.AddColumn(&MatchCount{}, col); err != nil {
+					return fmt.Errorf("add match_counts.%s: %w", strings.ToLower(col), err)
+				}
+			}
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		counts, err := RecountMatches(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, table := range []any{&MatchCount{}, &MatchHour{}} {
+			if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
+				return fmt.Errorf("clear match counts: %w", err)
+			}
+		}
+		return ApplyCounts(tx, counts)
+	})
+}
