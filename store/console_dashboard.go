@@ -57,10 +57,16 @@ func ReadFunnelStages(ctx context.Context, db *gorm.DB, f DashboardFilter) (Funn
 		return out, fmt.Errorf("count notified matches: %w", err)
 	}
 	out.Notified, out.Delivered = sums.Notified, sums.Delivered
+	// the acting firms first, in this order (CROSS JOIN on SQLite, STRAIGHT_JOIN on MySQL): left to
+	// itself SQLite walks every active match and probes the few openings
+	join := "CROSS JOIN"
+	if db.Dialector.Name() == "mysql" {
+		join = "STRAIGHT_JOIN"
+	}
 	acted := func(table string) *gorm.DB {
 		q := db.WithContext(ctx).Table(table).
-			Joins("JOIN matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", MatchActive).
-			Joins("JOIN enterprises e ON e.credit_code = x.credit_code")
+			Joins(join+" matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", MatchActive).
+			Joins(join+" enterprises e ON e.credit_code = x.credit_code")
 		if f.PolicyID != "" {
 			q = q.Where("x.policy_id = ?", f.PolicyID)
 		}
