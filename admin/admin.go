@@ -27,6 +27,7 @@ import (
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/core"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/rules"
@@ -88,6 +89,9 @@ type Options struct {
 	// Gate is where a person's request tells the pipeline of this process (relay, notifiers) to
 	// let it go first (stage.Gate); nil: no precedence (a console in a process of its own).
 	Gate *stage.Gate
+	// AuditJournal takes the audit records of staff reads off the request path (audit.Journal,
+	// docs/console.md "Audit journal"); nil: they are written to the database in the request.
+	AuditJournal *audit.Journal
 }
 
 // DeliveryHandlers are the endpoints of the delivery path (package notify and the serve process):
@@ -168,7 +172,7 @@ func New(o Options) (*Server, error) {
 		o.DB = db
 	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
-		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary})}
+		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary, Journal: o.AuditJournal})}
 	if err := s.parseTemplates(); err != nil {
 		return nil, err
 	}

@@ -18,10 +18,11 @@ func writeAudit(db *gorm.DB, actor string, action audit.Action, object string, d
 	return audit.Write(db, audit.Entry{Actor: actor, Action: action, Object: object, Detail: detail})
 }
 
-// audit records a staff read or change; a failure to write the audit row fails the request, so
-// nothing is read unrecorded.
+// audit records a staff read (through the audit journal when the console has one) or change; a
+// failure to record fails the request, so nothing is read unrecorded.
 func (s *Server) audit(r *http.Request, p *Principal, action audit.Action, object string, detail map[string]any) error {
-	return writeAudit(s.opts.DB.WithContext(r.Context()), p.Name, action, object, detail)
+	return audit.Record(s.opts.DB.WithContext(r.Context()), s.opts.AuditJournal,
+		audit.Entry{Actor: p.Name, Action: action, Object: object, Detail: detail})
 }
 
 // auditFilter is what the audit log viewer filters on.

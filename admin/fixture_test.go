@@ -18,6 +18,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	demofixture "github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/matcher"
@@ -35,6 +36,8 @@ type fixture struct {
 	srv    *Server
 	ts     *httptest.Server
 	secret []byte
+	// journal takes the audit records of reads (audit.Journal), as serve's console does
+	journal *audit.Journal
 	// sip and njjb are firms with an active match, in parks SIP and NJ-JB; sipPolicy and
 	// njjbPolicy are policies they match.
 	sip, njjb             store.Enterprise
@@ -87,8 +90,13 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{t: t, db: db, secret: []byte("test-link-secret-0123456789abcdef")}
 	var err error
+	// reads are audited through a journal, as in serve; auditCount flushes it
+	if f.journal, err = audit.OpenJournal(db, t.TempDir(), nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.journal.Close() })
 	f.srv, err = New(Options{DB: db, LinkSecret: f.secret, Location: time.FixedZone("CST", 8*3600), Matcher: engine,
-		Now: func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }})
+		Now: func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }, AuditJournal: f.journal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,8 +249,12 @@ func (f *fixture) do(c caller, method, path string, body any, cookies ...*http.C
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-// auditCount counts audit rows of an action by an actor (and object when given).
+// auditCount counts audit rows of an action by an actor (and object when given), after storing
+// what the audit journal holds.
 func (f *fixture) auditCount(actor, action, object string) int64 {
+	if err := f.journal.Flush(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
 	q := f.db.Model(&store.AuditLog{}).Where("actor = ? AND action = ?", actor, action)
 	if object != "" {
 		q = q.Where("object = ?", object)

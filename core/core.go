@@ -15,6 +15,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/rules"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	// Vocabulary is what published rules compile against (config fields.extra); nil: the standard
 	// catalog.
 	Vocabulary *rules.Vocabulary
+	// Journal takes the audit records of reads (exports, near misses) off the request path
+	// (audit.Journal; serve's console); nil: they are written directly.
+	Journal *audit.Journal
 }
 
 // Service runs the operations against one database. It is built like payout.Service on purpose

@@ -57,7 +57,7 @@ func (s *Service) ExportMatches(ctx context.Context, w io.Writer, req MatchExpor
 		detail = map[string]any{}
 	}
 	detail["format"] = string(req.Format)
-	if err := audit.Write(s.db.WithContext(ctx), audit.Entry{At: s.now(), Actor: req.Actor, Action: audit.FirmExport,
+	if err := audit.Record(s.db.WithContext(ctx), s.opts.Journal, audit.Entry{At: s.now(), Actor: req.Actor, Action: audit.FirmExport,
 		Object: "matches", Detail: detail}); err != nil {
 		return sum, err
 	}

@@ -103,7 +103,7 @@ func (s *Service) NearMisses(ctx context.Context, req NearMissRequest) (NearMiss
 	if out.Total, out.Items, err = rules.NearMisses(pol, envs, req.Limit); err != nil {
 		return out, err
 	}
-	return out, audit.Write(s.db.WithContext(ctx), audit.Entry{At: s.now(), Actor: req.Actor, Action: audit.FirmNearMiss,
+	return out, audit.Record(s.db.WithContext(ctx), s.opts.Journal, audit.Entry{At: s.now(), Actor: req.Actor, Action: audit.FirmNearMiss,
 		Object: req.PolicyID, Detail: map[string]any{"version": pol.Version, "as_of": req.AsOf.Format(time.DateOnly),
 			"park_id": req.ParkID, "region": req.Region, "firms": out.Firms, "near_misses": out.Total}})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/policies"
@@ -333,6 +334,11 @@ func (a *app) serveHTTP(ctx context.Context) (*stage.HTTP, error) {
 	}
 	opts.Gate = &a.gate
 	opts.Delivery = a.deliveryHandlers()
+	// started before the console, so that it stops after the console's last request
+	if opts.AuditJournal, err = audit.OpenJournal(opts.DB, filepath.Join(a.cfg.DataDir, "console"), a.log); err != nil {
+		return nil, err
+	}
+	a.start(ctx, "audit_journal", opts.AuditJournal)
 	h, err := admin.New(opts)
 	if err != nil {
 		return nil, err
