@@ -66,7 +66,7 @@ func ReadFunnelStages(ctx context.Context, db *gorm.DB, f DashboardFilter) (Funn
 	acted := func(table string) *gorm.DB {
 		q := db.WithContext(ctx).Table(table).
 			Joins(join+" matches m ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id AND m.state = ?", MatchActive).
-			Joins(join+" enterprises e ON e.credit_code = x.credit_code")
+			Joins(join + " enterprises e ON e.credit_code = x.credit_code")
 		if f.PolicyID != "" {
 			q = q.Where("x.policy_id = ?", f.PolicyID)
 		}
