@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -57,23 +56,17 @@ func apply(tx *gorm.DB, c change, now time.Time) (int64, error) {
 		deliveryOutcomes.WithLabelValues(c.channel, c.tr.Outcome, c.code).Add(float64(res.RowsAffected))
 	}
 	if res.RowsAffected > 0 && c.tr.movesReach() {
-		if err := store.RefreshReach(tx, c.ids); err != nil {
+		if err := store.QueueReach(tx, c.ids); err != nil {
 			return 0, err
 		}
 	}
 	return res.RowsAffected, nil
 }
 
-// inTx runs fn in a transaction of db with the options a delivery transition needs
-// (store.ReachTxOptions): every transaction of this package that changes a delivery runs here.
-func inTx(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) error {
-	return db.WithContext(ctx).Transaction(fn, store.ReachTxOptions(db))
-}
-
 // movesReach reports whether the transition can enter or leave a state that decides how far a
-// match's notices got (sent, delivered): then the reach of the delivery's matches and the
-// dashboard's counts of them follow in the same transaction (store.RefreshReach). Its
-// transactions run with store.ReachTxOptions.
+// match's notices got (sent, delivered): then the delivery is queued, in the same transaction, for
+// the refresh of its matches' reach and the dashboard's counts of them (store.QueueReach; the
+// notifier drains the queue, reach.go).
 func (t Transition) movesReach() bool {
 	reach := func(s string) bool { return s == store.DeliverySent || s == store.DeliveryDelivered }
 	return reach(t.To) || slices.ContainsFunc(t.From, reach)

@@ -172,8 +172,32 @@ func (n *Notifier) Run(ctx context.Context) error {
 			n.consume(ctx, rt)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		stage.Every(ctx, reachEvery, n.drainReach, func(err error) {
+			n.opts.Log.Warn("refresh how far the notices of matches got; will retry", "err", err)
+		})
+	}()
 	wg.Wait()
+	// the lanes have stopped: what they queued last is refreshed before the notifier goes
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := store.DrainReach(final, n.db); err != nil {
+		n.opts.Log.Warn("refresh how far the notices of matches got; the next notifier will", "err", err)
+	}
 	return nil
+}
+
+// reachEvery is how often the notifier refreshes the reach of matches whose deliveries moved
+// (store.DrainReach: the console's funnel and notify column follow the deliveries this far behind).
+const reachEvery = 200 * time.Millisecond
+
+// drainReach lets the console's requests go first, then drains the reach queue.
+func (n *Notifier) drainReach(ctx context.Context) error {
+	n.opts.Gate.Yield(ctx)
+	_, err := store.DrainReach(ctx, n.db)
+	return err
 }
 
 // consume pulls a channel's messages into a feed that its lanes take batches from, and watches
@@ -397,7 +421,7 @@ func (n *Notifier) chunk(cols int) int {
 func (n *Notifier) retryTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	var err error
 	for i := range 6 {
-		err = inTx(ctx, n.db, fn)
+		err = n.db.WithContext(ctx).Transaction(fn)
 		if err == nil || store.IsUniqueViolation(err) || !retryable(err) || ctx.Err() != nil {
 			return err
 		}

@@ -157,7 +157,7 @@ type ResendResult struct {
 func (o Ops) Resend(ctx context.Context, ids []uint64, actor string) ([]ResendResult, error) {
 	now := o.now()
 	out := make([]ResendResult, 0, len(ids))
-	err := inTx(ctx, o.DB, func(tx *gorm.DB) error {
+	err := o.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		out = out[:0]
 		var ds []store.Delivery
 		if err := tx.Where("id IN ?", ids).Find(&ds).Error; err != nil {

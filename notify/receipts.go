@@ -92,7 +92,7 @@ type ReceiptSummary struct {
 func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (ReceiptSummary, error) {
 	var sum ReceiptSummary
 	now := c.now()
-	err := inTx(ctx, c.DB, func(tx *gorm.DB) error {
+	err := c.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		sum = ReceiptSummary{}
 		for _, r := range rs {
 			row := store.DeliveryReceipt{Provider: r.Provider, ProviderID: r.ProviderID, RecipientHash: recipientHash(r.Recipient),
@@ -137,7 +137,7 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 	}
 	// After the commit, in a transaction of its own: a report stored unmatched because its send was
 	// not yet recorded is applied here or by the notifier's own post-commit pass, whichever is later.
-	err = inTx(ctx, c.DB, func(tx *gorm.DB) error { return applyWaiting(tx, c, nil, now) })
+	err = c.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return applyWaiting(tx, c, nil, now) })
 	return sum, err
 }
 

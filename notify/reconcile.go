@@ -85,7 +85,7 @@ func Reconcile(ctx context.Context, c ReceiptConfig, senders []Sender, window ti
 			return sum, err
 		}
 	}
-	err := inTx(ctx, c.DB, func(tx *gorm.DB) error {
+	err := c.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		for _, d := range unknown {
 			detail := "no report within the receipt window; " + d.Provider + " has no status query"
 			if _, ok := byName[d.Provider]; ok {

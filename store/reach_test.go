@@ -96,8 +96,8 @@ func seedReach(t *testing.T, db *gorm.DB) []store.Match {
 	return ms
 }
 
-// A match's reach follows its deliveries through every state change that RefreshReach is called
-// for, a new version's row starts from the reach of the old one's notices (ReachOfNew), and the
+// A match's reach follows its deliveries through every state change that is refreshed, directly
+// (RefreshReach) or queued and drained (QueueReach, DrainReach), a new version's row starts from the reach of the old one's notices (ReachOfNew), and the
 // counts (notified, delivered) stay equal to a recount throughout.
 func TestReachFollowsDeliveries(t *testing.T) {
 	db := testenv.OpenDB(t).DB
@@ -106,6 +106,7 @@ func TestReachFollowsDeliveries(t *testing.T) {
 	states := []string{store.DeliveryQueued, store.DeliverySending, store.DeliverySent, store.DeliveryDelivered,
 		store.DeliveryUndelivered, store.DeliveryFailed, store.DeliveryDead}
 	var deliveries []store.Delivery
+	drained := 0 // queued deliveries refreshed by the drains at the end of the rounds
 	now := time.Now().UTC()
 	for round := range 6 {
 		for range 25 {
@@ -137,15 +138,30 @@ func TestReachFollowsDeliveries(t *testing.T) {
 				for range 1 + rng.IntN(3) {
 					ids = append(ids, deliveries[rng.IntN(len(deliveries))].ID)
 				}
+				// as the notifier does: queued in the transaction of the change, refreshed by a drain
 				if err := db.Transaction(func(tx *gorm.DB) error {
 					if err := tx.Model(&store.Delivery{}).Where("id IN ?", ids).Update("state", to).Error; err != nil {
 						return err
 					}
-					return store.RefreshReach(tx, ids)
+					return store.QueueReach(tx, ids)
 				}); err != nil {
 					t.Fatal(err)
 				}
+				if rng.IntN(4) == 0 {
+					if _, err := store.DrainReach(context.Background(), db); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
+		}
+		n, err := store.DrainReach(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		drained += n
+		var left int64
+		if err := db.Model(&store.ReachQueue{}).Count(&left).Error; err != nil || left != 0 {
+			t.Fatalf("%d deliveries left in the queue after a drain (%v)", left, err)
 		}
 		checkReach(t, db, fmt.Sprintf("round %d", round))
 		// A new version of a policy: the firms' active rows are superseded and new ones inserted,
@@ -183,6 +199,9 @@ func TestReachFollowsDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkReach(t, db, fmt.Sprintf("round %d, new version of %s", round, policy))
+	}
+	if drained == 0 {
+		t.Fatal("no drain at the end of a round found queued deliveries: the queue path went untested")
 	}
 }
 
