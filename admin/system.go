@@ -16,8 +16,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"gorm.io/gorm"
-
 	"github.com/policypush/policypush/core/audit"
 	"github.com/policypush/policypush/internal/stage"
 	"github.com/policypush/policypush/notify/sandbox"
@@ -78,11 +76,7 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 		s.failErr(w, r, err)
 		return
 	}
-	var firms func(q *gorm.DB, alias string) *gorm.DB
-	if sc := p.firmScope(); !sc.All() {
-		firms = sc.Apply
-	}
-	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, firms)
+	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, p.firmScope())
 	if err != nil {
 		s.failErr(w, r, err)
 		return

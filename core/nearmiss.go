@@ -68,7 +68,7 @@ func (s *Service) NearMisses(ctx context.Context, req NearMissRequest) (NearMiss
 			q = q.Where("e.park_id = ?", req.ParkID)
 		}
 		if req.Region != "" {
-			q = q.Where("e.region_code LIKE ? ESCAPE '!'", store.LikePrefix(req.Region))
+			q = store.WherePrefix(q, "e.region_code", req.Region)
 		}
 		return q
 	}

@@ -55,7 +55,7 @@ func (s FirmScope) Apply(q *gorm.DB, alias string) *gorm.DB {
 	case s.ParkID != "":
 		q = q.Where(alias+".park_id = ?", s.ParkID)
 	case s.RegionPrefix != "":
-		q = q.Where(alias+".region_code LIKE ? ESCAPE '!'", LikePrefix(s.RegionPrefix))
+		q = WherePrefix(q, alias+".region_code", s.RegionPrefix)
 	case s.None:
 		q = q.Where("1 = 0")
 	}

@@ -206,7 +206,7 @@ type plan struct {
 
 // explain asks the database for a statement's plan. A full scan is, on MySQL, an access of type
 // ALL (the table) or index (a whole index, the primary key included); on SQLite, a SCAN of a large
-// table without an index, or any SCAN of a table probed per match.
+// table without an index, any SCAN of a table probed per match, or a SCAN along the region index.
 func explain(t *testing.T, sqlDB *sql.DB, driver string, st statement) plan {
 	t.Helper()
 	var p plan
@@ -228,7 +228,9 @@ func explain(t *testing.T, sqlDB *sql.DB, driver string, st statement) plan {
 			if len(f) < 2 || f[0] != "SCAN" {
 				continue
 			}
-			if table := largeTables[f[1]]; table != "" && (len(f) == 2 || probed[table]) {
+			// a walk along the region index is a city's LIKE read as a scan of every firm's code
+			// instead of a range (store.WherePrefix)
+			if table := largeTables[f[1]]; table != "" && (len(f) == 2 || probed[table] || strings.Contains(detail, "idx_enterprises_region_code")) {
 				p.full = append(p.full, table)
 			}
 		}
@@ -311,6 +313,9 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		// the plan (on MariaDB faster than walking an index with a primary-key lookup per row;
 		// docs/console.md, Exports). In a park or region it is a full scan like any other.
 		whole bool
+		// deliveries: unscoped, the statements may read every delivery along a covering index (the
+		// status's count by channel and state: not maintained yet, docs/console.md "Status")
+		deliveries bool
 	}
 	var checks []check
 	for name, f := range map[string]store.MatchFilter{"all": {}, "policy": {PolicyID: "p2"}, "notify": {Notify: "sent"},
@@ -377,6 +382,12 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		}},
 		check{name: "evaluation date", run: func(store.FirmScope) error {
 			_, _, err := store.LatestMatchAsOf(ctx, db)
+			return err
+		}},
+		// the unscoped status counts every firm and groups every delivery by channel and state
+		// (covering indexes); a park's or a city's must go through the scope's index
+		check{name: "status", whole: true, deliveries: true, run: func(sc store.FirmScope) error {
+			_, err := store.ReadStatus(ctx, db, time.Now(), sc)
 			return err
 		}},
 		check{name: "pending outbox", run: func(store.FirmScope) error {
@@ -468,6 +479,9 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				full := p.full
 				if c.whole && sc.All() {
 					full = slices.DeleteFunc(full, func(table string) bool { return table == "matches" || table == "enterprises" })
+				}
+				if c.deliveries && sc.All() {
+					full = slices.DeleteFunc(full, func(table string) bool { return table == "deliveries" })
 				}
 				if len(full) > 0 {
 					t.Errorf("%s in scope %+v reads %v in full:\n%s\n%s", c.name, sc, full, st.sql, text)

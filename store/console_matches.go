@@ -185,7 +185,7 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 		q = q.Where(place+".park_id = ?", f.ParkID)
 	}
 	if f.Region != "" {
-		q = q.Where(place+".region_code LIKE ? ESCAPE '!'", LikePrefix(f.Region))
+		q = WherePrefix(q, place+".region_code", f.Region)
 	}
 	return q
 }

@@ -457,7 +457,7 @@ func statusCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				st, err := store.ReadStatus(cmd.Context(), db, day, nil)
+				st, err := store.ReadStatus(cmd.Context(), db, day, store.FirmScope{})
 				if err != nil {
 					return err
 				}
