@@ -69,6 +69,26 @@ func industryWhere(q *gorm.DB, prefix string) *gorm.DB {
 	return q.Where("(UPPER(e.industry_code) LIKE ? OR e.industry_code LIKE ?)", letter+digits+"%", digits+"%")
 }
 
+// matchPlan is how matchQuery's statement reads the matches.
+type matchPlan int
+
+const (
+	// planPage reads in list order and stops at a LIMIT (a page, a capped count): newest first
+	// along ix_match_recent where nothing narrows the firms.
+	planPage matchPlan = iota
+	// planByID reads the rows of one page by their ids (MatchRows): the matches are found by
+	// primary key, first, on both databases. Left to itself SQLite walks ix_match_recent over
+	// every active match to spare the page's sort of 50 rows (seconds at 400,000 matches).
+	planByID
+	// planAll reads every row the filter selects (an export, the size filter's inputs). On
+	// SQLite a park's or city's firms go first (CROSS JOIN fixes the order), their matches come
+	// through the firm index, and are sorted: walking ix_match_recent visits every match of the
+	// province for a park's few (a park's export of 11,416 rows out of 368,257 ran at 2,400
+	// rows/s while the pipeline delivered; its SELECT takes 57 ms instead of 950 ms in the sqlite3
+	// shell).
+	planAll
+)
+
 // matchQuery selects the active matches the filter allows (no columns, no order yet).
 //
 // On MySQL the plan is chosen here, not left to MariaDB's estimates, which on the province's data
@@ -82,12 +102,19 @@ func industryWhere(q *gorm.DB, prefix string) *gorm.DB {
 //
 // SQLite's planner walks the indexes on its own (TestConsoleQueriesUseIndexes checks both).
 //
-// byID is for reading the rows of one page by their ids (MatchRows): the matches are then found by
-// primary key, first, on both databases. Left to itself SQLite walks ix_match_recent over every
-// active match to spare the page's sort of 50 rows (seconds at 400,000 matches).
-func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, byID bool) *gorm.DB {
+// The plan says what the statement reads; see matchPlan.
+func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan) *gorm.DB {
 	table, firms, versions := "matches AS m", "JOIN enterprises e", "JOIN policy_versions v"
 	mysql := db.Dialector.Name() == "mysql"
+	byID := plan == planByID
+	state := "m.state = ?"
+	if f.CreditCode != "" && !mysql { // one firm's matches, through the firm index
+		state = "+m.state = ?"
+	}
+	if plan == planAll && !mysql && (f.Scope.ParkID != "" || f.ParkID != "" || f.Scope.RegionPrefix != "" || f.Region != "") {
+		// "+m.state": not by state, or SQLite reads every active match per firm along ix_match_recent
+		table, firms, state = "enterprises AS e", "CROSS JOIN matches AS m", "+m.state = ?"
+	}
 	if byID {
 		if mysql {
 			table, firms, versions = "matches AS m FORCE INDEX (PRIMARY)", "STRAIGHT_JOIN enterprises e", "STRAIGHT_JOIN policy_versions v"
@@ -105,9 +132,9 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, byID bool) *gor
 		}
 	}
 	q := db.WithContext(ctx).Table(table).
-		Joins(firms+" ON e.credit_code = m.credit_code").
+		Joins(firms+" ON m.credit_code = e.credit_code").
 		Joins(versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
-		Where("m.state = ?", MatchActive)
+		Where(state, MatchActive)
 	q = f.narrow(f.Scope.Apply(q, "e"), "m", "e")
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)
@@ -196,7 +223,7 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 // delivered notice, so that no page counts matches; otherwise the list's rows are counted.
 func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int64, error) {
 	if !f.onlyCounted() {
-		return CountUpTo(matchQuery(ctx, db, f, false), max)
+		return CountUpTo(matchQuery(ctx, db, f, planPage), max)
 	}
 	// match_counts holds a few rows per policy and place (not per match): summing the rows in
 	// scope is the cheap part, whatever plan the database picks.
@@ -212,7 +239,7 @@ func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int
 
 // MatchKeys reads the keys (matched_at, id) of one page of the list.
 func MatchKeys(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window, error) {
-	return KeysetWindow(matchQuery(ctx, db, f, false), "m.matched_at", "m.id", p)
+	return KeysetWindow(matchQuery(ctx, db, f, planPage), "m.matched_at", "m.id", p)
 }
 
 // MatchRows reads the rows of the list with the given ids, in list order (one page: a few hundred
@@ -222,7 +249,7 @@ func MatchRows(ctx context.Context, db *gorm.DB, f MatchFilter, ids []uint64) ([
 	if len(ids) == 0 {
 		return rows, nil
 	}
-	if err := selectMatches(matchQuery(ctx, db, f, true)).Where("m.id IN ?", ids).Scan(&rows).Error; err != nil {
+	if err := selectMatches(matchQuery(ctx, db, f, planByID)).Where("m.id IN ?", ids).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read matches: %w", err)
 	}
 	return rows, nil
@@ -231,7 +258,7 @@ func MatchRows(ctx context.Context, db *gorm.DB, f MatchFilter, ids []uint64) ([
 // MatchExportQuery selects every row of the list, in list order, with MatchRow's column names
 // (those of core.MatchLine): core.ExportMatches streams it from a cursor.
 func MatchExportQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
-	return selectMatches(matchQuery(ctx, db, f, false))
+	return selectMatches(matchQuery(ctx, db, f, planAll))
 }
 
 // TooManyRowsError refuses to read more rows than a caller can handle in memory.
@@ -256,14 +283,14 @@ type MatchSizeInput struct {
 // matches is a *TooManyRowsError, before any is read.
 func MatchSizeInputs(ctx context.Context, db *gorm.DB, f MatchFilter, max int64) ([]MatchSizeInput, error) {
 	var n int64
-	if err := matchQuery(ctx, db, f, false).Count(&n).Error; err != nil {
+	if err := matchQuery(ctx, db, f, planAll).Count(&n).Error; err != nil {
 		return nil, fmt.Errorf("count matches: %w", err)
 	}
 	if n > max {
 		return nil, &TooManyRowsError{Rows: n, Max: max}
 	}
 	var rows []MatchSizeInput
-	if err := matchQuery(ctx, db, f, false).Select("m.id, m.matched_at, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
+	if err := matchQuery(ctx, db, f, planAll).Select("m.id, m.matched_at, e.industry_code, e.employees, e.annual_revenue, e.total_assets").
 		Order("m.matched_at DESC, m.id DESC").Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read matches: %w", err)
 	}
