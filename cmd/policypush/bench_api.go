@@ -80,6 +80,8 @@ type apiResult struct {
 	ExportError      string  `json:"export_error,omitempty"`
 }
 
+// benchAPICmd and benchPipelineCmd open alike (options, --json, report) on purpose: each command's
+// help and flags read in one place; what they share is in benchOptions.flags and report.
 func benchAPICmd(g *globals) *cobra.Command {
 	o := apiBench{}
 	var asJSON bool

@@ -344,18 +344,6 @@ func (o pipelineBench) database() string {
 	return "sqlite"
 }
 
-// report prints a benchmark's result (when it has one) as JSON or as its table.
-func report[R any](res R, err error, asJSON bool, table func(io.Writer, R)) error {
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		return writeJSON(os.Stdout, res)
-	}
-	table(os.Stdout, res)
-	return nil
-}
-
 func printPipelineBench(w io.Writer, r pipelineResult) {
 	fmt.Fprintf(w, "整条匹配命令基准：%d 家企业 × %d 项政策，%s，%d 核，评估日期 %s\n", r.Firms, r.Policies, r.Database, r.CPUs, r.AsOf)
 	fmt.Fprintf(w, "script   %.1f s  CSV → expr.Run per (firm, policy), one goroutine → CSV: %d matches\n", r.ScriptSeconds, r.ScriptMatches)

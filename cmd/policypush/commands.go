@@ -350,14 +350,7 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 					sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
 					return err
 				})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(os.Stdout, sum)
-				}
-				printMatchSummary(os.Stdout, sum)
-				return nil
+				return report(sum, err, asJSON, printMatchSummary)
 			})
 		},
 	}
@@ -442,6 +435,23 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// report prints a command's result on stdout: as JSON (writeJSON) with --json, else as its table.
+func report[R any](res R, err error, asJSON bool, table func(io.Writer, R)) error {
+	return reportAs(writeJSON, res, err, asJSON, table)
+}
+
+// reportAs is report with the JSON encoding of the caller's choice (the rule commands use printJSON).
+func reportAs[R any](encode func(io.Writer, any) error, res R, err error, asJSON bool, table func(io.Writer, R)) error {
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return encode(os.Stdout, res)
+	}
+	table(os.Stdout, res)
+	return nil
 }
 
 func statusCmd(g *globals) *cobra.Command {

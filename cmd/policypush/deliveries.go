@@ -191,14 +191,7 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 			}
 			return g.withOps(cmd.Context(), func(ops notify.Ops) error {
 				tl, err := ops.Timeline(cmd.Context(), ids[0])
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(os.Stdout, tl)
-				}
-				printTimeline(os.Stdout, tl)
-				return nil
+				return report(tl, err, asJSON, printTimeline)
 			})
 		},
 	}

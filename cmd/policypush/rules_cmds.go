@@ -130,11 +130,7 @@ The read is recorded in the audit log under --by (default the OS user).`,
 					Detail: map[string]any{"policy_id": ex.PolicyID, "version": ex.Version, "as_of": ex.AsOf}}); err != nil {
 					return err
 				}
-				if asJSON {
-					return printJSON(os.Stdout, ex)
-				}
-				printExplanation(os.Stdout, ex)
-				return nil
+				return reportAs(printJSON, ex, nil, asJSON, printExplanation)
 			})
 		},
 	}
@@ -456,14 +452,7 @@ not match by itself: the next "match" evaluates the registry against the new ver
 			}
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
 				d, err := policies.Diff(cmd.Context(), db, args[0], v[0], v[1])
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(os.Stdout, d)
-				}
-				printDiff(os.Stdout, d)
-				return nil
+				return reportAs(printJSON, d, err, asJSON, printDiff)
 			})
 		},
 	}
