@@ -59,9 +59,14 @@ type deliveryList struct {
 	CanResend bool           `json:"-"`
 }
 
-// listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go):
-// the page's ids here, in the principal's scope, the lines from notify.Ops.
-func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
+// listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go)
+// filtered by the request's query: the page's ids here, in the principal's scope, the lines from
+// notify.Ops. The page and the API list call it alike.
+func (s *Server) listDeliveries(r *http.Request, p *Principal) (deliveryList, error) {
+	f, err := parseDeliveryFilter(r.URL.Query())
+	if err != nil {
+		return deliveryList{}, err
+	}
 	ctx := r.Context()
 	out := deliveryList{listPage: listPage{PerPage: f.PerPage}, Filter: f, CanResend: p.Can(PermResend)}
 	states := failedStates
@@ -88,12 +93,7 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter)
 }
 
 func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseDeliveryFilter(r.URL.Query())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listDeliveries(r, p, f)
+	list, err := s.listDeliveries(r, p)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -102,17 +102,8 @@ func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal
 }
 
 func (s *Server) apiDeliveries(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseDeliveryFilter(r.URL.Query())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listDeliveries(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
+	list, err := s.listDeliveries(r, p)
+	s.answer(w, r, list, err)
 }
 
 // timeline reads one delivery's timeline if its firm is in the principal's scope.
@@ -150,11 +141,7 @@ func (s *Server) deliveryPage(w http.ResponseWriter, r *http.Request, p *Princip
 
 func (s *Server) apiDelivery(w http.ResponseWriter, r *http.Request, p *Principal) {
 	t, err := s.timeline(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	s.answer(w, r, t, err)
 }
 
 // resend queues a new attempt of dead or failing deliveries (notify.Ops.Resend) and audits it.
@@ -205,9 +192,5 @@ func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, p *Principal)
 		return
 	}
 	res, err := s.resend(r, p, in.IDs)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+	s.answer(w, r, map[string]any{"results": res}, err)
 }

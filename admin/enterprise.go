@@ -197,11 +197,7 @@ func (s *Server) apiEnterprise(w http.ResponseWriter, r *http.Request, p *Princi
 		return
 	}
 	v, err := s.enterpriseView(r.Context(), token, c, e)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // enterpriseFail shows errors on the firm's (mobile) layout.

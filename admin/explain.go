@@ -180,11 +180,7 @@ func (s *Server) apiNearMisses(w http.ResponseWriter, r *http.Request, p *Princi
 		return
 	}
 	v, err := s.nearMisses(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // calcField is one input of the calculator form: a text or date input, or a choice.

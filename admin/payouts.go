@@ -113,11 +113,7 @@ func (s *Server) payoutsPage(w http.ResponseWriter, r *http.Request, p *Principa
 
 func (s *Server) apiPayouts(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.listPayouts(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // createInput asks for a batch.
@@ -215,11 +211,7 @@ func (s *Server) payoutPage(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiPayout(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.viewPayout(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // stepInput is the body of the batch steps.
@@ -372,11 +364,7 @@ func (s *Server) payoutResultsPost(w http.ResponseWriter, r *http.Request, p *Pr
 
 func (s *Server) apiPayoutResults(w http.ResponseWriter, r *http.Request, p *Principal) {
 	sum, err := s.importResults(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, sum)
+	s.answer(w, r, sum, err)
 }
 
 // publicityView is the public 公示 of a batch: names, masked codes and amounts, nothing more.
@@ -416,11 +404,7 @@ func (s *Server) publicityPage(w http.ResponseWriter, r *http.Request, p *Princi
 
 func (s *Server) apiPublicity(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.publicity(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 func (s *Server) publicityIndex(w http.ResponseWriter, r *http.Request, p *Principal) {

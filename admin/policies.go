@@ -251,11 +251,7 @@ func (s *Server) policiesPage(w http.ResponseWriter, r *http.Request, p *Princip
 
 func (s *Server) apiPolicies(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.readPolicies(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": rows})
+	s.answer(w, r, map[string]any{"items": rows}, err)
 }
 
 // versionView is one version of a policy with its definition.
@@ -323,11 +319,7 @@ func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, p *Principal) {
 	d, err := s.readPolicy(r, r.PathValue("id"))
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	s.answer(w, r, d, err)
 }
 
 // editorView is what the editor page shows.

@@ -137,6 +137,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// answer ends an API handler: v as JSON, or err as the API's error answer (see failErr).
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 // decodeJSON reads a JSON request body strictly: exactly one value of the destination's shape (an
 // object for a struct or map, an array for a slice — never null), unknown fields an error naming
 // them, nothing but white space after the value.

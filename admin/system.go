@@ -83,11 +83,7 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 		firms = sc.Apply
 	}
 	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, firms)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
+	s.answer(w, r, st, err)
 }
 
 // safeNext keeps a post-login redirect on this site. Browsers resolve a Location header after

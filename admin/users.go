@@ -72,11 +72,7 @@ func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, p *Principal)
 
 func (s *Server) apiUsers(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.readUsers(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // userInput is an account to create through the console or the API.
