@@ -170,6 +170,22 @@ func (g *globals) asActor(ctx context.Context, by string, need admin.Perm, fn fu
 	})
 }
 
+// asFirmReader opens the database for a command that reads firm data as of --as-of: it parses the
+// date, checks that the --by account may read firms, and runs fn with both.
+func (g *globals) asFirmReader(ctx context.Context, asOf, by string, fn func(a *app, db *gorm.DB, day time.Time, actor string) error) error {
+	return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+		day, err := parseAsOf(asOf, a.cfg)
+		if err != nil {
+			return err
+		}
+		actor, err := cliActor(ctx, db, by, admin.PermFirmRead)
+		if err != nil {
+			return err
+		}
+		return fn(a, db, day, actor)
+	})
+}
+
 func policyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "政策：发布、测试、列表"}
 	var by string
@@ -240,11 +256,7 @@ from being applied. Exits non-zero if any file failed.`,
 		Short: "Run the test cases of policy files (no database needed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			voc, err := vocabularyOf(cfg)
+			voc, err := g.vocabulary()
 			if err != nil {
 				return err
 			}
@@ -533,11 +545,7 @@ func fieldsCmd(g *globals) *cobra.Command {
 		Short: "List the field catalog: the variables a rule can use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			voc, err := vocabularyOf(cfg)
+			voc, err := g.vocabulary()
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/config"
 	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/core/audit"
@@ -49,12 +48,18 @@ func vocabularyOf(cfg config.Config) (*rules.Vocabulary, error) {
 // declareFields checks the deployment's extra fields (config fields.extra) before any command
 // compiles a rule, so a bad declaration stops every command with its config key.
 func (g *globals) declareFields() error {
+	_, err := g.vocabulary()
+	return err
+}
+
+// vocabulary loads the configuration and builds its rule vocabulary, for commands that compile
+// rules without a database.
+func (g *globals) vocabulary() (*rules.Vocabulary, error) {
 	cfg, err := g.load()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = vocabularyOf(cfg)
-	return err
+	return vocabularyOf(cfg)
 }
 
 // vocabulary is what the deployment's rules compile against. declareFields rejected a config whose
@@ -112,15 +117,7 @@ The read is recorded in the audit log under --by (default the OS user).`,
 			if matchID == 0 && (policyID == "" || firm == "") {
 				return errors.New("give --policy ID and --firm CREDIT_CODE, or --match ID")
 			}
-			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				day, err := parseAsOf(asOf, a.cfg)
-				if err != nil {
-					return err
-				}
-				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
-				if err != nil {
-					return err
-				}
+			return g.asFirmReader(cmd.Context(), asOf, by, func(a *app, db *gorm.DB, day time.Time, actor string) error {
 				ex, err := policies.ExplainFirm(cmd.Context(), db, policies.ExplainRequest{PolicyID: policyID, Version: version,
 					CreditCode: firm, AsOf: day, MatchID: matchID}, a.vocab())
 				if err != nil {
@@ -260,15 +257,7 @@ the audit log under --by (default the OS user).`,
 			if policyID == "" {
 				return errors.New("give --policy ID")
 			}
-			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				day, err := parseAsOf(asOf, a.cfg)
-				if err != nil {
-					return err
-				}
-				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
-				if err != nil {
-					return err
-				}
+			return g.asFirmReader(cmd.Context(), asOf, by, func(a *app, db *gorm.DB, day time.Time, actor string) error {
 				res, err := core.New(db, core.Options{Location: a.cfg.Location(), Vocabulary: a.vocabulary()}).NearMisses(cmd.Context(),
 					core.NearMissRequest{Actor: actor, PolicyID: policyID, AsOf: day, Limit: limit})
 				if err != nil {
