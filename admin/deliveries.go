@@ -94,11 +94,7 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal) (deliveryList, er
 
 func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	list, err := s.listDeliveries(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "failed", "发送失败", list)
+	s.show(w, r, p, err, "failed", "发送失败", list)
 }
 
 func (s *Server) apiDeliveries(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -252,11 +252,7 @@ func (s *Server) listMatches(r *http.Request, p *Principal) (matchList, error) {
 
 func (s *Server) firmsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	list, err := s.listMatches(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "firms", "匹配企业", list)
+	s.show(w, r, p, err, "firms", "匹配企业", list)
 }
 
 func (s *Server) apiMatches(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -362,11 +362,7 @@ func (s *Server) reviewQueue(ctx context.Context) ([]queueRow, error) {
 
 func (s *Server) reviewPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.reviewQueue(r.Context())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "review", "待审核", rows)
+	s.show(w, r, p, err, "review", "待审核", rows)
 }
 
 func (s *Server) apiReviewQueue(w http.ResponseWriter, r *http.Request, p *Principal) {

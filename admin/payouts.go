@@ -104,11 +104,7 @@ func (s *Server) listPayouts(r *http.Request, p *Principal) (payoutsView, error)
 
 func (s *Server) payoutsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.listPayouts(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "payouts", "拨付批次", v)
+	s.show(w, r, p, err, "payouts", "拨付批次", v)
 }
 
 func (s *Server) apiPayouts(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -242,11 +242,7 @@ func (s *Server) readPolicies(r *http.Request) ([]policyRow, error) {
 
 func (s *Server) policiesPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.readPolicies(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "policies", "政策库", map[string]any{"Rows": rows, "CanAuthor": p.Can(PermPolicyAuthor)})
+	s.show(w, r, p, err, "policies", "政策库", map[string]any{"Rows": rows, "CanAuthor": p.Can(PermPolicyAuthor)})
 }
 
 func (s *Server) apiPolicies(w http.ResponseWriter, r *http.Request, p *Principal) {

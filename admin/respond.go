@@ -137,6 +137,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// show ends a page handler: the page name titled title with data, or err as an error page (see
+// failErr): what answer is to an API handler.
+func (s *Server) show(w http.ResponseWriter, r *http.Request, p *Principal, err error, name, title string, data any) {
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, name, title, data)
+}
+
 // answer ends an API handler: v as JSON, or err as the API's error answer (see failErr).
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error) {
 	if err != nil {

@@ -63,11 +63,7 @@ var permLabels = map[Perm]string{
 
 func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.readUsers(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "users", "账号与令牌", v)
+	s.show(w, r, p, err, "users", "账号与令牌", v)
 }
 
 func (s *Server) apiUsers(w http.ResponseWriter, r *http.Request, p *Principal) {
