@@ -33,30 +33,7 @@ func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*r
 }
 
 // storedState renders the stored matches and evaluation errors, for comparing databases.
-func storedState(t *testing.T, db *gorm.DB) []string {
-	t.Helper()
-	var ms []store.Match
-	if err := db.Find(&ms).Error; err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, m := range ms {
-		amount := "none"
-		if m.Amount != nil {
-			amount = fmt.Sprintf("%.2f", *m.Amount)
-		}
-		out = append(out, fmt.Sprintf("match %s v%d %s %s %s", m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, amount))
-	}
-	var es []store.EvalError
-	if err := db.Find(&es).Error; err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range es {
-		out = append(out, fmt.Sprintf("error %s %s %s", e.PolicyID, e.CreditCode, e.Message))
-	}
-	sort.Strings(out)
-	return out
-}
+var storedState = fixture.StoredMatches
 
 func sameStrings(t *testing.T, what string, want, got []string) {
 	t.Helper()
