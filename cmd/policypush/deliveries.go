@@ -227,21 +227,18 @@ record) the delivery becomes "unknown", listed by "deliveries failed" and on the
 delivery page. serve and demo do this on their own every quarter of the window.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			if err := a.startSandbox(cmd.Context()); err != nil {
-				return err
-			}
-			sum, err := a.reconcile(cmd.Context(), db, reconcileLimit)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("检查 %d 条：已送达 %d，未送达 %d，标记为未知 %d，查询失败 %d（下次再试）\n",
-				sum.Checked, sum.Delivered, sum.Undelivered, sum.Unknown, sum.Errors)
-			return nil
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				if err := a.startSandbox(cmd.Context()); err != nil {
+					return err
+				}
+				sum, err := a.reconcile(cmd.Context(), db, reconcileLimit)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("检查 %d 条：已送达 %d，未送达 %d，标记为未知 %d，查询失败 %d（下次再试）\n",
+					sum.Checked, sum.Delivered, sum.Undelivered, sum.Unknown, sum.Errors)
+				return nil
+			})
 		},
 	}
 	reconcile.Flags().IntVar(&reconcileLimit, "limit", 10000, "at most this many deliveries, oldest first")
