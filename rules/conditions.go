@@ -235,12 +235,7 @@ func reads(n ast.Node) (all, direct []string, sizes []sizeCall) {
 			}
 			if name == "size" {
 				implicit := len(helperFuncs["size"].implicit)
-				var vals []any
-				for _, a := range x.Arguments[min(implicit, len(x.Arguments)):] {
-					v, _ := constValue(a)
-					vals = append(vals, v)
-				}
-				variant, cut, _ := sizeArgs(vals)
+				variant, cut := sizeCallArgs(x.Arguments)
 				sizes = append(sizes, sizeCall{variant: variant, cut: cut})
 				for i, a := range x.Arguments {
 					walk(a, inSize || i < implicit)
