@@ -183,8 +183,7 @@ type resendInput struct {
 
 func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in resendInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	res, err := s.resend(r, p, in.IDs)

@@ -298,8 +298,7 @@ func (s *Server) enterpriseRespondPost(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiEnterpriseRespond(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in responseInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := s.respond(r, r.PathValue("token"), in); err != nil {
@@ -354,8 +353,7 @@ func (s *Server) enterpriseChannelPost(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiEnterpriseChannel(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in channelInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := s.setChannel(r, r.PathValue("token"), in); err != nil {

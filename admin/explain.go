@@ -271,8 +271,7 @@ type calcInput struct {
 
 func (s *Server) apiCalc(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in calcInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	for k := range in.Facts {

@@ -510,8 +510,7 @@ func (s *Server) notePost(w http.ResponseWriter, r *http.Request, p *Principal) 
 
 func (s *Server) apiNotePost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in noteInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	n, err := s.addNote(r, p, r.PathValue("code"), in)

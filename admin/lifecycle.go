@@ -96,8 +96,7 @@ func (s *Server) draftPost(w http.ResponseWriter, r *http.Request, p *Principal)
 
 func (s *Server) apiDraftPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in draftInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	v, res, err := s.saveDraft(r.Context(), p, in)
@@ -177,8 +176,7 @@ func (s *Server) apiStep(st step) handler {
 		}
 		var in reasonInput
 		if r.ContentLength > 0 {
-			if err := decodeJSON(r, &in); err != nil {
-				s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+			if !s.readJSON(w, r, &in) {
 				return
 			}
 		}
@@ -216,8 +214,7 @@ func (s *Server) retirePost(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiRetire(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in reasonInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	res, err := s.retire(r.Context(), p, r.PathValue("id"), in.Reason)

@@ -147,8 +147,7 @@ func (s *Server) payoutCreatePost(w http.ResponseWriter, r *http.Request, p *Pri
 
 func (s *Server) apiPayoutCreate(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in createInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	c, err := s.createPayout(r, p, in)
@@ -281,8 +280,7 @@ func (s *Server) apiPayoutStep(step payoutStep) handler {
 			return
 		}
 		var in stepInput
-		if err := decodeJSON(r, &in); err != nil {
-			s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		if !s.readJSON(w, r, &in) {
 			return
 		}
 		if err := step(r, p, id, in); err != nil {
@@ -477,8 +475,7 @@ func (s *Server) apiEnterpriseFeedback(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiFirmPayout(w http.ResponseWriter, r *http.Request, do func(*http.Request, string, firmPayoutInput) error) {
 	var in firmPayoutInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := do(r, r.PathValue("token"), in); err != nil {

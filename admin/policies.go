@@ -181,8 +181,7 @@ func check(in draftInput, opts ...rules.Option) (*rules.Definition, checkResult)
 // apiCheck compiles (and tests) a draft as the author types: POST /api/v1/rules/check.
 func (s *Server) apiCheck(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in draftInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if p.Role == store.RoleAuthor {

@@ -156,6 +156,16 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error
 	writeJSON(w, http.StatusOK, v)
 }
 
+// readJSON reads the request body into dst (decodeJSON); a body it cannot read is answered 400,
+// and readJSON returns false.
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
+	if err := decodeJSON(r, dst); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return false
+	}
+	return true
+}
+
 // decodeJSON reads a JSON request body strictly: exactly one value of the destination's shape (an
 // object for a struct or map, an array for a slice — never null), unknown fields an error naming
 // them, nothing but white space after the value.

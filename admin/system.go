@@ -234,8 +234,7 @@ type loginInput struct {
 
 func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in loginInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if in.Username == "" || in.Password == "" {

@@ -98,8 +98,7 @@ func (s *Server) userPost(w http.ResponseWriter, r *http.Request, p *Principal) 
 
 func (s *Server) apiUserPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in userInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	u, err := CreateUser(r.Context(), s.opts.DB, in.newUser(), p.Name)
@@ -158,8 +157,7 @@ func (s *Server) tokenPost(w http.ResponseWriter, r *http.Request, p *Principal)
 
 func (s *Server) apiTokenPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in tokenInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	nt, err := in.newToken()
@@ -221,8 +219,7 @@ type unlockInput struct {
 func (s *Server) apiUnlock(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in unlockInput
 	if r.ContentLength != 0 {
-		if err := decodeJSON(r, &in); err != nil {
-			s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		if !s.readJSON(w, r, &in) {
 			return
 		}
 	}
