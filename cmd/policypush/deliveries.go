@@ -46,18 +46,15 @@ when the notifiers run elsewhere. Several relays may run at once (JetStream drop
 // notifier) until interrupted.
 func runAlone(g *globals, name string, start func(*app, context.Context) (func(), error)) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
-		a, err := g.app()
-		if err != nil {
-			return err
-		}
-		defer a.close()
-		wait, err := start(a, cmd.Context())
-		if err != nil {
-			return err
-		}
-		a.log.Info(name+" running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
-		wait()
-		return nil
+		return g.withApp(func(a *app) error {
+			wait, err := start(a, cmd.Context())
+			if err != nil {
+				return err
+			}
+			a.log.Info(name+" running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+			wait()
+			return nil
+		})
 	}
 }
 

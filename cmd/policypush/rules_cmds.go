@@ -75,18 +75,25 @@ func (a *app) vocabulary() *rules.Vocabulary {
 // vocab is the compile option of the deployment's vocabulary, for rules and policies calls.
 func (a *app) vocab() rules.Option { return rules.WithVocabulary(a.vocabulary()) }
 
-// withDB runs fn with the configured database.
-func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+// withApp loads the configuration and runs fn with the app, closing it (and what it opened) after.
+func (g *globals) withApp(fn func(a *app) error) error {
 	a, err := g.app()
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return err
-	}
-	return fn(a, db)
+	return fn(a)
+}
+
+// withDB runs fn with the configured database.
+func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+	return g.withApp(func(a *app) error {
+		db, err := a.openDB(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(a, db)
+	})
 }
 
 // printJSON writes indented JSON without escaping <, > and & (rule text is full of them).
