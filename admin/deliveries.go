@@ -92,16 +92,6 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal) (deliveryList, er
 	return out, s.audit(r, p, audit.DeliveryList, "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
 }
 
-func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	list, err := s.listDeliveries(r, p)
-	s.show(w, r, p, err, "failed", "发送失败", list)
-}
-
-func (s *Server) apiDeliveries(w http.ResponseWriter, r *http.Request, p *Principal) {
-	list, err := s.listDeliveries(r, p)
-	s.answer(w, r, list, err)
-}
-
 // timeline reads one delivery's timeline if its firm is in the principal's scope.
 func (s *Server) timeline(r *http.Request, p *Principal) (notify.Timeline, error) {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)

@@ -250,16 +250,6 @@ func (s *Server) listMatches(r *http.Request, p *Principal) (matchList, error) {
 	return out, s.audit(r, p, audit.FirmList, "matches", detail)
 }
 
-func (s *Server) firmsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	list, err := s.listMatches(r, p)
-	s.show(w, r, p, err, "firms", "匹配企业", list)
-}
-
-func (s *Server) apiMatches(w http.ResponseWriter, r *http.Request, p *Principal) {
-	list, err := s.listMatches(r, p)
-	s.answer(w, r, list, err)
-}
-
 // firmDetail is a firm's page: profile, every match, the timeline of what was sent and answered,
 // and follow-up notes.
 type firmDetail struct {

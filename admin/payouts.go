@@ -102,16 +102,6 @@ func (s *Server) listPayouts(r *http.Request, p *Principal) (payoutsView, error)
 	return v, nil
 }
 
-func (s *Server) payoutsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	v, err := s.listPayouts(r, p)
-	s.show(w, r, p, err, "payouts", "拨付批次", v)
-}
-
-func (s *Server) apiPayouts(w http.ResponseWriter, r *http.Request, p *Principal) {
-	v, err := s.listPayouts(r, p)
-	s.answer(w, r, v, err)
-}
-
 // createInput asks for a batch.
 type createInput struct {
 	PolicyID      string `json:"policy_id"`

@@ -137,6 +137,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// pageOf is the page handler over a loader, which reads what a list page and its API twin show
+// from the request in the principal's scope: the page name titled title.
+func pageOf[T any](s *Server, load func(*http.Request, *Principal) (T, error), name, title string) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) {
+		v, err := load(r, p)
+		s.show(w, r, p, err, name, title, v)
+	}
+}
+
+// apiOf is the API twin of pageOf: what load read, as JSON.
+func apiOf[T any](s *Server, load func(*http.Request, *Principal) (T, error)) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) {
+		v, err := load(r, p)
+		s.answer(w, r, v, err)
+	}
+}
+
 // show ends a page handler: the page name titled title with data, or err as an error page (see
 // failErr): what answer is to an API handler.
 func (s *Server) show(w http.ResponseWriter, r *http.Request, p *Principal, err error, name, title string, data any) {
