@@ -135,14 +135,9 @@ func (s *Server) tokenPost(w http.ResponseWriter, r *http.Request, p *Principal)
 	_ = r.ParseForm()
 	in := tokenInput{Name: r.PostFormValue("name"), Permissions: r.PostForm["permissions"], ParkID: r.PostFormValue("park_id"),
 		RegionPrefix: r.PostFormValue("region_prefix"), TTLDays: days}
-	nt, err := in.newToken()
+	_, secret, err := s.createToken(r, p, in)
 	if err != nil {
 		s.failErr(w, r, err)
-		return
-	}
-	_, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
-	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
 	v, err := s.readUsers(r)
@@ -160,17 +155,26 @@ func (s *Server) apiTokenPost(w http.ResponseWriter, r *http.Request, p *Princip
 	if !s.readJSON(w, r, &in) {
 		return
 	}
-	nt, err := in.newToken()
+	t, secret, err := s.createToken(r, p, in)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+}
+
+// createToken creates the API token in asks for, on behalf of p: what the form and the API post.
+// A token the store refuses is a bad request.
+func (s *Server) createToken(r *http.Request, p *Principal, in tokenInput) (store.APIToken, string, error) {
+	nt, err := in.newToken()
+	if err != nil {
+		return store.APIToken{}, "", err
+	}
 	t, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
-		return
+		return t, "", badRequest("%s", err.Error())
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+	return t, secret, nil
 }
 
 func (s *Server) revokeToken(r *http.Request, p *Principal, idText string) error {
