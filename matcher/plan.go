@@ -115,13 +115,7 @@ func (t *codeTable) refresh() {
 	for code := n; code < card; code++ {
 		out, err := t.run(t.col.codeValue(code))
 		if !t.numeric {
-			v := uint8(triUnknown)
-			if b, ok := out.(bool); ok && err == nil {
-				v = triFalse
-				if b {
-					v = triTrue
-				}
-			}
+			v := truthOf(out, err)
 			if v == triUnknown {
 				t.unknowns++
 			}
@@ -286,17 +280,24 @@ func (b *builder) table(n ast.Node, col *column, numeric bool) *codeTable {
 	return t
 }
 
+// truthOf is the table entry of a boolean result: true or false, unknown when the VM failed or did
+// not give a boolean.
+func truthOf(out any, err error) uint8 {
+	b, ok := out.(bool)
+	switch {
+	case !ok || err != nil:
+		return triUnknown
+	case b:
+		return triTrue
+	}
+	return triFalse
+}
+
 // refreshConst evaluates a table without a column once.
 func (t *codeTable) refreshConst() {
 	out, err := t.run(nil)
 	if !t.numeric {
-		v := uint8(triUnknown)
-		if bv, ok := out.(bool); ok && err == nil {
-			v = triFalse
-			if bv {
-				v = triTrue
-			}
-		}
+		v := truthOf(out, err)
 		t.truth = []uint8{v}
 		return
 	}
