@@ -79,15 +79,6 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 			}
 		}
 	}
-	scopes := []struct {
-		user, where string
-		arg         any
-	}{
-		{"admin", "1 = ?", 1},
-		{"region_3205", "e.region_code LIKE ?", "3205%"},
-		{"park_sip", "e.park_id = ?", "SIP"},
-		{"park_njjb", "e.park_id = ?", "NJ-JB"},
-	}
 	// Notices sent, delivered and bounced, links opened, responses: the funnel's later stages.
 	var acted []store.Match
 	for _, where := range []string{"e.park_id = 'SIP'", "e.park_id = 'NJ-JB'", "e.region_code LIKE '3205%' AND e.park_id = ''"} {
@@ -186,7 +177,7 @@ func TestDashboardCountsEqualRawQueries(t *testing.T) {
 	}
 	compare := func(stage string) {
 		t.Helper()
-		for _, sc := range scopes {
+		for _, sc := range userScopes {
 			for _, policyID := range []string{"", f.sipPolicy} {
 				path := "/api/v1/dashboard"
 				if policyID != "" {

@@ -59,9 +59,14 @@ type deliveryList struct {
 	CanResend bool           `json:"-"`
 }
 
-// listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go):
-// the page's ids here, in the principal's scope, the lines from notify.Ops.
-func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter) (deliveryList, error) {
+// listDeliveries reads one page of the failed-delivery log (keyset on updated_at, id; see page.go)
+// filtered by the request's query: the page's ids here, in the principal's scope, the lines from
+// notify.Ops. The page and the API list call it alike.
+func (s *Server) listDeliveries(r *http.Request, p *Principal) (deliveryList, error) {
+	f, err := parseDeliveryFilter(r.URL.Query())
+	if err != nil {
+		return deliveryList{}, err
+	}
 	ctx := r.Context()
 	out := deliveryList{listPage: listPage{PerPage: f.PerPage}, Filter: f, CanResend: p.Can(PermResend)}
 	states := failedStates
@@ -85,34 +90,6 @@ func (s *Server) listDeliveries(r *http.Request, p *Principal, f deliveryFilter)
 	}
 	out.paged(newPager(r.URL.Path, f.values(), f.page, w, total))
 	return out, s.audit(r, p, audit.DeliveryList, "deliveries", map[string]any{"state": f.State, "channel": f.Channel, "rows": len(out.Items)})
-}
-
-func (s *Server) failedPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseDeliveryFilter(r.URL.Query())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listDeliveries(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "failed", "发送失败", list)
-}
-
-func (s *Server) apiDeliveries(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseDeliveryFilter(r.URL.Query())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listDeliveries(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
 }
 
 // timeline reads one delivery's timeline if its firm is in the principal's scope.
@@ -150,11 +127,7 @@ func (s *Server) deliveryPage(w http.ResponseWriter, r *http.Request, p *Princip
 
 func (s *Server) apiDelivery(w http.ResponseWriter, r *http.Request, p *Principal) {
 	t, err := s.timeline(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	s.answer(w, r, t, err)
 }
 
 // resend queues a new attempt of dead or failing deliveries (notify.Ops.Resend) and audits it.
@@ -200,14 +173,9 @@ type resendInput struct {
 
 func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in resendInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	res, err := s.resend(r, p, in.IDs)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+	s.answer(w, r, map[string]any{"results": res}, err)
 }

@@ -197,11 +197,7 @@ func (s *Server) apiEnterprise(w http.ResponseWriter, r *http.Request, p *Princi
 		return
 	}
 	v, err := s.enterpriseView(r.Context(), token, c, e)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // enterpriseFail shows errors on the firm's (mobile) layout.
@@ -302,8 +298,7 @@ func (s *Server) enterpriseRespondPost(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiEnterpriseRespond(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in responseInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := s.respond(r, r.PathValue("token"), in); err != nil {
@@ -358,8 +353,7 @@ func (s *Server) enterpriseChannelPost(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiEnterpriseChannel(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in channelInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := s.setChannel(r, r.PathValue("token"), in); err != nil {

@@ -180,11 +180,7 @@ func (s *Server) apiNearMisses(w http.ResponseWriter, r *http.Request, p *Princi
 		return
 	}
 	v, err := s.nearMisses(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // calcField is one input of the calculator form: a text or date input, or a choice.
@@ -275,8 +271,7 @@ type calcInput struct {
 
 func (s *Server) apiCalc(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in calcInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	for k := range in.Facts {

@@ -222,8 +222,13 @@ func (s *Server) finishRow(m store.MatchRow, p *Principal, asOf time.Time) match
 	return r
 }
 
-// listMatches reads one page of the filtered list and records the read in the audit log.
-func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matchList, error) {
+// listMatches reads one page of the list filtered by the request's query and records the read in
+// the audit log. The page and the API list call it alike.
+func (s *Server) listMatches(r *http.Request, p *Principal) (matchList, error) {
+	f, err := parseMatchFilter(r.URL.Query(), p)
+	if err != nil {
+		return matchList{}, err
+	}
 	ctx := r.Context()
 	out := matchList{Filter: f, listPage: listPage{PerPage: f.PerPage}, Options: listOptions, Scope: p.ScopeLabel()}
 	items, w, total, err := s.readMatchPage(ctx, p, f)
@@ -243,34 +248,6 @@ func (s *Server) listMatches(r *http.Request, p *Principal, f matchFilter) (matc
 	detail := f.audited()
 	detail["page"], detail["rows"] = out.Page, len(out.Items)
 	return out, s.audit(r, p, audit.FirmList, "matches", detail)
-}
-
-func (s *Server) firmsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseMatchFilter(r.URL.Query(), p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listMatches(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "firms", "匹配企业", list)
-}
-
-func (s *Server) apiMatches(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseMatchFilter(r.URL.Query(), p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listMatches(r, p, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
 }
 
 // firmDetail is a firm's page: profile, every match, the timeline of what was sent and answered,
@@ -476,11 +453,7 @@ func (s *Server) firmPage(w http.ResponseWriter, r *http.Request, p *Principal) 
 
 func (s *Server) apiFirm(w http.ResponseWriter, r *http.Request, p *Principal) {
 	d, err := s.firmDetail(r, p, r.PathValue("code"))
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	s.answer(w, r, d, err)
 }
 
 // noteInput is a follow-up note to add.
@@ -527,8 +500,7 @@ func (s *Server) notePost(w http.ResponseWriter, r *http.Request, p *Principal) 
 
 func (s *Server) apiNotePost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in noteInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	n, err := s.addNote(r, p, r.PathValue("code"), in)

@@ -63,6 +63,18 @@ var testPasswordHash = sync.OnceValue(func() string {
 	return string(h)
 })
 
+// userScopes are demo accounts of each kind of scope, with the SQL condition on enterprises e
+// that selects the firms each may see.
+var userScopes = []struct {
+	user, where string
+	arg         any
+}{
+	{"admin", "1 = ?", 1},
+	{"region_3205", "e.region_code LIKE ?", "3205%"},
+	{"park_sip", "e.park_id = ?", "SIP"},
+	{"park_njjb", "e.park_id = ?", "NJ-JB"},
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()

@@ -96,8 +96,7 @@ func (s *Server) draftPost(w http.ResponseWriter, r *http.Request, p *Principal)
 
 func (s *Server) apiDraftPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in draftInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	v, res, err := s.saveDraft(r.Context(), p, in)
@@ -177,8 +176,7 @@ func (s *Server) apiStep(st step) handler {
 		}
 		var in reasonInput
 		if r.ContentLength > 0 {
-			if err := decodeJSON(r, &in); err != nil {
-				s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+			if !s.readJSON(w, r, &in) {
 				return
 			}
 		}
@@ -216,16 +214,11 @@ func (s *Server) retirePost(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiRetire(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in reasonInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	res, err := s.retire(r.Context(), p, r.PathValue("id"), in.Reason)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	s.answer(w, r, res, err)
 }
 
 // versionDetail is a version with what a reviewer needs: the definition, its test results, and
@@ -244,9 +237,14 @@ type versionDetail struct {
 
 func (v versionDetail) StateLabel() string { return stateLabels[v.Version.State] }
 
-func (s *Server) readVersion(ctx context.Context, p *Principal, id string, version int) (versionDetail, error) {
+// readVersion reads the version the request's path names: what versionPage and apiVersion show.
+func (s *Server) readVersion(r *http.Request, p *Principal) (versionDetail, error) {
 	var d versionDetail
-	var err error
+	id, version, err := pathVersion(r)
+	if err != nil {
+		return d, err
+	}
+	ctx := r.Context()
 	if d.Version, err = store.VersionOf(ctx, s.opts.DB, id, version); err != nil {
 		return d, lifecycleError(fmt.Errorf("policy %s version %d: %w", id, version, policies.ErrNotFound))
 	}
@@ -287,31 +285,17 @@ func (s *Server) readVersion(ctx context.Context, p *Principal, id string, versi
 }
 
 func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	id, v, err := pathVersion(r)
+	d, err := s.readVersion(r, p)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	d, err := s.readVersion(r.Context(), p, id, v)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "version", fmt.Sprintf("%s 第 %d 版", d.Def.Title, v), d)
+	s.render(w, r, p, "version", fmt.Sprintf("%s 第 %d 版", d.Def.Title, d.Version.Version), d)
 }
 
 func (s *Server) apiVersion(w http.ResponseWriter, r *http.Request, p *Principal) {
-	id, v, err := pathVersion(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	d, err := s.readVersion(r.Context(), p, id, v)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	d, err := s.readVersion(r, p)
+	s.answer(w, r, d, err)
 }
 
 // preview runs the publish preview of a version on the registry as of the evaluation date. Its
@@ -356,11 +340,7 @@ func (s *Server) previewPage(w http.ResponseWriter, r *http.Request, p *Principa
 
 func (s *Server) apiPreview(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rep, err := s.preview(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, rep)
+	s.answer(w, r, rep, err)
 }
 
 // queueRow is a version waiting for a reviewer.
@@ -379,11 +359,7 @@ func (s *Server) reviewQueue(ctx context.Context) ([]queueRow, error) {
 
 func (s *Server) reviewPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.reviewQueue(r.Context())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "review", "待审核", rows)
+	s.show(w, r, p, err, "review", "待审核", rows)
 }
 
 func (s *Server) apiReviewQueue(w http.ResponseWriter, r *http.Request, p *Principal) {

@@ -102,24 +102,6 @@ func (s *Server) listPayouts(r *http.Request, p *Principal) (payoutsView, error)
 	return v, nil
 }
 
-func (s *Server) payoutsPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	v, err := s.listPayouts(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "payouts", "拨付批次", v)
-}
-
-func (s *Server) apiPayouts(w http.ResponseWriter, r *http.Request, p *Principal) {
-	v, err := s.listPayouts(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
-}
-
 // createInput asks for a batch.
 type createInput struct {
 	PolicyID      string `json:"policy_id"`
@@ -155,8 +137,7 @@ func (s *Server) payoutCreatePost(w http.ResponseWriter, r *http.Request, p *Pri
 
 func (s *Server) apiPayoutCreate(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in createInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	c, err := s.createPayout(r, p, in)
@@ -215,11 +196,7 @@ func (s *Server) payoutPage(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiPayout(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.viewPayout(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // stepInput is the body of the batch steps.
@@ -293,8 +270,7 @@ func (s *Server) apiPayoutStep(step payoutStep) handler {
 			return
 		}
 		var in stepInput
-		if err := decodeJSON(r, &in); err != nil {
-			s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		if !s.readJSON(w, r, &in) {
 			return
 		}
 		if err := step(r, p, id, in); err != nil {
@@ -372,11 +348,7 @@ func (s *Server) payoutResultsPost(w http.ResponseWriter, r *http.Request, p *Pr
 
 func (s *Server) apiPayoutResults(w http.ResponseWriter, r *http.Request, p *Principal) {
 	sum, err := s.importResults(r, p)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, sum)
+	s.answer(w, r, sum, err)
 }
 
 // publicityView is the public 公示 of a batch: names, masked codes and amounts, nothing more.
@@ -416,11 +388,7 @@ func (s *Server) publicityPage(w http.ResponseWriter, r *http.Request, p *Princi
 
 func (s *Server) apiPublicity(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.publicity(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 func (s *Server) publicityIndex(w http.ResponseWriter, r *http.Request, p *Principal) {
@@ -497,8 +465,7 @@ func (s *Server) apiEnterpriseFeedback(w http.ResponseWriter, r *http.Request, p
 
 func (s *Server) apiFirmPayout(w http.ResponseWriter, r *http.Request, do func(*http.Request, string, firmPayoutInput) error) {
 	var in firmPayoutInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if err := do(r, r.PathValue("token"), in); err != nil {

@@ -181,8 +181,7 @@ func check(in draftInput, opts ...rules.Option) (*rules.Definition, checkResult)
 // apiCheck compiles (and tests) a draft as the author types: POST /api/v1/rules/check.
 func (s *Server) apiCheck(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in draftInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if p.Role == store.RoleAuthor {
@@ -242,20 +241,12 @@ func (s *Server) readPolicies(r *http.Request) ([]policyRow, error) {
 
 func (s *Server) policiesPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.readPolicies(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "policies", "政策库", map[string]any{"Rows": rows, "CanAuthor": p.Can(PermPolicyAuthor)})
+	s.show(w, r, p, err, "policies", "政策库", map[string]any{"Rows": rows, "CanAuthor": p.Can(PermPolicyAuthor)})
 }
 
 func (s *Server) apiPolicies(w http.ResponseWriter, r *http.Request, p *Principal) {
 	rows, err := s.readPolicies(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": rows})
+	s.answer(w, r, map[string]any{"items": rows}, err)
 }
 
 // versionView is one version of a policy with its definition.
@@ -323,11 +314,7 @@ func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, p *Principal
 
 func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, p *Principal) {
 	d, err := s.readPolicy(r, r.PathValue("id"))
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	s.answer(w, r, d, err)
 }
 
 // editorView is what the editor page shows.

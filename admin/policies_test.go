@@ -39,20 +39,16 @@ func TestRuleCheckPointsAtTheError(t *testing.T) {
 	if r.OK || len(r.Problems) != 1 || r.Problems[0].Field != "eligibility" || r.Problems[0].Line != 2 || r.Problems[0].Column != 6 {
 		t.Fatalf("unknown field on line 2, column 6: %+v", r.Problems)
 	}
-	d = base()
-	d["params"] = "min: [1, 2"
-	if r := check(d); r.OK || r.Problems[0].Field != "params" {
-		t.Fatalf("bad params YAML: %+v", r.Problems)
-	}
-	d = base()
-	d["amount"] = `"五百"`
-	if r := check(d); r.OK || r.Problems[0].Field != "amount" {
-		t.Fatalf("an amount that is not a number: %+v", r.Problems)
-	}
-	d = base()
-	d["effective_from"] = "2022-13-01"
-	if r := check(d); r.OK || r.Problems[0].Field != "effective_from" {
-		t.Fatalf("bad date: %+v", r.Problems)
+	for _, c := range []struct{ name, field, value string }{
+		{"bad params YAML", "params", "min: [1, 2"},
+		{"an amount that is not a number", "amount", `"五百"`},
+		{"bad date", "effective_from", "2022-13-01"},
+	} {
+		d := base()
+		d[c.field] = c.value
+		if r := check(d); r.OK || r.Problems[0].Field != c.field {
+			t.Fatalf("%s: %+v", c.name, r.Problems)
+		}
 	}
 	d = base()
 	d["tests"] = "- name: 九人不享受\n  firm: {insured_employees: 9}\n  eligible: true\n"

@@ -137,6 +137,52 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// pageOf is the page handler over a loader, which reads what a list page and its API twin show
+// from the request in the principal's scope: the page name titled title.
+func pageOf[T any](s *Server, load func(*http.Request, *Principal) (T, error), name, title string) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) {
+		v, err := load(r, p)
+		s.show(w, r, p, err, name, title, v)
+	}
+}
+
+// apiOf is the API twin of pageOf: what load read, as JSON.
+func apiOf[T any](s *Server, load func(*http.Request, *Principal) (T, error)) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *Principal) {
+		v, err := load(r, p)
+		s.answer(w, r, v, err)
+	}
+}
+
+// show ends a page handler: the page name titled title with data, or err as an error page (see
+// failErr): what answer is to an API handler.
+func (s *Server) show(w http.ResponseWriter, r *http.Request, p *Principal, err error, name, title string, data any) {
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	s.render(w, r, p, name, title, data)
+}
+
+// answer ends an API handler: v as JSON, or err as the API's error answer (see failErr).
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// readJSON reads the request body into dst (decodeJSON); a body it cannot read is answered 400,
+// and readJSON returns false.
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
+	if err := decodeJSON(r, dst); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		return false
+	}
+	return true
+}
+
 // decodeJSON reads a JSON request body strictly: exactly one value of the destination's shape (an
 // object for a struct or map, an array for a slice — never null), unknown fields an error naming
 // them, nothing but white space after the value.

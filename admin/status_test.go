@@ -21,15 +21,7 @@ func TestStatusIsScopedAndDated(t *testing.T) {
 	}
 	firms := "SELECT COUNT(*) FROM enterprises e WHERE "
 	matches := "SELECT COUNT(*) FROM matches m JOIN enterprises e ON e.credit_code = m.credit_code WHERE m.state = 'active' AND "
-	for _, tc := range []struct {
-		user, where string
-		arg         any
-	}{
-		{"admin", "1 = ?", 1},
-		{"park_sip", "e.park_id = ?", "SIP"},
-		{"park_njjb", "e.park_id = ?", "NJ-JB"},
-		{"region_3205", "e.region_code LIKE ?", "3205%"},
-	} {
+	for _, tc := range userScopes {
 		var st store.Status
 		res := f.do(f.session(tc.user), http.MethodGet, "/api/v1/status", nil)
 		res.json(t, &st)

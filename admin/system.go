@@ -77,11 +77,7 @@ func (s *Server) apiStatus(w http.ResponseWriter, r *http.Request, p *Principal)
 		return
 	}
 	st, err := store.ReadStatus(r.Context(), s.opts.DB, asOf, p.firmScope())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
+	s.answer(w, r, st, err)
 }
 
 // safeNext keeps a post-login redirect on this site. Browsers resolve a Location header after
@@ -232,8 +228,7 @@ type loginInput struct {
 
 func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in loginInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	if in.Username == "" || in.Password == "" {

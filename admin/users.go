@@ -63,20 +63,12 @@ var permLabels = map[Perm]string{
 
 func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.readUsers(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "users", "账号与令牌", v)
+	s.show(w, r, p, err, "users", "账号与令牌", v)
 }
 
 func (s *Server) apiUsers(w http.ResponseWriter, r *http.Request, p *Principal) {
 	v, err := s.readUsers(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.answer(w, r, v, err)
 }
 
 // userInput is an account to create through the console or the API.
@@ -106,8 +98,7 @@ func (s *Server) userPost(w http.ResponseWriter, r *http.Request, p *Principal) 
 
 func (s *Server) apiUserPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in userInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
 	u, err := CreateUser(r.Context(), s.opts.DB, in.newUser(), p.Name)
@@ -144,14 +135,9 @@ func (s *Server) tokenPost(w http.ResponseWriter, r *http.Request, p *Principal)
 	_ = r.ParseForm()
 	in := tokenInput{Name: r.PostFormValue("name"), Permissions: r.PostForm["permissions"], ParkID: r.PostFormValue("park_id"),
 		RegionPrefix: r.PostFormValue("region_prefix"), TTLDays: days}
-	nt, err := in.newToken()
+	_, secret, err := s.createToken(r, p, in)
 	if err != nil {
 		s.failErr(w, r, err)
-		return
-	}
-	_, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
-	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
 	v, err := s.readUsers(r)
@@ -166,21 +152,29 @@ func (s *Server) tokenPost(w http.ResponseWriter, r *http.Request, p *Principal)
 
 func (s *Server) apiTokenPost(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in tokenInput
-	if err := decodeJSON(r, &in); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+	if !s.readJSON(w, r, &in) {
 		return
 	}
-	nt, err := in.newToken()
+	t, secret, err := s.createToken(r, p, in)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+}
+
+// createToken creates the API token in asks for, on behalf of p: what the form and the API post.
+// A token the store refuses is a bad request.
+func (s *Server) createToken(r *http.Request, p *Principal, in tokenInput) (store.APIToken, string, error) {
+	nt, err := in.newToken()
+	if err != nil {
+		return store.APIToken{}, "", err
+	}
 	t, secret, err := CreateAPIToken(r.Context(), s.opts.DB, nt, p.Name, s.now())
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
-		return
+		return t, "", badRequest("%s", err.Error())
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+	return t, secret, nil
 }
 
 func (s *Server) revokeToken(r *http.Request, p *Principal, idText string) error {
@@ -229,8 +223,7 @@ type unlockInput struct {
 func (s *Server) apiUnlock(w http.ResponseWriter, r *http.Request, p *Principal) {
 	var in unlockInput
 	if r.ContentLength != 0 {
-		if err := decodeJSON(r, &in); err != nil {
-			s.fail(w, r, http.StatusBadRequest, err.Error(), nil)
+		if !s.readJSON(w, r, &in) {
 			return
 		}
 	}

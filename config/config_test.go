@@ -32,13 +32,24 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		"nats:\n  duplicate_window: 10s\n": "nats.duplicate_window",
 		"notify:\n  send_timeout: 1m\n":    "notify.send_timeout",
 	}
+	wantKeysNamed(t, cases)
+}
+
+// loadYAML loads a config file holding body.
+func loadYAML(t *testing.T, body string) (Config, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Load(p)
+}
+
+// wantKeysNamed loads each body of cases and wants an error that names its key.
+func wantKeysNamed(t *testing.T, cases map[string]string) {
+	t.Helper()
 	for body, key := range cases {
-		p := filepath.Join(t.TempDir(), "c.yaml")
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_, err := Load(p)
-		if err == nil || !strings.Contains(err.Error(), key) {
+		if _, err := loadYAML(t, body); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%q: error %v does not name %s", body, err, key)
 		}
 	}

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -20,15 +18,7 @@ func TestInvalidDeliveryKeysAreNamed(t *testing.T) {
 		"sandbox:\n  faults:\n    wechat:\n      error_rate: 2\n": "sandbox.faults.wechat",
 		"sandbox:\n  receipts:\n    fail_rate: -1\n":              "sandbox",
 	}
-	for body, key := range cases {
-		p := filepath.Join(t.TempDir(), "c.yaml")
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%q: error %v does not name %s", body, err, key)
-		}
-	}
+	wantKeysNamed(t, cases)
 }
 
 func TestFloatFromEnvironment(t *testing.T) {

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -10,11 +8,7 @@ import (
 // Extra fields (fields.extra) are checked when the config loads, naming the entry at fault.
 func TestExtraFieldsValidation(t *testing.T) {
 	good := "fields:\n  extra:\n    - {key: rd_staff, label: 研发人员数, type: int, unit: 人}\n    - {key: park_rating, label: 园区评级, type: enum, enum: [A, B]}\n"
-	p := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(p, []byte(good), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(p)
+	c, err := loadYAML(t, good)
 	if err != nil || len(c.Fields.Extra) != 2 || c.Fields.Extra[1].Enum[1] != "B" {
 		t.Fatalf("good extra fields: %+v %v", c.Fields, err)
 	}
@@ -27,10 +21,7 @@ func TestExtraFieldsValidation(t *testing.T) {
 		"{key: rd, label: x, type: int}\n    - {key: rd, label: y, type: int}": "fields.extra[1].key",
 	}
 	for entry, key := range cases {
-		if err := os.WriteFile(p, []byte("fields:\n  extra:\n    - "+entry+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), key) {
+		if _, err := loadYAML(t, "fields:\n  extra:\n    - "+entry+"\n"); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s: %v, want it to name %s", entry, err, key)
 		}
 	}

@@ -32,31 +32,27 @@ func seedRegistry(t *testing.T, db *gorm.DB, firms []store.Enterprise, defs []*r
 	fixture.Publish(t, db, defs, "test", "tester", opts...)
 }
 
-// storedState renders the stored matches and evaluation errors, for comparing databases.
-func storedState(t *testing.T, db *gorm.DB) []string {
+// catchUp runs one catch-up round of e.
+func catchUp(ctx context.Context, t *testing.T, e *Engine) {
 	t.Helper()
-	var ms []store.Match
-	if err := db.Find(&ms).Error; err != nil {
+	if err := e.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, m := range ms {
-		amount := "none"
-		if m.Amount != nil {
-			amount = fmt.Sprintf("%.2f", *m.Amount)
-		}
-		out = append(out, fmt.Sprintf("match %s v%d %s %s %s", m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, amount))
-	}
-	var es []store.EvalError
-	if err := db.Find(&es).Error; err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range es {
-		out = append(out, fmt.Sprintf("error %s %s %s", e.PolicyID, e.CreditCode, e.Message))
-	}
-	sort.Strings(out)
-	return out
 }
+
+// bulkEdit adds more to the employees of the firms where selects, as an import of a large share of
+// the registry would, and wants at least bulkFloor rows changed.
+func bulkEdit(t *testing.T, db *gorm.DB, where string, more int) {
+	t.Helper()
+	bulk := db.Model(&store.Enterprise{}).Where(where).
+		Updates(map[string]any{"employees": gorm.Expr(fmt.Sprintf("employees + %d", more)), "updated_at": time.Now().UTC()})
+	if bulk.Error != nil || bulk.RowsAffected < bulkFloor {
+		t.Fatalf("bulk edit: %v, %d rows", bulk.Error, bulk.RowsAffected)
+	}
+}
+
+// storedState renders the stored matches and evaluation errors, for comparing databases.
+var storedState = fixture.StoredMatches
 
 func sameStrings(t *testing.T, what string, want, got []string) {
 	t.Helper()
@@ -367,9 +363,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 	if _, err := policies.Apply(ctx, db, def, "test", "tester"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(ctx, t, e)
 	noDifference(t, db, asOf)
 	var v2 int64
 	db.Model(&store.Match{}).Where("policy_id = ? AND policy_version = 2 AND state = ?", def.ID, store.MatchActive).Count(&v2)
@@ -378,21 +372,13 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 	}
 
 	// A bulk edit (a third of the registry, as an import would): every policy is evaluated again.
-	bulk := db.Model(&store.Enterprise{}).Where("employees % 3 = 0").
-		Updates(map[string]any{"employees": gorm.Expr("employees + 7"), "updated_at": time.Now().UTC()})
-	if bulk.Error != nil || bulk.RowsAffected < bulkFloor {
-		t.Fatalf("bulk edit: %v, %d rows", bulk.Error, bulk.RowsAffected)
-	}
-	if err := e.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	bulkEdit(t, db, "employees % 3 = 0", 7)
+	catchUp(ctx, t, e)
 	noDifference(t, db, asOf)
 
 	// The next day: the window of starts-tomorrow opens; young firms age.
 	asOf = asOf.AddDate(0, 0, 1)
-	if err := e.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(ctx, t, e)
 	noDifference(t, db, asOf)
 	var tomorrow int64
 	db.Model(&store.Match{}).Where("policy_id = ?", "starts-tomorrow").Count(&tomorrow)
@@ -401,9 +387,7 @@ func TestCatchUpFollowsRegistryPoliciesAndDate(t *testing.T) {
 	}
 	// A year later young firms have aged: the sweep re-evaluates the date-dependent rule.
 	asOf = asOf.AddDate(1, 0, 0)
-	if err := e.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(ctx, t, e)
 	noDifference(t, db, asOf)
 }
 
@@ -554,9 +538,7 @@ func TestDailySweepRematchesOnlyFirmsWhoseAnswerCanChange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.CatchUp(ctx); err != nil {
-			t.Fatal(err)
-		}
+		catchUp(ctx, t, e)
 		noDifference(t, db, day)
 		return st
 	}
@@ -589,14 +571,8 @@ func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
 	if err := e.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	bulk := db.Model(&store.Enterprise{}).Where("employees % 2 = 0").
-		Updates(map[string]any{"employees": gorm.Expr("employees + 3"), "updated_at": time.Now().UTC()})
-	if bulk.Error != nil || bulk.RowsAffected < bulkFloor {
-		t.Fatalf("bulk edit: %v, %d rows", bulk.Error, bulk.RowsAffected)
-	}
-	if err := e.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	bulkEdit(t, db, "employees % 2 = 0", 3)
+	catchUp(ctx, t, e)
 	if n := strings.Count(logs.String(), "evaluating every policy"); n != 1 {
 		t.Fatalf("the bulk edit was evaluated %d times, want once:\n%s", n, logs.String())
 	}
@@ -608,9 +584,7 @@ func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
 	db.Callback().Delete().Before("gorm:delete").Register("test:count-delete", countWrites)
 	logs.Reset()
 	for range 3 { // the rows of the bulk edit are still inside the overlap window
-		if err := e.CatchUp(ctx); err != nil {
-			t.Fatal(err)
-		}
+		catchUp(ctx, t, e)
 	}
 	if strings.Contains(logs.String(), "evaluating every policy") || strings.Contains(logs.String(), "re-matched") {
 		t.Fatalf("idle rounds evaluated again:\n%s", logs.String())

@@ -40,6 +40,8 @@ func (f *frame) word(w int) (lo, hi int) {
 	return lo, min(lo+wordBits, f.snap.n)
 }
 
+// pushBits, pushInts and pushFloats are twins on purpose: each hands out a scratch array of its own
+// element type from its own stack, so a plan never converts or allocates per word.
 func (f *frame) pushBits() *bitset {
 	if f.bt == len(f.bs) {
 		f.bs = append(f.bs, new(bitset))
@@ -77,6 +79,11 @@ type boolPlan interface {
 
 // numPlan computes a number per row. ints/floats fill out for the rows of word w set in m and
 // return the rows whose value is unknown; ints is only called on plans of kind kInt.
+//
+// The ints and floats methods of each plan are twins on purpose: each is a tight loop over one
+// element type that the compiler can keep in registers and unroll. Sharing one body through a
+// type parameter or a per-row conversion function costs an indirect call or a dictionary lookup
+// per row in the matcher's hot path (BenchmarkEngineFullMatch measures it).
 type numPlan interface {
 	kind() numKind
 	ints(f *frame, w int, m uint64, out *[wordBits]int64) uint64
@@ -493,6 +500,10 @@ func newCompare(op cmpOp, l, r numPlan) boolPlan {
 	return &cmpPlan{op: op, l: l, r: r}
 }
 
+// cmpIntConst, cmpIntFloatConst and cmpFloatConst are one kernel written out three times on purpose,
+// one per column type and constant type: the per-row comparison in the sparse path must read the
+// typed column directly, with no function value or interface call, and the dense path calls a
+// different typed comparison (compareConst or compareIntFloat). See the note on numPlan.
 type cmpIntConst struct {
 	col *column
 	op  cmpOp

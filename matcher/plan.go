@@ -115,13 +115,7 @@ func (t *codeTable) refresh() {
 	for code := n; code < card; code++ {
 		out, err := t.run(t.col.codeValue(code))
 		if !t.numeric {
-			v := uint8(triUnknown)
-			if b, ok := out.(bool); ok && err == nil {
-				v = triFalse
-				if b {
-					v = triTrue
-				}
-			}
+			v := truthOf(out, err)
 			if v == triUnknown {
 				t.unknowns++
 			}
@@ -286,17 +280,24 @@ func (b *builder) table(n ast.Node, col *column, numeric bool) *codeTable {
 	return t
 }
 
+// truthOf is the table entry of a boolean result: true or false, unknown when the VM failed or did
+// not give a boolean.
+func truthOf(out any, err error) uint8 {
+	b, ok := out.(bool)
+	switch {
+	case !ok || err != nil:
+		return triUnknown
+	case b:
+		return triTrue
+	}
+	return triFalse
+}
+
 // refreshConst evaluates a table without a column once.
 func (t *codeTable) refreshConst() {
 	out, err := t.run(nil)
 	if !t.numeric {
-		v := uint8(triUnknown)
-		if bv, ok := out.(bool); ok && err == nil {
-			v = triFalse
-			if bv {
-				v = triTrue
-			}
-		}
+		v := truthOf(out, err)
 		t.truth = []uint8{v}
 		return
 	}
@@ -313,28 +314,36 @@ func (t *codeTable) refreshConst() {
 	}
 }
 
+// lookup builds the code table that stands for n when n reads no firm field besides at most one
+// dictionary or boolean column: that column (nil for none) and its table; no table when n reads
+// more, or another kind of column, or table cannot build one.
+func (b *builder) lookup(n ast.Node, vs varSet, numeric bool) (*column, *codeTable) {
+	if vs.other || len(vs.cols) > 1 {
+		return nil, nil
+	}
+	var col *column
+	if len(vs.cols) == 1 {
+		col = b.snap.cols[vs.cols[0]]
+	}
+	if col != nil && !col.dictionary() && !col.boolean() {
+		return nil, nil
+	}
+	return col, b.table(n, col, numeric)
+}
+
 // boolean plans a boolean part of a rule.
 func (b *builder) boolean(n ast.Node) boolPlan {
 	if !isBool(n.Type()) {
 		return unknownPlan{}
 	}
-	vs := b.vars(n)
-	if !vs.other && len(vs.cols) <= 1 {
-		var col *column
-		if len(vs.cols) == 1 {
-			col = b.snap.cols[vs.cols[0]]
+	if col, t := b.lookup(n, b.vars(n), false); t != nil {
+		if col == nil {
+			return constPlan{v: t.truth[0]}
 		}
-		if col == nil || col.dictionary() || col.boolean() {
-			if t := b.table(n, col, false); t != nil {
-				if col == nil {
-					return constPlan{v: t.truth[0]}
-				}
-				if col.boolean() {
-					return &boolColPlan{col: col, table: t}
-				}
-				return &dictPlan{col: col, table: t}
-			}
+		if col.boolean() {
+			return &boolColPlan{col: col, table: t}
 		}
+		return &dictPlan{col: col, table: t}
 	}
 	if p := b.sizeComparison(n); p != nil {
 		return p
@@ -405,28 +414,20 @@ func (b *builder) number(n ast.Node) numPlan {
 	if vs.other {
 		return nil
 	}
-	if len(vs.cols) <= 1 {
-		var col *column
-		if len(vs.cols) == 1 {
-			col = b.snap.cols[vs.cols[0]]
-		}
-		if col == nil || col.dictionary() || col.boolean() {
-			if t := b.table(n, col, true); t != nil {
-				if col == nil {
-					if t.unknowns > 0 {
-						return nil
-					}
-					if t.kind == kInt {
-						return &constNum{k: kInt, i: t.ints[0]}
-					}
-					return &constNum{k: kFloat, f: t.floats[0]}
-				}
-				if t.kind == 0 {
-					return nil
-				}
-				return &tableNum{col: col, table: t}
+	if col, t := b.lookup(n, vs, true); t != nil {
+		if col == nil {
+			if t.unknowns > 0 {
+				return nil
 			}
+			if t.kind == kInt {
+				return &constNum{k: kInt, i: t.ints[0]}
+			}
+			return &constNum{k: kFloat, f: t.floats[0]}
 		}
+		if t.kind == 0 {
+			return nil
+		}
+		return &tableNum{col: col, table: t}
 	}
 	switch x := n.(type) {
 	case *ast.UnaryNode:

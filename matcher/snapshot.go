@@ -152,28 +152,24 @@ func newDictionary(kind valueKind) *dictionary {
 func (d *dictionary) code(v reflect.Value) (uint16, bool) {
 	if d.times != nil {
 		t := v.Interface().(time.Time)
-		k := keyOfTime(t)
-		if c, ok := d.times[k]; ok {
-			return c, true
-		}
-		if len(d.values) >= maxDictCodes {
-			return 0, false
-		}
-		c := uint16(len(d.values))
-		d.times[k] = c
-		d.values = append(d.values, t)
-		return c, true
+		return intern(d, d.times, keyOfTime(t), t)
 	}
 	s := v.String()
-	if c, ok := d.strs[s]; ok {
+	return intern(d, d.strs, s, s)
+}
+
+// intern returns the code of key k in codes, giving value v the next code when k is new; ok is
+// false when the dictionary is full. v is boxed only when it is added.
+func intern[K comparable, V string | time.Time](d *dictionary, codes map[K]uint16, k K, v V) (uint16, bool) {
+	if c, ok := codes[k]; ok {
 		return c, true
 	}
 	if len(d.values) >= maxDictCodes {
 		return 0, false
 	}
 	c := uint16(len(d.values))
-	d.strs[s] = c
-	d.values = append(d.values, s)
+	codes[k] = c
+	d.values = append(d.values, v)
 	return c, true
 }
 

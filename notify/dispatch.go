@@ -488,18 +488,16 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 				}
 			}
 		}
-		if len(outbox) > 0 {
-			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
-				return fmt.Errorf("schedule deliveries: %w", err)
-			}
-		}
-		if len(events) > 0 {
-			if err := tx.CreateInBatches(events, n.chunk(7)).Error; err != nil {
-				return fmt.Errorf("record events: %w", err)
-			}
-		}
-		return nil
+		return n.scheduleAndRecord(tx, outbox, events)
 	})
+}
+
+// scheduleAndRecord writes the outbox rows and delivery events a claim or record transaction produced.
+func (n *Notifier) scheduleAndRecord(tx *gorm.DB, outbox []store.Outbox, events []store.DeliveryEvent) error {
+	if err := insertRows(n, tx, outbox, 5, "schedule deliveries"); err != nil {
+		return err
+	}
+	return insertRows(n, tx, events, 7, "record events")
 }
 
 // claimOnly reports whether claiming cands is one statement: all are sent, from the same state
@@ -742,17 +740,7 @@ func (n *Notifier) record(ctx context.Context, rt *route, cands []*candidate) er
 			}
 			events = append(events, st.tr.event(c.d.ID, now, c.prov.name(), st.code, st.detail))
 		}
-		if len(outbox) > 0 {
-			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
-				return fmt.Errorf("schedule deliveries: %w", err)
-			}
-		}
-		if len(events) > 0 {
-			if err := tx.CreateInBatches(events, n.chunk(7)).Error; err != nil {
-				return fmt.Errorf("record events: %w", err)
-			}
-		}
-		return nil
+		return n.scheduleAndRecord(tx, outbox, events)
 	})
 	if err != nil {
 		return err

@@ -315,10 +315,8 @@ func (n *Notifier) writeIntake(ctx context.Context, ch string, p *intakePlan, no
 			created = append(created, n.newDelivery(ch, g, now))
 			createdGroups = append(createdGroups, g)
 		}
-		if len(created) > 0 {
-			if err := tx.CreateInBatches(created, n.chunk(24)).Error; err != nil {
-				return fmt.Errorf("create deliveries: %w", err)
-			}
+		if err := insertRows(n, tx, created, 24, "create deliveries"); err != nil {
+			return err
 		}
 		var outbox []store.Outbox
 		for i, d := range created {
@@ -346,16 +344,12 @@ func (n *Notifier) writeIntake(ctx context.Context, ch string, p *intakePlan, no
 		for i, it := range p.items {
 			rows[i] = *it
 		}
-		if len(rows) > 0 {
-			if err := tx.CreateInBatches(rows, n.chunk(9)).Error; err != nil {
-				return fmt.Errorf("create delivery items: %w", err)
-			}
+		if err := insertRows(n, tx, rows, 9, "create delivery items"); err != nil {
+			return err
 		}
 		outbox = append(outbox, p.fallbacks...)
-		if len(outbox) > 0 {
-			if err := tx.CreateInBatches(outbox, n.chunk(5)).Error; err != nil {
-				return fmt.Errorf("queue delivery jobs: %w", err)
-			}
+		if err := insertRows(n, tx, outbox, 5, "queue delivery jobs"); err != nil {
+			return err
 		}
 		return nil
 	})

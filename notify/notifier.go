@@ -415,6 +415,18 @@ func (n *Notifier) chunk(cols int) int {
 	return 200
 }
 
+// insertRows writes rows in INSERTs of n.chunk(cols) rows, cols being the table's columns; no rows,
+// no statement. what names the write in the error.
+func insertRows[T any](n *Notifier, tx *gorm.DB, rows []T, cols int, what string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := tx.CreateInBatches(rows, n.chunk(cols)).Error; err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // retryTx runs fn in a transaction, again after a deadlock, a lock timeout, a busy SQLite file or a
 // dropped connection (the database restarting). A unique-key race is returned: the caller has to
 // look again at what the other notifier wrote.

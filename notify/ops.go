@@ -245,7 +245,8 @@ type Step struct {
 	At   time.Time `json:"at"`
 }
 
-// Timeline is everything known about one delivery.
+// Timeline is everything known about one delivery. Its first fields repeat FailedDelivery's on
+// purpose: both are API answers, and a shared embedded struct would reorder their JSON keys.
 type Timeline struct {
 	ID          uint64                  `json:"id"`
 	Channel     string                  `json:"channel"`

@@ -356,6 +356,32 @@ type aliyunReport struct {
 	OutID       string `json:"out_id"`
 }
 
+func (p tencentReport) receipt(now time.Time) Receipt {
+	return Receipt{Provider: ProviderTencent, ProviderID: p.SID, Recipient: p.Mobile,
+		Delivered: p.ReportStatus == "SUCCESS", Code: p.ErrMsg, Detail: p.Description,
+		ReportedAt: providerTime(p.UserReceiveTime, now)}
+}
+
+func (p aliyunReport) receipt(now time.Time) Receipt {
+	id, _ := strconv.ParseUint(p.OutID, 10, 64)
+	return Receipt{Provider: ProviderAliyun, ProviderID: p.BizID, DeliveryID: id, Recipient: p.PhoneNumber,
+		Delivered: p.Success, Code: p.ErrCode, Detail: p.ErrMsg, ReportedAt: providerTime(p.ReportTime, now)}
+}
+
+// receiptsOf reads a status push, a JSON array of one provider's reports, as receipts (now stands
+// for a report time the provider left out).
+func receiptsOf[R any](body []byte, now time.Time, receipt func(R, time.Time) Receipt) ([]Receipt, error) {
+	var reports []R
+	if err := json.Unmarshal(body, &reports); err != nil {
+		return nil, err
+	}
+	var rs []Receipt
+	for _, p := range reports {
+		rs = append(rs, receipt(p, now))
+	}
+	return rs, nil
+}
+
 // providerTime reads the providers' "2006-01-02 15:04:05" times, which are Beijing time.
 func providerTime(s string, fallback time.Time) time.Time {
 	t, err := time.ParseInLocation("2006-01-02 15:04:05", s, aliyunDay)
@@ -400,29 +426,15 @@ func SMSReceiptHandler(c ReceiptConfig, provider string) http.Handler {
 		var rs []Receipt
 		switch provider {
 		case ProviderTencent:
-			var reports []tencentReport
-			if err := json.Unmarshal(body, &reports); err != nil {
-				reply(http.StatusBadRequest, false, "body is not a JSON array of reports")
-				return
-			}
-			for _, p := range reports {
-				rs = append(rs, Receipt{Provider: ProviderTencent, ProviderID: p.SID, Recipient: p.Mobile,
-					Delivered: p.ReportStatus == "SUCCESS", Code: p.ErrMsg, Detail: p.Description,
-					ReportedAt: providerTime(p.UserReceiveTime, now)})
-			}
+			rs, err = receiptsOf(body, now, tencentReport.receipt)
 		case ProviderAliyun:
-			var reports []aliyunReport
-			if err := json.Unmarshal(body, &reports); err != nil {
-				reply(http.StatusBadRequest, false, "body is not a JSON array of reports")
-				return
-			}
-			for _, p := range reports {
-				id, _ := strconv.ParseUint(p.OutID, 10, 64)
-				rs = append(rs, Receipt{Provider: ProviderAliyun, ProviderID: p.BizID, DeliveryID: id, Recipient: p.PhoneNumber,
-					Delivered: p.Success, Code: p.ErrCode, Detail: p.ErrMsg, ReportedAt: providerTime(p.ReportTime, now)})
-			}
+			rs, err = receiptsOf(body, now, aliyunReport.receipt)
 		default:
 			reply(http.StatusNotFound, false, "unknown provider")
+			return
+		}
+		if err != nil {
+			reply(http.StatusBadRequest, false, "body is not a JSON array of reports")
 			return
 		}
 		if _, err := RecordReceipts(r.Context(), c, rs); err != nil {

@@ -144,57 +144,6 @@ func TestWeChatSendRecordsOnceAndDedupes(t *testing.T) {
 	}
 }
 
-func TestWeChatRecipientErrorsFallBack(t *testing.T) {
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{})
-	w := newWeChatFor(t, sb)
-
-	n := notice("d-2")
-	n.OpenID = ""
-	_, err := w.Send(sendCtx(t), n)
-	wantSendError(t, err, Fallback, "no_openid")
-
-	n.OpenID = "o-unfollow-42"
-	_, err = w.Send(sendCtx(t), n)
-	wantSendError(t, err, Fallback, "43004")
-
-	n.OpenID = "not-an-openid"
-	_, err = w.Send(sendCtx(t), n)
-	wantSendError(t, err, Fallback, "40003")
-
-	if got := sb.Counts()["wechat"]; got != 0 {
-		t.Fatalf("failed sends were recorded: %d", got)
-	}
-}
-
-func TestWeChatInjectedErrors(t *testing.T) {
-	cases := []struct {
-		code  string
-		class ErrorClass
-		want  string
-	}{
-		{"45009", Quota, "45009"},
-		{"-1", Transient, "-1"},
-		{"5xx", Transient, "http"},
-		{"40037", Permanent, "40037"},
-		{"47003", Permanent, "47003"},
-		{"43101", Fallback, "43101"},
-		{"99999", Permanent, "99999"},
-	}
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{})
-	w := newWeChatFor(t, sb)
-	for _, c := range cases {
-		sb.SetFaults("wechat", sandbox.Faults{ErrorRate: 1, Codes: []string{c.code}})
-		_, err := w.Send(sendCtx(t), notice("inj-"+c.code))
-		se := wantSendError(t, err, c.class, c.want)
-		if strings.Contains(se.Message, "SANDBOX_") {
-			t.Errorf("%s: message leaks the access token: %s", c.code, se.Message)
-		}
-	}
-	if got := sb.Counts()["wechat"]; got != 0 {
-		t.Fatalf("injected errors were recorded: %d", got)
-	}
-}
-
 func TestWeChatRefreshesExpiredToken(t *testing.T) {
 	dir := t.TempDir()
 	sb := startSandbox(t, dir, sandbox.Options{ExpireTokenEvery: 2})
@@ -223,19 +172,6 @@ func TestWeChatInjectedTokenErrorRetriesOnce(t *testing.T) {
 	}
 }
 
-func TestWeChatTimeoutIsTransient(t *testing.T) {
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{WeChat: sandbox.Faults{TimeoutRate: 1}})
-	w := newWeChatFor(t, sb)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := w.Send(ctx, notice("slow"))
-	wantSendError(t, err, Transient, "http")
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("send ignored its context: took %s", d)
-	}
-}
-
 func TestWeChatTokenFetchFailure(t *testing.T) {
 	sb := startSandbox(t, t.TempDir(), sandbox.Options{})
 	addr := sb.URL()
@@ -254,181 +190,225 @@ func TestWeChatTokenFetchFailure(t *testing.T) {
 	}
 }
 
-func TestTencentSendAndDedupe(t *testing.T) {
-	dir := t.TempDir()
-	sb := startSandbox(t, dir, sandbox.Options{})
-	s := newTencentFor(t, sb)
-	if s.Name() != "tencent" {
-		t.Fatalf("name %q", s.Name())
-	}
-	n := notice("t-1")
-	first, err := s.Send(sendCtx(t), n)
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	again, err := s.Send(sendCtx(t), n)
-	if err != nil {
-		t.Fatalf("repeat: %v", err)
-	}
-	if first.Provider != "tencent" || first.ProviderID == "" || again != first {
-		t.Fatalf("results %+v then %+v", first, again)
-	}
-	recs := readRecords(t, filepath.Join(dir, sandbox.SMSFile))
-	if len(recs) != 1 {
-		t.Fatalf("want 1 record, got %d", len(recs))
-	}
-	r := recs[0]
-	if r.Provider != "tencent" || r.DeliveryID != "t-1" || r.To != "+8613800138000" || r.ProviderID != first.ProviderID {
-		t.Fatalf("record %+v", r)
-	}
-	if r.Params["1"] != n.PolicyTitle || r.Params["2"] != n.Amount || r.Params["3"] != n.Deadline || r.Params["4"] != n.URL {
-		t.Fatalf("params %v", r.Params)
+// smsCase is one SMS provider under test: how to open its sender and what it must record.
+type smsCase struct {
+	name     string
+	open     func(*testing.T, *sandbox.Server) Sender
+	notice   func() Notice
+	to       func(Notice) string
+	template string
+	params   func(Notice) map[string]string
+}
+
+func smsCases() []smsCase {
+	return []smsCase{
+		{
+			name:     "tencent",
+			open:     func(t *testing.T, sb *sandbox.Server) Sender { return newTencentFor(t, sb) },
+			notice:   func() Notice { return notice("t-1") },
+			to:       func(Notice) string { return "+8613800138000" },
+			template: "100001",
+			params: func(n Notice) map[string]string {
+				return map[string]string{"1": n.PolicyTitle, "2": n.Amount, "3": n.Deadline, "4": n.URL}
+			},
+		},
+		{
+			name: "aliyun",
+			open: func(t *testing.T, sb *sandbox.Server) Sender { return newAliyunFor(t, sb) },
+			notice: func() Notice {
+				n := notice("a-1")
+				n.Deadline = ""
+				return n
+			},
+			to:       func(n Notice) string { return n.Phone },
+			template: "SMS_100001",
+			params: func(n Notice) map[string]string {
+				return map[string]string{"policy": n.PolicyTitle, "amount": n.Amount, "deadline": defaultDeadline, "url": n.URL}
+			},
+		},
 	}
 }
 
-func TestTencentErrors(t *testing.T) {
-	cases := []struct {
+func TestSMSSendAndDedupe(t *testing.T) {
+	for _, c := range smsCases() {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sb := startSandbox(t, dir, sandbox.Options{})
+			s := c.open(t, sb)
+			if s.Name() != c.name {
+				t.Fatalf("name %q", s.Name())
+			}
+			n := c.notice()
+			first, err := s.Send(sendCtx(t), n)
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			again, err := s.Send(sendCtx(t), n)
+			if err != nil {
+				t.Fatalf("repeat: %v", err)
+			}
+			if first.Provider != c.name || first.ProviderID == "" || again != first {
+				t.Fatalf("results %+v then %+v", first, again)
+			}
+			recs := readRecords(t, filepath.Join(dir, sandbox.SMSFile))
+			if len(recs) != 1 {
+				t.Fatalf("want 1 record, got %d", len(recs))
+			}
+			r := recs[0]
+			if r.Provider != c.name || r.DeliveryID != n.DeliveryID || r.To != c.to(n) || r.Template != c.template || r.ProviderID != first.ProviderID {
+				t.Fatalf("record %+v", r)
+			}
+			for k, v := range c.params(n) {
+				if r.Params[k] != v {
+					t.Errorf("param %s = %q, want %q", k, r.Params[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestInjectedErrors makes each provider's sandbox answer with one error code at a time and checks the
+// class the sender gives it; then it sends to recipients the provider refuses.
+func TestInjectedErrors(t *testing.T) {
+	type injected struct {
 		code  string
 		class ErrorClass
 		want  string
-	}{
-		{"LimitExceeded.PhoneNumberDailyLimit", Throttled, "LimitExceeded.PhoneNumberDailyLimit"},
-		{"LimitExceeded.DeliveryFrequencyLimit", Throttled, "LimitExceeded.DeliveryFrequencyLimit"},
-		{"LimitExceeded.AppDailyLimit", Quota, "LimitExceeded.AppDailyLimit"},
-		{"InternalError", Transient, "InternalError"},
-		{"InternalError.Timeout", Transient, "InternalError.Timeout"},
-		{"RequestLimitExceeded", Transient, "RequestLimitExceeded"},
-		// The SDK parses the body before looking at the status, so a non-JSON 503 surfaces as a parse error.
-		{"5xx", Transient, "ClientError.ParseJsonError"},
-		{"FailedOperation.PhoneNumberInBlacklist", Permanent, "FailedOperation.PhoneNumberInBlacklist"},
-		{"UnsupportedOperation.ContainDomesticAndInternationalPhoneNumber", Permanent, ""},
-		{"FailedOperation.SignatureIncorrectOrUnapproved", Permanent, ""},
 	}
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{})
-	s := newTencentFor(t, sb)
-	for _, c := range cases {
-		sb.SetFaults("tencent", sandbox.Faults{ErrorRate: 1, Codes: []string{c.code}})
-		_, err := s.Send(sendCtx(t), notice("inj-"+c.code))
-		wantSendError(t, err, c.class, c.want)
-	}
-	sb.SetFaults("tencent", sandbox.Faults{})
-
-	n := notice("bad-phone")
-	n.Phone = "+86abc"
-	_, err := s.Send(sendCtx(t), n)
-	wantSendError(t, err, Permanent, "InvalidParameterValue.IncorrectPhoneNumber")
-
-	n.Phone = " "
-	_, err = s.Send(sendCtx(t), n)
-	wantSendError(t, err, Permanent, "no_phone")
-
-	if got := sb.Counts()["tencent"]; got != 0 {
-		t.Fatalf("failed sends were recorded: %d", got)
-	}
-}
-
-func TestAliyunSendAndDedupe(t *testing.T) {
-	dir := t.TempDir()
-	sb := startSandbox(t, dir, sandbox.Options{})
-	s := newAliyunFor(t, sb)
-	if s.Name() != "aliyun" {
-		t.Fatalf("name %q", s.Name())
-	}
-	n := notice("a-1")
-	n.Deadline = ""
-	first, err := s.Send(sendCtx(t), n)
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	again, err := s.Send(sendCtx(t), n)
-	if err != nil {
-		t.Fatalf("repeat: %v", err)
-	}
-	if first.Provider != "aliyun" || first.ProviderID == "" || again != first {
-		t.Fatalf("results %+v then %+v", first, again)
-	}
-	recs := readRecords(t, filepath.Join(dir, sandbox.SMSFile))
-	if len(recs) != 1 {
-		t.Fatalf("want 1 record, got %d", len(recs))
-	}
-	r := recs[0]
-	if r.Provider != "aliyun" || r.DeliveryID != "a-1" || r.To != n.Phone || r.Template != "SMS_100001" || r.ProviderID != first.ProviderID {
-		t.Fatalf("record %+v", r)
-	}
-	want := map[string]string{"policy": n.PolicyTitle, "amount": n.Amount, "deadline": defaultDeadline, "url": n.URL}
-	for k, v := range want {
-		if r.Params[k] != v {
-			t.Errorf("param %s = %q, want %q", k, r.Params[k], v)
-		}
-	}
-}
-
-func TestAliyunErrors(t *testing.T) {
-	cases := []struct {
-		code  string
+	type refused struct {
+		set   func(*Notice)
 		class ErrorClass
 		want  string
+	}
+	phone := func(p string) func(*Notice) { return func(n *Notice) { n.Phone = p } }
+	openID := func(o string) func(*Notice) { return func(n *Notice) { n.OpenID = o } }
+	cases := []struct {
+		name     string
+		open     func(*testing.T, *sandbox.Server) Sender
+		injected []injected
+		leak     string // a secret no error message may contain
+		refused  []refused
 	}{
-		{"isv.BUSINESS_LIMIT_CONTROL", Throttled, "isv.BUSINESS_LIMIT_CONTROL"},
-		{"isv.DAY_LIMIT_CONTROL", Throttled, "isv.DAY_LIMIT_CONTROL"},
-		{"isv.AMOUNT_NOT_ENOUGH", Quota, "isv.AMOUNT_NOT_ENOUGH"},
-		{"isp.SYSTEM_ERROR", Transient, "isp.SYSTEM_ERROR"},
-		{"Throttling.User", Transient, "Throttling.User"},
-		{"5xx", Transient, "http_503"},
-		{"isv.MOBILE_NUMBER_ILLEGAL", Permanent, "isv.MOBILE_NUMBER_ILLEGAL"},
-		{"isv.BLACK_KEY_CONTROL_LIMIT", Permanent, "isv.BLACK_KEY_CONTROL_LIMIT"},
-		{"isv.SOMETHING_NEW", Permanent, "isv.SOMETHING_NEW"},
-		{"SomethingElse", Transient, "SomethingElse"},
+		{
+			name: "wechat",
+			open: func(t *testing.T, sb *sandbox.Server) Sender { return newWeChatFor(t, sb) },
+			injected: []injected{
+				{"45009", Quota, "45009"},
+				{"-1", Transient, "-1"},
+				{"5xx", Transient, "http"},
+				{"40037", Permanent, "40037"},
+				{"47003", Permanent, "47003"},
+				{"43101", Fallback, "43101"},
+				{"99999", Permanent, "99999"},
+			},
+			leak: "SANDBOX_", // the access token
+			refused: []refused{
+				{openID(""), Fallback, "no_openid"},
+				{openID("o-unfollow-42"), Fallback, "43004"},
+				{openID("not-an-openid"), Fallback, "40003"},
+			},
+		},
+		{
+			name: "tencent",
+			open: func(t *testing.T, sb *sandbox.Server) Sender { return newTencentFor(t, sb) },
+			injected: []injected{
+				{"LimitExceeded.PhoneNumberDailyLimit", Throttled, "LimitExceeded.PhoneNumberDailyLimit"},
+				{"LimitExceeded.DeliveryFrequencyLimit", Throttled, "LimitExceeded.DeliveryFrequencyLimit"},
+				{"LimitExceeded.AppDailyLimit", Quota, "LimitExceeded.AppDailyLimit"},
+				{"InternalError", Transient, "InternalError"},
+				{"InternalError.Timeout", Transient, "InternalError.Timeout"},
+				{"RequestLimitExceeded", Transient, "RequestLimitExceeded"},
+				// The SDK parses the body before looking at the status, so a non-JSON 503 surfaces as a parse error.
+				{"5xx", Transient, "ClientError.ParseJsonError"},
+				{"FailedOperation.PhoneNumberInBlacklist", Permanent, "FailedOperation.PhoneNumberInBlacklist"},
+				{"UnsupportedOperation.ContainDomesticAndInternationalPhoneNumber", Permanent, ""},
+				{"FailedOperation.SignatureIncorrectOrUnapproved", Permanent, ""},
+			},
+			refused: []refused{
+				{phone("+86abc"), Permanent, "InvalidParameterValue.IncorrectPhoneNumber"},
+				{phone(" "), Permanent, "no_phone"},
+			},
+		},
+		{
+			name: "aliyun",
+			open: func(t *testing.T, sb *sandbox.Server) Sender { return newAliyunFor(t, sb) },
+			injected: []injected{
+				{"isv.BUSINESS_LIMIT_CONTROL", Throttled, "isv.BUSINESS_LIMIT_CONTROL"},
+				{"isv.DAY_LIMIT_CONTROL", Throttled, "isv.DAY_LIMIT_CONTROL"},
+				{"isv.AMOUNT_NOT_ENOUGH", Quota, "isv.AMOUNT_NOT_ENOUGH"},
+				{"isp.SYSTEM_ERROR", Transient, "isp.SYSTEM_ERROR"},
+				{"Throttling.User", Transient, "Throttling.User"},
+				{"5xx", Transient, "http_503"},
+				{"isv.MOBILE_NUMBER_ILLEGAL", Permanent, "isv.MOBILE_NUMBER_ILLEGAL"},
+				{"isv.BLACK_KEY_CONTROL_LIMIT", Permanent, "isv.BLACK_KEY_CONTROL_LIMIT"},
+				{"isv.SOMETHING_NEW", Permanent, "isv.SOMETHING_NEW"},
+				{"SomethingElse", Transient, "SomethingElse"},
+			},
+			refused: []refused{
+				{phone("12345"), Permanent, "isv.MOBILE_NUMBER_ILLEGAL"},
+				{phone(""), Permanent, "no_phone"},
+			},
+		},
 	}
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{})
-	s := newAliyunFor(t, sb)
 	for _, c := range cases {
-		sb.SetFaults("aliyun", sandbox.Faults{ErrorRate: 1, Codes: []string{c.code}})
-		_, err := s.Send(sendCtx(t), notice("inj-"+c.code))
-		wantSendError(t, err, c.class, c.want)
-	}
-	sb.SetFaults("aliyun", sandbox.Faults{})
-
-	n := notice("bad-phone")
-	n.Phone = "12345"
-	_, err := s.Send(sendCtx(t), n)
-	wantSendError(t, err, Permanent, "isv.MOBILE_NUMBER_ILLEGAL")
-
-	n.Phone = ""
-	_, err = s.Send(sendCtx(t), n)
-	wantSendError(t, err, Permanent, "no_phone")
-
-	if got := sb.Counts()["aliyun"]; got != 0 {
-		t.Fatalf("failed sends were recorded: %d", got)
-	}
-}
-
-func TestAliyunHonoursContext(t *testing.T) {
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{Aliyun: sandbox.Faults{TimeoutRate: 1}})
-	s := newAliyunFor(t, sb)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := s.Send(ctx, notice("slow"))
-	se := wantSendError(t, err, Transient, "")
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("send ignored its context: took %s", d)
-	}
-	if strings.Contains(se.Message, "13800138000") || strings.Contains(se.Message, "AccessKeyId=id") {
-		t.Fatalf("message leaks request details: %s", se.Message)
+		t.Run(c.name, func(t *testing.T) {
+			sb := startSandbox(t, t.TempDir(), sandbox.Options{})
+			s := c.open(t, sb)
+			for _, in := range c.injected {
+				sb.SetFaults(c.name, sandbox.Faults{ErrorRate: 1, Codes: []string{in.code}})
+				_, err := s.Send(sendCtx(t), notice("inj-"+in.code))
+				se := wantSendError(t, err, in.class, in.want)
+				if c.leak != "" && strings.Contains(se.Message, c.leak) {
+					t.Errorf("%s: message leaks a secret: %s", in.code, se.Message)
+				}
+			}
+			sb.SetFaults(c.name, sandbox.Faults{})
+			for _, r := range c.refused {
+				n := notice("refused")
+				r.set(&n)
+				_, err := s.Send(sendCtx(t), n)
+				wantSendError(t, err, r.class, r.want)
+			}
+			if got := sb.Counts()[c.name]; got != 0 {
+				t.Fatalf("failed sends were recorded: %d", got)
+			}
+		})
 	}
 }
 
-func TestTencentHonoursContext(t *testing.T) {
-	sb := startSandbox(t, t.TempDir(), sandbox.Options{Tencent: sandbox.Faults{TimeoutRate: 1}})
-	s := newTencentFor(t, sb)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := s.Send(ctx, notice("slow"))
-	wantSendError(t, err, Transient, "ClientError.NetworkError")
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("send ignored its context: took %s", d)
+// TestSendersHonourContext makes each provider's sandbox hang and checks that the send gives up when
+// its context does, as a transient error that leaks nothing of the request.
+func TestSendersHonourContext(t *testing.T) {
+	hang := sandbox.Faults{TimeoutRate: 1}
+	cases := []struct {
+		name  string
+		opts  sandbox.Options
+		open  func(*testing.T, *sandbox.Server) Sender
+		code  string
+		leaks []string
+	}{
+		{"wechat", sandbox.Options{WeChat: hang}, func(t *testing.T, sb *sandbox.Server) Sender { return newWeChatFor(t, sb) }, "http", nil},
+		{"tencent", sandbox.Options{Tencent: hang}, func(t *testing.T, sb *sandbox.Server) Sender { return newTencentFor(t, sb) }, "ClientError.NetworkError", nil},
+		{"aliyun", sandbox.Options{Aliyun: hang}, func(t *testing.T, sb *sandbox.Server) Sender { return newAliyunFor(t, sb) }, "", []string{"13800138000", "AccessKeyId=id"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sb := startSandbox(t, t.TempDir(), c.opts)
+			s := c.open(t, sb)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := s.Send(ctx, notice("slow"))
+			se := wantSendError(t, err, Transient, c.code)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("send ignored its context: took %s", d)
+			}
+			for _, leak := range c.leaks {
+				if strings.Contains(se.Message, leak) {
+					t.Fatalf("message leaks request details: %s", se.Message)
+				}
+			}
+		})
 	}
 }
 

@@ -255,6 +255,8 @@ func classifyTencentSDK(e *tcerr.TencentCloudSDKError) ErrorClass {
 }
 
 // classifyTencent maps a Tencent SMS error code (request-level or per-number) to an ErrorClass.
+// It looks like classifyAliyun on purpose: each is its provider's code table and stays in the
+// provider's file, where its codes are documented.
 func classifyTencent(code string) ErrorClass {
 	switch code {
 	// Not rate limits despite the prefix: a request with too many numbers, a region the app is

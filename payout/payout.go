@@ -54,7 +54,9 @@ type Options struct {
 	Holidays []string
 }
 
-// Service runs the payout steps against one database.
+// Service runs the payout steps against one database. core.Service is built the same way on purpose
+// (database, Options with Location and Now, defaults in New): every operations package is
+// constructed alike, and the two share no options type.
 type Service struct {
 	db   *gorm.DB
 	opts Options

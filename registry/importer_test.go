@@ -14,6 +14,7 @@ import (
 	"golang.org/x/text/encoding/simplifiedchinese"
 	"gorm.io/gorm"
 
+	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
 )
 
@@ -322,13 +323,7 @@ func TestImportAborts(t *testing.T) {
 	db := openDB(t, store.Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "t.db")})
 	ctx := context.Background()
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return testenv.WriteFile(t, dir, name, content) }
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
 	tests := []struct {

@@ -177,8 +177,7 @@ func precheck(field, source string) error {
 			Message: fmt.Sprintf("expression has %d characters; at most %d are allowed — split the policy or use params", n, MaxSourceLen)}
 	}
 	depth, line, col := 0, 1, 0
-	var quote rune
-	escaped := false
+	var lit quoteState
 	type pos struct {
 		line, col int
 		r         rune
@@ -190,20 +189,10 @@ func precheck(field, source string) error {
 			line++
 			col = 0
 		}
-		if quote != 0 {
-			switch {
-			case escaped:
-				escaped = false
-			case r == '\\':
-				escaped = true
-			case r == quote:
-				quote = 0
-			}
+		if lit.in(r) {
 			continue
 		}
 		switch r {
-		case '"', '\'', '`':
-			quote = r
 		case '(', '[', '{':
 			depth++
 			if depth > MaxDepth {
@@ -218,7 +207,7 @@ func precheck(field, source string) error {
 			}
 		}
 	}
-	if quote == 0 && len(open) > 0 {
+	if lit.quote == 0 && len(open) > 0 {
 		o := open[len(open)-1]
 		return &CompileError{Field: field, Line: o.line, Column: o.col,
 			Message: fmt.Sprintf("%c opened here is never closed", o.r)}

@@ -235,12 +235,7 @@ func reads(n ast.Node) (all, direct []string, sizes []sizeCall) {
 			}
 			if name == "size" {
 				implicit := len(helperFuncs["size"].implicit)
-				var vals []any
-				for _, a := range x.Arguments[min(implicit, len(x.Arguments)):] {
-					v, _ := constValue(a)
-					vals = append(vals, v)
-				}
-				variant, cut, _ := sizeArgs(vals)
+				variant, cut := sizeCallArgs(x.Arguments)
 				sizes = append(sizes, sizeCall{variant: variant, cut: cut})
 				for i, a := range x.Arguments {
 					walk(a, inSize || i < implicit)
@@ -363,23 +358,12 @@ func stripParens(s string) string {
 // bracketBalance counts opening minus closing brackets outside string literals.
 func bracketBalance(s []rune) int {
 	depth := 0
-	var quote rune
-	escaped := false
+	var lit quoteState
 	for _, r := range s {
-		if quote != 0 {
-			switch {
-			case escaped:
-				escaped = false
-			case r == '\\':
-				escaped = true
-			case r == quote:
-				quote = 0
-			}
+		if lit.in(r) {
 			continue
 		}
 		switch r {
-		case '"', '\'', '`':
-			quote = r
 		case '(', '[', '{':
 			depth++
 		case ')', ']', '}':
@@ -387,6 +371,34 @@ func bracketBalance(s []rune) int {
 		}
 	}
 	return depth
+}
+
+// quoteState follows expr's string literals ("...", '...', `...`) through a text read one rune at a time,
+// so that brackets inside them are not counted.
+type quoteState struct {
+	quote   rune // the quote of the literal being read, 0 outside one
+	escaped bool
+}
+
+// in reads r and reports whether it is part of a string literal, its quotes included.
+func (l *quoteState) in(r rune) bool {
+	if l.quote != 0 {
+		switch {
+		case l.escaped:
+			l.escaped = false
+		case r == '\\':
+			l.escaped = true
+		case r == l.quote:
+			l.quote = 0
+		}
+		return true
+	}
+	switch r {
+	case '"', '\'', '`':
+		l.quote = r
+		return true
+	}
+	return false
 }
 
 // run evaluates a compiled condition or operand for one firm; a panic becomes an error.

@@ -211,13 +211,7 @@ func (voc *Vocabulary) renderCall(c *ast.CallNode) string {
 	case name == "months_since" && len(c.Arguments) == 2:
 		return voc.render(c.Arguments[1], "") + "至评估日期的整月数"
 	case name == "size":
-		implicit := len(helperFuncs["size"].implicit)
-		var vals []any
-		for _, a := range c.Arguments[min(implicit, len(c.Arguments)):] {
-			v, _ := constValue(a)
-			vals = append(vals, v)
-		}
-		variant, cut, _ := sizeArgs(vals)
+		variant, cut := sizeCallArgs(c.Arguments)
 		return sizeVariantLabel(variant, cut, time.Time{})
 	case slices.Contains(factFuncs, name) && len(c.Arguments) == 2:
 		if key, ok := c.Arguments[1].(*ast.StringNode); ok {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/expr-lang/expr/ast"
 	"gopkg.in/yaml.v3"
 )
 
@@ -418,6 +419,20 @@ func sizeNeeds(industry string, industryKnown bool, variant string, asOf time.Ti
 		}
 	}
 	return out
+}
+
+// sizeCallArgs reads the variant of a size() call from its arguments in the syntax tree, implicit
+// ones included, for describing a rule (conditions, rendering). It ignores an argument error: the
+// compiler reports those (checkSizeArgs).
+func sizeCallArgs(args []ast.Node) (variant string, cut int) {
+	implicit := len(helperFuncs["size"].implicit)
+	var vals []any
+	for _, a := range args[min(implicit, len(args)):] {
+		v, _ := constValue(a)
+		vals = append(vals, v)
+	}
+	variant, cut, _ = sizeArgs(vals)
+	return variant, cut
 }
 
 // sizeArgs reads the variant arguments of a size() call (after the implicit ones).

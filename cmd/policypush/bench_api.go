@@ -30,7 +30,6 @@ import (
 
 	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/config"
-	"github.com/policypush/policypush/rules"
 	"github.com/policypush/policypush/store"
 )
 
@@ -80,6 +79,8 @@ type apiResult struct {
 	ExportError      string  `json:"export_error,omitempty"`
 }
 
+// benchAPICmd and benchPipelineCmd open alike (options, --json, report) on purpose: each command's
+// help and flags read in one place; what they share is in pipelineBench.flags and report.
 func benchAPICmd(g *globals) *cobra.Command {
 	o := apiBench{}
 	var asJSON bool
@@ -154,11 +155,7 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	if o.rate < 1 || o.duration <= 0 {
 		return res, errors.New("--rate must be at least 1 and --duration positive")
 	}
-	day, err := rules.ParseDate(o.asOf)
-	if err != nil {
-		return res, fmt.Errorf("--as-of: %w", err)
-	}
-	cleanup, err := o.useDir("policypush-api")
+	day, cleanup, err := o.begin("policypush-api")
 	if err != nil {
 		return res, err
 	}

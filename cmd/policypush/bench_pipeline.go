@@ -100,11 +100,7 @@ MySQL/MariaDB database (created when missing; give a fresh name for a fresh run)
 
 func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) (pipelineResult, error) {
 	res := pipelineResult{Firms: o.firms, Policies: o.policies, CPUs: runtime.NumCPU(), AsOf: o.asOf, Database: o.database()}
-	asOf, err := rules.ParseDate(o.asOf)
-	if err != nil {
-		return res, fmt.Errorf("--as-of: %w", err)
-	}
-	cleanup, err := o.useDir("policypush-pipeline")
+	asOf, cleanup, err := o.begin("policypush-pipeline")
 	if err != nil {
 		return res, err
 	}
@@ -323,6 +319,16 @@ func symmetricDifference(a, b map[string]string) int {
 	return n
 }
 
+// begin parses --as-of and takes the data dir (useDir): how a benchmark that seeds a data dir starts.
+func (o *pipelineBench) begin(prefix string) (rules.Date, func(), error) {
+	day, err := rules.ParseDate(o.asOf)
+	if err != nil {
+		return rules.Date{}, nil, fmt.Errorf("--as-of: %w", err)
+	}
+	cleanup, err := o.useDir(prefix)
+	return day, cleanup, err
+}
+
 // useDir makes a temporary data dir (removed by the returned cleanup) when no --dir was given.
 func (o *pipelineBench) useDir(prefix string) (cleanup func(), err error) {
 	if o.dir != "" {
@@ -342,18 +348,6 @@ func (o pipelineBench) database() string {
 		return "mysql"
 	}
 	return "sqlite"
-}
-
-// report prints a benchmark's result (when it has one) as JSON or as its table.
-func report[R any](res R, err error, asJSON bool, table func(io.Writer, R)) error {
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		return writeJSON(os.Stdout, res)
-	}
-	table(os.Stdout, res)
-	return nil
 }
 
 func printPipelineBench(w io.Writer, r pipelineResult) {

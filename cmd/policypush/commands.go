@@ -52,14 +52,11 @@ and docs/registry.md.`,
 				}
 				o.Mapping = m
 			}
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			return tracked(cmd.Context(), db, os.Stderr, "import", args[0], func([]store.CommandRun) error {
-				sum, err := registry.ImportFile(cmd.Context(), db, args[0], o)
-				return reportImport(os.Stdout, os.Stderr, args[0], sum, err)
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				return tracked(cmd.Context(), db, os.Stderr, "import", args[0], func([]store.CommandRun) error {
+					sum, err := registry.ImportFile(cmd.Context(), db, args[0], o)
+					return reportImport(os.Stdout, os.Stderr, args[0], sum, err)
+				})
 			})
 		},
 	}
@@ -93,21 +90,6 @@ func (g *globals) app() (*app, error) {
 		return nil, err
 	}
 	return newApp(cfg), nil
-}
-
-// openDB loads the configuration and opens the database: what most commands start with. The
-// caller closes the app (and with it the database) when it returns without an error.
-func (g *globals) openDB(ctx context.Context) (*app, *gorm.DB, error) {
-	a, err := g.app()
-	if err != nil {
-		return nil, nil, err
-	}
-	db, err := a.openDB(ctx)
-	if err != nil {
-		a.close()
-		return nil, nil, err
-	}
-	return a, db, nil
 }
 
 func actorName(flag string) string {
@@ -170,6 +152,22 @@ func (g *globals) asActor(ctx context.Context, by string, need admin.Perm, fn fu
 	})
 }
 
+// asFirmReader opens the database for a command that reads firm data as of --as-of: it parses the
+// date, checks that the --by account may read firms, and runs fn with both.
+func (g *globals) asFirmReader(ctx context.Context, asOf, by string, fn func(a *app, db *gorm.DB, day time.Time, actor string) error) error {
+	return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+		day, err := parseAsOf(asOf, a.cfg)
+		if err != nil {
+			return err
+		}
+		actor, err := cliActor(ctx, db, by, admin.PermFirmRead)
+		if err != nil {
+			return err
+		}
+		return fn(a, db, day, actor)
+	})
+}
+
 func policyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "政策：发布、测试、列表"}
 	var by string
@@ -186,52 +184,49 @@ the audit log. Errors name the file, policy id, line and column; a bad file neve
 from being applied. Exits non-zero if any file failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			defs, errs := rules.LoadDir(args[0], a.vocab())
-			for _, e := range errs {
-				fmt.Fprintln(os.Stderr, e)
-			}
-			actor, err := policies.ResolveActor(cmd.Context(), db, actorName(by))
-			if err != nil {
-				return err
-			}
-			mode := applyModeOf(actor, a.cfg.Policy.Review)
-			if mode.note != "" {
-				fmt.Println(mode.note)
-			}
-			for _, d := range defs {
-				p, _ := d.Compile(a.vocab())
-				if failed := failedTests(p); failed != "" {
-					errs = append(errs, fmt.Errorf("policy %s: tests fail, not published:\n%s", d.ID, failed))
-					fmt.Fprintln(os.Stderr, errs[len(errs)-1])
-					continue
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				defs, errs := rules.LoadDir(args[0], a.vocab())
+				for _, e := range errs {
+					fmt.Fprintln(os.Stderr, e)
 				}
-				res, err := mode.apply(cmd.Context(), db, d, args[0], actor, a.vocab())
+				actor, err := policies.ResolveActor(cmd.Context(), db, actorName(by))
 				if err != nil {
-					errs = append(errs, err)
-					fmt.Fprintf(os.Stderr, "policy %s: %v\n", d.ID, err)
-					continue
+					return err
 				}
-				switch {
-				case res.Pending != "" && res.Changed:
-					fmt.Printf("%s: version %d in review; a reviewer other than %s publishes it (policy review %s --approve, policy publish %s)\n",
-						res.PolicyID, res.Version, actor.Name, res.PolicyID, res.PolicyID)
-				case res.Pending != "":
-					fmt.Printf("%s: unchanged, version %d is already %s\n", res.PolicyID, res.Version, res.Pending)
-				case res.Changed:
-					fmt.Printf("%s: published version %d\n", res.PolicyID, res.Version)
-				default:
-					fmt.Printf("%s: unchanged (version %d)\n", res.PolicyID, res.Version)
+				mode := applyModeOf(actor, a.cfg.Policy.Review)
+				if mode.note != "" {
+					fmt.Println(mode.note)
 				}
-			}
-			if len(errs) > 0 {
-				return fmt.Errorf("%d policy file(s) not applied", len(errs))
-			}
-			return nil
+				for _, d := range defs {
+					p, _ := d.Compile(a.vocab())
+					if failed := failedTests(p); failed != "" {
+						errs = append(errs, fmt.Errorf("policy %s: tests fail, not published:\n%s", d.ID, failed))
+						fmt.Fprintln(os.Stderr, errs[len(errs)-1])
+						continue
+					}
+					res, err := mode.apply(cmd.Context(), db, d, args[0], actor, a.vocab())
+					if err != nil {
+						errs = append(errs, err)
+						fmt.Fprintf(os.Stderr, "policy %s: %v\n", d.ID, err)
+						continue
+					}
+					switch {
+					case res.Pending != "" && res.Changed:
+						fmt.Printf("%s: version %d in review; a reviewer other than %s publishes it (policy review %s --approve, policy publish %s)\n",
+							res.PolicyID, res.Version, actor.Name, res.PolicyID, res.PolicyID)
+					case res.Pending != "":
+						fmt.Printf("%s: unchanged, version %d is already %s\n", res.PolicyID, res.Version, res.Pending)
+					case res.Changed:
+						fmt.Printf("%s: published version %d\n", res.PolicyID, res.Version)
+					default:
+						fmt.Printf("%s: unchanged (version %d)\n", res.PolicyID, res.Version)
+					}
+				}
+				if len(errs) > 0 {
+					return fmt.Errorf("%d policy file(s) not applied", len(errs))
+				}
+				return nil
+			})
 		},
 	}
 	apply.Flags().StringVar(&by, "by", "", "who applies: once staff accounts exist, an author of the policy's department (a reviewer with policy.review: false); default the OS user")
@@ -240,11 +235,7 @@ from being applied. Exits non-zero if any file failed.`,
 		Short: "Run the test cases of policy files (no database needed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			voc, err := vocabularyOf(cfg)
+			voc, err := g.vocabulary()
 			if err != nil {
 				return err
 			}
@@ -276,22 +267,19 @@ from being applied. Exits non-zero if any file failed.`,
 		Use:   "list",
 		Short: "List published policies",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ps, err := policies.LoadPublished(cmd.Context(), db, "", a.vocab())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tVERSION\tWINDOW\tCHANNELS\tTITLE")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%d\t%s – %s\t%s\t%s\n", p.Def.ID, p.Version, p.Def.EffectiveFrom, windowEndOf(p.Def),
-					strings.Join(p.Def.Channels, ","), p.Def.Title)
-			}
-			return tw.Flush()
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				ps, err := policies.LoadPublished(cmd.Context(), db, "", a.vocab())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tVERSION\tWINDOW\tCHANNELS\tTITLE")
+				for _, p := range ps {
+					fmt.Fprintf(tw, "%s\t%d\t%s – %s\t%s\t%s\n", p.Def.ID, p.Version, p.Def.EffectiveFrom, windowEndOf(p.Def),
+						strings.Join(p.Def.Channels, ","), p.Def.Title)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.AddCommand(apply, test, list)
@@ -350,14 +338,7 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 					sum, err = a.match(cmd.Context(), db, day, policyID) // matcher_cmds.go
 					return err
 				})
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return writeJSON(os.Stdout, sum)
-				}
-				printMatchSummary(os.Stdout, sum)
-				return nil
+				return report(sum, err, asJSON, printMatchSummary)
 			})
 		},
 	}
@@ -444,6 +425,23 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// report prints a command's result on stdout: as JSON (writeJSON) with --json, else as its table.
+func report[R any](res R, err error, asJSON bool, table func(io.Writer, R)) error {
+	return reportAs(writeJSON, res, err, asJSON, table)
+}
+
+// reportAs is report with the JSON encoding of the caller's choice (the rule commands use printJSON).
+func reportAs[R any](encode func(io.Writer, any) error, res R, err error, asJSON bool, table func(io.Writer, R)) error {
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return encode(os.Stdout, res)
+	}
+	table(os.Stdout, res)
+	return nil
+}
+
 func statusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	var asOf string
@@ -523,11 +521,7 @@ func fieldsCmd(g *globals) *cobra.Command {
 		Short: "List the field catalog: the variables a rule can use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.load()
-			if err != nil {
-				return err
-			}
-			voc, err := vocabularyOf(cfg)
+			voc, err := g.vocabulary()
 			if err != nil {
 				return err
 			}

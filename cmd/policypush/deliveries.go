@@ -46,18 +46,15 @@ when the notifiers run elsewhere. Several relays may run at once (JetStream drop
 // notifier) until interrupted.
 func runAlone(g *globals, name string, start func(*app, context.Context) (func(), error)) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
-		a, err := g.app()
-		if err != nil {
-			return err
-		}
-		defer a.close()
-		wait, err := start(a, cmd.Context())
-		if err != nil {
-			return err
-		}
-		a.log.Info(name+" running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
-		wait()
-		return nil
+		return g.withApp(func(a *app) error {
+			wait, err := start(a, cmd.Context())
+			if err != nil {
+				return err
+			}
+			a.log.Info(name+" running", "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+			wait()
+			return nil
+		})
 	}
 }
 
@@ -77,12 +74,11 @@ func (a *app) backlog(ctx context.Context) (uint64, error) {
 	return a.bus.Backlog(ctx, notify.ChannelWeChat, notify.ChannelSMS)
 }
 
-func (a *app) ops(ctx context.Context) (notify.Ops, error) {
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return notify.Ops{}, err
-	}
-	return notify.Ops{DB: db, SubjectPrefix: a.cfg.NATS.SubjectPrefix}, nil
+// withOps opens the database and runs fn with the delivery operations.
+func (g *globals) withOps(ctx context.Context, fn func(notify.Ops) error) error {
+	return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+		return fn(notify.Ops{DB: db, SubjectPrefix: a.cfg.NATS.SubjectPrefix})
+	})
 }
 
 func deliveriesCmd(g *globals) *cobra.Command {
@@ -99,43 +95,36 @@ reach the firm). Recipients are masked. Also lists notices no message can carry 
 dead letters. Explain one with "policypush deliveries show ID"; resend with "deliveries resend".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ops, err := a.ops(cmd.Context())
-			if err != nil {
-				return err
-			}
-			q := notify.FailedQuery{Channel: channel, Limit: limit}
-			if state != "" {
-				q.States = []string{state}
-			}
-			list, total, err := ops.Failed(cmd.Context(), q)
-			if err != nil {
-				return err
-			}
-			items, err := ops.Unsendable(cmd.Context(), limit)
-			if err != nil {
-				return err
-			}
-			letters, err := ops.DeadLetters(cmd.Context(), limit)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, map[string]any{"total": total, "deliveries": list, "unsendable": items,
-					"dead_letters": letters})
-			}
-			printFailed(os.Stdout, list, total)
-			for _, it := range items {
-				fmt.Printf("无法发送：匹配 %d（%s，%s）渠道 %s：%s\n", it.MatchID, it.CreditCode, it.PolicyID, it.Channel, it.Note)
-			}
-			for _, l := range letters {
-				fmt.Printf("死信：%s #%d %s（%s）\n", l.Stream, l.Seq, l.Subject, l.Reason)
-			}
-			return nil
+			return g.withOps(cmd.Context(), func(ops notify.Ops) error {
+				q := notify.FailedQuery{Channel: channel, Limit: limit}
+				if state != "" {
+					q.States = []string{state}
+				}
+				list, total, err := ops.Failed(cmd.Context(), q)
+				if err != nil {
+					return err
+				}
+				items, err := ops.Unsendable(cmd.Context(), limit)
+				if err != nil {
+					return err
+				}
+				letters, err := ops.DeadLetters(cmd.Context(), limit)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(os.Stdout, map[string]any{"total": total, "deliveries": list, "unsendable": items,
+						"dead_letters": letters})
+				}
+				printFailed(os.Stdout, list, total)
+				for _, it := range items {
+					fmt.Printf("无法发送：匹配 %d（%s，%s）渠道 %s：%s\n", it.MatchID, it.CreditCode, it.PolicyID, it.Channel, it.Note)
+				}
+				for _, l := range letters {
+					fmt.Printf("死信：%s #%d %s（%s）\n", l.Stream, l.Seq, l.Subject, l.Reason)
+				}
+				return nil
+			})
 		},
 	}
 	failed.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -156,39 +145,32 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 			if allDead == (len(args) > 0) {
 				return errors.New("give delivery ids or --all-dead, not both")
 			}
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ops, err := a.ops(cmd.Context())
-			if err != nil {
-				return err
-			}
-			actor, err := cliActor(cmd.Context(), ops.DB, by, admin.PermResend)
-			if err != nil {
-				return err
-			}
-			var res []notify.ResendResult
-			if allDead {
-				res, err = ops.ResendDead(cmd.Context(), channel, actor)
-			} else {
-				ids, perr := parseIDs(args)
-				if perr != nil {
-					return perr
+			return g.withOps(cmd.Context(), func(ops notify.Ops) error {
+				actor, err := cliActor(cmd.Context(), ops.DB, by, admin.PermResend)
+				if err != nil {
+					return err
 				}
-				res, err = ops.Resend(cmd.Context(), ids, actor)
-			}
-			ok := 0
-			for _, r := range res {
-				if r.OK {
-					ok++
-					continue
+				var res []notify.ResendResult
+				if allDead {
+					res, err = ops.ResendDead(cmd.Context(), channel, actor)
+				} else {
+					ids, perr := parseIDs(args)
+					if perr != nil {
+						return perr
+					}
+					res, err = ops.Resend(cmd.Context(), ids, actor)
 				}
-				fmt.Printf("%d: %s\n", r.ID, r.Reason)
-			}
-			fmt.Printf("queued %d of %d\n", ok, len(res))
-			return err
+				ok := 0
+				for _, r := range res {
+					if r.OK {
+						ok++
+						continue
+					}
+					fmt.Printf("%d: %s\n", r.ID, r.Reason)
+				}
+				fmt.Printf("queued %d of %d\n", ok, len(res))
+				return err
+			})
 		},
 	}
 	resend.Flags().BoolVar(&allDead, "all-dead", false, "resend every dead delivery")
@@ -204,24 +186,10 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 			if err != nil {
 				return err
 			}
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ops, err := a.ops(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tl, err := ops.Timeline(cmd.Context(), ids[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(os.Stdout, tl)
-			}
-			printTimeline(os.Stdout, tl)
-			return nil
+			return g.withOps(cmd.Context(), func(ops notify.Ops) error {
+				tl, err := ops.Timeline(cmd.Context(), ids[0])
+				return report(tl, err, asJSON, printTimeline)
+			})
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -232,19 +200,12 @@ unsubscribed or was deregistered meanwhile is skipped. Needs a running notifier.
 		Short: "Record that a firm wants no more notices on a channel (退订), effective at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ops, err := a.ops(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if undo {
-				return ops.Resubscribe(cmd.Context(), args[0], channel)
-			}
-			return ops.Unsubscribe(cmd.Context(), args[0], channel, "cli")
+			return g.withOps(cmd.Context(), func(ops notify.Ops) error {
+				if undo {
+					return ops.Resubscribe(cmd.Context(), args[0], channel)
+				}
+				return ops.Unsubscribe(cmd.Context(), args[0], channel, "cli")
+			})
 		},
 	}
 	unsub.Flags().StringVar(&channel, "channel", "", "wechat or sms")
@@ -263,21 +224,18 @@ record) the delivery becomes "unknown", listed by "deliveries failed" and on the
 delivery page. serve and demo do this on their own every quarter of the window.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			if err := a.startSandbox(cmd.Context()); err != nil {
-				return err
-			}
-			sum, err := a.reconcile(cmd.Context(), db, reconcileLimit)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("检查 %d 条：已送达 %d，未送达 %d，标记为未知 %d，查询失败 %d（下次再试）\n",
-				sum.Checked, sum.Delivered, sum.Undelivered, sum.Unknown, sum.Errors)
-			return nil
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				if err := a.startSandbox(cmd.Context()); err != nil {
+					return err
+				}
+				sum, err := a.reconcile(cmd.Context(), db, reconcileLimit)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("检查 %d 条：已送达 %d，未送达 %d，标记为未知 %d，查询失败 %d（下次再试）\n",
+					sum.Checked, sum.Delivered, sum.Undelivered, sum.Unknown, sum.Errors)
+				return nil
+			})
 		},
 	}
 	reconcile.Flags().IntVar(&reconcileLimit, "limit", 10000, "at most this many deliveries, oldest first")

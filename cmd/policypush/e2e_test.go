@@ -332,9 +332,7 @@ func TestKillMidDeliveryResendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.run("import", "enterprises", csvPath)
-	polDir := fixture.DemoDir(t)
-	c.run("policy", "apply", polDir)
-	c.run("match", "--as-of", DemoAsOf)
+	c.matchDemo()
 	want := expectedMatches(t, c.db, DemoAsOf)
 
 	for round := 0; round < 3; round++ {

@@ -69,6 +69,12 @@ local WeChat/SMS sandbox servers).`,
 
 // extraCommands are subcommands defined in their own files (one file per area), added with
 // addCommand from an init function.
+//
+// Every command constructor opens the same way on purpose: its flag variables, then one
+// cobra.Command literal with Use, Short, Long and Args, then a RunE that opens what it needs through
+// withDB, withOps, withPayout, asActor or asFirmReader. The literals look alike but hold each
+// command's own help text and flags; building them through a shared constructor would only hide
+// the help away from the code it describes.
 var extraCommands []func(*globals) *cobra.Command
 
 func addCommand(c func(*globals) *cobra.Command) { extraCommands = append(extraCommands, c) }

@@ -71,24 +71,17 @@ match" with matcher.shards > 1 publishes the jobs and waits. A worker that dies 
 sending progress, and JetStream gives its shard to another worker after matcher.shard_ack_wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
 			ctx := cmd.Context()
-			db, err := a.openDB(ctx)
-			if err != nil {
-				return err
-			}
-			b, err := a.openBus(ctx)
-			if err != nil {
-				return err
-			}
-			w := matcher.NewWorker(matcher.WorkerOptions{DB: db, JS: b.JS, Shards: a.shardOptions(),
-				Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log, Vocabulary: a.vocabulary()}})
-			defer w.Close()
-			return w.Run(ctx)
+			return g.withDB(ctx, func(a *app, db *gorm.DB) error {
+				b, err := a.openBus(ctx)
+				if err != nil {
+					return err
+				}
+				w := matcher.NewWorker(matcher.WorkerOptions{DB: db, JS: b.JS, Shards: a.shardOptions(),
+					Options: matcher.Options{Workers: a.cfg.Matcher.Workers, SubjectPrefix: a.cfg.NATS.SubjectPrefix, Log: a.log, Vocabulary: a.vocabulary()}})
+				defer w.Close()
+				return w.Run(ctx)
+			})
 		},
 	})
 	return cmd

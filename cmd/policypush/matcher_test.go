@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/internal/fixture"
@@ -117,26 +116,6 @@ func seedMatchData(t *testing.T, c *cli, firms int) {
 	}
 }
 
-// matchRows renders the stored matches and evaluation errors (without ids and times).
-func matchRows(t *testing.T, db *gorm.DB) []string {
-	t.Helper()
-	var ms []store.Match
-	if err := db.Find(&ms).Error; err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, m := range ms {
-		out = append(out, fmt.Sprintf("%s v%d %s %s %s", m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, fmtAmt(m.Amount)))
-	}
-	var es []store.EvalError
-	db.Find(&es)
-	for _, e := range es {
-		out = append(out, fmt.Sprintf("error %s %s %s", e.PolicyID, e.CreditCode, e.Message))
-	}
-	sort.Strings(out)
-	return out
-}
-
 // Three matcher worker processes split a match over shard jobs on a three-node JetStream cluster
 // (R3). One of them is killed while it holds a shard; JetStream gives the shard to another worker.
 // The stored matches are exactly those of a single-process match of the same data, and no match —
@@ -149,7 +128,7 @@ func TestShardedMatchSurvivesKilledWorker(t *testing.T) {
 	single := newCLI(t)
 	seedMatchData(t, single, firms)
 	single.run("match", "--as-of", DemoAsOf)
-	want := matchRows(t, single.db.DB)
+	want := fixture.StoredMatches(t, single.db.DB)
 
 	c := newCLI(t)
 	seedMatchData(t, c, firms)
@@ -248,7 +227,7 @@ func TestShardedMatchSurvivesKilledWorker(t *testing.T) {
 	if shards < 2 {
 		t.Fatalf("only %d shards", shards)
 	}
-	sameLines(t, want, matchRows(t, c.db.DB))
+	sameLines(t, want, fixture.StoredMatches(t, c.db.DB))
 
 	// One notice per channel per match, none twice.
 	var defs []store.PolicyVersion

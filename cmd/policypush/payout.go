@@ -256,14 +256,7 @@ policy's next batch.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withPayout(cmd.Context(), g, func(s *payout.Service) error {
 				bs, err := s.List(cmd.Context(), listPolicy)
-				if err != nil {
-					return err
-				}
-				if listJSON {
-					return writeJSON(os.Stdout, bs)
-				}
-				printBatches(os.Stdout, bs)
-				return nil
+				return report(bs, err, listJSON, printBatches)
 			})
 		},
 	}

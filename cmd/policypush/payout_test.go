@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/policypush/policypush/bus"
-	"github.com/policypush/policypush/internal/fixture"
 	"github.com/policypush/policypush/notify/sandbox"
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/store"
@@ -32,9 +31,7 @@ func (c *cli) refused(args ...string) string {
 func TestPayoutEndToEnd(t *testing.T) {
 	c := newCLI(t)
 	c.importSynth(400, 5)
-	polDir := fixture.DemoDir(t)
-	c.run("policy", "apply", polDir)
-	c.run("match", "--as-of", DemoAsOf)
+	c.matchDemo()
 	const policy = "liugong-peixun-2022" // amounts, WeChat and SMS
 
 	var created payout.Created

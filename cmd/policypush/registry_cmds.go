@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/matcher"
 	"github.com/policypush/policypush/registry"
@@ -31,29 +32,26 @@ registry.source.deregister_vanished is true). The source is read in read-only tr
 password never appears in any message.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, db, err := g.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			src := a.registrySource()
-			if a.cfg.Registry.Source.Driver == "" {
-				return errors.New("no registry source configured: set registry.source.driver, dsn and query (README \"Registry source\")")
-			}
-			e := a.newMatcher(db, nil)
-			if err := e.Load(cmd.Context()); err != nil {
-				return err
-			}
-			sink := &matchingSink{e: e}
-			sum, err := registry.Sync(cmd.Context(), db, src, registry.SyncOptions{Full: full,
-				DeregisterVanished: a.cfg.Registry.Source.DeregisterVanished, Sink: sink, Progress: os.Stderr})
-			printVanished(os.Stdout, sum, full)
-			if rerr := reportImport(os.Stdout, os.Stderr, "registry source", sum.Summary, err); rerr != nil {
-				return rerr
-			}
-			m := sink.res
-			fmt.Printf("重新匹配：企业 %d，新增匹配 %d，撤销 %d，金额或版本变化 %d\n", m.Changed, m.New, m.Revoked, m.Updated)
-			return nil
+			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
+				src := a.registrySource()
+				if a.cfg.Registry.Source.Driver == "" {
+					return errors.New("no registry source configured: set registry.source.driver, dsn and query (README \"Registry source\")")
+				}
+				e := a.newMatcher(db, nil)
+				if err := e.Load(cmd.Context()); err != nil {
+					return err
+				}
+				sink := &matchingSink{e: e}
+				sum, err := registry.Sync(cmd.Context(), db, src, registry.SyncOptions{Full: full,
+					DeregisterVanished: a.cfg.Registry.Source.DeregisterVanished, Sink: sink, Progress: os.Stderr})
+				printVanished(os.Stdout, sum, full)
+				if rerr := reportImport(os.Stdout, os.Stderr, "registry source", sum.Summary, err); rerr != nil {
+					return rerr
+				}
+				m := sink.res
+				fmt.Printf("重新匹配：企业 %d，新增匹配 %d，撤销 %d，金额或版本变化 %d\n", m.Changed, m.New, m.Revoked, m.Updated)
+				return nil
+			})
 		},
 	}
 	sync.Flags().BoolVar(&full, "full", false, "read every row, not only those changed since the last sync, and report firms the source no longer has")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,13 +16,7 @@ import (
 func TestImportFailsOnGarbage(t *testing.T) {
 	c := newCLI(t)
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return testenv.WriteFile(t, dir, name, content) }
 	for _, tt := range []struct{ file, want string }{
 		{write("garbage.csv", "q\x00\x13\xff\xfe\n"), "nothing was imported"},
 		{write("words.csv", "q\nq\n"), "not a registry export"},

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"gorm.io/gorm"
 
-	"github.com/policypush/policypush/admin"
 	"github.com/policypush/policypush/config"
 	"github.com/policypush/policypush/core"
 	"github.com/policypush/policypush/core/audit"
@@ -49,12 +48,18 @@ func vocabularyOf(cfg config.Config) (*rules.Vocabulary, error) {
 // declareFields checks the deployment's extra fields (config fields.extra) before any command
 // compiles a rule, so a bad declaration stops every command with its config key.
 func (g *globals) declareFields() error {
+	_, err := g.vocabulary()
+	return err
+}
+
+// vocabulary loads the configuration and builds its rule vocabulary, for commands that compile
+// rules without a database.
+func (g *globals) vocabulary() (*rules.Vocabulary, error) {
 	cfg, err := g.load()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = vocabularyOf(cfg)
-	return err
+	return vocabularyOf(cfg)
 }
 
 // vocabulary is what the deployment's rules compile against. declareFields rejected a config whose
@@ -70,18 +75,25 @@ func (a *app) vocabulary() *rules.Vocabulary {
 // vocab is the compile option of the deployment's vocabulary, for rules and policies calls.
 func (a *app) vocab() rules.Option { return rules.WithVocabulary(a.vocabulary()) }
 
-// withDB runs fn with the configured database.
-func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+// withApp loads the configuration and runs fn with the app, closing it (and what it opened) after.
+func (g *globals) withApp(fn func(a *app) error) error {
 	a, err := g.app()
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	db, err := a.openDB(ctx)
-	if err != nil {
-		return err
-	}
-	return fn(a, db)
+	return fn(a)
+}
+
+// withDB runs fn with the configured database.
+func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+	return g.withApp(func(a *app) error {
+		db, err := a.openDB(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(a, db)
+	})
 }
 
 // printJSON writes indented JSON without escaping <, > and & (rule text is full of them).
@@ -112,15 +124,7 @@ The read is recorded in the audit log under --by (default the OS user).`,
 			if matchID == 0 && (policyID == "" || firm == "") {
 				return errors.New("give --policy ID and --firm CREDIT_CODE, or --match ID")
 			}
-			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				day, err := parseAsOf(asOf, a.cfg)
-				if err != nil {
-					return err
-				}
-				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
-				if err != nil {
-					return err
-				}
+			return g.asFirmReader(cmd.Context(), asOf, by, func(a *app, db *gorm.DB, day time.Time, actor string) error {
 				ex, err := policies.ExplainFirm(cmd.Context(), db, policies.ExplainRequest{PolicyID: policyID, Version: version,
 					CreditCode: firm, AsOf: day, MatchID: matchID}, a.vocab())
 				if err != nil {
@@ -130,11 +134,7 @@ The read is recorded in the audit log under --by (default the OS user).`,
 					Detail: map[string]any{"policy_id": ex.PolicyID, "version": ex.Version, "as_of": ex.AsOf}}); err != nil {
 					return err
 				}
-				if asJSON {
-					return printJSON(os.Stdout, ex)
-				}
-				printExplanation(os.Stdout, ex)
-				return nil
+				return reportAs(printJSON, ex, nil, asJSON, printExplanation)
 			})
 		},
 	}
@@ -264,15 +264,7 @@ the audit log under --by (default the OS user).`,
 			if policyID == "" {
 				return errors.New("give --policy ID")
 			}
-			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
-				day, err := parseAsOf(asOf, a.cfg)
-				if err != nil {
-					return err
-				}
-				actor, err := cliActor(cmd.Context(), db, by, admin.PermFirmRead)
-				if err != nil {
-					return err
-				}
+			return g.asFirmReader(cmd.Context(), asOf, by, func(a *app, db *gorm.DB, day time.Time, actor string) error {
 				res, err := core.New(db, core.Options{Location: a.cfg.Location(), Vocabulary: a.vocabulary()}).NearMisses(cmd.Context(),
 					core.NearMissRequest{Actor: actor, PolicyID: policyID, AsOf: day, Limit: limit})
 				if err != nil {
@@ -456,14 +448,7 @@ not match by itself: the next "match" evaluates the registry against the new ver
 			}
 			return g.withDB(cmd.Context(), func(a *app, db *gorm.DB) error {
 				d, err := policies.Diff(cmd.Context(), db, args[0], v[0], v[1])
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					return printJSON(os.Stdout, d)
-				}
-				printDiff(os.Stdout, d)
-				return nil
+				return reportAs(printJSON, d, err, asJSON, printDiff)
 			})
 		},
 	}

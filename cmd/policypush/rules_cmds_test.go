@@ -36,6 +36,13 @@ func (c *cli) importSynth(n int, seed int64) {
 	c.run("import", "enterprises", path)
 }
 
+// matchDemo publishes the demo catalog and matches the registry as of DemoAsOf.
+func (c *cli) matchDemo() {
+	c.t.Helper()
+	c.run("policy", "apply", fixture.DemoDir(c.t))
+	c.run("match", "--as-of", DemoAsOf)
+}
+
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	entries, err := os.ReadDir(from)
@@ -158,9 +165,7 @@ type explainJSON struct {
 func TestExplainAndCalcCLI(t *testing.T) {
 	c := newCLI(t)
 	c.importSynth(600, 21)
-	polDir := fixture.DemoDir(t)
-	c.run("policy", "apply", polDir)
-	c.run("match", "--as-of", DemoAsOf)
+	c.matchDemo()
 	exportPath := filepath.Join(t.TempDir(), "m.csv")
 	c.run("matches", "export", "-o", exportPath)
 	matched := readExport(t, exportPath)

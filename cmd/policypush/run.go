@@ -213,32 +213,29 @@ func serveCmd(g *globals) *cobra.Command {
 		Short: "Run the relay, notifiers and console from config (production: MySQL + external NATS)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
-				return err
-			}
-			defer a.close()
-			ctx := cmd.Context()
-			if _, err := a.startPipeline(ctx); err != nil {
-				return err
-			}
-			db, err := a.openDB(ctx)
-			if err != nil {
-				return err
-			}
-			a.newMatcher(db, nil) // matcher_cmds.go
-			if err := a.runMatcher(ctx); err != nil {
-				return err
-			}
-			a.runSourceSync(ctx) // registry_cmds.go
-			console, err := a.serveHTTP(ctx)
-			if err != nil {
-				return err
-			}
-			a.log.Info("serving", "http", console.Addr(), "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
-			waitForSignal(ctx)
-			a.wait() // console, matcher, relay, notifiers, sandbox: every stage stops with ctx
-			return nil
+			return g.withApp(func(a *app) error {
+				ctx := cmd.Context()
+				if _, err := a.startPipeline(ctx); err != nil {
+					return err
+				}
+				db, err := a.openDB(ctx)
+				if err != nil {
+					return err
+				}
+				a.newMatcher(db, nil) // matcher_cmds.go
+				if err := a.runMatcher(ctx); err != nil {
+					return err
+				}
+				a.runSourceSync(ctx) // registry_cmds.go
+				console, err := a.serveHTTP(ctx)
+				if err != nil {
+					return err
+				}
+				a.log.Info("serving", "http", console.Addr(), "database", a.cfg.Database.Driver, "nats", describeNATS(a.cfg.NATS.URL))
+				waitForSignal(ctx)
+				a.wait() // console, matcher, relay, notifiers, sandbox: every stage stops with ctx
+				return nil
+			})
 		},
 	}
 	return cmd
@@ -262,25 +259,22 @@ once the outbox is empty and no notice is waiting or in flight (retries schedule
 waiting), or fails after --timeout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
-			if err != nil {
+			return g.withApp(func(a *app) error {
+				ctx, cancel := context.WithCancel(cmd.Context())
+				defer cancel()
+				wait, err := a.startPipeline(ctx)
+				if err != nil {
+					return err
+				}
+				if untilIdle {
+					err = a.waitIdle(ctx, timeout)
+					cancel()
+				} else {
+					waitForSignal(ctx)
+				}
+				wait()
 				return err
-			}
-			defer a.close()
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			wait, err := a.startPipeline(ctx)
-			if err != nil {
-				return err
-			}
-			if untilIdle {
-				err = a.waitIdle(ctx, timeout)
-				cancel()
-			} else {
-				waitForSignal(ctx)
-			}
-			wait()
-			return err
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&untilIdle, "until-idle", false, "stop when everything queued has been handled")

@@ -50,6 +50,7 @@ const (
 
 // Catalog lists the registry fields in the order of an export file's columns. Every key is a column
 // of store.Enterprise, with its type and text size (registry checks both when it binds the columns).
+// The entries are alike on purpose: the catalog is data, one literal per field, read as a table.
 var Catalog = []Field{
 	{Key: "credit_code", Label: "统一社会信用代码", Type: TypeString, Source: srcMarket,
 		Description: "18 位统一社会信用代码（GB 32100-2015），企业在本系统中的唯一标识",
