@@ -98,30 +98,11 @@ func (s *Server) listAudit(r *http.Request, f auditFilter) (auditList, error) {
 	return out, nil
 }
 
-func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, p *Principal) {
+// loadAudit reads the audit log page the request asks for (/audit and GET /api/v1/audit).
+func (s *Server) loadAudit(r *http.Request, _ *Principal) (auditList, error) {
 	f, err := parseAuditFilter(r.URL.Query())
 	if err != nil {
-		s.failErr(w, r, err)
-		return
+		return auditList{}, err
 	}
-	list, err := s.listAudit(r, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	s.render(w, r, p, "audit", "审计日志", list)
-}
-
-func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, p *Principal) {
-	f, err := parseAuditFilter(r.URL.Query())
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	list, err := s.listAudit(r, f)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
+	return s.listAudit(r, f)
 }

@@ -545,10 +545,8 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 		if !fix || len(rep.Diffs) == 0 {
 			return nil
 		}
-		for _, table := range []any{&MatchCount{}, &MatchHour{}} {
-			if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
-				return fmt.Errorf("clear match counts: %w", err)
-			}
+		if err := clearCounts(tx); err != nil {
+			return err
 		}
 		if err := ApplyCounts(tx, recount); err != nil {
 			return err
@@ -579,14 +577,32 @@ func backfillMatchCounts(db *gorm.DB) error {
 		if err := tx.Migrator().CreateTable(&MatchCount{}, &MatchHour{}); err != nil {
 			return fmt.Errorf("create match_counts: %w", err)
 		}
-		ctx := tx.Statement.Context
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		counts, err := RecountMatches(ctx, tx)
-		if err != nil {
-			return err
-		}
-		return ApplyCounts(tx, counts)
+		return recountInto(tx)
 	})
+}
+
+// recountInto replaces the stored counts by a recount of every match, in tx.
+func recountInto(tx *gorm.DB) error {
+	ctx := tx.Statement.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	counts, err := RecountMatches(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := clearCounts(tx); err != nil {
+		return err
+	}
+	return ApplyCounts(tx, counts)
+}
+
+// clearCounts deletes every counter row, in tx.
+func clearCounts(tx *gorm.DB) error {
+	for _, table := range []any{&MatchCount{}, &MatchHour{}} {
+		if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
+			return fmt.Errorf("clear match counts: %w", err)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,10 @@ package store
 
 import "time"
 
+// The table models (models*.go) are one Go struct per table with gorm's tags: they share their
+// shape on purpose (duplicates lists them as twins by shape), as the tables share their
+// conventions (an id or natural key, states as short strings, times in UTC).
+
 // Enterprise statuses (登记状态). Only StatusActive firms can match or be notified.
 const (
 	StatusActive       = "active"

@@ -319,19 +319,6 @@ func backfillReach(db *gorm.DB) error {
 				}
 			}
 		}
-		ctx := tx.Statement.Context
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		counts, err := RecountMatches(ctx, tx)
-		if err != nil {
-			return err
-		}
-		for _, table := range []any{&MatchCount{}, &MatchHour{}} {
-			if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
-				return fmt.Errorf("clear match counts: %w", err)
-			}
-		}
-		return ApplyCounts(tx, counts)
+		return recountInto(tx)
 	})
 }
