@@ -74,7 +74,9 @@ type matchPlan int
 
 const (
 	// planPage reads in list order and stops at a LIMIT (a page, a capped count): newest first
-	// along ix_match_recent where nothing narrows the firms.
+	// along ix_match_recent, except for a park on SQLite, whose few firms go first (as in planAll):
+	// the walk from the newest match of the province can pass many thousands of other firms'
+	// matches before the park's first (a park's first page took 360 ms, its second 37 ms).
 	planPage matchPlan = iota
 	// planByID reads the rows of one page by their ids (MatchRows): the matches are found by
 	// primary key, first, on both databases. Left to itself SQLite walks ix_match_recent over
@@ -111,7 +113,8 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 	if f.CreditCode != "" && !mysql { // one firm's matches, through the firm index
 		state = "+m.state = ?"
 	}
-	if plan == planAll && !mysql && (f.Scope.ParkID != "" || f.ParkID != "" || f.Scope.RegionPrefix != "" || f.Region != "") {
+	park := f.Scope.ParkID != "" || f.ParkID != ""
+	if !mysql && (plan == planAll && (park || f.Scope.RegionPrefix != "" || f.Region != "") || plan == planPage && park) {
 		// "+m.state": not by state, or SQLite reads every active match per firm along ix_match_recent
 		table, firms, state = "enterprises AS e", "CROSS JOIN matches AS m", "+m.state = ?"
 	}
