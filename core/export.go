@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -102,6 +103,11 @@ func (s *Service) ExportMatches(ctx context.Context, w io.Writer, req MatchExpor
 		sum.Rows++
 	}
 	if err := rows.Err(); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// the driver may report its own interruption (SQLite: "interrupted") for a cancelled
+			// request: the cause is the context, which callers test for
+			err = errors.Join(cerr, err)
+		}
 		return sum, fmt.Errorf("read matches after row %d: %w", sum.Rows, err)
 	}
 	return sum, tw.close()
