@@ -106,7 +106,7 @@ func DrainReach(ctx context.Context, db *gorm.DB) (int, error) {
 				}
 			}
 			return nil
-		}, ReachTxOptions(db))
+		}, reachTxOptions(db))
 		if err != nil {
 			return total, err
 		}
@@ -118,10 +118,10 @@ func DrainReach(ctx context.Context, db *gorm.DB) (int, error) {
 	return total, ctx.Err()
 }
 
-// ReachTxOptions are the options of a drain: READ COMMITTED on MySQL, so that it reads the
+// reachTxOptions are the options of a drain: READ COMMITTED on MySQL, so that it reads the
 // deliveries committed when it runs rather than its snapshot; the default elsewhere (SQLite has
 // one writer).
-func ReachTxOptions(db *gorm.DB) *sql.TxOptions {
+func reachTxOptions(db *gorm.DB) *sql.TxOptions {
 	if db.Dialector.Name() == "mysql" {
 		return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	}
