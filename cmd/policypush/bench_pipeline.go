@@ -120,7 +120,7 @@ func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) 
 	}
 	fmt.Fprintln(progress, "script: CSV → expr.Run per (firm, policy) → CSV")
 	start := time.Now()
-	script, err := plainScript(csvPath, defs, asOf.Time, filepath.Join(o.dir, "bench-script-matches.csv"))
+	script, err := plainScript(ctx, csvPath, defs, asOf.Time, filepath.Join(o.dir, "bench-script-matches.csv"))
 	if err != nil {
 		return res, err
 	}
@@ -179,7 +179,7 @@ func writeDefinitions(dir string, defs []*rules.Definition) error {
 // plainScript is the simplest program that does the job of `match`: it reads the registry CSV,
 // evaluates every policy for every active firm with plain expr on a struct env, in one goroutine,
 // and writes "policy_id,credit_code,amount" lines. It returns the matches it wrote.
-func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPath string) (map[string]string, error) {
+func plainScript(ctx context.Context, csvPath string, defs []*rules.Definition, asOf time.Time, outPath string) (map[string]string, error) {
 	compiled := make([]*rules.Policy, 0, len(defs))
 	for _, d := range defs {
 		if !d.ActiveOn(asOf) {
@@ -212,6 +212,9 @@ func plainScript(csvPath string, defs []*rules.Definition, asOf time.Time, outPa
 	header = append([]string(nil), header...)
 	got := map[string]string{}
 	for line := 2; ; line++ {
+		if line%1024 == 0 && ctx.Err() != nil { // interrupted (^C, SIGTERM): a 1M-firm run takes minutes
+			return nil, ctx.Err()
+		}
 		rec, err := r.Read()
 		if err == io.EOF {
 			break
