@@ -539,7 +539,9 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 	after, afterCode := from, ""
 	for {
 		var batch []store.Enterprise
-		err := e.db.WithContext(ctx).Where("updated_at > ? OR (updated_at = ? AND credit_code > ?)", after, after, afterCode).
+		// "updated_at >= ?" first: without it MariaDB reads the OR as no range at all and scans
+		// every firm each round (18–28 s at 1,000,000 firms, every 20 s, on an idle registry)
+		err := e.db.WithContext(ctx).Where("updated_at >= ? AND (updated_at > ? OR credit_code > ?)", after, after, afterCode).
 			Order("updated_at, credit_code").Limit(pageSize).Find(&batch).Error
 		if err != nil {
 			return res, fmt.Errorf("read changed firms: %w", err)
