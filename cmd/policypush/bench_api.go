@@ -41,8 +41,10 @@ type apiBench struct {
 	rate     int
 	duration time.Duration
 	export   bool
-	timeout  time.Duration // console.query_timeout of the server under test
-	natsURL  string        // empty: NATS inside the process
+	// exportTimeout bounds the export's measurement
+	exportTimeout time.Duration
+	timeout       time.Duration // console.query_timeout of the server under test
+	natsURL       string        // empty: NATS inside the process
 }
 
 // apiEndpoint is one line of the result: one role's requests to one page or API endpoint.
@@ -109,6 +111,7 @@ per second of GET /api/v1/matches/export?format=csv as the park manager), as a t
 	f.IntVar(&o.rate, "rate", 20, "requests per second, over all roles and endpoints")
 	f.DurationVar(&o.duration, "duration", 30*time.Second, "how long to attack")
 	f.BoolVar(&o.export, "export", true, "measure the export rate after the attack")
+	f.DurationVar(&o.exportTimeout, "export-timeout", 2*time.Minute, "give the export this long; the figures so far are printed either way")
 	f.DurationVar(&o.timeout, "query-timeout", 5*time.Second, "console.query_timeout of the server")
 	f.StringVar(&o.natsURL, "nats-url", "", "external NATS (a stream and subjects of the benchmark's own); default: inside the process")
 	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
@@ -309,7 +312,12 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	if o.export {
 		// the park manager's: an admin's whole province is past the export's row limit
 		fmt.Fprintln(progress, "export: GET /api/v1/matches/export?format=csv as park_sip")
-		res.ExportRows, res.ExportSeconds, err = benchExport(ctx, base, roles[len(roles)-1])
+		ectx, cancel := context.WithTimeout(ctx, o.exportTimeout)
+		res.ExportRows, res.ExportSeconds, err = benchExport(ectx, base, roles[len(roles)-1])
+		cancel()
+		if err != nil && ectx.Err() != nil {
+			err = fmt.Errorf("did not finish within --export-timeout %s (%d rows read)", o.exportTimeout, res.ExportRows)
+		}
 		if err != nil {
 			res.ExportError = err.Error()
 		} else if res.ExportSeconds > 0 {
@@ -458,7 +466,7 @@ func benchExport(ctx context.Context, base string, r *benchRole) (int64, float64
 		lines++
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, err
+		return max(lines-1, 0), time.Since(start).Seconds(), err
 	}
 	return max(lines-1, 0), time.Since(start).Seconds(), nil // less the header
 }
