@@ -56,9 +56,9 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 			return nil, fmt.Errorf("embedded nats-server: %w", err)
 		}
 		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
+		if err := waitReady(ctx, ns, o.StoreDir); err != nil {
 			ns.Shutdown()
-			return nil, errors.New("embedded nats-server did not become ready in 10s")
+			return nil, err
 		}
 		b.server = ns
 		b.NC, err = dialEmbedded(ns)
@@ -219,4 +219,24 @@ func BatchOutbox(prefix string, b NoticeBatch, now time.Time) store.Outbox {
 		payload, _ = json.Marshal(b) // a struct of a string and integers always encodes
 	}
 	return store.Outbox{Subject: NotifySubject(prefix, b.Channel), Payload: payload, CreatedAt: now, Notices: len(b.MatchIDs)}
+}
+
+// embeddedStart is how long the embedded nats-server may take to become ready. An empty store
+// starts in milliseconds; a store that holds a large backlog is recovered first (a 1 GB store
+// after a 1,000,000-firm match took longer than the 10 s this used to allow, and serve refused to
+// start).
+const embeddedStart = 5 * time.Minute
+
+// waitReady waits for the embedded server, at most embeddedStart or until ctx ends.
+func waitReady(ctx context.Context, ns *server.Server, storeDir string) error {
+	deadline := time.Now().Add(embeddedStart)
+	for !ns.ReadyForConnections(time.Second) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("embedded nats-server: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("embedded nats-server did not become ready in %s (recovering its JetStream store in %s?)", embeddedStart, storeDir)
+		}
+	}
+	return nil
 }
