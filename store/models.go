@@ -17,11 +17,14 @@ const (
 // Enterprise is one firm of the registry, keyed on its 统一社会信用代码. The column names are the
 // standard catalog keys (see registry.Catalog); money is in 元.
 type Enterprise struct {
-	CreditCode                string     `gorm:"column:credit_code;primaryKey;size:18" json:"credit_code"`
-	Name                      string     `gorm:"column:name;size:200;not null;default:''" json:"name"`
-	RegionCode                string     `gorm:"column:region_code;size:6;not null;default:'';index" json:"region_code"`
-	IndustryCode              string     `gorm:"column:industry_code;size:8;not null;default:''" json:"industry_code"`
-	Status                    string     `gorm:"column:status;size:16;not null;default:'active'" json:"status"`
+	CreditCode   string `gorm:"column:credit_code;primaryKey;size:18" json:"credit_code"`
+	Name         string `gorm:"column:name;size:200;not null;default:''" json:"name"`
+	RegionCode   string `gorm:"column:region_code;size:6;not null;default:'';index;index:ix_enterprise_status_region,priority:2" json:"region_code"`
+	IndustryCode string `gorm:"column:industry_code;size:8;not null;default:''" json:"industry_code"`
+	// ix_enterprise_status_region counts the active firms of the province or a city from the
+	// index alone (the matcher's load, status): without it every firm's row was read (2.6 s at
+	// 1,000,000 firms on MariaDB)
+	Status                    string     `gorm:"column:status;size:16;not null;default:'active';index:ix_enterprise_status_region,priority:1" json:"status"`
 	RegisteredAt              *time.Time `gorm:"column:registered_at;type:date" json:"registered_at"`
 	Employees                 int64      `gorm:"column:employees;not null;default:0" json:"employees"`
 	InsuredEmployees          int64      `gorm:"column:insured_employees;not null;default:0" json:"insured_employees"`
