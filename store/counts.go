@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -236,43 +235,19 @@ const countedSelect = "SELECT m.policy_id, m.state, m.amount, m.matched_at, m.re
 const countIDsPer = 1000
 
 // CountMatchIDs reads the counts of the matches with the given ids, as they stand in tx.
-func CountMatchIDs(tx *gorm.DB, ids []uint64) (Counts, error) {
-	vals := make([]any, len(ids))
-	for i, id := range ids {
-		vals[i] = id
-	}
-	return countIn(tx, "m.id", vals)
-}
+func CountMatchIDs(tx *gorm.DB, ids []uint64) (Counts, error) { return countIn(tx, "m.id", ids) }
 
 // CountFirmMatches reads the counts of every match of the given firms, as they stand in tx.
 func CountFirmMatches(tx *gorm.DB, codes []string) (Counts, error) {
-	vals := make([]any, len(codes))
-	for i, c := range codes {
-		vals[i] = c
-	}
-	return countIn(tx, "m.credit_code", vals)
+	return countIn(tx, "m.credit_code", codes)
 }
 
-// countIn counts the matches whose column is one of vals. SQLite takes the values as one JSON
-// array through json_each (the pure-Go driver binds parameters in time quadratic in their number);
-// MySQL as an IN list.
-func countIn(tx *gorm.DB, col string, vals []any) (Counts, error) {
+// countIn counts the matches whose column is one of vals (inList).
+func countIn[T string | uint64](tx *gorm.DB, col string, vals []T) (Counts, error) {
 	out := Counts{}
-	sqlite := tx.Dialector.Name() == "sqlite"
 	for lo := 0; lo < len(vals); lo += countIDsPer {
-		part := vals[lo:min(lo+countIDsPer, len(vals))]
-		var q string
-		var args []any
-		if sqlite {
-			b, err := json.Marshal(part)
-			if err != nil {
-				return nil, err
-			}
-			q, args = countedSelect+" WHERE "+col+" IN (SELECT value FROM json_each(?))", []any{string(b)}
-		} else {
-			q, args = countedSelect+" WHERE "+col+" IN (?"+strings.Repeat(",?", len(part)-1)+")", part
-		}
-		if err := scanCounted(tx.Raw(q, args...), out); err != nil {
+		in, args := inList(tx, vals[lo:min(lo+countIDsPer, len(vals))])
+		if err := scanCounted(tx.Raw(countedSelect+" WHERE "+col+" IN "+in, args...), out); err != nil {
 			return nil, err
 		}
 	}
@@ -308,7 +283,7 @@ func CountInserted(tx *gorm.DB, ms []Match) error {
 	if err := ReachOfNew(tx, ms); err != nil {
 		return err
 	}
-	codes := make([]any, 0, len(ms))
+	codes := make([]string, 0, len(ms))
 	seen := make(map[string]bool, len(ms))
 	for i := range ms {
 		if ms[i].ID != 0 && !seen[ms[i].CreditCode] {
@@ -321,21 +296,9 @@ func CountInserted(tx *gorm.DB, ms []Match) error {
 	}
 	type place struct{ region, park string }
 	firms := make(map[string]place, len(codes))
-	sqlite := tx.Dialector.Name() == "sqlite"
-	const sel = "SELECT credit_code, region_code, park_id FROM enterprises WHERE credit_code IN "
 	for lo := 0; lo < len(codes); lo += countIDsPer {
-		part := codes[lo:min(lo+countIDsPer, len(codes))]
-		var q *gorm.DB
-		if sqlite {
-			b, err := json.Marshal(part)
-			if err != nil {
-				return err
-			}
-			q = tx.Raw(sel+"(SELECT value FROM json_each(?))", string(b))
-		} else {
-			q = tx.Raw(sel+"(?"+strings.Repeat(",?", len(part)-1)+")", part...)
-		}
-		rows, err := q.Rows()
+		in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
+		rows, err := tx.Raw("SELECT credit_code, region_code, park_id FROM enterprises WHERE credit_code IN "+in, args...).Rows()
 		if err != nil {
 			return fmt.Errorf("count matches: %w", err)
 		}

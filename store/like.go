@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"strings"
 
 	"gorm.io/gorm"
@@ -34,4 +35,19 @@ func WherePrefix(q *gorm.DB, col, prefix string) *gorm.DB {
 		}
 	}
 	return q.Where(col+" >= ?", prefix)
+}
+
+// inList is "(…)" and its arguments for "col IN …" over vals (strings or ids) on tx's database:
+// one JSON array through json_each on SQLite (the pure-Go driver binds parameters in time
+// quadratic in their number), a placeholder per value on MySQL.
+func inList[T string | uint64](tx *gorm.DB, vals []T) (string, []any) {
+	if tx.Dialector.Name() == "sqlite" {
+		b, _ := json.Marshal(vals) // strings and integers always encode
+		return "(SELECT value FROM json_each(?))", []any{string(b)}
+	}
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	return "(?" + strings.Repeat(",?", len(vals)-1) + ")", args
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -138,7 +137,7 @@ func RefreshReach(tx *gorm.DB, deliveryIDs []uint64) error {
 	mysql := tx.Dialector.Name() == "mysql"
 	for lo := 0; lo < len(deliveryIDs); lo += reachIDsPer {
 		part := deliveryIDs[lo:min(lo+reachIDsPer, len(deliveryIDs))]
-		in, args := idList(tx, part)
+		in, args := inList(tx, part)
 		// the matches of an item's firm through the firm index: by ux_match's policy prefix the
 		// databases read every match of the policy for each item (a drain ran for minutes at
 		// 51 million matches); SQLite takes "+m.policy_id" as no index on the policy
@@ -210,20 +209,6 @@ func setReached(tx *gorm.DB, ids map[int8][]uint64) error {
 	return nil
 }
 
-// idList is an IN list of ids for tx's database: a JSON array through json_each on SQLite (the
-// pure-Go driver binds parameters in time quadratic in their number), placeholders on MySQL.
-func idList(tx *gorm.DB, ids []uint64) (string, []any) {
-	if tx.Dialector.Name() == "sqlite" {
-		b, _ := json.Marshal(ids) // a []uint64 always encodes
-		return "(SELECT value FROM json_each(?))", []any{string(b)}
-	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	return "(?" + strings.Repeat(",?", len(ids)-1) + ")", args
-}
-
 // ReachOfNew sets the reach of match rows just inserted in tx (ID 0: not inserted, skipped) to
 // what their firms' notices of the policy already reached, in memory and in the table, before
 // they are counted. A firm and policy that has no sent or delivered delivery (every match of a
@@ -236,7 +221,7 @@ func ReachOfNew(tx *gorm.DB, ms []Match) error {
 	if len(some) == 0 {
 		return nil
 	}
-	byPolicy := map[string][]any{}
+	byPolicy := map[string][]string{}
 	for i := range ms {
 		if ms[i].ID != 0 {
 			byPolicy[ms[i].PolicyID] = append(byPolicy[ms[i].PolicyID], ms[i].CreditCode)
@@ -244,26 +229,13 @@ func ReachOfNew(tx *gorm.DB, ms []Match) error {
 	}
 	type pair struct{ policy, code string }
 	reach := map[pair]int8{}
-	sqlite := tx.Dialector.Name() == "sqlite"
 	for policy, codes := range byPolicy {
 		for lo := 0; lo < len(codes); lo += countIDsPer {
-			part := codes[lo:min(lo+countIDsPer, len(codes))]
+			in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
 			q := "SELECT i.credit_code, MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 ELSE 1 END) FROM delivery_items i " +
 				"JOIN deliveries d ON d.id = i.delivery_id WHERE i.policy_id = ? AND d.state IN ('" + DeliverySent + "', '" +
-				DeliveryDelivered + "') AND i.credit_code IN "
-			args := []any{policy}
-			if sqlite {
-				b, err := json.Marshal(part)
-				if err != nil {
-					return err
-				}
-				q += "(SELECT value FROM json_each(?))"
-				args = append(args, string(b))
-			} else {
-				q += "(?" + strings.Repeat(",?", len(part)-1) + ")"
-				args = append(args, part...)
-			}
-			rows, err := tx.Raw(q+" GROUP BY i.credit_code", args...).Rows()
+				DeliveryDelivered + "') AND i.credit_code IN " + in + " GROUP BY i.credit_code"
+			rows, err := tx.Raw(q, append([]any{policy}, args...)...).Rows()
 			if err != nil {
 				return fmt.Errorf("read the reach of new matches: %w", err)
 			}
