@@ -25,7 +25,7 @@ import (
 // the data is sent. Written to the database inside the request, that record waited for SQLite's
 // one write lock behind the pipeline's transactions (2–4 s while a backlog was delivered), and
 // every read page with it. With a journal the request appends the record to a local file and
-// syncs it to disk (about a millisecond) before it answers: the record is durable before the
+// syncs it to disk before it answers: the record is durable before the
 // data leaves, as before, and a failure to append still fails the request. The journal's own
 // stage moves the records into audit_logs in batches, one transaction every flushEvery, and
 // empties the file; the audit log viewer shows a read within a second.
