@@ -75,7 +75,7 @@ func shardBounds(ctx context.Context, db *gorm.DB, n int) ([]string, error) {
 	bounds := []string{""}
 	for k := 1; k < n; k++ {
 		var code string
-		err := db.WithContext(ctx).Model(&store.Enterprise{}).Select("credit_code").Where("status = ?", store.StatusActive).
+		err := store.ActiveFirmsByCode(db.WithContext(ctx)).Select("credit_code").
 			Order("credit_code").Offset(int(total * int64(k) / int64(n))).Limit(1).Scan(&code).Error
 		if err != nil {
 			return nil, fmt.Errorf("shard bound %d: %w", k, err)

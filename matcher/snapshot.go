@@ -798,8 +798,9 @@ func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, e
 		}
 	}
 	// The first page of a range starts at its first code (>=), the next ones after the last read (>).
+	table, active := store.ActiveByCode(db)
 	query := func(op string) string {
-		q := "SELECT " + strings.Join(cols, ", ") + " FROM enterprises WHERE status = ? AND credit_code " + op + " ?"
+		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table + " WHERE " + active + " AND credit_code " + op + " ?"
 		if hi != "" {
 			q += " AND credit_code < ?"
 		}

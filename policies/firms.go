@@ -26,7 +26,7 @@ func ActiveFirmsProgress(ctx context.Context, db *gorm.DB, asOf time.Time, progr
 	const page = 5000
 	for {
 		var batch []store.Enterprise
-		if err := db.WithContext(ctx).Where("status = ? AND credit_code > ?", store.StatusActive, after).
+		if err := store.ActiveFirmsByCode(db.WithContext(ctx)).Where("credit_code > ?", after).
 			Order("credit_code").Limit(page).Find(&batch).Error; err != nil {
 			return nil, fmt.Errorf("load firms after %q: %w", after, err)
 		}

@@ -385,7 +385,7 @@ func (s *SyncSummary) vanished(ctx context.Context, state *gorm.DB, seen map[[cr
 	var last string
 	for {
 		var codes []string
-		err := state.WithContext(ctx).Model(&store.Enterprise{}).Where("status = ? AND credit_code > ?", store.StatusActive, last).
+		err := store.ActiveFirmsByCode(state.WithContext(ctx)).Where("credit_code > ?", last).
 			Order("credit_code").Limit(5000).Pluck("credit_code", &codes).Error
 		if err != nil {
 			return fmt.Errorf("list stored firms: %w", err)
