@@ -109,6 +109,7 @@ type writer struct {
 	asOf   time.Time
 	prefix string
 	now    time.Time
+	places *store.KnownPlaces // the firms' places for the counts of new matches; nil: read them
 }
 
 // newMatch is the row of a firm that newly qualifies.
@@ -129,7 +130,7 @@ func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[str
 	if err := insertMatches(tx, matches); err != nil {
 		return err
 	}
-	if err := store.CountInserted(tx, matches); err != nil {
+	if err := store.CountInsertedKnown(tx, matches, w.places); err != nil {
 		return err
 	}
 	var outbox []store.Outbox
@@ -306,7 +307,7 @@ const groupRows = 1_000_000
 // (credit_code) and into one short run per policy of the unique key, so a commit writes a few
 // hundred pages to the WAL instead of one page of the firm index per new match, which is what a
 // policy's matches, spread over the whole registry, cost per transaction before (docs/matcher.md).
-func storeGroup(ctx context.Context, db *gorm.DB, items []policyWrite, asOf time.Time, prefix, lo, hi string, ph *Phases) error {
+func storeGroup(ctx context.Context, db *gorm.DB, items []policyWrite, asOf time.Time, prefix, lo, hi string, known *store.KnownPlaces, ph *Phases) error {
 	sets := make([]changeSet, len(items))
 	for i, it := range items {
 		it.res.Eligible, it.res.Errors = len(it.outcomes), len(it.errs)
@@ -323,7 +324,7 @@ func storeGroup(ctx context.Context, db *gorm.DB, items []policyWrite, asOf time
 		since(&ph.Diff, t)
 	}
 	t := time.Now()
-	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC()}
+	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC(), places: known}
 	if err := w.writeMerged(ctx, db, items, sets); err != nil {
 		return err
 	}

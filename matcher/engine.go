@@ -254,7 +254,7 @@ func (e *Engine) evaluateStale(ctx context.Context) ([]PolicyResult, error) {
 		return nil, err
 	}
 	e.o.Log.Info("evaluating policies for the whole population", "policies", len(stale), "as_of", e.asOf.Format(time.DateOnly))
-	return matchPolicies(ctx, e.db, e.snap, e.pl, stale, e.options(), "", "", &Phases{})
+	return matchPolicies(ctx, e.db, e.snap, e.pl, stale, e.options(), "", "", nil, &Phases{})
 }
 
 // withPartners adds the active policies a combination rule links to the given ones: a policy that
@@ -473,7 +473,7 @@ func (e *Engine) PolicyChanged(ctx context.Context, policyID string) ([]PolicyRe
 	if err := e.ensureFields(ctx); err != nil {
 		return nil, err
 	}
-	return matchPolicies(ctx, e.db, e.snap, e.pl, e.withPartners(target), e.options(), "", "", &Phases{})
+	return matchPolicies(ctx, e.db, e.snap, e.pl, e.withPartners(target), e.options(), "", "", nil, &Phases{})
 }
 
 // CatchUp runs one round of what a running engine does periodically: move to a new evaluation
@@ -573,7 +573,7 @@ func (e *Engine) catchUpFirms(ctx context.Context, force bool) (ChangeResult, er
 	if bulk && (res.Changed > 0 || e.bulkPending) {
 		e.bulkPending = true
 		e.o.Log.Info("many firms changed: evaluating every policy", "firms", res.Changed)
-		results, err := matchPolicies(ctx, e.db, e.snap, e.pl, e.active(), e.options(), "", "", &Phases{})
+		results, err := matchPolicies(ctx, e.db, e.snap, e.pl, e.active(), e.options(), "", "", nil, &Phases{})
 		if err != nil {
 			return res, err
 		}

@@ -177,7 +177,7 @@ func TestStoreGroupStoresWhatWriteDiffStores(t *testing.T) {
 	}
 	defer func(n int) { txMatches = n }(txMatches)
 	txMatches = txPerTest
-	if err := storeGroup(ctx, group, items, asOf, "t", "", "", &Phases{}); err != nil {
+	if err := storeGroup(ctx, group, items, asOf, "t", "", "", nil, &Phases{}); err != nil {
 		t.Fatal(err)
 	}
 	for pi := range policies {

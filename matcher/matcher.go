@@ -138,10 +138,11 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 		fields, extras := fieldsOf(active)
 		var snap *Snapshot
 		t := time.Now()
-		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: fields, Extras: extras, Progress: o.Progress, Vocabulary: o.Vocabulary})
+		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: withPlaces(fields), Extras: extras, Progress: o.Progress, Vocabulary: o.Vocabulary})
 		if err != nil {
 			return sum, err
 		}
+		known := snap.places(t.Add(-placesMargin))
 		since(&sum.Phases.Load, t)
 		sum.Firms = snap.Active()
 		var restore func(context.Context) error
@@ -150,7 +151,7 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 				return sum, err
 			}
 		}
-		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "", &sum.Phases)
+		sum.Policies, err = matchPolicies(ctx, db, snap, newPlanner(snap, asOf), active, o, "", "", known, &sum.Phases)
 		if restore != nil {
 			t := time.Now()
 			// Built even when the run failed or was interrupted: the console needs them.
@@ -215,7 +216,10 @@ const policyGroup = 64
 
 // matchPolicies evaluates policies over a snapshot (the registry, or the shard [lo, hi) of it) and
 // stores the differences for that scope.
-func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string, ph *Phases) ([]PolicyResult, error) {
+//
+// known, when not nil, are the firms' places as the snapshot read them (Snapshot.places), which
+// the count of new matches takes instead of reading them back (store.CountInsertedKnown).
+func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string, known *store.KnownPlaces, ph *Phases) ([]PolicyResult, error) {
 	log := o.logger()
 	out := make([]PolicyResult, 0, len(policies))
 	bar := newBar(o.Progress, int64(len(policies)), "比对并写入匹配结果（项政策）")
@@ -242,7 +246,7 @@ func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner
 			if rows < groupRows && i < len(group)-1 {
 				continue
 			}
-			if err := storeGroup(ctx, db, part, pl.asOf, o.SubjectPrefix, lo, hi, ph); err != nil {
+			if err := storeGroup(ctx, db, part, pl.asOf, o.SubjectPrefix, lo, hi, known, ph); err != nil {
 				return out, err
 			}
 			for _, pw := range part {

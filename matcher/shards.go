@@ -347,7 +347,7 @@ func (w *Worker) runShard(ctx context.Context, job ShardJob) (Summary, error) {
 		return sum, err
 	}
 	sum.Firms = snap.Active()
-	res, err := matchPolicies(ctx, w.DB, snap, newPlanner(snap, d.Time), active, w.Options, job.Lo, job.Hi, &Phases{})
+	res, err := matchPolicies(ctx, w.DB, snap, newPlanner(snap, d.Time), active, w.Options, job.Lo, job.Hi, nil, &Phases{})
 	if err != nil {
 		return sum, err
 	}

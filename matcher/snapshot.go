@@ -304,6 +304,21 @@ func (c *column) get(row int, v reflect.Value) {
 	}
 }
 
+// str is row's value of a string column (false for another kind).
+func (c *column) str(row int) (string, bool) {
+	if c.spec.kind != kindString {
+		return "", false
+	}
+	var x any
+	if c.dict != nil {
+		x = c.dict.values[c.codes[row]]
+	} else {
+		x = c.plain[row]
+	}
+	v, ok := x.(string)
+	return v, ok
+}
+
 // bytes is the memory the column holds.
 func (c *column) bytes() int {
 	n := 8*cap(c.ints) + 8*cap(c.floats) + 8*cap(c.bools) + 2*cap(c.codes)
@@ -751,6 +766,45 @@ func (s *Snapshot) addFields(ctx context.Context, db *gorm.DB, fields, extras []
 	}
 	s.extras = append(s.extras, newExtras...)
 	return s.loadFacts(ctx, db, newExtras)
+}
+
+// The columns of a firm's place: the match counts are kept per region code and park.
+const (
+	regionKey = "region_code"
+	parkKey   = "park_id"
+)
+
+// placesMargin is how long before its load began a snapshot's places are trusted from: a firm
+// updated from then on is read again when new matches are counted (store.KnownPlaces.Since).
+const placesMargin = time.Minute
+
+// withPlaces adds the place columns to the fields a snapshot loads.
+func withPlaces(fields []string) []string {
+	out := slices.Clone(fields)
+	for _, k := range []string{regionKey, parkKey} {
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// places are the firms' region codes and parks as the snapshot holds them, to be trusted for firms
+// not updated from since on; nil when it does not hold both columns.
+func (s *Snapshot) places(since time.Time) *store.KnownPlaces {
+	region, park := s.cols[regionKey], s.cols[parkKey]
+	if region == nil || park == nil {
+		return nil
+	}
+	return &store.KnownPlaces{Since: since, Place: func(code string) (string, string, bool) {
+		row, ok := s.row(code)
+		if !ok {
+			return "", "", false
+		}
+		r, rok := region.str(row)
+		p, pok := park.str(row)
+		return r, p, rok && pok
+	}}
 }
 
 // selectColumns are the enterprises columns the snapshot reads.

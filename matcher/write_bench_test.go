@@ -74,7 +74,7 @@ func BenchmarkWriteFresh(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
-				} else if err := storeGroup(ctx, tdb.DB, items, asOf, "pp", "", "", &Phases{}); err != nil {
+				} else if err := storeGroup(ctx, tdb.DB, items, asOf, "pp", "", "", nil, &Phases{}); err != nil {
 					b.Fatal(err)
 				}
 				items = nil

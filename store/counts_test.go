@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
 )
@@ -122,5 +124,57 @@ func BenchmarkActiveMatches(b *testing.B) {
 		if raw != counted || raw == 0 {
 			b.Fatalf("%s: raw %d, counts %d", scope.name, raw, counted)
 		}
+	}
+}
+
+// CountInsertedKnown takes firms' places from the caller, but reads again every firm updated from
+// Since on and every firm the caller does not know: a stale place of a firm the registry moved
+// after the caller read it must not be counted (the import moved the counts of its matches in
+// its own transaction, before these existed). The counts equal a recount.
+func TestCountInsertedKnownReadsMovedFirmsAgain(t *testing.T) {
+	t.Parallel()
+	db := testenv.OpenDB(t).DB
+	ctx := context.Background()
+	read := time.Now().UTC().Add(-time.Hour) // when the caller read the places
+	regions := []string{"320102", "320505", "321002"}
+	var ms []store.Match
+	for i := range 40 {
+		code := fmt.Sprintf("91320%013d", i)
+		e := store.Enterprise{CreditCode: code, RegionCode: regions[i%3], ParkID: []string{"", "SIP"}[i%2], Status: store.StatusActive,
+			UpdatedAt: read.Add(-time.Hour)}
+		if err := db.Create(&e).Error; err != nil {
+			t.Fatal(err)
+		}
+		for p := range 2 {
+			ms = append(ms, store.Match{PolicyID: fmt.Sprintf("p%d", p), PolicyVersion: 1, CreditCode: code, State: store.MatchActive,
+				AsOf: read, MatchedAt: read, UpdatedAt: read})
+		}
+	}
+	// Firms 0–9 moved after the read: the caller still has their old place.
+	if err := db.Model(&store.Enterprise{}).Where("credit_code < ?", fmt.Sprintf("91320%013d", 10)).
+		Updates(map[string]any{"region_code": "320411", "park_id": "CZ-WJ", "updated_at": time.Now().UTC()}).Error; err != nil {
+		t.Fatal(err)
+	}
+	known := &store.KnownPlaces{Since: read, Place: func(code string) (string, string, bool) {
+		var i int
+		if _, err := fmt.Sscanf(code[5:], "%d", &i); err != nil || i >= 35 { // firms 35–39: not known
+			return "", "", false
+		}
+		return regions[i%3], []string{"", "SIP"}[i%2], true
+	}}
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&ms).Error; err != nil {
+			return err
+		}
+		return store.CountInsertedKnown(tx, ms, known)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := store.Recount(ctx, db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Diffs) > 0 || rep.Matches != 80 {
+		t.Fatalf("%d matches counted, want 80; differences from a recount: %+v", rep.Matches, rep.Diffs)
 	}
 }
