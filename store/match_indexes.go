@@ -23,7 +23,11 @@ import (
 // afterwards (a sort and a bottom-up build, online on InnoDB) it costs a fraction of that. So a
 // first full load drops the deferrable indexes, writes, and creates them again (DeferMatchIndexes).
 // ux_match is never deferred: it is what makes a concurrent writer's duplicate fail or be skipped.
-// While they are missing the console's list and firm page read an unindexed, filling table; a
+// Nor is ix_match_recent any longer: a full match's new rows share their state and time, so in
+// step they are appends at the end of that index, while building it afterwards sorts every row
+// by a 35-byte time text (200,000 firms × 140 policies on SQLite: keeping it in step made the
+// whole command 1.2 s shorter, two alternating runs each). While the firm index is missing the
+// firm page reads an unindexed, filling table; a
 // process killed in that window leaves them missing until the next start of any policypush
 // command, whose migration (AutoMigrate) creates missing indexes.
 
@@ -40,7 +44,7 @@ func dropMatchStateIndex(db *gorm.DB) error {
 }
 
 // deferrableMatchIndexes are the secondary indexes of matches a bulk load builds after its rows.
-var deferrableMatchIndexes = []string{"idx_matches_credit_code", "ix_match_recent"}
+var deferrableMatchIndexes = []string{"idx_matches_credit_code"}
 
 // MatchesEmpty reports whether the matches table holds no row at all.
 func MatchesEmpty(ctx context.Context, db *gorm.DB) (bool, error) {

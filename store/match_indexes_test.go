@@ -31,16 +31,16 @@ func TestMatchIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"idx_matches_credit_code", "ix_match_recent"} {
-		if m.HasIndex(&store.Match{}, name) {
-			t.Fatalf("%s is still there during the bulk load", name)
+	if m.HasIndex(&store.Match{}, "idx_matches_credit_code") {
+		t.Fatal("the firm index is still there during the bulk load")
+	}
+	for _, name := range []string{"ux_match", "ix_match_recent"} {
+		if !m.HasIndex(&store.Match{}, name) {
+			t.Fatalf("the bulk load dropped %s, which it keeps in step", name)
 		}
 	}
-	if !m.HasIndex(&store.Match{}, "ux_match") {
-		t.Fatal("the bulk load dropped the unique key")
-	}
-	// Another process's migration may have created one meanwhile: restoring is still no error.
-	if err := m.CreateIndex(&store.Match{}, "ix_match_recent"); err != nil {
+	// Another process's migration may have created it meanwhile: restoring is still no error.
+	if err := m.CreateIndex(&store.Match{}, "idx_matches_credit_code"); err != nil {
 		t.Fatal(err)
 	}
 	if err := restore(ctx); err != nil {
