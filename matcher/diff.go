@@ -368,9 +368,8 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 		// Policy by policy within the transaction (in credit-code order within each): the pages
 		// the transaction writes are the same, and a policy's rows stay together in the table,
 		// which is the order the next diff (loadStored) reads them in.
-		sort.SliceStable(rows, func(i, j int) bool { return rows[i].PolicyID < rows[j].PolicyID })
-		batch := rows
-		rows = make([]store.Match, 0, txMatches)
+		batch := byPolicy(rows)
+		rows = rows[:0]
 		g.Go(func() error {
 			return retryDeadlock(gctx, func() error {
 				return db.WithContext(gctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, batch, channels) })
@@ -396,6 +395,35 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 		return err
 	}
 	return g.Wait()
+}
+
+// byPolicy is rows policy by policy, in policy ID order, each policy's rows in their order: a
+// stable sort by policy in linear time, into a new slice. (sort.SliceStable moved the 150-byte
+// rows about log² n times each: 1.5 s of CPU in a full match of 1.5 million.)
+func byPolicy(rows []store.Match) []store.Match {
+	at := map[string]int{}
+	var ids []string
+	for i := range rows {
+		id := rows[i].PolicyID
+		if _, ok := at[id]; !ok {
+			ids = append(ids, id)
+		}
+		at[id]++
+	}
+	sort.Strings(ids)
+	next := 0
+	for _, id := range ids {
+		n := at[id]
+		at[id] = next
+		next += n
+	}
+	out := make([]store.Match, len(rows))
+	for i := range rows {
+		k := at[rows[i].PolicyID]
+		out[k] = rows[i]
+		at[rows[i].PolicyID] = k + 1
+	}
+	return out
 }
 
 // mysqlWriters is how many transactions of new matches writeMerged runs at once on MySQL.

@@ -240,3 +240,22 @@ func minCode(ms []store.Match) string {
 	}
 	return out
 }
+
+// byPolicy orders rows as a stable sort by policy ID does.
+func TestByPolicyIsAStableSortByPolicy(t *testing.T) {
+	var rows []store.Match
+	for i := range 500 {
+		rows = append(rows, store.Match{PolicyID: fmt.Sprintf("p%d", (i*7)%11), CreditCode: fmt.Sprintf("%018d", i)})
+	}
+	want := append([]store.Match(nil), rows...)
+	sort.SliceStable(want, func(i, j int) bool { return want[i].PolicyID < want[j].PolicyID })
+	got := byPolicy(rows)
+	for i := range want {
+		if got[i].PolicyID != want[i].PolicyID || got[i].CreditCode != want[i].CreditCode {
+			t.Fatalf("row %d: %s/%s, want %s/%s", i, got[i].PolicyID, got[i].CreditCode, want[i].PolicyID, want[i].CreditCode)
+		}
+	}
+	if len(byPolicy(nil)) != 0 {
+		t.Fatal("no rows")
+	}
+}
