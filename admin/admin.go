@@ -155,6 +155,8 @@ type Server struct {
 	evalMu  sync.Mutex
 	evalAt  time.Time // when evalDay was read
 	evalDay time.Time
+
+	touching sync.Map // sessions and tokens whose last use is being stored (touch)
 }
 
 // New builds the handler. It fails when the link secret is missing or too short: enterprise links

@@ -226,7 +226,7 @@ func (s *Server) authenticate(r *http.Request) *Principal {
 			return nil
 		}
 		if t.LastUsedAt == nil || now.Sub(*t.LastUsedAt) > time.Minute {
-			_ = store.TouchToken(ctx, db, t.ID, now)
+			s.touch(fmt.Sprintf("token %d", t.ID), func(ctx context.Context) error { return store.TouchToken(ctx, db, t.ID, now) })
 		}
 		return tokenPrincipal(&t)
 	}
@@ -247,10 +247,31 @@ func (s *Server) authenticate(r *http.Request) *Principal {
 		return nil
 	}
 	if now.Sub(sess.LastSeenAt) > time.Minute {
-		_ = store.TouchSession(ctx, db, sess.IDHash, now)
+		s.touch("session "+sess.IDHash, func(ctx context.Context) error { return store.TouchSession(ctx, db, sess.IDHash, now) })
 	}
 	return userPrincipal(&u, sess.CSRFToken)
 }
+
+// touch records a session's or token's last use without the request waiting for it. It is a
+// write: on SQLite it waits for the one write lock (up to busy_timeout) while the notifier or the
+// matcher commits, and a console GET waiting there ran past its deadline before reading anything
+// (bench api, 200,000 firms, the first requests after start). At most one update per session or
+// token is in flight; one that fails is tried again at the next request, a minute of use later
+// (the idle timeout is counted in minutes too).
+func (s *Server) touch(key string, update func(context.Context) error) {
+	if _, busy := s.touching.LoadOrStore(key, true); busy {
+		return
+	}
+	go func() {
+		defer s.touching.Delete(key)
+		ctx, cancel := context.WithTimeout(context.Background(), touchTimeout)
+		defer cancel()
+		_ = update(ctx)
+	}()
+}
+
+// touchTimeout bounds a last-use update.
+const touchTimeout = 30 * time.Second
 
 // secure says whether cookies get the Secure flag.
 func (s *Server) secure(r *http.Request) bool {

@@ -155,6 +155,75 @@ func TestSecureCookieAndIdleSessions(t *testing.T) {
 	}
 }
 
+// TestSessionUseDoesNotWaitForTheWriteLock: recording a session's last use is a write, and a
+// request must not wait for it while another writer holds the lock (SQLite's one write lock, a
+// MySQL row lock): it is answered, and the last use is stored once the lock is free.
+func TestSessionUseDoesNotWaitForTheWriteLock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var skew atomic.Int64
+	srv, err := New(Options{DB: f.db, LinkSecret: f.secret, QueryTimeout: 3 * time.Second,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	resp, err := http.Post(ts.URL+"/api/v1/session", "application/json", strings.NewReader(`{"username":"admin","password":"`+testPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c := findCookie(resp.Header, sessionCookie)
+	if c == nil {
+		t.Fatal("no session cookie")
+	}
+	skew.Store(int64(5 * time.Minute)) // last seen long enough ago to be recorded again
+	tx := f.db.Begin()
+	if err := tx.Model(&store.Session{}).Where("user_id IN (SELECT id FROM users WHERE username = ?)", "admin").
+		Update("expires_at", time.Now().Add(time.Hour)).Error; err != nil {
+		tx.Rollback()
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/session", nil)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	select {
+	case code := <-done:
+		tx.Rollback()
+		if code != http.StatusOK {
+			t.Fatalf("while another writer held the lock: %d", code)
+		}
+	case <-time.After(2 * time.Second):
+		tx.Rollback()
+		t.Fatal("the request waited for the write lock to record the session's use")
+	}
+	// once the lock is free the use is stored
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sess store.Session
+		if err := f.db.Where("user_id IN (SELECT id FROM users WHERE username = ?)", "admin").Order("last_seen_at DESC").Take(&sess).Error; err != nil {
+			t.Fatal(err)
+		}
+		if sess.LastSeenAt.After(time.Now().Add(time.Minute)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session's use was not stored: last seen %v", sess.LastSeenAt)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestCrossSiteRequestsAreRefused: a state change with a session needs the CSRF token and must not
 // come from another site.
 func TestCrossSiteRequestsAreRefused(t *testing.T) {
