@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -36,11 +37,16 @@ type Engine struct {
 	db *gorm.DB
 	o  EngineOptions
 
-	mu        sync.Mutex
-	snap      *Snapshot
-	all       []*rules.Policy // published, not retired, linked (any window)
-	versions  map[string]int  // published version by policy id, as last read
-	asOf      time.Time
+	mu       sync.Mutex
+	snap     *Snapshot
+	all      []*rules.Policy // published, not retired, linked (any window)
+	versions map[string]int  // published version by policy id, as last read
+	asOf     time.Time
+	// asOfNow is asOf (nil before the first load) for readers that must not wait
+	// for mu: the console asks on every page, and the engine holds mu through a whole load,
+	// catch-up or policy evaluation (at 200,000 firms every console request made while serve
+	// was loading ran past its 5 s deadline waiting in AsOf).
+	asOfNow   atomic.Pointer[time.Time]
 	pl        *planner
 	frame     *frame
 	watermark time.Time // firms updated before this are reflected in the snapshot and matches
@@ -104,11 +110,19 @@ func (e *Engine) options() Options {
 	return Options{Workers: e.o.Workers, SubjectPrefix: e.o.SubjectPrefix, Log: e.o.Log}
 }
 
-// AsOf is the date the engine evaluates on.
+// AsOf is the date the engine evaluates on (zero before its first load). It does not wait for
+// the engine's work in progress.
 func (e *Engine) AsOf() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.asOf
+	if d := e.asOfNow.Load(); d != nil {
+		return *d
+	}
+	return time.Time{}
+}
+
+// setAsOf changes the date the engine evaluates on; the caller holds e.mu.
+func (e *Engine) setAsOf(d time.Time) {
+	e.asOf = d
+	e.asOfNow.Store(&d)
 }
 
 // SnapshotInfo describes what the engine holds.
@@ -140,7 +154,7 @@ func (e *Engine) Load(ctx context.Context) error {
 	if err := e.readPolicies(ctx); err != nil {
 		return err
 	}
-	e.asOf = e.today()
+	e.setAsOf(e.today())
 	fields, extras := fieldsOf(e.active())
 	snap, err := LoadSnapshot(ctx, e.db, LoadOptions{Fields: fields, Extras: extras, Progress: e.o.Progress, Vocabulary: e.o.Vocabulary})
 	if err != nil {
@@ -287,7 +301,7 @@ func (e *Engine) sweep(ctx context.Context, today time.Time) (sweepStats, error)
 	var st sweepStats
 	from := e.asOf
 	old := e.pl
-	e.asOf = today
+	e.setAsOf(today)
 	e.pl = newPlanner(e.snap, today)
 	var dated []*rules.Policy
 	for _, p := range e.active() {

@@ -593,3 +593,26 @@ func TestIdleCatchUpEvaluatesNothing(t *testing.T) {
 		t.Fatalf("idle rounds wrote %d times", writes)
 	}
 }
+
+// The console asks the engine's date on every page: AsOf answers while the engine holds its lock
+// for a load, a catch-up or a policy's evaluation.
+func TestAsOfDoesNotWaitForTheEngine(t *testing.T) {
+	e := &Engine{}
+	if !e.AsOf().IsZero() {
+		t.Fatal("a date before the first load")
+	}
+	d := time.Date(2022, 6, 30, 0, 0, 0, 0, time.FixedZone("CST", 8*3600))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setAsOf(d)
+	got := make(chan time.Time, 1)
+	go func() { got <- e.AsOf() }()
+	select {
+	case g := <-got:
+		if !g.Equal(d) || g.Location() != d.Location() {
+			t.Fatalf("AsOf %v, want %v", g, d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("AsOf waited for the engine's lock")
+	}
+}
