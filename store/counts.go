@@ -343,7 +343,17 @@ func CountInsertedKnown(tx *gorm.DB, ms []Match, known *KnownPlaces) error {
 		return nil
 	}
 	if known != nil && len(firms) > 0 {
-		if err := scan(tx.Raw("SELECT credit_code, region_code, park_id FROM enterprises WHERE updated_at >= ?", known.Since).Rows()); err != nil {
+		// the firms updated since, within the codes counted here (a full match's transaction holds
+		// a stretch of credit codes): while an import runs, not every firm it touched each time
+		lo, hi := "", ""
+		for code := range firms {
+			if lo == "" || code < lo {
+				lo = code
+			}
+			hi = max(hi, code)
+		}
+		if err := scan(tx.Raw("SELECT credit_code, region_code, park_id FROM enterprises WHERE updated_at >= ? AND credit_code >= ? AND credit_code <= ?",
+			known.Since, lo, hi).Rows()); err != nil {
 			return err
 		}
 	}
