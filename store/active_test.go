@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -26,41 +25,9 @@ func TestActiveByCodeWalksThePrimaryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	explain := "EXPLAIN QUERY PLAN "
-	if db.Dialector.Name() == "mysql" {
-		explain = "EXPLAIN "
-	}
-	rows, err := sqlDB.Query(explain+q, store.StatusActive, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	var plan []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var line []string
-		for i, c := range cols {
-			v := vals[i]
-			if b, ok := v.([]byte); ok {
-				v = string(b)
-			}
-			line = append(line, c+"="+fmt.Sprint(v))
-		}
-		plan = append(plan, strings.Join(line, " "))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	all := strings.Join(plan, "\n")
-	if strings.Contains(all, "TEMP B-TREE") || strings.Contains(all, "filesort") || strings.Contains(all, "USING INDEX ix_enterprise_status_region") || strings.Contains(all, "key=ix_enterprise_status_region") {
+	p := explain(t, sqlDB, db.Dialector.Name(), statement{q, []any{store.StatusActive, ""}})
+	all := strings.Join(p.lines, "\n")
+	if p.sorted || strings.Contains(all, "filesort") || strings.Contains(all, "USING INDEX ix_enterprise_status_region") || strings.Contains(all, "key=ix_enterprise_status_region") {
 		t.Fatalf("the active firms' keyset page is sorted or read by status:\n%s", all)
 	}
 	if db.Dialector.Name() == "mysql" && !strings.Contains(all, "key=PRIMARY") {
