@@ -156,7 +156,10 @@ type Server struct {
 	evalAt  time.Time // when evalDay was read
 	evalDay time.Time
 
-	touching sync.Map // sessions and tokens whose last use is being stored (touch)
+	touching    sync.Map // sessions and tokens whose last use is being stored (touch)
+	touches     sync.WaitGroup
+	touchCtx    context.Context // ends at Wait: a last-use update is not worth a slower stop
+	touchCancel context.CancelFunc
 }
 
 // New builds the handler. It fails when the link secret is missing or too short: enterprise links
@@ -175,6 +178,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
 		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary, Journal: o.AuditJournal})}
+	s.touchCtx, s.touchCancel = context.WithCancel(context.Background())
 	if err := s.parseTemplates(); err != nil {
 		return nil, err
 	}

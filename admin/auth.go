@@ -262,12 +262,22 @@ func (s *Server) touch(key string, update func(context.Context) error) {
 	if _, busy := s.touching.LoadOrStore(key, true); busy {
 		return
 	}
+	s.touches.Add(1)
 	go func() {
+		defer s.touches.Done()
 		defer s.touching.Delete(key)
-		ctx, cancel := context.WithTimeout(context.Background(), touchTimeout)
+		ctx, cancel := context.WithTimeout(s.touchCtx, touchTimeout)
 		defer cancel()
 		_ = update(ctx)
 	}()
+}
+
+// Wait ends the work the server does beside its requests (last-use updates in flight are
+// cancelled) and returns when it has stopped: the console's stage calls it after its last
+// request, so that serve returns only once every goroutine it started is done.
+func (s *Server) Wait() {
+	s.touchCancel()
+	s.touches.Wait()
 }
 
 // touchTimeout bounds a last-use update.

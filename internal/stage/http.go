@@ -39,7 +39,8 @@ func NewHTTP(name, addr string, handler func(addr string) http.Handler) (*HTTP, 
 func (s *HTTP) Addr() string { return s.ln.Addr().String() }
 
 // Run serves until ctx ends, then shuts down (requests in flight get up to 5 s) and returns once
-// the server and its handlers are done.
+// the server and its handlers are done, including a handler's own background work (a handler
+// with a Wait method is waited for).
 func (s *HTTP) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed || s.running {
@@ -60,6 +61,10 @@ func (s *HTTP) Run(ctx context.Context) error {
 	err := s.srv.Shutdown(sctx)
 	if err != nil {
 		_ = s.srv.Close()
+	}
+	// work the handler does beside its requests (the console's last-use updates) ends too
+	if w, ok := s.srv.Handler.(interface{ Wait() }); ok {
+		w.Wait()
 	}
 	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return fmt.Errorf("%s: %w", s.name, serr)

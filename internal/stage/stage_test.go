@@ -283,3 +283,28 @@ func TestGateLetsRequestsGoFirst(t *testing.T) {
 		t.Fatalf("Yielded = %d, %v", n, total)
 	}
 }
+
+// waitingHandler has background work of its own (as the console's last-use updates).
+type waitingHandler struct {
+	http.Handler
+	waited atomic.Bool
+}
+
+func (h *waitingHandler) Wait() { h.waited.Store(true) }
+
+// Run returns only after a handler's own background work: a handler with Wait is waited for.
+func TestHTTPRunWaitsForTheHandlersWork(t *testing.T) {
+	h := &waitingHandler{Handler: http.NotFoundHandler()}
+	s, err := stage.NewHTTP("console", "127.0.0.1:0", func(string) http.Handler { return h })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !h.waited.Load() {
+		t.Fatal("Run returned without waiting for the handler's work")
+	}
+}
