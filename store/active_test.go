@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -32,5 +33,28 @@ func TestActiveByCodeWalksThePrimaryKey(t *testing.T) {
 	}
 	if db.Dialector.Name() == "mysql" && !strings.Contains(all, "key=PRIMARY") {
 		t.Fatalf("the active firms' keyset page is not read along the primary key:\n%s", all)
+	}
+}
+
+// A database made when the park index was (park_id) gets (park_id, status) in its place at
+// migrate time; migrating again changes nothing.
+func TestMigrateReplacesTheParkIndex(t *testing.T) {
+	t.Parallel()
+	db := testenv.OpenDB(t).DB
+	m := db.Migrator()
+	if err := m.DropIndex(&store.Enterprise{}, "ix_enterprise_park_status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec("CREATE INDEX idx_enterprises_park_id ON enterprises (park_id)").Error; err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := store.Migrate(context.Background(), db); err != nil {
+			t.Fatal(err)
+		}
+		if m.HasIndex(&store.Enterprise{}, "idx_enterprises_park_id") || !m.HasIndex(&store.Enterprise{}, "ix_enterprise_park_status") {
+			t.Fatalf("after migrate: old index %v, new index %v", m.HasIndex(&store.Enterprise{}, "idx_enterprises_park_id"),
+				m.HasIndex(&store.Enterprise{}, "ix_enterprise_park_status"))
+		}
 	}
 }
