@@ -62,12 +62,22 @@ func presentExplanation(ex rules.Explanation, holdingOnly bool) explained {
 // explainMatch explains a stored match exactly as the matcher decided it (its version and as-of
 // date). An explanation that cannot be made is said so; the page still shows everything else.
 func (s *Server) explainMatch(ctx context.Context, matchID uint64, holdingOnly bool) explained {
-	ex, err := policies.ExplainFirm(ctx, s.opts.DB, policies.ExplainRequest{MatchID: matchID}, s.vocab())
-	if err != nil {
-		s.opts.Log.Warn("explain match", "match", matchID, "err", err)
-		return explained{Summary: "暂时无法生成说明"}
+	return s.explainMatches(ctx, []uint64{matchID}, holdingOnly)[0]
+}
+
+// explainMatches explains several stored matches (a firm's), reading the catalog once.
+func (s *Server) explainMatches(ctx context.Context, ids []uint64, holdingOnly bool) []explained {
+	exs, errs := policies.ExplainMatches(ctx, s.opts.DB, ids, s.vocab())
+	out := make([]explained, len(ids))
+	for i, id := range ids {
+		if errs[i] != nil {
+			s.opts.Log.Warn("explain match", "match", id, "err", errs[i])
+			out[i] = explained{Summary: "暂时无法生成说明"}
+			continue
+		}
+		out[i] = presentExplanation(exs[i], holdingOnly)
 	}
-	return presentExplanation(ex, holdingOnly)
+	return out
 }
 
 func (r reason) Mark() string {

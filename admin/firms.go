@@ -348,12 +348,17 @@ func (s *Server) firmDetail(r *http.Request, p *Principal, code string) (firmDet
 		d.Matches[i].FirmMatch = m
 	}
 	d.Timeline, d.Notes, d.OptOuts = firmTimeline(h), h.Notes, h.OptOuts
+	var active []int // the active matches, explained together
+	var ids []uint64
 	for i, m := range d.Matches {
-		if m.State != store.MatchActive {
-			continue
+		if m.State == store.MatchActive {
+			active, ids = append(active, i), append(ids, m.MatchID)
 		}
-		why := s.explainMatch(ctx, m.MatchID, false)
-		d.Matches[i].Why = &why
+	}
+	whys := s.explainMatches(ctx, ids, false)
+	for k, i := range active {
+		m := d.Matches[i]
+		d.Matches[i].Why = &whys[k]
 		if t := (store.PolicyTitle{ID: m.PolicyID, Title: m.Title}); !slices.Contains(d.Policies, t) {
 			d.Policies = append(d.Policies, t)
 		}

@@ -2,6 +2,8 @@ package policies_test
 
 import (
 	"context"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +136,30 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	if _, err := policies.ExplainFirm(ctx, db, policies.ExplainRequest{PolicyID: m.PolicyID, CreditCode: "91000000000000000X", AsOf: demoAsOf}); err == nil ||
 		!strings.Contains(err.Error(), "not in the registry") {
 		t.Fatalf("unknown firm: %v", err)
+	}
+
+	// The firm page explains a firm's matches together: each as ExplainFirm explains it alone.
+	var ms []store.Match
+	if err := db.Where("state = ?", store.MatchActive).Order("credit_code, policy_id").Limit(60).Find(&ms).Error; err != nil {
+		t.Fatal(err)
+	}
+	ids := []uint64{}
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	ids = append(ids, 999999999)
+	got, errs := policies.ExplainMatches(ctx, db, ids)
+	for i, id := range ids[:len(ids)-1] {
+		want, err := policies.ExplainFirm(ctx, db, policies.ExplainRequest{MatchID: id})
+		if err != nil || errs[i] != nil {
+			t.Fatalf("match %d: %v / %v", id, err, errs[i])
+		}
+		if !reflect.DeepEqual(got[i], want) {
+			t.Fatalf("match %d explained together:\n%+v\nalone:\n%+v", id, got[i], want)
+		}
+	}
+	if !errors.Is(errs[len(ids)-1], policies.ErrNotFound) {
+		t.Fatalf("a match that does not exist: %v", errs[len(ids)-1])
 	}
 }
 

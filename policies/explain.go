@@ -58,6 +58,13 @@ func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version in
 	if err != nil {
 		return nil, err
 	}
+	return linkVersion(ctx, db, published, policyID, version, opts...)
+}
+
+// linkVersion is LinkedVersion on the published catalog as LoadPublished returned it (linked, the
+// earlier matches of once-per-firm policies loaded); it links the catalog again around the
+// version, so the caller explains with it before linking another.
+func linkVersion(ctx context.Context, db *gorm.DB, published []*rules.Policy, policyID string, version int, opts ...rules.Option) (*rules.Policy, error) {
 	var p *rules.Policy
 	set := make([]*rules.Policy, 0, len(published)+1)
 	for _, q := range published {
@@ -69,6 +76,7 @@ func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version in
 		}
 		set = append(set, q)
 	}
+	fromCatalog := p != nil
 	if p == nil {
 		if version == 0 {
 			return nil, fmt.Errorf("policy %s is not published (give --version, or see `policypush policy versions %s`): %w", policyID, policyID, ErrNotFound)
@@ -80,15 +88,77 @@ func LinkedVersion(ctx context.Context, db *gorm.DB, policyID string, version in
 			}
 			return nil, fmt.Errorf("load policy %s v%d: %w", policyID, version, err)
 		}
+		var err error
 		if p, err = compileVersion(row, opts...); err != nil {
 			return nil, err
 		}
 	}
 	rules.Link(append(set, p))
-	if err := loadReceived(ctx, db, p); err != nil {
-		return nil, err
+	if !fromCatalog { // LoadPublished loaded those of the catalog's versions
+		if err := loadReceived(ctx, db, p); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
+}
+
+// ExplainMatches explains stored matches as ExplainFirm explains each (its version and as-of
+// date), reading the published catalog once for all of them and each firm once per date: the
+// firm page explains every active match of a firm, and explained one by one each explanation
+// read and linked the whole catalog again (with the earlier matches of every once-per-firm
+// policy). errs[i] is the error of ids[i]'s explanation.
+func ExplainMatches(ctx context.Context, db *gorm.DB, ids []uint64, opts ...rules.Option) (out []rules.Explanation, errs []error) {
+	out, errs = make([]rules.Explanation, len(ids)), make([]error, len(ids))
+	fail := func(err error) ([]rules.Explanation, []error) {
+		for i := range errs {
+			errs[i] = err
+		}
+		return out, errs
+	}
+	if len(ids) == 0 {
+		return out, errs
+	}
+	var ms []store.Match
+	if err := db.WithContext(ctx).Where("id IN ?", ids).Find(&ms).Error; err != nil {
+		return fail(fmt.Errorf("load matches: %w", err))
+	}
+	byID := make(map[uint64]*store.Match, len(ms))
+	for i := range ms {
+		byID[ms[i].ID] = &ms[i]
+	}
+	published, err := LoadPublished(ctx, db, "", opts...)
+	if err != nil {
+		return fail(err)
+	}
+	type firmDay struct {
+		code string
+		day  time.Time
+	}
+	envs := map[firmDay]rules.Env{}
+	for i, id := range ids {
+		m := byID[id]
+		if m == nil {
+			errs[i] = fmt.Errorf("match %d: %w", id, ErrNotFound)
+			continue
+		}
+		p, err := linkVersion(ctx, db, published, m.PolicyID, m.PolicyVersion, opts...)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		k := firmDay{m.CreditCode, m.AsOf}
+		env, ok := envs[k]
+		if !ok {
+			if env, err = FirmEnv(ctx, db, m.CreditCode, m.AsOf, opts...); err != nil {
+				errs[i] = err
+				continue
+			}
+			envs[k] = env
+		}
+		e := env
+		out[i], errs[i] = rules.Explain(p, &e)
+	}
+	return out, errs
 }
 
 // FirmEnv loads one firm of the registry (whatever its status) with its extra fields.
