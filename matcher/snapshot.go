@@ -294,14 +294,16 @@ func (c *column) get(row int, v reflect.Value) {
 	case kindBool:
 		v.SetBool(c.bools[row/wordBits]&(1<<(row%wordBits)) != 0)
 	default:
-		var x any
-		if c.dict != nil {
-			x = c.dict.values[c.codes[row]]
-		} else {
-			x = c.plain[row]
-		}
-		v.Set(reflect.ValueOf(x))
+		v.Set(reflect.ValueOf(c.held(row)))
 	}
+}
+
+// held is row's value of a dictionary or plain column.
+func (c *column) held(row int) any {
+	if c.dict != nil {
+		return c.dict.values[c.codes[row]]
+	}
+	return c.plain[row]
 }
 
 // str is row's value of a string column (false for another kind).
@@ -309,13 +311,7 @@ func (c *column) str(row int) (string, bool) {
 	if c.spec.kind != kindString {
 		return "", false
 	}
-	var x any
-	if c.dict != nil {
-		x = c.dict.values[c.codes[row]]
-	} else {
-		x = c.plain[row]
-	}
-	v, ok := x.(string)
+	v, ok := c.held(row).(string)
 	return v, ok
 }
 
