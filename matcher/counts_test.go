@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,4 +218,85 @@ func BenchmarkWriteCounted(b *testing.B) {
 	// CPU time of the process: on SQLite the database's work too, and less inflated by other load.
 	b.ReportMetric(float64(cpu[0].Nanoseconds())/float64(b.N*n), "cpu-ns/counted-match")
 	b.ReportMetric(float64(cpu[1].Nanoseconds())/float64(b.N*n), "cpu-ns/plain-match")
+}
+
+// A full match trusts its snapshot's places while the registry's move count stands still: no firm
+// is read again, though every firm was written within the margin before the load (an import just
+// before the match). Once an import moved firms (registry.UpsertCounted counts the moves), the
+// next transaction reads the firms updated since, and the counts still equal a recount.
+func TestKnownPlacesFollowTheMoveCount(t *testing.T) {
+	db := testenv.OpenDB(t).DB
+	ctx := context.Background()
+	firms := registry.Synth(160, 23)
+	if err := db.CreateInBatches(firms, 80).Error; err != nil {
+		t.Fatal(err)
+	}
+	reads := 0 // statements that read firms
+	count := func(tx *gorm.DB) {
+		if strings.Contains(tx.Statement.SQL.String(), "FROM enterprises") {
+			reads++
+		}
+	}
+	if err := db.Callback().Row().After("gorm:row").Register("test:firm_reads", count); err != nil {
+		t.Fatal(err)
+	}
+	moves, err := store.PlaceMoves(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := time.Now()
+	snap, err := LoadSnapshot(ctx, db, LoadOptions{Fields: withPlaces(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := snap.places(loaded.Add(-placesMargin), moves)
+	reads = 0
+	asOf := time.Date(2022, 6, 30, 0, 0, 0, 0, time.UTC)
+	write := func(id string) {
+		t.Helper()
+		p := &rules.Policy{Def: &rules.Definition{ID: id, Channels: []string{"sms"}}, Version: 1}
+		var out []Outcome
+		for row := range snap.Active() {
+			out = append(out, Outcome{CreditCode: snap.code(row)})
+		}
+		items := []policyWrite{{policy: p, outcomes: out, res: &PolicyResult{}}}
+		if err := storeGroup(ctx, db, items, asOf, "t", "", "", known, &Phases{}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := store.Recount(ctx, db, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Diffs) > 0 || rep.Matches == 0 {
+			t.Fatalf("%s: %d matches; %d counts differ from a recount, first %+v", id, rep.Matches, len(rep.Diffs), rep.Diffs[0])
+		}
+	}
+	write("moves-a")
+	if reads != 0 {
+		t.Fatalf("%d statements read firms again with no firm moved since the snapshot", reads)
+	}
+	// An import moves a tenth of the active firms to another city and park.
+	var recs []registry.Record
+	for row := 0; row < snap.Active(); row += 10 {
+		recs = append(recs, registry.Record{CreditCode: snap.code(row)})
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		stored, err := registry.LockStored(tx, recs)
+		if err != nil {
+			return err
+		}
+		var next []store.Enterprise
+		for _, e := range stored {
+			n := *e
+			n.RegionCode, n.ParkID = "320411", "CZ-WJ"
+			next = append(next, n)
+		}
+		return registry.UpsertCounted(tx, stored, next)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	write("moves-b")
+	if reads == 0 {
+		t.Fatal("no firm was read again after an import moved firms")
+	}
 }

@@ -124,13 +124,38 @@ const noticeBatch = 500
 // insertFresh stores new matches with their notices: one NoticeBatch outbox row per channel and
 // noticeBatch matches, in the transaction of the matches.
 func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[string][]string) error {
+	return w.insertBatch(tx, freshBatch{rows: matches}, channels)
+}
+
+// freshBatch is a transaction's new matches with what can be worked out before it begins.
+type freshBatch struct {
+	rows   []store.Match
+	params []string              // SQLite: each INSERT's parameter (encodeFresh); nil: encoded in the transaction
+	counts *store.PreparedCounts // the counts if every row is inserted; nil: counted in the transaction
+}
+
+// prepare works out what it can of a transaction of new matches before it begins.
+func (w writer) prepare(rows []store.Match, sqlite bool) (freshBatch, error) {
+	b := freshBatch{rows: rows, counts: w.places.Prepare(rows)}
+	if sqlite {
+		var err error
+		if b.params, err = encodeFresh(rows); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// insertBatch is insertFresh of a prepared batch.
+func (w writer) insertBatch(tx *gorm.DB, b freshBatch, channels map[string][]string) error {
+	matches := b.rows
 	if len(matches) == 0 {
 		return nil
 	}
-	if err := insertMatches(tx, matches); err != nil {
+	if err := insertEncoded(tx, matches, b.params); err != nil {
 		return err
 	}
-	if err := store.CountInsertedKnown(tx, matches, w.places); err != nil {
+	if err := store.CountInsertedPrepared(tx, matches, w.places, b.counts); err != nil {
 		return err
 	}
 	var outbox []store.Outbox
@@ -358,6 +383,7 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 	// transactions at once keep two of its cores busy (mysqlWriters).
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(1)
+	sqlite := db.Dialector.Name() == "sqlite"
 	if db.Dialector.Name() == "mysql" {
 		g.SetLimit(mysqlWriters)
 	}
@@ -368,11 +394,16 @@ func (w writer) writeMerged(ctx context.Context, db *gorm.DB, items []policyWrit
 		// Policy by policy within the transaction (in credit-code order within each): the pages
 		// the transaction writes are the same, and a policy's rows stay together in the table,
 		// which is the order the next diff (loadStored) reads them in.
-		batch := byPolicy(rows)
+		// What needs no database (the INSERTs' parameters, the counts) is worked out here, on
+		// the other core, while the previous transaction runs.
+		batch, err := w.prepare(byPolicy(rows), sqlite)
+		if err != nil {
+			return err
+		}
 		rows = rows[:0]
 		g.Go(func() error {
 			return retryDeadlock(gctx, func() error {
-				return db.WithContext(gctx).Transaction(func(tx *gorm.DB) error { return w.insertFresh(tx, batch, channels) })
+				return db.WithContext(gctx).Transaction(func(tx *gorm.DB) error { return w.insertBatch(tx, batch, channels) })
 			})
 		})
 		return nil

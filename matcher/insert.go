@@ -111,7 +111,31 @@ type matchKey struct {
 // insertMatches inserts rows in tx and sets each row's ID. On SQLite a row whose (policy, version,
 // firm) another writer stored meanwhile is skipped and keeps ID 0 (that writer announced it); on
 // MySQL such a conflict fails the transaction, which the caller retries with a fresh diff.
-func insertMatches(tx *gorm.DB, rows []store.Match) error {
+func insertMatches(tx *gorm.DB, rows []store.Match) error { return insertEncoded(tx, rows, nil) }
+
+// encodeFresh is the JSON parameter of each SQLite insert of rows (insertRows per statement), ""
+// for a statement whose rows are not uniform: work a full match does for the next transaction
+// while the current one runs.
+func encodeFresh(rows []store.Match) ([]string, error) {
+	per := insertRows(true)
+	out := make([]string, 0, (len(rows)+per-1)/per)
+	for lo := 0; lo < len(rows); lo += per {
+		chunk := rows[lo:min(lo+per, len(rows))]
+		param := ""
+		if uniform(chunk) {
+			var err error
+			if param, err = sqliteFreshRows(chunk); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, param)
+	}
+	return out, nil
+}
+
+// insertEncoded is insertMatches taking the SQLite statements' parameters from params when not
+// nil (encodeFresh of the same rows).
+func insertEncoded(tx *gorm.DB, rows []store.Match, params []string) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -127,7 +151,11 @@ func insertMatches(tx *gorm.DB, rows []store.Match) error {
 	for lo := 0; lo < len(rows); lo += per {
 		chunk := rows[lo:min(lo+per, len(rows))]
 		if sqlite {
-			if err := insertJSON(ctx, conn, chunk); err != nil {
+			param := ""
+			if params != nil {
+				param = params[lo/per]
+			}
+			if err := insertJSON(ctx, conn, chunk, param); err != nil {
 				return fmt.Errorf("insert matches: %w", err)
 			}
 			continue
@@ -171,17 +199,21 @@ func insertSQL(n int) string {
 	return b.String()
 }
 
-// insertJSON runs sqliteInsert on a chunk and sets the ids of its rows. Holding the write lock
-// since its first write, the transaction gets consecutive rowids for the rows one statement
-// inserts, in the order of the JSON array (jsonb_each's order), ending at last_insert_rowid: when
-// the statement inserted every row they are numbered so; when OR IGNORE skipped some (and the
-// AUTOINCREMENT counter may have left gaps), the ids are read back.
-func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match) error {
+// insertJSON runs sqliteInsert on a chunk and sets the ids of its rows (fresh, when not "", is
+// the chunk's parameter of sqliteInsertFresh). Holding the write lock since its first write, the
+// transaction gets consecutive rowids for the rows one statement inserts, in the order of the
+// JSON array (jsonb_each's order), ending at last_insert_rowid: when the statement inserted every
+// row they are numbered so; when OR IGNORE skipped some (and the AUTOINCREMENT counter may have
+// left gaps), the ids are read back.
+func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match, fresh string) error {
 	var res sql.Result
-	if uniform(chunk) {
-		param, err := sqliteFreshRows(chunk)
-		if err != nil {
-			return err
+	var err error
+	if fresh != "" || uniform(chunk) {
+		param := fresh
+		if param == "" {
+			if param, err = sqliteFreshRows(chunk); err != nil {
+				return err
+			}
 		}
 		a := &chunk[0]
 		res, err = conn.ExecContext(ctx, sqliteInsertFresh, param, a.State, a.AsOf.Format(sqliteTime), a.Notified,

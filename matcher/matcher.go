@@ -138,11 +138,15 @@ func Run(ctx context.Context, db *gorm.DB, asOf time.Time, policyID string, o Op
 		fields, extras := fieldsOf(active)
 		var snap *Snapshot
 		t := time.Now()
+		moves, err := store.PlaceMoves(db.WithContext(ctx))
+		if err != nil {
+			return sum, err
+		}
 		snap, err = LoadSnapshot(ctx, db, LoadOptions{Fields: withPlaces(fields), Extras: extras, Progress: o.Progress, Vocabulary: o.Vocabulary})
 		if err != nil {
 			return sum, err
 		}
-		known := snap.places(t.Add(-placesMargin))
+		known := snap.places(t.Add(-placesMargin), moves)
 		since(&sum.Phases.Load, t)
 		sum.Firms = snap.Active()
 		var restore func(context.Context) error

@@ -786,13 +786,14 @@ func withPlaces(fields []string) []string {
 }
 
 // places are the firms' region codes and parks as the snapshot holds them, to be trusted for firms
-// not updated from since on; nil when it does not hold both columns.
-func (s *Snapshot) places(since time.Time) *store.KnownPlaces {
+// not updated from since on, or for all while the registry's move count is still moves (read
+// before the load began); nil when it does not hold both columns.
+func (s *Snapshot) places(since time.Time, moves int64) *store.KnownPlaces {
 	region, park := s.cols[regionKey], s.cols[parkKey]
 	if region == nil || park == nil {
 		return nil
 	}
-	return &store.KnownPlaces{Since: since, Place: func(code string) (string, string, bool) {
+	return &store.KnownPlaces{Since: since, Moves: moves, Counted: true, Place: func(code string) (string, string, bool) {
 		row, ok := s.row(code)
 		if !ok {
 			return "", "", false

@@ -10,6 +10,8 @@ import (
 // region code or park changes, in the same transaction: the counts of their matches are read
 // before the write (under the old region and park) and after it, and the difference applied.
 // stored holds the firms' rows as they were (LockStored). New firms have no matches to move.
+// The moves are counted too (store.NotePlaceMoves), before the counts move: a full match trusts
+// its snapshot's places while that count stands still.
 func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []store.Enterprise) error {
 	var moved []string
 	for i := range firms {
@@ -19,6 +21,9 @@ func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []sto
 	}
 	if len(moved) == 0 {
 		return Upsert(tx, firms)
+	}
+	if err := store.NotePlaceMoves(tx, len(moved)); err != nil {
+		return err
 	}
 	before, err := store.CountFirmMatches(tx, moved)
 	if err != nil {

@@ -178,3 +178,51 @@ func TestCountInsertedKnownReadsMovedFirmsAgain(t *testing.T) {
 		t.Fatalf("%d matches counted, want 80; differences from a recount: %+v", rep.Matches, rep.Diffs)
 	}
 }
+
+// Counts prepared before the transaction (KnownPlaces.Prepare) are applied only when every row
+// was inserted: with a row skipped (ID 0, another writer stored it), the counts are computed
+// again and still equal a recount.
+func TestPreparedCountsNeedEveryRowInserted(t *testing.T) {
+	t.Parallel()
+	db := testenv.OpenDB(t).DB
+	ctx := context.Background()
+	at := time.Now().UTC()
+	var ms []store.Match
+	places := map[string][2]string{}
+	for i := range 12 {
+		code := fmt.Sprintf("91320%013d", i)
+		places[code] = [2]string{[]string{"320102", "320505"}[i%2], ""}
+		if err := db.Create(&store.Enterprise{CreditCode: code, RegionCode: places[code][0], Status: store.StatusActive}).Error; err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, store.Match{PolicyID: "prep", PolicyVersion: 1, CreditCode: code, State: store.MatchActive,
+			AsOf: at, MatchedAt: at, UpdatedAt: at})
+	}
+	moves, err := store.PlaceMoves(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := &store.KnownPlaces{Since: at, Moves: moves, Counted: true, Place: func(code string) (string, string, bool) {
+		p, ok := places[code]
+		return p[0], p[1], ok
+	}}
+	pre := known.Prepare(ms)
+	if pre == nil {
+		t.Fatal("no counts prepared though every firm's place is known")
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(ms[1:]).Error; err != nil { // the first was not inserted: ID 0
+			return err
+		}
+		return store.CountInsertedPrepared(tx, ms, known, pre)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := store.Recount(ctx, db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Diffs) > 0 || rep.Matches != 11 {
+		t.Fatalf("%d matches counted, want 11; differences from a recount: %+v", rep.Matches, rep.Diffs)
+	}
+}
