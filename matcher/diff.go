@@ -104,6 +104,12 @@ func (cs changeSet) count(res *PolicyResult) {
 	res.Unchanged += cs.unchanged
 }
 
+// writeTime is the time a writer stamps its rows with (matched_at, updated_at, revoked_at): now,
+// to the millisecond, the precision MySQL's DATETIME(3) columns keep. On SQLite, which stores
+// times as text, the nanoseconds cost 12 bytes in each of a row's two times and in the recency
+// index: about a tenth of a new match's bytes.
+func writeTime() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
 // writer stores change sets.
 type writer struct {
 	asOf   time.Time
@@ -349,7 +355,7 @@ func storeGroup(ctx context.Context, db *gorm.DB, items []policyWrite, asOf time
 		since(&ph.Diff, t)
 	}
 	t := time.Now()
-	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC(), places: known}
+	w := writer{asOf: asOf, prefix: prefix, now: writeTime(), places: known}
 	if err := w.writeMerged(ctx, db, items, sets); err != nil {
 		return err
 	}
@@ -513,7 +519,7 @@ func writeDiff(ctx context.Context, db *gorm.DB, p *rules.Policy, asOf time.Time
 	}
 	cs := stored.diff(p, outcomes)
 	t = since(&ph.Diff, t)
-	w := writer{asOf: asOf, prefix: prefix, now: time.Now().UTC()}
+	w := writer{asOf: asOf, prefix: prefix, now: writeTime()}
 	if err := w.writeBatched(ctx, db, p, cs); err != nil {
 		return err
 	}

@@ -903,7 +903,7 @@ func (e *Engine) rematch(ctx context.Context, tx *gorm.DB, codes []string, rows 
 		}
 	}
 	sort.Ints(touched)
-	w := writer{asOf: e.asOf, prefix: e.o.SubjectPrefix, now: time.Now().UTC()}
+	w := writer{asOf: e.asOf, prefix: e.o.SubjectPrefix, now: writeTime()}
 	var counts PolicyResult
 	var changes []policyChanges
 	for _, k := range touched {
