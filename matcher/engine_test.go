@@ -119,7 +119,7 @@ func TestRunStoresWhatPlainRunStores(t *testing.T) {
 	if sqlite := engineDB.Dialector.Name() == "sqlite"; sqlite != (got.Phases.Index > 0) {
 		t.Fatalf("bulk load on %s built indexes for %.3f s", engineDB.Dialector.Name(), got.Phases.Index)
 	}
-	for _, name := range []string{"idx_matches_credit_code", "ix_match_recent", "ux_match"} {
+	for _, name := range []string{store.MatchFirmIndex, "ix_match_recent", "ux_match"} {
 		if !engineDB.Migrator().HasIndex(&store.Match{}, name) {
 			t.Fatalf("index %s of matches is missing after the bulk load", name)
 		}

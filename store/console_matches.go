@@ -116,8 +116,9 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 	}
 	park := f.Scope.ParkID != "" || f.ParkID != ""
 	if !mysql && (plan == planAll && (park || f.Scope.RegionPrefix != "" || f.Region != "") || plan == planPage && park) {
-		// "+m.state": not by state, or SQLite reads every active match per firm along ix_match_recent
-		table, firms, state = "enterprises AS e", "CROSS JOIN matches AS m", "+m.state = ?"
+		// their matches through the firm index (ix_match_firm: credit code, state, time), whose
+		// entries alone give a page's keys
+		table, firms, state = "enterprises AS e", "CROSS JOIN matches AS m", "m.state = ?"
 	}
 	if byID {
 		if mysql {
@@ -136,9 +137,13 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 		}
 	}
 	q := db.WithContext(ctx).Table(table).
-		Joins(firms+" ON m.credit_code = e.credit_code").
-		Joins(versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
-		Where(state, MatchActive)
+		Joins(firms + " ON m.credit_code = e.credit_code")
+	// A page's keys and counts need no policy version (every match's version row exists: versions
+	// are never deleted); joined, it made SQLite read each match's row for its policy and version.
+	if plan != planPage {
+		q = q.Joins(versions + " ON v.policy_id = m.policy_id AND v.version = m.policy_version")
+	}
+	q = q.Where(state, MatchActive)
 	q = f.narrow(f.Scope.Apply(q, "e"), "m", "e")
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)

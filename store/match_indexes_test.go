@@ -31,7 +31,7 @@ func TestMatchIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.HasIndex(&store.Match{}, "idx_matches_credit_code") {
+	if m.HasIndex(&store.Match{}, store.MatchFirmIndex) {
 		t.Fatal("the firm index is still there during the bulk load")
 	}
 	for _, name := range []string{"ux_match", "ix_match_recent"} {
@@ -40,13 +40,13 @@ func TestMatchIndexes(t *testing.T) {
 		}
 	}
 	// Another process's migration may have created it meanwhile: restoring is still no error.
-	if err := m.CreateIndex(&store.Match{}, "idx_matches_credit_code"); err != nil {
+	if err := m.CreateIndex(&store.Match{}, store.MatchFirmIndex); err != nil {
 		t.Fatal(err)
 	}
 	if err := restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"idx_matches_credit_code", "ix_match_recent", "ux_match"} {
+	for _, name := range []string{store.MatchFirmIndex, "ix_match_recent", "ux_match"} {
 		if !m.HasIndex(&store.Match{}, name) {
 			t.Fatalf("%s is missing after the bulk load", name)
 		}

@@ -120,14 +120,16 @@ const (
 // Match records that a firm qualifies for a policy version as of a date. Rows are unique per
 // (policy, version, firm): a firm is never notified twice for the same policy version.
 type Match struct {
-	ID            uint64    `gorm:"primaryKey;autoIncrement" json:"id"`
-	PolicyID      string    `gorm:"size:64;not null;uniqueIndex:ux_match,priority:1" json:"policy_id"`
-	PolicyVersion int       `gorm:"not null;uniqueIndex:ux_match,priority:2" json:"policy_version"`
-	CreditCode    string    `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index" json:"credit_code"`
-	State         string    `gorm:"size:16;not null;index:ix_match_recent,priority:1" json:"state"`
-	Amount        *float64  `json:"amount"`
-	AsOf          time.Time `gorm:"type:date;not null" json:"as_of"`
-	Notified      bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
+	ID            uint64 `gorm:"primaryKey;autoIncrement" json:"id"`
+	PolicyID      string `gorm:"size:64;not null;uniqueIndex:ux_match,priority:1" json:"policy_id"`
+	PolicyVersion int    `gorm:"not null;uniqueIndex:ux_match,priority:2" json:"policy_version"`
+	// ix_match_firm (credit_code, state, matched_at) is the firm index: a firm's matches, and the
+	// keys of a park's list pages without reading the rows (match_indexes.go).
+	CreditCode string    `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index:ix_match_firm,priority:1" json:"credit_code"`
+	State      string    `gorm:"size:16;not null;index:ix_match_recent,priority:1;index:ix_match_firm,priority:2" json:"state"`
+	Amount     *float64  `json:"amount"`
+	AsOf       time.Time `gorm:"type:date;not null" json:"as_of"`
+	Notified   bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
 	// Reached is how far the firm's notices of this policy got (ReachNone, ReachSent,
 	// ReachDelivered), kept by store.RefreshReach whenever a delivery enters or leaves sent or
 	// delivered, so that the console's funnel and list read it instead of probing delivery_items
@@ -135,7 +137,7 @@ type Match struct {
 	Reached int8 `gorm:"not null;default:0" json:"reached"`
 	// ix_match_recent serves the console's newest-first list: it walks (state, matched_at) down
 	// and stops at the page's LIMIT instead of sorting every match in scope.
-	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2" json:"matched_at"`
+	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2;index:ix_match_firm,priority:3" json:"matched_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 }

@@ -143,7 +143,7 @@ func RefreshReach(tx *gorm.DB, deliveryIDs []uint64) error {
 		// 51 million matches); SQLite takes "+m.policy_id" as no index on the policy
 		pairs := " FROM delivery_items x JOIN matches m ON m.credit_code = x.credit_code AND +m.policy_id = x.policy_id"
 		if mysql {
-			pairs = " FROM delivery_items x JOIN matches m FORCE INDEX (idx_matches_credit_code) ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id"
+			pairs = " FROM delivery_items x JOIN matches m FORCE INDEX (" + MatchFirmIndex + ") ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id"
 		}
 		where := " WHERE x.delivery_id IN " + in
 		if mysql {
