@@ -202,6 +202,8 @@ type plan struct {
 	full  []string
 	// sorted: SQLite sorts rows for ORDER BY instead of reading them in index order
 	sorted bool
+	// first is the alias of the table the plan reads first
+	first string
 }
 
 // explain asks the database for a statement's plan. A full scan is, on MySQL, an access of type
@@ -223,6 +225,9 @@ func explain(t *testing.T, sqlDB *sql.DB, driver string, st statement) plan {
 				t.Fatal(err)
 			}
 			p.lines = append(p.lines, detail)
+			if f := strings.Fields(detail); p.first == "" && len(f) > 1 && (f[0] == "SCAN" || f[0] == "SEARCH") {
+				p.first = f[1]
+			}
 			// matches by state alone inside a join: every active match, once per outer row
 			if len(p.lines) > 1 && parent == 0 && strings.Contains(detail, "ix_match_recent (state=?)") {
 				p.full = append(p.full, "matches")
@@ -272,6 +277,9 @@ func explain(t *testing.T, sqlDB *sql.DB, driver string, st statement) plan {
 			line = append(line, c+"="+row[c])
 		}
 		p.lines = append(p.lines, strings.Join(line, " "))
+		if p.first == "" {
+			p.first = row["table"]
+		}
 		if table := largeTables[row["table"]]; (row["type"] == "ALL" || row["type"] == "index") && table != "" {
 			p.full = append(p.full, table)
 		}
@@ -323,6 +331,11 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		// keys: a park's pages read the keys of its matches from the firm index alone, no match
 		// row (SQLite; checked on its plan's wording)
 		keys bool
+		// firmsFirst: in a park the statements start from the park's firms (e), not from every
+		// policy's or every match (MariaDB read all matches along ux_match for a park's export at
+		// 200,000 firms; at this seed's size it starts from the park unforced, so this guards the
+		// forced order rather than reproducing the choice)
+		firmsFirst bool
 	}
 	var checks []check
 	for name, f := range map[string]store.MatchFilter{"all": {}, "policy": {PolicyID: "p2"}, "notify": {Notify: "sent"},
@@ -372,7 +385,7 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				return err
 			}
 			return rows.Close()
-		}, whole: true},
+		}, whole: true, firmsFirst: true},
 		check{name: "firm page", run: func(store.FirmScope) error {
 			if _, err := store.FirmByCode(ctx, db, s.firm); err != nil {
 				return err
@@ -492,6 +505,9 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				}
 				if len(full) > 0 {
 					t.Errorf("%s in scope %+v reads %v in full:\n%s\n%s", c.name, sc, full, st.sql, text)
+				}
+				if c.firmsFirst && sc.ParkID != "" && p.first != "e" {
+					t.Errorf("%s in a park starts from %q, not the park's firms:\n%s\n%s", c.name, p.first, st.sql, text)
 				}
 				if c.keys && sc.ParkID != "" && driver == "sqlite" && !strings.Contains(text, "COVERING INDEX "+store.MatchFirmIndex) {
 					t.Errorf("%s in a park reads match rows for a page's keys:\n%s\n%s", c.name, st.sql, text)
