@@ -26,14 +26,17 @@ type Status struct {
 // -1): the outbox is the pipeline's, not a park's. The active matches are read from the
 // maintained counts (MatchCount).
 //
-// On MySQL a city's counts start from the region index (FORCE INDEX, as the matches list does):
-// MariaDB reads every firm when the city holds a large share of them.
+// On MySQL a city's deliveries start from the region index (FORCE INDEX, as the matches list
+// does): MariaDB reads every firm when the city holds a large share of them.
 func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, scope FirmScope) (Status, error) {
 	s := Status{Deliveries: map[string]map[string]int64{}}
 	db = db.WithContext(ctx)
-	firms := "enterprises AS e"
+	// the deliveries' join starts from the city's firms by the region index; the firm counts are
+	// left to the planner, which counts the active ones from ix_enterprise_status_region alone
+	// (forced onto the region index it read every firm's row for its status: 79 -> 10 ms)
+	firms, joined := "enterprises AS e", "enterprises AS e"
 	if db.Dialector.Name() == "mysql" && scope.ParkID == "" && scope.RegionPrefix != "" {
-		firms += " FORCE INDEX (" + regionIndex + ")"
+		joined += " FORCE INDEX (" + regionIndex + ")"
 	}
 	scoped := func(q *gorm.DB) *gorm.DB { return scope.Apply(q, "e") }
 	steps := []struct {
@@ -76,7 +79,7 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, scope FirmScop
 	if db.Dialector.Name() == "mysql" {
 		join = "STRAIGHT_" + join
 	}
-	q := scoped(db.Table(firms).Joins(join)).
+	q := scoped(db.Table(joined).Joins(join)).
 		Select("d.channel AS channel, d.state AS state, COUNT(*) AS n").Group("d.channel, d.state")
 	if scope.All() {
 		q = db.Model(&Delivery{}).Select("channel, state, COUNT(*) AS n").Group("channel, state")
