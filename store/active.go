@@ -1,31 +1,6 @@
 package store
 
-import (
-	"fmt"
-
-	"gorm.io/gorm"
-)
-
-// ix_enterprise_park_status (park_id, status) replaces the park index (park_id) of databases made
-// before it: every read of a park's firms takes its prefix, and a park's active firms are
-// counted from the index alone.
-func init() { RegisterFixup(dropParkIndex) }
-
-func dropParkIndex(db *gorm.DB) error {
-	m := db.Migrator()
-	if !m.HasTable(&Enterprise{}) || !m.HasIndex(&Enterprise{}, "idx_enterprises_park_id") {
-		return nil
-	}
-	if !m.HasIndex(&Enterprise{}, "ix_enterprise_park_status") {
-		if err := m.CreateIndex(&Enterprise{}, "ix_enterprise_park_status"); err != nil {
-			return fmt.Errorf("create ix_enterprise_park_status: %w", err)
-		}
-	}
-	if err := m.DropIndex(&Enterprise{}, "idx_enterprises_park_id"); err != nil {
-		return fmt.Errorf("drop idx_enterprises_park_id (replaced by ix_enterprise_park_status): %w", err)
-	}
-	return nil
-}
+import "gorm.io/gorm"
 
 // ActiveByCode is the table and condition of a walk over the active firms in credit-code order
 // (keyset pages of the matcher's load, the registry sync's vanished firms, shard bounds): through

@@ -36,25 +36,45 @@ func TestActiveByCodeWalksThePrimaryKey(t *testing.T) {
 	}
 }
 
-// A database made when the park index was (park_id) gets (park_id, status) in its place at
-// migrate time; migrating again changes nothing.
-func TestMigrateReplacesTheParkIndex(t *testing.T) {
+// A database made before an index replacement (store/indexes.go) gets the new index in place of
+// the old one at migrate time; migrating again changes nothing.
+func TestMigrateReplacesIndexes(t *testing.T) {
 	t.Parallel()
-	db := testenv.OpenDB(t).DB
-	m := db.Migrator()
-	if err := m.DropIndex(&store.Enterprise{}, "ix_enterprise_park_status"); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Exec("CREATE INDEX idx_enterprises_park_id ON enterprises (park_id)").Error; err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if err := store.Migrate(context.Background(), db); err != nil {
-			t.Fatal(err)
-		}
-		if m.HasIndex(&store.Enterprise{}, "idx_enterprises_park_id") || !m.HasIndex(&store.Enterprise{}, "ix_enterprise_park_status") {
-			t.Fatalf("after migrate: old index %v, new index %v", m.HasIndex(&store.Enterprise{}, "idx_enterprises_park_id"),
-				m.HasIndex(&store.Enterprise{}, "ix_enterprise_park_status"))
-		}
+	for _, c := range []struct {
+		model      any
+		table, now string
+		old        map[string]string // name → columns
+	}{
+		{&store.Enterprise{}, "enterprises", store.EnterpriseParkIndex, map[string]string{"idx_enterprises_park_id": "park_id", "ix_enterprise_park_status": "park_id, status"}},
+		{&store.Enterprise{}, "enterprises", store.EnterpriseRegionIndex, map[string]string{"idx_enterprises_region_code": "region_code"}},
+		{&store.Match{}, "matches", store.MatchFirmIndex, map[string]string{"idx_matches_credit_code": "credit_code"}},
+		{&store.Delivery{}, "deliveries", store.DeliveryFirmIndex, map[string]string{"idx_deliveries_credit_code": "credit_code"}},
+	} {
+		t.Run(c.now, func(t *testing.T) {
+			t.Parallel()
+			db := testenv.OpenDB(t).DB
+			m := db.Migrator()
+			if err := m.DropIndex(c.model, c.now); err != nil {
+				t.Fatal(err)
+			}
+			for name, cols := range c.old {
+				if err := db.Exec("CREATE INDEX " + name + " ON " + c.table + " (" + cols + ")").Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 2 {
+				if err := store.Migrate(context.Background(), db); err != nil {
+					t.Fatal(err)
+				}
+				for name := range c.old {
+					if m.HasIndex(c.model, name) {
+						t.Fatalf("after migrate: %s is still there", name)
+					}
+				}
+				if !m.HasIndex(c.model, c.now) {
+					t.Fatalf("after migrate: no %s", c.now)
+				}
+			}
+		})
 	}
 }

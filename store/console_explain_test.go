@@ -239,7 +239,7 @@ func explain(t *testing.T, sqlDB *sql.DB, driver string, st statement) plan {
 			}
 			// a walk along the region index is a city's LIKE read as a scan of every firm's code
 			// instead of a range (store.WherePrefix)
-			if table := largeTables[f[1]]; table != "" && (len(f) == 2 || probed[table] || strings.Contains(detail, "idx_enterprises_region_code")) {
+			if table := largeTables[f[1]]; table != "" && (len(f) == 2 || probed[table] || strings.Contains(detail, store.EnterpriseRegionIndex)) {
 				p.full = append(p.full, table)
 			}
 		}

@@ -29,8 +29,8 @@ type MatchFilter struct {
 	Text       string
 }
 
-// regionIndex is the index of enterprises.region_code (gorm's name for the column's index tag).
-const regionIndex = "idx_enterprises_region_code"
+// regionIndex is the index of enterprises.region_code.
+const regionIndex = EnterpriseRegionIndex
 
 // onlyCounted reports whether the maintained counts (match_counts) can total the filter: they are
 // kept per policy, region code, park and state.

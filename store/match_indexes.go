@@ -31,7 +31,7 @@ import (
 // process killed in that window leaves them missing until the next start of any policypush
 // command, whose migration (AutoMigrate) creates missing indexes.
 
-func init() { RegisterFixup(dropMatchStateIndex); RegisterFixup(replaceFirmIndex) }
+func init() { RegisterFixup(dropMatchStateIndex) }
 
 // MatchFirmIndex is the firm index of matches: (credit_code, state, matched_at), with the row id
 // every secondary index holds. A firm's matches, the per-firm diff and joins from enterprises
@@ -40,24 +40,6 @@ func init() { RegisterFixup(dropMatchStateIndex); RegisterFixup(replaceFirmIndex
 // and time, every match of the park was read from the table to sort 50 of them (45,000 rows for
 // a park of 5,000 firms: 88 ms idle on SQLite, 0.5–1 s while the pipeline delivered; now 14 ms).
 const MatchFirmIndex = "ix_match_firm"
-
-// replaceFirmIndex replaces the firm index of databases created before it held the state and
-// time (idx_matches_credit_code, credit_code alone).
-func replaceFirmIndex(db *gorm.DB) error {
-	m := db.Migrator()
-	if !m.HasTable(&Match{}) || !m.HasIndex(&Match{}, "idx_matches_credit_code") {
-		return nil
-	}
-	if !m.HasIndex(&Match{}, MatchFirmIndex) {
-		if err := m.CreateIndex(&Match{}, MatchFirmIndex); err != nil {
-			return fmt.Errorf("create %s: %w", MatchFirmIndex, err)
-		}
-	}
-	if err := m.DropIndex(&Match{}, "idx_matches_credit_code"); err != nil {
-		return fmt.Errorf("drop idx_matches_credit_code (replaced by %s): %w", MatchFirmIndex, err)
-	}
-	return nil
-}
 
 func dropMatchStateIndex(db *gorm.DB) error {
 	m := db.Migrator()
