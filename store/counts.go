@@ -326,27 +326,13 @@ func (k *KnownPlaces) Prepare(ms []Match) *PreparedCounts {
 		return nil
 	}
 	delta := Counts{}
-	var at time.Time
-	hour, last := "", ""
-	var region, park string
+	var hours hourOf
 	for i := range ms {
-		m := &ms[i]
-		if m.CreditCode != last { // a transaction holds a firm's matches of each policy together
-			var ok bool
-			if region, park, ok = k.Place(m.CreditCode); !ok {
-				return nil
-			}
-			last = m.CreditCode
+		region, park, ok := k.Place(ms[i].CreditCode)
+		if !ok {
+			return nil
 		}
-		if !m.MatchedAt.Equal(at) || hour == "" {
-			at, hour = m.MatchedAt, HourOf(m.MatchedAt)
-		}
-		h := hour
-		if m.State != MatchActive {
-			h = ""
-		}
-		delta.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
-			Reached: m.Reached, RegionCode: region, ParkID: park}, h, 1)
+		delta.addNew(&ms[i], region, park, &hours)
 	}
 	return &PreparedCounts{delta: delta}
 }
@@ -433,25 +419,36 @@ func CountInsertedPrepared(tx *gorm.DB, ms []Match, known *KnownPlaces, pre *Pre
 		return nil
 	}
 	delta := Counts{}
-	var at time.Time
-	hour := ""
+	var hours hourOf
 	for i := range ms {
-		m := &ms[i]
-		p, ok := firms[m.CreditCode]
-		if m.ID == 0 || !ok {
-			continue
+		if p, ok := firms[ms[i].CreditCode]; ok && ms[i].ID != 0 {
+			delta.addNew(&ms[i], p.region, p.park, &hours)
 		}
-		if !m.MatchedAt.Equal(at) || hour == "" { // a batch's matches share their time
-			at, hour = m.MatchedAt, HourOf(m.MatchedAt)
-		}
-		h := hour
-		if m.State != MatchActive {
-			h = ""
-		}
-		delta.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
-			Reached: m.Reached, RegionCode: p.region, ParkID: p.park}, h, 1)
 	}
 	return ApplyCounts(tx, delta)
+}
+
+// hourOf remembers the last time's hour: a batch's matches share their time.
+type hourOf struct {
+	at   time.Time
+	hour string
+}
+
+func (h *hourOf) of(t time.Time) string {
+	if h.hour == "" || !t.Equal(h.at) {
+		h.at, h.hour = t, HourOf(t)
+	}
+	return h.hour
+}
+
+// addNew counts a new match of a firm in region and park.
+func (c Counts) addNew(m *Match, region, park string, hours *hourOf) {
+	h := ""
+	if m.State == MatchActive {
+		h = hours.of(m.MatchedAt)
+	}
+	c.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
+		Reached: m.Reached, RegionCode: region, ParkID: park}, h, 1)
 }
 
 // allFresh reports whether every match was inserted and has no notices yet.
