@@ -91,27 +91,14 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 			for range 1 + rng.IntN(30) {
 				recs = append(recs, registry.Record{CreditCode: firms[rng.IntN(len(firms))].CreditCode})
 			}
-			err := db.Transaction(func(tx *gorm.DB) error {
-				stored, err := registry.LockStored(tx, recs)
-				if err != nil {
-					return err
+			moveFirms(t, db, recs, func(e *store.Enterprise) {
+				switch rng.IntN(3) {
+				case 0:
+					e.RegionCode = []string{"320102", "320505", "320211", "321281"}[rng.IntN(4)]
+				case 1:
+					e.ParkID = []string{"", "SIP", "NJ-JB", "WX-HT"}[rng.IntN(4)]
 				}
-				var write []store.Enterprise
-				for _, e := range stored {
-					next := *e
-					switch rng.IntN(3) {
-					case 0:
-						next.RegionCode = []string{"320102", "320505", "320211", "321281"}[rng.IntN(4)]
-					case 1:
-						next.ParkID = []string{"", "SIP", "NJ-JB", "WX-HT"}[rng.IntN(4)]
-					}
-					write = append(write, next)
-				}
-				return registry.UpsertCounted(tx, stored, write)
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			kinds[1]++
 			check(round, "moving firms")
 		default: // a policy retired: every active match revoked
@@ -280,6 +267,17 @@ func TestKnownPlacesFollowTheMoveCount(t *testing.T) {
 	for row := 0; row < snap.Active(); row += 10 {
 		recs = append(recs, registry.Record{CreditCode: snap.code(row)})
 	}
+	moveFirms(t, db, recs, func(e *store.Enterprise) { e.RegionCode, e.ParkID = "320411", "CZ-WJ" })
+	write("moves-b")
+	if reads == 0 {
+		t.Fatal("no firm was read again after an import moved firms")
+	}
+}
+
+// moveFirms changes the firms of recs with move and writes them as an import does
+// (registry.UpsertCounted), in one transaction.
+func moveFirms(t *testing.T, db *gorm.DB, recs []registry.Record, move func(*store.Enterprise)) {
+	t.Helper()
 	if err := db.Transaction(func(tx *gorm.DB) error {
 		stored, err := registry.LockStored(tx, recs)
 		if err != nil {
@@ -288,15 +286,11 @@ func TestKnownPlacesFollowTheMoveCount(t *testing.T) {
 		var next []store.Enterprise
 		for _, e := range stored {
 			n := *e
-			n.RegionCode, n.ParkID = "320411", "CZ-WJ"
+			move(&n)
 			next = append(next, n)
 		}
 		return registry.UpsertCounted(tx, stored, next)
 	}); err != nil {
 		t.Fatal(err)
-	}
-	write("moves-b")
-	if reads == 0 {
-		t.Fatal("no firm was read again after an import moved firms")
 	}
 }

@@ -162,20 +162,32 @@ func TestCountInsertedKnownReadsMovedFirmsAgain(t *testing.T) {
 		}
 		return regions[i%3], []string{"", "SIP"}[i%2], true
 	}}
+	insertCounted(t, db, ms, func(tx *gorm.DB) error { return store.CountInsertedKnown(tx, ms, known) })
+	recountEquals(t, ctx, db, 80)
+}
+
+// insertCounted inserts ms and counts them with count, in one transaction.
+func insertCounted(t *testing.T, db *gorm.DB, ms []store.Match, count func(tx *gorm.DB) error) {
+	t.Helper()
 	if err := db.Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&ms).Error; err != nil {
 			return err
 		}
-		return store.CountInsertedKnown(tx, ms, known)
+		return count(tx)
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// recountEquals checks that the maintained counts equal a recount of the n stored matches.
+func recountEquals(t *testing.T, ctx context.Context, db *gorm.DB, n int64) {
+	t.Helper()
 	rep, err := store.Recount(ctx, db, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Diffs) > 0 || rep.Matches != 80 {
-		t.Fatalf("%d matches counted, want 80; differences from a recount: %+v", rep.Matches, rep.Diffs)
+	if len(rep.Diffs) > 0 || rep.Matches != n {
+		t.Fatalf("%d matches counted, want %d; differences from a recount: %+v", rep.Matches, n, rep.Diffs)
 	}
 }
 
@@ -210,19 +222,7 @@ func TestPreparedCountsNeedEveryRowInserted(t *testing.T) {
 	if pre == nil {
 		t.Fatal("no counts prepared though every firm's place is known")
 	}
-	if err := db.Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(ms[1:]).Error; err != nil { // the first was not inserted: ID 0
-			return err
-		}
-		return store.CountInsertedPrepared(tx, ms, known, pre)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := store.Recount(ctx, db, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Diffs) > 0 || rep.Matches != 11 {
-		t.Fatalf("%d matches counted, want 11; differences from a recount: %+v", rep.Matches, rep.Diffs)
-	}
+	// the first was not inserted: ID 0
+	insertCounted(t, db, ms[1:], func(tx *gorm.DB) error { return store.CountInsertedPrepared(tx, ms, known, pre) })
+	recountEquals(t, ctx, db, 11)
 }
