@@ -156,6 +156,11 @@ type Server struct {
 	evalAt  time.Time // when evalDay was read
 	evalDay time.Time
 
+	// heavy holds a turn of each list page that sorts a large scope's matches (heavyPage); at
+	// most cap(heavy) run at once.
+	heavy        chan struct{}
+	heavyMatches int64 // from how many matches in scope a sorted page is heavy
+
 	touching    sync.Map // sessions and tokens whose last use is being stored (touch)
 	touches     sync.WaitGroup
 	touchCtx    context.Context // ends at Wait: a last-use update is not worth a slower stop
@@ -177,6 +182,7 @@ func New(o Options) (*Server, error) {
 		o.DB = db
 	}
 	s := &Server{opts: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
+		heavy: make(chan struct{}, heavyPages), heavyMatches: heavyScope,
 		core: core.New(o.DB, core.Options{Location: o.Location, Now: o.Now, Vocabulary: o.Vocabulary, Journal: o.AuditJournal})}
 	s.touchCtx, s.touchCancel = context.WithCancel(context.Background())
 	if err := s.parseTemplates(); err != nil {

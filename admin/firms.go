@@ -186,7 +186,13 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 		if total, err = store.CountMatches(ctx, s.opts.DB, sf, store.CountCap); err != nil {
 			return nil, w, 0, err
 		}
-		if w, err = store.MatchKeys(ctx, s.opts.DB, sf, f.page); err != nil {
+		release, err := s.heavyPage(ctx, sf)
+		if err != nil {
+			return nil, w, 0, err
+		}
+		w, err = store.MatchKeys(ctx, s.opts.DB, sf, f.page)
+		release()
+		if err != nil {
 			return nil, w, 0, err
 		}
 	} else {
@@ -211,6 +217,38 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 		rows = append(rows, s.finishRow(m, p, asOf))
 	}
 	return rows, w, total, nil
+}
+
+// A list page whose plan sorts every match of its scope (store.SortsScope) costs the database
+// CPU in proportion to the scope: at 1,000,000 firms × 1,000 policies a park holds 1.4 million
+// matches and a city 6.6 million, and each such page ran its whole deadline (5 s of a core) before
+// it was stopped. Twenty of them at once left the database no CPU for anything else: sessions by
+// primary key took 2.6 s, every dashboard timed out (docs/console.md). heavyPage lets at most
+// heavyPages of them run at once; the others wait for a turn within their own deadline, so a
+// crowd of large lists costs at most that many cores and the other pages keep theirs.
+const (
+	heavyPages = 2
+	heavyScope = 200_000 // matches in scope from which a sorted page waits for a turn
+)
+
+// heavyPage waits, when the page is heavy, for a turn and returns the function that gives it
+// back; otherwise it returns at once. The scope's matches are counted without the filter's
+// policy, notice or text conditions: the sort reads every match of the park or city to apply them.
+func (s *Server) heavyPage(ctx context.Context, f store.MatchFilter) (release func(), err error) {
+	none := func() {}
+	if !store.SortsScope(s.opts.DB, f) {
+		return none, nil
+	}
+	inScope, err := store.CountMatches(ctx, s.opts.DB, store.MatchFilter{Scope: f.Scope, ParkID: f.ParkID, Region: f.Region}, store.CountCap)
+	if err != nil || inScope < s.heavyMatches {
+		return none, err
+	}
+	select {
+	case s.heavy <- struct{}{}:
+		return func() { <-s.heavy }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a turn among the large lists (%d matches in scope): %w", inScope, ctx.Err())
+	}
 }
 
 // finishRow sizes a row and masks its phone for the principal.

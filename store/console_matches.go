@@ -230,6 +230,17 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 	return q
 }
 
+// SortsScope reports whether a page of the list reads and sorts every match of its scope before
+// its first row (matchQuery): a park's firms come first, and on MySQL a city's too, so the work
+// grows with the scope's matches, where a walk of ix_match_recent stops at the page's LIMIT.
+func SortsScope(db *gorm.DB, f MatchFilter) bool {
+	park := f.Scope.ParkID != "" || f.ParkID != ""
+	if db.Dialector.Name() == "mysql" {
+		return park || f.Scope.RegionPrefix != "" || f.Region != ""
+	}
+	return park
+}
+
 // CountMatches is the total of the list, counted up to max+1: summed from the maintained counts
 // (MatchCount, kept by policy, region code, park and state, scoped like enterprises, with how many
 // were sent and delivered) when the filter narrows only by policy, park, region and a sent or

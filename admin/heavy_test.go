@@ -1,0 +1,55 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/policypush/policypush/store"
+)
+
+// A list page that sorts every match of a large scope (a park's) waits for a turn (heavyPage):
+// with every turn taken it answers 503 at its deadline, while a page that walks the newest matches
+// answers at once; with a turn free the park's page answers too.
+func TestHeavyListPagesTakeTurns(t *testing.T) {
+	t.Parallel()
+	f := newListFixture(t, 60, 60)
+	park := ""
+	for _, e := range f.firms[:60] {
+		if e.ParkID != "" {
+			park = e.ParkID
+			break
+		}
+	}
+	if park == "" {
+		t.Fatal("no matched firm in a park: the fixture changed")
+	}
+	if _, err := store.Recount(context.Background(), f.db, true); err != nil { // the fixture inserts matches uncounted
+		t.Fatal(err)
+	}
+	f.srv.heavyMatches = 1
+	f.srv.opts.QueryTimeout = 300 * time.Millisecond
+	admin := f.session("admin")
+	parkPage := "/api/v1/matches?park_id=" + url.QueryEscape(park)
+	for range cap(f.srv.heavy) {
+		f.srv.heavy <- struct{}{}
+	}
+	start := time.Now()
+	res := f.do(admin, http.MethodGet, parkPage, nil)
+	if res.status != http.StatusServiceUnavailable || !strings.Contains(string(res.body), "查询超时") || time.Since(start) > 3*time.Second {
+		t.Fatalf("a park's page with every turn taken: %d after %v\n%s", res.status, time.Since(start), res.body)
+	}
+	if got := f.get(admin, "/api/v1/matches?per_page=5"); len(got.Items) != 5 {
+		t.Fatalf("the province's page while the turns are taken: %d items", len(got.Items))
+	}
+	<-f.srv.heavy
+	if got := f.get(admin, parkPage); len(got.Items) == 0 {
+		t.Fatal("the park's page with a turn free: no rows")
+	}
+	if len(f.srv.heavy) != cap(f.srv.heavy)-1 {
+		t.Fatalf("%d turns held after the page, want %d", len(f.srv.heavy), cap(f.srv.heavy)-1)
+	}
+}
