@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -239,4 +240,39 @@ func waitReady(ctx context.Context, ns *server.Server, storeDir string) error {
 		}
 	}
 	return nil
+}
+
+// DropStreams deletes the streams of an external NATS server whose names begin with prefix, and
+// reports their names: a benchmark's own streams, which a run that was killed left behind and
+// whose subjects would overlap the next run's (JetStream refuses a second stream on the same
+// subjects).
+func DropStreams(ctx context.Context, url, prefix string) ([]string, error) {
+	if url == "" || prefix == "" {
+		return nil, fmt.Errorf("drop streams: need a server URL and a name prefix")
+	}
+	nc, err := nats.Connect(url, nats.Name("policypush"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	names := js.StreamNames(ctx)
+	var dropped []string
+	for name := range names.Name() {
+		if strings.HasPrefix(name, prefix) {
+			dropped = append(dropped, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	for _, name := range dropped {
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("delete stream %s: %w", name, err)
+		}
+	}
+	return dropped, nil
 }

@@ -29,11 +29,15 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/policypush/policypush/admin"
+	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/config"
 	"github.com/policypush/policypush/store"
 )
 
 func init() { addSubcommand("bench", benchAPICmd) }
+
+// benchAPIStream begins the names of the streams bench api makes on an external NATS server.
+const benchAPIStream = "PPBENCHAPI_"
 
 // apiBench sizes `bench api`.
 type apiBench struct {
@@ -175,8 +179,22 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	// notices go out as they come, at any hour, as in bench deliver (no digest window, no quiet hours)
 	cfg.Notify.DigestWindow, cfg.Notify.QuietHours.Channels = 0, nil
 	if o.natsURL != "" {
-		// a stream of its own; the subject prefix stays the one the match wrote into the outbox
-		cfg.NATS.URL, cfg.NATS.Stream = o.natsURL, "PPBENCHAPI_"+strconv.FormatInt(time.Now().UnixNano(), 36)
+		// a stream of its own; the subject prefix stays the one the match wrote into the outbox,
+		// so an earlier run's stream (one that was killed) holds the same subjects: dropped first,
+		// and this run's when it ends
+		dropped, err := bus.DropStreams(ctx, o.natsURL, benchAPIStream)
+		if err != nil {
+			return res, err
+		}
+		if len(dropped) > 0 {
+			fmt.Fprintf(progress, "deleted the streams an earlier bench api left on %s: %s\n", o.natsURL, strings.Join(dropped, ", "))
+		}
+		cfg.NATS.URL, cfg.NATS.Stream = o.natsURL, benchAPIStream+strconv.FormatInt(time.Now().UnixNano(), 36)
+		defer func() {
+			if _, err := bus.DropStreams(context.WithoutCancel(ctx), o.natsURL, cfg.NATS.Stream); err != nil {
+				fmt.Fprintf(progress, "delete this run's stream %s: %v\n", cfg.NATS.Stream, err)
+			}
+		}()
 	}
 	if o.mysqlDSN != "" {
 		cfg.Database.Driver, cfg.Database.DSN = "mysql", o.mysqlDSN
