@@ -303,9 +303,9 @@ type KnownPlaces struct {
 // whose row changed from known.Since on, which are read again in tx (through the updated_at
 // index: nothing to read while the registry is not being imported), as are firms known does not
 // hold. With known.Counted, that re-read is made only once the registry's move count differs
-// from known.Moves. A full match of 200,000 firms spent two of its seconds reading each firm's place back
-// from a table its own writes had pushed out of SQLite's page cache; its snapshot had read them
-// a few seconds before. A firm's place changes only with its row, and the import moves the
+// from known.Moves. A full match of 200,000 firms spent two of its seconds reading each firm's
+// place back from a table its own writes had pushed out of SQLite's page cache; its snapshot had
+// read them a few seconds before. A firm's place changes only with its row, and the import moves the
 // counts of a moved firm's matches in the transaction that moves it (registry.UpsertCounted), so
 // a place read before that commit is read again here, and one read after it is the new one.
 func CountInsertedKnown(tx *gorm.DB, ms []Match, known *KnownPlaces) error {
