@@ -186,7 +186,7 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 		if total, err = store.CountMatches(ctx, s.opts.DB, sf, store.CountCap); err != nil {
 			return nil, w, 0, err
 		}
-		release, err := s.heavyPage(ctx, sf)
+		release, err := s.heavyPage(ctx, sf, total)
 		if err != nil {
 			return nil, w, 0, err
 		}
@@ -232,16 +232,22 @@ const (
 )
 
 // heavyPage waits, when the page is heavy, for a turn and returns the function that gives it
-// back; otherwise it returns at once. The scope's matches are counted without the filter's
-// policy, notice or text conditions: the sort reads every match of the park or city to apply them.
-func (s *Server) heavyPage(ctx context.Context, f store.MatchFilter) (release func(), err error) {
+// back; otherwise it returns at once. What counts is the scope's matches without the filter's
+// policy, notice or text conditions (the sort reads every match of the park or city to apply
+// them): total, the list's own count, when the filter has none.
+func (s *Server) heavyPage(ctx context.Context, f store.MatchFilter, total int64) (release func(), err error) {
 	none := func() {}
 	if !store.SortsScope(s.opts.DB, f) {
 		return none, nil
 	}
-	inScope, err := store.CountMatches(ctx, s.opts.DB, store.MatchFilter{Scope: f.Scope, ParkID: f.ParkID, Region: f.Region}, store.CountCap)
-	if err != nil || inScope < s.heavyMatches {
-		return none, err
+	inScope, scope := total, store.MatchFilter{Scope: f.Scope, ParkID: f.ParkID, Region: f.Region}
+	if f != scope {
+		if inScope, err = store.CountMatches(ctx, s.opts.DB, scope, store.CountCap); err != nil {
+			return none, err
+		}
+	}
+	if inScope < s.heavyMatches {
+		return none, nil
 	}
 	select {
 	case s.heavy <- struct{}{}:
