@@ -117,7 +117,7 @@ per second of GET /api/v1/matches/export?format=csv as the park manager), as a t
 	f.BoolVar(&o.export, "export", true, "measure the export rate after the attack")
 	f.DurationVar(&o.exportTimeout, "export-timeout", 2*time.Minute, "give the export this long; the figures so far are printed either way")
 	f.DurationVar(&o.timeout, "query-timeout", 5*time.Second, "console.query_timeout of the server")
-	f.StringVar(&o.natsURL, "nats-url", "", "external NATS (a stream and subjects of the benchmark's own); default: inside the process")
+	f.StringVar(&o.natsURL, "nats-url", "", "external NATS (a stream and subjects of the benchmark's own; PPBENCHAPI_* streams an earlier run left are deleted first, so run one bench api per server at a time); default: inside the process")
 	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
 	return cmd
 }
