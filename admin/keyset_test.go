@@ -241,6 +241,88 @@ func TestMatchListKeysetPages(t *testing.T) {
 	}
 }
 
+// A city's or a park's list merges the newest matches of each of its places (store.MatchKeys):
+// following next_cursor visits every match of the scope once in list order, prev_cursor walks
+// back the same pages, ?page=N jumps, on page-size multiples and not.
+func TestScopedMatchListKeysetPages(t *testing.T) {
+	t.Parallel()
+	f := newListFixture(t, 400, 125)
+	if _, err := store.Recount(t.Context(), f.db, true); err != nil { // the fixture inserts matches uncounted
+		t.Fatal(err)
+	}
+	admin := f.session("admin")
+	place := map[string]store.Enterprise{}
+	cities, parks := map[string]int{}, map[string]int{}
+	for _, e := range f.firms[:f.next] {
+		place[e.CreditCode] = e
+		cities[e.RegionCode[:4]]++
+		if e.ParkID != "" {
+			parks[e.ParkID]++
+		}
+	}
+	most := func(n map[string]int) string {
+		best := ""
+		for k, v := range n {
+			if best == "" || v > n[best] || v == n[best] && k < best {
+				best = k
+			}
+		}
+		return best
+	}
+	city, park := most(cities), most(parks)
+	if cities[city] < 20 || parks[park] < 3 {
+		t.Fatalf("the fixture's largest city has %d matches, its largest park %d: too few to page", cities[city], parks[park])
+	}
+	var all []store.Match
+	if err := f.db.Where("state = ?", store.MatchActive).Order("matched_at DESC, id DESC").Find(&all).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		query string
+		in    func(e store.Enterprise) bool
+	}{
+		{"region=" + city, func(e store.Enterprise) bool { return strings.HasPrefix(e.RegionCode, city) }},
+		{"park_id=" + url.QueryEscape(park), func(e store.Enterprise) bool { return e.ParkID == park }},
+	} {
+		t.Run(c.query, func(t *testing.T) {
+			var want []uint64
+			for _, m := range all {
+				if c.in(place[m.CreditCode]) {
+					want = append(want, m.ID)
+				}
+			}
+			for _, per := range []int{7, 10, len(want), 1} {
+				path := fmt.Sprintf("/api/v1/matches?%s&per_page=%d", c.query, per)
+				pages := f.walk(admin, path, nil)
+				if got := flat(pages); !slices.Equal(got, want) {
+					t.Fatalf("per_page=%d: walked %v\nwant %v", per, got, want)
+				}
+				if n := (len(want) + per - 1) / per; len(pages) != n {
+					t.Fatalf("per_page=%d: %d pages, want %d", per, len(pages), n)
+				}
+				if per == 1 {
+					continue
+				}
+				last := f.get(admin, path)
+				for range len(pages) - 1 {
+					last = f.get(admin, path+"&after="+url.QueryEscape(last.NextCursor))
+				}
+				for i := len(pages) - 2; i >= 0; i-- {
+					last = f.get(admin, path+"&before="+url.QueryEscape(last.PrevCursor))
+					if !slices.Equal(last.ids(), pages[i]) || last.Page != i+1 {
+						t.Fatalf("per_page=%d, back to page %d: got %v (page %d), want %v", per, i+1, last.ids(), last.Page, pages[i])
+					}
+				}
+				for n := 1; n <= len(pages); n++ {
+					if got := f.get(admin, fmt.Sprintf("%s&page=%d", path, n)); !slices.Equal(got.ids(), pages[n-1]) || got.Page != n {
+						t.Fatalf("per_page=%d, page=%d: %v, want %v", per, n, got.ids(), pages[n-1])
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestListCursorErrors: a bad cursor or page is a 400 saying what to do, on the API and the page.
 func TestListCursorErrors(t *testing.T) {
 	t.Parallel()

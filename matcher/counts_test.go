@@ -60,6 +60,9 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 		if len(rep.Diffs) > 0 {
 			t.Fatalf("round %d, after %s: %d counter rows differ from the recount, first %+v", round, what, len(rep.Diffs), rep.Diffs[0])
 		}
+		if rep.Misplaced != 0 {
+			t.Fatalf("round %d, after %s: %d matches do not carry their firm's place", round, what, rep.Misplaced)
+		}
 	}
 	var kinds [4]int
 	for round := range 24 {
@@ -254,8 +257,8 @@ func TestKnownPlacesFollowTheMoveCount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rep.Diffs) > 0 || rep.Matches == 0 {
-			t.Fatalf("%s: %d matches; %d counts differ from a recount, first %+v", id, rep.Matches, len(rep.Diffs), rep.Diffs[0])
+		if len(rep.Diffs) > 0 || rep.Matches == 0 || rep.Misplaced != 0 {
+			t.Fatalf("%s: %d matches, %d not at their firm's place; %d counts differ from a recount: %+v", id, rep.Matches, rep.Misplaced, len(rep.Diffs), rep.Diffs)
 		}
 	}
 	write("moves-a")

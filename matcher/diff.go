@@ -136,11 +136,13 @@ func (w writer) insertFresh(tx *gorm.DB, matches []store.Match, channels map[str
 // freshBatch is a transaction's new matches with what can be worked out before it begins.
 type freshBatch struct {
 	rows   []store.Match
-	params []string              // SQLite: each INSERT's parameter (encodeFresh); nil: encoded in the transaction
+	params []freshChunk          // SQLite: each INSERT's rows (encodeFresh); nil: encoded in the transaction
 	counts *store.PreparedCounts // the counts if every row is inserted; nil: counted in the transaction
 }
 
-// prepare works out what it can of a transaction of new matches before it begins.
+// prepare works out what it can of a transaction of new matches before it begins: their places
+// and counts from the known places, and SQLite's statements (store.PlaceMatches checks the
+// places again in the transaction; a changed place discards the statements).
 func (w writer) prepare(rows []store.Match, sqlite bool) (freshBatch, error) {
 	b := freshBatch{rows: rows, counts: w.places.Prepare(rows)}
 	if sqlite {
@@ -158,10 +160,18 @@ func (w writer) insertBatch(tx *gorm.DB, b freshBatch, channels map[string][]str
 	if len(matches) == 0 {
 		return nil
 	}
-	if err := insertEncoded(tx, matches, b.params); err != nil {
+	placed, changed, err := store.PlaceMatches(tx, matches, w.places)
+	if err != nil {
 		return err
 	}
-	if err := store.CountInsertedPrepared(tx, matches, w.places, b.counts); err != nil {
+	params := b.params
+	if changed {
+		params = nil
+	}
+	if err := insertEncoded(tx, matches, params); err != nil {
+		return err
+	}
+	if err := store.CountPlaced(tx, matches, placed, b.counts); err != nil {
 		return err
 	}
 	var outbox []store.Outbox
@@ -198,6 +208,9 @@ func (w writer) supersedeRows(tx *gorm.DB, p *rules.Policy, batch []*store.Match
 			Updates(map[string]any{"state": store.MatchSuperseded, "updated_at": w.now}).Error; err != nil {
 			return nil, fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)
 		}
+	}
+	if _, _, err := store.PlaceMatches(tx, rows, w.places); err != nil {
+		return nil, err
 	}
 	if err := insertMatches(tx, rows); err != nil {
 		return nil, fmt.Errorf("supersede matches of %s: %w", p.Def.ID, err)

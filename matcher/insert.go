@@ -1,11 +1,13 @@
 package matcher
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,21 +43,23 @@ func insertRows(sqlite bool) int {
 const sqliteInsert = "INSERT OR IGNORE INTO matches (" + matchColumns + ") SELECT " +
 	"json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'), " +
 	"json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), " +
-	"json_extract(value, '$[8]') FROM jsonb_each(?)"
+	"json_extract(value, '$[8]'), json_extract(value, '$[9]'), json_extract(value, '$[10]') FROM jsonb_each(?)"
 
 // sqliteInsertFresh is sqliteInsert for rows that share their state, as-of date, notified flag and
 // times (every new match one writer stores does): those are bound once, and the rows are given
-// as runs of one policy version: a JSON array of {policy_id: {policy_version: {credit_code:
-// amount, ...}}}, whose keys and values jsonb_each returns as columns, so that no row needs a
-// json_extract (four per row, with each row an array [policy_id, policy_version, credit_code,
-// amount], were a seventh of a full match's time; json_extract turned the binary form back into
-// values one path at a time). The nested table-valued functions run in their order of
-// dependence, so rows are inserted in the order of the runs and of each run's members, which is
-// the order of the chunk. jsonb_each rather than json_each: json_each hands each value on as JSON
+// as runs of one policy version and place: a JSON array of {policy_id: {policy_version:
+// {region_code: {park_id: {credit_code: amount, ...}}}}}, whose keys and values jsonb_each
+// returns as columns, so that no row needs a json_extract (four per row, with each row an array
+// [policy_id, policy_version, credit_code, amount], were a seventh of a full match's time;
+// json_extract turned the binary form back into values one path at a time). The nested
+// table-valued functions run in their order of dependence, so rows are inserted in the order of
+// the runs and of each run's members, which is the order of the chunk (sorted by place first:
+// placeOrder). jsonb_each rather than json_each: json_each hands each value on as JSON
 // text to parse again, jsonb_each in the binary form it parsed the parameter into.
 const sqliteInsertFresh = "INSERT OR IGNORE INTO matches (" + matchColumns + ") SELECT " +
-	"p.key, v.key, r.key, ?2, r.value, ?3, ?4, ?5, ?6 " +
-	"FROM jsonb_each(?1) AS g, jsonb_each(g.value) AS p, jsonb_each(p.value) AS v, jsonb_each(v.value) AS r"
+	"p.key, v.key, r.key, ?2, r.value, ?3, ?4, ?5, ?6, rg.key, pk.key " +
+	"FROM jsonb_each(?1) AS g, jsonb_each(g.value) AS p, jsonb_each(p.value) AS v, " +
+	"jsonb_each(v.value) AS rg, jsonb_each(rg.value) AS pk, jsonb_each(pk.value) AS r"
 
 // uniform reports whether the rows share the columns sqliteInsertFresh binds once.
 func uniform(chunk []store.Match) bool {
@@ -69,22 +73,36 @@ func uniform(chunk []store.Match) bool {
 	return true
 }
 
-// sqliteFreshRows encodes rows as the JSON parameter of sqliteInsertFresh.
-func sqliteFreshRows(chunk []store.Match) (string, error) {
+// sqliteFreshRows encodes a chunk's rows in the order order gives (placeOrder; nil: as they are)
+// as the JSON parameter of sqliteInsertFresh.
+func sqliteFreshRows(chunk []store.Match, order []int) (string, error) {
 	b := make([]byte, 0, 32*len(chunk)+64)
 	b = append(b, '[')
-	for i := range chunk {
-		m := &chunk[i]
-		if i == 0 || m.PolicyID != chunk[i-1].PolicyID || m.PolicyVersion != chunk[i-1].PolicyVersion {
-			if i > 0 {
-				b = append(b, "}}},"...)
+	var prev *store.Match
+	for k := range chunk {
+		m := &chunk[k]
+		if order != nil {
+			m = &chunk[order[k]]
+		}
+		switch {
+		case prev == nil || m.PolicyID != prev.PolicyID || m.PolicyVersion != prev.PolicyVersion:
+			if prev != nil {
+				b = append(b, "}}}}},"...)
 			}
 			b = append(b, '{')
 			b = appendJSONString(b, m.PolicyID)
 			b = append(b, ":{\""...)
 			b = strconv.AppendInt(b, int64(m.PolicyVersion), 10)
 			b = append(b, "\":{"...)
-		} else {
+			b = appendPlace(b, m)
+		case m.RegionCode != prev.RegionCode:
+			b = append(b, "}},"...)
+			b = appendPlace(b, m)
+		case m.ParkID != prev.ParkID:
+			b = append(b, "},"...)
+			b = appendJSONString(b, m.ParkID)
+			b = append(b, ":{"...)
+		default:
 			b = append(b, ',')
 		}
 		b = appendJSONString(b, m.CreditCode)
@@ -97,11 +115,20 @@ func sqliteFreshRows(chunk []store.Match) (string, error) {
 		default:
 			b = strconv.AppendFloat(b, *a, 'g', -1, 64)
 		}
+		prev = m
 	}
 	if len(chunk) > 0 {
-		b = append(b, "}}}"...)
+		b = append(b, "}}}}}"...)
 	}
 	return string(append(b, ']')), nil
+}
+
+// appendPlace opens a row's region and park objects.
+func appendPlace(b []byte, m *store.Match) []byte {
+	b = appendJSONString(b, m.RegionCode)
+	b = append(b, ":{"...)
+	b = appendJSONString(b, m.ParkID)
+	return append(b, ":{"...)
 }
 
 // appendJSONString appends s as a JSON string: as it is when it holds nothing to escape (policy
@@ -124,24 +151,24 @@ const sqliteTime = "2006-01-02 15:04:05.999999999-07:00"
 
 // sqliteRows encodes rows as the JSON parameter of sqliteInsert.
 func sqliteRows(chunk []store.Match) (string, error) {
-	out := make([][9]any, len(chunk))
+	out := make([][11]any, len(chunk))
 	for i := range chunk {
 		m := &chunk[i]
 		notified := 0
 		if m.Notified {
 			notified = 1
 		}
-		out[i] = [9]any{m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, m.Amount,
-			m.AsOf.Format(sqliteTime), notified, m.MatchedAt.Format(sqliteTime), m.UpdatedAt.Format(sqliteTime)}
+		out[i] = [11]any{m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, m.Amount,
+			m.AsOf.Format(sqliteTime), notified, m.MatchedAt.Format(sqliteTime), m.UpdatedAt.Format(sqliteTime), m.RegionCode, m.ParkID}
 	}
 	b, err := json.Marshal(out)
 	return string(b), err
 }
 
-const matchColumns = "policy_id, policy_version, credit_code, state, amount, as_of, notified, matched_at, updated_at"
+const matchColumns = "policy_id, policy_version, credit_code, state, amount, as_of, notified, matched_at, updated_at, region_code, park_id"
 
 func matchValues(m *store.Match) []any {
-	return []any{m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, m.Amount, m.AsOf, m.Notified, m.MatchedAt, m.UpdatedAt}
+	return []any{m.PolicyID, m.PolicyVersion, m.CreditCode, m.State, m.Amount, m.AsOf, m.Notified, m.MatchedAt, m.UpdatedAt, m.RegionCode, m.ParkID}
 }
 
 // matchKey identifies a match row by its unique key.
@@ -151,34 +178,69 @@ type matchKey struct {
 	code    string
 }
 
-// insertMatches inserts rows in tx and sets each row's ID. On SQLite a row whose (policy, version,
+// insertMatches inserts rows, placed (store.PlaceMatches), in tx and sets each row's ID. On SQLite a row whose (policy, version,
 // firm) another writer stored meanwhile is skipped and keeps ID 0 (that writer announced it); on
 // MySQL such a conflict fails the transaction, which the caller retries with a fresh diff.
 func insertMatches(tx *gorm.DB, rows []store.Match) error { return insertEncoded(tx, rows, nil) }
 
-// encodeFresh is the JSON parameter of each SQLite insert of rows (insertRows per statement), ""
-// for a statement whose rows are not uniform: work a full match does for the next transaction
-// while the current one runs.
-func encodeFresh(rows []store.Match) ([]string, error) {
+// freshChunk is a SQLite statement's rows encoded for sqliteInsertFresh: param, "" when the
+// chunk's rows are not uniform (sqliteInsert then), and the order the rows go in (placeOrder).
+type freshChunk struct {
+	param string
+	order []int
+}
+
+// encodeFresh encodes each SQLite insert of rows (insertRows per statement): work a full match
+// does for the next transaction while the current one runs.
+func encodeFresh(rows []store.Match) ([]freshChunk, error) {
 	per := insertRows(true)
-	out := make([]string, 0, (len(rows)+per-1)/per)
+	out := make([]freshChunk, 0, (len(rows)+per-1)/per)
 	for lo := 0; lo < len(rows); lo += per {
-		chunk := rows[lo:min(lo+per, len(rows))]
-		param := ""
-		if uniform(chunk) {
-			var err error
-			if param, err = sqliteFreshRows(chunk); err != nil {
-				return nil, err
-			}
+		c, err := encodeChunk(rows[lo:min(lo+per, len(rows))])
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, param)
+		out = append(out, c)
 	}
 	return out, nil
 }
 
-// insertEncoded is insertMatches taking the SQLite statements' parameters from params when not
-// nil (encodeFresh of the same rows).
-func insertEncoded(tx *gorm.DB, rows []store.Match, params []string) error {
+// encodeChunk is encodeFresh of one statement's rows.
+func encodeChunk(chunk []store.Match) (freshChunk, error) {
+	if !uniform(chunk) {
+		return freshChunk{}, nil
+	}
+	order := placeOrder(chunk)
+	param, err := sqliteFreshRows(chunk, order)
+	return freshChunk{param: param, order: order}, err
+}
+
+// placeOrder is the order of a chunk's rows sorted by policy, version, region code and park,
+// each group's rows in chunk order (sqliteInsertFresh takes runs of rows sharing them); nil when
+// they are in that order already.
+func placeOrder(chunk []store.Match) []int {
+	byPlace := func(a, b *store.Match) int {
+		return cmp.Or(cmp.Compare(a.PolicyID, b.PolicyID), cmp.Compare(a.PolicyVersion, b.PolicyVersion),
+			cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID))
+	}
+	sorted := true
+	for i := 1; i < len(chunk) && sorted; i++ {
+		sorted = byPlace(&chunk[i-1], &chunk[i]) <= 0
+	}
+	if sorted {
+		return nil
+	}
+	order := make([]int, len(chunk))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return byPlace(&chunk[a], &chunk[b]) })
+	return order
+}
+
+// insertEncoded is insertMatches taking the SQLite statements' rows from enc when not nil
+// (encodeFresh of the same rows).
+func insertEncoded(tx *gorm.DB, rows []store.Match, enc []freshChunk) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -194,17 +256,22 @@ func insertEncoded(tx *gorm.DB, rows []store.Match, params []string) error {
 	for lo := 0; lo < len(rows); lo += per {
 		chunk := rows[lo:min(lo+per, len(rows))]
 		if sqlite {
-			param := ""
-			if params != nil {
-				param = params[lo/per]
+			var c freshChunk
+			if enc != nil {
+				c = enc[lo/per]
+			} else {
+				var err error
+				if c, err = encodeChunk(chunk); err != nil {
+					return fmt.Errorf("insert matches: %w", err)
+				}
 			}
-			if err := insertJSON(ctx, conn, chunk, param); err != nil {
+			if err := insertJSON(ctx, conn, chunk, c); err != nil {
 				return fmt.Errorf("insert matches: %w", err)
 			}
 			continue
 		}
 		q := insertSQL(len(chunk))
-		args := make([]any, 0, len(chunk)*9)
+		args := make([]any, 0, len(chunk)*11)
 		for i := range chunk {
 			args = append(args, matchValues(&chunk[i])...)
 		}
@@ -237,34 +304,29 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	return b.String()
 }
 
-// insertJSON runs sqliteInsert on a chunk and sets the ids of its rows (fresh, when not "", is
-// the chunk's parameter of sqliteInsertFresh). Holding the write lock since its first write, the
-// transaction gets consecutive rowids for the rows one statement inserts, in the order of the
-// JSON array (jsonb_each's order), ending at last_insert_rowid: when the statement inserted every
-// row they are numbered so; when OR IGNORE skipped some (and the AUTOINCREMENT counter may have
-// left gaps), the ids are read back.
-func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match, fresh string) error {
+// insertJSON runs sqliteInsertFresh (c.param not "") or sqliteInsert on a chunk and sets the ids
+// of its rows. Holding the write lock since its first write, the transaction gets consecutive
+// rowids for the rows one statement inserts, in the order of the JSON array (jsonb_each's order:
+// c.order), ending at last_insert_rowid: when the statement inserted every row they are numbered
+// so; when OR IGNORE skipped some (and the AUTOINCREMENT counter may have left gaps), the ids are
+// read back.
+func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match, c freshChunk) error {
 	var res sql.Result
 	var err error
-	if fresh != "" || uniform(chunk) {
-		param := fresh
-		if param == "" {
-			if param, err = sqliteFreshRows(chunk); err != nil {
-				return err
-			}
-		}
+	if c.param != "" {
 		a := &chunk[0]
-		res, err = conn.ExecContext(ctx, sqliteInsertFresh, param, a.State, a.AsOf.Format(sqliteTime), a.Notified,
+		res, err = conn.ExecContext(ctx, sqliteInsertFresh, c.param, a.State, a.AsOf.Format(sqliteTime), a.Notified,
 			a.MatchedAt.Format(sqliteTime), a.UpdatedAt.Format(sqliteTime))
 		if err != nil {
 			return err
 		}
 	} else {
+		c.order = nil
 		param, err := sqliteRows(chunk)
 		if err != nil {
 			return err
@@ -282,16 +344,21 @@ func insertJSON(ctx context.Context, conn gorm.ConnPool, chunk []store.Match, fr
 		return err
 	}
 	if n == int64(len(chunk)) {
-		numberRows(chunk, last-n+1)
+		numberRows(chunk, last-n+1, c.order)
 		return nil
 	}
 	return readIDs(ctx, conn, last-n+1, n, chunk)
 }
 
-// numberRows sets the ids of rows inserted by one statement in their order, from first on.
-func numberRows(chunk []store.Match, first int64) {
-	for i := range chunk {
-		chunk[i].ID = uint64(first) + uint64(i)
+// numberRows sets the ids of rows inserted by one statement in their order (order; nil: chunk
+// order), from first on.
+func numberRows(chunk []store.Match, first int64, order []int) {
+	for k := range chunk {
+		i := k
+		if order != nil {
+			i = order[k]
+		}
+		chunk[i].ID = uint64(first) + uint64(k)
 	}
 }
 
@@ -326,7 +393,7 @@ func insertValues(ctx context.Context, conn gorm.ConnPool, st *sql.Stmt, q strin
 	}
 	if consecutive {
 		if n, err := res.RowsAffected(); err == nil && n == int64(len(chunk)) && first > 0 {
-			numberRows(chunk, first)
+			numberRows(chunk, first, nil)
 			return nil
 		}
 	}

@@ -6,17 +6,20 @@ import (
 	"github.com/policypush/policypush/store"
 )
 
-// UpsertCounted is Upsert that also moves the match counts (store.MatchCount) of firms whose
-// region code or park changes, in the same transaction: the counts of their matches are read
-// before the write (under the old region and park) and after it, and the difference applied.
-// stored holds the firms' rows as they were (LockStored). New firms have no matches to move.
-// The moves are counted too (store.NotePlaceMoves), before the counts move: a full match trusts
-// its snapshot's places while that count stands still.
+// UpsertCounted is Upsert that also moves the matches (the place each carries:
+// store.MoveMatches) and the match counts (store.MatchCount) of firms whose region code or park
+// changes, in the same transaction: the counts of their matches are read before the write (under
+// the old region and park) and after it, and the difference applied. stored holds the firms' rows
+// as they were (LockStored). New firms have no matches to move. The moves are counted too
+// (store.NotePlaceMoves), before the counts move: a full match trusts its snapshot's places while
+// that count stands still.
 func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []store.Enterprise) error {
 	var moved []string
+	var movedFirms []store.Enterprise
 	for i := range firms {
 		if old := stored[firms[i].CreditCode]; old != nil && (old.RegionCode != firms[i].RegionCode || old.ParkID != firms[i].ParkID) {
 			moved = append(moved, firms[i].CreditCode)
+			movedFirms = append(movedFirms, firms[i])
 		}
 	}
 	if len(moved) == 0 {
@@ -30,6 +33,9 @@ func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []sto
 		return err
 	}
 	if err := Upsert(tx, firms); err != nil {
+		return err
+	}
+	if err := store.MoveMatches(tx, movedFirms); err != nil {
 		return err
 	}
 	after, err := store.CountFirmMatches(tx, moved)

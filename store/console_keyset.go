@@ -75,45 +75,70 @@ func (w Window) IDs() []uint64 {
 // or limit yet. The caller then reads the page's rows by id. It is exported for lists whose query
 // is built elsewhere (core/audit.Query).
 func KeysetWindow(q *gorm.DB, timeCol, idCol string, p Page) (Window, error) {
-	sel, desc, asc := idCol+" AS id", idCol+" DESC", idCol+" ASC"
+	return keysetWindow(func(r keyRead) ([]Cursor, error) {
+		return scanKeys(r.apply(q.Session(&gorm.Session{}), timeCol, idCol).Offset(r.offset))
+	}, p)
+}
+
+// keyRead is one read of a list's keys: up to limit keys after offset of them, newest first
+// (desc) or oldest first, of the rows after (older than) or before (newer than) a cursor when
+// set.
+type keyRead struct {
+	after, before *Cursor
+	desc          bool
+	limit, offset int
+}
+
+// apply gives q (a list's query with no select, order or limit) the read's key columns, cursor
+// condition, order and limit; not the offset, which the caller adds (to q, or over a union of
+// such reads, each of which then reads limit+offset keys).
+func (r keyRead) apply(q *gorm.DB, timeCol, idCol string) *gorm.DB {
+	dir := " ASC"
+	if r.desc {
+		dir = " DESC"
+	}
+	sel, order := idCol+" AS id", idCol+dir
 	if timeCol != "" {
-		sel, desc, asc = timeCol+" AS at, "+idCol+" AS id", timeCol+" DESC, "+idCol+" DESC", timeCol+" ASC, "+idCol+" ASC"
+		sel, order = timeCol+" AS at, "+sel, timeCol+dir+", "+order
 	}
-	base := func() *gorm.DB { return q.Session(&gorm.Session{}).Select(sel) }
-	older := func(c *Cursor) *gorm.DB { // rows after c in list order
-		if timeCol == "" {
-			return base().Where(idCol+" < ?", c.ID)
-		}
-		return base().Where(timeCol+" <= ? AND ("+timeCol+" < ? OR "+idCol+" < ?)", c.At, c.At, c.ID)
+	q = q.Select(sel)
+	switch c := r.after; {
+	case c != nil && timeCol == "":
+		q = q.Where(idCol+" < ?", c.ID)
+	case c != nil:
+		q = q.Where(timeCol+" <= ? AND ("+timeCol+" < ? OR "+idCol+" < ?)", c.At, c.At, c.ID)
 	}
-	newer := func(c *Cursor) *gorm.DB { // rows before c in list order
-		if timeCol == "" {
-			return base().Where(idCol+" > ?", c.ID)
-		}
-		return base().Where(timeCol+" >= ? AND ("+timeCol+" > ? OR "+idCol+" > ?)", c.At, c.At, c.ID)
+	switch c := r.before; {
+	case c != nil && timeCol == "":
+		q = q.Where(idCol+" > ?", c.ID)
+	case c != nil:
+		q = q.Where(timeCol+" >= ? AND ("+timeCol+" > ? OR "+idCol+" > ?)", c.At, c.At, c.ID)
 	}
-	read := func(q *gorm.DB, order string, limit, offset int) ([]Cursor, error) {
-		var keys []struct {
-			At time.Time
-			ID uint64
-		}
-		q = q.Order(order).Limit(limit)
-		if offset > 0 {
-			q = q.Offset(offset)
-		}
-		if err := q.Scan(&keys).Error; err != nil {
-			return nil, fmt.Errorf("read the keys of a page: %w", err)
-		}
-		out := make([]Cursor, len(keys))
-		for i, k := range keys {
-			out[i] = Cursor{At: k.At.UTC(), ID: k.ID}
-		}
-		return out, nil
+	return q.Order(order).Limit(r.limit)
+}
+
+// scanKeys runs a read of keys (columns at, when the list has a time, and id).
+func scanKeys(q *gorm.DB) ([]Cursor, error) {
+	var keys []struct {
+		At time.Time
+		ID uint64
 	}
+	if err := q.Scan(&keys).Error; err != nil {
+		return nil, fmt.Errorf("read the keys of a page: %w", err)
+	}
+	out := make([]Cursor, len(keys))
+	for i, k := range keys {
+		out[i] = Cursor{At: k.At.UTC(), ID: k.ID}
+	}
+	return out, nil
+}
+
+// keysetWindow reads one page of a list through read.
+func keysetWindow(read func(keyRead) ([]Cursor, error), p Page) (Window, error) {
 	w := Window{Page: p.Page}
 	switch {
 	case p.Before != nil:
-		keys, err := read(newer(p.Before), asc, p.PerPage+1, 0)
+		keys, err := read(keyRead{before: p.Before, limit: p.PerPage + 1})
 		if err != nil {
 			return w, err
 		}
@@ -124,9 +149,9 @@ func KeysetWindow(q *gorm.DB, timeCol, idCol string, p Page) (Window, error) {
 		}
 		// At the top: show the first page, full, as the first-page link would.
 		p.Before, p.Page = nil, 1
-		return KeysetWindow(q, timeCol, idCol, p)
+		return keysetWindow(read, p)
 	case p.After != nil:
-		keys, err := read(older(p.After), desc, p.PerPage+1, 0)
+		keys, err := read(keyRead{after: p.After, desc: true, limit: p.PerPage + 1})
 		if err != nil {
 			return w, err
 		}
@@ -138,15 +163,15 @@ func KeysetWindow(q *gorm.DB, timeCol, idCol string, p Page) (Window, error) {
 		if err != nil {
 			return w, err
 		}
-		keys, err := read(base(), desc, 1, off-1)
+		keys, err := read(keyRead{desc: true, limit: 1, offset: off - 1})
 		if err != nil || len(keys) == 0 {
 			return w, err // past the end: an empty page
 		}
 		keys[0].Page = p.Page
 		p.After = &keys[0]
-		return KeysetWindow(q, timeCol, idCol, p)
+		return keysetWindow(read, p)
 	}
-	keys, err := read(base(), desc, p.PerPage+1, 0)
+	keys, err := read(keyRead{desc: true, limit: p.PerPage + 1})
 	if err != nil {
 		return w, err
 	}

@@ -148,7 +148,12 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 		q = q.Joins(versions + " ON v.policy_id = m.policy_id AND v.version = m.policy_version")
 	}
 	q = q.Where(state, MatchActive)
-	q = f.narrow(f.Scope.Apply(q, "e"), "m", "e")
+	return f.rowFilters(f.narrow(f.Scope.Apply(q, "e"), "m", "e"))
+}
+
+// rowFilters adds the filter's conditions on each match and its firm (alias e) other than its
+// scope, policy, park and region.
+func (f MatchFilter) rowFilters(q *gorm.DB) *gorm.DB {
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)
 	}
@@ -233,7 +238,11 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 // SortsScope reports whether a page of the list reads and sorts every match of its scope before
 // its first row (matchQuery): a park's firms come first, and on MySQL a city's too, so the work
 // grows with the scope's matches, where a walk of ix_match_recent stops at the page's LIMIT.
+// A list that merges its places' walks (placeWindow) does not, unless it has more than maxPlaces.
 func SortsScope(db *gorm.DB, f MatchFilter) bool {
+	if f.walksPlaces() {
+		return false
+	}
 	park := f.Scope.ParkID != "" || f.ParkID != ""
 	if db.Dialector.Name() == "mysql" {
 		return park || f.Scope.RegionPrefix != "" || f.Region != ""
@@ -261,9 +270,76 @@ func CountMatches(ctx context.Context, db *gorm.DB, f MatchFilter, max int) (int
 	return n, nil
 }
 
-// MatchKeys reads the keys (matched_at, id) of one page of the list.
+// MatchKeys reads the keys (matched_at, id) of one page of the list: for a city's or a park's
+// list by merging the newest keys of each of its places (placeWindow), else by walking (or
+// sorting) as matchQuery plans.
 func MatchKeys(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window, error) {
+	if w, ok, err := placeWindow(ctx, db, f, p); ok || err != nil {
+		return w, err
+	}
 	return KeysetWindow(matchQuery(ctx, db, f, planPage), "m.matched_at", "m.id", p)
+}
+
+// maxPlaces is how many places (region code and park) a list merges at most; past it the list
+// goes the way matchQuery plans. A province has about a hundred counties and a few hundred parks;
+// SQLite allows 500 parts in one UNION.
+const maxPlaces = 400
+
+// walksPlaces reports whether a page of the list merges its places' walks: the list is a city's,
+// county's or park's (by the caller's scope or the filter) and not narrowed by policy or a search
+// (whose own indexes serve them better).
+func (f MatchFilter) walksPlaces() bool {
+	scoped := f.Scope.ParkID != "" || f.Scope.RegionPrefix != "" || f.ParkID != "" || f.Region != ""
+	return scoped && !f.Scope.None && f.PolicyID == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == ""
+}
+
+// placeWindow reads one page of a city's, county's or park's list (walksPlaces; ok false
+// otherwise, or past maxPlaces): the places holding its active matches come from the maintained
+// counts, each place's newest keys from ix_match_place (region code, park, state, matched_at:
+// a walk that stops at the page's LIMIT), and one statement merges them (a UNION ALL of one
+// ordered, limited read per place). Every match of a place is in the scope and filter's park and
+// region, which the place's rows are narrowed by again. At 1,000,000 firms a park holds 1.4
+// million matches and a city 6.6 million: a page sorted every one of them (docs/console.md).
+func placeWindow(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window, bool, error) {
+	if !f.walksPlaces() {
+		return Window{}, false, nil
+	}
+	var places []struct{ RegionCode, ParkID string }
+	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ? AND c.n > 0", MatchActive), "c")
+	if err := f.narrow(q, "c", "c").Distinct("c.region_code", "c.park_id").Order("c.region_code, c.park_id").
+		Limit(maxPlaces + 1).Scan(&places).Error; err != nil {
+		return Window{}, false, fmt.Errorf("read the places of the list: %w", err)
+	}
+	if len(places) > maxPlaces {
+		return Window{}, false, nil
+	}
+	firm := f.Industry != "" // a condition on the firm
+	read := func(r keyRead) ([]Cursor, error) {
+		if len(places) == 0 {
+			return nil, nil
+		}
+		parts := make([]any, len(places))
+		union := make([]string, len(places))
+		for i, pl := range places {
+			part := db.Table("matches AS m").Where("m.region_code = ? AND m.park_id = ? AND m.state = ?", pl.RegionCode, pl.ParkID, MatchActive)
+			if firm {
+				part = part.Joins("JOIN enterprises e ON e.credit_code = m.credit_code")
+			}
+			part = f.rowFilters(f.narrow(f.Scope.Apply(part, "m"), "m", "m"))
+			r := r
+			r.limit += r.offset
+			parts[i] = r.apply(part, "m.matched_at", "m.id")
+			union[i] = fmt.Sprintf("SELECT * FROM (?) AS p%d", i)
+		}
+		order := "at ASC, id ASC"
+		if r.desc {
+			order = "at DESC, id DESC"
+		}
+		return scanKeys(db.WithContext(ctx).Raw("SELECT at, id FROM ("+strings.Join(union, " UNION ALL ")+") AS u ORDER BY "+order+
+			" LIMIT ? OFFSET ?", append(parts, r.limit, r.offset)...))
+	}
+	w, err := keysetWindow(read, p)
+	return w, true, err
 }
 
 // MatchRows reads the rows of the list with the given ids, in list order (one page: a few hundred

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"slices"
@@ -275,13 +274,6 @@ func scanCounted(q *gorm.DB, out Counts) error {
 	return nil
 }
 
-// CountInserted adds matches just inserted in tx (rows with ID 0 were not inserted and are
-// skipped) to the counts, after setting their reach (ReachOfNew). Their policy, state, amount and
-// time are taken from the rows; only their firms' region code and park are read, in tx, by credit
-// code (one indexed lookup per firm). A match of a firm not in the registry counts nowhere, as in
-// RecountMatches.
-func CountInserted(tx *gorm.DB, ms []Match) error { return CountInsertedKnown(tx, ms, nil) }
-
 // KnownPlaces are firms' region codes and parks as a caller read them from enterprises (the
 // matcher's snapshot), and from when: Place reports a firm's, ok false for a firm it did not read.
 type KnownPlaces struct {
@@ -299,133 +291,32 @@ type KnownPlaces struct {
 	Counted bool
 }
 
-// CountInsertedKnown is CountInserted taking the places of firms from known, except for firms
-// whose row changed from known.Since on, which are read again in tx (through the updated_at
-// index: nothing to read while the registry is not being imported), as are firms known does not
-// hold. With known.Counted, that re-read is made only once the registry's move count differs
-// from known.Moves. A full match of 200,000 firms spent two of its seconds reading each firm's
-// place back from a table its own writes had pushed out of SQLite's page cache; its snapshot had
-// read them a few seconds before. A firm's place changes only with its row, and the import moves the
-// counts of a moved firm's matches in the transaction that moves it (registry.UpsertCounted), so
-// a place read before that commit is read again here, and one read after it is the new one.
-func CountInsertedKnown(tx *gorm.DB, ms []Match, known *KnownPlaces) error {
-	return CountInsertedPrepared(tx, ms, known, nil)
-}
-
 // PreparedCounts are the counts new matches add when every one of them is inserted, none has
 // notices yet (Match.Reached) and the places they were computed from still hold: what
-// CountInsertedKnown then applies. Computed before the transaction (KnownPlaces.Prepare: a full
+// CountPlaced then applies. Computed before the transaction (KnownPlaces.Prepare: a full
 // match does it for the next transaction on its other core while SQLite's one writer runs the
 // current one), applied in it as they are when that holds, else computed again.
 type PreparedCounts struct{ delta Counts }
 
-// Prepare computes the counts of ms from the known places; nil when a firm's place is not known
-// or the move count was not read.
+// Prepare places ms from the known places (PlaceMatches checks them again in the transaction) and
+// computes their counts; nil when a firm's place is not known or the move count was not read.
 func (k *KnownPlaces) Prepare(ms []Match) *PreparedCounts {
 	if k == nil || !k.Counted {
 		return nil
 	}
-	delta := Counts{}
-	var hours hourOf
 	for i := range ms {
 		region, park, ok := k.Place(ms[i].CreditCode)
 		if !ok {
 			return nil
 		}
-		delta.addNew(&ms[i], region, park, &hours)
-	}
-	return &PreparedCounts{delta: delta}
-}
-
-// CountInsertedPrepared is CountInsertedKnown taking the counts from pre (nil: none) when they
-// still hold.
-func CountInsertedPrepared(tx *gorm.DB, ms []Match, known *KnownPlaces, pre *PreparedCounts) error {
-	moved := true
-	if known != nil && known.Counted {
-		// first: on MySQL the locking read waits for a moving import to commit, and the reads
-		// after it (its transaction's snapshot begins at its first plain read) then see that
-		n, err := PlaceMoves(tx)
-		if err != nil {
-			return err
-		}
-		moved = n != known.Moves
-	}
-	if err := ReachOfNew(tx, ms); err != nil {
-		return err
-	}
-	if pre != nil && !moved && allFresh(ms) {
-		return ApplyCounts(tx, pre.delta)
-	}
-	type place struct{ region, park string }
-	firms := make(map[string]place)
-	var codes []string // firms to read in tx
-	seen := make(map[string]bool, len(ms))
-	for i := range ms {
-		code := ms[i].CreditCode
-		if ms[i].ID == 0 || seen[code] {
-			continue
-		}
-		seen[code] = true
-		if known != nil {
-			if region, park, ok := known.Place(code); ok {
-				firms[code] = place{region, park}
-				continue
-			}
-		}
-		codes = append(codes, code)
-	}
-	scan := func(rows *sql.Rows, err error) error {
-		if err != nil {
-			return fmt.Errorf("count matches: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var code string
-			var p place
-			if err := rows.Scan(&code, &p.region, &p.park); err != nil {
-				return fmt.Errorf("count matches: %w", err)
-			}
-			if seen[code] {
-				firms[code] = p
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("count matches: %w", err)
-		}
-		return nil
-	}
-	if known != nil && len(firms) > 0 && moved {
-		// the firms updated since, within the codes counted here (a full match's transaction holds
-		// a stretch of credit codes): while an import runs, not every firm it touched each time
-		lo, hi := "", ""
-		for code := range firms {
-			if lo == "" || code < lo {
-				lo = code
-			}
-			hi = max(hi, code)
-		}
-		if err := scan(tx.Raw("SELECT credit_code, region_code, park_id FROM enterprises WHERE updated_at >= ? AND credit_code >= ? AND credit_code <= ?",
-			known.Since, lo, hi).Rows()); err != nil {
-			return err
-		}
-	}
-	for lo := 0; lo < len(codes); lo += countIDsPer {
-		in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
-		if err := scan(tx.Raw("SELECT credit_code, region_code, park_id FROM enterprises WHERE credit_code IN "+in, args...).Rows()); err != nil {
-			return err
-		}
-	}
-	if len(firms) == 0 {
-		return nil
+		ms[i].RegionCode, ms[i].ParkID = region, park
 	}
 	delta := Counts{}
 	var hours hourOf
 	for i := range ms {
-		if p, ok := firms[ms[i].CreditCode]; ok && ms[i].ID != 0 {
-			delta.addNew(&ms[i], p.region, p.park, &hours)
-		}
+		delta.addNew(&ms[i], &hours)
 	}
-	return ApplyCounts(tx, delta)
+	return &PreparedCounts{delta: delta}
 }
 
 // hourOf remembers the last time's hour: a batch's matches share their time.
@@ -441,14 +332,14 @@ func (h *hourOf) of(t time.Time) string {
 	return h.hour
 }
 
-// addNew counts a new match of a firm in region and park.
-func (c Counts) addNew(m *Match, region, park string, hours *hourOf) {
+// addNew counts a new match, placed (PlaceMatches).
+func (c Counts) addNew(m *Match, hours *hourOf) {
 	h := ""
 	if m.State == MatchActive {
 		h = hours.of(m.MatchedAt)
 	}
 	c.add(CountedMatch{PolicyID: m.PolicyID, State: m.State, Amount: m.Amount, MatchedAt: m.MatchedAt,
-		Reached: m.Reached, RegionCode: region, ParkID: park}, h, 1)
+		Reached: m.Reached, RegionCode: m.RegionCode, ParkID: m.ParkID}, h, 1)
 }
 
 // allFresh reports whether every match was inserted and has no notices yet.
@@ -594,15 +485,23 @@ type RecountReport struct {
 	Rows    int         `json:"rows"`    // counter rows after the recount
 	Diffs   []CountDiff `json:"-"`
 	Fixed   bool        `json:"fixed"`
+	// Misplaced is how many matches did not carry their firm's place (MisplacedMatches); a
+	// repairing recount gave it to them (Fixed says so only for the counts).
+	Misplaced int64 `json:"misplaced"`
 }
 
 // Recount counts every match again and compares with the stored counts; with fix it replaces the
-// stored counts by the recount in one transaction. No write of matches slips between counting and
+// stored counts by the recount in one transaction. First it counts (with fix: repairs) the
+// matches that do not carry their firm's place. No write of matches slips between counting and
 // storing: on SQLite the transaction holds the one write lock from its start; on MySQL it first
 // locks every counter row and the gaps between them (a locking read), so a writer whose change the
 // recount's snapshot does not see waits, and adds its change after the recount is stored.
 func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) {
 	var rep RecountReport
+	var err error
+	if rep.Misplaced, err = MisplacedMatches(ctx, db, fix); err != nil {
+		return rep, err
+	}
 	run := func(tx *gorm.DB) error {
 		if fix && tx.Dialector.Name() == "mysql" {
 			var n int64

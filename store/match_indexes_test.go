@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
@@ -34,7 +36,7 @@ func TestMatchIndexes(t *testing.T) {
 	if m.HasIndex(&store.Match{}, store.MatchFirmIndex) {
 		t.Fatal("the firm index is still there during the bulk load")
 	}
-	for _, name := range []string{"ux_match", "ix_match_recent"} {
+	for _, name := range []string{"ux_match", "ix_match_recent", store.MatchPlaceIndex} {
 		if !m.HasIndex(&store.Match{}, name) {
 			t.Fatalf("the bulk load dropped %s, which it keeps in step", name)
 		}
@@ -46,9 +48,67 @@ func TestMatchIndexes(t *testing.T) {
 	if err := restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{store.MatchFirmIndex, "ix_match_recent", "ux_match"} {
+	for _, name := range []string{store.MatchFirmIndex, "ix_match_recent", "ux_match", store.MatchPlaceIndex} {
 		if !m.HasIndex(&store.Match{}, name) {
 			t.Fatalf("%s is missing after the bulk load", name)
 		}
 	}
+}
+
+// A database made before matches carried their firm's place gets the columns, filled in from the
+// firms, and ix_match_place at migrate time; a match another writer left at a stale place is
+// found by a recount and moved by a repairing one.
+func TestMigrateFillsMatchPlaces(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	m := db.Migrator()
+	at := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	for i, e := range []store.Enterprise{{RegionCode: "320571", ParkID: "SIP"}, {RegionCode: "320102"}, {RegionCode: "321002"}} {
+		e.CreditCode, e.Status = fmt.Sprintf("91320%013d", i), store.StatusActive
+		if err := db.Create(&e).Error; err != nil {
+			t.Fatal(err)
+		}
+		for p := range 2 {
+			if err := db.Create(&store.Match{PolicyID: fmt.Sprintf("p%d", p), PolicyVersion: 1, CreditCode: e.CreditCode,
+				State: store.MatchActive, AsOf: at, MatchedAt: at, UpdatedAt: at}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// as a database made before the columns
+	if err := m.DropIndex(&store.Match{}, store.MatchPlaceIndex); err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"RegionCode", "ParkID"} {
+		if err := m.DropColumn(&store.Match{}, col); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if !m.HasIndex(&store.Match{}, store.MatchPlaceIndex) {
+		t.Fatal("no ix_match_place after the migration")
+	}
+	check := func(want int64, fix bool) {
+		t.Helper()
+		rep, err := store.Recount(ctx, db, fix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Misplaced != want || rep.Matches != 6 {
+			t.Fatalf("recount (fix %v): %d of %d matches misplaced, want %d of 6", fix, rep.Misplaced, rep.Matches, want)
+		}
+	}
+	check(0, false)
+	var sip int64
+	if err := db.Model(&store.Match{}).Where("region_code = ? AND park_id = ?", "320571", "SIP").Count(&sip).Error; err != nil || sip != 2 {
+		t.Fatalf("%d matches in the park after the migration, want 2 (%v)", sip, err)
+	}
+	if err := db.Exec("UPDATE matches SET park_id = '' WHERE park_id = 'SIP'").Error; err != nil {
+		t.Fatal(err)
+	}
+	check(2, false)
+	check(2, true)
+	check(0, false)
 }

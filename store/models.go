@@ -128,7 +128,7 @@ type Match struct {
 	// ix_match_firm (credit_code, state, matched_at) is the firm index: a firm's matches, and the
 	// keys of a park's list pages without reading the rows (match_indexes.go).
 	CreditCode string    `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index:ix_match_firm,priority:1" json:"credit_code"`
-	State      string    `gorm:"size:16;not null;index:ix_match_recent,priority:1;index:ix_match_firm,priority:2" json:"state"`
+	State      string    `gorm:"size:16;not null;index:ix_match_recent,priority:1;index:ix_match_firm,priority:2;index:ix_match_place,priority:3" json:"state"`
 	Amount     *float64  `json:"amount"`
 	AsOf       time.Time `gorm:"type:date;not null" json:"as_of"`
 	Notified   bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
@@ -139,9 +139,16 @@ type Match struct {
 	Reached int8 `gorm:"not null;default:0" json:"reached"`
 	// ix_match_recent serves the console's newest-first list: it walks (state, matched_at) down
 	// and stops at the page's LIMIT instead of sorting every match in scope.
-	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2;index:ix_match_firm,priority:3" json:"matched_at"`
+	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2;index:ix_match_firm,priority:3;index:ix_match_place,priority:4" json:"matched_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
+	// RegionCode and ParkID are the firm's place, copied into the row when it is written
+	// (PlaceMatches) and moved with the firm (MoveMatches, in the import's transaction), as the
+	// maintained counts are: ix_match_place (region code, park, state, matched_at) lets a city's
+	// or a park's list page walk its newest matches and stop at its LIMIT (MatchKeys) instead of
+	// sorting every match of the scope. A match whose firm is not in the registry has none.
+	RegionCode string `gorm:"size:6;not null;default:'';index:ix_match_place,priority:1" json:"region_code"`
+	ParkID     string `gorm:"size:32;not null;default:'';index:ix_match_place,priority:2" json:"park_id"`
 }
 
 // Outbox is a message waiting to be published to JetStream. It is written in the same transaction as

@@ -12,7 +12,8 @@ import (
 )
 
 // policypush status recount: the maintained match counts (store.MatchCount, docs/console.md
-// "Maintained aggregates") counted again from the matches and firms. --check only compares and
+// "Maintained aggregates") counted again from the matches and firms, and each match's copy of its
+// firm's place (store.Match.RegionCode, ParkID) compared with the firm's. --check only compares and
 // fails when they differ; without it a difference is repaired in one transaction.
 
 func init() { addSubcommand("status", recountCmd) }
@@ -56,6 +57,13 @@ func recountCmd(g *globals) *cobra.Command {
 				}
 			} else {
 				fmt.Printf("匹配 %d 条，计数行 %d 行，不一致 %d 行\n", rep.Matches, rep.Rows, len(rep.Diffs))
+				if rep.Misplaced > 0 {
+					verb := "未随企业记录所在区划和园区"
+					if !check {
+						verb = "已改为企业当前的区划和园区"
+					}
+					fmt.Printf("  匹配 %d 条%s\n", rep.Misplaced, verb)
+				}
 				for i, d := range rep.Diffs {
 					if i == 20 {
 						fmt.Printf("  …… 另有 %d 行\n", len(rep.Diffs)-20)
@@ -68,7 +76,7 @@ func recountCmd(g *globals) *cobra.Command {
 					fmt.Println("已按重新统计的结果修复")
 				}
 			}
-			if check && len(rep.Diffs) > 0 {
+			if check && (len(rep.Diffs) > 0 || rep.Misplaced > 0) {
 				return errCountsDiffer
 			}
 			return nil
