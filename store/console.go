@@ -91,15 +91,21 @@ func PolicyTitles(ctx context.Context, db *gorm.DB, set PolicySet) ([]PolicyTitl
 }
 
 // LatestMatchAsOf is the evaluation date of the newest active match; ok is false when there is
-// none. ix_match_recent finds it without reading every match.
+// none. It is the first row of the province's list: ix_match_recent finds it on SQLite, the
+// merge of each place's newest match on MySQL (placeWindow), without reading every match.
 func LatestMatchAsOf(ctx context.Context, db *gorm.DB) (asOf time.Time, ok bool, err error) {
-	var m Match
-	err = db.WithContext(ctx).Select("as_of").Where("state = ?", MatchActive).Order("matched_at DESC").Limit(1).Take(&m).Error
+	w, err := MatchKeys(ctx, db, MatchFilter{}, Page{Page: 1, PerPage: 1})
+	if err == nil && len(w.Keys) > 0 {
+		var m Match
+		err = db.WithContext(ctx).Select("as_of").Where("id = ?", w.Keys[0].ID).Take(&m).Error
+		if err == nil {
+			return m.AsOf, true, nil
+		}
+	}
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case err == nil, errors.Is(err, ErrNotFound): // none, or revoked meanwhile (the next look finds another)
 		return time.Time{}, false, nil
-	case err != nil:
+	default:
 		return time.Time{}, false, fmt.Errorf("read the evaluation date: %w", err)
 	}
-	return m.AsOf, true, nil
 }

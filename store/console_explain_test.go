@@ -330,9 +330,10 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		// deliveries: unscoped, the statements may read every delivery along a covering index (the
 		// status's count by channel and state: not maintained yet, docs/console.md "Status")
 		deliveries bool
-		// keys: a park's or a city's pages read the keys of their matches along ix_match_place,
-		// each place's newest first (store.MatchKeys merges them), from the index alone on SQLite
-		// (checked on its plan's wording), never sorting the scope's matches
+		// keys: a park's or a city's pages (on MySQL, which has no ix_match_recent, the
+		// province's too) read the keys of their matches along ix_match_place, each place's
+		// newest first (store.MatchKeys merges them), from the index alone on SQLite (checked on
+		// its plan's wording), never sorting the scope's matches
 		keys bool
 		// firmsFirst: in a park the statements start from the park's firms (e), not from every
 		// policy's or every match (MariaDB read all matches along ux_match for a park's export at
@@ -503,6 +504,13 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				if c.whole && sc.All() {
 					full = slices.DeleteFunc(full, func(table string) bool { return table == "matches" || table == "enterprises" })
 				}
+				if sc.All() && driver == "mysql" && strings.Contains(st.sql, ") AS capped") {
+					// a capped count of the province's matches with a condition on each row (its
+					// firm's industry or name, its answer): MySQL has no ix_match_recent, so it
+					// reads matches in key order instead of that index's, and either way stops at
+					// the CountCap+1st row that passes (every row only when fewer pass)
+					full = slices.DeleteFunc(full, func(table string) bool { return table == "matches" })
+				}
 				if c.deliveries && sc.All() {
 					full = slices.DeleteFunc(full, func(table string) bool { return table == "deliveries" })
 				}
@@ -512,7 +520,7 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				if c.firmsFirst && sc.ParkID != "" && p.first != "e" {
 					t.Errorf("%s in a park starts from %q, not the park's firms:\n%s\n%s", c.name, p.first, st.sql, text)
 				}
-				if c.keys && !sc.All() && strings.Contains(st.sql, "FROM matches") {
+				if c.keys && (!sc.All() || driver == "mysql") && strings.Contains(st.sql, "FROM matches") {
 					want := store.MatchPlaceIndex
 					if driver == "sqlite" && !strings.Contains(st.sql, "JOIN enterprises") && !strings.Contains(st.sql, "m.reached") &&
 						!strings.Contains(st.sql, "enterprise_responses") { // filters that read the row

@@ -73,10 +73,11 @@ func industryWhere(q *gorm.DB, prefix string) *gorm.DB {
 type matchPlan int
 
 const (
-	// planPage reads in list order and stops at a LIMIT (a page, a capped count): newest first
-	// along ix_match_recent, except for a park on SQLite, whose few firms go first (as in planAll):
-	// the walk from the newest match of the province can pass many thousands of other firms'
-	// matches before the park's first (a park's first page took 360 ms, its second 37 ms).
+	// planPage reads in list order and stops at a LIMIT (a page, a capped count), for the lists
+	// that do not merge their places' walks (MatchKeys, placeWindow): on SQLite the province's,
+	// newest first along ix_match_recent; a policy's, a search's, and their counts. A park's
+	// firms go first on SQLite (as in planAll): the walk from the newest match of the province can
+	// pass many thousands of other firms' matches before the park's first.
 	planPage matchPlan = iota
 	// planByID reads the rows of one page by their ids (MatchRows): the matches are found by
 	// primary key, first, on both databases. Left to itself SQLite walks ix_match_recent over
@@ -96,8 +97,8 @@ const (
 // On MySQL the plan is chosen here, not left to MariaDB's estimates, which on the province's data
 // read every firm (there are fewer firms than matches) and then sort all their matches:
 //   - with no park and no region the firms' side has no index to start from, so the matches go
-//     first (STRAIGHT_JOIN), newest first along ix_match_recent (or by the policy's or the credit
-//     code's index), each firm and version found by its key: a page stops at its LIMIT;
+//     first (STRAIGHT_JOIN), by the policy's or the credit code's index, each firm and version
+//     found by its key (the province's own pages merge its places' walks: placeWindow);
 //   - with a region and no park the firms come through the region index (FORCE INDEX): a city's
 //     list reads the city's firms, not the province's, even where the city holds a fifth of them;
 //   - a park is small: for a page the planner starts from its index on its own (at 1,000,000
@@ -152,7 +153,7 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 }
 
 // rowFilters adds the filter's conditions on each match and its firm (alias e) other than its
-// scope, policy, park and region.
+// scope, policy, park and region: industry, notice, answer and search.
 func (f MatchFilter) rowFilters(q *gorm.DB) *gorm.DB {
 	if f.Industry != "" {
 		q = industryWhere(q, f.Industry)
@@ -179,11 +180,16 @@ func (f MatchFilter) rowFilters(q *gorm.DB) *gorm.DB {
 	case f.CodePrefix != "":
 		q = q.Where("m.credit_code LIKE ? ESCAPE '!'", LikePrefix(f.CodePrefix))
 	case f.Text != "":
-		// no index serves a name that contains the text (a FULLTEXT ngram index would): the list
-		// walks the newest matches and stops at its page, the count at CountCap
-		q = q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
+		q = f.textFilter(q)
 	}
 	return q
+}
+
+// textFilter narrows q to the firms whose name contains f.Text or whose credit code starts with
+// it. No index serves a name that contains the text (a FULLTEXT ngram index would): the list walks
+// the newest matches and stops at its page, the count at CountCap.
+func (f MatchFilter) textFilter(q *gorm.DB) *gorm.DB {
+	return q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
 }
 
 // MatchRow is one line of the matched-firms list and its export. ContactPhone is as stored: the
@@ -240,7 +246,7 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 // grows with the scope's matches, where a walk of ix_match_recent stops at the page's LIMIT.
 // A list that merges its places' walks (placeWindow) does not, unless it has more than maxPlaces.
 func SortsScope(db *gorm.DB, f MatchFilter) bool {
-	if f.walksPlaces() {
+	if f.walksPlaces(db) {
 		return false
 	}
 	park := f.Scope.ParkID != "" || f.ParkID != ""
@@ -286,11 +292,18 @@ func MatchKeys(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window,
 const maxPlaces = 400
 
 // walksPlaces reports whether a page of the list merges its places' walks: the list is a city's,
-// county's or park's (by the caller's scope or the filter) and not narrowed by policy or a search
-// (whose own indexes serve them better).
-func (f MatchFilter) walksPlaces() bool {
-	scoped := f.Scope.ParkID != "" || f.Scope.RegionPrefix != "" || f.ParkID != "" || f.Region != ""
-	return scoped && !f.Scope.None && f.PolicyID == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == ""
+// county's or park's (by the caller's scope or the filter), not narrowed by policy or a search
+// (whose own indexes, or the scope's few firms, serve them better); on MySQL, which has no
+// ix_match_recent, the province's list too, a name search included (it walks and filters, as
+// the walk along ix_match_recent does on SQLite).
+func (f MatchFilter) walksPlaces(db *gorm.DB) bool {
+	if f.Scope.None || f.PolicyID != "" || f.CreditCode != "" || f.CodePrefix != "" {
+		return false
+	}
+	if f.Scope.ParkID != "" || f.Scope.RegionPrefix != "" || f.ParkID != "" || f.Region != "" {
+		return f.Text == ""
+	}
+	return db.Dialector.Name() == "mysql"
 }
 
 // placeWindow reads one page of a city's, county's or park's list (walksPlaces; ok false
@@ -301,7 +314,7 @@ func (f MatchFilter) walksPlaces() bool {
 // region, which the place's rows are narrowed by again. At 1,000,000 firms a park holds 1.4
 // million matches and a city 6.6 million: a page sorted every one of them (docs/console.md).
 func placeWindow(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Window, bool, error) {
-	if !f.walksPlaces() {
+	if !f.walksPlaces(db) {
 		return Window{}, false, nil
 	}
 	var places []struct{ RegionCode, ParkID string }
@@ -313,7 +326,7 @@ func placeWindow(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Windo
 	if len(places) > maxPlaces {
 		return Window{}, false, nil
 	}
-	firm := f.Industry != "" // a condition on the firm
+	firm := f.Industry != "" || f.Text != "" // a condition on the firm
 	read := func(r keyRead) ([]Cursor, error) {
 		if len(places) == 0 {
 			return nil, nil

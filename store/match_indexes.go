@@ -13,18 +13,27 @@ import (
 //
 // A match row is written into four b-trees: the table, ux_match (policy, version, firm: the
 // uniqueness that keeps a firm from being notified twice, and every per-policy read), the firm
-// index (MatchFirmIndex: the firm page, the per-firm diff, joins from enterprises, a park's page
-// keys) and ix_match_recent (the console's newest-first list). ix_match_state (policy, state)
-// was a fifth; the console's per-policy counts now read match_counts and the per-policy reads
-// walk ux_match's policy prefix, so it is dropped from databases created before
-// (dropMatchStateIndex).
+// index (MatchFirmIndex: the firm page, the per-firm diff, joins from enterprises) and the place
+// index (MatchPlaceIndex: region code, park, state, matched_at; a city's or a park's list pages,
+// and on MySQL the province's: places.go) — and on SQLite a fifth, ix_match_recent (state,
+// matched_at: the province's newest-first list and export, walked without a sort).
+//
+// MySQL has no ix_match_recent (dropped from databases made before, recentMatchIndex): there the
+// province's list merges its places' walks like a city's, and its export is a scan and a sort on
+// the server, so the index only cost its writes — a secondary-index insert per match, as
+// expensive on InnoDB as the place index's (2.0 GB of 9.6 GB of indexes at 51 million matches,
+// memory the buffer pool then lacked for the rest). SQLite keeps it: its export would otherwise
+// sort the province's matches in this process's memory (temp_store=MEMORY), and in step its
+// entries are appends at the index's end. ix_match_state (policy, state) was another; the
+// console's per-policy counts now read match_counts and the per-policy reads walk ux_match's
+// policy prefix, so it is dropped from databases created before (dropMatchStateIndex).
 //
 // A province's first full match inserts every match into an empty table: millions of rows. Kept
 // in step row by row, each secondary index costs about as much as the table itself; built once
 // afterwards (a sort and a bottom-up build, online on InnoDB) it costs a fraction of that. So a
 // first full load drops the deferrable indexes, writes, and creates them again (DeferMatchIndexes).
 // ux_match is never deferred: it is what makes a concurrent writer's duplicate fail or be skipped.
-// Nor is ix_match_recent any longer: a full match's new rows share their state and time, so in
+// Nor is SQLite's ix_match_recent any longer: a full match's new rows share their state and time, so in
 // step they are appends at the end of that index, while building it afterwards sorts every row
 // by its time text (35 bytes then, 29 since rows are stamped to the millisecond; 200,000 firms ×
 // 140 policies on SQLite: keeping it in step made the whole command 1.2 s shorter, two
@@ -35,6 +44,27 @@ import (
 // policypush command, whose migration (AutoMigrate) creates missing indexes.
 
 func init() { RegisterFixup(dropMatchStateIndex) }
+
+// RecentMatchIndex is ix_match_recent (state, matched_at), SQLite's only (see above).
+const RecentMatchIndex = "ix_match_recent"
+
+// recentMatchIndex makes ix_match_recent on SQLite and drops it on MySQL, after AutoMigrate (the
+// models do not name it: it is one database's).
+func recentMatchIndex(db *gorm.DB) error {
+	m := db.Migrator()
+	has := m.HasIndex(&Match{}, RecentMatchIndex)
+	switch {
+	case db.Dialector.Name() == "mysql" && has:
+		if err := m.DropIndex(&Match{}, RecentMatchIndex); err != nil {
+			return fmt.Errorf("drop %s (MySQL's lists walk ix_match_place): %w", RecentMatchIndex, err)
+		}
+	case db.Dialector.Name() != "mysql" && !has:
+		if err := db.Exec("CREATE INDEX IF NOT EXISTS " + RecentMatchIndex + " ON matches (state, matched_at)").Error; err != nil {
+			return fmt.Errorf("create %s: %w", RecentMatchIndex, err)
+		}
+	}
+	return nil
+}
 
 // MatchFirmIndex is the firm index of matches: (credit_code, state, matched_at), with the row id
 // every secondary index holds. A firm's matches, the per-firm diff and joins from enterprises

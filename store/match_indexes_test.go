@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
 )
@@ -36,7 +38,7 @@ func TestMatchIndexes(t *testing.T) {
 	if m.HasIndex(&store.Match{}, store.MatchFirmIndex) {
 		t.Fatal("the firm index is still there during the bulk load")
 	}
-	for _, name := range []string{"ux_match", "ix_match_recent", store.MatchPlaceIndex} {
+	for _, name := range matchIndexes(db)[1:] {
 		if !m.HasIndex(&store.Match{}, name) {
 			t.Fatalf("the bulk load dropped %s, which it keeps in step", name)
 		}
@@ -48,11 +50,32 @@ func TestMatchIndexes(t *testing.T) {
 	if err := restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{store.MatchFirmIndex, "ix_match_recent", "ux_match", store.MatchPlaceIndex} {
+	for _, name := range matchIndexes(db) {
 		if !m.HasIndex(&store.Match{}, name) {
 			t.Fatalf("%s is missing after the bulk load", name)
 		}
 	}
+	// MySQL has no ix_match_recent: a database made before loses it at migrate time
+	if db.Dialector.Name() == "mysql" {
+		if err := db.Exec("CREATE INDEX " + store.RecentMatchIndex + " ON matches (state, matched_at)").Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Migrate(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		if m.HasIndex(&store.Match{}, store.RecentMatchIndex) {
+			t.Fatal("migrate kept ix_match_recent on MySQL")
+		}
+	}
+}
+
+// matchIndexes are the secondary indexes matches have on db's database, the firm index first.
+func matchIndexes(db *gorm.DB) []string {
+	out := []string{store.MatchFirmIndex, "ux_match", store.MatchPlaceIndex}
+	if db.Dialector.Name() != "mysql" {
+		out = append(out, store.RecentMatchIndex)
+	}
+	return out
 }
 
 // A database made before matches carried their firm's place gets the columns, filled in from the

@@ -128,7 +128,7 @@ type Match struct {
 	// ix_match_firm (credit_code, state, matched_at) is the firm index: a firm's matches, and the
 	// keys of a park's list pages without reading the rows (match_indexes.go).
 	CreditCode string    `gorm:"size:18;not null;uniqueIndex:ux_match,priority:3;index:ix_match_firm,priority:1" json:"credit_code"`
-	State      string    `gorm:"size:16;not null;index:ix_match_recent,priority:1;index:ix_match_firm,priority:2;index:ix_match_place,priority:3" json:"state"`
+	State      string    `gorm:"size:16;not null;index:ix_match_firm,priority:2;index:ix_match_place,priority:3" json:"state"`
 	Amount     *float64  `json:"amount"`
 	AsOf       time.Time `gorm:"type:date;not null" json:"as_of"`
 	Notified   bool      `gorm:"not null;default:false" json:"notified"` // outbox rows were written for it
@@ -137,9 +137,9 @@ type Match struct {
 	// delivered, so that the console's funnel and list read it instead of probing delivery_items
 	// per match (reach.go).
 	Reached int8 `gorm:"not null;default:0" json:"reached"`
-	// ix_match_recent serves the console's newest-first list: it walks (state, matched_at) down
-	// and stops at the page's LIMIT instead of sorting every match in scope.
-	MatchedAt time.Time  `gorm:"not null;index:ix_match_recent,priority:2;index:ix_match_firm,priority:3;index:ix_match_place,priority:4" json:"matched_at"`
+	// On SQLite ix_match_recent (state, matched_at), made at migrate time (match_indexes.go),
+	// serves the province's newest-first list and export: a walk that stops at the page's LIMIT.
+	MatchedAt time.Time  `gorm:"not null;index:ix_match_firm,priority:3;index:ix_match_place,priority:4" json:"matched_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 	// RegionCode and ParkID are the firm's place, copied into the row when it is written

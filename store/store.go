@@ -134,6 +134,9 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(Models()...); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
+	if err := recentMatchIndex(db.WithContext(ctx)); err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
 	return nil
 }
 
