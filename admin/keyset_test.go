@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/csv"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -319,6 +320,29 @@ func TestScopedMatchListKeysetPages(t *testing.T) {
 						t.Fatalf("per_page=%d, page=%d: %v, want %v", per, n, got.ids(), pages[n-1])
 					}
 				}
+			}
+			// the export holds the same rows in the same order (a park's is read along its place)
+			res := f.do(admin, http.MethodGet, "/api/v1/matches/export?format=csv&"+c.query, nil)
+			if res.status != http.StatusOK {
+				t.Fatalf("export: %d %s", res.status, res.body)
+			}
+			recs, err := csv.NewReader(strings.NewReader(strings.TrimPrefix(string(res.body), "\ufeff"))).ReadAll()
+			if err != nil || len(recs) == 0 {
+				t.Fatalf("export: %v", err)
+			}
+			var codes, wantCodes []string
+			for _, r := range recs[1:] {
+				codes = append(codes, r[0])
+			}
+			byID := map[uint64]string{}
+			for _, m := range all {
+				byID[m.ID] = m.CreditCode
+			}
+			for _, id := range want {
+				wantCodes = append(wantCodes, byID[id])
+			}
+			if !slices.Equal(codes, wantCodes) {
+				t.Fatalf("export rows %v\nwant %v", codes, wantCodes)
 			}
 		})
 	}

@@ -300,10 +300,16 @@ func (f MatchFilter) walksPlaces(db *gorm.DB) bool {
 	if f.Scope.None || f.PolicyID != "" || f.CreditCode != "" || f.CodePrefix != "" {
 		return false
 	}
-	if f.Scope.ParkID != "" || f.Scope.RegionPrefix != "" || f.ParkID != "" || f.Region != "" {
+	if f.scoped() {
 		return f.Text == ""
 	}
 	return db.Dialector.Name() == "mysql"
+}
+
+// scoped reports whether the list is a park's, county's or city's: by the caller's scope or the
+// filter.
+func (f MatchFilter) scoped() bool {
+	return f.Scope.ParkID != "" || f.Scope.RegionPrefix != "" || f.ParkID != "" || f.Region != ""
 }
 
 // placeWindow reads one page of a city's, county's or park's list (walksPlaces; ok false
@@ -317,11 +323,9 @@ func placeWindow(ctx context.Context, db *gorm.DB, f MatchFilter, p Page) (Windo
 	if !f.walksPlaces(db) {
 		return Window{}, false, nil
 	}
-	var places []struct{ RegionCode, ParkID string }
-	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ? AND c.n > 0", MatchActive), "c")
-	if err := f.narrow(q, "c", "c").Distinct("c.region_code", "c.park_id").Order("c.region_code, c.park_id").
-		Limit(maxPlaces + 1).Scan(&places).Error; err != nil {
-		return Window{}, false, fmt.Errorf("read the places of the list: %w", err)
+	places, err := listPlaces(ctx, db, f, maxPlaces)
+	if err != nil {
+		return Window{}, false, err
 	}
 	if len(places) > maxPlaces {
 		return Window{}, false, nil
@@ -369,9 +373,48 @@ func MatchRows(ctx context.Context, db *gorm.DB, f MatchFilter, ids []uint64) ([
 }
 
 // MatchExportQuery selects every row of the list, in list order, with MatchRow's column names
-// (those of core.MatchLine): core.ExportMatches streams it from a cursor.
+// (those of core.MatchLine): core.ExportMatches streams it from a cursor. A list of one place (a
+// park's, a county's without parks) is read along ix_match_place, in list order already: its
+// first row leaves at once, where a sort of the scope's matches came first (a park's 1.48
+// million at 1,000,000 firms: no row within a minute on MariaDB beside the pipeline).
 func MatchExportQuery(ctx context.Context, db *gorm.DB, f MatchFilter) *gorm.DB {
+	if f.scoped() && f.walksPlaces(db) {
+		if places, err := listPlaces(ctx, db, f, 2); err == nil && len(places) == 1 {
+			return selectMatches(placeQuery(ctx, db, f, places[0]))
+		}
+	}
 	return selectMatches(matchQuery(ctx, db, f, planAll))
+}
+
+// matchPlace is a region code and park: the unit of ix_match_place.
+type matchPlace struct{ RegionCode, ParkID string }
+
+// listPlaces reads the places holding the filter's active matches from the maintained counts, in
+// order, at most max+1 of them.
+func listPlaces(ctx context.Context, db *gorm.DB, f MatchFilter, max int) ([]matchPlace, error) {
+	var places []matchPlace
+	q := f.Scope.Apply(db.WithContext(ctx).Table("match_counts AS c").Where("c.state = ? AND c.n > 0", MatchActive), "c")
+	if err := f.narrow(q, "c", "c").Distinct("c.region_code", "c.park_id").Order("c.region_code, c.park_id").
+		Limit(max + 1).Scan(&places).Error; err != nil {
+		return nil, fmt.Errorf("read the places of the list: %w", err)
+	}
+	return places, nil
+}
+
+// placeQuery selects the filter's active matches of one place along ix_match_place, with their
+// firms and versions (no columns, no order yet: the index's order is the list's).
+func placeQuery(ctx context.Context, db *gorm.DB, f MatchFilter, pl matchPlace) *gorm.DB {
+	table, join, versions := "matches AS m INDEXED BY "+MatchPlaceIndex, "JOIN", "policy_versions v"
+	if db.Dialector.Name() == "mysql" {
+		// each firm and version by its key: a join buffer (MariaDB's choice for a few versions)
+		// would give up the index's order for a sort
+		table, join, versions = "matches AS m FORCE INDEX ("+MatchPlaceIndex+")", "STRAIGHT_JOIN", "policy_versions v FORCE INDEX (ux_policy_version)"
+	}
+	q := db.WithContext(ctx).Table(table).
+		Joins(join+" enterprises e ON m.credit_code = e.credit_code").
+		Joins(join+" "+versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
+		Where("m.region_code = ? AND m.park_id = ? AND m.state = ?", pl.RegionCode, pl.ParkID, MatchActive)
+	return f.rowFilters(f.narrow(f.Scope.Apply(q, "m"), "m", "m"))
 }
 
 // TooManyRowsError refuses to read more rows than a caller can handle in memory.
