@@ -84,6 +84,9 @@ func newFixture(t *testing.T) *fixture {
 	if err := db.CreateInBatches(firms, 300).Error; err != nil {
 		t.Fatal(err)
 	}
+	if _, err := store.Recount(ctx, db, true); err != nil { // the firms were written around the registry: count them
+		t.Fatal(err)
+	}
 	demofixture.PublishDemo(t, db)
 	day, _ := rules.ParseDate(demoAsOf)
 	if _, err := matcher.Run(ctx, db, day.Time, "", matcher.Options{Workers: 2}); err != nil {

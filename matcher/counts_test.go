@@ -28,6 +28,9 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 	if err := db.CreateInBatches(firms, 60).Error; err != nil {
 		t.Fatal(err)
 	}
+	if _, err := store.Recount(ctx, db, true); err != nil { // written around the registry: count the firms
+		t.Fatal(err)
+	}
 	rng := rand.New(rand.NewPCG(9, 17))
 	policies := []*rules.Policy{
 		{Def: &rules.Definition{ID: "cnt-a", Channels: []string{"sms"}}, Version: 1},
@@ -63,6 +66,9 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 		if rep.Misplaced != 0 {
 			t.Fatalf("round %d, after %s: %d matches do not carry their firm's place", round, what, rep.Misplaced)
 		}
+		if rep.FirmDiffs != 0 || rep.Firms != int64(len(firms)) {
+			t.Fatalf("round %d, after %s: %d firms counted, want %d; %d firm counts differ", round, what, rep.Firms, len(firms), rep.FirmDiffs)
+		}
 	}
 	var kinds [4]int
 	for round := range 24 {
@@ -89,19 +95,40 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 			kinds[0]++
 			check(round, fmt.Sprintf("%s v%d: %d new, %d revived, %d superseded, %d amounts, %d revoked", p.Def.ID, p.Version,
 				len(cs.fresh), len(cs.revive), len(cs.supersede), len(cs.reamount), len(cs.lost)))
-		case k < 7: // firms move to another region or park
+		case k < 7: // firms move to another region or park, change status; new firms come
 			var recs []registry.Record
 			for range 1 + rng.IntN(30) {
 				recs = append(recs, registry.Record{CreditCode: firms[rng.IntN(len(firms))].CreditCode})
 			}
 			moveFirms(t, db, recs, func(e *store.Enterprise) {
-				switch rng.IntN(3) {
+				switch rng.IntN(4) {
 				case 0:
 					e.RegionCode = []string{"320102", "320505", "320211", "321281"}[rng.IntN(4)]
 				case 1:
 					e.ParkID = []string{"", "SIP", "NJ-JB", "WX-HT"}[rng.IntN(4)]
+				case 2:
+					e.Status = []string{store.StatusActive, store.StatusRevoked}[rng.IntN(2)]
 				}
 			})
+			fresh := registry.Synth(1+rng.IntN(3), int64(100+round))
+			if err := db.Transaction(func(tx *gorm.DB) error {
+				var recs []registry.Record
+				for _, e := range fresh {
+					recs = append(recs, registry.Record{CreditCode: e.CreditCode})
+				}
+				stored, err := registry.LockStored(tx, recs)
+				if err != nil {
+					return err
+				}
+				for _, e := range fresh {
+					if stored[e.CreditCode] == nil {
+						firms = append(firms, e)
+					}
+				}
+				return registry.UpsertCounted(tx, stored, fresh)
+			}); err != nil {
+				t.Fatal(err)
+			}
 			kinds[1]++
 			check(round, "moving firms")
 		default: // a policy retired: every active match revoked

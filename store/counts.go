@@ -488,11 +488,16 @@ type RecountReport struct {
 	// Misplaced is how many matches did not carry their firm's place (MisplacedMatches); a
 	// repairing recount gave it to them (Fixed says so only for the counts).
 	Misplaced int64 `json:"misplaced"`
+	// Firms is how many firms were counted; FirmDiffs how many firm counts (FirmCount rows)
+	// differed from that count (a repairing recount replaced them, and says so in Fixed).
+	Firms     int64 `json:"firms"`
+	FirmDiffs int   `json:"firm_diffs"`
 }
 
 // Recount counts every match again and compares with the stored counts; with fix it replaces the
 // stored counts by the recount in one transaction. First it counts (with fix: repairs) the
-// matches that do not carry their firm's place. No write of matches slips between counting and
+// matches that do not carry their firm's place; the firm counts (FirmCount) are compared and
+// replaced the same way. No write of matches slips between counting and
 // storing: on SQLite the transaction holds the one write lock from its start; on MySQL it first
 // locks every counter row and the gaps between them (a locking read), so a writer whose change the
 // recount's snapshot does not see waits, and adds its change after the recount is stored.
@@ -505,11 +510,28 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 	run := func(tx *gorm.DB) error {
 		if fix && tx.Dialector.Name() == "mysql" {
 			var n int64
-			for _, table := range []string{"match_counts", "match_hours"} {
+			for _, table := range []string{"match_counts", "match_hours", "firm_counts"} {
 				if err := tx.Raw("SELECT COUNT(*) FROM " + table + " FOR UPDATE").Scan(&n).Error; err != nil {
 					return fmt.Errorf("lock match counts: %w", err)
 				}
 			}
+		}
+		firms, err := RecountFirms(ctx, tx)
+		if err != nil {
+			return err
+		}
+		storedFirms, err := StoredFirmCounts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, n := range firms {
+			rep.Firms += n
+		}
+		if rep.FirmDiffs = firmCountDiffs(storedFirms, firms); fix && rep.FirmDiffs > 0 {
+			if err := replaceFirmCounts(tx, firms); err != nil {
+				return err
+			}
+			rep.Fixed = true
 		}
 		recount, err := RecountMatches(ctx, tx)
 		if err != nil {

@@ -231,3 +231,54 @@ func TestPreparedCountsNeedEveryRowInserted(t *testing.T) {
 	insertCounted(t, db, ms, ms[1:], known, pre)
 	recountEquals(t, ctx, db, 11)
 }
+
+// A database made before the firm counts gets them at migrate time, counted from its firms; the
+// status reads them, and a count out of step is found and repaired by a recount.
+func TestFirmCountsBackfilledAndRecounted(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	for i, e := range []store.Enterprise{{RegionCode: "320571", ParkID: "SIP"}, {RegionCode: "320571", ParkID: "SIP", Status: store.StatusRevoked},
+		{RegionCode: "320102"}, {RegionCode: "321002", Status: store.StatusDeregistered}} {
+		e.CreditCode = fmt.Sprintf("91320%013d", i)
+		if e.Status == "" {
+			e.Status = store.StatusActive
+		}
+		if err := db.Create(&e).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Migrator().DropTable(&store.FirmCount{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	status := func(sc store.FirmScope) store.Status {
+		t.Helper()
+		st, err := store.ReadStatus(ctx, db, time.Now(), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, c := range []struct {
+		scope          store.FirmScope
+		firms, actives int64
+	}{{store.FirmScope{}, 4, 2}, {store.FirmScope{ParkID: "SIP"}, 2, 1}, {store.FirmScope{RegionPrefix: "3201"}, 1, 1}} {
+		if st := status(c.scope); st.Enterprises != c.firms || st.EnterprisesActive != c.actives {
+			t.Fatalf("%+v after the backfill: %d firms, %d active; want %d, %d", c.scope, st.Enterprises, st.EnterprisesActive, c.firms, c.actives)
+		}
+	}
+	if err := db.Exec("UPDATE firm_counts SET n = n + 3 WHERE park_id = 'SIP' AND status = ?", store.StatusActive).Error; err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := store.Recount(ctx, db, true); err != nil || rep.FirmDiffs != 1 || rep.Firms != 4 || !rep.Fixed {
+		t.Fatalf("recount of a firm count off by 3: %+v, %v", rep, err)
+	}
+	if rep, err := store.Recount(ctx, db, false); err != nil || rep.FirmDiffs != 0 {
+		t.Fatalf("after the repair: %+v, %v", rep, err)
+	}
+	if st := status(store.FirmScope{ParkID: "SIP"}); st.Enterprises != 2 {
+		t.Fatalf("the park after the repair: %d firms, want 2", st.Enterprises)
+	}
+}

@@ -57,6 +57,9 @@ func recountCmd(g *globals) *cobra.Command {
 				}
 			} else {
 				fmt.Printf("匹配 %d 条，计数行 %d 行，不一致 %d 行\n", rep.Matches, rep.Rows, len(rep.Diffs))
+				if rep.FirmDiffs > 0 {
+					fmt.Printf("  企业 %d 家，企业计数不一致 %d 行\n", rep.Firms, rep.FirmDiffs)
+				}
 				if rep.Misplaced > 0 {
 					verb := "未随企业记录所在区划和园区"
 					if !check {
@@ -76,7 +79,7 @@ func recountCmd(g *globals) *cobra.Command {
 					fmt.Println("已按重新统计的结果修复")
 				}
 			}
-			if check && (len(rep.Diffs) > 0 || rep.Misplaced > 0) {
+			if check && (len(rep.Diffs) > 0 || rep.Misplaced > 0 || rep.FirmDiffs > 0) {
 				return errCountsDiffer
 			}
 			return nil

@@ -1,0 +1,147 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// Maintained firm counts: the status (`policypush status`, GET /api/v1/status) shows how many
+// firms a scope holds and how many are active. Counted from enterprises that is a read of every
+// firm's index entry in scope (1.1 s for 1,000,000 firms on MariaDB beside the pipeline);
+// FirmCount keeps the figure per (region code, park, registry status), written in the
+// transaction that writes the firms (registry.UpsertCounted, every import's and change event's
+// write), filled in once for a database made before (backfillFirmCounts), checked and repaired
+// with the match counts by Recount. A writer that bypasses the registry (a test seeding firms
+// directly) recounts.
+
+func init() { Register(&FirmCount{}); RegisterFixup(backfillFirmCounts) }
+
+// FirmCount is the number of firms of one region code, park and registry status.
+type FirmCount struct {
+	RegionCode string `gorm:"primaryKey;size:6" json:"region_code"`
+	ParkID     string `gorm:"primaryKey;size:32" json:"park_id"`
+	Status     string `gorm:"primaryKey;size:16" json:"status"`
+	N          int64  `gorm:"not null;default:0" json:"n"`
+}
+
+// FirmKey is the key of a FirmCount row.
+type FirmKey struct{ RegionCode, ParkID, Status string }
+
+// FirmCounts are firm counts (or changes to them) by key.
+type FirmCounts map[FirmKey]int64
+
+// Add adds (sign 1) or subtracts (sign -1) a firm as it is in e.
+func (c FirmCounts) Add(e *Enterprise, sign int64) {
+	c[FirmKey{e.RegionCode, e.ParkID, e.Status}] += sign
+}
+
+// ApplyFirmCounts adds changes to the stored firm counts in tx, in key order (so that concurrent
+// writers lock counter rows in the same order).
+func ApplyFirmCounts(tx *gorm.DB, changes FirmCounts) error {
+	keys := make([]FirmKey, 0, len(changes))
+	for k, n := range changes {
+		if n != 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b FirmKey) int {
+		return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID), cmp.Compare(a.Status, b.Status))
+	})
+	upsert := " ON CONFLICT (region_code, park_id, status) DO UPDATE SET n = firm_counts.n + excluded.n"
+	if tx.Dialector.Name() == "mysql" {
+		upsert = " ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+	}
+	for lo := 0; lo < len(keys); lo += countUpsertRows {
+		part := keys[lo:min(lo+countUpsertRows, len(keys))]
+		args := make([]any, 0, 4*len(part))
+		for _, k := range part {
+			args = append(args, k.RegionCode, k.ParkID, k.Status, changes[k])
+		}
+		q := "INSERT INTO firm_counts (region_code, park_id, status, n) VALUES (?,?,?,?)" + strings.Repeat(",(?,?,?,?)", len(part)-1) + upsert
+		if err := tx.Exec(q, args...).Error; err != nil {
+			return fmt.Errorf("update firm_counts: %w", err)
+		}
+	}
+	return nil
+}
+
+// RecountFirms counts every firm by region code, park and status.
+func RecountFirms(ctx context.Context, db *gorm.DB) (FirmCounts, error) {
+	var rows []FirmCount
+	if err := db.WithContext(ctx).Table("enterprises").Select("region_code, park_id, status, COUNT(*) AS n").
+		Group("region_code, park_id, status").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("recount firms: %w", err)
+	}
+	return firmCountsOf(rows), nil
+}
+
+// StoredFirmCounts reads the stored firm counts (rows of zero left out).
+func StoredFirmCounts(ctx context.Context, db *gorm.DB) (FirmCounts, error) {
+	var rows []FirmCount
+	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read firm counts: %w", err)
+	}
+	return firmCountsOf(rows), nil
+}
+
+func firmCountsOf(rows []FirmCount) FirmCounts {
+	out := FirmCounts{}
+	for _, r := range rows {
+		if r.N != 0 {
+			out[FirmKey{r.RegionCode, r.ParkID, r.Status}] = r.N
+		}
+	}
+	return out
+}
+
+// firmCountDiffs is how many keys differ between two sets of firm counts.
+func firmCountDiffs(stored, recount FirmCounts) int {
+	n := 0
+	for k, v := range recount {
+		if stored[k] != v {
+			n++
+		}
+	}
+	for k := range stored {
+		if _, ok := recount[k]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// replaceFirmCounts stores counts as the firm counts, in tx.
+func replaceFirmCounts(tx *gorm.DB, counts FirmCounts) error {
+	if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(&FirmCount{}).Error; err != nil {
+		return fmt.Errorf("clear firm counts: %w", err)
+	}
+	return ApplyFirmCounts(tx, counts)
+}
+
+// backfillFirmCounts counts the firms of a database made before the counts existed, once: when
+// enterprises exist and firm_counts does not.
+func backfillFirmCounts(db *gorm.DB) error {
+	m := db.Migrator()
+	if m.HasTable(&FirmCount{}) || !m.HasTable(&Enterprise{}) {
+		return nil
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Migrator().CreateTable(&FirmCount{}); err != nil {
+			return fmt.Errorf("create firm_counts: %w", err)
+		}
+		ctx := tx.Statement.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		counts, err := RecountFirms(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return ApplyFirmCounts(tx, counts)
+	})
+}
