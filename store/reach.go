@@ -138,12 +138,18 @@ func RefreshReach(tx *gorm.DB, deliveryIDs []uint64) error {
 	for lo := 0; lo < len(deliveryIDs); lo += reachIDsPer {
 		part := deliveryIDs[lo:min(lo+reachIDsPer, len(deliveryIDs))]
 		in, args := inList(tx, part)
-		// the matches of an item's firm through the firm index: by ux_match's policy prefix the
-		// databases read every match of the policy for each item (a drain ran for minutes at
-		// 51 million matches); SQLite takes "+m.policy_id" as no index on the policy
-		pairs := " FROM delivery_items x JOIN matches m ON m.credit_code = x.credit_code AND +m.policy_id = x.policy_id"
+		// the matches of an item's firm and policy by their whole unique key, one lookup per
+		// version of the policy (ux_match: policy, version, firm). By ux_match's policy prefix
+		// alone the databases read every match of the policy for each item (a drain ran for
+		// minutes at 51 million matches); through the firm index, every match of the firm (51 per
+		// firm at 1,000,000 × 1,000 on MariaDB: 108 ms idle for 500 deliveries, 1–1.6 s beside
+		// the console; by the whole key 7 ms; SQLite at 200,000 firms 65 → 4 ms)
+		// (SQLite's CROSS JOIN keeps the order: left to itself it read the policy's matches first)
+		pairs := " FROM delivery_items x CROSS JOIN policy_versions v ON v.policy_id = x.policy_id" +
+			" CROSS JOIN matches m ON m.policy_id = v.policy_id AND m.policy_version = v.version AND m.credit_code = x.credit_code"
 		if mysql {
-			pairs = " FROM delivery_items x JOIN matches m FORCE INDEX (" + MatchFirmIndex + ") ON m.credit_code = x.credit_code AND m.policy_id = x.policy_id"
+			pairs = " FROM delivery_items x STRAIGHT_JOIN policy_versions v ON v.policy_id = x.policy_id" +
+				" STRAIGHT_JOIN matches m FORCE INDEX (ux_match) ON m.policy_id = v.policy_id AND m.policy_version = v.version AND m.credit_code = x.credit_code"
 		}
 		where := " WHERE x.delivery_id IN " + in
 		if mysql {

@@ -68,6 +68,16 @@ func checkReach(t *testing.T, db *gorm.DB, when string) {
 func seedReach(t *testing.T, db *gorm.DB) []store.Match {
 	t.Helper()
 	at := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	// every match's version exists (versions are never deleted): the refresh finds a firm's
+	// matches of a policy by their whole key, version by version
+	for p := range 3 {
+		for v := 1; v <= 30; v++ {
+			if err := db.Create(&store.PolicyVersion{PolicyID: fmt.Sprintf("p%d", p), Version: v, ContentHash: "x", Source: "{}",
+				Title: "t", EffectiveFrom: at, State: store.VersionPublished}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	var ms []store.Match
 	for i := range 40 {
 		code := fmt.Sprintf("91320%013d", i)
