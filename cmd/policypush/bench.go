@@ -337,6 +337,9 @@ func benchMySQL(serverDSN, name string) (string, func(), error) {
 var benchPolicies = []string{"bench-a", "bench-b", "bench-c"}
 
 // seedBench writes the firms (one per three matches) and the published policies.
+// benchRegions are where the benchmark's firms are registered (a firm has a region code).
+var benchRegions = []string{"320102", "320505", "320571", "320211", "321002"}
+
 func seedBench(ctx context.Context, db *gorm.DB, matches int) ([]string, error) {
 	n := (matches + len(benchPolicies) - 1) / len(benchPolicies)
 	firms := make([]store.Enterprise, n)
@@ -344,7 +347,10 @@ func seedBench(ctx context.Context, db *gorm.DB, matches int) ([]string, error) 
 	for i := range firms {
 		codes[i] = fmt.Sprintf("91320000BENCH%05d", i)
 		firms[i] = store.Enterprise{CreditCode: codes[i], Name: fmt.Sprintf("压测企业%d", i), Status: store.StatusActive,
-			WechatOpenID: fmt.Sprintf("o-bench-%d", i), ContactPhone: fmt.Sprintf("139%08d", i)}
+			RegionCode: benchRegions[i%len(benchRegions)], WechatOpenID: fmt.Sprintf("o-bench-%d", i), ContactPhone: fmt.Sprintf("139%08d", i)}
+		if i%4 == 0 {
+			firms[i].ParkID = "SIP"
+		}
 	}
 	if err := db.WithContext(ctx).CreateInBatches(firms, 1000).Error; err != nil {
 		return nil, fmt.Errorf("seed firms: %w", err)
@@ -387,6 +393,11 @@ func produce(ctx context.Context, db *gorm.DB, prefix, channel string, firms []s
 				State: store.MatchActive, AsOf: now, Notified: true, MatchedAt: now}
 		}
 		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			// the firms' places in one read, as the matcher's writer does (else each row's
+			// BeforeCreate reads its own)
+			if _, _, err := store.PlaceMatches(tx, rows, nil); err != nil {
+				return err
+			}
 			if err := tx.Create(&rows).Error; err != nil {
 				return err
 			}
