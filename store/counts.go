@@ -589,11 +589,7 @@ func backfillMatchCounts(db *gorm.DB) error {
 
 // recountInto replaces the stored counts by a recount of every match, in tx.
 func recountInto(tx *gorm.DB) error {
-	ctx := tx.Statement.Context
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	counts, err := RecountMatches(ctx, tx)
+	counts, err := RecountMatches(txContext(tx), tx)
 	if err != nil {
 		return err
 	}
@@ -601,6 +597,14 @@ func recountInto(tx *gorm.DB) error {
 		return err
 	}
 	return ApplyCounts(tx, counts)
+}
+
+// txContext is the context tx's statements run under (Background when none was given).
+func txContext(tx *gorm.DB) context.Context {
+	if ctx := tx.Statement.Context; ctx != nil {
+		return ctx
+	}
+	return context.Background()
 }
 
 // clearCounts deletes every counter row, in tx.

@@ -134,11 +134,7 @@ func backfillFirmCounts(db *gorm.DB) error {
 		if err := tx.Migrator().CreateTable(&FirmCount{}); err != nil {
 			return fmt.Errorf("create firm_counts: %w", err)
 		}
-		ctx := tx.Statement.Context
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		counts, err := RecountFirms(ctx, tx)
+		counts, err := RecountFirms(txContext(tx), tx)
 		if err != nil {
 			return err
 		}
