@@ -182,6 +182,15 @@ func Benchmark(ctx context.Context, db *gorm.DB, o BenchOptions) (BenchResult, e
 	return res, nil
 }
 
+// firmCounts counts new firms (store.FirmCount).
+func firmCounts(firms []store.Enterprise) store.FirmCounts {
+	c := store.FirmCounts{}
+	for i := range firms {
+		c.Add(&firms[i], 1)
+	}
+	return c
+}
+
 // seedFirms writes the synthetic registry unless db already holds it (same number of firms).
 func seedFirms(ctx context.Context, db *gorm.DB, n int, seed int64, progress io.Writer) (bool, error) {
 	var have int64
@@ -203,7 +212,12 @@ func seedFirms(ctx context.Context, db *gorm.DB, n int, seed int64, progress io.
 	const perTx = 20000
 	for lo := 0; lo < len(firms); lo += perTx {
 		part := firms[lo:min(lo+perTx, len(firms))]
-		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return tx.CreateInBatches(part, batch).Error }); err != nil {
+		if err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if err := tx.CreateInBatches(part, batch).Error; err != nil {
+				return err
+			}
+			return store.ApplyFirmCounts(tx, firmCounts(part)) // new firms, counted as an import counts them
+		}); err != nil {
 			return false, fmt.Errorf("seed firms: %w", err)
 		}
 		if bar != nil {

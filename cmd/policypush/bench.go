@@ -355,6 +355,13 @@ func seedBench(ctx context.Context, db *gorm.DB, matches int) ([]string, error) 
 	if err := db.WithContext(ctx).CreateInBatches(firms, 1000).Error; err != nil {
 		return nil, fmt.Errorf("seed firms: %w", err)
 	}
+	counts := store.FirmCounts{}
+	for i := range firms {
+		counts.Add(&firms[i], 1)
+	}
+	if err := store.ApplyFirmCounts(db.WithContext(ctx), counts); err != nil {
+		return nil, fmt.Errorf("seed firms: %w", err)
+	}
 	for _, id := range benchPolicies {
 		src, _ := json.Marshal(map[string]any{"id": id, "title": "压测政策 " + id, "deadline": "2026-12-31", "channels": []string{"wechat"}})
 		if err := db.WithContext(ctx).Create(&store.PolicyVersion{PolicyID: id, Version: 1, ContentHash: id, Source: string(src),
