@@ -12,7 +12,7 @@ import (
 // counts: set when the row is written (PlaceMatches, from the same places the counts of the new
 // rows are computed from), moved with the firm in the import's transaction (MoveMatches), filled
 // in once for a database made before (backfillMatchPlaces), checked and repaired by `policypush
-// recount` (MisplacedMatches). ix_match_place (region code, park, state, matched_at) then gives
+// status recount` (MisplacedMatches). ix_match_place (region code, park, state, matched_at) then gives
 // each (region code, park) of a scope its newest active matches in order, so that a city's or a
 // park's list page merges a few short index walks (MatchKeys) instead of sorting every match of
 // the scope: at 1,000,000 firms a park holds 1.4 million matches and a city 6.6 million.
