@@ -17,7 +17,11 @@ import (
 // transaction that writes the firms (registry.UpsertCounted, every import's and change event's
 // write), filled in once for a database made before (backfillFirmCounts), checked and repaired
 // with the match counts by Recount. A writer that bypasses the registry (a test seeding firms
-// directly) recounts.
+// directly) recounts. Which firms are new is exact under concurrent imports for the reason the
+// import's inserted and updated figures are (registry.DBSink): the batch's rows are read first
+// with a locking read (registry.LockStored), which under MySQL's default REPEATABLE READ also
+// locks the gap a missing firm would go into, so two imports adding the same new firm cannot both
+// insert it (one waits, or deadlocks and is rolled back).
 
 func init() { Register(&FirmCount{}); RegisterFixup(backfillFirmCounts) }
 
