@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -292,5 +293,52 @@ func TestOpenAPIDocumentsEveryAPIRoute(t *testing.T) {
 	}
 	if q := fmt.Sprint(doc.Paths["/api/v1/matches"]["get"]["parameters"]); !strings.Contains(q, "park_id") {
 		t.Fatalf("matches parameters not documented: %s", q)
+	}
+}
+
+// What a park manager sees is decided by the registry, not by a match's copy of its firm's place:
+// a match of a firm outside the park whose copy says the park (a writer around the store left it
+// so) shows in neither the park manager's list nor export; the recount finds it.
+func TestStalePlaceDoesNotWidenTheScope(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var outside store.Match
+	if err := f.db.Table("matches AS m").Select("m.*").Joins("JOIN enterprises e ON e.credit_code = m.credit_code").
+		Where("m.state = ? AND e.park_id <> 'SIP'", store.MatchActive).Take(&outside).Error; err != nil {
+		t.Fatalf("no active match of a firm outside the park: %v", err)
+	}
+	if err := f.db.Exec("UPDATE matches SET region_code = ?, park_id = 'SIP' WHERE id = ?", f.sip.RegionCode, outside.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	sip := f.session("park_sip")
+	res := f.do(sip, http.MethodGet, "/api/v1/matches/export?format=csv", nil)
+	if res.status != http.StatusOK {
+		t.Fatalf("export: %d %s", res.status, res.body)
+	}
+	if bytes.Contains(res.body, []byte(outside.CreditCode)) {
+		t.Fatalf("the park manager's export holds %s, a firm outside the park", outside.CreditCode)
+	}
+	var page struct {
+		Items []struct {
+			CreditCode string `json:"credit_code"`
+		} `json:"items"`
+		NextCursor string `json:"next_cursor"`
+	}
+	path := "/api/v1/matches?per_page=200"
+	for range 100 {
+		r := f.do(sip, http.MethodGet, path, nil)
+		r.json(t, &page)
+		for _, it := range page.Items {
+			if it.CreditCode == outside.CreditCode {
+				t.Fatalf("the park manager's list shows %s, a firm outside the park", outside.CreditCode)
+			}
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		path = "/api/v1/matches?per_page=200&after=" + url.QueryEscape(page.NextCursor)
+	}
+	if rep, err := store.Recount(t.Context(), f.db, false); err != nil || rep.Misplaced != 1 {
+		t.Fatalf("recount: %d misplaced (%v), want 1", rep.Misplaced, err)
 	}
 }

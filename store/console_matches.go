@@ -414,7 +414,9 @@ func placeQuery(ctx context.Context, db *gorm.DB, f MatchFilter, pl matchPlace) 
 		Joins(join+" enterprises e ON m.credit_code = e.credit_code").
 		Joins(join+" "+versions+" ON v.policy_id = m.policy_id AND v.version = m.policy_version").
 		Where("m.region_code = ? AND m.park_id = ? AND m.state = ?", pl.RegionCode, pl.ParkID, MatchActive)
-	return f.rowFilters(f.narrow(f.Scope.Apply(q, "m"), "m", "m"))
+	// the scope on the firm as well as on the match's copy of its place: what a caller may see is
+	// decided by the registry, as for the rows of a page (MatchRows)
+	return f.rowFilters(f.narrow(f.Scope.Apply(f.Scope.Apply(q, "m"), "e"), "m", "m"))
 }
 
 // TooManyRowsError refuses to read more rows than a caller can handle in memory.
