@@ -8,7 +8,7 @@ import (
 
 // The writer keeps store.MatchCount and store.MatchHour in step with the rows it writes, in the
 // same transaction (docs/console.md, "Maintained aggregates"). New matches are counted from the
-// rows in memory (store.CountInserted, in insertFresh); a write that changes stored rows
+// rows in memory (store.PlaceMatches and store.CountPlaced, in insertFresh); a write that changes stored rows
 // (supersede, revive, amount, revoke) reads what the rows contribute to the counts before and
 // after it and applies the difference as a few UPSERTs. The firm's region and park are always read
 // in the transaction, never taken from the evaluation's snapshot, so a firm that moved meanwhile is

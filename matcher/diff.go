@@ -481,7 +481,7 @@ const mysqlWriters = 2
 
 // retryDeadlock runs a transaction again (up to three times in all) when MySQL chose it as a
 // deadlock victim or it waited too long for a lock: concurrent writers of new matches take row
-// locks on the same count rows (store.CountInserted). A rolled-back transaction left nothing, so
+// locks on the same count rows (store.CountPlaced). A rolled-back transaction left nothing, so
 // running it again is safe.
 func retryDeadlock(ctx context.Context, run func() error) error {
 	for attempt := 1; ; attempt++ {

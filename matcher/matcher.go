@@ -222,7 +222,7 @@ const policyGroup = 64
 // stores the differences for that scope.
 //
 // known, when not nil, are the firms' places as the snapshot read them (Snapshot.places), which
-// the count of new matches takes instead of reading them back (store.CountInsertedKnown).
+// the new matches' places and counts take instead of reading them back (store.PlaceMatches).
 func matchPolicies(ctx context.Context, db *gorm.DB, snap *Snapshot, pl *planner, policies []*rules.Policy, o Options, lo, hi string, known *store.KnownPlaces, ph *Phases) ([]PolicyResult, error) {
 	log := o.logger()
 	out := make([]PolicyResult, 0, len(policies))

@@ -127,11 +127,11 @@ func BenchmarkActiveMatches(b *testing.B) {
 	}
 }
 
-// CountInsertedKnown takes firms' places from the caller, but reads again every firm updated from
+// PlaceMatches takes firms' places from the caller, but reads again every firm updated from
 // Since on and every firm the caller does not know: a stale place of a firm the registry moved
 // after the caller read it must not be counted (the import moved the counts of its matches in
 // its own transaction, before these existed). The counts equal a recount.
-func TestCountInsertedKnownReadsMovedFirmsAgain(t *testing.T) {
+func TestPlaceMatchesReadsMovedFirmsAgain(t *testing.T) {
 	t.Parallel()
 	db := testenv.OpenDB(t).DB
 	ctx := context.Background()

@@ -14,7 +14,7 @@ func init() { Register(&RegistryCounter{}) }
 // (registry.UpsertCounted adds to it in the transaction that moves them). A full match reads it
 // before loading its snapshot; when a transaction of new matches finds it unchanged, no firm has
 // moved since the snapshot read the places, and the counts of the new matches take every known
-// firm's place from the snapshot instead of reading firms again (CountInsertedKnown).
+// firm's place from the snapshot instead of reading firms again (PlaceMatches).
 type RegistryCounter struct {
 	Name string `gorm:"primaryKey;size:64" json:"name"`
 	N    int64  `gorm:"not null;default:0" json:"n"`

@@ -24,7 +24,7 @@ import (
 //     the reach of the queued deliveries' matches, stores what changed and moves the counts, and the
 //     queue rows go, in one transaction. The funnel is at most a moment behind the deliveries;
 //   - a new match row starts from the reach its firm and policy already have (ReachOfNew, from
-//     CountInserted and the matcher's supersede);
+//     CountPlaced and the matcher's supersede);
 //   - a database made before the column gets it backfilled once (backfillReach).
 //
 // Refreshing in the notifier's own transactions, with the locks and READ COMMITTED that two lanes
