@@ -18,7 +18,8 @@ import (
 
 // The maintained match counts equal a recount from the raw tables after every round of random
 // writes through the writer's paths: new matches, revocations, firms qualifying again, amounts
-// changing, new policy versions superseding, firms moving region or park, a policy retired.
+// changing, new policy versions superseding, firms moving region or park, a policy retired; and
+// the delivery counts equal a count of the deliveries beside them.
 // A fixed seed; SQLite by default, MySQL when the environment says so.
 func TestMatchCountsEqualRecount(t *testing.T) {
 	tdb := testenv.OpenDB(t)
@@ -54,6 +55,7 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 		}
 		return out
 	}
+	var deliveries []uint64 // every delivery made
 	check := func(round int, what string) {
 		t.Helper()
 		rep, err := store.Recount(ctx, db, false)
@@ -69,10 +71,44 @@ func TestMatchCountsEqualRecount(t *testing.T) {
 		if rep.FirmDiffs != 0 || rep.Firms != int64(len(firms)) {
 			t.Fatalf("round %d, after %s: %d firms counted, want %d; %d firm counts differ", round, what, rep.Firms, len(firms), rep.FirmDiffs)
 		}
+		if rep.DeliveryDiffs != 0 || rep.Deliveries != int64(len(deliveries)) {
+			t.Fatalf("round %d, after %s: %d deliveries counted, want %d; %d delivery counts differ", round, what, rep.Deliveries,
+				len(deliveries), rep.DeliveryDiffs)
+		}
+	}
+	// deliveries to random firms, and state changes of earlier ones, queued as the notifier queues
+	// them (the recount drains the queue first): their counts follow the firms' moves
+	deliver := func(round int) {
+		t.Helper()
+		states := []string{store.DeliveryQueued, store.DeliverySending, store.DeliverySent, store.DeliveryDelivered, store.DeliveryDead}
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			var queued []uint64
+			for i := range 1 + rng.IntN(5) {
+				f := firms[rng.IntN(len(firms))]
+				d := store.Delivery{MatchID: uint64(round*10 + i + 1), Channel: []string{"sms", "wechat"}[rng.IntN(2)], Recipient: f.CreditCode,
+					CreditCode: f.CreditCode, PolicyID: "cnt-a", State: store.DeliveryQueued, CreatedAt: base, UpdatedAt: base}
+				if err := tx.Create(&d).Error; err != nil {
+					return err
+				}
+				deliveries = append(deliveries, d.ID)
+				queued = append(queued, d.ID)
+			}
+			for range rng.IntN(4) {
+				id := deliveries[rng.IntN(len(deliveries))]
+				if err := tx.Model(&store.Delivery{}).Where("id = ?", id).Update("state", states[rng.IntN(len(states))]).Error; err != nil {
+					return err
+				}
+				queued = append(queued, id)
+			}
+			return store.QueueDeliveries(tx, queued, false)
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var kinds [4]int
 	for round := range 24 {
 		w := writer{asOf: asOf, prefix: "t", now: base.Add(time.Duration(round) * 5 * time.Hour)}
+		deliver(round)
 		switch k := rng.IntN(8); {
 		case k < 4: // a policy evaluated again, sometimes as a new version
 			p := policies[rng.IntN(len(policies))]

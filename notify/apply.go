@@ -55,17 +55,24 @@ func apply(tx *gorm.DB, c change, now time.Time) (int64, error) {
 	if res.RowsAffected > 0 && c.tr.Outcome != "" && c.channel != "" {
 		deliveryOutcomes.WithLabelValues(c.channel, c.tr.Outcome, c.code).Add(float64(res.RowsAffected))
 	}
-	if res.RowsAffected > 0 && c.tr.movesReach() {
-		if err := store.QueueReach(tx, c.ids); err != nil {
+	if res.RowsAffected > 0 && c.tr.movesState() {
+		if err := store.QueueDeliveries(tx, c.ids, c.tr.movesReach()); err != nil {
 			return 0, err
 		}
 	}
 	return res.RowsAffected, nil
 }
 
+// movesState reports whether the transition can change a delivery's state: then the delivery is
+// queued, in the same transaction, for the delivery counts (store.DeliveryCount, moved by the
+// notifier's drain of the queue) and, when it movesReach, for its matches' reach.
+func (t Transition) movesState() bool {
+	return t.To != keep && slices.ContainsFunc(t.From, func(s string) bool { return s != t.To })
+}
+
 // movesReach reports whether the transition can enter or leave a state that decides how far a
 // match's notices got (sent, delivered): then the delivery is queued, in the same transaction, for
-// the refresh of its matches' reach and the dashboard's counts of them (store.QueueReach; the
+// the refresh of its matches' reach and the dashboard's counts of them (store.QueueDeliveries; the
 // notifier drains the queue, reach.go).
 func (t Transition) movesReach() bool {
 	reach := func(s string) bool { return s == store.DeliverySent || s == store.DeliveryDelivered }

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -67,6 +68,7 @@ func newHarnessOn(t *testing.T, b *bus.Bus, sbo sandbox.Options, tweak func(*Opt
 	t.Helper()
 	h := &harness{t: t, ctx: context.Background(), dir: t.TempDir(), bus: b}
 	h.db = testenv.OpenDB(t).DB
+	t.Cleanup(h.checkDeliveryCounts)
 	h.clock = &fakeClock{t: time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)}
 	sbo.Dir = h.dir
 	sb, err := sandbox.Start(h.ctx, sbo)
@@ -96,6 +98,26 @@ func newHarnessOn(t *testing.T, b *bus.Bus, sbo sandbox.Options, tweak func(*Opt
 		}
 	}
 	return h
+}
+
+// checkDeliveryCounts fails unless the delivery counts, once the queue is drained (what the
+// notifier's drain loop does every drainEvery), equal a count of the deliveries: every transition
+// the test made queued its deliveries.
+func (h *harness) checkDeliveryCounts() {
+	if _, err := store.DrainDeliveries(h.ctx, h.db); err != nil {
+		h.t.Fatal(err)
+	}
+	stored, err := store.StoredDeliveryCounts(h.ctx, h.db)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	recount, err := store.RecountDeliveries(h.ctx, h.db)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if !maps.Equal(stored, recount) {
+		h.t.Errorf("the delivery counts %v differ from a count of the deliveries %v", stored, recount)
+	}
 }
 
 func (h *harness) senders() map[string][]Sender {

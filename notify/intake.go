@@ -315,8 +315,17 @@ func (n *Notifier) writeIntake(ctx context.Context, ch string, p *intakePlan, no
 			created = append(created, n.newDelivery(ch, g, now))
 			createdGroups = append(createdGroups, g)
 		}
-		if err := insertRows(n, tx, created, 24, "create deliveries"); err != nil {
+		if err := insertRows(n, tx, created, 27, "create deliveries"); err != nil {
 			return err
+		}
+		if len(created) > 0 {
+			ids := make([]uint64, len(created))
+			for i, d := range created {
+				ids[i] = d.ID
+			}
+			if err := store.QueueDeliveries(tx, ids, false); err != nil { // for the delivery counts
+				return err
+			}
 		}
 		var outbox []store.Outbox
 		for i, d := range created {

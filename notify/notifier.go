@@ -175,28 +175,29 @@ func (n *Notifier) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		stage.Every(ctx, reachEvery, n.drainReach, func(err error) {
-			n.opts.Log.Warn("refresh how far the notices of matches got; will retry", "err", err)
+		stage.Every(ctx, drainEvery, n.drainDeliveries, func(err error) {
+			n.opts.Log.Warn("count the deliveries that changed and how far their notices got; will retry", "err", err)
 		})
 	}()
 	wg.Wait()
-	// the lanes have stopped: what they queued last is refreshed before the notifier goes
+	// the lanes have stopped: what they queued last is counted before the notifier goes
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := store.DrainReach(final, n.db); err != nil {
-		n.opts.Log.Warn("refresh how far the notices of matches got; the next notifier will", "err", err)
+	if _, err := store.DrainDeliveries(final, n.db); err != nil {
+		n.opts.Log.Warn("count the deliveries that changed and how far their notices got; the next notifier will", "err", err)
 	}
 	return nil
 }
 
-// reachEvery is how often the notifier refreshes the reach of matches whose deliveries moved
-// (store.DrainReach: the console's funnel and notify column follow the deliveries this far behind).
-const reachEvery = 200 * time.Millisecond
+// drainEvery is how often the notifier counts the deliveries that changed and refreshes the reach
+// of their matches (store.DrainDeliveries: the status's delivery counts and the console's funnel
+// and notify column follow the deliveries this far behind).
+const drainEvery = 200 * time.Millisecond
 
-// drainReach lets the console's requests go first, then drains the reach queue.
-func (n *Notifier) drainReach(ctx context.Context) error {
+// drainDeliveries lets the console's requests go first, then drains the delivery queue.
+func (n *Notifier) drainDeliveries(ctx context.Context) error {
 	n.opts.Gate.Yield(ctx)
-	_, err := store.DrainReach(ctx, n.db)
+	_, err := store.DrainDeliveries(ctx, n.db)
 	return err
 }
 

@@ -12,7 +12,7 @@ import (
 func checkReach(h *harness, m store.Match, want int8) {
 	h.t.Helper()
 	// what the notifier's drain loop does every reachEvery
-	if _, err := store.DrainReach(h.ctx, h.db); err != nil {
+	if _, err := store.DrainDeliveries(h.ctx, h.db); err != nil {
 		h.t.Fatal(err)
 	}
 	var rows []struct {

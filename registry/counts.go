@@ -8,7 +8,8 @@ import (
 
 // UpsertCounted is Upsert that keeps the firm counts (store.FirmCount: each firm under its old
 // region code, park and status out, under its new ones in) and moves the matches (the place each
-// carries: store.MoveMatches) and the match counts (store.MatchCount) of firms whose region code
+// carries: store.MoveMatches), the match counts (store.MatchCount) and the delivery counts (their
+// deliveries queued for the notifier's drain: store.MoveDeliveries) of firms whose region code
 // or park changes, in the same transaction: the counts of their matches are read before the write (under
 // the old region and park) and after it, and the difference applied. stored holds the firms' rows
 // as they were (LockStored). New firms have no matches to move. The moves are counted too
@@ -52,6 +53,9 @@ func UpsertCounted(tx *gorm.DB, stored map[string]*store.Enterprise, firms []sto
 		return err
 	}
 	if err := store.MoveMatches(tx, movedFirms); err != nil {
+		return err
+	}
+	if err := store.MoveDeliveries(tx, moved); err != nil {
 		return err
 	}
 	after, err := store.CountFirmMatches(tx, moved)

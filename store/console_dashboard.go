@@ -151,8 +151,18 @@ func ActiveMatchHours(ctx context.Context, db *gorm.DB, f DashboardFilter) ([]Co
 	return rows, nil
 }
 
-// DeadDeliveries counts the deliveries given up on (state dead) to firms the filter covers.
+// DeadDeliveries counts the deliveries given up on (state dead) to firms the filter covers: from
+// the maintained delivery counts (DeliveryCount, a drain behind) for every policy, from the dead
+// deliveries themselves (ix_delivery_state) for one.
 func DeadDeliveries(ctx context.Context, db *gorm.DB, f DashboardFilter) (int64, error) {
+	if f.PolicyID == "" {
+		var n int64
+		if err := f.Scope.Apply(db.WithContext(ctx).Table("delivery_counts AS c").Where("c.state = ?", DeliveryDead), "c").
+			Select("COALESCE(SUM(c.n), 0)").Scan(&n).Error; err != nil {
+			return 0, fmt.Errorf("count dead deliveries: %w", err)
+		}
+		return n, nil
+	}
 	q := db.WithContext(ctx).Table("deliveries AS d").Joins("JOIN enterprises e ON e.credit_code = d.credit_code").
 		Where("d.state = ?", DeliveryDead)
 	if f.PolicyID != "" {

@@ -492,12 +492,18 @@ type RecountReport struct {
 	// differed from that count (a repairing recount replaced them, and says so in Fixed).
 	Firms     int64 `json:"firms"`
 	FirmDiffs int   `json:"firm_diffs"`
+	// Deliveries is how many deliveries were counted; DeliveryDiffs how many delivery counts
+	// (DeliveryCount rows) differed from that count after the queue was drained (a repairing
+	// recount counted every delivery again, and says so in Fixed).
+	Deliveries    int64 `json:"deliveries"`
+	DeliveryDiffs int   `json:"delivery_diffs"`
 }
 
 // Recount counts every match again and compares with the stored counts; with fix it replaces the
 // stored counts by the recount in one transaction. First it counts (with fix: repairs) the
 // matches that do not carry their firm's place; the firm counts (FirmCount) are compared and
-// replaced the same way. No write of matches slips between counting and
+// replaced the same way, and the delivery counts (DeliveryCount) after the delivery queue is
+// drained. No write of matches slips between counting and
 // storing: on SQLite the transaction holds the one write lock from its start; on MySQL it first
 // locks every counter row and the gaps between them (a locking read), so a writer whose change the
 // recount's snapshot does not see waits, and adds its change after the recount is stored.
@@ -507,10 +513,13 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 	if rep.Misplaced, err = MisplacedMatches(ctx, db, fix); err != nil {
 		return rep, err
 	}
+	if _, err := DrainDeliveries(ctx, db); err != nil {
+		return rep, err
+	}
 	run := func(tx *gorm.DB) error {
 		if fix && tx.Dialector.Name() == "mysql" {
 			var n int64
-			for _, table := range []string{"match_counts", "match_hours", "firm_counts"} {
+			for _, table := range []string{"match_counts", "match_hours", "firm_counts", "delivery_counts"} {
 				if err := tx.Raw("SELECT COUNT(*) FROM " + table + " FOR UPDATE").Scan(&n).Error; err != nil {
 					return fmt.Errorf("lock match counts: %w", err)
 				}
@@ -527,8 +536,25 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 		for _, n := range firms {
 			rep.Firms += n
 		}
-		if rep.FirmDiffs = firmCountDiffs(storedFirms, firms); fix && rep.FirmDiffs > 0 {
+		if rep.FirmDiffs = countDiffs(storedFirms, firms); fix && rep.FirmDiffs > 0 {
 			if err := replaceFirmCounts(tx, firms); err != nil {
+				return err
+			}
+			rep.Fixed = true
+		}
+		deliveries, err := RecountDeliveries(ctx, tx)
+		if err != nil {
+			return err
+		}
+		storedDeliveries, err := StoredDeliveryCounts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, n := range deliveries {
+			rep.Deliveries += n
+		}
+		if rep.DeliveryDiffs = countDiffs(storedDeliveries, deliveries); fix && rep.DeliveryDiffs > 0 {
+			if err := replaceDeliveryCounts(tx); err != nil {
 				return err
 			}
 			rep.Fixed = true

@@ -56,19 +56,31 @@ func ApplyFirmCounts(tx *gorm.DB, changes FirmCounts) error {
 	slices.SortFunc(keys, func(a, b FirmKey) int {
 		return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID), cmp.Compare(a.Status, b.Status))
 	})
-	upsert := " ON CONFLICT (region_code, park_id, status) DO UPDATE SET n = firm_counts.n + excluded.n"
+	rows := make([][]any, len(keys))
+	for i, k := range keys {
+		rows[i] = []any{k.RegionCode, k.ParkID, k.Status, changes[k]}
+	}
+	return addToCounters(tx, "firm_counts", []string{"region_code", "park_id", "status"}, rows)
+}
+
+// addToCounters adds to counter rows of table, keyed by keyCols, with a column n: each row is the
+// key's values and the number to add, in the order given (callers sort them, so that concurrent
+// writers lock counter rows in one order); a multi-row UPSERT per countUpsertRows rows.
+func addToCounters(tx *gorm.DB, table string, keyCols []string, rows [][]any) error {
+	upsert := " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO UPDATE SET n = " + table + ".n + excluded.n"
 	if tx.Dialector.Name() == "mysql" {
 		upsert = " ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
 	}
-	for lo := 0; lo < len(keys); lo += countUpsertRows {
-		part := keys[lo:min(lo+countUpsertRows, len(keys))]
-		args := make([]any, 0, 4*len(part))
-		for _, k := range part {
-			args = append(args, k.RegionCode, k.ParkID, k.Status, changes[k])
+	one := "(?" + strings.Repeat(",?", len(keyCols)) + ")"
+	head := "INSERT INTO " + table + " (" + strings.Join(keyCols, ", ") + ", n) VALUES "
+	for lo := 0; lo < len(rows); lo += countUpsertRows {
+		part := rows[lo:min(lo+countUpsertRows, len(rows))]
+		args := make([]any, 0, (len(keyCols)+1)*len(part))
+		for _, r := range part {
+			args = append(args, r...)
 		}
-		q := "INSERT INTO firm_counts (region_code, park_id, status, n) VALUES (?,?,?,?)" + strings.Repeat(",(?,?,?,?)", len(part)-1) + upsert
-		if err := tx.Exec(q, args...).Error; err != nil {
-			return fmt.Errorf("update firm_counts: %w", err)
+		if err := tx.Exec(head+one+strings.Repeat(","+one, len(part)-1)+upsert, args...).Error; err != nil {
+			return fmt.Errorf("update %s: %w", table, err)
 		}
 	}
 	return nil
@@ -101,22 +113,6 @@ func firmCountsOf(rows []FirmCount) FirmCounts {
 		}
 	}
 	return out
-}
-
-// firmCountDiffs is how many keys differ between two sets of firm counts.
-func firmCountDiffs(stored, recount FirmCounts) int {
-	n := 0
-	for k, v := range recount {
-		if stored[k] != v {
-			n++
-		}
-	}
-	for k := range stored {
-		if _, ok := recount[k]; !ok {
-			n++
-		}
-	}
-	return n
 }
 
 // replaceFirmCounts stores counts as the firm counts, in tx.

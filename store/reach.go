@@ -18,9 +18,10 @@ import (
 // policy version the firm still qualifies for keeps the notice of the old one). Reached follows
 // that truth, rolled up incrementally:
 //   - every delivery transition that enters or leaves sent or delivered queues its deliveries in
-//     reach_queue, in its own transaction (QueueReach, from notify/apply.go): one multi-row INSERT
-//     on the notifier's hot path;
-//   - the notifier's processes drain the queue every 200 ms (DrainReach): RefreshReach recomputes
+//     delivery_queue marked for reach, in its own transaction (QueueDeliveries, from
+//     notify/apply.go): one multi-row INSERT on the notifier's hot path (the same queue carries
+//     every state change to the delivery counts, deliverycounts.go);
+//   - the notifier's processes drain the queue every 200 ms (DrainDeliveries): RefreshReach recomputes
 //     the reach of the queued deliveries' matches, stores what changed and moves the counts, and the
 //     queue rows go, in one transaction. The funnel is at most a moment behind the deliveries;
 //   - a new match row starts from the reach its firm and policy already have (ReachOfNew, from
@@ -38,61 +39,91 @@ import (
 const reachOf = "(SELECT COALESCE(MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 WHEN '" + DeliverySent + "' THEN 1 ELSE 0 END), 0)" +
 	" FROM delivery_items i JOIN deliveries d ON d.id = i.delivery_id WHERE i.credit_code = m.credit_code AND i.policy_id = m.policy_id)"
 
-func init() { Register(&ReachQueue{}) }
+func init() { Register(&DeliveryQueue{}); RegisterFixup(renameReachQueue) }
 
-// ReachQueue is a delivery whose state change may have moved the reach of its matches, waiting for
-// DrainReach.
-type ReachQueue struct {
+// DeliveryQueue is a delivery whose state change, creation or firm's move waits for DrainDeliveries:
+// its count (CountDeliveries, always) and, when Reach is set, the reach of its matches
+// (RefreshReach).
+type DeliveryQueue struct {
 	ID         uint64 `gorm:"primaryKey;autoIncrement" json:"id"`
 	DeliveryID uint64 `gorm:"not null" json:"delivery_id"`
+	Reach      bool   `gorm:"not null;default:false" json:"reach"`
 }
 
-// TableName is reach_queue (a queue, not a list of queues).
-func (ReachQueue) TableName() string { return "reach_queue" }
+// TableName is delivery_queue (a queue, not a list of queues).
+func (DeliveryQueue) TableName() string { return "delivery_queue" }
 
-// QueueReach queues deliveries for DrainReach, in tx (the transaction of their state change).
-func QueueReach(tx *gorm.DB, deliveryIDs []uint64) error {
-	rows := make([]ReachQueue, len(deliveryIDs))
+// QueueDeliveries queues deliveries for DrainDeliveries, in tx (the transaction that created them
+// or changed their state); reach says the change may have moved the reach of their matches.
+func QueueDeliveries(tx *gorm.DB, deliveryIDs []uint64, reach bool) error {
+	rows := make([]DeliveryQueue, len(deliveryIDs))
 	for i, id := range deliveryIDs {
-		rows[i].DeliveryID = id
+		rows[i] = DeliveryQueue{DeliveryID: id, Reach: reach}
 	}
 	if err := tx.CreateInBatches(rows, 200).Error; err != nil {
-		return fmt.Errorf("queue deliveries for their reach: %w", err)
+		return fmt.Errorf("queue deliveries for their counts: %w", err)
 	}
 	return nil
 }
 
-// reachDrainRows is how many queued deliveries one drain transaction takes.
-const reachDrainRows = 2000
+// renameReachQueue moves what an older database's reach_queue (every row a reach refresh) holds
+// into delivery_queue, once.
+func renameReachQueue(db *gorm.DB) error {
+	m := db.Migrator()
+	if !m.HasTable("reach_queue") {
+		return nil
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		if !tx.Migrator().HasTable(&DeliveryQueue{}) {
+			if err := tx.Migrator().CreateTable(&DeliveryQueue{}); err != nil {
+				return fmt.Errorf("create delivery_queue: %w", err)
+			}
+		}
+		if err := tx.Exec("INSERT INTO delivery_queue (delivery_id, reach) SELECT delivery_id, ? FROM reach_queue", true).Error; err != nil {
+			return fmt.Errorf("move reach_queue into delivery_queue: %w", err)
+		}
+		return tx.Migrator().DropTable("reach_queue")
+	})
+}
 
-// DrainReach refreshes the reach of queued deliveries (RefreshReach) and removes them from the
-// queue, reachDrainRows per transaction, until the queue is empty or ctx ends; it returns how many
-// queue rows it took.
-func DrainReach(ctx context.Context, db *gorm.DB) (int, error) {
+// deliveryDrainRows is how many queued deliveries one drain transaction takes.
+const deliveryDrainRows = 2000
+
+// DrainDeliveries counts the queued deliveries (CountDeliveries), refreshes the reach of the ones
+// queued for it (RefreshReach) and removes them from the queue, deliveryDrainRows per
+// transaction, until the queue is empty or ctx ends; it returns how many queue rows it took.
+func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
 		n := 0
 		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			q := "SELECT id, delivery_id FROM reach_queue ORDER BY id LIMIT ?"
+			q := "SELECT id, delivery_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
 			if tx.Dialector.Name() == "mysql" {
 				q += " FOR UPDATE SKIP LOCKED"
 			}
-			var rows []ReachQueue
-			if err := tx.Raw(q, reachDrainRows).Scan(&rows).Error; err != nil {
-				return fmt.Errorf("read the reach queue: %w", err)
+			var rows []DeliveryQueue
+			if err := tx.Raw(q, deliveryDrainRows).Scan(&rows).Error; err != nil {
+				return fmt.Errorf("read the delivery queue: %w", err)
 			}
 			if n = len(rows); n == 0 {
 				return nil
 			}
-			ids := make([]uint64, 0, n)
-			seen := map[uint64]bool{}
+			var all, reach []uint64
+			seen, seenReach := map[uint64]bool{}, map[uint64]bool{}
 			for _, r := range rows {
 				if !seen[r.DeliveryID] {
 					seen[r.DeliveryID] = true
-					ids = append(ids, r.DeliveryID)
+					all = append(all, r.DeliveryID)
+				}
+				if r.Reach && !seenReach[r.DeliveryID] {
+					seenReach[r.DeliveryID] = true
+					reach = append(reach, r.DeliveryID)
 				}
 			}
-			if err := RefreshReach(tx, ids); err != nil {
+			if err := CountDeliveries(tx, all); err != nil {
+				return err
+			}
+			if err := RefreshReach(tx, reach); err != nil {
 				return err
 			}
 			queued := make([]uint64, n)
@@ -100,8 +131,8 @@ func DrainReach(ctx context.Context, db *gorm.DB) (int, error) {
 				queued[i] = r.ID
 			}
 			for lo := 0; lo < n; lo += reachIDsPer {
-				if err := tx.Where("id IN ?", queued[lo:min(lo+reachIDsPer, n)]).Delete(&ReachQueue{}).Error; err != nil {
-					return fmt.Errorf("empty the reach queue: %w", err)
+				if err := tx.Where("id IN ?", queued[lo:min(lo+reachIDsPer, n)]).Delete(&DeliveryQueue{}).Error; err != nil {
+					return fmt.Errorf("empty the delivery queue: %w", err)
 				}
 			}
 			return nil
@@ -110,7 +141,7 @@ func DrainReach(ctx context.Context, db *gorm.DB) (int, error) {
 			return total, err
 		}
 		total += n
-		if n < reachDrainRows {
+		if n < deliveryDrainRows {
 			return total, nil
 		}
 	}

@@ -107,7 +107,7 @@ func seedReach(t *testing.T, db *gorm.DB) []store.Match {
 }
 
 // A match's reach follows its deliveries through every state change that is refreshed, directly
-// (RefreshReach) or queued and drained (QueueReach, DrainReach), a new version's row starts from the reach of the old one's notices (ReachOfNew), and the
+// (RefreshReach) or queued and drained (QueueDeliveries, DrainDeliveries), a new version's row starts from the reach of the old one's notices (ReachOfNew), and the
 // counts (notified, delivered) stay equal to a recount throughout.
 func TestReachFollowsDeliveries(t *testing.T) {
 	db := testenv.OpenDB(t).DB
@@ -153,24 +153,24 @@ func TestReachFollowsDeliveries(t *testing.T) {
 					if err := tx.Model(&store.Delivery{}).Where("id IN ?", ids).Update("state", to).Error; err != nil {
 						return err
 					}
-					return store.QueueReach(tx, ids)
+					return store.QueueDeliveries(tx, ids, true)
 				}); err != nil {
 					t.Fatal(err)
 				}
 				if rng.IntN(4) == 0 {
-					if _, err := store.DrainReach(context.Background(), db); err != nil {
+					if _, err := store.DrainDeliveries(context.Background(), db); err != nil {
 						t.Fatal(err)
 					}
 				}
 			}
 		}
-		n, err := store.DrainReach(context.Background(), db)
+		n, err := store.DrainDeliveries(context.Background(), db)
 		if err != nil {
 			t.Fatal(err)
 		}
 		drained += n
 		var left int64
-		if err := db.Model(&store.ReachQueue{}).Count(&left).Error; err != nil || left != 0 {
+		if err := db.Model(&store.DeliveryQueue{}).Count(&left).Error; err != nil || left != 0 {
 			t.Fatalf("%d deliveries left in the queue after a drain (%v)", left, err)
 		}
 		checkReach(t, db, fmt.Sprintf("round %d", round))

@@ -24,19 +24,12 @@ type Status struct {
 // narrows every firm count to the firms a caller may see (the console passes a principal's park or
 // region scope; FirmScope{} is everything). A scoped status has no outbox count (OutboxPending is
 // -1): the outbox is the pipeline's, not a park's. The active matches are read from the
-// maintained counts (MatchCount), the firms from theirs (FirmCount).
-//
-// On MySQL a city's deliveries start from the region index (FORCE INDEX, as the matches list
-// does): MariaDB reads every firm when the city holds a large share of them.
+// maintained counts (MatchCount), the firms and the deliveries from theirs (FirmCount,
+// DeliveryCount: the deliveries as the notifier's last drain of the delivery queue counted them,
+// a moment behind; DrainDeliveries first for the figures as of now).
 func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, scope FirmScope) (Status, error) {
 	s := Status{Deliveries: map[string]map[string]int64{}}
 	db = db.WithContext(ctx)
-	// the deliveries' join starts from the city's firms by the region index
-	joined := "enterprises AS e"
-	if db.Dialector.Name() == "mysql" && scope.ParkID == "" && scope.RegionPrefix != "" {
-		joined += " FORCE INDEX (" + regionIndex + ")"
-	}
-	scoped := func(q *gorm.DB) *gorm.DB { return scope.Apply(q, "e") }
 	steps := []struct {
 		what string
 		q    *gorm.DB
@@ -72,8 +65,8 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, scope FirmScop
 			s.EnterprisesActive += r.N
 		}
 	}
-	if err := scoped(db.Table("match_counts AS e").Where("e.state = ?", MatchActive)).
-		Select("COALESCE(SUM(e.n), 0)").Scan(&s.MatchesActive).Error; err != nil {
+	if err := scope.Apply(db.Table("match_counts AS c").Where("c.state = ?", MatchActive), "c").
+		Select("COALESCE(SUM(c.n), 0)").Scan(&s.MatchesActive).Error; err != nil {
 		return s, fmt.Errorf("count active matches: %w", err)
 	}
 	var rows []struct {
@@ -81,17 +74,9 @@ func ReadStatus(ctx context.Context, db *gorm.DB, asOf time.Time, scope FirmScop
 		State   string
 		N       int64
 	}
-	// the scope's firms first, then their deliveries (the firm index of deliveries)
-	join := "JOIN deliveries d ON d.credit_code = e.credit_code"
-	if db.Dialector.Name() == "mysql" {
-		join = "STRAIGHT_" + join
-	}
-	q := scoped(db.Table(joined).Joins(join)).
-		Select("d.channel AS channel, d.state AS state, COUNT(*) AS n").Group("d.channel, d.state")
-	if scope.All() {
-		q = db.Model(&Delivery{}).Select("channel, state, COUNT(*) AS n").Group("channel, state")
-	}
-	if err := q.Scan(&rows).Error; err != nil {
+	// the deliveries from their maintained counts (DeliveryCount), a drain behind
+	if err := scope.Apply(db.Table("delivery_counts AS c"), "c").Select("c.channel AS channel, c.state AS state, SUM(c.n) AS n").
+		Group("c.channel, c.state").Having("SUM(c.n) <> 0").Scan(&rows).Error; err != nil {
 		return s, fmt.Errorf("count deliveries: %w", err)
 	}
 	for _, r := range rows {

@@ -455,6 +455,10 @@ func statusCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// the delivery counts as of now: what the notifier queued since its last drain
+				if _, err := store.DrainDeliveries(cmd.Context(), db); err != nil {
+					return err
+				}
 				st, err := store.ReadStatus(cmd.Context(), db, day, store.FirmScope{})
 				if err != nil {
 					return err

@@ -13,7 +13,9 @@ import (
 
 // policypush status recount: the maintained match counts (store.MatchCount, docs/console.md
 // "Maintained aggregates") counted again from the matches and firms, and each match's copy of its
-// firm's place (store.Match.RegionCode, ParkID) compared with the firm's. --check only compares and
+// firm's place (store.Match.RegionCode, ParkID) compared with the firm's; the firm counts and the
+// delivery counts (store.FirmCount, DeliveryCount) likewise, the latter after the delivery queue is
+// drained (that is the pipeline's own work, done with --check too). --check only compares and
 // fails when they differ; without it a difference is repaired in one transaction.
 
 func init() { addSubcommand("status", recountCmd) }
@@ -60,6 +62,9 @@ func recountCmd(g *globals) *cobra.Command {
 				if rep.FirmDiffs > 0 {
 					fmt.Printf("  企业 %d 家，企业计数不一致 %d 行\n", rep.Firms, rep.FirmDiffs)
 				}
+				if rep.DeliveryDiffs > 0 {
+					fmt.Printf("  通知 %d 条，通知计数不一致 %d 行\n", rep.Deliveries, rep.DeliveryDiffs)
+				}
 				if rep.Misplaced > 0 {
 					verb := "未随企业记录所在区划和园区"
 					if !check {
@@ -79,7 +84,7 @@ func recountCmd(g *globals) *cobra.Command {
 					fmt.Println("已按重新统计的结果修复")
 				}
 			}
-			if check && (len(rep.Diffs) > 0 || rep.Misplaced > 0 || rep.FirmDiffs > 0) {
+			if check && (len(rep.Diffs) > 0 || rep.Misplaced > 0 || rep.FirmDiffs > 0 || rep.DeliveryDiffs > 0) {
 				return errCountsDiffer
 			}
 			return nil

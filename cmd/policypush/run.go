@@ -95,7 +95,11 @@ seeding that was killed is reported and done again on the next start (never a si
 			if err := a.waitIdle(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
 				a.log.Warn("delivery not finished yet; it goes on in the background", "err", err)
 			}
-			st, err := store.ReadStatus(ctx, db, day.Time, store.FirmScope{})
+			_, err = store.DrainDeliveries(ctx, db) // the delivery counts as of now
+			var st store.Status
+			if err == nil {
+				st, err = store.ReadStatus(ctx, db, day.Time, store.FirmScope{})
+			}
 			if err == nil {
 				fmt.Println()
 				printStatus(os.Stdout, st, day.Time)
