@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/policypush/policypush/notify"
 	"github.com/policypush/policypush/store"
 )
@@ -66,35 +68,57 @@ func amountOf(g store.CountGroup) amountRow {
 	return r
 }
 
-func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (dashboard, error) {
+// dashboardReads is how many of a dashboard's statements run at once. They are independent
+// reads of maintained counts and small tables (about fifteen); one after another their waits
+// under a busy pipeline add up (0.5–1.1 s p95 at 1,000,000 firms on MariaDB, each statement
+// milliseconds when idle). Four at once keep one request from taking the console's pool
+// (database.max_open) from the others.
+const dashboardReads = 4
+
+// dashboard reads a principal's dashboard; choices also reads the policies the page's filter
+// offers.
+func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string, choices bool) (dashboard, error) {
 	d := dashboard{PolicyID: policyID, Scope: p.ScopeLabel()}
 	f := store.DashboardFilter{Scope: p.firmScope(), PolicyID: policyID}
-	matched, err := store.ActiveMatchTotal(ctx, s.opts.DB, f)
-	if err != nil {
-		return d, err
-	}
-	stages, err := store.ReadFunnelStages(ctx, s.opts.DB, f)
-	if err != nil {
-		return d, err
-	}
-	d.Funnel = funnel{Matched: matched, Notified: stages.Notified, Delivered: stages.Delivered, Opened: stages.Opened,
-		Confirmed: stages.Confirmed, Objected: stages.Objected}
-	for _, g := range []struct {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(dashboardReads)
+	var stages store.FunnelStages
+	var titles []store.PolicyTitle
+	g.Go(func() (err error) { d.Funnel.Matched, err = store.ActiveMatchTotal(ctx, s.opts.DB, f); return })
+	g.Go(func() (err error) { stages, err = store.ReadFunnelStages(ctx, s.opts.DB, f); return })
+	groups := []struct {
 		dst *[]amountRow
 		by  store.GroupBy
-	}{{&d.ByPolicy, store.ByPolicy}, {&d.ByCity, store.ByCity}, {&d.ByPark, store.ByPark}} {
-		rows, err := store.ActiveMatchGroups(ctx, s.opts.DB, f, g.by)
-		if err != nil {
-			return d, err
-		}
-		*g.dst = make([]amountRow, len(rows))
-		for i, r := range rows {
-			(*g.dst)[i] = amountOf(r)
-		}
+	}{{&d.ByPolicy, store.ByPolicy}, {&d.ByCity, store.ByCity}, {&d.ByPark, store.ByPark}}
+	for _, gr := range groups {
+		g.Go(func() error {
+			rows, err := store.ActiveMatchGroups(ctx, s.opts.DB, f, gr.by)
+			if err != nil {
+				return err
+			}
+			*gr.dst = make([]amountRow, len(rows))
+			for i, r := range rows {
+				(*gr.dst)[i] = amountOf(r)
+			}
+			return nil
+		})
 	}
-	if err := s.labelPolicies(ctx, d.ByPolicy); err != nil {
+	g.Go(func() (err error) { titles, err = store.PolicyTitles(ctx, s.opts.DB, store.PoliciesAll); return })
+	if choices {
+		g.Go(func() (err error) {
+			d.Policies, err = store.PolicyTitles(ctx, s.opts.DB, store.PoliciesPublished)
+			return
+		})
+	}
+	g.Go(func() (err error) { d.ByDay, err = s.byDay(ctx, f); return })
+	g.Go(func() (err error) { d.Failed, err = store.DeadDeliveries(ctx, s.opts.DB, f); return })
+	s.payoutFunnel(ctx, g, f, &d.Payout)
+	if err := g.Wait(); err != nil {
 		return d, err
 	}
+	d.Funnel.Notified, d.Funnel.Delivered, d.Funnel.Opened = stages.Notified, stages.Delivered, stages.Opened
+	d.Funnel.Confirmed, d.Funnel.Objected = stages.Confirmed, stages.Objected
+	labelPolicies(titles, d.ByPolicy)
 	for i := range d.ByCity {
 		d.ByCity[i].Label = cityNames[d.ByCity[i].Key]
 		if d.ByCity[i].Label == "" {
@@ -104,30 +128,21 @@ func (s *Server) dashboard(ctx context.Context, p *Principal, policyID string) (
 	for i := range d.ByPark {
 		d.ByPark[i].Label = d.ByPark[i].Key
 	}
-	if d.ByDay, err = s.byDay(ctx, f); err != nil {
-		return d, err
-	}
-	if d.Failed, err = store.DeadDeliveries(ctx, s.opts.DB, f); err != nil {
-		return d, err
-	}
-	d.Payout, err = s.payoutFunnel(ctx, f)
-	return d, err
+	return d, nil
 }
 
-func (s *Server) labelPolicies(ctx context.Context, rows []amountRow) error {
-	titles, err := store.PolicyTitles(ctx, s.opts.DB, store.PoliciesAll)
-	if err != nil {
-		return err
+// labelPolicies labels rows keyed by policy id with the policies' titles.
+func labelPolicies(titles []store.PolicyTitle, rows []amountRow) {
+	byID := make(map[string]string, len(titles))
+	for _, t := range titles {
+		byID[t.ID] = t.Title
 	}
 	for i := range rows {
 		rows[i].Label = rows[i].Key
-		for _, t := range titles {
-			if t.ID == rows[i].Key {
-				rows[i].Label = t.Title
-			}
+		if t, ok := byID[rows[i].Key]; ok {
+			rows[i].Label = t
 		}
 	}
-	return nil
 }
 
 // byDay groups matches by the local day they were made. The counts are kept by UTC hour
@@ -166,16 +181,16 @@ func (s *Server) byDay(ctx context.Context, f store.DashboardFilter) ([]amountRo
 	return out, nil
 }
 
-func (s *Server) readDashboard(r *http.Request, p *Principal) (dashboard, error) {
+func (s *Server) readDashboard(r *http.Request, p *Principal, choices bool) (dashboard, error) {
 	policyID := strings.TrimSpace(r.URL.Query().Get("policy_id"))
 	if policyID != "" && !policyIDPattern.MatchString(policyID) {
 		return dashboard{}, badRequest("参数 policy_id=%q 无效", policyID)
 	}
-	return s.dashboard(r.Context(), p, policyID)
+	return s.dashboard(r.Context(), p, policyID, choices)
 }
 
 func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, p *Principal) {
-	d, err := s.readDashboard(r, p)
+	d, err := s.readDashboard(r, p, true)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -190,15 +205,11 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, p *Princi
 		"day":    columnChart(countBars(d.ByDay)),
 		"dayAmt": columnChart(moneyBars(d.ByDay)),
 	}
-	if d.Policies, err = store.PolicyTitles(r.Context(), s.opts.DB, store.PoliciesPublished); err != nil {
-		s.failErr(w, r, err)
-		return
-	}
 	s.render(w, r, p, "dashboard", "总览", d)
 }
 
 func (s *Server) apiDashboard(w http.ResponseWriter, r *http.Request, p *Principal) {
-	d, err := s.readDashboard(r, p)
+	d, err := s.readDashboard(r, p, false)
 	if err != nil {
 		s.failErr(w, r, err)
 		return

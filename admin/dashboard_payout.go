@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/policypush/policypush/payout"
 	"github.com/policypush/policypush/store"
 )
@@ -36,36 +38,44 @@ type payoutGroup struct {
 	PaidAmount     string `json:"paid_amount"`
 }
 
-func (s *Server) payoutFunnel(ctx context.Context, df store.DashboardFilter) (payoutFunnel, error) {
-	var f payoutFunnel
-	tot, err := store.PayoutTotals(ctx, s.opts.DB, df)
-	if err != nil {
-		return f, err
-	}
-	f.Approved, f.ApprovedFen, f.Paid, f.PaidFen, f.Failed = tot.Approved, tot.ApprovedFen, tot.Paid, tot.PaidFen, tot.Failed
-	f.ApprovedAmount, f.PaidAmount = payout.YuanGrouped(f.ApprovedFen), payout.YuanGrouped(f.PaidFen)
-	for _, g := range []struct {
+// payoutFunnel adds the reads of the payout part of the dashboard to g; they fill f.
+func (s *Server) payoutFunnel(ctx context.Context, g *errgroup.Group, df store.DashboardFilter, f *payoutFunnel) {
+	g.Go(func() error {
+		tot, err := store.PayoutTotals(ctx, s.opts.DB, df)
+		if err != nil {
+			return err
+		}
+		f.Approved, f.ApprovedFen, f.Paid, f.PaidFen, f.Failed = tot.Approved, tot.ApprovedFen, tot.Paid, tot.PaidFen, tot.Failed
+		f.ApprovedAmount, f.PaidAmount = payout.YuanGrouped(f.ApprovedFen), payout.YuanGrouped(f.PaidFen)
+		return nil
+	})
+	for _, gr := range []struct {
 		dst *[]payoutGroup
 		by  store.GroupBy
 	}{{&f.ByCity, store.ByCity}, {&f.ByPark, store.ByPark}} {
-		sums, err := store.PayoutGroups(ctx, s.opts.DB, df, g.by)
-		if err != nil {
-			return f, err
-		}
-		*g.dst = make([]payoutGroup, len(sums))
-		for i, x := range sums {
-			r := payoutGroup{Key: x.Key, Label: x.Key, Approved: x.Approved, ApprovedFen: x.ApprovedFen, Paid: x.Paid, PaidFen: x.PaidFen,
-				ApprovedAmount: payout.YuanGrouped(x.ApprovedFen), PaidAmount: payout.YuanGrouped(x.PaidFen)}
-			if c := cityNames[r.Key]; c != "" {
-				r.Label = c
+		g.Go(func() error {
+			sums, err := store.PayoutGroups(ctx, s.opts.DB, df, gr.by)
+			if err != nil {
+				return err
 			}
-			(*g.dst)[i] = r
+			*gr.dst = make([]payoutGroup, len(sums))
+			for i, x := range sums {
+				r := payoutGroup{Key: x.Key, Label: x.Key, Approved: x.Approved, ApprovedFen: x.ApprovedFen, Paid: x.Paid, PaidFen: x.PaidFen,
+					ApprovedAmount: payout.YuanGrouped(x.ApprovedFen), PaidAmount: payout.YuanGrouped(x.PaidFen)}
+				if c := cityNames[r.Key]; c != "" {
+					r.Label = c
+				}
+				(*gr.dst)[i] = r
+			}
+			return nil
+		})
+	}
+	g.Go(func() (err error) {
+		var ids []string
+		if df.PolicyID != "" {
+			ids = []string{df.PolicyID}
 		}
-	}
-	var ids []string
-	if df.PolicyID != "" {
-		ids = []string{df.PolicyID}
-	}
-	f.Feedback, err = s.payouts().FeedbackByPolicy(ctx, ids)
-	return f, err
+		f.Feedback, err = s.payouts().FeedbackByPolicy(ctx, ids)
+		return err
+	})
 }

@@ -315,7 +315,7 @@ func (n *Notifier) writeIntake(ctx context.Context, ch string, p *intakePlan, no
 			created = append(created, n.newDelivery(ch, g, now))
 			createdGroups = append(createdGroups, g)
 		}
-		if err := insertRows(n, tx, created, 27, "create deliveries"); err != nil {
+		if err := insertRows(n, tx, created, 24, "create deliveries"); err != nil {
 			return err
 		}
 		if len(created) > 0 {

@@ -22,14 +22,21 @@ import (
 //     and a move of its firm to another place (MoveDeliveries, from the import's transaction)
 //     queue it in delivery_queue in the same transaction;
 //   - the notifier's drain (DrainDeliveries, every 200 ms) counts the queued deliveries:
-//     CountDeliveries locks them, compares each one's state and its firm's place with the ones it
-//     is counted under (Delivery.Counted*), moves the counts and stores the new ones, in one
-//     transaction. The counts are at most a drain behind the deliveries; `policypush status`
-//     drains first.
+//     CountDeliveries compares each one's state and its firm's place with what it is counted under
+//     (DeliveryCounted, a row per delivery that only the drain writes), moves the counts and
+//     stores the new ones, in one transaction. The counts are at most a drain behind the
+//     deliveries; `policypush status` drains first.
 //   - a database made before the counts gets them filled in once (backfillDeliveryCounts);
 //     `status recount` compares them with a count of the deliveries and repairs them.
+//
+// What a delivery is counted under lives in a table of its own rather than in columns of
+// deliveries: a drain that locked delivery rows deadlocked with the notifier's transactions,
+// which update several deliveries (MariaDB, 1,000,000 firms: three deadlocks in 30 s). The drain
+// reads the deliveries without locking them (READ COMMITTED on MySQL: the latest committed state)
+// and locks only its own rows; a state committed after its read was queued by its own
+// transaction and is counted by a later drain.
 
-func init() { Register(&DeliveryCount{}); RegisterFixup(backfillDeliveryCounts) }
+func init() { Register(&DeliveryCount{}, &DeliveryCounted{}); RegisterFixup(backfillDeliveryCounts) }
 
 // DeliveryCount is the number of deliveries of one region code, park, channel and state (the
 // place is the firm's; a delivery whose firm is not in the registry has none).
@@ -66,64 +73,86 @@ func ApplyDeliveryCounts(tx *gorm.DB, changes DeliveryCounts) error {
 	return addToCounters(tx, "delivery_counts", []string{"region_code", "park_id", "channel", "state"}, rows)
 }
 
-// deliveryNow is what CountDeliveries reads of a delivery: what it is counted under and what it is.
-const deliveryNow = "SELECT d.id, d.channel, d.counted_state, d.counted_region, d.counted_park, d.state, " +
-	"COALESCE(e.region_code, ''), COALESCE(e.park_id, '') FROM deliveries d LEFT JOIN enterprises e ON e.credit_code = d.credit_code"
+// DeliveryCounted is what one delivery is counted under in the delivery counts: its channel,
+// state and its firm's place as the last drain saw them.
+type DeliveryCounted struct {
+	DeliveryID uint64 `gorm:"primaryKey;autoIncrement:false" json:"delivery_id"`
+	Channel    string `gorm:"size:16;not null" json:"channel"`
+	State      string `gorm:"size:16;not null" json:"state"`
+	RegionCode string `gorm:"size:6;not null;default:''" json:"region_code"`
+	ParkID     string `gorm:"size:32;not null;default:''" json:"park_id"`
+}
+
+// TableName is delivery_counted.
+func (DeliveryCounted) TableName() string { return "delivery_counted" }
+
+func (c DeliveryCounted) key() DeliveryKey {
+	return DeliveryKey{c.RegionCode, c.ParkID, c.Channel, c.State}
+}
+
+// deliveryNow is what a delivery is to be counted under: its channel, state and firm's place.
+const deliveryNow = "SELECT d.id AS delivery_id, d.channel, d.state, COALESCE(e.region_code, '') AS region_code, " +
+	"COALESCE(e.park_id, '') AS park_id FROM deliveries d LEFT JOIN enterprises e ON e.credit_code = d.credit_code"
 
 // CountDeliveries brings the given deliveries' counts up to date in tx: each one whose state or
-// firm's place differs from what it is counted under moves from that count to its own. On MySQL
-// it locks the deliveries first (FOR UPDATE, in id order), so two drains that took one delivery
-// from different queue rows move it once; on SQLite the transaction is the one writer.
+// firm's place differs from what it is counted under (DeliveryCounted) moves from that count to
+// its own. On MySQL the DeliveryCounted rows are locked first (FOR UPDATE, in id order), so two
+// drains that took one delivery from different queue rows move it once (a delivery counted for
+// the first time by both at once makes one of them fail on the primary key and try again).
 func CountDeliveries(tx *gorm.DB, ids []uint64) error {
-	mysql := tx.Dialector.Name() == "mysql"
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	lock := ""
+	if tx.Dialector.Name() == "mysql" {
+		lock = " ORDER BY delivery_id FOR UPDATE"
+	}
 	delta := DeliveryCounts{}
-	type counted struct{ state, region, park string }
-	moved := map[counted][]uint64{}
-	var order []counted
+	var fresh []DeliveryCounted
+	moved := map[DeliveryCounted][]uint64{} // by the new value, delivery id 0
+	var order []DeliveryCounted
 	for lo := 0; lo < len(ids); lo += reachIDsPer {
 		in, args := inList(tx, ids[lo:min(lo+reachIDsPer, len(ids))])
-		if mysql {
-			var locked []uint64
-			if err := tx.Raw("SELECT id FROM deliveries WHERE id IN "+in+" ORDER BY id FOR UPDATE", args...).Scan(&locked).Error; err != nil {
-				return fmt.Errorf("lock deliveries to count them: %w", err)
-			}
+		var was, now []DeliveryCounted
+		if err := tx.Raw("SELECT delivery_id, channel, state, region_code, park_id FROM delivery_counted WHERE delivery_id IN "+in+lock,
+			args...).Scan(&was).Error; err != nil {
+			return fmt.Errorf("read what deliveries are counted under: %w", err)
 		}
-		rows, err := tx.Raw(deliveryNow+" WHERE d.id IN "+in, args...).Rows()
-		if err != nil {
+		if err := tx.Raw(deliveryNow+" WHERE d.id IN "+in, args...).Scan(&now).Error; err != nil {
 			return fmt.Errorf("read deliveries to count them: %w", err)
 		}
-		for rows.Next() {
-			var id uint64
-			var channel string
-			var was, now counted
-			if err := rows.Scan(&id, &channel, &was.state, &was.region, &was.park, &now.state, &now.region, &now.park); err != nil {
-				rows.Close()
-				return fmt.Errorf("read deliveries to count them: %w", err)
-			}
-			if was == now {
+		counted := make(map[uint64]DeliveryCounted, len(was))
+		for _, w := range was {
+			counted[w.DeliveryID] = w
+		}
+		for _, c := range now {
+			w, ok := counted[c.DeliveryID]
+			if ok && w == c {
 				continue
 			}
-			if was.state != "" {
-				delta[DeliveryKey{was.region, was.park, channel, was.state}]--
+			delta[c.key()]++
+			if !ok {
+				fresh = append(fresh, c)
+				continue
 			}
-			delta[DeliveryKey{now.region, now.park, channel, now.state}]++
-			if _, ok := moved[now]; !ok {
-				order = append(order, now)
+			delta[w.key()]--
+			id := c.DeliveryID
+			c.DeliveryID = 0
+			if _, seen := moved[c]; !seen {
+				order = append(order, c)
 			}
-			moved[now] = append(moved[now], id)
+			moved[c] = append(moved[c], id)
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return fmt.Errorf("read deliveries to count them: %w", err)
-		}
+	}
+	if err := tx.CreateInBatches(fresh, 500).Error; err != nil {
+		return fmt.Errorf("store what deliveries are counted under: %w", err)
 	}
 	for _, c := range order {
 		list := moved[c]
 		for lo := 0; lo < len(list); lo += reachIDsPer {
 			in, args := inList(tx, list[lo:min(lo+reachIDsPer, len(list))])
-			if err := tx.Exec("UPDATE deliveries SET counted_state = ?, counted_region = ?, counted_park = ? WHERE id IN "+in,
-				append([]any{c.state, c.region, c.park}, args...)...).Error; err != nil {
+			if err := tx.Exec("UPDATE delivery_counted SET state = ?, region_code = ?, park_id = ? WHERE delivery_id IN "+in,
+				append([]any{c.State, c.RegionCode, c.ParkID}, args...)...).Error; err != nil {
 				return fmt.Errorf("store what deliveries are counted under: %w", err)
 			}
 		}
@@ -192,48 +221,46 @@ func countDiffs[K comparable](stored, recount map[K]int64) int {
 	return n
 }
 
-// replaceDeliveryCounts counts every delivery as it is, in tx: each one's Counted* columns become
-// its state and its firm's place, and the counts a count of those columns. The UPDATE comes first
-// and locks every delivery on MySQL, so no state change slips between what is stored and what is
-// counted (a change queued meanwhile finds its delivery counted as it was and moves it).
+// replaceDeliveryCounts counts every delivery as it is, in tx: what each one is counted under
+// (DeliveryCounted) becomes its state and its firm's place, and the counts a count of that. On
+// MySQL the INSERT … SELECT locks the deliveries it reads, so no state change slips between what
+// is stored and what is counted (a change queued meanwhile finds its delivery counted as it was
+// and moves it).
 func replaceDeliveryCounts(tx *gorm.DB) error {
-	set := "UPDATE deliveries SET counted_state = state, counted_region = COALESCE((SELECT e.region_code FROM enterprises e WHERE e.credit_code = deliveries.credit_code), ''), " +
-		"counted_park = COALESCE((SELECT e.park_id FROM enterprises e WHERE e.credit_code = deliveries.credit_code), '')"
-	if tx.Dialector.Name() == "mysql" {
-		set = "UPDATE deliveries d LEFT JOIN enterprises e ON e.credit_code = d.credit_code SET d.counted_state = d.state, " +
-			"d.counted_region = COALESCE(e.region_code, ''), d.counted_park = COALESCE(e.park_id, '')"
+	for _, table := range []any{&DeliveryCounted{}, &DeliveryCount{}} {
+		if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
+			return fmt.Errorf("clear delivery counts: %w", err)
+		}
 	}
-	if err := tx.Exec(set).Error; err != nil {
+	if err := tx.Exec("INSERT INTO delivery_counted (delivery_id, channel, state, region_code, park_id) " + deliveryNow).Error; err != nil {
 		return fmt.Errorf("store what deliveries are counted under: %w", err)
 	}
 	var rows []DeliveryCount
-	if err := tx.Table("deliveries").Select("counted_region AS region_code, counted_park AS park_id, channel, counted_state AS state, COUNT(*) AS n").
-		Group("counted_region, counted_park, channel, counted_state").Scan(&rows).Error; err != nil {
+	if err := tx.Table("delivery_counted").Select("region_code, park_id, channel, state, COUNT(*) AS n").
+		Group("region_code, park_id, channel, state").Scan(&rows).Error; err != nil {
 		return fmt.Errorf("count deliveries: %w", err)
-	}
-	if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(&DeliveryCount{}).Error; err != nil {
-		return fmt.Errorf("clear delivery counts: %w", err)
 	}
 	return ApplyDeliveryCounts(tx, deliveryCountsOf(rows))
 }
 
 // backfillDeliveryCounts counts the deliveries of a database made before the counts existed, once:
-// when deliveries exist and delivery_counts does not. It adds the Counted* columns first
-// (fixups run before AutoMigrate).
+// when deliveries exist and delivery_counted does not (it came after delivery_counts, in the same
+// session's work: a database with the counts but not it is counted again too).
 func backfillDeliveryCounts(db *gorm.DB) error {
 	m := db.Migrator()
-	if m.HasTable(&DeliveryCount{}) || !m.HasTable(&Delivery{}) || !m.HasTable(&Enterprise{}) {
+	if m.HasTable(&DeliveryCounted{}) || !m.HasTable(&Delivery{}) || !m.HasTable(&Enterprise{}) {
 		return nil
 	}
-	for _, col := range []string{"CountedState", "CountedRegion", "CountedPark"} {
-		if !m.HasColumn(&Delivery{}, col) {
-			if err := m.AddColumn(&Delivery{}, col); err != nil {
-				return fmt.Errorf("add deliveries.%s: %w", col, err)
+	for _, table := range []any{&DeliveryCount{}, &DeliveryCounted{}} {
+		if !m.HasTable(table) {
+			if err := m.CreateTable(table); err != nil {
+				return fmt.Errorf("create the delivery counts: %w", err)
 			}
 		}
 	}
-	if err := m.CreateTable(&DeliveryCount{}); err != nil {
-		return fmt.Errorf("create delivery_counts: %w", err)
+	if err := db.Transaction(replaceDeliveryCounts); err != nil {
+		_ = m.DropTable(&DeliveryCounted{}) // the next start counts again
+		return err
 	}
-	return db.Transaction(replaceDeliveryCounts)
+	return nil
 }

@@ -214,11 +214,6 @@ type Delivery struct {
 	// line Ref, see DeliveryItem). Part of the unique key, so a firm gets each payout notice once.
 	Kind string `gorm:"size:16;not null;default:'';uniqueIndex:ux_delivery,priority:4" json:"kind,omitempty"`
 	Ref  uint64 `gorm:"not null;default:0;uniqueIndex:ux_delivery,priority:5" json:"ref,omitempty"`
-	// Counted*: the state and the firm's place under which the delivery is in the delivery counts
-	// (DeliveryCount; empty: not counted yet). Written by the queue's drain only.
-	CountedState  string `gorm:"size:16;not null;default:''" json:"-"`
-	CountedRegion string `gorm:"size:6;not null;default:''" json:"-"`
-	CountedPark   string `gorm:"size:32;not null;default:''" json:"-"`
 }
 
 // EvalError records a rule that failed for one firm (division by zero, bad data). The run goes on;

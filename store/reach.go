@@ -67,23 +67,27 @@ func QueueDeliveries(tx *gorm.DB, deliveryIDs []uint64, reach bool) error {
 }
 
 // renameReachQueue moves what an older database's reach_queue (every row a reach refresh) holds
-// into delivery_queue, once.
+// into delivery_queue, once. Not in one transaction: MySQL's DROP TABLE waits for the metadata
+// lock a transaction that read the table holds (gorm's migrator runs it on a connection of its
+// own). A start that stops between the two moves the rows again, and a delivery queued twice is
+// drained once.
 func renameReachQueue(db *gorm.DB) error {
 	m := db.Migrator()
 	if !m.HasTable("reach_queue") {
 		return nil
 	}
-	return db.Transaction(func(tx *gorm.DB) error {
-		if !tx.Migrator().HasTable(&DeliveryQueue{}) {
-			if err := tx.Migrator().CreateTable(&DeliveryQueue{}); err != nil {
-				return fmt.Errorf("create delivery_queue: %w", err)
-			}
+	if !m.HasTable(&DeliveryQueue{}) {
+		if err := m.CreateTable(&DeliveryQueue{}); err != nil {
+			return fmt.Errorf("create delivery_queue: %w", err)
 		}
-		if err := tx.Exec("INSERT INTO delivery_queue (delivery_id, reach) SELECT delivery_id, ? FROM reach_queue", true).Error; err != nil {
-			return fmt.Errorf("move reach_queue into delivery_queue: %w", err)
-		}
-		return tx.Migrator().DropTable("reach_queue")
-	})
+	}
+	if err := db.Exec("INSERT INTO delivery_queue (delivery_id, reach) SELECT delivery_id, ? FROM reach_queue", true).Error; err != nil {
+		return fmt.Errorf("move reach_queue into delivery_queue: %w", err)
+	}
+	if err := m.DropTable("reach_queue"); err != nil {
+		return fmt.Errorf("drop reach_queue: %w", err)
+	}
+	return nil
 }
 
 // deliveryDrainRows is how many queued deliveries one drain transaction takes.
@@ -96,47 +100,49 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
 		n := 0
-		err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			q := "SELECT id, delivery_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
-			if tx.Dialector.Name() == "mysql" {
-				q += " FOR UPDATE SKIP LOCKED"
-			}
-			var rows []DeliveryQueue
-			if err := tx.Raw(q, deliveryDrainRows).Scan(&rows).Error; err != nil {
-				return fmt.Errorf("read the delivery queue: %w", err)
-			}
-			if n = len(rows); n == 0 {
+		err := retryConflicts(ctx, func() error {
+			return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+				q := "SELECT id, delivery_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
+				if tx.Dialector.Name() == "mysql" {
+					q += " FOR UPDATE SKIP LOCKED"
+				}
+				var rows []DeliveryQueue
+				if err := tx.Raw(q, deliveryDrainRows).Scan(&rows).Error; err != nil {
+					return fmt.Errorf("read the delivery queue: %w", err)
+				}
+				if n = len(rows); n == 0 {
+					return nil
+				}
+				var all, reach []uint64
+				seen, seenReach := map[uint64]bool{}, map[uint64]bool{}
+				for _, r := range rows {
+					if !seen[r.DeliveryID] {
+						seen[r.DeliveryID] = true
+						all = append(all, r.DeliveryID)
+					}
+					if r.Reach && !seenReach[r.DeliveryID] {
+						seenReach[r.DeliveryID] = true
+						reach = append(reach, r.DeliveryID)
+					}
+				}
+				if err := CountDeliveries(tx, all); err != nil {
+					return err
+				}
+				if err := RefreshReach(tx, reach); err != nil {
+					return err
+				}
+				queued := make([]uint64, n)
+				for i, r := range rows {
+					queued[i] = r.ID
+				}
+				for lo := 0; lo < n; lo += reachIDsPer {
+					if err := tx.Where("id IN ?", queued[lo:min(lo+reachIDsPer, n)]).Delete(&DeliveryQueue{}).Error; err != nil {
+						return fmt.Errorf("empty the delivery queue: %w", err)
+					}
+				}
 				return nil
-			}
-			var all, reach []uint64
-			seen, seenReach := map[uint64]bool{}, map[uint64]bool{}
-			for _, r := range rows {
-				if !seen[r.DeliveryID] {
-					seen[r.DeliveryID] = true
-					all = append(all, r.DeliveryID)
-				}
-				if r.Reach && !seenReach[r.DeliveryID] {
-					seenReach[r.DeliveryID] = true
-					reach = append(reach, r.DeliveryID)
-				}
-			}
-			if err := CountDeliveries(tx, all); err != nil {
-				return err
-			}
-			if err := RefreshReach(tx, reach); err != nil {
-				return err
-			}
-			queued := make([]uint64, n)
-			for i, r := range rows {
-				queued[i] = r.ID
-			}
-			for lo := 0; lo < n; lo += reachIDsPer {
-				if err := tx.Where("id IN ?", queued[lo:min(lo+reachIDsPer, n)]).Delete(&DeliveryQueue{}).Error; err != nil {
-					return fmt.Errorf("empty the delivery queue: %w", err)
-				}
-			}
-			return nil
-		}, reachTxOptions(db))
+			}, reachTxOptions(db))
+		})
 		if err != nil {
 			return total, err
 		}
@@ -146,6 +152,20 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 		}
 	}
 	return total, ctx.Err()
+}
+
+// retryConflicts runs a drain's transaction again (at most four times in all) when it lost to a
+// concurrent drain: a deadlock or lock wait (the match rows, RefreshReach) or a delivery both
+// counted for the first time (the primary key of DeliveryCounted). The loser's work is the
+// winner's too, so trying again at once finds little left.
+func retryConflicts(ctx context.Context, tx func() error) error {
+	var err error
+	for range 4 {
+		if err = tx(); err == nil || ctx.Err() != nil || !(IsLockConflict(err) || IsUniqueViolation(err)) {
+			return err
+		}
+	}
+	return err
 }
 
 // reachTxOptions are the options of a drain: READ COMMITTED on MySQL, so that it reads the
