@@ -18,7 +18,8 @@ import (
 // notifier lane would queue on the same ones (the reach's drain, reach.go, measured what locks on
 // the hot path cost MariaDB's delivery rate).
 //
-//   - a delivery's creation (intake), every transition that changes its state (notify/apply.go)
+//   - a delivery's creation (intake), every transition that changes its state but a claim
+//     (notify/apply.go: a delivery being sent stays counted as it was until the attempt's outcome)
 //     and a move of its firm to another place (MoveDeliveries, from the import's transaction)
 //     queue it in delivery_queue in the same transaction;
 //   - the notifier's drain (DrainDeliveries, every 200 ms) counts the queued deliveries:
@@ -175,12 +176,16 @@ func MoveDeliveries(tx *gorm.DB, codes []string) error {
 	return nil
 }
 
-// RecountDeliveries counts every delivery by its firm's place, channel and state.
+// RecountDeliveries counts every delivery by its firm's place, channel and state, as the drained
+// counts have it: a delivery in the middle of an attempt (sending; its claim is not queued, see
+// notify's Transition.movesState) under the state it is counted under, when it is counted.
 func RecountDeliveries(ctx context.Context, db *gorm.DB) (DeliveryCounts, error) {
+	state := "CASE WHEN d.state = '" + DeliverySending + "' AND c.state IS NOT NULL THEN c.state ELSE d.state END"
 	var rows []DeliveryCount
 	if err := db.WithContext(ctx).Table("deliveries AS d").Joins("LEFT JOIN enterprises e ON e.credit_code = d.credit_code").
-		Select("COALESCE(e.region_code, '') AS region_code, COALESCE(e.park_id, '') AS park_id, d.channel, d.state, COUNT(*) AS n").
-		Group("COALESCE(e.region_code, ''), COALESCE(e.park_id, ''), d.channel, d.state").Scan(&rows).Error; err != nil {
+		Joins("LEFT JOIN delivery_counted c ON c.delivery_id = d.id").
+		Select("COALESCE(e.region_code, '') AS region_code, COALESCE(e.park_id, '') AS park_id, d.channel, " + state + " AS state, COUNT(*) AS n").
+		Group("COALESCE(e.region_code, ''), COALESCE(e.park_id, ''), d.channel, " + state).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("recount deliveries: %w", err)
 	}
 	return deliveryCountsOf(rows), nil

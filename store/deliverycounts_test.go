@@ -81,3 +81,41 @@ func TestDeliveryCountsBackfilledAndRecounted(t *testing.T) {
 		t.Fatalf("the park after the repair: %v", got)
 	}
 }
+
+// A claim is not queued: a delivery being sent stays counted under the state it was claimed from,
+// and a recount agrees; the attempt's outcome, queued, moves it.
+func TestDeliveryBeingSentStaysCountedAsItWas(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	at := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+	if err := db.Create(&store.Enterprise{CreditCode: "913200000000000001", RegionCode: "320571", Status: store.StatusActive}).Error; err != nil {
+		t.Fatal(err)
+	}
+	d := store.Delivery{MatchID: 1, Channel: "sms", Recipient: "r", CreditCode: "913200000000000001", PolicyID: "p",
+		State: store.DeliveryFailed, CreatedAt: at, UpdatedAt: at}
+	if err := db.Create(&d).Error; err != nil {
+		t.Fatal(err)
+	}
+	step := func(state string, queue bool, want string) {
+		t.Helper()
+		if err := db.Model(&d).Update("state", state).Error; err != nil {
+			t.Fatal(err)
+		}
+		if queue {
+			if err := store.QueueDeliveries(db, []uint64{d.ID}, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep, err := store.Recount(ctx, db, false) // drains first
+		if err != nil || rep.DeliveryDiffs != 0 || rep.Deliveries != 1 {
+			t.Fatalf("%s: recount %+v, %v", state, rep, err)
+		}
+		st, err := store.ReadStatus(ctx, db, at, store.FirmScope{RegionPrefix: "3205"})
+		if err != nil || st.Deliveries["sms"][want] != 1 || len(st.Deliveries["sms"]) != 1 {
+			t.Fatalf("%s: the status says %v (%v), want one %s", state, st.Deliveries, err, want)
+		}
+	}
+	step(store.DeliveryFailed, true, store.DeliveryFailed)
+	step(store.DeliverySending, false, store.DeliveryFailed)
+	step(store.DeliverySent, true, store.DeliverySent)
+}
