@@ -525,40 +525,15 @@ func Recount(ctx context.Context, db *gorm.DB, fix bool) (RecountReport, error) 
 				}
 			}
 		}
-		firms, err := RecountFirms(ctx, tx)
-		if err != nil {
+		var fixedFirms, fixedDeliveries bool
+		if rep.Firms, rep.FirmDiffs, fixedFirms, err = recountTable(ctx, tx, fix, RecountFirms, StoredFirmCounts, replaceFirmCounts); err != nil {
 			return err
 		}
-		storedFirms, err := StoredFirmCounts(ctx, tx)
-		if err != nil {
+		if rep.Deliveries, rep.DeliveryDiffs, fixedDeliveries, err = recountTable(ctx, tx, fix, RecountDeliveries, StoredDeliveryCounts,
+			replaceDeliveryCounts); err != nil {
 			return err
 		}
-		for _, n := range firms {
-			rep.Firms += n
-		}
-		if rep.FirmDiffs = countDiffs(storedFirms, firms); fix && rep.FirmDiffs > 0 {
-			if err := replaceFirmCounts(tx, firms); err != nil {
-				return err
-			}
-			rep.Fixed = true
-		}
-		deliveries, err := RecountDeliveries(ctx, tx)
-		if err != nil {
-			return err
-		}
-		storedDeliveries, err := StoredDeliveryCounts(ctx, tx)
-		if err != nil {
-			return err
-		}
-		for _, n := range deliveries {
-			rep.Deliveries += n
-		}
-		if rep.DeliveryDiffs = countDiffs(storedDeliveries, deliveries); fix && rep.DeliveryDiffs > 0 {
-			if err := replaceDeliveryCounts(tx); err != nil {
-				return err
-			}
-			rep.Fixed = true
-		}
+		rep.Fixed = fixedFirms || fixedDeliveries
 		recount, err := RecountMatches(ctx, tx)
 		if err != nil {
 			return err

@@ -57,21 +57,12 @@ type DeliveryCounts map[DeliveryKey]int64
 
 // ApplyDeliveryCounts adds changes to the stored delivery counts in tx, in key order.
 func ApplyDeliveryCounts(tx *gorm.DB, changes DeliveryCounts) error {
-	keys := make([]DeliveryKey, 0, len(changes))
-	for k, n := range changes {
-		if n != 0 {
-			keys = append(keys, k)
-		}
-	}
-	slices.SortFunc(keys, func(a, b DeliveryKey) int {
-		return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID),
-			cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.State, b.State))
-	})
-	rows := make([][]any, len(keys))
-	for i, k := range keys {
-		rows[i] = []any{k.RegionCode, k.ParkID, k.Channel, k.State, changes[k]}
-	}
-	return addToCounters(tx, "delivery_counts", []string{"region_code", "park_id", "channel", "state"}, rows)
+	return applyCounters(tx, "delivery_counts", []string{"region_code", "park_id", "channel", "state"}, changes,
+		func(a, b DeliveryKey) int {
+			return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID),
+				cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.State, b.State))
+		},
+		func(k DeliveryKey) []any { return []any{k.RegionCode, k.ParkID, k.Channel, k.State} })
 }
 
 // DeliveryCounted is what one delivery is counted under in the delivery counts: its channel,
@@ -188,26 +179,16 @@ func RecountDeliveries(ctx context.Context, db *gorm.DB) (DeliveryCounts, error)
 		Group("COALESCE(e.region_code, ''), COALESCE(e.park_id, ''), d.channel, " + state).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("recount deliveries: %w", err)
 	}
-	return deliveryCountsOf(rows), nil
+	return countsOf(rows), nil
 }
 
 // StoredDeliveryCounts reads the stored delivery counts (rows of zero left out).
 func StoredDeliveryCounts(ctx context.Context, db *gorm.DB) (DeliveryCounts, error) {
-	var rows []DeliveryCount
-	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("read delivery counts: %w", err)
-	}
-	return deliveryCountsOf(rows), nil
+	return storedCounts[DeliveryCount, DeliveryKey](ctx, db, "delivery counts")
 }
 
-func deliveryCountsOf(rows []DeliveryCount) DeliveryCounts {
-	out := DeliveryCounts{}
-	for _, r := range rows {
-		if r.N != 0 {
-			out[DeliveryKey{r.RegionCode, r.ParkID, r.Channel, r.State}] = r.N
-		}
-	}
-	return out
+func (r DeliveryCount) keyN() (DeliveryKey, int64) {
+	return DeliveryKey{r.RegionCode, r.ParkID, r.Channel, r.State}, r.N
 }
 
 // countDiffs is how many keys differ between two sets of counts.
@@ -230,8 +211,9 @@ func countDiffs[K comparable](stored, recount map[K]int64) int {
 // (DeliveryCounted) becomes its state and its firm's place, and the counts a count of that. On
 // MySQL the INSERT … SELECT locks the deliveries it reads, so no state change slips between what
 // is stored and what is counted (a change queued meanwhile finds its delivery counted as it was
-// and moves it).
-func replaceDeliveryCounts(tx *gorm.DB) error {
+// and moves it). A recount's figures are not taken (the signature is recountTable's): it counts
+// what it stores in the same transaction.
+func replaceDeliveryCounts(tx *gorm.DB, _ DeliveryCounts) error {
 	for _, table := range []any{&DeliveryCounted{}, &DeliveryCount{}} {
 		if err := tx.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(table).Error; err != nil {
 			return fmt.Errorf("clear delivery counts: %w", err)
@@ -245,7 +227,7 @@ func replaceDeliveryCounts(tx *gorm.DB) error {
 		Group("region_code, park_id, channel, state").Scan(&rows).Error; err != nil {
 		return fmt.Errorf("count deliveries: %w", err)
 	}
-	return ApplyDeliveryCounts(tx, deliveryCountsOf(rows))
+	return ApplyDeliveryCounts(tx, countsOf(rows))
 }
 
 // backfillDeliveryCounts counts the deliveries of a database made before the counts existed, once:
@@ -263,7 +245,7 @@ func backfillDeliveryCounts(db *gorm.DB) error {
 			}
 		}
 	}
-	if err := db.Transaction(replaceDeliveryCounts); err != nil {
+	if err := db.Transaction(func(tx *gorm.DB) error { return replaceDeliveryCounts(tx, nil) }); err != nil {
 		_ = m.DropTable(&DeliveryCounted{}) // the next start counts again
 		return err
 	}

@@ -47,20 +47,29 @@ func (c FirmCounts) Add(e *Enterprise, sign int64) {
 // ApplyFirmCounts adds changes to the stored firm counts in tx, in key order (so that concurrent
 // writers lock counter rows in the same order).
 func ApplyFirmCounts(tx *gorm.DB, changes FirmCounts) error {
-	keys := make([]FirmKey, 0, len(changes))
+	return applyCounters(tx, "firm_counts", []string{"region_code", "park_id", "status"}, changes,
+		func(a, b FirmKey) int {
+			return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID), cmp.Compare(a.Status, b.Status))
+		},
+		func(k FirmKey) []any { return []any{k.RegionCode, k.ParkID, k.Status} })
+}
+
+// applyCounters adds changes to a counter table keyed by keyCols, in key order (compare), so that
+// concurrent writers lock counter rows in the same order; values are a key's column values.
+func applyCounters[M ~map[K]int64, K comparable](tx *gorm.DB, table string, keyCols []string, changes M, compare func(a, b K) int,
+	values func(K) []any) error {
+	keys := make([]K, 0, len(changes))
 	for k, n := range changes {
 		if n != 0 {
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, func(a, b FirmKey) int {
-		return cmp.Or(cmp.Compare(a.RegionCode, b.RegionCode), cmp.Compare(a.ParkID, b.ParkID), cmp.Compare(a.Status, b.Status))
-	})
+	slices.SortFunc(keys, compare)
 	rows := make([][]any, len(keys))
 	for i, k := range keys {
-		rows[i] = []any{k.RegionCode, k.ParkID, k.Status, changes[k]}
+		rows[i] = append(values(k), changes[k])
 	}
-	return addToCounters(tx, "firm_counts", []string{"region_code", "park_id", "status"}, rows)
+	return addToCounters(tx, table, keyCols, rows)
 }
 
 // addToCounters adds to counter rows of table, keyed by keyCols, with a column n: each row is the
@@ -93,26 +102,61 @@ func RecountFirms(ctx context.Context, db *gorm.DB) (FirmCounts, error) {
 		Group("region_code, park_id, status").Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("recount firms: %w", err)
 	}
-	return firmCountsOf(rows), nil
+	return countsOf(rows), nil
 }
 
 // StoredFirmCounts reads the stored firm counts (rows of zero left out).
 func StoredFirmCounts(ctx context.Context, db *gorm.DB) (FirmCounts, error) {
-	var rows []FirmCount
-	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("read firm counts: %w", err)
-	}
-	return firmCountsOf(rows), nil
+	return storedCounts[FirmCount, FirmKey](ctx, db, "firm counts")
 }
 
-func firmCountsOf(rows []FirmCount) FirmCounts {
-	out := FirmCounts{}
+func (r FirmCount) keyN() (FirmKey, int64) { return FirmKey{r.RegionCode, r.ParkID, r.Status}, r.N }
+
+// counterRow is a row of a counter table (FirmCount, DeliveryCount): its key and number.
+type counterRow[K comparable] interface{ keyN() (K, int64) }
+
+// countsOf is counter rows by key, rows of zero left out.
+func countsOf[R counterRow[K], K comparable](rows []R) map[K]int64 {
+	out := map[K]int64{}
 	for _, r := range rows {
-		if r.N != 0 {
-			out[FirmKey{r.RegionCode, r.ParkID, r.Status}] = r.N
+		if k, n := r.keyN(); n != 0 {
+			out[k] = n
 		}
 	}
 	return out
+}
+
+// storedCounts reads a counter table (what names it in an error) by key, rows of zero left out.
+func storedCounts[R counterRow[K], K comparable](ctx context.Context, db *gorm.DB, what string) (map[K]int64, error) {
+	var rows []R
+	if err := db.WithContext(ctx).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return countsOf(rows), nil
+}
+
+// recountTable compares a counter table (stored) with a recount of what it counts; with fix it
+// repairs a difference (replace). It returns the recount's total and how many keys differ.
+func recountTable[M ~map[K]int64, K comparable](ctx context.Context, tx *gorm.DB, fix bool, recount, stored func(context.Context, *gorm.DB) (M, error),
+	replace func(*gorm.DB, M) error) (total int64, diffs int, fixed bool, err error) {
+	now, err := recount(ctx, tx)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	was, err := stored(ctx, tx)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	for _, n := range now {
+		total += n
+	}
+	if diffs = countDiffs(was, now); fix && diffs > 0 {
+		if err := replace(tx, now); err != nil {
+			return total, diffs, false, err
+		}
+		fixed = true
+	}
+	return total, diffs, fixed, nil
 }
 
 // replaceFirmCounts stores counts as the firm counts, in tx.

@@ -27,7 +27,7 @@ func recountCmd(g *globals) *cobra.Command {
 	var check, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "recount",
-		Short: "Recount the maintained match counts from the matches and repair them (--check: compare only)",
+		Short: "Recount the maintained match, firm and delivery counts and repair them (--check: compare only)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var rep store.RecountReport
