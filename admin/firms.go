@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/core/audit"
@@ -182,7 +183,16 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 	}
 	sf := f.storeFilter(p)
 	var total int64
-	if f.Size == "" {
+	switch {
+	case f.Size == "" && !store.SortsScope(s.opts.DB, sf):
+		// the count beside the page's keys: neither waits for the other
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() (err error) { total, err = store.CountMatches(gctx, s.opts.DB, sf, store.CountCap); return })
+		g.Go(func() (err error) { w, err = store.MatchKeys(gctx, s.opts.DB, sf, f.page); return })
+		if err := g.Wait(); err != nil {
+			return nil, w, 0, err
+		}
+	case f.Size == "":
 		if total, err = store.CountMatches(ctx, s.opts.DB, sf, store.CountCap); err != nil {
 			return nil, w, 0, err
 		}
@@ -195,7 +205,7 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 		if err != nil {
 			return nil, w, 0, err
 		}
-	} else {
+	default:
 		keys, err := s.sizeFilteredKeys(ctx, p, f, asOf)
 		if err != nil {
 			return nil, w, 0, err
@@ -275,15 +285,26 @@ func (s *Server) listMatches(r *http.Request, p *Principal) (matchList, error) {
 	}
 	ctx := r.Context()
 	out := matchList{Filter: f, listPage: listPage{PerPage: f.PerPage}, Options: listOptions, Scope: p.ScopeLabel()}
+	// the filter form's policies are the page's (the API's answer has no form), read beside the page
+	titles := make(chan error, 1)
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		titles <- nil
+	} else {
+		go func() {
+			var err error
+			out.Policies, err = store.PolicyTitles(ctx, s.opts.DB, store.PoliciesPublished)
+			titles <- err
+		}()
+	}
 	items, w, total, err := s.readMatchPage(ctx, p, f)
+	if terr := <-titles; err == nil {
+		err = terr
+	}
 	if err != nil {
 		return out, err
 	}
 	out.Items = items
 	out.paged(newPager(r.URL.Path, f.values(), f.page, w, total))
-	if out.Policies, err = store.PolicyTitles(ctx, s.opts.DB, store.PoliciesPublished); err != nil {
-		return out, err
-	}
 	exp := f.values()
 	exp.Set("format", "xlsx")
 	out.ExportXLSX = "/firms/export?" + exp.Encode()
