@@ -71,6 +71,9 @@ func TestDeliveryCountsBackfilledAndRecounted(t *testing.T) {
 	if err := db.Exec("UPDATE delivery_counts SET n = n + 3 WHERE park_id = 'SIP'").Error; err != nil {
 		t.Fatal(err)
 	}
+	if rep, err := store.Recount(ctx, db, false); err != nil || rep.DeliveryDiffs != 1 || rep.Fixed {
+		t.Fatalf("check of a delivery count off by 3 (it stays after the check drains again): %+v, %v", rep, err)
+	}
 	if rep, err := store.Recount(ctx, db, true); err != nil || rep.DeliveryDiffs != 1 || rep.Deliveries != 6 || !rep.Fixed {
 		t.Fatalf("recount of a delivery count off by 3: %+v, %v", rep, err)
 	}
