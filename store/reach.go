@@ -113,13 +113,11 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 				if n = len(rows); n == 0 {
 					return nil
 				}
-				var all, reach []uint64
-				seen, seenReach := map[uint64]bool{}, map[uint64]bool{}
-				for _, r := range rows {
-					if !seen[r.DeliveryID] {
-						seen[r.DeliveryID] = true
-						all = append(all, r.DeliveryID)
-					}
+				all := make([]uint64, n) // CountDeliveries takes each once
+				var reach []uint64
+				seenReach := map[uint64]bool{}
+				for i, r := range rows {
+					all[i] = r.DeliveryID
 					if r.Reach && !seenReach[r.DeliveryID] {
 						seenReach[r.DeliveryID] = true
 						reach = append(reach, r.DeliveryID)
