@@ -395,3 +395,72 @@ func TestDeliveryBeingSentStaysCountedAsItWas(t *testing.T) {
 	step(store.DeliverySending, false, store.DeliveryFailed)
 	step(store.DeliverySent, true, store.DeliverySent)
 }
+
+// The queue holds a row per run of consecutive delivery ids; a drain counts every delivery of a
+// run, skips an id with no delivery (another transaction's, rolled back or not committed yet) and
+// takes long runs over several transactions, leaving the queue empty and the counts a recount's.
+func TestDeliveryQueueRuns(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.OpenDB(t).DB
+	at := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
+	if err := db.Create(&store.Enterprise{CreditCode: "913200000000000001", RegionCode: "320571", Status: store.StatusActive}).Error; err != nil {
+		t.Fatal(err)
+	}
+	var ds []store.Delivery
+	for i := range 6003 {
+		ds = append(ds, store.Delivery{MatchID: uint64(i + 1), Channel: "sms", Recipient: "r", CreditCode: "913200000000000001",
+			PolicyID: "p", State: store.DeliveryQueued, CreatedAt: at, UpdatedAt: at})
+	}
+	if err := db.CreateInBatches(ds, 500).Error; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.DrainDeliveries(ctx, db); err != nil { // whatever a hook queued
+		t.Fatal(err)
+	}
+	id := func(i int) uint64 { return ds[i].ID }
+	// the first 6,000 in one run (more than a drain transaction takes), two more apart, and a
+	// run past the last delivery
+	var ids []uint64
+	for i := range 6000 {
+		ids = append(ids, id(i))
+	}
+	ids = append(ids, id(6002), id(6001), id(6002), id(6002)+5, id(6002)+6)
+	if err := db.Model(&store.Delivery{}).Where("id IN ?", ids).Update("state", store.DeliverySent).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := store.QueueDeliveries(db, ids, true); err != nil {
+		t.Fatal(err)
+	}
+	var rows []store.DeliveryQueue
+	if err := db.Order("delivery_id").Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	want := []store.DeliveryQueue{{DeliveryID: id(0), LastID: id(5999)}, {DeliveryID: id(6001), LastID: id(6002)}, {DeliveryID: id(6002) + 5, LastID: id(6002) + 6}}
+	if len(rows) != len(want) {
+		t.Fatalf("queue rows %+v, want runs %+v", rows, want)
+	}
+	for i, r := range rows {
+		if r.DeliveryID != want[i].DeliveryID || r.LastID != want[i].LastID || !r.Reach {
+			t.Fatalf("queue row %d: %+v, want the run %+v", i, r, want[i])
+		}
+	}
+	if err := store.QueueDeliveries(db, []uint64{id(6000)}, false); err != nil { // a run of one
+		t.Fatal(err)
+	}
+	n, err := store.DrainDeliveries(ctx, db)
+	if err != nil || n != 4 {
+		t.Fatalf("drained %d queue rows (%v), want 4", n, err)
+	}
+	var left int64
+	if err := db.Model(&store.DeliveryQueue{}).Count(&left).Error; err != nil || left != 0 {
+		t.Fatalf("%d rows left in the queue (%v)", left, err)
+	}
+	rep, err := store.Recount(ctx, db, false)
+	if err != nil || rep.DeliveryDiffs != 0 || rep.Deliveries != 6003 {
+		t.Fatalf("recount after draining runs: %+v, %v", rep, err)
+	}
+	st, err := store.ReadStatus(ctx, db, at, store.FirmScope{})
+	if err != nil || st.Deliveries["sms"][store.DeliverySent] != 6002 || st.Deliveries["sms"][store.DeliveryQueued] != 1 {
+		t.Fatalf("status after draining runs: %v (%v)", st.Deliveries, err)
+	}
+}

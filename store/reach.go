@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 
 	"gorm.io/gorm"
@@ -44,10 +45,42 @@ func init() { Register(&DeliveryQueue{}); RegisterFixup(renameReachQueue) }
 // DeliveryQueue is a delivery whose state change, creation or firm's move waits for DrainDeliveries:
 // its count (CountDeliveries, always) and, when Reach is set, the reach of its matches
 // (RefreshReach).
+//
+// A row names a run of consecutive delivery ids, DeliveryID to LastID (0: DeliveryID alone): the
+// deliveries one intake transaction creates get consecutive ids, and a batch's transition names
+// them together, so a row per run rather than per delivery. A run may also name ids of other
+// transactions' deliveries (an id allocated between two of the run's, on a database that
+// interleaves them): counting a delivery is idempotent (CountDeliveries compares it with what it
+// is counted under) and one not committed yet is skipped and counted from its own row.
 type DeliveryQueue struct {
 	ID         uint64 `gorm:"primaryKey;autoIncrement" json:"id"`
 	DeliveryID uint64 `gorm:"not null" json:"delivery_id"`
+	LastID     uint64 `gorm:"not null;default:0" json:"last_id"`
 	Reach      bool   `gorm:"not null;default:false" json:"reach"`
+}
+
+// last is the last delivery id of the row's run.
+func (q DeliveryQueue) last() uint64 { return max(q.DeliveryID, q.LastID) }
+
+// queueRuns are the queue rows of a set of delivery ids: one per run of consecutive ids.
+func queueRuns(deliveryIDs []uint64, reach bool) []DeliveryQueue {
+	ids := slices.Clone(deliveryIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var rows []DeliveryQueue
+	for i := 0; i < len(ids); {
+		j := i
+		for j+1 < len(ids) && ids[j+1] == ids[j]+1 {
+			j++
+		}
+		r := DeliveryQueue{DeliveryID: ids[i], Reach: reach}
+		if j > i {
+			r.LastID = ids[j]
+		}
+		rows = append(rows, r)
+		i = j + 1
+	}
+	return rows
 }
 
 // TableName is delivery_queue (a queue, not a list of queues).
@@ -56,9 +89,9 @@ func (DeliveryQueue) TableName() string { return "delivery_queue" }
 // QueueDeliveries queues deliveries for DrainDeliveries, in tx (the transaction that created them
 // or changed their state); reach says the change may have moved the reach of their matches.
 func QueueDeliveries(tx *gorm.DB, deliveryIDs []uint64, reach bool) error {
-	rows := make([]DeliveryQueue, len(deliveryIDs))
-	for i, id := range deliveryIDs {
-		rows[i] = DeliveryQueue{DeliveryID: id, Reach: reach}
+	rows := queueRuns(deliveryIDs, reach)
+	if len(rows) == 0 {
+		return nil
 	}
 	if err := tx.CreateInBatches(rows, 200).Error; err != nil {
 		return fmt.Errorf("queue deliveries for their counts: %w", err)
@@ -90,8 +123,12 @@ func renameReachQueue(db *gorm.DB) error {
 	return nil
 }
 
-// deliveryDrainRows is how many queued deliveries one drain transaction takes.
-const deliveryDrainRows = 2000
+// deliveryDrainRows is how many queue rows one drain transaction reads; it takes them in order
+// until they name deliveryDrainIDs deliveries (at least one row).
+const (
+	deliveryDrainRows = 2000
+	deliveryDrainIDs  = 5000
+)
 
 // DrainDeliveries counts the queued deliveries (CountDeliveries), refreshes the reach of the ones
 // queued for it (RefreshReach) and removes them from the queue, deliveryDrainRows per
@@ -99,10 +136,10 @@ const deliveryDrainRows = 2000
 func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
-		n := 0
+		n, more := 0, false
 		err := retryConflicts(ctx, func() error {
 			return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-				q := "SELECT id, delivery_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
+				q := "SELECT id, delivery_id, last_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
 				if tx.Dialector.Name() == "mysql" {
 					q += " FOR UPDATE SKIP LOCKED"
 				}
@@ -110,18 +147,25 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 				if err := tx.Raw(q, deliveryDrainRows).Scan(&rows).Error; err != nil {
 					return fmt.Errorf("read the delivery queue: %w", err)
 				}
-				if n = len(rows); n == 0 {
-					return nil
-				}
-				all := make([]uint64, n) // CountDeliveries takes each once
+				more = len(rows) == deliveryDrainRows
+				var all []uint64 // CountDeliveries takes each once
 				var reach []uint64
 				seenReach := map[uint64]bool{}
 				for i, r := range rows {
-					all[i] = r.DeliveryID
-					if r.Reach && !seenReach[r.DeliveryID] {
-						seenReach[r.DeliveryID] = true
-						reach = append(reach, r.DeliveryID)
+					if i > 0 && len(all) >= deliveryDrainIDs {
+						rows, more = rows[:i], true // the rest for the next transaction
+						break
 					}
+					for id := r.DeliveryID; id <= r.last(); id++ {
+						all = append(all, id)
+						if r.Reach && !seenReach[id] {
+							seenReach[id] = true
+							reach = append(reach, id)
+						}
+					}
+				}
+				if n = len(rows); n == 0 {
+					return nil
 				}
 				if err := CountDeliveries(tx, all); err != nil {
 					return err
@@ -145,7 +189,7 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 			return total, err
 		}
 		total += n
-		if n < deliveryDrainRows {
+		if !more {
 			return total, nil
 		}
 	}
