@@ -110,14 +110,14 @@ func TestRunStoresWhatPlainRunStores(t *testing.T) {
 	engineDB, plainDB := testenv.OpenDB(t).DB, testenv.OpenDB(t).DB
 	seedRegistry(t, engineDB, firms, defs)
 	seedRegistry(t, plainDB, firms, defs)
-	// The engine's run into the empty table is a bulk load (on SQLite it builds the firm index
-	// after the rows): it must store what the plain run stores.
+	// The engine's run into the empty table is a bulk load (it builds the firm index after the
+	// rows): it must store what the plain run stores.
 	got, err := Run(ctx, engineDB, testAsOf, "", Options{SubjectPrefix: "t", BulkLoadFirms: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sqlite := engineDB.Dialector.Name() == "sqlite"; sqlite != (got.Phases.Index > 0) {
-		t.Fatalf("bulk load on %s built indexes for %.3f s", engineDB.Dialector.Name(), got.Phases.Index)
+	if got.Phases.Index <= 0 {
+		t.Fatalf("bulk load on %s built no index afterwards", engineDB.Dialector.Name())
 	}
 	names := []string{store.MatchFirmIndex, store.MatchPlaceIndex, "ux_match"}
 	if engineDB.Dialector.Name() == "sqlite" {
