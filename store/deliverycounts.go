@@ -20,8 +20,9 @@ import (
 //
 //   - a delivery's creation (intake), every transition that changes its state but a claim
 //     (notify/apply.go: a delivery being sent stays counted as it was until the attempt's outcome)
-//     and a move of its firm to another place (MoveDeliveries, from the import's transaction)
-//     queue it in delivery_queue in the same transaction;
+//     queue it in delivery_queue in the same transaction; a move of its firm to another place
+//     queues the firm (MoveDeliveries, from the import's transaction), whose deliveries the drain
+//     reads;
 //   - the notifier's drain (DrainDeliveries, every 200 ms) counts the queued deliveries:
 //     CountDeliveries compares each one's state and its firm's place with what it is counted under
 //     (DeliveryCounted, a row per delivery that only the drain writes), moves the counts and
@@ -153,16 +154,23 @@ func CountDeliveries(tx *gorm.DB, ids []uint64) error {
 }
 
 // MoveDeliveries queues the deliveries of firms that moved to another place, in tx (the import's
-// transaction that moved them, after its write), for the drain to count them at the new place.
-// The read locks what it reads on MySQL (INSERT … SELECT), so a delivery created for such a firm
-// meanwhile waits for the move and is counted after it.
+// transaction that moved them): a queue row per firm, which the drain turns into the firm's
+// deliveries when it runs, after the move committed, and counts them at the firm's place then. So
+// the import reads and locks no delivery (an INSERT … SELECT of the firms' deliveries held shared
+// locks on them until the import's batch committed, and a notifier updating one waited for it). A
+// delivery created for such a firm meanwhile is counted wherever the drain that takes it finds
+// the firm; the drain of the firm's row comes after the move and moves it if that was the old
+// place.
 func MoveDeliveries(tx *gorm.DB, codes []string) error {
-	for lo := 0; lo < len(codes); lo += countIDsPer {
-		in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
-		if err := tx.Exec("INSERT INTO delivery_queue (delivery_id, reach) SELECT id, ? FROM deliveries WHERE credit_code IN "+in,
-			append([]any{false}, args...)...).Error; err != nil {
-			return fmt.Errorf("queue the deliveries of moved firms: %w", err)
-		}
+	rows := make([]DeliveryQueue, 0, len(codes))
+	for _, c := range codes {
+		rows = append(rows, DeliveryQueue{CreditCode: c})
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := tx.CreateInBatches(rows, 500).Error; err != nil {
+		return fmt.Errorf("queue the deliveries of moved firms: %w", err)
 	}
 	return nil
 }

@@ -52,10 +52,14 @@ func init() { Register(&DeliveryQueue{}); RegisterFixup(renameReachQueue) }
 // transactions' deliveries (an id allocated between two of the run's, on a database that
 // interleaves them): counting a delivery is idempotent (CountDeliveries compares it with what it
 // is counted under) and one not committed yet is skipped and counted from its own row.
+//
+// A row with a CreditCode (and no delivery id) names every delivery of a firm that moved to another
+// place (MoveDeliveries): the drain reads them when it runs, after the move committed.
 type DeliveryQueue struct {
 	ID         uint64 `gorm:"primaryKey;autoIncrement" json:"id"`
 	DeliveryID uint64 `gorm:"not null" json:"delivery_id"`
 	LastID     uint64 `gorm:"not null;default:0" json:"last_id"`
+	CreditCode string `gorm:"size:18;not null;default:''" json:"credit_code"`
 	Reach      bool   `gorm:"not null;default:false" json:"reach"`
 }
 
@@ -139,7 +143,7 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 		n, more := 0, false
 		err := retryConflicts(ctx, func() error {
 			return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-				q := "SELECT id, delivery_id, last_id, reach FROM delivery_queue ORDER BY id LIMIT ?"
+				q := "SELECT id, delivery_id, last_id, credit_code, reach FROM delivery_queue ORDER BY id LIMIT ?"
 				if tx.Dialector.Name() == "mysql" {
 					q += " FOR UPDATE SKIP LOCKED"
 				}
@@ -150,11 +154,16 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 				more = len(rows) == deliveryDrainRows
 				var all []uint64 // CountDeliveries takes each once
 				var reach []uint64
+				var firms []string
 				seenReach := map[uint64]bool{}
 				for i, r := range rows {
-					if i > 0 && len(all) >= deliveryDrainIDs {
+					if i > 0 && len(all)+len(firms) >= deliveryDrainIDs {
 						rows, more = rows[:i], true // the rest for the next transaction
 						break
+					}
+					if r.CreditCode != "" {
+						firms = append(firms, r.CreditCode)
+						continue
 					}
 					for id := r.DeliveryID; id <= r.last(); id++ {
 						all = append(all, id)
@@ -167,6 +176,11 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 				if n = len(rows); n == 0 {
 					return nil
 				}
+				ids, err := firmDeliveries(tx, firms)
+				if err != nil {
+					return err
+				}
+				all = append(all, ids...)
 				if err := CountDeliveries(tx, all); err != nil {
 					return err
 				}
@@ -194,6 +208,22 @@ func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 		}
 	}
 	return total, ctx.Err()
+}
+
+// firmDeliveries are the ids of the deliveries of the given firms, read without locking them.
+func firmDeliveries(tx *gorm.DB, codes []string) ([]uint64, error) {
+	slices.Sort(codes)
+	codes = slices.Compact(codes)
+	var ids []uint64
+	for lo := 0; lo < len(codes); lo += countIDsPer {
+		in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
+		var part []uint64
+		if err := tx.Raw("SELECT id FROM deliveries WHERE credit_code IN "+in, args...).Scan(&part).Error; err != nil {
+			return nil, fmt.Errorf("read the deliveries of moved firms: %w", err)
+		}
+		ids = append(ids, part...)
+	}
+	return ids, nil
 }
 
 // retryConflicts runs a drain's transaction again (at most four times in all) when it lost to a
