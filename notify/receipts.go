@@ -304,13 +304,25 @@ func WeChatCallbackHandler(c ReceiptConfig) http.Handler {
 				Recipient: string(msg.FromUserName), Delivered: status == "success", Code: status, Detail: status,
 				ReportedAt: time.Unix(msg.CreateTime, 0)}
 			if _, err := RecordReceipts(r.Context(), c, []Receipt{rec}); err != nil {
-				c.log().Error("record wechat receipt", "msgid", rec.ProviderID, "err", err)
+				receiptNotRecorded(r.Context(), c.log(), err, "record wechat receipt", "msgid", rec.ProviderID)
 				http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable) // WeChat retries
 				return
 			}
 		}
 		_, _ = io.WriteString(w, "success")
 	})
+}
+
+// receiptNotRecorded logs a receipt callback that could not be stored (the handler answers 503 and
+// the provider sends it again): an error, unless the request itself ended first — the provider
+// hung up or the process is stopping — which is expected and said at INFO.
+func receiptNotRecorded(ctx context.Context, log *slog.Logger, err error, msg string, attrs ...any) {
+	attrs = append(attrs, "err", err)
+	if ctx.Err() != nil {
+		log.Info(msg+": the request ended before it was stored; the provider sends it again", attrs...)
+		return
+	}
+	log.Error(msg, attrs...)
 }
 
 func (c ReceiptConfig) decryptWeChat(body []byte, ts, nonce, msgSig string) ([]byte, error) {
@@ -438,7 +450,7 @@ func SMSReceiptHandler(c ReceiptConfig, provider string) http.Handler {
 			return
 		}
 		if _, err := RecordReceipts(r.Context(), c, rs); err != nil {
-			c.log().Error("record sms receipts", "provider", provider, "n", len(rs), "err", err)
+			receiptNotRecorded(r.Context(), c.log(), err, "record sms receipts", "provider", provider, "n", len(rs))
 			reply(http.StatusServiceUnavailable, false, "temporarily unavailable")
 			return
 		}

@@ -1,8 +1,11 @@
 package notify
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/xml"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -187,5 +190,30 @@ func TestReceiptBeforeItsSendIsLinkedLater(t *testing.T) {
 	}
 	if d := h.delivery(id); d.State != store.DeliveryDelivered {
 		t.Fatalf("early report not linked: %+v", d)
+	}
+}
+
+// A receipt that cannot be stored is an error, unless its request ended first (the provider hung
+// up, or the process is stopping): the handler answers 503 either way and the provider sends it
+// again, so only the first is worth an operator's attention.
+func TestReceiptNotRecordedLevel(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cancel bool
+		want   string
+	}{{"request alive", false, "level=ERROR"}, {"request ended", true, "level=INFO"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf strings.Builder
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.cancel {
+				cancel()
+			}
+			defer cancel()
+			receiptNotRecorded(ctx, log, errors.New("load waiting receipts: context canceled"), "record wechat receipt", "msgid", "1")
+			if out := buf.String(); !strings.Contains(out, tc.want) || !strings.Contains(out, "msgid=1") {
+				t.Fatalf("logged %q, want %s with the receipt's id", out, tc.want)
+			}
+		})
 	}
 }
