@@ -362,11 +362,7 @@ func TestDeliveryCountsBackfilledAndRecounted(t *testing.T) {
 // and a recount agrees; the attempt's outcome, queued, moves it.
 func TestDeliveryBeingSentStaysCountedAsItWas(t *testing.T) {
 	ctx := context.Background()
-	db := testenv.OpenDB(t).DB
-	at := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
-	if err := db.Create(&store.Enterprise{CreditCode: "913200000000000001", RegionCode: "320571", Status: store.StatusActive}).Error; err != nil {
-		t.Fatal(err)
-	}
+	db, at := oneFirmDB(t)
 	d := store.Delivery{MatchID: 1, Channel: "sms", Recipient: "r", CreditCode: "913200000000000001", PolicyID: "p",
 		State: store.DeliveryFailed, CreatedAt: at, UpdatedAt: at}
 	if err := db.Create(&d).Error; err != nil {
@@ -401,11 +397,7 @@ func TestDeliveryBeingSentStaysCountedAsItWas(t *testing.T) {
 // takes long runs over several transactions, leaving the queue empty and the counts a recount's.
 func TestDeliveryQueueRuns(t *testing.T) {
 	ctx := context.Background()
-	db := testenv.OpenDB(t).DB
-	at := time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
-	if err := db.Create(&store.Enterprise{CreditCode: "913200000000000001", RegionCode: "320571", Status: store.StatusActive}).Error; err != nil {
-		t.Fatal(err)
-	}
+	db, at := oneFirmDB(t)
 	var ds []store.Delivery
 	for i := range 6003 {
 		ds = append(ds, store.Delivery{MatchID: uint64(i + 1), Channel: "sms", Recipient: "r", CreditCode: "913200000000000001",
@@ -463,4 +455,15 @@ func TestDeliveryQueueRuns(t *testing.T) {
 	if err != nil || st.Deliveries["sms"][store.DeliverySent] != 6002 || st.Deliveries["sms"][store.DeliveryQueued] != 1 {
 		t.Fatalf("status after draining runs: %v (%v)", st.Deliveries, err)
 	}
+}
+
+// oneFirmDB is a test database holding one active firm, 913200000000000001 in 320571, and the
+// time its deliveries are stamped with.
+func oneFirmDB(t *testing.T) (*gorm.DB, time.Time) {
+	t.Helper()
+	db := testenv.OpenDB(t).DB
+	if err := db.Create(&store.Enterprise{CreditCode: "913200000000000001", RegionCode: "320571", Status: store.StatusActive}).Error; err != nil {
+		t.Fatal(err)
+	}
+	return db, time.Date(2026, 3, 2, 2, 0, 0, 0, time.UTC)
 }

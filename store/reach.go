@@ -135,7 +135,8 @@ const (
 )
 
 // DrainDeliveries counts the queued deliveries (CountDeliveries), refreshes the reach of the ones
-// queued for it (RefreshReach) and removes them from the queue, deliveryDrainRows per
+// queued for it (RefreshReach) and removes them from the queue — runs expanded, moved firms'
+// deliveries read — at most deliveryDrainRows queue rows and about deliveryDrainIDs deliveries per
 // transaction, until the queue is empty or ctx ends; it returns how many queue rows it took.
 func DrainDeliveries(ctx context.Context, db *gorm.DB) (int, error) {
 	total := 0
