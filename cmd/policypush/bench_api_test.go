@@ -32,6 +32,9 @@ func TestBenchAPISmoke(t *testing.T) {
 	if res.Matches == 0 {
 		t.Fatalf("no matches to browse: %+v", res)
 	}
+	if res.EngineLoadSeconds <= 0 {
+		t.Errorf("the attack did not wait for the matcher engine's load: %+v", res)
+	}
 	want := map[string][]string{
 		"admin":       {"page /", "page /firms", "page /firms (page 2)", "page /firms/{code}", "page /audit", "GET /api/v1/matches", "GET /api/v1/audit"},
 		"region_3205": {"page /firms", "GET /api/v1/matches", "GET /api/v1/firms/{code}", "GET /api/v1/dashboard"},
