@@ -234,16 +234,12 @@ func (s *Server) authenticate(r *http.Request) *Principal {
 	if err != nil || c.Value == "" {
 		return nil
 	}
-	sess, err := store.SessionByHash(ctx, db, sha256Hex(c.Value))
+	sess, u, err := store.SessionUser(ctx, db, sha256Hex(c.Value))
 	if err != nil {
 		return nil
 	}
 	if now.After(sess.ExpiresAt) || now.Sub(sess.LastSeenAt) > s.opts.SessionIdle {
 		_ = store.DeleteSession(ctx, db, sess.IDHash)
-		return nil
-	}
-	u, err := store.UserByID(ctx, db, sess.UserID)
-	if err != nil {
 		return nil
 	}
 	if now.Sub(sess.LastSeenAt) > time.Minute {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -18,15 +19,6 @@ func UserByName(ctx context.Context, db *gorm.DB, username string) (User, error)
 	var u User
 	if err := db.WithContext(ctx).Where("username = ?", username).Take(&u).Error; err != nil {
 		return u, fmt.Errorf("read user %s: %w", username, err)
-	}
-	return u, nil
-}
-
-// UserByID reads an account; ErrNotFound when there is none.
-func UserByID(ctx context.Context, db *gorm.DB, id uint64) (User, error) {
-	var u User
-	if err := db.WithContext(ctx).Where("id = ?", id).Take(&u).Error; err != nil {
-		return u, fmt.Errorf("read user %d: %w", id, err)
 	}
 	return u, nil
 }
@@ -90,13 +82,47 @@ func CreateSession(ctx context.Context, db *gorm.DB, s *Session) error {
 	return nil
 }
 
-// SessionByHash reads the session whose cookie hashes to idHash; ErrNotFound when there is none.
-func SessionByHash(ctx context.Context, db *gorm.DB, idHash string) (Session, error) {
-	var s Session
-	if err := db.WithContext(ctx).Where("id_hash = ?", idHash).Take(&s).Error; err != nil {
-		return s, fmt.Errorf("read session: %w", err)
+// SessionUser reads the session whose cookie hashes to idHash and its account in one statement:
+// every signed-in request starts with it, and two point reads one after the other each waited
+// their turn behind a pipeline busy on two cores (10 and 6 ms p50, 39 and 35 ms p95 at 4,000,000
+// firms, docs/console.md). gorm.ErrRecordNotFound when there is no such session or its account
+// is gone.
+func SessionUser(ctx context.Context, db *gorm.DB, idHash string) (Session, User, error) {
+	var row struct {
+		S Session `gorm:"embedded;embeddedPrefix:s_"`
+		U User    `gorm:"embedded;embeddedPrefix:u_"`
 	}
-	return s, nil
+	cols, err := sessionUserColumns(db)
+	if err != nil {
+		return Session{}, User{}, err
+	}
+	res := db.WithContext(ctx).Raw("SELECT "+cols+" FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ? LIMIT 1", idHash).Scan(&row)
+	if res.Error != nil {
+		return Session{}, User{}, fmt.Errorf("read session: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return Session{}, User{}, fmt.Errorf("read session: %w", gorm.ErrRecordNotFound)
+	}
+	return row.S, row.U, nil
+}
+
+// sessionUserColumns is SessionUser's select list: every column of both models, prefixed as
+// their embedding in SessionUser's row names them.
+func sessionUserColumns(db *gorm.DB) (string, error) {
+	var cols []string
+	for _, m := range []struct {
+		model         any
+		alias, prefix string
+	}{{&Session{}, "s", "s_"}, {&User{}, "u", "u_"}} {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(m.model); err != nil {
+			return "", fmt.Errorf("read session: %w", err)
+		}
+		for _, c := range stmt.Schema.DBNames {
+			cols = append(cols, m.alias+"."+c+" AS "+m.prefix+c)
+		}
+	}
+	return strings.Join(cols, ", "), nil
 }
 
 // TouchSession records that a session was used at.
