@@ -244,7 +244,7 @@ func runAPIBench(ctx context.Context, o apiBench, progress io.Writer) (apiResult
 	base := "http://" + srv.Addr()
 	fmt.Fprintf(progress, "server at %s (log %s); %d active matches\n", base, logPath, res.Matches)
 	// The steady state is measured: serve's matcher engine first loads the whole registry, once
-	// per start (at 4,000,000 firms 25 s idle, up to two minutes beside the delivering pipeline),
+	// per start (at 4,000,000 firms 23–35 s idle, up to two minutes beside the delivering pipeline),
 	// and the attack waits for it (docs/console.md).
 	loadStart := time.Now()
 	if err := waitMatcherLoaded(ctx, &a.stages, 30*time.Minute); err != nil {
