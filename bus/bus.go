@@ -113,24 +113,21 @@ type MaxDeliveriesAdvisory struct {
 // Backlog counts the notices the channels' consumers have not finished: not yet delivered to a
 // notifier, or delivered and not acknowledged (including those naked for a retry). It reads the
 // consumers rather than the stream: after an unclean NATS restart a work-queue stream can keep
-// messages its consumer already acknowledged, which no notifier will ever see again. A channel
-// whose consumer does not exist yet counts the stream's messages on its subject.
+// messages its consumer already acknowledged, which no notifier will ever see again. The reverse
+// happens too: a consumer restored after such a restart can list as unacknowledged messages the
+// stream no longer holds (nats-server 2.9, docs/delivery.md), which no notifier can finish either,
+// and which stay until they fail max_deliver lookups; so a channel counts at most the messages the
+// stream holds on its subject. A channel whose consumer does not exist yet counts those.
 func (b *Bus) Backlog(ctx context.Context, channels ...string) (uint64, error) {
 	var total uint64
 	for _, ch := range channels {
 		c, err := b.JS.Consumer(ctx, b.opts.Stream, ConsumerName(ch))
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			s, err := b.JS.Stream(ctx, b.opts.Stream)
+			held, err := b.subjectMessages(ctx, ch)
 			if err != nil {
-				return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+				return 0, err
 			}
-			info, err := s.Info(ctx, jetstream.WithSubjectFilter(b.NotifySubject(ch)))
-			if err != nil {
-				return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
-			}
-			for _, n := range info.State.Subjects {
-				total += n
-			}
+			total += held
 			continue
 		}
 		if err != nil {
@@ -140,9 +137,34 @@ func (b *Bus) Backlog(ctx context.Context, channels ...string) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("consumer %s: %w", ConsumerName(ch), err)
 		}
-		total += info.NumPending + uint64(info.NumAckPending)
+		n := info.NumPending + uint64(info.NumAckPending)
+		if n > 0 {
+			held, err := b.subjectMessages(ctx, ch)
+			if err != nil {
+				return 0, err
+			}
+			n = min(n, held)
+		}
+		total += n
 	}
 	return total, nil
+}
+
+// subjectMessages counts the messages the stream holds on a channel's notice subject.
+func (b *Bus) subjectMessages(ctx context.Context, ch string) (uint64, error) {
+	s, err := b.JS.Stream(ctx, b.opts.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(b.NotifySubject(ch)))
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+	}
+	var n uint64
+	for _, m := range info.State.Subjects {
+		n += m
+	}
+	return n, nil
 }
 
 // Healthy reports whether the connection is up.

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -124,5 +125,90 @@ func TestResetConsumerCreatesItAfreshOnce(t *testing.T) {
 	}
 	if !again.CachedInfo().Created.Equal(ci.Created) {
 		t.Fatal("the second reset replaced the fresh consumer")
+	}
+}
+
+// Backlog counts what a notifier can still finish. After an unclean nats-server restart a
+// consumer can list as delivered and unacknowledged messages the stream no longer holds (the state
+// notify's TestStalledConsumerIsCreatedAfresh makes, and the fault run met: its last 5 SMS
+// entries kept `deliver --until-idle` waiting past the test's limit with every notice delivered);
+// Backlog leaves those out.
+func TestBacklogLeavesOutMessagesTheStreamLost(t *testing.T) {
+	ns := testenv.StartNATSServer(t)
+	ctx := context.Background()
+	o := testenv.BusOptions(t)
+	o.URL = ns.URL
+	b, err := bus.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// an older message on a subject no notifier reads holds the stream's first sequence
+	if _, err := b.JS.Publish(ctx, bus.NotifySubject(o.SubjectPrefix, "email"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := b.Consumer(ctx, "wechat", bus.ConsumerOptions{AckWait: time.Minute, MaxDeliver: 100, MaxAckPending: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const held = 5
+	for i := range held {
+		if _, err := b.JS.Publish(ctx, b.NotifySubject("wechat"), fmt.Appendf(nil, `{"match_id":%d,"channel":"wechat"}`, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := cons.Fetch(held, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != held {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), held)
+	}
+	time.Sleep(time.Second) // the server writes a consumer's state at most ten times a second
+	stateFile := ns.ConsumerStateFile(t, o.Stream, bus.ConsumerName("wechat"))
+	stale, err := os.ReadFile(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+	ns.Stop(t)
+	if err := os.WriteFile(stateFile, stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.Start(t)
+	b, err = bus.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	c, err := b.JS.Consumer(ctx, o.Stream, bus.ConsumerName("wechat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != held {
+		t.Fatalf("restored consumer lists %d messages as delivered, want the %d the stream dropped", info.NumAckPending, held)
+	}
+	if n, err := b.Backlog(ctx, "wechat", "sms"); err != nil || n != 0 {
+		t.Fatalf("backlog %d (%v), want 0: the stream holds none of the messages the consumer lists", n, err)
+	}
+	// a new notice counts
+	if _, err := b.JS.Publish(ctx, b.NotifySubject("wechat"), []byte(`{"match_id":99,"channel":"wechat"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Backlog(ctx, "wechat"); err != nil || n != 1 {
+		t.Fatalf("backlog %d (%v) after a new notice, want 1", n, err)
 	}
 }

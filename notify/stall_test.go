@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +68,7 @@ func TestStalledConsumerIsCreatedAfresh(t *testing.T) {
 		t.Fatalf("fetched %d messages, want %d", len(msgs), held)
 	}
 	time.Sleep(time.Second) // the server writes a consumer's state at most ten times a second
-	stateFile := consumerStateFile(t, ns, o.Stream, bus.ConsumerName(ChannelWeChat))
+	stateFile := ns.ConsumerStateFile(t, o.Stream, bus.ConsumerName(ChannelWeChat))
 	stale, err := os.ReadFile(stateFile)
 	if err != nil {
 		t.Fatal(err)
@@ -135,16 +134,6 @@ func TestStalledConsumerIsCreatedAfresh(t *testing.T) {
 	t.Logf("%d notices sent in %s; the consumer was found stalled %d time(s)", waiting, time.Since(begin).Round(100*time.Millisecond),
 		strings.Count(logs.String(), "consumer stalled"))
 	h.exactlyOnce()
-}
-
-// consumerStateFile is where the server keeps a consumer's state (delivered, acknowledged, pending).
-func consumerStateFile(t *testing.T, ns *testenv.NATSServer, stream, consumer string) string {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(ns.StoreDir, "jetstream", "*", "streams", stream, "obs", consumer, "o.dat"))
-	if len(files) != 1 {
-		t.Fatalf("found %d state files of consumer %s (want 1): %v", len(files), consumer, files)
-	}
-	return files[0]
 }
 
 func tail(b []byte, n int) []byte {

@@ -108,6 +108,17 @@ func (s *NATSServer) Stop(t testing.TB) {
 	}
 }
 
+// ConsumerStateFile is where the server keeps a consumer's state (delivered, acknowledged,
+// pending): a test copies it and puts it back to make the state an unclean restart leaves.
+func (s *NATSServer) ConsumerStateFile(t testing.TB, stream, consumer string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.StoreDir, "jetstream", "*", "streams", stream, "obs", consumer, "o.dat"))
+	if len(files) != 1 {
+		t.Fatalf("found %d state files of consumer %s (want 1): %v", len(files), consumer, files)
+	}
+	return files[0]
+}
+
 // signal sends sig and waits up to 30 s for the process to end; false if it did not.
 func (s *NATSServer) signal(sig syscall.Signal) bool {
 	if s.cmd == nil {
