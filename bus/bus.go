@@ -121,50 +121,54 @@ type MaxDeliveriesAdvisory struct {
 func (b *Bus) Backlog(ctx context.Context, channels ...string) (uint64, error) {
 	var total uint64
 	for _, ch := range channels {
-		c, err := b.JS.Consumer(ctx, b.opts.Stream, ConsumerName(ch))
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			held, err := b.subjectMessages(ctx, ch)
-			if err != nil {
-				return 0, err
-			}
-			total += held
-			continue
-		}
+		n, err := ChannelBacklog(ctx, b.JS, b.opts.Stream, ConsumerName(ch), b.NotifySubject(ch))
 		if err != nil {
-			return 0, fmt.Errorf("consumer %s: %w", ConsumerName(ch), err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("consumer %s: %w", ConsumerName(ch), err)
-		}
-		n := info.NumPending + uint64(info.NumAckPending)
-		if n > 0 {
-			held, err := b.subjectMessages(ctx, ch)
-			if err != nil {
-				return 0, err
-			}
-			n = min(n, held)
+			return 0, err
 		}
 		total += n
 	}
 	return total, nil
 }
 
-// subjectMessages counts the messages the stream holds on a channel's notice subject.
-func (b *Bus) subjectMessages(ctx context.Context, ch string) (uint64, error) {
-	s, err := b.JS.Stream(ctx, b.opts.Stream)
+// ChannelBacklog is Backlog's count for one channel: the pending and unacknowledged messages of
+// its consumer on stream, at most the messages the stream holds on its subject; with no consumer
+// yet, those messages.
+func ChannelBacklog(ctx context.Context, js jetstream.JetStream, stream, consumer, subject string) (uint64, error) {
+	held := func() (uint64, error) {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: %w", stream, err)
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: %w", stream, err)
+		}
+		var n uint64
+		for _, m := range info.State.Subjects {
+			n += m
+		}
+		return n, nil
+	}
+	c, err := js.Consumer(ctx, stream, consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return held()
+	}
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+		return 0, fmt.Errorf("consumer %s: %w", consumer, err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(b.NotifySubject(ch)))
+	info, err := c.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", b.opts.Stream, err)
+		return 0, fmt.Errorf("consumer %s: %w", consumer, err)
 	}
-	var n uint64
-	for _, m := range info.State.Subjects {
-		n += m
+	n := info.NumPending + uint64(info.NumAckPending)
+	if n == 0 {
+		return 0, nil
 	}
-	return n, nil
+	h, err := held()
+	if err != nil {
+		return 0, err
+	}
+	return min(n, h), nil
 }
 
 // Healthy reports whether the connection is up.

@@ -453,9 +453,15 @@ func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
 	if err := db.Model(&store.Outbox{}).Where("published_at IS NULL").Count(&p.outbox).Error; err != nil {
 		return p, err
 	}
-	// The consumers' backlog, not the stream's size: after nats-server is killed, a work-queue
-	// stream can keep messages its consumer already acknowledged (see bus.Backlog).
+	// The consumers' backlog as bus.Backlog counts it, not the stream's size: after nats-server is
+	// killed, a work-queue stream can keep messages its consumer already acknowledged, and a
+	// consumer can list as unacknowledged messages the stream dropped.
 	for _, ch := range []string{"wechat", "sms"} {
+		n, err := bus.ChannelBacklog(ctx, js, f.stream, bus.ConsumerName(ch), bus.NotifySubject(f.prefix, ch))
+		if err != nil {
+			return p, err
+		}
+		p.stream += n
 		c, err := js.Consumer(ctx, f.stream, bus.ConsumerName(ch))
 		if err != nil {
 			return p, err
@@ -464,7 +470,6 @@ func (f *faultRun) progress(js jetstream.JetStream) (progress, error) {
 		if err != nil {
 			return p, err
 		}
-		p.stream += info.NumPending + uint64(info.NumAckPending)
 		p.consumers += fmt.Sprintf(" %s: %d pending, %d ack pending, %d redelivered, %d pulls waiting;",
 			ch, info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting)
 	}
