@@ -3,7 +3,6 @@ package bus_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -156,34 +155,7 @@ func TestBacklogLeavesOutMessagesTheStreamLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	batch, err := cons.Fetch(held, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != held {
-		t.Fatalf("fetched %d messages, want %d", len(msgs), held)
-	}
-	time.Sleep(time.Second) // the server writes a consumer's state at most ten times a second
-	stateFile := ns.ConsumerStateFile(t, o.Stream, bus.ConsumerName("wechat"))
-	stale, err := os.ReadFile(stateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range msgs {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b.Close()
-	ns.Stop(t)
-	if err := os.WriteFile(stateFile, stale, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ns.Start(t)
+	ns.RestartLosingAcks(t, cons, o.Stream, bus.ConsumerName("wechat"), held, b.Close)
 	b, err = bus.Open(ctx, o)
 	if err != nil {
 		t.Fatal(err)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/notify/sandbox"
@@ -56,34 +54,7 @@ func TestStalledConsumerIsCreatedAfresh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	batch, err := cons.Fetch(held, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != held {
-		t.Fatalf("fetched %d messages, want %d", len(msgs), held)
-	}
-	time.Sleep(time.Second) // the server writes a consumer's state at most ten times a second
-	stateFile := ns.ConsumerStateFile(t, o.Stream, bus.ConsumerName(ChannelWeChat))
-	stale, err := os.ReadFile(stateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range msgs {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b.Close()
-	ns.Stop(t)
-	if err := os.WriteFile(stateFile, stale, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ns.Start(t)
+	ns.RestartLosingAcks(t, cons, o.Stream, bus.ConsumerName(ChannelWeChat), held, b.Close)
 
 	b, err = bus.Open(ctx, o)
 	if err != nil {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATSServer is a private nats-server process of the machine's binary, with JetStream on a file
@@ -108,15 +111,46 @@ func (s *NATSServer) Stop(t testing.TB) {
 	}
 }
 
-// ConsumerStateFile is where the server keeps a consumer's state (delivered, acknowledged,
-// pending): a test copies it and puts it back to make the state an unclean restart leaves.
-func (s *NATSServer) ConsumerStateFile(t testing.TB, stream, consumer string) string {
+// RestartLosingAcks makes the state an unclean nats-server restart can leave: it takes n messages
+// from the pull consumer cons (named consumer on stream), keeps a copy of the consumer's state
+// file, acknowledges them (the work-queue stream drops them), runs closeConns (the test's
+// connections), stops the server, puts the copy back and starts the server again, as if the acks
+// had not reached the consumer's state on disk before a crash. The consumer then lists as
+// delivered and unacknowledged n messages the stream no longer holds.
+func (s *NATSServer) RestartLosingAcks(t testing.TB, cons jetstream.Consumer, stream, consumer string, n int, closeConns func()) {
 	t.Helper()
+	ctx := context.Background()
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != n {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), n)
+	}
+	time.Sleep(time.Second) // the server writes a consumer's state at most ten times a second
 	files, _ := filepath.Glob(filepath.Join(s.StoreDir, "jetstream", "*", "streams", stream, "obs", consumer, "o.dat"))
 	if len(files) != 1 {
 		t.Fatalf("found %d state files of consumer %s (want 1): %v", len(files), consumer, files)
 	}
-	return files[0]
+	stale, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeConns()
+	s.Stop(t)
+	if err := os.WriteFile(files[0], stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Start(t)
 }
 
 // signal sends sig and waits up to 30 s for the process to end; false if it did not.
