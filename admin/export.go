@@ -49,6 +49,11 @@ func (s *Server) exportMatches(w http.ResponseWriter, r *http.Request, p *Princi
 		s.failErr(w, r, err)
 		return
 	}
+	sf, err := store.FirmsNamed(ctx, s.opts.DB, f.storeFilter(p))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
 	name := "matches-" + s.now().In(s.opts.Location).Format("20060102-1504") + "." + string(format)
 	ctype := "text/csv; charset=utf-8"
 	if format == core.FormatXLSX {
@@ -60,7 +65,7 @@ func (s *Server) exportMatches(w http.ResponseWriter, r *http.Request, p *Princi
 	_, err = s.core.ExportMatches(ctx, dw, core.MatchExport{
 		Actor: p.Name, Format: format, Filter: f.audited(),
 		Table: core.Table{Header: exportHeader, Sheet: "匹配企业", BOM: format == core.FormatCSV},
-		Query: store.MatchExportQuery(ctx, s.opts.DB, f.storeFilter(p)),
+		Query: store.MatchExportQuery(ctx, s.opts.DB, sf),
 		Record: func(m *core.MatchLine) ([]any, bool) {
 			row = matchRow{MatchRow: store.MatchRow{MatchID: m.MatchID, CreditCode: m.CreditCode, Name: m.Name, RegionCode: m.RegionCode,
 				IndustryCode: m.IndustryCode, ParkID: m.ParkID, ContactPhone: m.ContactPhone, PolicyID: m.PolicyID,

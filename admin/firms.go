@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -181,7 +182,10 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 	if err != nil {
 		return nil, w, 0, err
 	}
-	sf := f.storeFilter(p)
+	sf, err := store.FirmsNamed(ctx, s.opts.DB, f.storeFilter(p))
+	if err != nil {
+		return nil, w, 0, err
+	}
 	var total int64
 	switch {
 	case f.Size == "" && !store.SortsScope(s.opts.DB, sf):
@@ -206,7 +210,7 @@ func (s *Server) readMatchPage(ctx context.Context, p *Principal, f matchFilter)
 			return nil, w, 0, err
 		}
 	default:
-		keys, err := s.sizeFilteredKeys(ctx, p, f, asOf)
+		keys, err := s.sizeFilteredKeys(ctx, sf, f.Size, asOf)
 		if err != nil {
 			return nil, w, 0, err
 		}
@@ -251,7 +255,7 @@ func (s *Server) heavyPage(ctx context.Context, f store.MatchFilter, total int64
 		return none, nil
 	}
 	inScope, scope := total, store.MatchFilter{Scope: f.Scope, ParkID: f.ParkID, Region: f.Region}
-	if f != scope {
+	if !reflect.DeepEqual(f, scope) {
 		if inScope, err = store.CountMatches(ctx, s.opts.DB, scope, store.CountCap); err != nil {
 			return none, err
 		}

@@ -387,7 +387,7 @@ func TestSizeFilteredKeysetPages(t *testing.T) {
 	}
 	tested := 0
 	for _, size := range sizeTiers {
-		keys, err := f.srv.sizeFilteredKeys(t.Context(), &Principal{Name: "admin", Role: store.RoleAdmin}, matchFilter{Size: size}, asOf)
+		keys, err := f.srv.sizeFilteredKeys(t.Context(), matchFilter{Size: size}.storeFilter(&Principal{Name: "admin", Role: store.RoleAdmin}), size, asOf)
 		if err != nil {
 			t.Fatal(err)
 		}

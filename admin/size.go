@@ -34,8 +34,8 @@ func firmSize(e *store.Enterprise, asOf time.Time) string {
 
 // sizeFilteredKeys lists, in list order, the keys (matched_at, id) of the matches the filter
 // selects, size included.
-func (s *Server) sizeFilteredKeys(ctx context.Context, p *Principal, f matchFilter, asOf time.Time) ([]store.Cursor, error) {
-	rows, err := store.MatchSizeInputs(ctx, s.opts.DB, f.storeFilter(p), maxSizeScan)
+func (s *Server) sizeFilteredKeys(ctx context.Context, sf store.MatchFilter, size string, asOf time.Time) ([]store.Cursor, error) {
+	rows, err := store.MatchSizeInputs(ctx, s.opts.DB, sf, maxSizeScan)
 	var many *store.TooManyRowsError
 	if errors.As(err, &many) {
 		return nil, badRequest("按规模筛选前请先缩小范围：当前条件下有 %d 条匹配，超过 %d 条（可加政策、区划或行业条件）", many.Rows, many.Max)
@@ -45,7 +45,7 @@ func (s *Server) sizeFilteredKeys(ctx context.Context, p *Principal, f matchFilt
 	}
 	keys := make([]store.Cursor, 0, len(rows))
 	for _, r := range rows {
-		if sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf) == f.Size {
+		if sizeOf(r.IndustryCode, r.Employees, r.AnnualRevenue, r.TotalAssets, asOf) == size {
 			keys = append(keys, store.Cursor{At: r.MatchedAt.UTC(), ID: r.ID})
 		}
 	}

@@ -342,16 +342,37 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 	for name, f := range map[string]store.MatchFilter{"all": {}, "policy": {PolicyID: "p2"}, "notify": {Notify: "sent"},
 		"pending of a policy": {Notify: "pending", PolicyID: "p1"}, "code prefix": {CodePrefix: code[:8]},
 		"code": {CreditCode: code}, "industry": {Industry: "C"}, "no answer": {Response: "none"}, "region": {Region: "3205"},
-		"park": {ParkID: "SIP"}, "name": {Text: "科技"}} {
+		"park": {ParkID: "SIP"}, "name": {Text: "科技"}, "named firms": {Text: s.firms[17].Name},
+		"named firms of a policy": {Text: s.firms[17].Name, PolicyID: "p1"}} {
 		listed := name == "all" || name == "policy" || name == "notify"
+		// "named firms": the console resolves a name to its firms first (store.FirmsNamed)
+		named := strings.HasPrefix(name, "named")
+		scoped := func(sc store.FirmScope) (store.MatchFilter, error) {
+			f := f
+			f.Scope = sc
+			if !named {
+				return f, nil
+			}
+			r, err := store.FirmsNamed(ctx, db, f)
+			if err == nil && r.Firms == nil && sc.ParkID == "" {
+				err = fmt.Errorf("%q names more than %d firms", f.Text, store.NameSearchFirms)
+			}
+			return r, err
+		}
 		checks = append(checks,
 			check{name: "matches count " + name, run: func(sc store.FirmScope) error {
-				f.Scope = sc
-				_, err := store.CountMatches(ctx, db, f, store.CountCap)
+				f, err := scoped(sc)
+				if err != nil {
+					return err
+				}
+				_, err = store.CountMatches(ctx, db, f, store.CountCap)
 				return err
 			}},
 			check{name: "matches pages " + name, run: func(sc store.FirmScope) error {
-				f.Scope = sc
+				f, err := scoped(sc)
+				if err != nil {
+					return err
+				}
 				first, err := store.MatchKeys(ctx, db, f, store.Page{Page: 1, PerPage: 50})
 				if err != nil || len(first.Keys) == 0 {
 					return err
@@ -365,7 +386,10 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				return err
 			}, walks: listed, keys: f.PolicyID == "" && f.CreditCode == "" && f.CodePrefix == "" && f.Text == ""},
 			check{name: "matches jump " + name, run: func(sc store.FirmScope) error {
-				f.Scope = sc
+				f, err := scoped(sc)
+				if err != nil {
+					return err
+				}
 				w, err := store.MatchKeys(ctx, db, f, store.Page{Page: 3, PerPage: 50})
 				if err != nil {
 					return err
@@ -374,6 +398,19 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 				return err
 			}},
 		)
+		if named {
+			checks = append(checks, check{name: "matches export " + name, run: func(sc store.FirmScope) error {
+				f, err := scoped(sc)
+				if err != nil {
+					return err
+				}
+				rows, err := store.MatchExportQuery(ctx, db, f).Rows()
+				if err != nil {
+					return err
+				}
+				return rows.Close()
+			}})
+		}
 	}
 	checks = append(checks,
 		check{name: "matches size inputs", run: func(sc store.FirmScope) error {
@@ -498,6 +535,10 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 					t.Logf("%s in scope %+v:\n%s\n%s", c.name, sc, st.sql, text)
 				}
 				full := p.full
+				if strings.Contains(text, store.EnterpriseNameIndex) && (strings.Contains(text, "COVERING INDEX") || strings.Contains(text, "Using index")) {
+					// a name search reads every firm's name, from the name index alone (FirmsNamed)
+					full = slices.DeleteFunc(full, func(table string) bool { return table == "enterprises" })
+				}
 				if c.whole && sc.All() {
 					full = slices.DeleteFunc(full, func(table string) bool { return table == "matches" || table == "enterprises" })
 				}
@@ -532,4 +573,76 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		}
 	}
 	t.Logf("%d statements explained on %s; whole test %v", explained, driver, time.Since(start))
+}
+
+// TestNameSearchThroughTheNamedFirms: a name search of the province or a city resolved to the
+// firms it names (store.FirmsNamed) lists and counts the same matches, page by page, as the search
+// that looks at every match's firm; a text more firms' names hold than NameSearchFirms, and a
+// park's search, are left to that search.
+func TestNameSearchThroughTheNamedFirms(t *testing.T) {
+	t.Parallel()
+	s := seedConsole(t)
+	ctx := context.Background()
+	keys := func(f store.MatchFilter) []store.Cursor {
+		t.Helper()
+		var all []store.Cursor
+		per := 7 // pages of a few rows, but the common text's thousands of matches a thousand at a time
+		if f.Text == "有限公司" {
+			per = 1000
+		}
+		p := store.Page{Page: 1, PerPage: per}
+		for {
+			w, err := store.MatchKeys(ctx, s.db, f, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, w.Keys...)
+			if len(w.Keys) < p.PerPage {
+				return all
+			}
+			last := w.Keys[len(w.Keys)-1]
+			p = store.Page{Page: 1, PerPage: per, After: &last}
+		}
+	}
+	name := []rune(s.firms[17].Name)
+	resolved := 0
+	for _, text := range []string{s.firms[17].Name, string(name[len(name)-6 : len(name)-2]), "没有这样的企业", strings.ToLower(s.firms[5].CreditCode[:14]), "有限公司"} {
+		for _, f := range []store.MatchFilter{{Text: text}, {Text: text, Scope: store.FirmScope{RegionPrefix: "3205"}}, {Text: text, Region: "32"},
+			{Text: text, PolicyID: "p2"}, {Text: text, Scope: store.FirmScope{ParkID: "SIP"}}} {
+			named, err := store.FirmsNamed(ctx, s.db, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case named.Firms != nil:
+				resolved++
+			case text != "有限公司" && f.Scope.ParkID == "":
+				t.Fatalf("%+v: not resolved to its firms", f)
+			}
+			if text == "有限公司" && f.Scope.All() && f.Region == "" && named.Firms != nil {
+				t.Fatalf("%+v: resolved to %d firms, more than the %d a search looks up", f, len(named.Firms), store.NameSearchFirms)
+			}
+			want, got := keys(f), keys(named)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%+v: %d keys through the named firms, %d looking at each match's firm", f, len(got), len(want))
+			}
+			n, err := store.CountMatches(ctx, s.db, f, store.CountCap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := store.CountMatches(ctx, s.db, named, store.CountCap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != m || int(n) != len(want) {
+				t.Fatalf("%+v: count %d through the named firms, %d otherwise, %d listed", f, m, n, len(want))
+			}
+			if text == s.firms[17].Name && f.Scope.All() && f.Region == "" && len(want) == 0 {
+				t.Fatalf("%+v: the firm's own name lists nothing", f)
+			}
+		}
+	}
+	if resolved < 16 {
+		t.Fatalf("%d searches resolved to their firms, want at least 16", resolved)
+	}
 }

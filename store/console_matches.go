@@ -27,6 +27,10 @@ type MatchFilter struct {
 	CreditCode string
 	CodePrefix string
 	Text       string
+	// Firms, when not nil, are the firms of the scope that Text names (FirmsNamed): the list reads
+	// their matches through the firm index instead of looking at the firm of every match of the
+	// scope for the text.
+	Firms []string
 }
 
 // regionIndex is the index of enterprises.region_code.
@@ -112,11 +116,11 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 	mysql := db.Dialector.Name() == "mysql"
 	byID := plan == planByID
 	state := "m.state = ?"
-	if f.CreditCode != "" && !mysql { // one firm's matches, through the firm index
+	if (f.CreditCode != "" || f.Firms != nil) && !mysql { // a few firms' matches, through the firm index
 		state = "+m.state = ?"
 	}
 	park := f.Scope.ParkID != "" || f.ParkID != ""
-	if !mysql && (plan == planAll && (park || f.Scope.RegionPrefix != "" || f.Region != "") || plan == planPage && park) {
+	if !mysql && f.Firms == nil && (plan == planAll && (park || f.Scope.RegionPrefix != "" || f.Region != "") || plan == planPage && park) {
 		// their matches through the firm index (ix_match_firm: credit code, state, time), whose
 		// entries alone give a page's keys
 		table, firms, state = "enterprises AS e", "CROSS JOIN matches AS m", "m.state = ?"
@@ -130,6 +134,10 @@ func matchQuery(ctx context.Context, db *gorm.DB, f MatchFilter, plan matchPlan)
 	}
 	if mysql && !byID {
 		switch {
+		case f.Firms != nil:
+			// the named firms' matches through the firm index, then sorted: a few thousand rows
+			table, firms, versions = "matches AS m FORCE INDEX ("+MatchFirmIndex+")", "STRAIGHT_JOIN enterprises e",
+				"STRAIGHT_JOIN policy_versions v FORCE INDEX (ux_policy_version)"
 		case park && plan == planAll:
 			// an export: left to itself MariaDB read every policy's matches along ux_match and
 			// each one's firm for its park (a park's 44,923 rows of 1.47 million: 5.6 s, then 0.56 s)
@@ -179,10 +187,55 @@ func (f MatchFilter) rowFilters(q *gorm.DB) *gorm.DB {
 		q = q.Where("m.credit_code = ?", f.CreditCode)
 	case f.CodePrefix != "":
 		q = q.Where("m.credit_code LIKE ? ESCAPE '!'", LikePrefix(f.CodePrefix))
+	case f.Firms != nil && len(f.Firms) == 0:
+		q = q.Where("1 = 0")
+	case f.Firms != nil:
+		q = q.Where("m.credit_code IN ?", f.Firms)
 	case f.Text != "":
 		q = f.textFilter(q)
 	}
 	return q
+}
+
+// NameSearchFirms is how many firms a name search (MatchFilter.Text) looks up by name at most
+// before reading their matches (FirmsNamed); a text that more firms' names contain is common
+// enough for the newest matches to hold a page of it soon, so its list walks them instead.
+const NameSearchFirms = 2000
+
+// FirmsNamed resolves the name search of the province's or a city's list (f.Text) to the firms
+// it names, when there are at most NameSearchFirms: their codes are read from ix_enterprise_name (name, place, code), every
+// firm's name once, without the rows — about 40 ms for 200,000 firms on MariaDB, where reading
+// each match's firm for its name took seconds for a rare name. f comes back unchanged when it has
+// no text or the text is common (more firms than that), and with Firms set (maybe empty: no
+// match) otherwise.
+func FirmsNamed(ctx context.Context, db *gorm.DB, f MatchFilter) (MatchFilter, error) {
+	if f.Text == "" || f.Firms != nil || f.Scope.None || f.Scope.ParkID != "" || f.ParkID != "" ||
+		len(f.Scope.RegionPrefix) > 4 || len(f.Region) > 4 {
+		// a park's or county's list reads its own firms' names (matchQuery): fewer than every
+		// firm's name in the index
+		return f, nil
+	}
+	table := "enterprises AS e INDEXED BY " + EnterpriseNameIndex
+	if db.Dialector.Name() == "mysql" {
+		table = "enterprises AS e FORCE INDEX (" + EnterpriseNameIndex + ")"
+	}
+	q := db.WithContext(ctx).Table(table).Select("e.credit_code").
+		Where("(e.name LIKE ? ESCAPE '!' OR e.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
+	if f.ParkID != "" {
+		q = q.Where("e.park_id = ?", f.ParkID)
+	}
+	if f.Region != "" {
+		q = WherePrefix(q, "e.region_code", f.Region)
+	}
+	codes := []string{}
+	if err := f.Scope.Apply(q, "e").Limit(NameSearchFirms + 1).Scan(&codes).Error; err != nil {
+		return f, fmt.Errorf("find the firms named %q: %w", f.Text, err)
+	}
+	if len(codes) > NameSearchFirms {
+		return f, nil
+	}
+	f.Firms = codes
+	return f, nil
 }
 
 // textFilter narrows q to the firms whose name contains f.Text or whose credit code starts with
@@ -246,7 +299,7 @@ func (f MatchFilter) narrow(q *gorm.DB, match, place string) *gorm.DB {
 // grows with the scope's matches, where a walk of ix_match_recent stops at the page's LIMIT.
 // A list that merges its places' walks (placeWindow) does not, unless it has more than maxPlaces.
 func SortsScope(db *gorm.DB, f MatchFilter) bool {
-	if f.walksPlaces(db) {
+	if f.Firms != nil || f.walksPlaces(db) {
 		return false
 	}
 	park := f.Scope.ParkID != "" || f.ParkID != ""
@@ -297,7 +350,7 @@ const maxPlaces = 400
 // ix_match_recent, the province's list too, a name search included (it walks and filters, as
 // the walk along ix_match_recent does on SQLite).
 func (f MatchFilter) walksPlaces(db *gorm.DB) bool {
-	if f.Scope.None || f.PolicyID != "" || f.CreditCode != "" || f.CodePrefix != "" {
+	if f.Scope.None || f.PolicyID != "" || f.CreditCode != "" || f.CodePrefix != "" || f.Firms != nil {
 		return false
 	}
 	if f.scoped() {

@@ -33,6 +33,8 @@ const (
 	EnterpriseParkIndex = "ix_enterprise_park"
 	// EnterpriseRegionIndex is (region_code, credit_code).
 	EnterpriseRegionIndex = "ix_enterprise_region"
+	// EnterpriseNameIndex is (name, region_code, park_id, credit_code).
+	EnterpriseNameIndex = "ix_enterprise_name"
 	// DeliveryFirmIndex is (credit_code, channel, state).
 	DeliveryFirmIndex = "ix_delivery_firm"
 )

@@ -17,9 +17,12 @@ const (
 // Enterprise is one firm of the registry, keyed on its 统一社会信用代码. The column names are the
 // standard catalog keys (see registry.Catalog); money is in 元.
 type Enterprise struct {
-	CreditCode   string `gorm:"column:credit_code;primaryKey;size:18;index:ix_enterprise_region,priority:2;index:ix_enterprise_park,priority:3" json:"credit_code"`
-	Name         string `gorm:"column:name;size:200;not null;default:''" json:"name"`
-	RegionCode   string `gorm:"column:region_code;size:6;not null;default:'';index:ix_enterprise_region,priority:1;index:ix_enterprise_status_region,priority:2" json:"region_code"`
+	CreditCode string `gorm:"column:credit_code;primaryKey;size:18;index:ix_enterprise_region,priority:2;index:ix_enterprise_park,priority:3;index:ix_enterprise_name,priority:4" json:"credit_code"`
+	// ix_enterprise_name (name, region_code, park_id, credit_code) serves the console's name
+	// search: "name contains" is no range, but the index is a narrow copy of every firm's name and
+	// place, read from end to end far faster than the rows (store.FirmsNamed).
+	Name         string `gorm:"column:name;size:200;not null;default:'';index:ix_enterprise_name,priority:1" json:"name"`
+	RegionCode   string `gorm:"column:region_code;size:6;not null;default:'';index:ix_enterprise_region,priority:1;index:ix_enterprise_status_region,priority:2;index:ix_enterprise_name,priority:2" json:"region_code"`
 	IndustryCode string `gorm:"column:industry_code;size:8;not null;default:''" json:"industry_code"`
 	// ix_enterprise_status_region counts the active firms of the province or a city from the
 	// index alone (the matcher's load, status): without it every firm's row was read (2.6 s at
@@ -38,7 +41,7 @@ type Enterprise struct {
 	TaxpayerType              string     `gorm:"column:taxpayer_type;size:16;not null;default:''" json:"taxpayer_type"`
 	IsHighTech                bool       `gorm:"column:is_high_tech;not null;default:false" json:"is_high_tech"`
 	SpecializedLevel          string     `gorm:"column:specialized_level;size:16;not null;default:'none'" json:"specialized_level"`
-	ParkID                    string     `gorm:"column:park_id;size:32;not null;default:'';index:ix_enterprise_park,priority:1" json:"park_id"`
+	ParkID                    string     `gorm:"column:park_id;size:32;not null;default:'';index:ix_enterprise_park,priority:1;index:ix_enterprise_name,priority:3" json:"park_id"`
 	LayoffRate                float64    `gorm:"column:layoff_rate;not null;default:0" json:"layoff_rate"`
 	UnemploymentInsurancePaid float64    `gorm:"column:unemployment_insurance_paid;not null;default:0" json:"unemployment_insurance_paid"`
 	GraduatesHired            int64      `gorm:"column:graduates_hired;not null;default:0" json:"graduates_hired"`

@@ -427,6 +427,7 @@ func (r *benchRole) plan(ctx context.Context, base string) error {
 	var first struct {
 		Items []struct {
 			CreditCode string `json:"credit_code"`
+			Name       string `json:"name"`
 		} `json:"items"`
 		NextCursor string `json:"next_cursor"`
 	}
@@ -460,9 +461,11 @@ func (r *benchRole) plan(ctx context.Context, base string) error {
 			target{"GET /api/v1/matches (page 2)", "/api/v1/matches" + after, "firm:read"})
 	}
 	if len(first.Items) > 0 {
-		firm := first.Items[len(first.Items)/2].CreditCode
-		paths = append(paths, target{"page /firms/{code}", "/firms/" + firm, "firm:read"},
-			target{"GET /api/v1/firms/{code}", "/api/v1/firms/" + firm, "firm:read"})
+		firm := first.Items[len(first.Items)/2]
+		paths = append(paths, target{"page /firms/{code}", "/firms/" + firm.CreditCode, "firm:read"},
+			target{"GET /api/v1/firms/{code}", "/api/v1/firms/" + firm.CreditCode, "firm:read"},
+			// a search by the firm's name, as an official looks one up: a rare text
+			target{"GET /api/v1/matches?q={name}", "/api/v1/matches?q=" + url.QueryEscape(firm.Name), "firm:read"})
 	}
 	for _, p := range paths {
 		if !slices.Contains(r.perms, p.perm) {

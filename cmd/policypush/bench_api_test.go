@@ -36,7 +36,8 @@ func TestBenchAPISmoke(t *testing.T) {
 		t.Errorf("the attack did not wait for the matcher engine's load: %+v", res)
 	}
 	want := map[string][]string{
-		"admin":       {"page /", "page /firms", "page /firms (page 2)", "page /firms/{code}", "page /audit", "GET /api/v1/matches", "GET /api/v1/audit"},
+		"admin": {"page /", "page /firms", "page /firms (page 2)", "page /firms/{code}", "page /audit", "GET /api/v1/matches", "GET /api/v1/audit",
+			"GET /api/v1/matches?q={name}"},
 		"region_3205": {"page /firms", "GET /api/v1/matches", "GET /api/v1/firms/{code}", "GET /api/v1/dashboard"},
 		"park_sip":    {"page /firms", "GET /api/v1/matches", "GET /api/v1/firms/{code}", "GET /api/v1/deliveries"},
 	}
