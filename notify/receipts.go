@@ -117,6 +117,8 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 				receiptsTotal.WithLabelValues(r.Provider, "duplicate").Inc()
 				continue
 			}
+			// stored as applied when it is applied below: one statement less per report
+			row.Applied = d != nil && reportable(d.State)
 			if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
 				return fmt.Errorf("record receipt: %w", err)
 			}
@@ -135,8 +137,14 @@ func RecordReceipts(ctx context.Context, c ReceiptConfig, rs []Receipt) (Receipt
 	if err != nil {
 		return sum, err
 	}
-	// After the commit, in a transaction of its own: a report stored unmatched because its send was
-	// not yet recorded is applied here or by the notifier's own post-commit pass, whichever is later.
+	// After the commit: a report stored unmatched because its send was not yet recorded is applied
+	// here or by the notifier's own post-commit pass, whichever is later. Such reports are rare, so
+	// one read outside a transaction looks for them; only when it finds some does a transaction
+	// apply them (every report paid for that transaction before).
+	waiting, err := waitingReceipts(c.DB.WithContext(ctx), nil, now)
+	if err != nil || len(waiting) == 0 {
+		return sum, err
+	}
 	err = c.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return applyWaiting(tx, c, nil, now) })
 	return sum, err
 }
@@ -167,8 +175,10 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 	if !reportable(d.State) {
 		return nil
 	}
-	if err := tx.Model(&store.DeliveryReceipt{}).Where("id = ?", r.ID).Updates(map[string]any{"applied": true, "delivery_id": d.ID}).Error; err != nil {
-		return fmt.Errorf("mark receipt applied: %w", err)
+	if !r.Applied || r.DeliveryID != d.ID { // a new report was stored applied, with its delivery
+		if err := tx.Model(&store.DeliveryReceipt{}).Where("id = ?", r.ID).Updates(map[string]any{"applied": true, "delivery_id": d.ID}).Error; err != nil {
+			return fmt.Errorf("mark receipt applied: %w", err)
+		}
 	}
 	t := tr(receiptTransition(r.Delivered))
 	vars := map[string]any{"delivered_at": r.ReportedAt}
@@ -215,23 +225,9 @@ func applyReceipt(tx *gorm.DB, c ReceiptConfig, d *store.Delivery, r store.Deliv
 // of the given deliveries (the notifier calls it right after recording them sent), or any (the
 // receipt handlers call it on every report).
 func applyWaiting(tx *gorm.DB, c ReceiptConfig, deliveryIDs []uint64, now time.Time) error {
-	var rows []store.DeliveryReceipt
-	q := tx.Where("applied = ? AND received_at >= ?", false, now.Add(-24*time.Hour))
-	if deliveryIDs != nil {
-		// A report that overtook its send was stored before the delivery had its provider id, so it
-		// is found by that id, not by delivery_id (which it could not know yet).
-		var pids []string
-		if err := tx.Model(&store.Delivery{}).Where("id IN ? AND provider_id <> ''", deliveryIDs).
-			Pluck("provider_id", &pids).Error; err != nil {
-			return fmt.Errorf("load provider ids: %w", err)
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		q = q.Where("(delivery_id IN ? OR provider_id IN ?)", deliveryIDs, pids)
-	}
-	if err := q.Order("id").Limit(200).Find(&rows).Error; err != nil {
-		return fmt.Errorf("load waiting receipts: %w", err)
+	rows, err := waitingReceipts(tx, deliveryIDs, now)
+	if err != nil {
+		return err
 	}
 	for _, r := range rows {
 		d, err := findDelivery(tx, Receipt{Provider: r.Provider, ProviderID: r.ProviderID, DeliveryID: r.DeliveryID})
@@ -246,6 +242,30 @@ func applyWaiting(tx *gorm.DB, c ReceiptConfig, deliveryIDs []uint64, now time.T
 		}
 	}
 	return nil
+}
+
+// waitingReceipts reads the reports of the last day not applied yet (at most 200), of the given
+// deliveries or (nil) of any.
+func waitingReceipts(db *gorm.DB, deliveryIDs []uint64, now time.Time) ([]store.DeliveryReceipt, error) {
+	var rows []store.DeliveryReceipt
+	q := db.Where("applied = ? AND received_at >= ?", false, now.Add(-24*time.Hour))
+	if deliveryIDs != nil {
+		// A report that overtook its send was stored before the delivery had its provider id, so it
+		// is found by that id, not by delivery_id (which it could not know yet).
+		var pids []string
+		if err := db.Model(&store.Delivery{}).Where("id IN ? AND provider_id <> ''", deliveryIDs).
+			Pluck("provider_id", &pids).Error; err != nil {
+			return nil, fmt.Errorf("load provider ids: %w", err)
+		}
+		if len(pids) == 0 {
+			return nil, nil
+		}
+		q = q.Where("(delivery_id IN ? OR provider_id IN ?)", deliveryIDs, pids)
+	}
+	if err := q.Order("id").Limit(200).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("load waiting receipts: %w", err)
+	}
+	return rows, nil
 }
 
 func recipientHash(r string) string {
