@@ -202,22 +202,27 @@ func (f MatchFilter) rowFilters(q *gorm.DB) *gorm.DB {
 // enough for the newest matches to hold a page of it soon, so its list walks them instead.
 const NameSearchFirms = 2000
 
-// FirmsNamed resolves the name search of the province's or a city's list (f.Text) to the firms
-// it names, when there are at most NameSearchFirms: their codes are read from ix_enterprise_name (name, place, code), every
-// firm's name once, without the rows — about 40 ms for 200,000 firms on MariaDB, where reading
-// each match's firm for its name took seconds for a rare name. f comes back unchanged when it has
-// no text or the text is common (more firms than that), and with Firms set (maybe empty: no
-// match) otherwise.
+// FirmsNamed resolves the name search of a list (f.Text) to the firms it names, when there are
+// at most NameSearchFirms; the list then reads their matches through the firm index. In the
+// province or a city the codes are read from ix_enterprise_name (name, place, code), every firm's
+// name once, without the rows: about 40 ms for 200,000 firms on MariaDB, where looking at each
+// match's firm for a rare name took seconds. A park's or county's come from their own firms. f
+// comes back unchanged when it has no text or the text is common (more firms than that), and
+// with Firms set (maybe empty: no match) otherwise.
 func FirmsNamed(ctx context.Context, db *gorm.DB, f MatchFilter) (MatchFilter, error) {
-	if f.Text == "" || f.Firms != nil || f.Scope.None || f.Scope.ParkID != "" || f.ParkID != "" ||
-		len(f.Scope.RegionPrefix) > 4 || len(f.Region) > 4 {
-		// a park's or county's list reads its own firms' names (matchQuery): fewer than every
-		// firm's name in the index
+	if f.Text == "" || f.Firms != nil || f.Scope.None {
 		return f, nil
 	}
-	table := "enterprises AS e INDEXED BY " + EnterpriseNameIndex
-	if db.Dialector.Name() == "mysql" {
-		table = "enterprises AS e FORCE INDEX (" + EnterpriseNameIndex + ")"
+	table := "enterprises AS e"
+	switch {
+	case f.Scope.ParkID != "" || f.ParkID != "" || len(f.Scope.RegionPrefix) > 4 || len(f.Region) > 4:
+		// a park's or county's firms come through their own index, each firm's name from its
+		// row: fewer than every firm's name in the name index (a park of 45,000 firms at
+		// 1,000,000: 0.07 s against 0.4 s)
+	case db.Dialector.Name() == "mysql":
+		table += " FORCE INDEX (" + EnterpriseNameIndex + ")"
+	default:
+		table += " INDEXED BY " + EnterpriseNameIndex
 	}
 	q := db.WithContext(ctx).Table(table).Select("e.credit_code").
 		Where("(e.name LIKE ? ESCAPE '!' OR e.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
