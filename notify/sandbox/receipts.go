@@ -119,7 +119,7 @@ func boolInt(b bool) int {
 func (r *reporter) wait() { <-r.done }
 
 // run posts reports when they are due, until the server stops: SMS reports in arrays of up to 100
-// (as the providers batch them), WeChat events one by one. A report the engine refuses is tried
+// (as the providers batch them), WeChat events one per message, several at once (postEach). A report the engine refuses is tried
 // twice more, a second apart.
 func (r *reporter) run() {
 	defer close(r.done)
@@ -161,6 +161,10 @@ func (r *reporter) run() {
 			if len(reps) == 0 {
 				continue
 			}
+			if reps[0].rec.Provider == ProviderWeChat {
+				r.postEach(reps)
+				continue
+			}
 			if err := r.post(reps); err != nil {
 				for _, failed := range reps {
 					r.requeue(failed, true)
@@ -168,6 +172,30 @@ func (r *reporter) run() {
 			}
 		}
 	}
+}
+
+// wechatReporters is how many WeChat events the sandbox posts at once. WeChat pushes one event per
+// message from many servers, so a busy account receives them concurrently; posted one after the
+// other, the reports of a fast pipeline fell behind and were dropped from the full queue, and the
+// engine's receipt path was never under the load it has in production.
+const wechatReporters = 8
+
+// postEach posts one event per report, wechatReporters at a time, and requeues each that failed.
+func (r *reporter) postEach(reps []report) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, wechatReporters)
+	for _, rep := range reps {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := r.post([]report{rep}); err != nil {
+				r.requeue(rep, true)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // requeue puts a report back; retry counts it as a failed post.
