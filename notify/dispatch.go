@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/policypush/policypush/bus"
 	"github.com/policypush/policypush/store"
@@ -416,6 +417,8 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		var events []store.DeliveryEvent
 		groups := map[claimKey][]*candidate{}
 		var order []claimKey
+		deferred := map[claimKey][]*candidate{} // provider: the outcome code
+		var deferOrder []claimKey
 		for _, c := range cands {
 			c.claim, c.lost = "", false
 			if c.act == actSend {
@@ -424,6 +427,14 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 					order = append(order, k)
 				}
 				groups[k] = append(groups[k], c)
+				continue
+			}
+			if c.act == actDefer && deferTransition(c.d.State) == TrDefer {
+				k := claimKey{c.d.State, c.d.Claim, c.outcomeCode()}
+				if deferred[k] == nil {
+					deferOrder = append(deferOrder, k)
+				}
+				deferred[k] = append(deferred[k], c)
 				continue
 			}
 			t, vars, provider := n.decided(c, now)
@@ -447,6 +458,13 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 				until := c.until
 				outbox = append(outbox, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &until, now))
 			}
+		}
+		for _, k := range deferOrder {
+			jobs, evs, err := n.deferTogether(tx, ch, deferred[k], k.state, k.claim, k.provider, now)
+			if err != nil {
+				return err
+			}
+			outbox, events = append(outbox, jobs...), append(events, evs...)
 		}
 		claimedAll := true
 		for _, k := range order {
@@ -490,6 +508,67 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		}
 		return n.scheduleAndRecord(tx, outbox, events)
 	})
+}
+
+// deferTogether defers candidates that share a state, claim and reason, each to its own time, in
+// one UPDATE (their due times in a CASE) instead of one per delivery: a firm paced or in quiet
+// hours defers every notice of a batch, and those single-row UPDATEs were most of the pipeline's
+// statements beside a busy console (47,341 in 45 s at 200,000 firms). The rows the guard admits
+// are locked first, so the UPDATE changes exactly those; the others changed hands (lost), as one
+// whose single UPDATE changed nothing was. It returns each deferred delivery's outbox job and
+// event.
+func (n *Notifier) deferTogether(tx *gorm.DB, ch string, group []*candidate, state, claim, code string, now time.Time) ([]store.Outbox, []store.DeliveryEvent, error) {
+	ids := make([]uint64, len(group))
+	for i, c := range group {
+		ids[i] = c.d.ID
+	}
+	held := ids
+	if len(group) > 1 {
+		held = nil
+		if err := tx.Model(&store.Delivery{}).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+			Where("id IN ? AND state = ? AND claim = ?", ids, state, claim).Pluck("id", &held).Error; err != nil {
+			return nil, nil, fmt.Errorf("lock deliveries to defer: %w", err)
+		}
+	}
+	ours := make(map[uint64]bool, len(held))
+	for _, id := range held {
+		ours[id] = true
+	}
+	var due any
+	var cases []any
+	for _, c := range group {
+		if ours[c.d.ID] {
+			due = c.until
+			cases = append(cases, c.d.ID, c.until)
+		}
+	}
+	if len(cases) > 2 {
+		due = gorm.Expr("CASE id"+strings.Repeat(" WHEN ? THEN ?", len(cases)/2)+" END", cases...)
+	}
+	var rows int64
+	if len(held) > 0 {
+		var err error
+		rows, err = apply(tx, change{tr: tr(TrDefer), ids: held, state: state, claim: claim, vars: map[string]any{"due_at": due},
+			channel: ch, code: code}, now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("defer deliveries: %w", err)
+		}
+	}
+	if rows != int64(len(held)) && len(group) > 1 {
+		return nil, nil, fmt.Errorf("defer deliveries: %d of the %d locked rows changed", rows, len(held))
+	}
+	var jobs []store.Outbox
+	var events []store.DeliveryEvent
+	for _, c := range group {
+		if !ours[c.d.ID] || rows == 0 {
+			c.lost = true
+			continue
+		}
+		events = append(events, tr(TrDefer).event(c.d.ID, now, "", c.eventCode(), clip(c.detail, 480)))
+		until := c.until
+		jobs = append(jobs, n.outboxJob(bus.NoticeJob{Channel: ch, DeliveryID: c.d.ID}, &until, now))
+	}
+	return jobs, events, nil
 }
 
 // scheduleAndRecord writes the outbox rows and delivery events a claim or record transaction produced.

@@ -2,9 +2,11 @@ package notify
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -623,4 +625,62 @@ func TestSweepBringsBackAStrandedDelivery(t *testing.T) {
 	if n := h.exactlyOnce(); n != 2 {
 		t.Fatalf("%d records, want 2", n)
 	}
+}
+
+// Deferrals of one batch are written together (one UPDATE, each delivery's own due time in a
+// CASE), and each delivery still waits until its own time: four firms paced from four different
+// last sends.
+func TestThrottleDefersABatchEachToItsOwnTime(t *testing.T) {
+	h := newHarness(t, sandbox.Options{}, func(o *Options) { o.Throttle = Throttle{MinInterval: 10 * time.Minute} })
+	var grouped atomic.Int32
+	if err := h.db.Callback().Update().After("gorm:update").Register("test:grouped_defers", func(db *gorm.DB) {
+		if strings.Contains(db.Statement.SQL.String(), "due_at`=CASE") {
+			grouped.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := h.clock.Now()
+	firms := []string{"F1", "F2", "F3", "F4"}
+	for i, f := range firms {
+		h.firm(f, "o-"+f, fmt.Sprintf("1380000000%d", i+1))
+		h.match(f, "p-a", 1, ChannelWeChat)
+		h.advance(2 * time.Minute) // F1 sent at +2, F2 at +4, F3 at +6, F4 at +8
+	}
+	var second []store.Match
+	for _, f := range firms {
+		second = append(second, h.match(f, "p-b", 1, ChannelWeChat))
+	}
+	h.settle() // at +8: every second notice is paced
+	var ids []uint64
+	for _, m := range second {
+		ids = append(ids, h.itemOf(m.ID, ChannelWeChat).DeliveryID)
+	}
+	for i, id := range ids {
+		d := h.delivery(id)
+		want := start.Add(time.Duration(2*i+12) * time.Minute)
+		if d.State != store.DeliveryQueued || d.DueAt == nil || !d.DueAt.Equal(want) {
+			t.Fatalf("%s's second notice: %+v, want queued until %v", firms[i], d, want)
+		}
+		if evs := h.events(id); !slices.Equal(evs, []string{"queued", "deferred"}) {
+			t.Fatalf("%s's timeline %v", firms[i], evs)
+		}
+	}
+	if grouped.Load() == 0 {
+		t.Fatal("the batch's deferrals were written one by one")
+	}
+	h.advance(5 * time.Minute) // +13: F1's is due
+	if d := h.delivery(ids[0]); d.State != store.DeliverySent {
+		t.Fatalf("F1's second notice at its time: %+v", d)
+	}
+	if d := h.delivery(ids[1]); d.State != store.DeliveryQueued {
+		t.Fatalf("F2's second notice before its time: %+v", d)
+	}
+	h.advance(6 * time.Minute) // +19: all due
+	for i, id := range ids {
+		if d := h.delivery(id); d.State != store.DeliverySent {
+			t.Fatalf("%s's second notice: %+v", firms[i], d)
+		}
+	}
+	h.exactlyOnce()
 }
