@@ -417,8 +417,9 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 		var events []store.DeliveryEvent
 		groups := map[claimKey][]*candidate{}
 		var order []claimKey
-		deferred := map[claimKey][]*candidate{} // provider: the outcome code
-		var deferOrder []claimKey
+		type deferKey struct{ state, claim, code string }
+		deferred := map[deferKey][]*candidate{}
+		var deferOrder []deferKey
 		for _, c := range cands {
 			c.claim, c.lost = "", false
 			if c.act == actSend {
@@ -430,7 +431,7 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 				continue
 			}
 			if c.act == actDefer && deferTransition(c.d.State) == TrDefer {
-				k := claimKey{c.d.State, c.d.Claim, c.outcomeCode()}
+				k := deferKey{c.d.State, c.d.Claim, c.outcomeCode()}
 				if deferred[k] == nil {
 					deferOrder = append(deferOrder, k)
 				}
@@ -460,7 +461,7 @@ func (n *Notifier) claim(ctx context.Context, rt *route, cands []*candidate, now
 			}
 		}
 		for _, k := range deferOrder {
-			jobs, evs, err := n.deferTogether(tx, ch, deferred[k], k.state, k.claim, k.provider, now)
+			jobs, evs, err := n.deferTogether(tx, ch, deferred[k], k.state, k.claim, k.code, now)
 			if err != nil {
 				return err
 			}

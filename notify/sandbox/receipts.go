@@ -119,8 +119,8 @@ func boolInt(b bool) int {
 func (r *reporter) wait() { <-r.done }
 
 // run posts reports when they are due, until the server stops: SMS reports in arrays of up to 100
-// (as the providers batch them), WeChat events one per message, several at once (postEach). A report the engine refuses is tried
-// twice more, a second apart.
+// (as the providers batch them), WeChat events one per message, several at once (postEach). A
+// report the engine refuses is tried twice more, a second apart.
 func (r *reporter) run() {
 	defer close(r.done)
 	for {
