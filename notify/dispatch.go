@@ -526,8 +526,8 @@ func (n *Notifier) deferTogether(tx *gorm.DB, ch string, group []*candidate, sta
 	held := ids
 	if len(group) > 1 {
 		held = nil
-		if err := tx.Model(&store.Delivery{}).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
-			Where("id IN ? AND state = ? AND claim = ?", ids, state, claim).Pluck("id", &held).Error; err != nil {
+		guard := change{tr: tr(TrDefer), ids: ids, state: state, claim: claim}
+		if err := guard.rows(tx).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Pluck("id", &held).Error; err != nil {
 			return nil, nil, fmt.Errorf("lock deliveries to defer: %w", err)
 		}
 	}

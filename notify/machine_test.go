@@ -7,14 +7,17 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	alierr "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
 	tcerr "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common/errors"
+	"gorm.io/gorm"
 
 	"github.com/policypush/policypush/bus"
+	"github.com/policypush/policypush/internal/testenv"
 	"github.com/policypush/policypush/store"
 )
 
@@ -358,5 +361,56 @@ func TestItemTransitions(t *testing.T) {
 				t.Errorf("ends in %v, want %v", got.To, want)
 			}
 		})
+	}
+}
+
+// A batch's transition finds its rows by their ids. On SQLite, which has no statistics, the state
+// guard beside a list of ids made the planner walk ix_delivery_failed over every delivery in the
+// state (every queued one, for each batch's claim); checked on the plan of the statements a claim
+// and a batch's deferral run. (MySQL's optimizer reads the ids by primary key.)
+func TestBatchTransitionsFindTheirRowsByID(t *testing.T) {
+	db := testenv.OpenDB(t).DB
+	if db.Dialector.Name() != "sqlite" {
+		t.Skip("the plan checked is SQLite's")
+	}
+	ids := make([]uint64, 100)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	now := time.Now()
+	var stmts []*gorm.Statement
+	dry := db.Session(&gorm.Session{DryRun: true})
+	for _, c := range []change{
+		{tr: tr(TrClaim), ids: ids, state: store.DeliveryQueued, vars: map[string]any{"claim": "c", "provider": "p", "lease_until": now,
+			"attempted_at": now, "attempts": gorm.Expr("attempts + 1")}},
+		{tr: tr(TrDefer), ids: ids, state: store.DeliveryQueued, vars: map[string]any{"due_at": now}},
+		{tr: tr(TrDelivered), ids: ids, vars: map[string]any{"delivered_at": now}},
+	} {
+		set, err := c.tr.columns(now, c.vars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stmts = append(stmts, c.rows(dry).Updates(set).Statement)
+	}
+	var held []uint64
+	stmts = append(stmts, change{tr: tr(TrDefer), ids: ids, state: store.DeliveryQueued}.rows(dry).Pluck("id", &held).Statement)
+	for _, st := range stmts {
+		var plan []string
+		rows, err := db.Raw("EXPLAIN QUERY PLAN "+st.SQL.String(), st.Vars...).Rows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if text := strings.Join(plan, "\n"); !strings.Contains(text, "INTEGER PRIMARY KEY") {
+			t.Errorf("%s\nreads: %s", st.SQL.String(), text)
+		}
 	}
 }

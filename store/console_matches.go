@@ -224,8 +224,7 @@ func FirmsNamed(ctx context.Context, db *gorm.DB, f MatchFilter) (MatchFilter, e
 	default:
 		table += " INDEXED BY " + EnterpriseNameIndex
 	}
-	q := db.WithContext(ctx).Table(table).Select("e.credit_code").
-		Where("(e.name LIKE ? ESCAPE '!' OR e.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
+	q := f.textFilter(db.WithContext(ctx).Table(table).Select("e.credit_code"))
 	if f.ParkID != "" {
 		q = q.Where("e.park_id = ?", f.ParkID)
 	}
@@ -243,11 +242,11 @@ func FirmsNamed(ctx context.Context, db *gorm.DB, f MatchFilter) (MatchFilter, e
 	return f, nil
 }
 
-// textFilter narrows q to the firms whose name contains f.Text or whose credit code starts with
-// it. No index serves a name that contains the text (a FULLTEXT ngram index would): the list walks
-// the newest matches and stops at its page, the count at CountCap.
+// textFilter narrows q, which reads enterprises as e, to the firms whose name contains f.Text or
+// whose credit code starts with it: FirmsNamed's lookup, and the list of a text too common for
+// it, which walks the newest matches and stops at its page (the count at CountCap).
 func (f MatchFilter) textFilter(q *gorm.DB) *gorm.DB {
-	return q.Where("(e.name LIKE ? ESCAPE '!' OR m.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
+	return q.Where("(e.name LIKE ? ESCAPE '!' OR e.credit_code LIKE ? ESCAPE '!')", LikeContains(f.Text), LikePrefix(strings.ToUpper(f.Text)))
 }
 
 // MatchRow is one line of the matched-firms list and its export. ContactPhone is as stored: the
