@@ -22,7 +22,8 @@ import (
 // aliases the console's SQL gives them (store/console_*.go: m, e, d, i; counter rows are c and h,
 // payout lines l, answers and link opens x, o and r).
 var largeTables = map[string]string{"matches": "matches", "m": "matches", "enterprises": "enterprises", "e": "enterprises",
-	"deliveries": "deliveries", "d": "deliveries", "delivery_items": "delivery_items", "i": "delivery_items", "outboxes": "outbox"}
+	"deliveries": "deliveries", "d": "deliveries", "delivery_items": "delivery_items", "i": "delivery_items", "outboxes": "outbox",
+	"name_grams": "name_grams", "g": "name_grams"}
 
 // probed are the large tables the list reads once per match (the notify state): any scan of them,
 // even along an index, multiplies by the matches (the probe's dashboard ran four correlated
@@ -338,20 +339,36 @@ func TestConsoleQueriesUseIndexes(t *testing.T) {
 		// the park's after starting from its firms)
 		onePlace bool
 	}
+	// the name index's pairs, as if its pass had begun after the seed (no firm recent)
+	indexedAt := time.Now().Add(2 * time.Minute)
+	if _, err := store.IndexNamesAt(ctx, db, indexedAt); err != nil {
+		t.Fatal(err)
+	}
 	var checks []check
 	for name, f := range map[string]store.MatchFilter{"all": {}, "policy": {PolicyID: "p2"}, "notify": {Notify: "sent"},
 		"pending of a policy": {Notify: "pending", PolicyID: "p1"}, "code prefix": {CodePrefix: code[:8]},
 		"code": {CreditCode: code}, "industry": {Industry: "C"}, "no answer": {Response: "none"}, "region": {Region: "3205"},
 		"park": {ParkID: "SIP"}, "name": {Text: "科技"}, "named firms": {Text: s.firms[17].Name},
-		"named firms of a policy": {Text: s.firms[17].Name, PolicyID: "p1"}} {
+		"named firms of a policy": {Text: s.firms[17].Name, PolicyID: "p1"}, "indexed firms": {Text: s.firms[17].Name},
+		"indexed firms of a policy": {Text: s.firms[17].Name, PolicyID: "p1"}} {
 		listed := name == "all" || name == "policy" || name == "notify"
-		// "named firms": the console resolves a name to its firms first (store.FirmsNamed)
-		named := strings.HasPrefix(name, "named")
+		// "named firms": the console resolves a name to its firms first (store.FirmsNamed),
+		// walking ix_enterprise_name before the name index has had a pass; "indexed firms"
+		// after one (namegrams.go)
+		indexed := strings.HasPrefix(name, "indexed")
+		named := strings.HasPrefix(name, "named") || indexed
 		scoped := func(sc store.FirmScope) (store.MatchFilter, error) {
 			f := f
 			f.Scope = sc
 			if !named {
 				return f, nil
+			}
+			at := time.Time{}
+			if indexed {
+				at = indexedAt
+			}
+			if err := store.SetNameIndexAt(db, at); err != nil {
+				return f, err
 			}
 			r, err := store.FirmsNamed(ctx, db, f)
 			if err == nil && r.Firms == nil {
@@ -606,43 +623,124 @@ func TestNameSearchThroughTheNamedFirms(t *testing.T) {
 	}
 	name := []rune(s.firms[17].Name)
 	resolved := 0
-	for _, text := range []string{s.firms[17].Name, string(name[len(name)-6 : len(name)-2]), "没有这样的企业", strings.ToLower(s.firms[5].CreditCode[:14]), "有限公司"} {
-		for _, f := range []store.MatchFilter{{Text: text}, {Text: text, Scope: store.FirmScope{RegionPrefix: "3205"}}, {Text: text, Region: "32"},
-			{Text: text, PolicyID: "p2"}, {Text: text, Scope: store.FirmScope{ParkID: "SIP"}}} {
-			named, err := store.FirmsNamed(ctx, s.db, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch {
-			case named.Firms != nil:
-				resolved++
-			case text != "有限公司":
-				t.Fatalf("%+v: not resolved to its firms", f)
-			}
-			if text == "有限公司" && f.Scope.All() && f.Region == "" && named.Firms != nil {
-				t.Fatalf("%+v: resolved to %d firms, more than the %d a search looks up", f, len(named.Firms), store.NameSearchFirms)
-			}
-			want, got := keys(f), keys(named)
-			if !slices.Equal(got, want) {
-				t.Fatalf("%+v: %d keys through the named firms, %d looking at each match's firm", f, len(got), len(want))
-			}
-			n, err := store.CountMatches(ctx, s.db, f, store.CountCap)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := store.CountMatches(ctx, s.db, named, store.CountCap)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n != m || int(n) != len(want) {
-				t.Fatalf("%+v: count %d through the named firms, %d otherwise, %d listed", f, m, n, len(want))
-			}
-			if text == s.firms[17].Name && f.Scope.All() && f.Region == "" && len(want) == 0 {
-				t.Fatalf("%+v: the firm's own name lists nothing", f)
+	// indexed: the name index has had a pass since the seed, so the province's and a city's
+	// searches of a text holding Han pairs must be answered by it
+	search := func(indexed bool) {
+		t.Helper()
+		for _, text := range []string{s.firms[17].Name, string(name[len(name)-6 : len(name)-2]), "没有这样的企业", strings.ToLower(s.firms[5].CreditCode[:14]), "有限公司"} {
+			for _, f := range []store.MatchFilter{{Text: text}, {Text: text, Scope: store.FirmScope{RegionPrefix: "3205"}}, {Text: text, Region: "32"},
+				{Text: text, PolicyID: "p2"}, {Text: text, Scope: store.FirmScope{ParkID: "SIP"}}} {
+				named, err := store.FirmsNamed(ctx, s.db, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				byGrams, ok, err := store.FirmsByGrams(ctx, s.db, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				citywide := f.Scope.ParkID == "" && len(f.Scope.RegionPrefix) <= 4
+				if hanPairs := len(store.NameGrams(text)) > 0; ok != (indexed && hanPairs) && citywide {
+					t.Fatalf("%+v: answered by the name index %v, want %v", f, ok, indexed && hanPairs)
+				}
+				if ok && citywide && !slices.Equal(byGrams, named.Firms) {
+					t.Fatalf("%+v: the name index names %d firms, the search %d", f, len(byGrams), len(named.Firms))
+				}
+				switch {
+				case named.Firms != nil:
+					resolved++
+				case text != "有限公司":
+					t.Fatalf("%+v: not resolved to its firms", f)
+				}
+				if text == "有限公司" && f.Scope.All() && f.Region == "" && named.Firms != nil {
+					t.Fatalf("%+v: resolved to %d firms, more than the %d a search looks up", f, len(named.Firms), store.NameSearchFirms)
+				}
+				want, got := keys(f), keys(named)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%+v: %d keys through the named firms, %d looking at each match's firm", f, len(got), len(want))
+				}
+				n, err := store.CountMatches(ctx, s.db, f, store.CountCap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := store.CountMatches(ctx, s.db, named, store.CountCap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != m || int(n) != len(want) {
+					t.Fatalf("%+v: count %d through the named firms, %d otherwise, %d listed", f, m, n, len(want))
+				}
+				if text == s.firms[17].Name && f.Scope.All() && f.Region == "" && len(want) == 0 {
+					t.Fatalf("%+v: the firm's own name lists nothing", f)
+				}
 			}
 		}
 	}
+	search(false)
 	if resolved < 20 {
 		t.Fatalf("%d searches resolved to their firms, want at least 20", resolved)
+	}
+
+	// the name index's first pass, as if it had begun two minutes after the seed: no firm is
+	// then recent, and the searches read the pairs alone
+	later := time.Now().Add(2 * time.Minute)
+	pass, err := store.IndexNamesAt(ctx, s.db, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pass.Read != len(s.firms) || pass.Changed != len(s.firms) {
+		t.Fatalf("first pass read %d and indexed %d names of %d firms", pass.Read, pass.Changed, len(s.firms))
+	}
+	resolved = 0
+	search(true)
+	if resolved < 20 {
+		t.Fatalf("%d searches resolved to their firms through the name index, want at least 20", resolved)
+	}
+
+	// a firm renamed after that pass is found by its new name (it is recent) and no longer by
+	// its old one (its old pairs are checked against its name); the next pass moves its pairs
+	renamed := s.firms[17]
+	fresh := "苏州市吴中区翠微琉璃工艺品有限公司"
+	if err := s.db.Model(&store.Enterprise{}).Where("credit_code = ?", renamed.CreditCode).
+		Updates(map[string]any{"name": fresh, "updated_at": later.Add(2*time.Minute + 500*time.Millisecond)}).Error; err != nil {
+		t.Fatal(err)
+	}
+	find := func(text string) []string {
+		t.Helper()
+		codes, ok, err := store.FirmsByGrams(ctx, s.db, store.MatchFilter{Text: text})
+		if err != nil || !ok {
+			t.Fatalf("search %q through the name index: ok %v, %v", text, ok, err)
+		}
+		return codes
+	}
+	for round := range 2 {
+		if got := find("翠微琉璃"); !slices.Equal(got, []string{renamed.CreditCode}) {
+			t.Fatalf("round %d: the new name finds %v", round, got)
+		}
+		if got := find(renamed.Name); len(got) != 0 {
+			t.Fatalf("round %d: the old name still finds %v", round, got)
+		}
+		if round == 0 {
+			pass, err := store.IndexNamesAt(ctx, s.db, later.Add(3*time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pass.Changed != 1 {
+				t.Fatalf("second pass indexed %d names, want the renamed firm's", pass.Changed)
+			}
+		}
+	}
+	var pairs int64
+	if err := s.db.Model(&store.NameGram{}).Where("credit_code = ?", renamed.CreditCode).Count(&pairs).Error; err != nil {
+		t.Fatal(err)
+	}
+	if want := len(store.NameGrams(fresh)); int(pairs) != want {
+		t.Fatalf("the renamed firm has %d pairs in the index, want the %d of its new name", pairs, want)
+	}
+	// a pass reads again the firms updated within the margin before the last pass began (the
+	// renamed one) and writes nothing for them; with nothing changed since, it reads nothing
+	for i, want := range []int{1, 0} {
+		if pass, err := store.IndexNamesAt(ctx, s.db, later.Add(time.Duration(10+10*i)*time.Minute)); err != nil || pass.Changed != 0 || pass.Read != want {
+			t.Fatalf("idle pass %d: %+v (want %d read), %v", i, pass, want, err)
+		}
 	}
 }

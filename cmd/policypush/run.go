@@ -349,5 +349,34 @@ func (a *app) serveHTTP(ctx context.Context) (*stage.HTTP, error) {
 		return nil, fmt.Errorf("http.addr %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.start(ctx, "console", console)
+	if err := a.runNameIndex(ctx); err != nil {
+		return nil, err
+	}
 	return console, nil
+}
+
+// runNameIndex keeps the name index of the console's search up to date (store.IndexNames: a pass
+// at once, then every store.NameIndexInterval), as a loop of this process's stages, yielding to
+// the console's requests between its transactions.
+func (a *app) runNameIndex(ctx context.Context) error {
+	db, err := a.openDB(ctx)
+	if err != nil {
+		return err
+	}
+	pass := func(ctx context.Context) error {
+		p, err := store.IndexNames(ctx, db, a.gate.Yield)
+		if err == nil && p.Changed > 0 {
+			a.log.Info("indexed firm names for the search", "read", p.Read, "changed", p.Changed, "seconds", p.Seconds)
+		}
+		return err
+	}
+	warn := func(err error) { a.log.Warn("index firm names", "err", err) }
+	a.startFunc(ctx, "name index", func(ctx context.Context) error {
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
+			warn(err)
+		}
+		stage.Every(ctx, store.NameIndexInterval, pass, warn)
+		return nil
+	})
+	return nil
 }
