@@ -623,8 +623,8 @@ func TestNameSearchThroughTheNamedFirms(t *testing.T) {
 	}
 	name := []rune(s.firms[17].Name)
 	resolved := 0
-	// indexed: the name index has had a pass since the seed, so the province's and a city's
-	// searches of a text holding Han pairs must be answered by it
+	// indexed: the name index has had a pass since the seed, so every search of a text holding
+	// Han pairs must be answered by it
 	search := func(indexed bool) {
 		t.Helper()
 		for _, text := range []string{s.firms[17].Name, string(name[len(name)-6 : len(name)-2]), "没有这样的企业", strings.ToLower(s.firms[5].CreditCode[:14]), "有限公司"} {
@@ -638,11 +638,10 @@ func TestNameSearchThroughTheNamedFirms(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				citywide := f.Scope.ParkID == "" && len(f.Scope.RegionPrefix) <= 4
-				if hanPairs := len(store.NameGrams(text)) > 0; ok != (indexed && hanPairs) && citywide {
+				if hanPairs := len(store.NameGrams(text)) > 0; ok != (indexed && hanPairs) {
 					t.Fatalf("%+v: answered by the name index %v, want %v", f, ok, indexed && hanPairs)
 				}
-				if ok && citywide && !slices.Equal(byGrams, named.Firms) {
+				if ok && !slices.Equal(byGrams, named.Firms) {
 					t.Fatalf("%+v: the name index names %d firms, the search %d", f, len(byGrams), len(named.Firms))
 				}
 				switch {
@@ -683,7 +682,7 @@ func TestNameSearchThroughTheNamedFirms(t *testing.T) {
 	// the name index's first pass, as if it had begun two minutes after the seed: no firm is
 	// then recent, and the searches read the pairs alone
 	later := time.Now().Add(2 * time.Minute)
-	pass, err := store.IndexNamesAt(ctx, s.db, later)
+	pass, err := store.IndexNamesWalking(ctx, s.db, later)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -742,5 +741,13 @@ func TestNameSearchThroughTheNamedFirms(t *testing.T) {
 		if pass, err := store.IndexNamesAt(ctx, s.db, later.Add(time.Duration(10+10*i)*time.Minute)); err != nil || pass.Changed != 0 || pass.Read != want {
 			t.Fatalf("idle pass %d: %+v (want %d read), %v", i, pass, want, err)
 		}
+	}
+	// walking every firm finds the same as reading the updated ones: from the pass after the
+	// rename, only the renamed firm
+	if err := store.SetNameIndexAt(s.db, later.Add(3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if pass, err := store.IndexNamesWalking(ctx, s.db, later.Add(30*time.Minute)); err != nil || pass.Changed != 0 || pass.Read != 1 {
+		t.Fatalf("walking pass: %+v (want 1 read), %v", pass, err)
 	}
 }

@@ -9,7 +9,12 @@ import (
 
 // IndexNamesAt is IndexNames of a pass that began at start (a test's clock).
 func IndexNamesAt(ctx context.Context, db *gorm.DB, start time.Time) (NameIndexPass, error) {
-	return indexNames(ctx, db, nil, start)
+	return indexNames(ctx, db, nil, start, nameIndexFew)
+}
+
+// IndexNamesWalking is IndexNamesAt walking every firm (as with an import's many updates).
+func IndexNamesWalking(ctx context.Context, db *gorm.DB, start time.Time) (NameIndexPass, error) {
+	return indexNames(ctx, db, nil, start, 1)
 }
 
 // SetNameIndexAt records when the last complete pass of the name index began (zero: never).

@@ -168,11 +168,12 @@ func nameIndexAt(ctx context.Context, db *gorm.DB) (time.Time, error) {
 // and then records when this pass began.
 // yield, when not nil, is called before each transaction (the console's precedence, stage.Gate).
 func IndexNames(ctx context.Context, db *gorm.DB, yield func(context.Context)) (NameIndexPass, error) {
-	return indexNames(ctx, db, yield, time.Now())
+	return indexNames(ctx, db, yield, time.Now(), nameIndexFew)
 }
 
-// indexNames is IndexNames of a pass that began at start.
-func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), start time.Time) (NameIndexPass, error) {
+// indexNames is IndexNames of a pass that began at start, reading the updated firms by their
+// codes when fewer than few, else walking every firm.
+func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), start time.Time, few int) (NameIndexPass, error) {
 	if yield == nil {
 		yield = func(context.Context) {}
 	}
@@ -192,11 +193,11 @@ func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), s
 	} else {
 		since = at.Add(-NameIndexMargin)
 	}
-	recent, err := updatedSince(ctx, db, since, nameIndexFew)
+	recent, err := updatedSince(ctx, db, since, few)
 	if err != nil {
 		return pass, err
 	}
-	if recent < nameIndexFew {
+	if recent < few {
 		// few: their codes through the updated_at index, then in batches
 		codes, err := updatedCodes(ctx, db, since)
 		if err != nil {
@@ -212,19 +213,31 @@ func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), s
 			}
 		}
 	} else {
-		// many (the first pass, an import): every firm in code order, those updated since kept
+		// many (the first pass, an import): every firm in code order along the primary key,
+		// those updated since kept here (a condition on updated_at could make a planner sort
+		// all of them for each batch)
 		after := ""
 		for {
-			var codes []string
-			q := db.WithContext(ctx).Table("enterprises").Select("credit_code").Where("credit_code > ?", after)
-			if !since.IsZero() {
-				q = q.Where("updated_at > ?", since)
+			var firms []struct {
+				CreditCode string
+				UpdatedAt  time.Time
 			}
-			if err := q.Order("credit_code").Limit(nameIndexBatch).Scan(&codes).Error; err != nil {
+			if err := db.WithContext(ctx).Table("enterprises").Select("credit_code, updated_at").Where("credit_code > ?", after).
+				Order("credit_code").Limit(nameIndexBatch).Scan(&firms).Error; err != nil {
 				return pass, fmt.Errorf("read the firms to index by name: %w", err)
 			}
-			if len(codes) == 0 {
+			if len(firms) == 0 {
 				break
+			}
+			after = firms[len(firms)-1].CreditCode
+			codes := make([]string, 0, len(firms))
+			for _, f := range firms {
+				if since.IsZero() || f.UpdatedAt.After(since) {
+					codes = append(codes, f.CreditCode)
+				}
+			}
+			if len(codes) == 0 {
+				continue
 			}
 			yield(ctx)
 			n, err := indexBatch(ctx, db, codes)
@@ -232,7 +245,6 @@ func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), s
 			if err != nil {
 				return pass, err
 			}
-			after = codes[len(codes)-1]
 		}
 	}
 	pass.Seconds = time.Since(began).Seconds()
