@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -353,6 +354,11 @@ func indexBatch(ctx context.Context, db *gorm.DB, codes []string) (int, error) {
 		if len(names) == 0 {
 			return nil
 		}
+		// in key order: a statement's rows then fall on few pages of the pair index, each
+		// pair's new firms together (in firm order they were spread over the whole index)
+		slices.SortFunc(add, func(a, b NameGram) int {
+			return cmp.Or(cmp.Compare(a.Gram, b.Gram), strings.Compare(a.CreditCode, b.CreditCode))
+		})
 		return errors.Join(dropGrams(tx, drop), addGrams(tx, add), noteIndexed(tx, names))
 	})
 	return changed, err
