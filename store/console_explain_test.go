@@ -23,7 +23,7 @@ import (
 // payout lines l, answers and link opens x, o and r).
 var largeTables = map[string]string{"matches": "matches", "m": "matches", "enterprises": "enterprises", "e": "enterprises",
 	"deliveries": "deliveries", "d": "deliveries", "delivery_items": "delivery_items", "i": "delivery_items", "outboxes": "outbox",
-	"name_grams": "name_grams", "g": "name_grams"}
+	"name_grams": "name_grams", "g0": "name_grams", "g1": "name_grams", "g2": "name_grams"}
 
 // probed are the large tables the list reads once per match (the notify state): any scan of them,
 // even along an index, multiplies by the matches (the probe's dashboard ran four correlated

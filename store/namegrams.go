@@ -446,8 +446,8 @@ func firmsByGrams(ctx context.Context, db *gorm.DB, f MatchFilter, named func(*g
 	if err != nil || recent > NameIndexRecent {
 		return nil, false, err
 	}
-	rarest, n, err := rarestGram(ctx, db, grams)
-	if err != nil || n > NameGramFirms {
+	rarest, err := rarestGrams(ctx, db, grams)
+	if err != nil || rarest[0].N > NameGramFirms {
 		return nil, false, err
 	}
 	mysql := db.Dialector.Name() == "mysql"
@@ -459,14 +459,25 @@ func firmsByGrams(ctx context.Context, db *gorm.DB, f MatchFilter, named func(*g
 		}
 		return err
 	}
-	if n > 0 {
-		// the pair's firms first, each looked up by its key
-		join := "name_grams AS g CROSS JOIN enterprises AS e"
+	if rarest[0].N > 0 {
+		// the firms of the rarest pair that hold the next rarest ones too, found in the pair
+		// index alone (a key lookup each), then each survivor's row by its key: at 4,000,000
+		// firms the rarest pair of a whole name still named a few thousand firms
+		joins := 1 + min(len(rarest)-1, nameGramJoins-1)
+		op := " CROSS JOIN "
 		if mysql {
-			join = "name_grams AS g STRAIGHT_JOIN enterprises AS e"
+			op = " STRAIGHT_JOIN "
 		}
-		if err := add(db.WithContext(ctx).Table(join).Select("e.credit_code").
-			Where("g.gram = ? AND e.credit_code = g.credit_code", rarest)); err != nil {
+		from := "name_grams AS g0"
+		where := "g0.gram = ?"
+		args := []any{rarest[0].Gram}
+		for i := 1; i < joins; i++ {
+			from += fmt.Sprintf("%sname_grams AS g%d", op, i)
+			where += fmt.Sprintf(" AND g%d.gram = ? AND g%d.credit_code = g0.credit_code", i, i)
+			args = append(args, rarest[i].Gram)
+		}
+		if err := add(db.WithContext(ctx).Table(from+op+"enterprises AS e").Select("e.credit_code").
+			Where(where+" AND e.credit_code = g0.credit_code", args...)); err != nil {
 			return nil, false, err
 		}
 	}
@@ -490,30 +501,31 @@ func firmsByGrams(ctx context.Context, db *gorm.DB, f MatchFilter, named func(*g
 	return codes, true, nil
 }
 
-// rarestGram is the pair of grams the fewest firms hold, and how many (counted up to
-// NameGramFirms+1, from the index alone), in one statement.
-func rarestGram(ctx context.Context, db *gorm.DB, grams []int64) (int64, int, error) {
+// gramCount is how many firms hold a pair (up to NameGramFirms+1).
+type gramCount struct {
+	Gram int64
+	N    int
+}
+
+// nameGramJoins is how many of a text's pairs a search intersects at most.
+const nameGramJoins = 3
+
+// rarestGrams counts the firms of each pair, from the index alone, up to NameGramFirms+1 each, in
+// one statement, and returns the counts rarest first.
+func rarestGrams(ctx context.Context, db *gorm.DB, grams []int64) ([]gramCount, error) {
 	parts := make([]string, len(grams))
 	args := make([]any, 0, 3*len(grams))
 	for i, g := range grams {
 		parts[i] = fmt.Sprintf("SELECT ? AS gram, COUNT(*) AS n FROM (SELECT 1 FROM name_grams WHERE gram = ? LIMIT ?) t%d", i)
 		args = append(args, g, g, NameGramFirms+1)
 	}
-	var counts []struct {
-		Gram int64
-		N    int
-	}
+	var counts []gramCount
 	if err := db.WithContext(ctx).Raw(strings.Join(parts, " UNION ALL "), args...).Scan(&counts).Error; err != nil {
-		return 0, 0, fmt.Errorf("count the firms of a name's pairs: %w", err)
+		return nil, fmt.Errorf("count the firms of a name's pairs: %w", err)
 	}
-	best := -1
-	for i, c := range counts {
-		if best < 0 || c.N < counts[best].N {
-			best = i
-		}
+	if len(counts) != len(grams) {
+		return nil, fmt.Errorf("count the firms of a name's pairs: %d answers for %d pairs", len(counts), len(grams))
 	}
-	if best < 0 {
-		return 0, 0, errors.New("count the firms of a name's pairs: no answer")
-	}
-	return counts[best].Gram, counts[best].N, nil
+	slices.SortStableFunc(counts, func(a, b gramCount) int { return cmp.Compare(a.N, b.N) })
+	return counts, nil
 }
