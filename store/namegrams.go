@@ -15,8 +15,8 @@ import (
 )
 
 // The name index: which firms' names hold a pair of adjacent characters (a bigram), so that a
-// name search of the province or a city (FirmsNamed) reads the few firms holding the text's
-// rarest pair instead of every firm's name. At 1,000,000 firms the walk of ix_enterprise_name took
+// name search (FirmsNamed) reads the few firms holding the text's rarest pairs instead of every
+// firm's name of its scope. At 1,000,000 firms the walk of ix_enterprise_name took
 // 0.3–0.4 s idle and 1.6–4.8 s beside the delivering pipeline (docs/console.md, twelfth session).
 //
 // What is indexed. Only pairs of two Han characters of the Basic Multilingual Plane: those are
@@ -31,7 +31,8 @@ import (
 // million more rows in its transactions): the console's process runs IndexNames every few
 // seconds (NameIndexInterval), which reads the firms updated since its last pass (updated_at),
 // compares each name with the one its pairs were made from (indexed_names) and writes the
-// difference. A search then takes the firms of the text's rarest pair, and with them every firm
+// difference. A search then takes the firms holding the text's three rarest pairs (intersected in
+// the index), and with them every firm
 // updated since the last pass began (less NameIndexMargin, for transactions that committed
 // late and for clocks of other hosts), and checks each one's current name with the same LIKE as
 // the list: a pair left over from an old name finds nothing, and a firm renamed or imported
@@ -42,7 +43,7 @@ import (
 
 func init() { Register(&NameGram{}, &IndexedName{}) }
 
-// NameGram says that the name of firm CreditCode holds the pair of characters Gram (nameGram).
+// NameGram says that the name of firm CreditCode holds the pair of characters Gram (NameGrams).
 type NameGram struct {
 	Gram       int64  `gorm:"primaryKey;autoIncrement:false"`
 	CreditCode string `gorm:"primaryKey;size:18"`
@@ -425,9 +426,9 @@ func noteIndexed(tx *gorm.DB, names []IndexedName) error {
 // enterpriseUpdatedIndex is gorm's index of enterprises.updated_at.
 const enterpriseUpdatedIndex = "idx_enterprises_updated_at"
 
-// firmsByGrams is FirmsNamed's lookup through the name index, for the province or a city: the
-// firms of the text's rarest indexed pair and those updated since the index's last pass (less its
-// margin), each checked by its current name (named). ok is false when the index cannot answer: no
+// firmsByGrams is FirmsNamed's lookup through the name index, in any scope: the firms holding the
+// text's rarest indexed pairs (up to nameGramJoins of them) and those updated since the index's
+// last pass (less its margin), each checked by its current name and scope (named). ok is false when the index cannot answer: no
 // indexed pair in the text, no complete pass yet, more than NameIndexRecent firms updated since,
 // or every pair of the text held by more than NameGramFirms firms. codes is nil (with ok) when
 // more than NameSearchFirms firms are named.
