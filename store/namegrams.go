@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -19,11 +18,11 @@ import (
 // firm's name of its scope. At 1,000,000 firms the walk of ix_enterprise_name took
 // 0.3–0.4 s idle and 1.6–4.8 s beside the delivering pipeline (docs/console.md, twelfth session).
 //
-// What is indexed. Only pairs of two Han characters of the Basic Multilingual Plane: those are
-// compared by code point by MySQL's utf8mb4_general_ci and by SQLite's LIKE alike, so a name
-// that LIKE finds the text in holds each of the text's pairs exactly (ASCII letters are matched
-// without case, and by MySQL also with accents: "cafe" finds "Café"; characters outside the BMP
-// all compare equal in general_ci). The pairs of the legal form (有限公司, 股份有限公司, …)
+// What is indexed. Only pairs of two CJK unified ideographs of the Basic Multilingual Plane
+// (indexedRune): each compares equal only to itself in MySQL's collations and in SQLite's LIKE,
+// so a name that LIKE finds the text in holds each of the text's pairs exactly (ASCII letters
+// are matched without case, and by MySQL also with accents: "cafe" finds "Café"; characters
+// outside the BMP all compare equal in utf8mb4_general_ci). The pairs of the legal form (有限公司, 股份有限公司, …)
 // are left out: nearly every firm holds them, and a text made only of them is common anyway.
 // A text without an indexed pair is searched as before.
 //
@@ -113,8 +112,12 @@ var legalFormGrams = func() map[int64]bool {
 	return m
 }()
 
-// indexedRune reports whether a character takes part in the name index (see above).
-func indexedRune(r rune) bool { return r <= 0xFFFF && unicode.Is(unicode.Han, r) }
+// indexedRune reports whether a character takes part in the name index (see above): the CJK
+// unified ideographs of the BMP (the main block and extension A). Not the rest of Unicode's Han:
+// compatibility ideographs (U+F900…) and Kangxi radicals equal their unified twins in the
+// Unicode collations (utf8mb4_unicode_ci, MySQL 8's utf8mb4_0900_ai_ci), which give each unified
+// ideograph a weight of its own, as utf8mb4_general_ci and utf8mb4_bin compare code points.
+func indexedRune(r rune) bool { return r >= 0x4E00 && r <= 0x9FFF || r >= 0x3400 && r <= 0x4DBF }
 
 // allGrams are the distinct pairs of adjacent indexed characters of s, in order of appearance.
 func allGrams(s string) []int64 {

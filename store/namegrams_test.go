@@ -19,6 +19,8 @@ func TestNameGrams(t *testing.T) {
 		{"ASCII breaks a pair (matched without case, and by MySQL with accents)", "恒A瑞", nil},
 		{"full-width parentheses break a pair", "恒（瑞）达", nil},
 		{"outside the BMP (equal to each other in utf8mb4_general_ci)", "恒𠀀瑞", nil},
+		{"a compatibility ideograph (equal to 豈 U+8C48 in the Unicode collations)", "恒\uF900瑞", nil},
+		{"extension A counts", "恒\u3400", []int64{pair('恒', '\u3400')}},
 		{"one character", "恒", nil},
 		{"only the legal form", "股份有限公司", nil},
 	} {
