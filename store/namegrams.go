@@ -178,12 +178,12 @@ func IndexNames(ctx context.Context, db *gorm.DB, yield func(context.Context)) (
 
 // indexNames is IndexNames of a pass that began at start, reading the updated firms by their
 // codes when fewer than few, else walking every firm.
-func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), start time.Time, few int) (NameIndexPass, error) {
+func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), start time.Time, few int) (pass NameIndexPass, err error) {
 	if yield == nil {
 		yield = func(context.Context) {}
 	}
 	began := time.Now()
-	var pass NameIndexPass
+	defer func() { pass.Seconds = time.Since(began).Seconds() }()
 	at, err := nameIndexAt(ctx, db)
 	if err != nil {
 		return pass, err
@@ -252,7 +252,6 @@ func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), s
 			}
 		}
 	}
-	pass.Seconds = time.Since(began).Seconds()
 	if pass.Read == 0 && !at.IsZero() {
 		// nothing updated since the last pass's margin: its time stands (an idle registry
 		// costs two reads of indexes and writes nothing)
@@ -262,7 +261,6 @@ func indexNames(ctx context.Context, db *gorm.DB, yield func(context.Context), s
 	if err := db.WithContext(ctx).Exec("UPDATE registry_counters SET n = ? WHERE name = ? AND n < ?", ms, counterNameIndex, ms).Error; err != nil {
 		return pass, fmt.Errorf("record the name index's time: %w", err)
 	}
-	pass.Seconds = time.Since(began).Seconds()
 	return pass, nil
 }
 
