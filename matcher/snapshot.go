@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/bits"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -839,8 +840,16 @@ var enterpriseColumns = sync.OnceValue(func() map[string]int {
 	return out
 })
 
-// readFirms reads active firms of a range in credit-code order, page by page, selecting only cols.
-// Pages are read ahead by one goroutine so the database and the caller work at the same time.
+// readFirms reads active firms of a range in credit-code order, page by page, selecting only cols,
+// and hands each page to each in that order.
+//
+// Several connections read at once (loadReaders), each a page of its own, while each stores the
+// pages read before: one goroutine finds where each page ends — the credit code pageSize firms
+// (of any status) further on, from the key alone — and the readers read the pages between those
+// codes. The pages tile the range whatever a concurrent writer does meanwhile: each starts after
+// the code the one before it ended on. One reader was the whole of the load's time (190,000
+// firms on SQLite: 1.6 s, the decoding of rows in the driver as much as SQLite's reading),
+// with the machine's other core idle.
 func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, each func([]store.Enterprise) error) error {
 	fields := enterpriseColumns()
 	for _, c := range cols {
@@ -848,50 +857,89 @@ func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, e
 			return fmt.Errorf("enterprises has no column %s", c)
 		}
 	}
-	// The first page of a range starts at its first code (>=), the next ones after the last read (>).
 	table, active := store.ActiveByCode(db)
-	query := func(op string) string {
-		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table + " WHERE " + active + " AND credit_code " + op + " ?"
-		if hi != "" {
-			q += " AND credit_code < ?"
-		}
-		return q + " ORDER BY credit_code LIMIT ?"
-	}
+	// A page holds the codes after `after` (from it, for the range's first page) up to and
+	// including `last` (up to hi, excluded, for the range's last page).
 	type page struct {
-		firms []store.Enterprise
-		err   error
+		after, last string
+		first, end  bool
+		firms       []store.Enterprise
+		err         error
+		done        chan struct{}
+	}
+	read := func(p *page) {
+		defer close(p.done)
+		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + table + " WHERE " + active
+		args := []any{store.StatusActive}
+		if p.first {
+			if p.after != "" {
+				q, args = q+" AND credit_code >= ?", append(args, p.after)
+			}
+		} else {
+			q, args = q+" AND credit_code > ?", append(args, p.after)
+		}
+		if !p.end {
+			q, args = q+" AND credit_code <= ?", append(args, p.last)
+		} else if hi != "" {
+			q, args = q+" AND credit_code < ?", append(args, hi)
+		}
+		p.firms, p.err = scanPage(ctx, db, q+" ORDER BY credit_code", args, cols, fields)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pages := make(chan page, 2)
+	readers := loadReaders()
+	jobs := make(chan *page)
+	order := make(chan *page, readers)
 	var wg sync.WaitGroup
+	for range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range jobs {
+				read(p)
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer close(pages)
-		after, op := lo, ">="
+		defer close(jobs)
+		defer close(order)
+		after, first := lo, true
 		for {
-			args := []any{store.StatusActive, after}
-			q := query(op)
-			op = ">"
-			if hi != "" {
-				args = append(args, hi)
+			p := &page{after: after, first: first, done: make(chan struct{})}
+			last, found, err := pageEnd(ctx, db, after, first, hi)
+			if err != nil {
+				p.err = err
+				close(p.done)
+			} else {
+				p.last, p.end = last, !found
 			}
-			args = append(args, pageSize)
-			batch, err := scanPage(ctx, db, q, args, cols, fields)
 			select {
-			case pages <- page{batch, err}:
+			case order <- p:
 			case <-ctx.Done():
 				return
 			}
-			if err != nil || len(batch) < pageSize {
+			if p.err != nil {
 				return
 			}
-			after = batch[len(batch)-1].CreditCode
+			select {
+			case jobs <- p:
+			case <-ctx.Done():
+				return
+			}
+			if p.end {
+				return
+			}
+			after, first = last, false
 		}
 	}()
-	defer wg.Wait()
-	for p := range pages {
+	defer func() { cancel(); wg.Wait() }()
+	for p := range order {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		if p.err != nil {
 			return p.err
 		}
@@ -900,6 +948,42 @@ func readFirms(ctx context.Context, db *gorm.DB, cols []string, lo, hi string, e
 		}
 	}
 	return ctx.Err()
+}
+
+// loadPage is how many firms (of any status) a page of readFirms spans: pageSize (a variable for
+// tests).
+var loadPage = pageSize
+
+// loadReaders is how many connections readFirms reads pages on at once.
+func loadReaders() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
+
+// pageEnd is the code on which the page starting after (from, when first) ends: pageSize codes
+// further on (loadPage), not beyond hi; found is false when fewer remain (the page runs to hi).
+func pageEnd(ctx context.Context, db *gorm.DB, after string, first bool, hi string) (string, bool, error) {
+	q := "SELECT credit_code FROM enterprises"
+	var args []any
+	var where []string
+	switch {
+	case first && after != "":
+		where, args = append(where, "credit_code >= ?"), append(args, after)
+	case !first:
+		where, args = append(where, "credit_code > ?"), append(args, after)
+	}
+	if hi != "" {
+		where, args = append(where, "credit_code < ?"), append(args, hi)
+	}
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	var codes []string
+	err := db.WithContext(ctx).Raw(q+" ORDER BY credit_code LIMIT 1 OFFSET ?", append(args, loadPage-1)...).Scan(&codes).Error
+	if err != nil {
+		return "", false, fmt.Errorf("read firms: find the end of a page: %w", err)
+	}
+	if len(codes) == 0 {
+		return "", false, nil
+	}
+	return codes[0], true, nil
 }
 
 func scanPage(ctx context.Context, db *gorm.DB, query string, args []any, cols []string, fields map[string]int) ([]store.Enterprise, error) {

@@ -46,7 +46,8 @@ func (d interruptDriver) Open(name string) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &interruptConn{Conn: c, db: sqliteHandle(c)}, nil
+	release := attachCheckpointer(name, func() (driver.Conn, error) { return d.inner.Open(name) })
+	return &interruptConn{Conn: c, db: sqliteHandle(c), release: release}, nil
 }
 
 // sqliteHandle is the sqlite3* of a driver connection, 0 when it cannot be found.
@@ -80,7 +81,14 @@ func interruptHandle(db uintptr) {
 
 type interruptConn struct {
 	driver.Conn
-	db uintptr
+	db      uintptr
+	release func() // counts the connection out of its file's checkpointer (checkpoint.go)
+}
+
+func (c *interruptConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
 }
 
 func (c *interruptConn) watch(ctx context.Context, r driver.Rows, err error) (driver.Rows, error) {

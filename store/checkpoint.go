@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SQLite in WAL mode appends every committed page to the -wal file and copies the pages back
+// into the database file at a checkpoint. By default the commit that takes the WAL past 1,000
+// pages runs that checkpoint itself, on the writer's connection, before its COMMIT returns: the
+// one writer SQLite allows then also does all the copying. A full match of 200,000 firms spent
+// a seventh of its write phase there (1.0 s of 12: the copying, its fsyncs and the frames'
+// checksums, in this process's pure-Go SQLite), while the machine's other core was idle; the
+// relay's and notifiers' small commits paid for it the same way, a few hundred milliseconds at a
+// time.
+//
+// So no connection of this process checkpoints when it commits (wal_autocheckpoint(0), in
+// Open's DSN): a goroutine per database file, on a connection of its own, runs PASSIVE
+// checkpoints beside the writer. PASSIVE never waits and never blocks a reader or the writer: it
+// copies what no open read transaction still needs, and the writer starts the WAL over at its
+// next transaction once everything has been copied, as before. The goroutine looks at the WAL's
+// size and time every checkpointEvery and checkpoints only when it changed since its last
+// complete checkpoint, so an idle process costs one stat per tick. It starts with the first
+// connection to the file and stops, with its connection, when the last one closes (sql.DB.Close
+// closes its idle connections before it returns, so serve's shutdown leaves no goroutine); the
+// last connection's close checkpoints what is left, as SQLite always does. Measured in a full
+// match of 200,000 firms × 140 policies: write 10.7–10.9 s against 12.6–13.8 s (docs/matcher.md,
+// fourteenth session).
+
+// checkpointEvery is how often the checkpointer looks at the WAL (a variable for tests).
+var checkpointEvery = 100 * time.Millisecond
+
+// checkpointers holds the running checkpointer of each database file by path.
+var (
+	checkpointMu  sync.Mutex
+	checkpointers = map[string]*checkpointer{}
+)
+
+type checkpointer struct {
+	open  func() (driver.Conn, error) // a connection to the file
+	wal   string                      // the -wal file's path
+	conns int                         // this process's connections to the file
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// sqlitePath is the file of a DSN without its query ("" for an in-memory database).
+func sqlitePath(dsn string) string {
+	path, _, _ := strings.Cut(strings.TrimPrefix(dsn, "file:"), "?")
+	if path == "" || path == ":memory:" || strings.Contains(dsn, "mode=memory") {
+		return ""
+	}
+	return path
+}
+
+// attachCheckpointer counts a new connection to the file of dsn, starting the file's
+// checkpointer with the first, and returns what the connection's Close must call.
+func attachCheckpointer(dsn string, open func() (driver.Conn, error)) (release func()) {
+	path := sqlitePath(dsn)
+	if path == "" {
+		return func() {}
+	}
+	checkpointMu.Lock()
+	defer checkpointMu.Unlock()
+	c := checkpointers[path]
+	if c == nil {
+		c = &checkpointer{open: open, wal: path + "-wal", stop: make(chan struct{}), done: make(chan struct{})}
+		checkpointers[path] = c
+		go c.run()
+	}
+	c.conns++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			checkpointMu.Lock()
+			c.conns--
+			last := c.conns == 0
+			if last {
+				delete(checkpointers, path)
+			}
+			checkpointMu.Unlock()
+			if last {
+				close(c.stop)
+				<-c.done
+			}
+		})
+	}
+}
+
+func (c *checkpointer) run() {
+	defer close(c.done)
+	var conn driver.Conn
+	defer func() {
+		if conn != nil {
+			_ = conn.Close()
+		}
+	}()
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	var seen os.FileInfo // the WAL as the last complete checkpoint left it
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+		fi, err := os.Stat(c.wal)
+		if err != nil || fi.Size() == 0 {
+			continue // no WAL yet, or not any more
+		}
+		if seen != nil && fi.Size() == seen.Size() && fi.ModTime().Equal(seen.ModTime()) {
+			continue
+		}
+		if conn == nil {
+			if conn, err = c.open(); err != nil {
+				conn = nil
+				continue
+			}
+		}
+		complete, err := checkpoint(conn)
+		if err != nil {
+			if errors.Is(err, driver.ErrBadConn) {
+				_ = conn.Close()
+				conn = nil
+			}
+			slog.Debug("sqlite checkpoint", "wal", c.wal, "err", err)
+			continue
+		}
+		if complete {
+			seen = fi
+		} else {
+			seen = nil
+		}
+	}
+}
+
+// checkpoint runs a PASSIVE checkpoint and reports whether it copied every frame of the WAL.
+func checkpoint(conn driver.Conn) (bool, error) {
+	q, ok := conn.(driver.QueryerContext)
+	if !ok {
+		return false, errors.New("the sqlite driver's connection cannot query")
+	}
+	rows, err := q.QueryContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)", nil)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	v := make([]driver.Value, 3)
+	if err := rows.Next(v); err != nil {
+		if err == io.EOF {
+			return false, errors.New("wal_checkpoint returned no row")
+		}
+		return false, err
+	}
+	busy, log, copied := asInt(v[0]), asInt(v[1]), asInt(v[2])
+	return busy == 0 && log == copied, nil
+}
+
+func asInt(v driver.Value) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	}
+	return -1
+}
