@@ -37,8 +37,22 @@ func TestLoadSnapshotReadsEveryPageOnce(t *testing.T) {
 	slices.Sort(all)
 	slices.Sort(active)
 	defer func(n int) { loadPage = n }(loadPage)
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.SetMaxOpenConns(sqlDB.Stats().MaxOpenConnections)
 	for _, page := range []int{1, 7, 10, 156, 157, 1000} {
 		loadPage = page
+		// a pool of one or three connections: the readers take their turns on it (loadConns)
+		switch page {
+		case 7:
+			sqlDB.SetMaxOpenConns(1)
+		case 10:
+			sqlDB.SetMaxOpenConns(3)
+		default:
+			sqlDB.SetMaxOpenConns(16)
+		}
 		for _, r := range [][2]int{{-1, -1}, {0, 70}, {7, 14}, {13, 15}, {69, -1}, {3, 4}, {150, 157}} {
 			lo, hi := "", ""
 			if r[0] >= 0 {
