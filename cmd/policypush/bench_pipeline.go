@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,15 @@ type pipelineBench struct {
 	seed            int64
 	asOf            string
 	dir, mysqlDSN   string
+	rounds          int // bench pipeline: script and first match, this many times in turn
+}
+
+// pipelineRound is one round of `bench pipeline --rounds`.
+type pipelineRound struct {
+	ScriptSeconds float64        `json:"script_seconds"`
+	MatchSeconds  float64        `json:"match_seconds"`
+	MatchPhases   matcher.Phases `json:"match_phases"`
+	Ratio         float64        `json:"ratio"`
 }
 
 // pipelineResult is what `bench pipeline` prints.
@@ -60,9 +71,13 @@ type pipelineResult struct {
 	RerunSeconds float64        `json:"rerun_seconds"` // second run: nothing changed
 	RerunPhases  matcher.Phases `json:"rerun_phases"`
 	Ratio        float64        `json:"ratio"` // script_seconds / match_seconds (> 1: the command is faster)
-	Identical    bool           `json:"identical"`
-	Differences  int            `json:"differences"`
-	Outbox       int64          `json:"outbox_notices"`
+	// Rounds are the script and the first match run in turn (--rounds), each pair a minute apart
+	// at most, so that a shared machine's changing speed moves both; the figures above are the
+	// round of the median ratio.
+	Rounds      []pipelineRound `json:"rounds,omitempty"`
+	Identical   bool            `json:"identical"`
+	Differences int             `json:"differences"`
+	Outbox      int64           `json:"outbox_notices"`
 }
 
 func benchPipelineCmd(g *globals) *cobra.Command {
@@ -84,7 +99,10 @@ The data dir (--dir, default a temporary one) is seeded once with --firms synthe
 (imported from a CSV with "policypush import enterprises") and --policies synthetic policies
 (matcher.SynthCatalog: mostly city-, district- or park-scoped), published with "policypush policy
 apply"; a reused --dir is taken as it is. Both programs must decide the same (policy, firm,
-amount) set; the benchmark says whether they did. With --mysql-dsn the data dir's database is that
+amount) set; the benchmark says whether they did. With --rounds N the script and the first match
+run N times in turn (the matches emptied before each), and the figures are the round of the
+median ratio: on a shared machine whose speed changes from minute to minute, each ratio compares
+two runs a minute apart. With --mysql-dsn the data dir's database is that
 MySQL/MariaDB database (created when missing; give a fresh name for a fresh run).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -95,6 +113,7 @@ MySQL/MariaDB database (created when missing; give a fresh name for a fresh run)
 	f := cmd.Flags()
 	o.flags(f)
 	f.BoolVar(&asJSON, "json", false, "print the figures as JSON")
+	f.IntVar(&o.rounds, "rounds", 1, "run the script and the first match this many times in turn and report the round of the median ratio")
 	return cmd
 }
 
@@ -115,39 +134,55 @@ func runPipelineBench(ctx context.Context, o pipelineBench, progress io.Writer) 
 	csvPath := filepath.Join(o.dir, "bench-firms.csv")
 	defs := matcher.SynthCatalog(o.policies, o.seed)
 
-	if err := resetMatches(ctx, o); err != nil {
-		return res, err
-	}
-	fmt.Fprintln(progress, "script: CSV → expr.Run per (firm, policy) → CSV")
-	start := time.Now()
-	script, err := plainScript(ctx, csvPath, defs, asOf.Time, filepath.Join(o.dir, "bench-script-matches.csv"))
-	if err != nil {
-		return res, err
-	}
-	res.ScriptSeconds, res.ScriptMatches = time.Since(start).Seconds(), len(script)
-
-	for i, secs := range []*float64{&res.MatchSeconds, &res.RerunSeconds} {
-		fmt.Fprintf(progress, "policypush match --as-of %s (run %d)\n", o.asOf, i+1)
+	var script map[string]string
+	matchRun := func(i int) (float64, matcher.Summary, error) {
+		fmt.Fprintf(progress, "policypush match --as-of %s (run %d)\n", o.asOf, i)
 		var out bytes.Buffer
 		d, err := run(&out, "match", "--as-of", o.asOf, "--json")
 		if err != nil {
-			return res, err
+			return 0, matcher.Summary{}, err
 		}
-		*secs = d.Seconds()
 		var sum matcher.Summary
 		if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
-			return res, fmt.Errorf("read match summary: %w", err)
+			return 0, sum, fmt.Errorf("read match summary: %w", err)
 		}
-		if i == 0 {
-			res.MatchPhases = sum.Phases
+		return d.Seconds(), sum, nil
+	}
+	for round := range max(o.rounds, 1) {
+		if err := resetMatches(ctx, o); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(progress, "script: CSV → expr.Run per (firm, policy) → CSV (round %d)\n", round+1)
+		start := time.Now()
+		if script, err = plainScript(ctx, csvPath, defs, asOf.Time, filepath.Join(o.dir, "bench-script-matches.csv")); err != nil {
+			return res, err
+		}
+		r := pipelineRound{ScriptSeconds: time.Since(start).Seconds()}
+		secs, sum, err := matchRun(round + 1)
+		if err != nil {
+			return res, err
+		}
+		r.MatchSeconds, r.MatchPhases, r.Ratio = secs, sum.Phases, r.ScriptSeconds/secs
+		res.Rounds = append(res.Rounds, r)
+		if round == 0 {
 			for _, p := range sum.Policies {
 				res.MatchNew += p.New
 			}
-		} else {
-			res.RerunPhases = sum.Phases
 		}
 	}
-	res.Ratio = res.ScriptSeconds / res.MatchSeconds
+	byRatio := slices.Clone(res.Rounds)
+	slices.SortFunc(byRatio, func(a, b pipelineRound) int { return cmp.Compare(a.Ratio, b.Ratio) })
+	med := byRatio[(len(byRatio)-1)/2]
+	res.ScriptSeconds, res.ScriptMatches = med.ScriptSeconds, len(script)
+	res.MatchSeconds, res.MatchPhases, res.Ratio = med.MatchSeconds, med.MatchPhases, med.Ratio
+	if len(res.Rounds) == 1 {
+		res.Rounds = nil
+	}
+	secs, sum, err := matchRun(len(byRatio) + 1)
+	if err != nil {
+		return res, err
+	}
+	res.RerunSeconds, res.RerunPhases = secs, sum.Phases
 
 	stored, outbox, err := storedMatches(ctx, o)
 	if err != nil {
@@ -369,7 +404,14 @@ func printPipelineBench(w io.Writer, r pipelineResult) {
 	fmt.Fprintf(w, "script   %.1f s  CSV → expr.Run per (firm, policy), one goroutine → CSV: %d matches\n", r.ScriptSeconds, r.ScriptMatches)
 	fmt.Fprintf(w, "match    %.1f s  whole command, every match new: %d matches, %d notices queued (%s)\n", r.MatchSeconds, r.MatchNew, r.Outbox, r.MatchPhases)
 	fmt.Fprintf(w, "rerun    %.1f s  whole command, nothing changed (%s)\n", r.RerunSeconds, r.RerunPhases)
-	fmt.Fprintf(w, "ratio    %.2f× (script time / match time; ≥ 1 means the command is faster than the script, goal ≥ 2)\n", r.Ratio)
+	for i, rd := range r.Rounds {
+		fmt.Fprintf(w, "round %d  script %.1f s, match %.1f s: %.2f×\n", i+1, rd.ScriptSeconds, rd.MatchSeconds, rd.Ratio)
+	}
+	median := ""
+	if len(r.Rounds) > 1 {
+		median = fmt.Sprintf(", the median of %d rounds", len(r.Rounds))
+	}
+	fmt.Fprintf(w, "ratio    %.2f× (script time / match time%s; ≥ 1 means the command is faster than the script, goal ≥ 2)\n", r.Ratio, median)
 	fmt.Fprintf(w, "same     %t (%d differences in (policy, firm, amount))\n", r.Identical, r.Differences)
 }
 
