@@ -33,6 +33,17 @@ import (
 // last connection's close checkpoints what is left, as SQLite always does. Measured in a full
 // match of 200,000 firms × 140 policies: write 10.7–10.9 s against 12.6–13.8 s (docs/matcher.md,
 // fourteenth session).
+//
+// The price is the WAL's size while a writer commits without pause: it starts the WAL over only
+// when it finds every frame copied as it begins a transaction, which a full match's writer, one
+// transaction after the other, never does, so the WAL holds all it writes (464 MB in that match,
+// beside a database of 687 MB) until the last connection closes and removes it; once it starts
+// over, journal_size_limit (Open's DSN) cuts the file back to 64 MiB. Bounding it instead
+// (wal_autocheckpoint(16384) on the writer: its own checkpoint, when the WAL passed 64 MiB, copied
+// the few frames left and synced the database file, so that its next transaction started the WAL
+// over) kept it under 121 MB and made the write phase a second longer (13.1 / 13.2 s against
+// 12.4 / 12.0 s alternated); a RESTART checkpoint from this goroutine seldom caught the writer
+// between two transactions (the WAL still reached 111–199 MB).
 
 // checkpointEvery is how often the checkpointer looks at the WAL (a variable for tests).
 var checkpointEvery = 100 * time.Millisecond

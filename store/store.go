@@ -58,7 +58,7 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 			}
 		}
 		registerInterruptible()
-		dial = &sqlite.Dialector{DriverName: interruptibleDriver, DSN: o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"}
+		dial = &sqlite.Dialector{DriverName: interruptibleDriver, DSN: o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(67108864)&_txlock=immediate"}
 	case "mysql":
 		if err := reachMySQL(ctx, o.DSN); err != nil {
 			return nil, err
