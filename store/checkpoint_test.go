@@ -8,19 +8,34 @@ import (
 	"time"
 )
 
-// TestSQLiteCheckpointsBesideTheWriter: no connection checkpoints in its commit, the file's
-// checkpointer copies the WAL into the database while it is open, and it stops, its connection
+// TestSQLiteCheckpointsBesideTheWriter: a pool opened with CheckpointBeside does not checkpoint
+// in its commits (a plain one does, and has no checkpointer), the file's checkpointer copies the WAL into the database while it is open, and it stops, its connection
 // closed, when the pool closes (Close would hang otherwise).
 func TestSQLiteCheckpointsBesideTheWriter(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := Open(context.Background(), Options{Driver: "sqlite", DSN: path, MaxOpen: 4})
+	plain, err := Open(context.Background(), Options{Driver: "sqlite", DSN: path, MaxOpen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainDB, _ := plain.DB()
+	var auto int
+	if err := plainDB.QueryRow("PRAGMA wal_autocheckpoint").Scan(&auto); err != nil || auto != 1000 {
+		t.Fatalf("a pool without CheckpointBeside: wal_autocheckpoint = %d (%v), want SQLite's 1000", auto, err)
+	}
+	checkpointMu.Lock()
+	_, running := checkpointers[path]
+	checkpointMu.Unlock()
+	if running {
+		t.Fatal("a pool whose commits checkpoint has a checkpointer")
+	}
+	plainDB.Close()
+	db, err := Open(context.Background(), Options{Driver: "sqlite", DSN: path, MaxOpen: 4, CheckpointBeside: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sqlDB, _ := db.DB()
 	ctx := context.Background()
-	var auto int
 	if err := sqlDB.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil || auto != 0 {
 		t.Fatalf("wal_autocheckpoint = %d (%v), want 0: commits must not checkpoint", auto, err)
 	}
@@ -53,7 +68,7 @@ func TestSQLiteCheckpointsBesideTheWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkpointMu.Lock()
-	_, running := checkpointers[path]
+	_, running = checkpointers[path]
 	checkpointMu.Unlock()
 	if running {
 		t.Fatal("the checkpointer is still registered after the pool closed")

@@ -351,38 +351,47 @@ func ReachOfNew(tx *gorm.DB, ms []Match) error {
 	if len(some) == 0 {
 		return nil
 	}
-	byPolicy := map[string][]string{}
+	var codes []string
+	seen := map[string]bool{}
 	for i := range ms {
-		if ms[i].ID != 0 {
-			byPolicy[ms[i].PolicyID] = append(byPolicy[ms[i].PolicyID], ms[i].CreditCode)
+		if ms[i].ID != 0 && !seen[ms[i].CreditCode] {
+			seen[ms[i].CreditCode] = true
+			codes = append(codes, ms[i].CreditCode)
 		}
 	}
 	type pair struct{ policy, code string }
 	reach := map[pair]int8{}
-	for policy, codes := range byPolicy {
-		for lo := 0; lo < len(codes); lo += countIDsPer {
-			in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
-			q := "SELECT i.credit_code, MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 ELSE 1 END) FROM delivery_items i " +
-				"JOIN deliveries d ON d.id = i.delivery_id WHERE i.policy_id = ? AND d.state IN ('" + DeliverySent + "', '" +
-				DeliveryDelivered + "') AND i.credit_code IN " + in + " GROUP BY i.credit_code"
-			rows, err := tx.Raw(q, append([]any{policy}, args...)...).Rows()
-			if err != nil {
+	// The firms' items through ix_item_firm_policy, each one's delivery by its key, for every
+	// policy at once (the pairs that are not new matches are left out below). Left to itself
+	// SQLite went from deliveries by state instead: every sent or delivered delivery read for each
+	// query, 0.26 s each with 200,000 of them, and one query per policy of each transaction made a
+	// full match of 140 policies beside a delivered backlog take 549 s to write instead of 12.
+	items := "delivery_items i INDEXED BY ix_item_firm_policy CROSS JOIN deliveries d"
+	if tx.Dialector.Name() == "mysql" {
+		items = "delivery_items i FORCE INDEX (ix_item_firm_policy) STRAIGHT_JOIN deliveries d"
+	}
+	for lo := 0; lo < len(codes); lo += countIDsPer {
+		in, args := inList(tx, codes[lo:min(lo+countIDsPer, len(codes))])
+		q := "SELECT i.policy_id, i.credit_code, MAX(CASE d.state WHEN '" + DeliveryDelivered + "' THEN 2 ELSE 1 END) FROM " + items +
+			" ON d.id = i.delivery_id WHERE i.credit_code IN " + in + " AND d.state IN ('" + DeliverySent + "', '" +
+			DeliveryDelivered + "') GROUP BY i.policy_id, i.credit_code"
+		rows, err := tx.Raw(q, args...).Rows()
+		if err != nil {
+			return fmt.Errorf("read the reach of new matches: %w", err)
+		}
+		for rows.Next() {
+			var policy, code string
+			var level int8
+			if err := rows.Scan(&policy, &code, &level); err != nil {
+				rows.Close()
 				return fmt.Errorf("read the reach of new matches: %w", err)
 			}
-			for rows.Next() {
-				var code string
-				var level int8
-				if err := rows.Scan(&code, &level); err != nil {
-					rows.Close()
-					return fmt.Errorf("read the reach of new matches: %w", err)
-				}
-				reach[pair{policy, code}] = level
-			}
-			err = rows.Err()
-			rows.Close()
-			if err != nil {
-				return fmt.Errorf("read the reach of new matches: %w", err)
-			}
+			reach[pair{policy, code}] = level
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("read the reach of new matches: %w", err)
 		}
 	}
 	if len(reach) == 0 {

@@ -37,6 +37,9 @@ type Options struct {
 	// Pool opens another pool on a database this process has already opened (and migrated)
 	// with Open: no migration. serve gives the console a pool of its own this way.
 	Pool bool
+	// CheckpointBeside (SQLite) is for a process that writes in bulk (match): its commits do not
+	// checkpoint, a goroutine of its own does (checkpoint.go).
+	CheckpointBeside bool
 }
 
 // Open connects and migrates the schema. SQLite runs in WAL mode with a pool of connections, so
@@ -44,8 +47,8 @@ type Options struct {
 // other's statements: readers run beside the one writer SQLite allows, and every transaction
 // begins IMMEDIATE, taking the write lock at BEGIN (waiting up to busy_timeout) instead of failing
 // with SQLITE_BUSY when a read transaction later tries to write. Another process (a CLI command
-// beside serve) takes its turn the same way. Checkpoints run beside the writer, not in its
-// commits (checkpoint.go). No memory map (mmap_size): it made match's load of
+// beside serve) takes its turn the same way. A bulk writer's checkpoints run beside it, not in
+// its commits (Options.CheckpointBeside, checkpoint.go). No memory map (mmap_size): it made match's load of
 // 190,000 firms 0.6 s shorter and its write 1 s longer, and doubled the process's resident size.
 func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 	var dial gorm.Dialector
@@ -58,7 +61,10 @@ func Open(ctx context.Context, o Options) (*gorm.DB, error) {
 			}
 		}
 		registerInterruptible()
-		dial = &sqlite.Dialector{DriverName: interruptibleDriver, DSN: o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(67108864)&_txlock=immediate"}
+		dial = &sqlite.Dialector{DriverName: interruptibleDriver, DSN: o.DSN + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)&_pragma=cache_size(-65536)&_pragma=journal_size_limit(67108864)&_txlock=immediate"}
+		if o.CheckpointBeside {
+			dial.(*sqlite.Dialector).DSN += "&" + checkpointBesidePragma
+		}
 	case "mysql":
 		if err := reachMySQL(ctx, o.DSN); err != nil {
 			return nil, err

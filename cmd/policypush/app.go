@@ -34,6 +34,7 @@ type app struct {
 	notifier *notify.Notifier
 	matcher  *matcher.Engine // the running matcher engine (serve, demo); nil otherwise
 	closers  []func()
+	bulk     bool // the command writes in bulk (withBulkDB)
 
 	// stages are the long-running parts this process runs (relay, notifier, matcher service,
 	// console, sandbox; internal/stage); close stops them, waits for every one and closes them
@@ -67,7 +68,7 @@ func (a *app) openDB(ctx context.Context) (*gorm.DB, error) {
 		return a.db, nil
 	}
 	o := store.Options{Driver: a.cfg.Database.Driver, DSN: a.cfg.Database.DSN, MaxOpen: a.cfg.Database.MaxOpen,
-		LogSQL: a.cfg.Database.LogSQL, SlowQuery: a.cfg.Database.SlowQuery, Log: a.log}
+		LogSQL: a.cfg.Database.LogSQL, SlowQuery: a.cfg.Database.SlowQuery, Log: a.log, CheckpointBeside: a.bulk}
 	if o.Driver == "sqlite" {
 		o.DSN = a.cfg.SQLitePath()
 	}

@@ -96,6 +96,19 @@ func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error
 	})
 }
 
+// withBulkDB is withDB for a command that writes in bulk (match): on SQLite its commits leave the
+// checkpoints to a goroutine of their own (store.Options.CheckpointBeside).
+func (g *globals) withBulkDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+	return g.withApp(func(a *app) error {
+		a.bulk = true
+		db, err := a.openDB(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(a, db)
+	})
+}
+
 // printJSON writes indented JSON without escaping <, > and & (rule text is full of them).
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
