@@ -17,22 +17,19 @@ import (
 // pages runs that checkpoint itself, on the writer's connection, before its COMMIT returns: the
 // one writer SQLite allows then also does all the copying. A full match of 200,000 firms spent
 // a seventh of its write phase there (1.0 s of 12: the copying, its fsyncs and the frames'
-// checksums, in this process's pure-Go SQLite), while the machine's other core was idle; the
-// relay's and notifiers' small commits paid for it the same way, a few hundred milliseconds at a
-// time.
+// checksums, in this process's pure-Go SQLite), while the machine's other core was idle.
 //
 // So a process that writes in bulk (match: Options.CheckpointBeside) does not checkpoint when it
-// commits (wal_autocheckpoint(0), in Open's DSN): a goroutine per database file, on a connection of its own, runs PASSIVE
-// checkpoints beside the writer. PASSIVE never waits and never blocks a reader or the writer: it
-// copies what no open read transaction still needs, and the writer starts the WAL over at its
-// next transaction once everything has been copied, as before. The goroutine looks at the WAL's
-// size and time every checkpointEvery and checkpoints only when it changed since its last
-// complete checkpoint, so an idle process costs one stat per tick. It starts with the first
-// connection to the file and stops, with its connection, when the last one closes (sql.DB.Close
-// closes its idle connections before it returns, so serve's shutdown leaves no goroutine); the
-// last connection's close checkpoints what is left, as SQLite always does. Measured in a full
-// match of 200,000 firms × 140 policies: write 10.7–10.9 s against 12.6–13.8 s (docs/matcher.md,
-// fourteenth session).
+// commits (wal_autocheckpoint(0), in Open's DSN): a goroutine per database file, on a
+// connection of its own, runs PASSIVE checkpoints beside the writer. PASSIVE never waits and
+// never blocks a reader or the writer: it copies what no open read transaction still needs. The
+// goroutine looks at the WAL's size and time every checkpointEvery and checkpoints only when it
+// changed since its last complete checkpoint (and grew by checkpointGrowth, or checkpointGap has
+// passed), so an idle process costs one stat per tick. It starts with the first connection to
+// the file and stops, with its connection, when the last one closes (sql.DB.Close closes its
+// idle connections before it returns: nothing is left running); the last connection's close
+// checkpoints what is left, as SQLite always does. Measured in a full match of 200,000 firms ×
+// 140 policies: write 10.7–10.9 s against 12.6–13.8 s (docs/matcher.md, fourteenth session).
 //
 // The price is the WAL's size while a writer commits without pause: it starts the WAL over only
 // when it finds every frame copied as it begins a transaction, which a full match's writer, one
@@ -44,12 +41,12 @@ import (
 // over) kept it under 121 MB and made the write phase a second longer (13.1 / 13.2 s against
 // 12.4 / 12.0 s alternated); a RESTART checkpoint from this goroutine seldom caught the writer
 // between two transactions (the WAL still reached 111–199 MB).
-
+//
 // Only the bulk writer: in serve many connections commit small transactions in turn (relay,
 // notifiers, receipts), where a commit's checkpoint is small and its next transaction starts the
 // WAL over, which a goroutine beside them would seldom let happen; bench deliver on SQLite showed
 // no gain from it (2,880-3,236 notices/s against 3,000-3,420, the spread of two identical builds).
-//
+
 // checkpointEvery is how often the checkpointer looks at the WAL (a variable for tests). It
 // checkpoints when the WAL grew by checkpointGrowth since its last checkpoint, else at most once
 // per checkpointGap (each checkpoint syncs the WAL and the database file).
