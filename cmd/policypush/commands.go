@@ -317,7 +317,6 @@ ones are untouched, so running it twice queues nothing twice. Notices are sent b
 "deliver".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			batchGC()
 			return g.withBulkDB(cmd.Context(), func(a *app, db *gorm.DB) error {
 				day, err := parseAsOf(asOf, a.cfg)
 				if err != nil {

@@ -37,9 +37,8 @@ func physicalMemory() int64 {
 	if f, err := os.Open("/proc/meminfo"); err == nil {
 		s := bufio.NewScanner(f)
 		for s.Scan() {
-			if rest, ok := strings.CutPrefix(s.Text(), "MemTotal:"); ok {
-				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-				if err == nil {
+			if f := strings.Fields(s.Text()); len(f) >= 2 && f[0] == "MemTotal:" { // "MemTotal: 24578048 kB"
+				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
 					total = kb * 1024
 				}
 				break

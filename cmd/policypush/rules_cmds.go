@@ -87,20 +87,20 @@ func (g *globals) withApp(fn func(a *app) error) error {
 
 // withDB runs fn with the configured database.
 func (g *globals) withDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
-	return g.withApp(func(a *app) error {
-		db, err := a.openDB(ctx)
-		if err != nil {
-			return err
-		}
-		return fn(a, db)
-	})
+	return g.openDB(ctx, false, fn)
 }
 
-// withBulkDB is withDB for a command that writes in bulk (match): on SQLite its commits leave the
-// checkpoints to a goroutine of their own (store.Options.CheckpointBeside).
+// withBulkDB is withDB for a command that writes in bulk (match): Go's collector is set for a
+// batch (batchGC), and on SQLite its commits leave the checkpoints to a goroutine of their own
+// (store.Options.CheckpointBeside).
 func (g *globals) withBulkDB(ctx context.Context, fn func(a *app, db *gorm.DB) error) error {
+	batchGC()
+	return g.openDB(ctx, true, fn)
+}
+
+func (g *globals) openDB(ctx context.Context, bulk bool, fn func(a *app, db *gorm.DB) error) error {
 	return g.withApp(func(a *app) error {
-		a.bulk = true
+		a.bulk = bulk
 		db, err := a.openDB(ctx)
 		if err != nil {
 			return err
